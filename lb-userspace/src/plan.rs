@@ -1,0 +1,978 @@
+//! Diff: from what is installed in the maps and a new desired state, the minimal, ordered list
+//! of map updates, and the installed state that results.
+//!
+//! Planning is pure (no syscalls), so every decision is unit-tested here. It fails before any
+//! map is touched when the desired state does not fit (capacity, table size), so a rejected
+//! change leaves the running state as it was.
+//!
+//! Ordering keeps every intermediate state safe for packets in flight:
+//! 1. counters of newly allocated ids are zeroed;
+//! 2. reals that are new, come up or change MAC are written (a real is usable before any table
+//!    points at it);
+//! 3. each changed lookup table is written into the service's inactive buffer (only the slots
+//!    that differ from what that buffer holds), then the service entry is rewritten to point
+//!    at it: a single hash-map update, so a packet sees the old table or the new one, never a
+//!    mix;
+//! 4. fragment entries (port 0) follow their service;
+//! 5. reals that go down or are removed are marked down (their tables no longer hold them);
+//! 6. removed services are deleted, and their reals released.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    net::IpAddr,
+};
+
+use lb_common::{
+    LOOKUP_ROW, NO_REAL, REAL_DOWN, REAL_UP, Real, SVC_F_HASH_SRC, SVC_F_PERSIST, Service, Vip4Key,
+};
+use thiserror::Error;
+
+use crate::{
+    maglev::{self, Backend, BackendId},
+    state::{DesiredState, Protocol, RealKey, Scheduler, ServiceKey, ServiceSpec},
+};
+
+/// Capacities the maps were created with (set by the loader from configuration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Maximum number of virtual services.
+    pub max_services: u32,
+    /// Maximum number of reals over all services (index 0 is reserved, so one slot fewer).
+    pub max_reals: u32,
+    /// Largest Maglev table a service may use.
+    pub max_table_size: u32,
+    /// Connection-table entries.
+    pub conn_entries: u32,
+    /// Persistence-template entries.
+    pub persist_entries: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_services: 64,
+            max_reals: 4096,
+            max_table_size: lb_common::DEFAULT_TABLE_SIZE,
+            conn_entries: 1 << 20,
+            persist_entries: 1 << 16,
+        }
+    }
+}
+
+impl Limits {
+    /// Slots reserved per table buffer: `max_table_size` rounded up to whole `LOOKUP` rows.
+    pub fn region_slots(&self) -> u32 {
+        self.max_table_size.div_ceil(LOOKUP_ROW) * LOOKUP_ROW
+    }
+
+    /// Flat slots of the `LOOKUP` array: two buffers per service.
+    pub fn lookup_slots(&self) -> u32 {
+        self.max_services * 2 * self.region_slots()
+    }
+
+    /// Flat slot index of slot 0 of buffer `buf` of service `id`.
+    pub fn region_base(&self, id: u32, buf: usize) -> u32 {
+        (id * 2 + buf as u32) * self.region_slots()
+    }
+}
+
+/// Why a desired state cannot be installed.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PlanError {
+    /// More services than `max_services`.
+    #[error("{wanted} virtual services configured, but the maps hold at most {max} (max_services)")]
+    TooManyServices {
+        /// Services wanted.
+        wanted: usize,
+        /// Capacity.
+        max: u32,
+    },
+    /// More reals than `max_reals - 1`.
+    #[error("{wanted} real servers configured, but the maps hold at most {max} (max_reals)")]
+    TooManyReals {
+        /// Reals wanted.
+        wanted: usize,
+        /// Capacity.
+        max: u32,
+    },
+    /// A service's table is larger than the maps allow.
+    #[error("{service}: table_size {size} exceeds max_table_size {max} the maps were created with")]
+    TableTooLarge {
+        /// Service.
+        service: ServiceKey,
+        /// Requested size.
+        size: u32,
+        /// Maximum.
+        max: u32,
+    },
+    /// The Maglev builder rejected the service's table.
+    #[error("{service}: {source}")]
+    Table {
+        /// Service.
+        service: ServiceKey,
+        /// Cause.
+        source: maglev::MaglevError,
+    },
+    /// Port 0 is reserved for the fragment entries.
+    #[error("{0}: port 0 cannot be a service port")]
+    PortZero(ServiceKey),
+    /// IPv6 is not served by this data plane yet.
+    #[error("{0}: IPv6 services are not supported yet")]
+    Ipv6(ServiceKey),
+}
+
+/// One map update.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Zero the per-CPU counters of a service id.
+    ResetServiceStats(u32),
+    /// Zero the per-CPU counters of a real index.
+    ResetRealStats(u32),
+    /// Write `REALS[index]`.
+    SetReal {
+        /// Real index.
+        index: u32,
+        /// Value.
+        real: Real,
+    },
+    /// Write flat lookup slot `base + offset` = `real` for each pair.
+    WriteSlots {
+        /// First slot of the region.
+        base: u32,
+        /// (offset, real index) pairs.
+        slots: Vec<(u32, u32)>,
+    },
+    /// Insert or replace a service entry.
+    SetService {
+        /// Key.
+        key: Vip4Key,
+        /// Value.
+        service: Service,
+    },
+    /// Delete a service entry.
+    RemoveService {
+        /// Key.
+        key: Vip4Key,
+    },
+}
+
+/// A real as installed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstalledReal {
+    /// Index in `REALS`.
+    pub index: u32,
+    /// Value in `REALS`.
+    pub value: Real,
+    /// Configured weight.
+    pub weight: u32,
+}
+
+/// A service as installed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstalledService {
+    /// Key in `SERVICES4`.
+    pub key: Vip4Key,
+    /// Value in `SERVICES4`.
+    pub value: Service,
+    /// Which of the two table buffers is active.
+    pub active: usize,
+    /// Reals.
+    pub reals: BTreeMap<RealKey, InstalledReal>,
+}
+
+/// What the maps hold, as far as the control plane wrote them.
+#[derive(Clone, Debug)]
+pub struct Installed {
+    limits: Limits,
+    /// Services by key.
+    pub services: BTreeMap<ServiceKey, InstalledService>,
+    /// Contents of both table buffers of every service id (empty = all zero).
+    regions: Vec<[Vec<u32>; 2]>,
+    /// Fragment entries (port 0) by key.
+    fragments: BTreeMap<Vip4Key, Service>,
+    free_service_ids: VecDeque<u32>,
+    free_reals: VecDeque<u32>,
+}
+
+impl Installed {
+    /// The state of freshly created maps.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            services: BTreeMap::new(),
+            regions: vec![[Vec::new(), Vec::new()]; limits.max_services as usize],
+            fragments: BTreeMap::new(),
+            free_service_ids: (0..limits.max_services).collect(),
+            // Index 0 is NO_REAL. Freed indices go to the back so they are reused as late as
+            // possible (a stale connection entry then most likely finds an empty slot).
+            free_reals: (1..limits.max_reals).collect(),
+        }
+    }
+
+    /// Capacities.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The active lookup table of a service (empty if it has none yet).
+    pub fn active_table(&self, key: &ServiceKey) -> Option<&[u32]> {
+        let svc = self.services.get(key)?;
+        if svc.value.table_size == 0 {
+            return Some(&[]);
+        }
+        Some(&self.regions[svc.value.id as usize][svc.active])
+    }
+
+    /// Plans the updates that turn this installed state into `desired`, returning them and the
+    /// installed state that results. Nothing is changed on error.
+    pub fn plan(&self, desired: &DesiredState) -> Result<(Vec<Op>, Installed), PlanError> {
+        self.check_capacity(desired)?;
+        let mut next = self.clone();
+        let mut ops = Plan::default();
+
+        // Services that go away first release their ids and reals for reuse later in this
+        // plan only after the new state is fully installed (ids stay reserved until then).
+        let removed: Vec<ServiceKey> = self
+            .services
+            .keys()
+            .filter(|k| !desired.services.contains_key(k))
+            .copied()
+            .collect();
+
+        for (key, spec) in &desired.services {
+            next.plan_service(key, spec, &mut ops)?;
+        }
+
+        for key in &removed {
+            let svc = next
+                .services
+                .remove(key)
+                .expect("removed service was installed");
+            ops.remove_services.push(Op::RemoveService { key: svc.key });
+            for real in svc.reals.values() {
+                ops.reals_down.push(Op::SetReal {
+                    index: real.index,
+                    real: Real::EMPTY,
+                });
+            }
+            let id = svc.value.id;
+            next.free_service_ids.push_back(id);
+            next.free_reals.extend(svc.reals.values().map(|r| r.index));
+        }
+
+        next.plan_fragments(&mut ops);
+        Ok((ops.into_ops(), next))
+    }
+
+    fn check_capacity(&self, desired: &DesiredState) -> Result<(), PlanError> {
+        let services = desired.services.len();
+        if services > self.limits.max_services as usize {
+            return Err(PlanError::TooManyServices {
+                wanted: services,
+                max: self.limits.max_services,
+            });
+        }
+        // Reals of services being replaced are freed only after the plan, so count the
+        // indices in use at the peak: everything kept or added, plus what is being removed.
+        let mut peak = 0usize;
+        for (key, spec) in &desired.services {
+            peak += spec.reals.len();
+            if let Some(svc) = self.services.get(key) {
+                peak += svc
+                    .reals
+                    .keys()
+                    .filter(|r| !spec.reals.contains_key(r))
+                    .count();
+            }
+            if key.vip.is_ipv6() {
+                return Err(PlanError::Ipv6(*key));
+            }
+            if key.port == 0 {
+                return Err(PlanError::PortZero(*key));
+            }
+            if spec.table_size > self.limits.max_table_size {
+                return Err(PlanError::TableTooLarge {
+                    service: *key,
+                    size: spec.table_size,
+                    max: self.limits.max_table_size,
+                });
+            }
+        }
+        for (key, svc) in &self.services {
+            if !desired.services.contains_key(key) {
+                peak += svc.reals.len();
+            }
+        }
+        let max = self.limits.max_reals.saturating_sub(1);
+        if peak > max as usize {
+            return Err(PlanError::TooManyReals { wanted: peak, max });
+        }
+        Ok(())
+    }
+
+    fn plan_service(
+        &mut self,
+        key: &ServiceKey,
+        spec: &ServiceSpec,
+        ops: &mut Plan,
+    ) -> Result<(), PlanError> {
+        let vip_key = vip4_key(key);
+        let (id, is_new) = match self.services.get(key) {
+            Some(svc) => (svc.value.id, false),
+            None => {
+                let id = self
+                    .free_service_ids
+                    .pop_front()
+                    .expect("capacity was checked");
+                ops.reset.push(Op::ResetServiceStats(id));
+                (id, true)
+            }
+        };
+        let mut installed = self.services.remove(key).unwrap_or(InstalledService {
+            key: vip_key,
+            value: Service {
+                id,
+                flags: 0,
+                table_size: 0,
+                table_base: self.limits.region_base(id, 1),
+                persist_timeout: 0,
+                persist_mask4: u32::MAX,
+            },
+            active: 1,
+            reals: BTreeMap::new(),
+        });
+
+        // Reals: removed ones are marked down after the table flip; new ones get an index.
+        let removed: Vec<RealKey> = installed
+            .reals
+            .keys()
+            .filter(|r| !spec.reals.contains_key(r))
+            .copied()
+            .collect();
+        for rk in removed {
+            let real = installed.reals.remove(&rk).expect("present");
+            ops.reals_down.push(Op::SetReal {
+                index: real.index,
+                real: Real::EMPTY,
+            });
+            self.free_reals.push_back(real.index);
+        }
+        for (rk, rs) in &spec.reals {
+            let value = Real {
+                mac: rs.mac.unwrap_or([0; 6]),
+                state: if rs.is_up() { REAL_UP } else { REAL_DOWN },
+                family: if rk.addr.is_ipv4() { 4 } else { 6 },
+                service_id: id,
+                addr: addr_bytes(rk.addr),
+            };
+            match installed.reals.get_mut(rk) {
+                Some(cur) => {
+                    cur.weight = rs.weight;
+                    if cur.value != value {
+                        let op = Op::SetReal {
+                            index: cur.index,
+                            real: value,
+                        };
+                        if value.state == REAL_UP {
+                            ops.reals_up.push(op);
+                        } else {
+                            ops.reals_down.push(op);
+                        }
+                        cur.value = value;
+                    }
+                }
+                None => {
+                    let index = self.free_reals.pop_front().expect("capacity was checked");
+                    ops.reset.push(Op::ResetRealStats(index));
+                    ops.reals_up.push(Op::SetReal { index, real: value });
+                    installed.reals.insert(
+                        *rk,
+                        InstalledReal {
+                            index,
+                            value,
+                            weight: rs.weight,
+                        },
+                    );
+                }
+            }
+        }
+
+        // The lookup table over the reals that take new flows.
+        let backends: Vec<Backend> = spec
+            .reals
+            .iter()
+            .filter(|(_, rs)| rs.takes_new_flows())
+            .map(|(rk, rs)| Backend {
+                id: BackendId {
+                    addr: rk.addr,
+                    port: rk.port,
+                },
+                weight: rs.weight,
+                index: installed.reals[rk].index,
+            })
+            .collect();
+        let table = if backends.is_empty() {
+            Vec::new()
+        } else {
+            maglev::build(&backends, spec.table_size).map_err(|source| PlanError::Table {
+                service: *key,
+                source,
+            })?
+        };
+
+        let mut value = Service {
+            id,
+            flags: 0,
+            table_size: installed.value.table_size,
+            table_base: installed.value.table_base,
+            persist_timeout: 0,
+            persist_mask4: u32::MAX,
+        };
+        if spec.scheduler == Scheduler::SourceHash {
+            value.flags |= SVC_F_HASH_SRC;
+        }
+        if let Some(p) = spec.persistence {
+            value.flags |= SVC_F_PERSIST;
+            value.persist_timeout = p.timeout;
+            value.persist_mask4 = u32::from_ne_bytes(p.granularity.octets());
+        }
+
+        let regions = &mut self.regions[id as usize];
+        let published: &[u32] = if installed.value.table_size == 0 {
+            &[]
+        } else {
+            &regions[installed.active]
+        };
+        if table != published {
+            if table.is_empty() {
+                // No usable real: the data plane drops; no table needed.
+                value.table_size = 0;
+            } else {
+                let inactive = 1 - installed.active;
+                let base = self.limits.region_base(id, inactive);
+                let slots = changed_slots(&regions[inactive], &table);
+                if !slots.is_empty() {
+                    ops.tables.push(Op::WriteSlots { base, slots });
+                }
+                regions[inactive] = table;
+                installed.active = inactive;
+                value.table_size = spec.table_size;
+                value.table_base = base;
+            }
+        }
+        if value != installed.value || is_new {
+            ops.tables.push(Op::SetService {
+                key: vip_key,
+                service: value,
+            });
+            installed.value = value;
+        }
+        self.services.insert(*key, installed);
+        Ok(())
+    }
+
+    /// Fragment entries: for each (VIP, protocol), a copy of its lowest-port service under
+    /// port 0.
+    fn plan_fragments(&mut self, ops: &mut Plan) {
+        let mut wanted: BTreeMap<Vip4Key, Service> = BTreeMap::new();
+        for svc in self.services.values() {
+            let key = Vip4Key { port: 0, ..svc.key };
+            // BTreeMap order is by VIP, then port: the first service seen is the lowest port.
+            wanted.entry(key).or_insert(svc.value);
+        }
+        for (key, value) in &wanted {
+            if self.fragments.get(key) != Some(value) {
+                ops.fragments.push(Op::SetService {
+                    key: *key,
+                    service: *value,
+                });
+            }
+        }
+        for key in self.fragments.keys() {
+            if !wanted.contains_key(key) {
+                ops.fragments.push(Op::RemoveService { key: *key });
+            }
+        }
+        self.fragments = wanted;
+    }
+}
+
+/// Ops grouped by phase; [`Plan::into_ops`] puts the phases in their safe order.
+#[derive(Default)]
+struct Plan {
+    reset: Vec<Op>,
+    reals_up: Vec<Op>,
+    tables: Vec<Op>,
+    fragments: Vec<Op>,
+    reals_down: Vec<Op>,
+    remove_services: Vec<Op>,
+}
+
+impl Plan {
+    fn into_ops(self) -> Vec<Op> {
+        // Fragment entries of removed services must go before the services' reals are
+        // released, so they are ordered with the flips, ahead of the down marks.
+        let mut ops = self.reset;
+        ops.extend(self.reals_up);
+        ops.extend(self.tables);
+        ops.extend(self.fragments);
+        ops.extend(self.remove_services);
+        ops.extend(self.reals_down);
+        ops
+    }
+}
+
+/// The `SERVICES4` key of a service (IPv4 only; checked by the planner).
+pub fn vip4_key(key: &ServiceKey) -> Vip4Key {
+    let addr = match key.vip {
+        IpAddr::V4(a) => a.octets(),
+        IpAddr::V6(_) => [0; 4],
+    };
+    Vip4Key::from_parts(addr, key.port, key.proto.number())
+}
+
+/// The key of a service from its map key.
+pub fn service_key_from_vip4(key: &Vip4Key) -> Option<ServiceKey> {
+    let proto = match key.proto {
+        lb_common::proto::TCP => Protocol::Tcp,
+        lb_common::proto::UDP => Protocol::Udp,
+        _ => return None,
+    };
+    Some(ServiceKey {
+        vip: IpAddr::from(key.addr.to_ne_bytes()),
+        port: u16::from_be(key.port),
+        proto,
+    })
+}
+
+fn addr_bytes(addr: IpAddr) -> [u8; 16] {
+    let mut out = [0; 16];
+    match addr {
+        IpAddr::V4(a) => out[..4].copy_from_slice(&a.octets()),
+        IpAddr::V6(a) => out = a.octets(),
+    }
+    out
+}
+
+/// Slots where `new` differs from `old` (an empty `old` reads as all zero).
+fn changed_slots(old: &[u32], new: &[u32]) -> Vec<(u32, u32)> {
+    new.iter()
+        .enumerate()
+        .filter(|&(i, v)| old.get(i).copied().unwrap_or(NO_REAL) != *v)
+        .map(|(i, v)| (i as u32, *v))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::state::{Health, Persistence, RealSpec};
+
+    const M: u32 = 251;
+
+    fn limits() -> Limits {
+        Limits {
+            max_services: 4,
+            max_reals: 16,
+            max_table_size: M,
+            conn_entries: 1024,
+            persist_entries: 1024,
+        }
+    }
+
+    fn skey(port: u16) -> ServiceKey {
+        ServiceKey {
+            vip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100)),
+            port,
+            proto: Protocol::Tcp,
+        }
+    }
+
+    fn rkey(last: u8, port: u16) -> RealKey {
+        RealKey {
+            addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)),
+            port,
+        }
+    }
+
+    fn real(weight: u32, last: u8) -> RealSpec {
+        RealSpec {
+            weight,
+            mac: Some([2, 0, 0, 0, 0, last]),
+            health: Health::Up,
+        }
+    }
+
+    fn service(port: u16, reals: &[(u8, u32)]) -> ServiceSpec {
+        ServiceSpec {
+            scheduler: Scheduler::Maglev,
+            persistence: None,
+            table_size: M,
+            reals: reals
+                .iter()
+                .map(|&(last, w)| (rkey(last, port), real(w, last)))
+                .collect(),
+        }
+    }
+
+    fn desired(services: Vec<(u16, ServiceSpec)>) -> DesiredState {
+        DesiredState {
+            services: services.into_iter().map(|(p, s)| (skey(p), s)).collect(),
+        }
+    }
+
+    /// Applies ops to an in-memory model of the maps, checking the ordering invariants.
+    #[derive(Default)]
+    struct FakeMaps {
+        services: BTreeMap<Vip4Key, Service>,
+        reals: BTreeMap<u32, Real>,
+        lookup: BTreeMap<u32, u32>,
+    }
+
+    impl FakeMaps {
+        fn apply(&mut self, ops: &[Op]) {
+            for op in ops {
+                match op {
+                    Op::ResetServiceStats(_) | Op::ResetRealStats(_) => {}
+                    Op::SetReal { index, real } => {
+                        self.reals.insert(*index, *real);
+                    }
+                    Op::WriteSlots { base, slots } => {
+                        for (off, v) in slots {
+                            self.lookup.insert(base + off, *v);
+                        }
+                    }
+                    Op::SetService { key, service } => {
+                        self.services.insert(*key, *service);
+                    }
+                    Op::RemoveService { key } => {
+                        self.services.remove(key);
+                    }
+                }
+                self.check_invariant();
+            }
+        }
+
+        /// Every slot of every active table points at a real that is up and belongs to the
+        /// service: what a packet could see at any point between two ops.
+        fn check_invariant(&self) {
+            for svc in self.services.values() {
+                for slot in 0..svc.table_size {
+                    let r = self
+                        .lookup
+                        .get(&(svc.table_base + slot))
+                        .copied()
+                        .unwrap_or(0);
+                    assert_ne!(r, NO_REAL, "active table has an empty slot");
+                    let real = self.reals.get(&r).expect("table points at unwritten real");
+                    assert_eq!(real.state, REAL_UP, "active table points at a down real");
+                    assert_eq!(
+                        real.service_id, svc.id,
+                        "active table points at a foreign real"
+                    );
+                }
+            }
+        }
+
+        fn table(&self, key: &ServiceKey) -> Vec<u32> {
+            let svc = self.services[&vip4_key(key)];
+            (0..svc.table_size)
+                .map(|s| self.lookup[&(svc.table_base + s)])
+                .collect()
+        }
+    }
+
+    fn apply(installed: &Installed, maps: &mut FakeMaps, d: &DesiredState) -> (Vec<Op>, Installed) {
+        let (ops, next) = installed.plan(d).expect("plan");
+        maps.apply(&ops);
+        (ops, next)
+    }
+
+    #[test]
+    fn first_install_writes_reals_table_service_and_fragment_entry() {
+        let inst = Installed::new(limits());
+        let mut maps = FakeMaps::default();
+        let d = desired(vec![(5672, service(5672, &[(2, 1), (3, 1)]))]);
+        let (ops, next) = apply(&inst, &mut maps, &d);
+        assert!(matches!(ops[0], Op::ResetServiceStats(0)));
+        let svc = maps.services[&vip4_key(&skey(5672))];
+        assert_eq!(svc.table_size, M);
+        let frag = maps.services[&Vip4Key {
+            port: 0,
+            ..vip4_key(&skey(5672))
+        }];
+        assert_eq!(frag, svc);
+        let table = maps.table(&skey(5672));
+        assert_eq!(table.len(), M as usize);
+        assert_eq!(next.active_table(&skey(5672)).unwrap(), &table[..]);
+        // Both reals got slots.
+        let idx: Vec<u32> = next.services[&skey(5672)]
+            .reals
+            .values()
+            .map(|r| r.index)
+            .collect();
+        assert!(idx.iter().all(|i| table.contains(i)));
+    }
+
+    #[test]
+    fn same_state_twice_is_a_no_op() {
+        let inst = Installed::new(limits());
+        let mut maps = FakeMaps::default();
+        let d = desired(vec![(5672, service(5672, &[(2, 1), (3, 1)]))]);
+        let (_, next) = apply(&inst, &mut maps, &d);
+        let (ops, _) = next.plan(&d).unwrap();
+        assert!(ops.is_empty(), "{ops:?}");
+    }
+
+    #[test]
+    fn table_change_goes_to_inactive_buffer_then_flips() {
+        let inst = Installed::new(limits());
+        let mut maps = FakeMaps::default();
+        let (_, s1) = apply(
+            &inst,
+            &mut maps,
+            &desired(vec![(80, service(80, &[(2, 1), (3, 1)]))]),
+        );
+        let base1 = maps.services[&vip4_key(&skey(80))].table_base;
+        let (ops, s2) = apply(
+            &s1,
+            &mut maps,
+            &desired(vec![(80, service(80, &[(2, 1), (3, 1), (4, 1)]))]),
+        );
+        let base2 = maps.services[&vip4_key(&skey(80))].table_base;
+        assert_ne!(base1, base2, "a changed table is published by a flip");
+        // The write precedes the flip.
+        let w = ops
+            .iter()
+            .position(|o| matches!(o, Op::WriteSlots { .. }))
+            .unwrap();
+        let f = ops
+            .iter()
+            .position(|o| matches!(o, Op::SetService { key, .. } if key.port != 0))
+            .unwrap();
+        assert!(w < f);
+        // Third change writes only slots that differ from what the old buffer holds.
+        let (ops, _) = apply(
+            &s2,
+            &mut maps,
+            &desired(vec![(80, service(80, &[(2, 1), (3, 1)]))]),
+        );
+        let written: usize = ops
+            .iter()
+            .map(|o| match o {
+                Op::WriteSlots { slots, .. } => slots.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(written, 0, "buffer already held exactly this table");
+        assert_eq!(maps.services[&vip4_key(&skey(80))].table_base, base1);
+    }
+
+    #[test]
+    fn down_real_leaves_table_before_it_is_marked_down() {
+        let inst = Installed::new(limits());
+        let mut maps = FakeMaps::default();
+        let mut spec = service(80, &[(2, 1), (3, 1), (4, 1)]);
+        let (_, s1) = apply(&inst, &mut maps, &desired(vec![(80, spec.clone())]));
+        spec.reals.get_mut(&rkey(3, 80)).unwrap().health = Health::Down;
+        // FakeMaps checks after every op that no active table points at a down real.
+        let (ops, s2) = apply(&s1, &mut maps, &desired(vec![(80, spec.clone())]));
+        let idx3 = s1.services[&skey(80)].reals[&rkey(3, 80)].index;
+        assert!(ops.iter().any(|o| matches!(o, Op::SetReal { index, real } if *index == idx3 && real.state == REAL_DOWN)));
+        assert!(!maps.table(&skey(80)).contains(&idx3));
+        // And back up: marked up before the table includes it.
+        spec.reals.get_mut(&rkey(3, 80)).unwrap().health = Health::Up;
+        apply(&s2, &mut maps, &desired(vec![(80, spec)]));
+        assert!(maps.table(&skey(80)).contains(&idx3));
+    }
+
+    #[test]
+    fn drained_real_stays_up_but_leaves_table() {
+        let inst = Installed::new(limits());
+        let mut maps = FakeMaps::default();
+        let (_, s1) = apply(
+            &inst,
+            &mut maps,
+            &desired(vec![(80, service(80, &[(2, 1), (3, 1)]))]),
+        );
+        apply(
+            &s1,
+            &mut maps,
+            &desired(vec![(80, service(80, &[(2, 1), (3, 0)]))]),
+        );
+        let idx3 = s1.services[&skey(80)].reals[&rkey(3, 80)].index;
+        assert_eq!(maps.reals[&idx3].state, REAL_UP);
+        assert!(!maps.table(&skey(80)).contains(&idx3));
+    }
+
+    #[test]
+    fn unresolved_mac_means_down() {
+        let inst = Installed::new(limits());
+        let mut maps = FakeMaps::default();
+        let mut spec = service(80, &[(2, 1), (3, 1)]);
+        spec.reals.get_mut(&rkey(3, 80)).unwrap().mac = None;
+        let (_, s1) = apply(&inst, &mut maps, &desired(vec![(80, spec)]));
+        let idx3 = s1.services[&skey(80)].reals[&rkey(3, 80)].index;
+        assert_eq!(maps.reals[&idx3].state, REAL_DOWN);
+        assert!(!maps.table(&skey(80)).contains(&idx3));
+    }
+
+    #[test]
+    fn no_usable_real_publishes_empty_table() {
+        let inst = Installed::new(limits());
+        let mut maps = FakeMaps::default();
+        let (_, s1) = apply(
+            &inst,
+            &mut maps,
+            &desired(vec![(80, service(80, &[(2, 1)]))]),
+        );
+        apply(&s1, &mut maps, &desired(vec![(80, service(80, &[(2, 0)]))]));
+        assert_eq!(maps.services[&vip4_key(&skey(80))].table_size, 0);
+    }
+
+    #[test]
+    fn table_comes_back_after_being_empty() {
+        let inst = Installed::new(limits());
+        let mut maps = FakeMaps::default();
+        let (_, s1) = apply(
+            &inst,
+            &mut maps,
+            &desired(vec![(80, service(80, &[(2, 1)]))]),
+        );
+        let (_, s2) = apply(&s1, &mut maps, &desired(vec![(80, service(80, &[(2, 0)]))]));
+        assert_eq!(s2.active_table(&skey(80)).unwrap(), &[] as &[u32]);
+        apply(&s2, &mut maps, &desired(vec![(80, service(80, &[(2, 1)]))]));
+        assert_eq!(maps.services[&vip4_key(&skey(80))].table_size, M);
+        assert_eq!(maps.table(&skey(80)), s1.active_table(&skey(80)).unwrap());
+    }
+
+    #[test]
+    fn remove_service_and_reals_then_reuse_ids() {
+        let inst = Installed::new(limits());
+        let mut maps = FakeMaps::default();
+        let (_, s1) = apply(
+            &inst,
+            &mut maps,
+            &desired(vec![
+                (80, service(80, &[(2, 1)])),
+                (443, service(443, &[(2, 1), (3, 1)])),
+            ]),
+        );
+        let (ops, s2) = apply(
+            &s1,
+            &mut maps,
+            &desired(vec![(443, service(443, &[(2, 1), (3, 1)]))]),
+        );
+        assert!(!maps.services.contains_key(&vip4_key(&skey(80))));
+        // The fragment entry now follows port 443.
+        let frag = maps.services[&Vip4Key {
+            port: 0,
+            ..vip4_key(&skey(443))
+        }];
+        assert_eq!(frag, maps.services[&vip4_key(&skey(443))]);
+        let idx = s1.services[&skey(80)].reals[&rkey(2, 80)].index;
+        assert_eq!(maps.reals[&idx], Real::EMPTY);
+        let rm = ops
+            .iter()
+            .position(|o| matches!(o, Op::RemoveService { key } if *key == vip4_key(&skey(80))))
+            .unwrap();
+        let down = ops
+            .iter()
+            .position(|o| matches!(o, Op::SetReal { index, .. } if *index == idx))
+            .unwrap();
+        assert!(rm < down, "service is gone before its reals are emptied");
+        // Freed real indices are reused last.
+        let (_, s3) = apply(
+            &s2,
+            &mut maps,
+            &desired(vec![(443, service(443, &[(2, 1), (3, 1), (4, 1)]))]),
+        );
+        assert_ne!(s3.services[&skey(443)].reals[&rkey(4, 443)].index, idx);
+    }
+
+    #[test]
+    fn persistence_and_source_hash_flags() {
+        let inst = Installed::new(limits());
+        let mut maps = FakeMaps::default();
+        let mut spec = service(80, &[(2, 1)]);
+        spec.persistence = Some(Persistence {
+            timeout: 50,
+            granularity: Ipv4Addr::new(255, 255, 255, 0),
+        });
+        let mut sh = service(81, &[(2, 1)]);
+        sh.scheduler = Scheduler::SourceHash;
+        apply(&inst, &mut maps, &desired(vec![(80, spec), (81, sh)]));
+        let p = maps.services[&vip4_key(&skey(80))];
+        assert_eq!(p.flags, SVC_F_PERSIST);
+        assert_eq!(p.persist_timeout, 50);
+        assert_eq!(p.persist_mask4.to_ne_bytes(), [255, 255, 255, 0]);
+        let s = maps.services[&vip4_key(&skey(81))];
+        assert_eq!(s.flags, SVC_F_HASH_SRC);
+        assert_eq!(s.persist_mask4, u32::MAX);
+    }
+
+    #[test]
+    fn capacity_errors_change_nothing() {
+        let inst = Installed::new(limits());
+        let five: Vec<_> = (1..=5).map(|p| (p, service(p, &[(2, 1)]))).collect();
+        assert_eq!(
+            inst.plan(&desired(five)).unwrap_err(),
+            PlanError::TooManyServices { wanted: 5, max: 4 }
+        );
+        let many: Vec<(u8, u32)> = (1..=16).map(|i| (i, 1)).collect();
+        assert!(matches!(
+            inst.plan(&desired(vec![(80, service(80, &many))]))
+                .unwrap_err(),
+            PlanError::TooManyReals {
+                wanted: 16,
+                max: 15
+            }
+        ));
+        let mut big = service(80, &[(2, 1)]);
+        big.table_size = 257;
+        assert!(matches!(
+            inst.plan(&desired(vec![(80, big)])).unwrap_err(),
+            PlanError::TableTooLarge { size: 257, .. }
+        ));
+        let mut v6 = desired(vec![]);
+        v6.services.insert(
+            ServiceKey {
+                vip: "2001:db8::1".parse().unwrap(),
+                port: 80,
+                proto: Protocol::Tcp,
+            },
+            service(80, &[(2, 1)]),
+        );
+        assert!(matches!(inst.plan(&v6).unwrap_err(), PlanError::Ipv6(_)));
+        assert!(inst.services.is_empty());
+    }
+
+    #[test]
+    fn real_moving_between_services_counts_at_peak() {
+        // Replacing a service's reals needs both old and new indices for one plan.
+        let inst = Installed::new(limits());
+        let mut maps = FakeMaps::default();
+        let a: Vec<(u8, u32)> = (1..=8).map(|i| (i, 1)).collect();
+        let b: Vec<(u8, u32)> = (9..=16).map(|i| (i, 1)).collect();
+        let (_, s1) = apply(&inst, &mut maps, &desired(vec![(80, service(80, &a))]));
+        assert!(matches!(
+            s1.plan(&desired(vec![(80, service(80, &b))])).unwrap_err(),
+            PlanError::TooManyReals { wanted: 16, .. }
+        ));
+    }
+
+    #[test]
+    fn mac_change_rewrites_real_only() {
+        let inst = Installed::new(limits());
+        let mut maps = FakeMaps::default();
+        let mut spec = service(80, &[(2, 1), (3, 1)]);
+        let (_, s1) = apply(&inst, &mut maps, &desired(vec![(80, spec.clone())]));
+        spec.reals.get_mut(&rkey(3, 80)).unwrap().mac = Some([2, 0, 0, 0, 0, 0x33]);
+        let (ops, _) = apply(&s1, &mut maps, &desired(vec![(80, spec)]));
+        assert_eq!(ops.len(), 1, "{ops:?}");
+        let idx3 = s1.services[&skey(80)].reals[&rkey(3, 80)].index;
+        assert_eq!(maps.reals[&idx3].mac, [2, 0, 0, 0, 0, 0x33]);
+    }
+}

@@ -1,0 +1,154 @@
+//! The desired state: what the data plane should do, independent of how maps are laid out.
+//!
+//! Configuration, health checks, neighbour resolution and runtime edits all end up here; the
+//! planner ([`crate::plan`]) turns the difference between two desired states into map updates.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{IpAddr, Ipv4Addr},
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Transport protocol of a virtual service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Protocol {
+    /// IP protocol number.
+    pub const fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => lb_common::proto::TCP,
+            Protocol::Udp => lb_common::proto::UDP,
+        }
+    }
+
+    /// Upper-case name as ipvsadm prints it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A virtual service: VIP, port and protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ServiceKey {
+    /// Virtual IP.
+    pub vip: IpAddr,
+    /// Port (never 0).
+    pub port: u16,
+    /// Protocol.
+    pub proto: Protocol,
+}
+
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.vip {
+            IpAddr::V4(a) => write!(f, "{} {}:{}", self.proto, a, self.port),
+            IpAddr::V6(a) => write!(f, "{} [{}]:{}", self.proto, a, self.port),
+        }
+    }
+}
+
+/// A real server inside a service: address and port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RealKey {
+    /// Real server address.
+    pub addr: IpAddr,
+    /// Port (equal to the service port in DR).
+    pub port: u16,
+}
+
+impl fmt::Display for RealKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.addr {
+            IpAddr::V4(a) => write!(f, "{}:{}", a, self.port),
+            IpAddr::V6(a) => write!(f, "[{}]:{}", a, self.port),
+        }
+    }
+}
+
+/// How new flows are placed in the Maglev table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Scheduler {
+    /// Weighted Maglev over the 5-tuple (serves rr, wrr and mh).
+    Maglev,
+    /// Weighted Maglev over the source address (sh).
+    SourceHash,
+}
+
+/// Persistence (keepalived `persistence_timeout` / `persistence_granularity`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Persistence {
+    /// Seconds a client stays on its real after its last connection event.
+    pub timeout: u32,
+    /// Netmask applied to the client address (255.255.255.255 = per client).
+    pub granularity: Ipv4Addr,
+}
+
+/// Health of a real as decided by its checker (or by the operator).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Health {
+    /// Takes traffic.
+    Up,
+    /// Gets no new flows; existing flows are rescheduled.
+    Down,
+}
+
+/// What the data plane should do with one real.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RealSpec {
+    /// Weight; 0 drains (existing flows stay, no new ones).
+    pub weight: u32,
+    /// Resolved MAC address; `None` (not resolved) makes the real down.
+    pub mac: Option<[u8; 6]>,
+    /// Health.
+    pub health: Health,
+}
+
+impl RealSpec {
+    /// Whether the data plane may send this real traffic at all.
+    pub fn is_up(&self) -> bool {
+        self.health == Health::Up && self.mac.is_some()
+    }
+
+    /// Whether the real gets new flows (is in the lookup table).
+    pub fn takes_new_flows(&self) -> bool {
+        self.is_up() && self.weight > 0
+    }
+}
+
+/// What the data plane should do with one virtual service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// Scheduler.
+    pub scheduler: Scheduler,
+    /// Persistence, if on.
+    pub persistence: Option<Persistence>,
+    /// Maglev table size M (prime).
+    pub table_size: u32,
+    /// Reals.
+    pub reals: BTreeMap<RealKey, RealSpec>,
+}
+
+/// The whole desired data-plane state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DesiredState {
+    /// Services by key.
+    pub services: BTreeMap<ServiceKey, ServiceSpec>,
+}

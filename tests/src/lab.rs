@@ -1,0 +1,181 @@
+//! A loaded data plane for packet tests: the real program and maps in the kernel, driven
+//! through the same planner the agent uses, exercised with BPF_PROG_TEST_RUN.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use lb_common::Settings;
+use lb_userspace::{
+    dataplane::{Dataplane, LoadOptions, TestRunOutcome},
+    plan::{Installed, Limits, Op},
+    state::{
+        DesiredState, Health, Persistence, Protocol, RealKey, RealSpec, Scheduler, ServiceKey,
+        ServiceSpec,
+    },
+};
+
+use crate::packet::DIRECTOR_MAC;
+
+/// XDP_DROP.
+pub const XDP_DROP: u32 = 1;
+/// XDP_PASS.
+pub const XDP_PASS: u32 = 2;
+/// XDP_TX.
+pub const XDP_TX: u32 = 3;
+
+/// Small maps for tests: cheap to create, one per test.
+pub fn test_limits() -> Limits {
+    Limits {
+        max_services: 8,
+        max_reals: 64,
+        max_table_size: 65_537,
+        conn_entries: 4096,
+        persist_entries: 1024,
+    }
+}
+
+/// A loaded program with its maps and the planner's view of them.
+pub struct Lab {
+    /// The data plane.
+    pub dp: Dataplane,
+    /// What the planner installed.
+    pub installed: Installed,
+    /// The last desired state applied.
+    pub desired: DesiredState,
+}
+
+impl Lab {
+    /// Loads the embedded program with test limits and the director MAC [`DIRECTOR_MAC`].
+    pub fn new() -> Self {
+        Self::with_limits(test_limits())
+    }
+
+    /// Loads with the given limits.
+    pub fn with_limits(limits: Limits) -> Self {
+        let mut dp = Dataplane::load(&LoadOptions {
+            limits,
+            ebpf_log_level: 0,
+        })
+        .unwrap_or_else(|e| panic!("loading the XDP program failed (are we root?): {e}"));
+        dp.set_settings(&Settings::new(DIRECTOR_MAC))
+            .expect("settings");
+        Self {
+            dp,
+            installed: Installed::new(limits),
+            desired: DesiredState::default(),
+        }
+    }
+
+    /// Plans and applies `desired`; returns the ops.
+    pub fn apply(&mut self, desired: &DesiredState) -> Vec<Op> {
+        let (ops, next) = self
+            .installed
+            .plan(desired)
+            .unwrap_or_else(|e| panic!("plan rejected: {e}"));
+        self.dp.apply(&ops).expect("apply");
+        self.installed = next;
+        self.desired = desired.clone();
+        ops
+    }
+
+    /// Runs the program on a frame.
+    pub fn run(&self, frame: &[u8]) -> TestRunOutcome {
+        self.dp
+            .test_run(frame)
+            .unwrap_or_else(|e| panic!("test run of a {}-byte frame: {e}", frame.len()))
+    }
+
+    /// Index of a real in `REALS`.
+    pub fn real_index(&self, svc: &ServiceKey, real: &RealKey) -> u32 {
+        self.installed.services[svc].reals[real].index
+    }
+
+    /// Id of a service.
+    pub fn service_id(&self, svc: &ServiceKey) -> u32 {
+        self.installed.services[svc].value.id
+    }
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A TCP service key.
+pub fn tcp(vip: Ipv4Addr, port: u16) -> ServiceKey {
+    ServiceKey {
+        vip: IpAddr::V4(vip),
+        port,
+        proto: Protocol::Tcp,
+    }
+}
+
+/// A UDP service key.
+pub fn udp(vip: Ipv4Addr, port: u16) -> ServiceKey {
+    ServiceKey {
+        vip: IpAddr::V4(vip),
+        port,
+        proto: Protocol::Udp,
+    }
+}
+
+/// A real key.
+pub fn rk(addr: Ipv4Addr, port: u16) -> RealKey {
+    RealKey {
+        addr: IpAddr::V4(addr),
+        port,
+    }
+}
+
+/// The MAC tests give the real at `addr`: 02:00:<addr octets>.
+pub fn mac_of(addr: Ipv4Addr) -> [u8; 6] {
+    let o = addr.octets();
+    [0x02, 0x00, o[0], o[1], o[2], o[3]]
+}
+
+/// A service spec over reals `(address, weight)` on `port`, Maglev, table size M.
+pub fn spec(port: u16, m: u32, reals: &[(Ipv4Addr, u32)]) -> ServiceSpec {
+    ServiceSpec {
+        scheduler: Scheduler::Maglev,
+        persistence: None,
+        table_size: m,
+        reals: reals
+            .iter()
+            .map(|&(a, w)| {
+                (
+                    rk(a, port),
+                    RealSpec {
+                        weight: w,
+                        mac: Some(mac_of(a)),
+                        health: Health::Up,
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+/// The same spec with persistence on.
+pub fn persistent(mut s: ServiceSpec, timeout: u32, granularity: Ipv4Addr) -> ServiceSpec {
+    s.persistence = Some(Persistence {
+        timeout,
+        granularity,
+    });
+    s
+}
+
+/// A desired state from services.
+pub fn desired(services: Vec<(ServiceKey, ServiceSpec)>) -> DesiredState {
+    DesiredState {
+        services: services.into_iter().collect(),
+    }
+}
+
+/// The frame `input` as the program must emit it when forwarding to `real_mac`: destination
+/// MAC = the real, source MAC = the director, every other byte unchanged.
+pub fn forwarded(input: &[u8], real_mac: [u8; 6]) -> Vec<u8> {
+    let mut out = input.to_vec();
+    out[0..6].copy_from_slice(&real_mac);
+    out[6..12].copy_from_slice(&DIRECTOR_MAC);
+    out
+}
