@@ -9,6 +9,8 @@
 const SEED_FLOW: u64 = 0x9e37_79b9_7f4a_7c15;
 const SEED_SOURCE: u64 = 0xc2b2_ae3d_27d4_eb4f;
 const SEED_FRAGMENT: u64 = 0x1656_67b1_9e37_79f9;
+const SEED_VIP: u64 = 0x27d4_eb2f_1656_67c5;
+const SEED_PERSIST: u64 = 0x85eb_ca77_c2b2_ae63;
 
 /// MurmurHash3's 64-bit finaliser: a bijective mix of all input bits.
 #[inline(always)]
@@ -26,12 +28,16 @@ const fn fold(h: u64) -> u32 {
     (h ^ (h >> 32)) as u32
 }
 
-/// Hash of an IPv4 5-tuple (wire-order values), for services scheduled per flow.
+/// Hash of an IPv4 5-tuple (wire-order values): picks the connection-table set and, for
+/// services scheduled per flow, the lookup-table slot. The ports are spread over all 64 bits by
+/// one multiply, then one finaliser round mixes them with the addresses.
 #[inline(always)]
 pub const fn flow_hash4(src: u32, dst: u32, sport: u16, dport: u16, proto: u8) -> u32 {
     let addrs = ((src as u64) << 32) | dst as u64;
-    let rest = ((sport as u64) << 48) | ((dport as u64) << 32) | proto as u64;
-    fold(mix64(addrs ^ mix64(rest ^ SEED_FLOW)))
+    let rest = ((sport as u64) << 24) | ((dport as u64) << 8) | proto as u64;
+    fold(mix64(
+        addrs ^ (rest ^ SEED_FLOW).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    ))
 }
 
 /// Hash of an IPv4 source address (already masked), for `sh` and persistent services.
@@ -46,6 +52,22 @@ pub const fn source_hash4(src: u32) -> u32 {
 pub const fn fragment_hash4(src: u32, dst: u32, proto: u8) -> u32 {
     let addrs = ((src as u64) << 32) | dst as u64;
     fold(mix64(addrs ^ mix64(proto as u64 ^ SEED_FRAGMENT)))
+}
+
+/// Hash of an IPv4 VIP key (address, port, protocol; wire order), for the VIP table. A few
+/// dozen keys in a table eight times larger only need a Fibonacci multiply.
+#[inline(always)]
+pub const fn vip_hash4(addr: u32, port: u16, proto: u8) -> u32 {
+    let v = ((addr as u64) << 32) | ((port as u64) << 16) | proto as u64;
+    let h = (v ^ (v >> 29) ^ SEED_VIP).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> 32) as u32
+}
+
+/// Hash of a persistence template key (service id, masked client).
+#[inline(always)]
+pub const fn persist_hash4(service_id: u32, client: u32) -> u32 {
+    let v = ((service_id as u64) << 32) | client as u64;
+    fold(mix64(v ^ SEED_PERSIST))
 }
 
 /// Maps a 32-bit hash onto a table of `size` slots without a division (multiply-shift).
@@ -89,6 +111,9 @@ mod tests {
         assert_ne!(base, flow_hash4(1, 2, 3, 4, 17));
         assert_ne!(fragment_hash4(1, 2, 6), fragment_hash4(1, 2, 17));
         assert_ne!(source_hash4(1), source_hash4(2));
+        assert_ne!(vip_hash4(1, 80, 6), vip_hash4(1, 81, 6));
+        assert_ne!(vip_hash4(1, 80, 6), vip_hash4(1, 80, 17));
+        assert_ne!(persist_hash4(1, 2), persist_hash4(2, 1));
     }
 
     #[test]

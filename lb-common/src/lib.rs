@@ -1,37 +1,57 @@
 //! The contract between the XDP data plane (`lb-ebpf`) and the control plane (`lb-userspace`).
 //!
-//! Every map key and value, every constant both sides must agree on, and the flow hash live here
+//! Every map key and value, every constant both sides must agree on, and the hashes live here
 //! and nowhere else. Each type says who writes it and who reads it. All types are `#[repr(C)]`,
-//! `Copy`, and free of implicit padding so that the kernel and userspace see the same bytes.
+//! `Copy`, free of implicit padding, and (for the memory-mapped arrays) a multiple of 8 bytes
+//! long, because the kernel lays array elements out on an 8-byte stride.
 //!
-//! Byte order: addresses and ports are kept exactly as they appear on the wire (network byte
-//! order) inside `u32`/`u16` fields, i.e. `u32::from_ne_bytes(ip.octets())`. The data plane then
-//! copies header fields without conversion; the `from_parts` constructors do the conversion for
-//! userspace.
+//! # Why arrays
+//! Every table the data plane reads per packet is a `BPF_F_MMAPABLE` array: the verifier turns
+//! array lookups into a few inline instructions, while a hash-map lookup is a helper call (on the
+//! machines we measured, 27-52 ns per hash lookup and 190 ns per LRU insert, against about 1 ns
+//! for an array element). The control plane writes the arrays through a shared memory mapping.
+//! Hash tables are built on top of arrays: an open-addressing VIP table and set-associative
+//! connection and persistence tables ([`set`]).
+//!
+//! # Byte order
+//! Addresses and ports are kept as they appear on the wire (network byte order) inside
+//! `u32`/`u16` fields, i.e. `u32::from_ne_bytes(ip.octets())`. The data plane copies header
+//! fields without conversion; the `from_parts` constructors convert for userspace.
+//!
+//! # Time
+//! The data plane's clock is [`Settings::clock`], whole seconds of `CLOCK_MONOTONIC` that the
+//! agent advances several times a second. Reading it costs nothing on the packet path. While no
+//! agent runs, the clock stands still and idle entries do not age.
 #![no_std]
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 #![warn(missing_docs)]
 
 pub mod hash;
+pub mod set;
 pub mod tcp;
 
-pub use hash::{flow_hash4, fragment_hash4, source_hash4, table_slot};
+pub use hash::{flow_hash4, fragment_hash4, persist_hash4, source_hash4, table_slot, vip_hash4};
+pub use set::{Set, Slot, SlotData};
 pub use tcp::{ConnState, TcpFlags};
 
 /// Names of the maps in the eBPF object, shared so that the loader and the program agree.
 pub mod map_names {
-    /// [`crate::Settings`] (array, one entry).
+    /// [`crate::Settings`] (array, one element).
     pub const SETTINGS: &str = "SETTINGS";
-    /// [`crate::Vip4Key`] -> [`crate::Service`] (hash).
-    pub const SERVICES4: &str = "SERVICES4";
-    /// Lookup tables: an array of [`crate::LookupRow`]s; each service owns two regions.
+    /// [`crate::VipBucket4`] open-addressing table, two halves (array).
+    pub const VIPS4: &str = "VIPS4";
+    /// Service id -> [`crate::Service`] (array).
+    pub const SERVICES: &str = "SERVICES";
+    /// Lookup tables: [`crate::LookupRow`]s; each service owns two regions (array).
     pub const LOOKUP: &str = "LOOKUP";
     /// Real index -> [`crate::Real`] (array; index 0 is never a real).
     pub const REALS: &str = "REALS";
-    /// [`crate::Flow4Key`] -> [`crate::Conn`] (LRU hash).
+    /// [`crate::ConnSet4`] connection table (array of sets).
     pub const CONNS4: &str = "CONNS4";
-    /// [`crate::Persist4Key`] -> [`crate::PersistEntry`] (LRU hash).
+    /// [`crate::PersistSet4`] persistence templates (array of sets).
     pub const PERSIST4: &str = "PERSIST4";
-    /// Per-CPU [`crate::GlobalStats`] (per-CPU array, one entry).
+    /// Per-CPU [`crate::GlobalStats`] (per-CPU array, one element).
     pub const GLOBAL_STATS: &str = "GLOBAL_STATS";
     /// Service id -> per-CPU [`crate::TrafficStats`] (per-CPU array).
     pub const SERVICE_STATS: &str = "SERVICE_STATS";
@@ -57,18 +77,17 @@ pub const NO_REAL: u32 = 0;
 /// Default Maglev lookup table size (a prime, as in the Maglev paper).
 pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
 
-/// Slots per `LOOKUP` element. The kernel pads array elements to 8 bytes, so tables are packed
-/// into rows of 16 real indices (64 bytes, no padding): slot `s` of the flat table is
-/// `LOOKUP[s / LOOKUP_ROW][s % LOOKUP_ROW]`, and the memory-mapped array reads as one flat
-/// `u32` table.
+/// Slots per `LOOKUP` element: tables are packed into rows of 16 real indices (64 bytes, no
+/// padding), so slot `s` of the flat table is `LOOKUP[s / LOOKUP_ROW][s % LOOKUP_ROW]` and the
+/// memory-mapped array reads as one flat `u32` table.
 pub const LOOKUP_ROW: u32 = 16;
 
 /// One `LOOKUP` element: [`LOOKUP_ROW`] consecutive slots, each a real index ([`NO_REAL`] =
-/// empty). Written by the control plane (through a memory mapping), read by the data plane.
+/// empty). Written by the control plane, read by the data plane.
 pub type LookupRow = [u32; LOOKUP_ROW as usize];
 
-/// Director-wide settings. Written by the control plane at start-up (and when timeouts
-/// change); read by the data plane on every packet.
+/// Director-wide settings, one element. Written by the control plane (the clock several times
+/// a second, the VIP table half on every change); read by the data plane on every packet.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Settings {
@@ -77,9 +96,27 @@ pub struct Settings {
     pub mac: [u8; 6],
     /// Explicit padding.
     pub _pad: [u8; 2],
-    /// Idle timeout in seconds for each [`ConnState`], indexed by its value.
-    pub timeouts: [u32; ConnState::COUNT],
+    /// Seconds of `CLOCK_MONOTONIC`, advanced by the agent (stored with one 4-byte write).
+    pub clock: u32,
+    /// Index in `VIPS4` of the active half's bucket 0 (0 or `vip_mask + 1`; one 4-byte write
+    /// flips it).
+    pub vip_base: u32,
+    /// Buckets per `VIPS4` half, minus one (the half size is a power of two).
+    pub vip_mask: u32,
+    /// Sets in `CONNS4` minus one (a power of two minus one).
+    pub conn_mask: u32,
+    /// Sets in `PERSIST4` minus one (a power of two minus one).
+    pub persist_mask: u32,
+    /// Explicit padding.
+    pub _pad2: u32,
+    /// Idle timeout in seconds for each [`ConnState`], indexed by its value; entries past the
+    /// last state are 0. Sixteen entries, so that `state & 15` is always a valid index and the
+    /// verifier needs no range proof.
+    pub timeouts: [u32; TIMEOUT_SLOTS],
 }
+
+/// Entries of [`Settings::timeouts`].
+pub const TIMEOUT_SLOTS: usize = 16;
 
 impl Settings {
     /// Settings with IPVS's default timeouts.
@@ -87,31 +124,47 @@ impl Settings {
         Self {
             mac,
             _pad: [0; 2],
-            timeouts: ConnState::DEFAULT_TIMEOUTS,
+            clock: 0,
+            vip_base: 0,
+            vip_mask: 0,
+            conn_mask: 0,
+            persist_mask: 0,
+            _pad2: 0,
+            timeouts: default_timeouts(),
         }
     }
 
-    /// Idle timeout of `state` in nanoseconds (0 for an unknown state, which makes it expire).
+    /// Idle timeout of `state` in seconds (0 past the last state, which makes it expire; the
+    /// index is taken modulo 16).
     #[inline(always)]
-    pub fn timeout_ns(&self, state: u8) -> u64 {
-        match self.timeouts.get(state as usize) {
-            Some(t) => *t as u64 * 1_000_000_000,
-            None => 0,
-        }
+    pub fn timeout(&self, state: u8) -> u32 {
+        self.timeouts[(state & 15) as usize]
     }
 }
 
-/// Key of an IPv4 virtual service. Written by the control plane, read by the data plane.
+/// IPVS's default timeouts laid out as [`Settings::timeouts`].
+const fn default_timeouts() -> [u32; TIMEOUT_SLOTS] {
+    let mut t = [0; TIMEOUT_SLOTS];
+    let mut i = 0;
+    while i < ConnState::COUNT {
+        t[i] = ConnState::DEFAULT_TIMEOUTS[i];
+        i += 1;
+    }
+    t
+}
+
+/// Key of an IPv4 virtual service.
 ///
-/// A key with `port == 0` is the service that receives the IP fragments of `(addr, proto)`:
+/// A key with `port == 0` is the entry that receives the IP fragments of `(addr, proto)`:
 /// fragments after the first carry no ports, so all fragments of a VIP and protocol are
-/// scheduled through one designated service (the lowest port).
+/// scheduled through one designated service (the lowest port). An all-zero key marks an empty
+/// bucket (no real key has protocol 0).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Vip4Key {
     /// VIP, network byte order.
     pub addr: u32,
-    /// Port, network byte order (0 = the fragment service of this VIP and protocol).
+    /// Port, network byte order (0 = the fragment entry of this VIP and protocol).
     pub port: u16,
     /// IP protocol ([`proto::TCP`] or [`proto::UDP`]).
     pub proto: u8,
@@ -120,6 +173,14 @@ pub struct Vip4Key {
 }
 
 impl Vip4Key {
+    /// The key of an empty bucket.
+    pub const EMPTY: Self = Self {
+        addr: 0,
+        port: 0,
+        proto: 0,
+        _pad: 0,
+    };
+
     /// Builds a key from host-order parts.
     pub const fn from_parts(addr: [u8; 4], port: u16, proto: u8) -> Self {
         Self {
@@ -131,29 +192,77 @@ impl Vip4Key {
     }
 }
 
+/// Buckets a VIP key may be away from its home bucket in `VIPS4` (linear probing). The control
+/// plane refuses a VIP set it cannot place within this distance.
+pub const VIP_PROBES: u32 = 16;
+
+/// One bucket of the IPv4 VIP table: key -> service id. Written by the control plane (into the
+/// inactive half only, then published by flipping [`Settings::vip_base`]); read by the data
+/// plane.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VipBucket4 {
+    /// Key ([`Vip4Key::EMPTY`] = empty bucket, which ends a probe sequence).
+    pub key: Vip4Key,
+    /// Service id (index into `SERVICES`).
+    pub service_id: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+impl VipBucket4 {
+    /// An empty bucket.
+    pub const EMPTY: Self = Self {
+        key: Vip4Key::EMPTY,
+        service_id: 0,
+        _pad: 0,
+    };
+}
+
 /// `Service::flags`: schedule new flows by the (masked) source address only (`sh`).
 pub const SVC_F_HASH_SRC: u32 = 1;
 /// `Service::flags`: persistence is on (templates in `PERSIST4`); implies hashing by source.
 pub const SVC_F_PERSIST: u32 = 2;
 
-/// A virtual service as the data plane sees it. Written by the control plane (a whole-value
-/// update of a hash map entry is atomic for readers, which is how table flips are published);
-/// read by the data plane.
+/// A virtual service as the data plane sees it, indexed by service id. Written by the control
+/// plane: parameters before the service is published in `VIPS4`, the table with one 8-byte
+/// write (see [`Service::table`]); read by the data plane.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Service {
-    /// Service id: index into `SERVICE_STATS` and owner tag of its reals.
-    pub id: u32,
     /// `SVC_F_*` flags.
     pub flags: u32,
-    /// Size M of the active lookup table (prime); 0 means no usable real (packets dropped).
-    pub table_size: u32,
-    /// Flat slot index (see [`LOOKUP_ROW`]) of slot 0 of the active table.
-    pub table_base: u32,
     /// Persistence timeout in seconds (`SVC_F_PERSIST`).
     pub persist_timeout: u32,
-    /// Persistence granularity as an IPv4 netmask, network byte order (`0xffffffff` = /32).
+    /// Persistence granularity as an IPv4 netmask, network byte order (`0xffffffff` = /32);
+    /// also the mask of `sh` hashing.
     pub persist_mask4: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// The active lookup table: flat slot index of its slot 0 in the high 32 bits, its size M
+    /// in the low 32 bits (0 = no usable real). One 8-byte write publishes a new table, so a
+    /// packet sees the old table or the new one, never a mix.
+    pub table: u64,
+}
+
+impl Service {
+    /// Packs a table location for [`Service::table`].
+    #[inline(always)]
+    pub const fn pack_table(base: u32, size: u32) -> u64 {
+        ((base as u64) << 32) | size as u64
+    }
+
+    /// Flat slot index of slot 0 of the active table.
+    #[inline(always)]
+    pub const fn table_base(&self) -> u32 {
+        (self.table >> 32) as u32
+    }
+
+    /// Size M of the active table (0 = no usable real).
+    #[inline(always)]
+    pub const fn table_size(&self) -> u32 {
+        self.table as u32
+    }
 }
 
 /// `Real::state`: the real takes traffic (new flows only if it is in the lookup table).
@@ -162,7 +271,8 @@ pub const REAL_UP: u8 = 1;
 pub const REAL_DOWN: u8 = 0;
 
 /// A real server (an IPVS "destination": one real inside one service). Written by the control
-/// plane, read by the data plane. Index 0 is reserved ([`NO_REAL`]).
+/// plane; read by the data plane. Index 0 is reserved ([`NO_REAL`]). The first 8 bytes (MAC,
+/// state, family) are written with one 8-byte store so a packet never sees half a MAC.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Real {
@@ -170,11 +280,13 @@ pub struct Real {
     pub mac: [u8; 6],
     /// [`REAL_UP`] or [`REAL_DOWN`].
     pub state: u8,
-    /// Address family of `addr`: 4 or 6.
+    /// Address family of `addr`: 4 or 6 (0 for an unused slot).
     pub family: u8,
     /// Id of the service this real belongs to; a connection entry whose real belongs to
     /// another service (index reused) is treated as a miss.
     pub service_id: u32,
+    /// Explicit padding.
+    pub _pad: u32,
     /// The real's address (IPv4 in the first 4 bytes), for diagnostics and listings.
     pub addr: [u8; 16],
 }
@@ -186,8 +298,18 @@ impl Real {
         state: REAL_DOWN,
         family: 0,
         service_id: u32::MAX,
+        _pad: 0,
         addr: [0; 16],
     };
+
+    /// The first 8 bytes (MAC, state, family) as one word, for the atomic store.
+    pub fn head_word(&self) -> u64 {
+        let mut b = [0u8; 8];
+        b[..6].copy_from_slice(&self.mac);
+        b[6] = self.state;
+        b[7] = self.family;
+        u64::from_ne_bytes(b)
+    }
 }
 
 /// Key of the IPv4 connection table: the client->VIP 5-tuple as seen on the wire.
@@ -220,10 +342,24 @@ impl Flow4Key {
             _pad: [0; 3],
         }
     }
+
+    /// The flow hash: its low bits pick the connection-table set, the Maglev slot comes from
+    /// it too.
+    #[inline(always)]
+    pub const fn hash(&self) -> u32 {
+        flow_hash4(self.src, self.dst, self.sport, self.dport, self.proto)
+    }
+
+    /// The tag of this key in the connection table (never 0).
+    #[inline(always)]
+    pub const fn tag(&self) -> u32 {
+        self.hash() | 1
+    }
 }
 
-/// A connection table entry. Written by the data plane (created on scheduling, updated as
-/// packets pass); read by the control plane for ActiveConn/InActConn and `-c` listings.
+/// What the connection table holds for a flow. Written by the data plane (created on
+/// scheduling, updated as packets pass); read by the control plane for ActiveConn/InActConn
+/// and `-c` listings.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conn {
@@ -233,9 +369,12 @@ pub struct Conn {
     pub state: u8,
     /// Explicit padding.
     pub _pad: [u8; 3],
-    /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC_COARSE) of the last packet.
-    pub last_seen_ns: u64,
 }
+
+/// Ways per connection-table set.
+pub const CONN_WAYS: usize = 4;
+/// A set of the IPv4 connection table: [`CONN_WAYS`] slots and a writer lock.
+pub type ConnSet4 = Set<Flow4Key, Conn, CONN_WAYS>;
 
 /// Key of an IPv4 persistence template: a client network inside one service.
 #[repr(C)]
@@ -247,18 +386,35 @@ pub struct Persist4Key {
     pub client: u32,
 }
 
+impl Persist4Key {
+    /// The key's hash: its low bits pick the persistence-table set.
+    #[inline(always)]
+    pub const fn hash(&self) -> u32 {
+        persist_hash4(self.service_id, self.client)
+    }
+
+    /// The tag of this key in the persistence table (never 0).
+    #[inline(always)]
+    pub const fn tag(&self) -> u32 {
+        self.hash() | 1
+    }
+}
+
 /// A persistence template (IPVS shows these as state NONE with client port 0). Written by the
 /// data plane when it schedules a flow of a persistent service; read by the control plane.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PersistEntry {
+pub struct Template {
     /// Index of the real the client is pinned to.
     pub real: u32,
     /// Explicit padding.
     pub _pad: u32,
-    /// `bpf_ktime_get_coarse_ns()` when a connection last used or ended under this template.
-    pub last_seen_ns: u64,
 }
+
+/// Ways per persistence-table set.
+pub const PERSIST_WAYS: usize = 4;
+/// A set of the IPv4 persistence table.
+pub type PersistSet4 = Set<Persist4Key, Template, PERSIST_WAYS>;
 
 /// Director-wide counters (one per CPU; the control plane sums them). Written by the data
 /// plane only.
@@ -279,7 +435,8 @@ pub struct GlobalStats {
     pub conn_misses: u64,
     /// Hits on a real that is down or gone, rescheduled to a live real.
     pub conn_rescheduled: u64,
-    /// Failed inserts into the connection table (frame still forwarded).
+    /// New entries not stored because another CPU was writing the same set (the frame is
+    /// still forwarded; the flow's next packet stores it).
     pub conn_insert_failed: u64,
     /// IP fragments forwarded (scheduled by source, destination and protocol).
     pub fragments: u64,
@@ -301,6 +458,24 @@ pub struct TrafficStats {
     pub conns: u64,
 }
 
+// SAFETY: each is plain data of the stated number of 8-byte words, with explicit padding, so
+// every bit pattern is a valid value.
+unsafe impl SlotData for Flow4Key {
+    type Words = [u64; 2];
+}
+// SAFETY: as above.
+unsafe impl SlotData for Conn {
+    type Words = [u64; 1];
+}
+// SAFETY: as above.
+unsafe impl SlotData for Persist4Key {
+    type Words = [u64; 1];
+}
+// SAFETY: as above.
+unsafe impl SlotData for Template {
+    type Words = [u64; 1];
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -309,14 +484,17 @@ mod pod {
     // padding fields, so every bit pattern is valid and there are no uninitialised bytes.
     unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for Vip4Key {}
+    unsafe impl aya::Pod for VipBucket4 {}
     unsafe impl aya::Pod for Service {}
     unsafe impl aya::Pod for Real {}
     unsafe impl aya::Pod for Flow4Key {}
     unsafe impl aya::Pod for Conn {}
     unsafe impl aya::Pod for Persist4Key {}
-    unsafe impl aya::Pod for PersistEntry {}
+    unsafe impl aya::Pod for Template {}
     unsafe impl aya::Pod for GlobalStats {}
     unsafe impl aya::Pod for TrafficStats {}
+    // SAFETY: a set is a lock word and an array of `Pod` slots, all explicitly padded.
+    unsafe impl<K: aya::Pod, V: aya::Pod, const W: usize> aya::Pod for Set<K, V, W> {}
 }
 
 #[cfg(test)]
@@ -326,15 +504,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<Settings>(), 8 + 4 * ConnState::COUNT);
+    fn layouts_have_no_implicit_padding_and_an_8_byte_stride() {
+        assert_eq!(size_of::<Settings>(), 32 + 4 * TIMEOUT_SLOTS);
         assert_eq!(size_of::<Vip4Key>(), 8);
+        assert_eq!(size_of::<VipBucket4>(), 16);
         assert_eq!(size_of::<Service>(), 24);
-        assert_eq!(size_of::<Real>(), 28);
+        assert_eq!(size_of::<Real>(), 32);
         assert_eq!(size_of::<Flow4Key>(), 16);
-        assert_eq!(size_of::<Conn>(), 16);
+        assert_eq!(size_of::<Conn>(), 8);
         assert_eq!(size_of::<Persist4Key>(), 8);
-        assert_eq!(size_of::<PersistEntry>(), 16);
+        assert_eq!(size_of::<Template>(), 8);
+        assert_eq!(size_of::<ConnSet4>(), 8 + 4 * 32);
+        assert_eq!(size_of::<PersistSet4>(), 8 + 4 * 24);
+        assert_eq!(size_of::<LookupRow>(), 64);
+        for size in [
+            size_of::<Settings>(),
+            size_of::<VipBucket4>(),
+            size_of::<Service>(),
+            size_of::<Real>(),
+            size_of::<ConnSet4>(),
+            size_of::<PersistSet4>(),
+            size_of::<LookupRow>(),
+        ] {
+            assert_eq!(size % 8, 0, "mmapable element of {size} bytes");
+        }
         assert_eq!(size_of::<GlobalStats>(), 11 * 8);
         assert_eq!(size_of::<TrafficStats>(), 24);
     }
@@ -347,13 +540,36 @@ mod tests {
         let f = Flow4Key::from_parts([1, 2, 3, 4], 40000, [10, 0, 0, 100], 80, proto::UDP);
         assert_eq!(f.sport.to_ne_bytes(), 40000u16.to_be_bytes());
         assert_eq!(f.dst.to_ne_bytes(), [10, 0, 0, 100]);
+        assert_ne!(f.tag(), 0);
     }
 
     #[test]
-    fn settings_timeouts() {
+    fn settings_and_table_packing() {
         let s = Settings::new([0; 6]);
-        assert_eq!(s.timeout_ns(ConnState::Established as u8), 900_000_000_000);
-        assert_eq!(s.timeout_ns(ConnState::Udp as u8), 300_000_000_000);
-        assert_eq!(s.timeout_ns(200), 0);
+        assert_eq!(s.timeout(ConnState::Established as u8), 900);
+        assert_eq!(s.timeout(ConnState::Udp as u8), 300);
+        for unused in ConnState::COUNT as u8..16 {
+            assert_eq!(s.timeout(unused), 0, "past the last state: expires at once");
+        }
+        let svc = Service {
+            flags: 0,
+            persist_timeout: 0,
+            persist_mask4: 0,
+            _pad: 0,
+            table: Service::pack_table(131_088, 65_537),
+        };
+        assert_eq!((svc.table_base(), svc.table_size()), (131_088, 65_537));
+    }
+
+    #[test]
+    fn real_head_word_is_the_first_8_bytes() {
+        let r = Real {
+            mac: [1, 2, 3, 4, 5, 6],
+            state: REAL_UP,
+            family: 4,
+            ..Real::EMPTY
+        };
+        let bytes: [u8; 8] = r.head_word().to_ne_bytes();
+        assert_eq!(bytes, [1, 2, 3, 4, 5, 6, REAL_UP, 4]);
     }
 }

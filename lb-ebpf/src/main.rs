@@ -5,7 +5,8 @@
 //! schedule (persistence template, then the Maglev lookup table) -> rewrite the destination
 //! MAC -> XDP_TX. Anything that is not for a configured service leaves with XDP_PASS, untouched.
 //!
-//! Map layouts and constants live in `lb-common`; map sizes are set by the loader.
+//! Every table is an array (see `lb-common`): lookups compile to a few instructions with no
+//! helper calls. Map layouts and constants live in `lb-common`; sizes are set by the loader.
 #![no_std]
 #![no_main]
 
@@ -13,35 +14,38 @@ use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, xdp_action},
-    helpers::bpf_ktime_get_coarse_ns,
     macros::{map, xdp},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
 use lb_common::{
-    Conn, ConnState, Flow4Key, GlobalStats, LOOKUP_ROW, LookupRow, NO_REAL, Persist4Key,
-    PersistEntry, REAL_UP, Real, SVC_F_HASH_SRC, SVC_F_PERSIST, Service, Settings, TcpFlags,
-    TrafficStats, Vip4Key, flow_hash4, fragment_hash4, proto, source_hash4, table_slot,
+    Conn, ConnSet4, ConnState, Flow4Key, GlobalStats, LOOKUP_ROW, LookupRow, NO_REAL, Persist4Key,
+    PersistSet4, REAL_UP, Real, SVC_F_HASH_SRC, SVC_F_PERSIST, Service, Settings, TcpFlags,
+    Template, TrafficStats, VIP_PROBES, Vip4Key, VipBucket4, fragment_hash4, proto, source_hash4,
+    table_slot, vip_hash4,
 };
 use network_types::{
     eth::EthHdr, icmp::Icmpv4Hdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr,
 };
 
-// Sizes here are placeholders: the loader sets every map's size from configuration.
+// Sizes here are placeholders: the loader sets every map's size from configuration. The
+// tables the control plane writes are memory-mapped into the agent.
 
 #[map(name = "SETTINGS")]
-static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
-#[map(name = "SERVICES4")]
-static SERVICES4: HashMap<Vip4Key, Service> = HashMap::with_max_entries(1, 0);
+static SETTINGS: Array<Settings> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map(name = "VIPS4")]
+static VIPS4: Array<VipBucket4> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map(name = "SERVICES")]
+static SERVICES: Array<Service> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map(name = "LOOKUP")]
 static LOOKUP: Array<LookupRow> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map(name = "REALS")]
-static REALS: Array<Real> = Array::with_max_entries(1, 0);
+static REALS: Array<Real> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map(name = "CONNS4")]
-static CONNS4: LruHashMap<Flow4Key, Conn> = LruHashMap::with_max_entries(1, 0);
+static CONNS4: Array<ConnSet4> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map(name = "PERSIST4")]
-static PERSIST4: LruHashMap<Persist4Key, PersistEntry> = LruHashMap::with_max_entries(1, 0);
+static PERSIST4: Array<PersistSet4> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map(name = "GLOBAL_STATS")]
 static GLOBAL_STATS: PerCpuArray<GlobalStats> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "SERVICE_STATS")]
@@ -56,7 +60,6 @@ const IP_MF_OFFSET: u16 = 0x3fff;
 const ICMP_DEST_UNREACH: u8 = 3;
 /// Byte of the TCP header holding the flags (CWR..FIN).
 const TCP_FLAGS_OFFSET: usize = 13;
-const NS_PER_SEC: u64 = 1_000_000_000;
 
 /// What happens to the frame.
 enum Verdict {
@@ -70,11 +73,11 @@ enum Verdict {
 
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
-    let Some(g) = global_stats() else {
+    let (Some(g), Some(settings)) = (global_stats(), SETTINGS.get(0)) else {
         return xdp_action::XDP_PASS;
     };
     g.rx += 1;
-    match process(&ctx, g) {
+    match process(&ctx, settings, g) {
         Verdict::Pass => {
             g.passed += 1;
             xdp_action::XDP_PASS
@@ -103,15 +106,28 @@ struct Packet {
     fragment: bool,
 }
 
+/// A service found in the VIP table.
+struct Svc {
+    id: u32,
+    info: &'static Service,
+}
+
+/// A real that may take the frame: its index and its entry.
+#[derive(Clone, Copy)]
+struct Target {
+    idx: u32,
+    real: &'static Real,
+}
+
 #[inline(always)]
-fn process(ctx: &XdpContext, g: &mut GlobalStats) -> Verdict {
+fn process(ctx: &XdpContext, settings: &Settings, g: &mut GlobalStats) -> Verdict {
     let Some(pkt) = parse_ipv4(ctx) else {
         return Verdict::Pass;
     };
     match pkt.proto {
-        proto::TCP | proto::UDP if pkt.fragment => forward_fragment(ctx, &pkt, g),
-        proto::TCP | proto::UDP => forward_flow(ctx, &pkt, g),
-        proto::ICMP if !pkt.fragment => forward_icmp_error(ctx, &pkt, g),
+        proto::TCP | proto::UDP if pkt.fragment => forward_fragment(ctx, &pkt, settings, g),
+        proto::TCP | proto::UDP => forward_flow(ctx, &pkt, settings, g),
+        proto::ICMP if !pkt.fragment => forward_icmp_error(ctx, &pkt, settings, g),
         _ => Verdict::Pass,
     }
 }
@@ -194,7 +210,12 @@ fn parse_ports(ctx: &XdpContext, pkt: &Packet) -> Option<(u16, u16, TcpFlags)> {
 
 /// A TCP segment or UDP datagram to a service: connection table first, then scheduling.
 #[inline(always)]
-fn forward_flow(ctx: &XdpContext, pkt: &Packet, g: &mut GlobalStats) -> Verdict {
+fn forward_flow(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    settings: &Settings,
+    g: &mut GlobalStats,
+) -> Verdict {
     let Some((sport, dport, flags)) = parse_ports(ctx, pkt) else {
         return Verdict::Pass;
     };
@@ -202,10 +223,7 @@ fn forward_flow(ctx: &XdpContext, pkt: &Packet, g: &mut GlobalStats) -> Verdict 
     if dport == 0 {
         return Verdict::Pass;
     }
-    let Some(svc) = service(pkt.dst, dport, pkt.proto) else {
-        return Verdict::Pass;
-    };
-    let Some(settings) = settings() else {
+    let Some(svc) = service(settings, pkt.dst, dport, pkt.proto) else {
         return Verdict::Pass;
     };
     let flow = Flow4Key {
@@ -216,19 +234,23 @@ fn forward_flow(ctx: &XdpContext, pkt: &Packet, g: &mut GlobalStats) -> Verdict 
         proto: pkt.proto,
         _pad: [0; 3],
     };
-    let now = now_ns();
+    let hash = flow.hash();
+    let Some(set) = CONNS4.get_ptr_mut(hash & settings.conn_mask) else {
+        return Verdict::Pass;
+    };
+    let now = settings.clock;
     let tcp = pkt.proto == proto::TCP;
 
     // A new SYN is always scheduled afresh (the client may reuse a port); everything else
     // looks for its connection first.
     if !(tcp && flags.is_new_syn())
-        && let Some(real_idx) = established_real(svc, &flow, flags, tcp, now, settings, g)
+        && let Some(target) = established_real(&svc, set, &flow, hash | 1, flags, tcp, settings, g)
     {
-        return transmit(ctx, pkt, svc, real_idx, false);
+        return transmit(ctx, pkt, &svc, target, settings, false);
     }
 
     g.conn_misses += 1;
-    let Some(real_idx) = schedule(svc, &flow, now, g) else {
+    let Some(target) = schedule(&svc, &flow, hash, settings, g) else {
         debug!(ctx, "service {} has no usable real", svc.id);
         return Verdict::DropNoReal;
     };
@@ -238,35 +260,46 @@ fn forward_flow(ctx: &XdpContext, pkt: &Packet, g: &mut GlobalStats) -> Verdict 
         ConnState::Udp
     };
     let entry = Conn {
-        real: real_idx,
+        real: target.idx,
         state: state as u8,
         _pad: [0; 3],
-        last_seen_ns: now,
     };
-    if CONNS4.insert(flow, entry, 0).is_err() {
+    let expired = |c: &Conn, stamp: u32| now.wrapping_sub(stamp) > settings.timeout(c.state);
+    // SAFETY: `set` points to a set in the CONNS4 map value.
+    if !unsafe { ConnSet4::insert(set, &flow, hash | 1, &entry, now, expired) } {
         g.conn_insert_failed += 1;
     }
-    transmit(ctx, pkt, svc, real_idx, true)
+    transmit(ctx, pkt, &svc, target, settings, true)
 }
 
 /// An IP fragment: no ports, so scheduled by (source, destination, protocol) through the
-/// VIP's fragment service; no connection entry.
+/// VIP's fragment entry; no connection entry.
 #[inline(always)]
-fn forward_fragment(ctx: &XdpContext, pkt: &Packet, g: &mut GlobalStats) -> Verdict {
-    let Some(svc) = service(pkt.dst, 0, pkt.proto) else {
+fn forward_fragment(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    settings: &Settings,
+    g: &mut GlobalStats,
+) -> Verdict {
+    let Some(svc) = service(settings, pkt.dst, 0, pkt.proto) else {
         return Verdict::Pass;
     };
-    let Some(real_idx) = table_pick(svc, fragment_hash4(pkt.src, pkt.dst, pkt.proto)) else {
+    let Some(target) = table_pick(&svc, fragment_hash4(pkt.src, pkt.dst, pkt.proto)) else {
         return Verdict::DropNoReal;
     };
     g.fragments += 1;
-    transmit(ctx, pkt, svc, real_idx, false)
+    transmit(ctx, pkt, &svc, target, settings, false)
 }
 
 /// ICMP destination-unreachable (fragmentation needed included) about a VIP flow: sent to the
 /// real that owns the quoted flow, so path MTU discovery works through the director.
 #[inline(always)]
-fn forward_icmp_error(ctx: &XdpContext, pkt: &Packet, g: &mut GlobalStats) -> Verdict {
+fn forward_icmp_error(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    settings: &Settings,
+    g: &mut GlobalStats,
+) -> Verdict {
     let Some(icmp) = ptr_at::<Icmpv4Hdr>(ctx, pkt.l4) else {
         return Verdict::Pass;
     };
@@ -296,10 +329,7 @@ fn forward_icmp_error(ctx: &XdpContext, pkt: &Packet, g: &mut GlobalStats) -> Ve
     if vport == 0 {
         return Verdict::Pass;
     }
-    let Some(svc) = service(inner_src, vport, inner_proto) else {
-        return Verdict::Pass;
-    };
-    let Some(settings) = settings() else {
+    let Some(svc) = service(settings, inner_src, vport, inner_proto) else {
         return Verdict::Pass;
     };
     let flow = Flow4Key {
@@ -310,153 +340,179 @@ fn forward_icmp_error(ctx: &XdpContext, pkt: &Packet, g: &mut GlobalStats) -> Ve
         proto: inner_proto,
         _pad: [0; 3],
     };
-    let real_idx = match live_conn_real(svc, &flow, now_ns(), settings) {
-        Some(idx) => idx,
-        None => match table_pick(svc, flow_schedule_hash(svc, &flow)) {
-            Some(idx) => idx,
+    let hash = flow.hash();
+    let target = match live_conn_real(&svc, &flow, hash, settings) {
+        Some(target) => target,
+        None => match table_pick(&svc, flow_schedule_hash(&svc, &flow, hash)) {
+            Some(target) => target,
             None => return Verdict::DropNoReal,
         },
     };
     g.icmp_forwarded += 1;
-    transmit(ctx, pkt, svc, real_idx, false)
+    transmit(ctx, pkt, &svc, target, settings, false)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Connection table and scheduling
 
 /// The real of a live connection entry for `flow`, if that real can still take it; updates
-/// the entry's TCP state and last-seen time. A hit on a down or foreign real is counted as
+/// the entry's TCP state and last-used time. A hit on a down or foreign real is counted as
 /// rescheduled and returns `None` so the caller schedules the flow again.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn established_real(
-    svc: &Service,
+    svc: &Svc,
+    set: *mut ConnSet4,
     flow: &Flow4Key,
+    tag: u32,
     flags: TcpFlags,
     tcp: bool,
-    now: u64,
     settings: &Settings,
     g: &mut GlobalStats,
-) -> Option<u32> {
-    let entry = CONNS4.get_ptr_mut(flow)?;
-    let entry = unsafe { &mut *entry };
-    if now.saturating_sub(entry.last_seen_ns) > settings.timeout_ns(entry.state) {
+) -> Option<Target> {
+    // SAFETY: `set` points to a set in the CONNS4 map value.
+    let found = unsafe { ConnSet4::find(set, flow, tag) }?;
+    let now = settings.clock;
+    let conn = found.value;
+    if now.wrapping_sub(found.stamp) > settings.timeout(conn.state) {
         return None;
     }
-    if usable_real(entry.real, svc.id).is_none() {
+    let Some(target) = usable_real(conn.real, svc.id) else {
         g.conn_rescheduled += 1;
         return None;
-    }
+    };
     g.conn_hits += 1;
     let state = if tcp {
-        ConnState::from_u8(entry.state).next_tcp(flags) as u8
+        ConnState::from_u8(conn.state).next_tcp(flags) as u8
     } else {
-        entry.state
+        conn.state
     };
-    if state != entry.state {
-        entry.state = state;
+    if state != conn.state || found.stamp != now {
+        let updated = Conn { state, ..conn };
+        // SAFETY: `found.way` is a slot of `set`.
+        unsafe { ConnSet4::touch(set, found.way, &updated, now) };
         // Opening and closing keep the client's persistence template alive.
-        if svc.flags & SVC_F_PERSIST != 0 {
-            touch_template(svc, flow, entry.real, now);
+        if state != conn.state && svc.info.flags & SVC_F_PERSIST != 0 {
+            touch_template(svc, flow, conn.real, settings);
         }
     }
-    if entry.last_seen_ns != now {
-        entry.last_seen_ns = now;
-    }
-    Some(entry.real)
+    Some(target)
 }
 
 /// The real of a live connection entry, without changing anything (for ICMP errors).
 #[inline(always)]
-fn live_conn_real(svc: &Service, flow: &Flow4Key, now: u64, settings: &Settings) -> Option<u32> {
-    let entry = unsafe { CONNS4.get(flow) }?;
-    if now.saturating_sub(entry.last_seen_ns) > settings.timeout_ns(entry.state) {
+fn live_conn_real(svc: &Svc, flow: &Flow4Key, hash: u32, settings: &Settings) -> Option<Target> {
+    let set = CONNS4.get_ptr_mut(hash & settings.conn_mask)?;
+    // SAFETY: `set` points to a set in the CONNS4 map value.
+    let found = unsafe { ConnSet4::find(set, flow, hash | 1) }?;
+    if settings.clock.wrapping_sub(found.stamp) > settings.timeout(found.value.state) {
         return None;
     }
-    usable_real(entry.real, svc.id)?;
-    Some(entry.real)
+    usable_real(found.value.real, svc.id)
 }
 
 /// Picks the real for a new flow: the client's live persistence template if the service has
 /// one and its real is not down, else the lookup table.
 #[inline(always)]
-fn schedule(svc: &Service, flow: &Flow4Key, now: u64, g: &mut GlobalStats) -> Option<u32> {
-    if svc.flags & SVC_F_PERSIST == 0 {
-        return table_pick(svc, flow_schedule_hash(svc, flow));
+fn schedule(
+    svc: &Svc,
+    flow: &Flow4Key,
+    hash: u32,
+    settings: &Settings,
+    g: &mut GlobalStats,
+) -> Option<Target> {
+    if svc.info.flags & SVC_F_PERSIST == 0 {
+        return table_pick(svc, flow_schedule_hash(svc, flow, hash));
     }
     let key = Persist4Key {
         service_id: svc.id,
-        client: flow.src & svc.persist_mask4,
+        client: flow.src & svc.info.persist_mask4,
     };
-    if let Some(t) = PERSIST4.get_ptr_mut(key) {
-        let t = unsafe { &mut *t };
-        let timeout = svc.persist_timeout as u64 * NS_PER_SEC;
-        if now.saturating_sub(t.last_seen_ns) <= timeout && usable_real(t.real, svc.id).is_some() {
-            t.last_seen_ns = now;
-            g.persist_hits += 1;
-            return Some(t.real);
-        }
+    let hash = key.hash();
+    let tag = hash | 1;
+    let set = PERSIST4.get_ptr_mut(hash & settings.persist_mask)?;
+    let now = settings.clock;
+    let timeout = svc.info.persist_timeout;
+    // SAFETY: `set` points to a set in the PERSIST4 map value.
+    if let Some(t) = unsafe { PersistSet4::find(set, &key, tag) }
+        && now.wrapping_sub(t.stamp) <= timeout
+        && let Some(target) = usable_real(t.value.real, svc.id)
+    {
+        // SAFETY: `t.way` is a slot of `set`.
+        unsafe { PersistSet4::touch(set, t.way, &t.value, now) };
+        g.persist_hits += 1;
+        return Some(target);
     }
-    let real = table_pick(svc, source_hash4(key.client))?;
-    let template = PersistEntry {
-        real,
+    let target = table_pick(svc, source_hash4(key.client))?;
+    let template = Template {
+        real: target.idx,
         _pad: 0,
-        last_seen_ns: now,
     };
+    let expired = |_: &Template, stamp: u32| now.wrapping_sub(stamp) > timeout;
     // A failed insert only loses stickiness for the next connection; the flow still goes.
-    let _ = PERSIST4.insert(key, template, 0);
-    Some(real)
+    // SAFETY: `set` points to a set in the PERSIST4 map value.
+    let _ = unsafe { PersistSet4::insert(set, &key, tag, &template, now, expired) };
+    Some(target)
 }
 
 /// Refreshes the client's template if it still points at `real`.
 #[inline(always)]
-fn touch_template(svc: &Service, flow: &Flow4Key, real: u32, now: u64) {
+fn touch_template(svc: &Svc, flow: &Flow4Key, real: u32, settings: &Settings) {
     let key = Persist4Key {
         service_id: svc.id,
-        client: flow.src & svc.persist_mask4,
+        client: flow.src & svc.info.persist_mask4,
     };
-    if let Some(t) = PERSIST4.get_ptr_mut(key) {
-        let t = unsafe { &mut *t };
-        if t.real == real {
-            t.last_seen_ns = now;
+    let hash = key.hash();
+    let tag = hash | 1;
+    let Some(set) = PERSIST4.get_ptr_mut(hash & settings.persist_mask) else {
+        return;
+    };
+    // SAFETY: `set` points to a set in the PERSIST4 map value; `t.way` is one of its slots.
+    unsafe {
+        if let Some(t) = PersistSet4::find(set, &key, tag)
+            && t.value.real == real
+        {
+            PersistSet4::touch(set, t.way, &t.value, settings.clock);
         }
     }
 }
 
 /// The hash that places a flow in the service's lookup table: by source for `sh` and
-/// persistent services, else by the 5-tuple.
+/// persistent services, else the flow's 5-tuple hash.
 #[inline(always)]
-fn flow_schedule_hash(svc: &Service, flow: &Flow4Key) -> u32 {
-    if svc.flags & (SVC_F_HASH_SRC | SVC_F_PERSIST) != 0 {
-        source_hash4(flow.src & svc.persist_mask4)
+fn flow_schedule_hash(svc: &Svc, flow: &Flow4Key, flow_hash: u32) -> u32 {
+    if svc.info.flags & (SVC_F_HASH_SRC | SVC_F_PERSIST) != 0 {
+        source_hash4(flow.src & svc.info.persist_mask4)
     } else {
-        flow_hash4(flow.src, flow.dst, flow.sport, flow.dport, flow.proto)
+        flow_hash
     }
 }
 
 /// The real in the service's active lookup table at the slot for `hash`, if it is usable.
 #[inline(always)]
-fn table_pick(svc: &Service, hash: u32) -> Option<u32> {
-    if svc.table_size == 0 {
+fn table_pick(svc: &Svc, hash: u32) -> Option<Target> {
+    // One 8-byte read: base and size of the same table, even while a new one is published.
+    // SAFETY: `svc.info` is a reference into the SERVICES map value.
+    let table = unsafe { core::ptr::read_volatile(&svc.info.table) };
+    let (base, size) = ((table >> 32) as u32, table as u32);
+    if size == 0 {
         return None;
     }
-    let slot = svc
-        .table_base
-        .wrapping_add(table_slot(hash, svc.table_size));
+    let slot = base.wrapping_add(table_slot(hash, size));
     let row = LOOKUP.get(slot / LOOKUP_ROW)?;
     let real = row[(slot % LOOKUP_ROW) as usize];
     if real == NO_REAL {
         return None;
     }
-    usable_real(real, svc.id)?;
-    Some(real)
+    usable_real(real, svc.id)
 }
 
 /// The real at `idx` if it is up and belongs to service `service_id`.
 #[inline(always)]
-fn usable_real(idx: u32, service_id: u32) -> Option<&'static Real> {
+fn usable_real(idx: u32, service_id: u32) -> Option<Target> {
     let real = REALS.get(idx)?;
     if real.state == REAL_UP && real.service_id == service_id {
-        Some(real)
+        Some(Target { idx, real })
     } else {
         None
     }
@@ -471,23 +527,38 @@ fn usable_real(idx: u32, service_id: u32) -> Option<&'static Real> {
 fn transmit(
     ctx: &XdpContext,
     pkt: &Packet,
-    svc: &Service,
-    real_idx: u32,
+    svc: &Svc,
+    target: Target,
+    settings: &Settings,
     new_conn: bool,
 ) -> Verdict {
-    let (Some(real), Some(settings)) = (REALS.get(real_idx), settings()) else {
-        return Verdict::DropNoReal;
-    };
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
         return Verdict::Pass;
     };
+    // SAFETY: ptr_at checked that the Ethernet header is inside the frame.
     unsafe {
-        (*eth).dst_addr = real.mac;
-        (*eth).src_addr = settings.mac;
+        write_mac(eth.cast::<u8>(), &target.real.mac);
+        write_mac(eth.cast::<u8>().add(6), &settings.mac);
     }
     count(&SERVICE_STATS, svc.id, pkt.ip_len, new_conn);
-    count(&REAL_STATS, real_idx, pkt.ip_len, new_conn);
+    count(&REAL_STATS, target.idx, pkt.ip_len, new_conn);
     Verdict::Tx
+}
+
+/// Writes a MAC address as one 4-byte and one 2-byte store (a plain array copy would become a
+/// call to a byte-by-byte `memcpy` in BPF).
+///
+/// # Safety
+/// `dst` must be valid for 6 bytes.
+#[inline(always)]
+unsafe fn write_mac(dst: *mut u8, mac: &[u8; 6]) {
+    let head = u32::from_ne_bytes([mac[0], mac[1], mac[2], mac[3]]);
+    let tail = u16::from_ne_bytes([mac[4], mac[5]]);
+    // SAFETY: `dst` is valid for 6 bytes (caller); unaligned stores are allowed.
+    unsafe {
+        dst.cast::<u32>().write_unaligned(head);
+        dst.add(4).cast::<u16>().write_unaligned(tail);
+    }
 }
 
 #[inline(always)]
@@ -505,31 +576,39 @@ fn count(stats: &PerCpuArray<TrafficStats>, idx: u32, bytes: u16, new_conn: bool
 // ---------------------------------------------------------------------------------------------
 // Small lookups
 
+/// The service of `(addr, port, proto)` in the active half of the VIP table (linear probing,
+/// at most `VIP_PROBES` buckets; an empty bucket ends the search).
 #[inline(always)]
-fn service(addr: u32, port: u16, proto: u8) -> Option<&'static Service> {
+fn service(settings: &Settings, addr: u32, port: u16, proto: u8) -> Option<Svc> {
     let key = Vip4Key {
         addr,
         port,
         proto,
         _pad: 0,
     };
-    unsafe { SERVICES4.get(key) }
-}
-
-#[inline(always)]
-fn settings() -> Option<&'static Settings> {
-    SETTINGS.get(0)
+    let home = vip_hash4(addr, port, proto);
+    let mut probe = 0;
+    while probe < VIP_PROBES {
+        let idx = settings.vip_base + (home.wrapping_add(probe) & settings.vip_mask);
+        let bucket = VIPS4.get(idx)?;
+        if bucket.key == key {
+            let info = SERVICES.get(bucket.service_id)?;
+            return Some(Svc {
+                id: bucket.service_id,
+                info,
+            });
+        }
+        if bucket.key.proto == 0 {
+            return None;
+        }
+        probe += 1;
+    }
+    None
 }
 
 #[inline(always)]
 fn global_stats() -> Option<&'static mut GlobalStats> {
     GLOBAL_STATS.get_ptr_mut(0).map(|p| unsafe { &mut *p })
-}
-
-/// Coarse monotonic time (tick resolution is plenty for idle timeouts, and it is cheap).
-#[inline(always)]
-fn now_ns() -> u64 {
-    unsafe { bpf_ktime_get_coarse_ns() }
 }
 
 #[cfg(not(test))]

@@ -1,22 +1,24 @@
 //! The data plane as the control plane drives it: loads the embedded XDP object, sizes its maps
-//! from [`Limits`], executes planned map updates ([`Op`]), reads counters and tables back, and
-//! attaches the program to an interface.
+//! from [`Limits`], maps its tables into memory, executes planned updates ([`Op`]), reads
+//! counters and tables back, and attaches the program to an interface.
 
 use std::{
+    marker::PhantomData,
     os::fd::{AsFd as _, AsRawFd as _},
     ptr::NonNull,
-    sync::atomic::{Ordering, fence},
+    sync::atomic::{AtomicU32, AtomicU64, Ordering, fence},
+    time::Duration,
 };
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
+    maps::{Map, MapData, PerCpuArray, PerCpuValues},
     programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
     util::nr_cpus,
 };
 use lb_common::{
-    Conn, Flow4Key, GlobalStats, LOOKUP_ROW, Persist4Key, PersistEntry, Real, Service, Settings,
-    TrafficStats, Vip4Key, map_names as names,
+    Conn, ConnSet4, Flow4Key, GlobalStats, LOOKUP_ROW, LookupRow, Persist4Key, PersistSet4, Real,
+    Service, Settings, Template, TrafficStats, VipBucket4, map_names as names, set::Found,
 };
 use thiserror::Error;
 use tracing::warn;
@@ -43,10 +45,10 @@ pub enum DataplaneError {
         /// Cause.
         source: aya::maps::MapError,
     },
-    /// A map is missing from the object.
-    #[error("map {0} is missing from the XDP object")]
-    MissingMap(&'static str),
-    /// `mmap` of the lookup array failed.
+    /// A map or program is missing from the object, or has another type.
+    #[error("{0} is missing from the XDP object or has an unexpected type")]
+    Missing(&'static str),
+    /// `mmap` of an array failed.
     #[error("mmap of {map}: {source}")]
     Mmap {
         /// Map name.
@@ -106,16 +108,39 @@ pub struct TestRunOutcome {
     pub duration_ns: u64,
 }
 
+/// A connection-table entry as listed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnEntry {
+    /// The flow.
+    pub key: Flow4Key,
+    /// Real and state.
+    pub conn: Conn,
+    /// Clock second of the last packet.
+    pub stamp: u32,
+}
+
+/// A persistence template as listed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TemplateEntry {
+    /// Service and client network.
+    pub key: Persist4Key,
+    /// Real.
+    pub template: Template,
+    /// Clock second of its last use.
+    pub stamp: u32,
+}
+
 /// The loaded program and its maps.
 pub struct Dataplane {
     ebpf: Ebpf,
     limits: Limits,
-    settings: Array<MapData, Settings>,
-    services4: HashMap<MapData, Vip4Key, Service>,
-    lookup: MmapArray,
-    reals: Array<MapData, Real>,
-    conns4: HashMap<MapData, Flow4Key, Conn>,
-    persist4: HashMap<MapData, Persist4Key, PersistEntry>,
+    settings: Mmap<Settings>,
+    vips4: Mmap<VipBucket4>,
+    services: Mmap<Service>,
+    lookup: Mmap<LookupRow>,
+    reals: Mmap<Real>,
+    conns4: Mmap<ConnSet4>,
+    persist4: Mmap<PersistSet4>,
     global_stats: PerCpuArray<MapData, GlobalStats>,
     service_stats: PerCpuArray<MapData, TrafficStats>,
     real_stats: PerCpuArray<MapData, TrafficStats>,
@@ -124,58 +149,59 @@ pub struct Dataplane {
 
 impl Dataplane {
     /// Loads the embedded object with maps sized from `opts.limits` and the program verified,
-    /// not yet attached. Settings start with a zero MAC and IPVS's default timeouts.
+    /// not yet attached. Settings start with a zero MAC, IPVS's default timeouts and the clock
+    /// at the current `CLOCK_MONOTONIC` second.
     pub fn load(opts: &LoadOptions) -> Result<Self> {
-        Self::load_object(EBPF_OBJECT, opts)
-    }
-
-    /// Loads a given object (tests and benchmarks use this for reference programs).
-    pub fn load_object(object: &[u8], opts: &LoadOptions) -> Result<Self> {
         let l = &opts.limits;
         let mut loader = EbpfLoader::new();
         loader
-            .map_max_entries(names::SERVICES4, l.max_services * 2)
+            .map_max_entries(names::VIPS4, 2 * l.vip_buckets())
+            .map_max_entries(names::SERVICES, l.max_services)
             .map_max_entries(names::LOOKUP, l.lookup_slots() / LOOKUP_ROW)
             .map_max_entries(names::REALS, l.max_reals)
-            .map_max_entries(names::CONNS4, l.conn_entries)
-            .map_max_entries(names::PERSIST4, l.persist_entries)
+            .map_max_entries(names::CONNS4, l.conn_sets())
+            .map_max_entries(names::PERSIST4, l.persist_sets())
             .map_max_entries(names::SERVICE_STATS, l.max_services)
             .map_max_entries(names::REAL_STATS, l.max_reals)
             .override_global("AYA_LOG_LEVEL", &opts.ebpf_log_level, false);
-        let mut ebpf = loader.load(object)?;
+        let mut ebpf = loader.load(EBPF_OBJECT)?;
         let program: &mut Xdp = ebpf
             .program_mut(names::PROGRAM)
-            .ok_or(DataplaneError::MissingMap(names::PROGRAM))?
+            .ok_or(DataplaneError::Missing(names::PROGRAM))?
             .try_into()?;
         program.load()?;
 
         let mut take =
-            |name: &'static str| ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name));
-        let map_err = |map: &'static str| move |source| DataplaneError::Map { map, source };
+            |name: &'static str| ebpf.take_map(name).ok_or(DataplaneError::Missing(name));
         let mut dp = Self {
-            settings: Array::try_from(take(names::SETTINGS)?).map_err(map_err(names::SETTINGS))?,
-            services4: HashMap::try_from(take(names::SERVICES4)?)
-                .map_err(map_err(names::SERVICES4))?,
-            lookup: MmapArray::new(take(names::LOOKUP)?, names::LOOKUP, l.lookup_slots())?,
-            reals: Array::try_from(take(names::REALS)?).map_err(map_err(names::REALS))?,
-            conns4: HashMap::try_from(take(names::CONNS4)?).map_err(map_err(names::CONNS4))?,
-            persist4: HashMap::try_from(take(names::PERSIST4)?)
-                .map_err(map_err(names::PERSIST4))?,
-            global_stats: PerCpuArray::try_from(take(names::GLOBAL_STATS)?)
-                .map_err(map_err(names::GLOBAL_STATS))?,
-            service_stats: PerCpuArray::try_from(take(names::SERVICE_STATS)?)
-                .map_err(map_err(names::SERVICE_STATS))?,
-            real_stats: PerCpuArray::try_from(take(names::REAL_STATS)?)
-                .map_err(map_err(names::REAL_STATS))?,
+            settings: Mmap::new(take(names::SETTINGS)?, names::SETTINGS, 1)?,
+            vips4: Mmap::new(take(names::VIPS4)?, names::VIPS4, 2 * l.vip_buckets())?,
+            services: Mmap::new(take(names::SERVICES)?, names::SERVICES, l.max_services)?,
+            lookup: Mmap::new(
+                take(names::LOOKUP)?,
+                names::LOOKUP,
+                l.lookup_slots() / LOOKUP_ROW,
+            )?,
+            reals: Mmap::new(take(names::REALS)?, names::REALS, l.max_reals)?,
+            conns4: Mmap::new(take(names::CONNS4)?, names::CONNS4, l.conn_sets())?,
+            persist4: Mmap::new(take(names::PERSIST4)?, names::PERSIST4, l.persist_sets())?,
+            global_stats: per_cpu(take(names::GLOBAL_STATS)?, names::GLOBAL_STATS)?,
+            service_stats: per_cpu(take(names::SERVICE_STATS)?, names::SERVICE_STATS)?,
+            real_stats: per_cpu(take(names::REAL_STATS)?, names::REAL_STATS)?,
             ebpf,
             limits: *l,
             link: None,
         };
-        dp.set_settings(&Settings::new([0; 6]))?;
+        let settings = Settings {
+            vip_mask: l.vip_buckets() - 1,
+            conn_mask: l.conn_sets() - 1,
+            persist_mask: l.persist_sets() - 1,
+            clock: monotonic_seconds(),
+            ..Settings::new([0; 6])
+        };
+        dp.settings.write(0, &settings)?;
         for index in 0..l.max_reals {
-            dp.reals
-                .set(index, Real::EMPTY, 0)
-                .map_err(map_err(names::REALS))?;
+            dp.reals.write(index, &Real::EMPTY)?;
         }
         Ok(dp)
     }
@@ -185,24 +211,46 @@ impl Dataplane {
         &self.limits
     }
 
-    /// Writes the director settings (source MAC, timeouts).
-    pub fn set_settings(&mut self, settings: &Settings) -> Result<()> {
-        self.settings
-            .set(0, settings, 0)
-            .map_err(|source| DataplaneError::Map {
-                map: names::SETTINGS,
-                source,
-            })
+    /// Reads the director settings.
+    pub fn settings(&self) -> Settings {
+        self.settings.read(0).expect("settings has one element")
     }
 
-    /// Reads the director settings.
-    pub fn settings(&self) -> Result<Settings> {
+    /// Sets the director's MAC (the source MAC of forwarded frames).
+    pub fn set_mac(&mut self, mac: [u8; 6]) {
+        let mut s = self.settings();
+        s.mac = mac;
+        // Written once before traffic flows; the clock and table fields are unchanged.
         self.settings
-            .get(&0, 0)
-            .map_err(|source| DataplaneError::Map {
-                map: names::SETTINGS,
-                source,
-            })
+            .write(0, &s)
+            .expect("settings has one element");
+    }
+
+    /// Sets the idle timeouts in seconds, indexed by connection state.
+    pub fn set_timeouts(&mut self, timeouts: [u32; lb_common::ConnState::COUNT]) {
+        let base = self.settings.ptr(0).expect("settings has one element");
+        for (i, t) in timeouts.iter().enumerate() {
+            // SAFETY: `base` points at the mapped settings; each timeout is an aligned u32.
+            unsafe { store_u32(&raw mut (*base).timeouts[i], *t) };
+        }
+    }
+
+    /// Sets the data plane's clock (seconds).
+    pub fn set_clock(&mut self, seconds: u32) {
+        let base = self.settings.ptr(0).expect("settings has one element");
+        // SAFETY: `base` points at the mapped settings; the clock is an aligned u32.
+        unsafe { store_u32(&raw mut (*base).clock, seconds) };
+    }
+
+    /// Advances the clock to the current `CLOCK_MONOTONIC` second; the agent calls this
+    /// several times a second.
+    pub fn tick(&mut self) {
+        self.set_clock(monotonic_seconds());
+    }
+
+    /// The data plane's clock.
+    pub fn clock(&self) -> u32 {
+        self.settings().clock
     }
 
     /// Executes planned updates in order.
@@ -214,66 +262,104 @@ impl Dataplane {
     }
 
     fn apply_one(&mut self, op: &Op) -> Result<()> {
-        let map_err = |map: &'static str| move |source| DataplaneError::Map { map, source };
         match op {
-            Op::ResetServiceStats(id) => {
-                let zero = zero_traffic_per_cpu();
-                self.service_stats
-                    .set(*id, zero, 0)
-                    .map_err(map_err(names::SERVICE_STATS))
-            }
-            Op::ResetRealStats(index) => {
-                let zero = zero_traffic_per_cpu();
-                self.real_stats
-                    .set(*index, zero, 0)
-                    .map_err(map_err(names::REAL_STATS))
-            }
-            Op::SetReal { index, real } => self
-                .reals
-                .set(*index, real, 0)
-                .map_err(map_err(names::REALS)),
-            Op::WriteSlots { base, slots } => {
-                for &(offset, real) in slots {
-                    self.lookup.write(base + offset, real)?;
+            Op::ResetServiceStats(id) => self
+                .service_stats
+                .set(*id, zero_traffic_per_cpu(), 0)
+                .map_err(|source| DataplaneError::Map {
+                    map: names::SERVICE_STATS,
+                    source,
+                }),
+            Op::ResetRealStats(index) => self
+                .real_stats
+                .set(*index, zero_traffic_per_cpu(), 0)
+                .map_err(|source| DataplaneError::Map {
+                    map: names::REAL_STATS,
+                    source,
+                }),
+            Op::SetReal { index, real } => {
+                let p = self.reals.ptr(*index)?;
+                // SAFETY: `p` points at a mapped element. Identity fields first, then MAC,
+                // state and family together in one 8-byte store.
+                unsafe {
+                    std::ptr::write_volatile(&raw mut (*p).service_id, real.service_id);
+                    std::ptr::write_volatile(&raw mut (*p).addr, real.addr);
+                    fence(Ordering::SeqCst);
+                    store_u64(p.cast::<u64>(), real.head_word());
                 }
-                // The slots must be visible before the service entry that publishes them.
-                fence(Ordering::SeqCst);
                 Ok(())
             }
-            Op::SetService { key, service } => self
-                .services4
-                .insert(key, service, 0)
-                .map_err(map_err(names::SERVICES4)),
-            Op::RemoveService { key } => self
-                .services4
-                .remove(key)
-                .map_err(map_err(names::SERVICES4)),
+            Op::SetServiceParams { id, params } => {
+                let p = self.services.ptr(*id)?;
+                // SAFETY: `p` points at a mapped element; each field is an aligned u32.
+                unsafe {
+                    store_u32(&raw mut (*p).flags, params.flags);
+                    store_u32(&raw mut (*p).persist_timeout, params.persist_timeout);
+                    store_u32(&raw mut (*p).persist_mask4, params.persist_mask4);
+                }
+                Ok(())
+            }
+            Op::WriteSlots { base, slots } => {
+                for &(offset, real) in slots {
+                    let p = self.lookup_slot_ptr(base + offset)?;
+                    // SAFETY: `p` points at a slot inside a mapped row.
+                    unsafe { p.write_volatile(real) };
+                }
+                Ok(())
+            }
+            Op::PublishTable { id, base, size } => {
+                let p = self.services.ptr(*id)?;
+                // The slots are written before the table that points at them is published.
+                fence(Ordering::SeqCst);
+                // SAFETY: `p` points at a mapped element; `table` is an aligned u64.
+                unsafe { store_u64(&raw mut (*p).table, Service::pack_table(*base, *size)) };
+                Ok(())
+            }
+            Op::SetVips { buckets } => {
+                let half = self.limits.vip_buckets();
+                let active = self.settings().vip_base;
+                let inactive = if active == 0 { half } else { 0 };
+                for (i, b) in buckets.iter().enumerate() {
+                    self.vips4.write(inactive + i as u32, b)?;
+                }
+                fence(Ordering::SeqCst);
+                let s = self.settings.ptr(0)?;
+                // SAFETY: `s` points at the mapped settings; vip_base is an aligned u32.
+                unsafe { store_u32(&raw mut (*s).vip_base, inactive) };
+                Ok(())
+            }
         }
     }
 
     /// Reads flat slot `index` of the lookup array.
     pub fn lookup_slot(&self, index: u32) -> Result<u32> {
-        self.lookup.read(index)
+        let p = self.lookup_slot_ptr(index)?;
+        // SAFETY: `p` points at a slot inside a mapped row.
+        Ok(unsafe { p.read_volatile() })
     }
 
-    /// Reads a service entry.
-    pub fn service(&self, key: &Vip4Key) -> Option<Service> {
-        self.services4.get(key, 0).ok()
+    fn lookup_slot_ptr(&self, index: u32) -> Result<*mut u32> {
+        let row = self.lookup.ptr(index / LOOKUP_ROW)?;
+        // SAFETY: a row is LOOKUP_ROW consecutive u32 slots.
+        Ok(unsafe { row.cast::<u32>().add((index % LOOKUP_ROW) as usize) })
     }
 
-    /// All service entries (fragment entries included, with port 0).
-    pub fn services(&self) -> Vec<(Vip4Key, Service)> {
-        self.services4.iter().filter_map(|r| r.ok()).collect()
+    /// The active half of the VIP table.
+    pub fn vip_table(&self) -> Result<Vec<VipBucket4>> {
+        let base = self.settings().vip_base;
+        (0..self.limits.vip_buckets())
+            .map(|i| self.vips4.read(base + i))
+            .collect()
+    }
+
+    /// Reads a service's entry.
+    pub fn service(&self, id: u32) -> Result<Service> {
+        self.services.read(id)
     }
 
     /// Reads `REALS[index]`.
     pub fn real(&self, index: u32) -> Result<Real> {
-        self.reals
-            .get(&index, 0)
-            .map_err(|source| DataplaneError::Map {
-                map: names::REALS,
-                source,
-            })
+        self.reals.read(index)
     }
 
     /// Director-wide counters, summed over CPUs.
@@ -300,39 +386,56 @@ impl Dataplane {
         sum_traffic(&self.real_stats, index, names::REAL_STATS)
     }
 
-    /// The IPv4 connection table.
-    pub fn conns4(&self) -> Vec<(Flow4Key, Conn)> {
-        self.conns4.iter().filter_map(|r| r.ok()).collect()
-    }
-
-    /// One IPv4 connection entry.
-    pub fn conn4(&self, key: &Flow4Key) -> Option<Conn> {
-        self.conns4.get(key, 0).ok()
-    }
-
-    /// Writes a connection entry (tests age entries this way; operators never need it).
-    pub fn set_conn4(&mut self, key: &Flow4Key, conn: &Conn) -> Result<()> {
-        self.conns4
-            .insert(key, conn, 0)
-            .map_err(|source| DataplaneError::Map {
-                map: names::CONNS4,
-                source,
+    /// Every used slot of the IPv4 connection table (expired ones included).
+    pub fn conns4(&self) -> Vec<ConnEntry> {
+        scan(&self.conns4, self.limits.conn_sets())
+            .into_iter()
+            .map(|f| ConnEntry {
+                key: f.key,
+                conn: f.value,
+                stamp: f.stamp,
             })
+            .collect()
     }
 
-    /// The IPv4 persistence templates.
-    pub fn persist4(&self) -> Vec<(Persist4Key, PersistEntry)> {
-        self.persist4.iter().filter_map(|r| r.ok()).collect()
+    /// The connection-table entry of one flow.
+    pub fn conn4(&self, key: &Flow4Key) -> Option<ConnEntry> {
+        let tag = key.tag();
+        let set = self
+            .conns4
+            .ptr(key.hash() & (self.limits.conn_sets() - 1))
+            .ok()?;
+        // SAFETY: `set` points at a mapped set.
+        let f = unsafe { ConnSet4::find(set, key, tag) }?;
+        Some(ConnEntry {
+            key: f.key,
+            conn: f.value,
+            stamp: f.stamp,
+        })
     }
 
-    /// Writes a persistence template (tests age templates this way).
-    pub fn set_persist4(&mut self, key: &Persist4Key, entry: &PersistEntry) -> Result<()> {
-        self.persist4
-            .insert(key, entry, 0)
-            .map_err(|source| DataplaneError::Map {
-                map: names::PERSIST4,
-                source,
+    /// Stores a connection entry the way the data plane does, stamped with the current clock
+    /// (tests and simulations); false if the set was being written.
+    pub fn insert_conn4(&mut self, key: &Flow4Key, conn: &Conn) -> bool {
+        let tag = key.tag();
+        let now = self.clock();
+        let Ok(set) = self.conns4.ptr(key.hash() & (self.limits.conn_sets() - 1)) else {
+            return false;
+        };
+        // SAFETY: `set` points at a mapped set.
+        unsafe { ConnSet4::insert(set, key, tag, conn, now, |_, _| false) }
+    }
+
+    /// Every used slot of the IPv4 persistence table.
+    pub fn persist4(&self) -> Vec<TemplateEntry> {
+        scan(&self.persist4, self.limits.persist_sets())
+            .into_iter()
+            .map(|f| TemplateEntry {
+                key: f.key,
+                template: f.value,
+                stamp: f.stamp,
             })
+            .collect()
     }
 
     fn program(&self) -> &Xdp {
@@ -356,19 +459,7 @@ impl Dataplane {
 
     /// Runs the program `repeat` times on `frame`; `duration_ns` is the kernel's average.
     pub fn test_run_repeat(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutcome> {
-        let mut out = vec![0u8; frame.len() + 256];
-        let result = self.program().test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            repeat,
-            ..TestRunOptions::new()
-        })?;
-        out.truncate(result.data_size_out as usize);
-        Ok(TestRunOutcome {
-            action: result.return_value,
-            frame: out,
-            duration_ns: result.duration.as_nanos() as u64,
-        })
+        test_run(self.program(), frame, repeat)
     }
 
     /// Attaches to `iface` and returns the mode used.
@@ -411,6 +502,73 @@ impl Dataplane {
     }
 }
 
+/// Runs an XDP program on `frame` `repeat` times (BPF_PROG_TEST_RUN).
+pub fn test_run(program: &Xdp, frame: &[u8], repeat: u32) -> Result<TestRunOutcome> {
+    let mut out = vec![0u8; frame.len() + 256];
+    let result = program.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        repeat,
+        ..TestRunOptions::new()
+    })?;
+    out.truncate(result.data_size_out as usize);
+    Ok(TestRunOutcome {
+        action: result.return_value,
+        frame: out,
+        duration_ns: result.duration.as_nanos() as u64,
+    })
+}
+
+/// Whole seconds of `CLOCK_MONOTONIC` (the data plane's time base).
+pub fn monotonic_seconds() -> u32 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    Duration::new(ts.tv_sec as u64, 0).as_secs() as u32
+}
+
+fn scan<K: lb_common::SlotData, V: lb_common::SlotData, const W: usize>(
+    map: &Mmap<lb_common::Set<K, V, W>>,
+    sets: u32,
+) -> Vec<Found<K, V>> {
+    let mut out = Vec::new();
+    for s in 0..sets {
+        let set = map.ptr(s).expect("set index in range");
+        for way in 0..W {
+            // SAFETY: `set` points at a mapped set and `way < W`.
+            if let Some(f) = unsafe { lb_common::Set::<K, V, W>::read_slot(set, way) } {
+                out.push(f);
+            }
+        }
+    }
+    out
+}
+
+/// Stores an aligned u32 in one instruction (the data plane reads it concurrently).
+///
+/// # Safety
+/// `p` must be valid and 4-byte aligned.
+unsafe fn store_u32(p: *mut u32, v: u32) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { AtomicU32::from_ptr(p) }.store(v, Ordering::Release);
+}
+
+/// Stores an aligned u64 in one instruction (the data plane reads it concurrently).
+///
+/// # Safety
+/// `p` must be valid and 8-byte aligned.
+unsafe fn store_u64(p: *mut u64, v: u64) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { AtomicU64::from_ptr(p) }.store(v, Ordering::Release);
+}
+
+fn per_cpu<T: aya::Pod>(map: Map, name: &'static str) -> Result<PerCpuArray<MapData, T>> {
+    PerCpuArray::try_from(map).map_err(|source| DataplaneError::Map { map: name, source })
+}
+
 fn zero_traffic_per_cpu() -> PerCpuValues<TrafficStats> {
     let cpus = nr_cpus().map(|n| n.max(1)).unwrap_or(1);
     PerCpuValues::try_from(vec![TrafficStats::default(); cpus]).expect("one value per possible CPU")
@@ -449,36 +607,41 @@ fn sum_global(a: &GlobalStats, b: &GlobalStats) -> GlobalStats {
     }
 }
 
-/// The `BPF_F_MMAPABLE` lookup array mapped into our address space as one flat `u32` table
-/// (its rows have no padding): tables of 65537 slots are written with plain stores instead of
-/// one syscall per slot.
-struct MmapArray {
-    ptr: NonNull<u32>,
-    entries: u32,
-    len_bytes: usize,
+/// A `BPF_F_MMAPABLE` array mapped into our address space as `len` elements of `T`. `T`'s size
+/// must be a multiple of 8 (the kernel's element stride), so element `i` is at `i * size`.
+struct Mmap<T> {
+    ptr: NonNull<T>,
+    len: u32,
+    bytes: usize,
     name: &'static str,
     _map: MapData,
+    _t: PhantomData<T>,
 }
 
-// SAFETY: the mapping is owned by this struct and only accessed through `&self`/`&mut self`.
-unsafe impl Send for MmapArray {}
-// SAFETY: reads through `&self` are plain loads of `u32`s the kernel may change concurrently,
-// which is the intended use of a shared array.
-unsafe impl Sync for MmapArray {}
+// SAFETY: the mapping is owned by this struct and only accessed through `&self`/`&mut self`;
+// `T` is plain data.
+unsafe impl<T: Send> Send for Mmap<T> {}
+// SAFETY: as above; concurrent readers see plain loads of memory the kernel also reads.
+unsafe impl<T: Sync> Sync for Mmap<T> {}
 
-impl MmapArray {
-    fn new(map: aya::maps::Map, name: &'static str, entries: u32) -> Result<Self> {
-        let aya::maps::Map::Array(data) = map else {
-            return Err(DataplaneError::MissingMap(name));
+impl<T: Copy> Mmap<T> {
+    fn new(map: Map, name: &'static str, len: u32) -> Result<Self> {
+        assert_eq!(
+            size_of::<T>() % 8,
+            0,
+            "{name}: element size must be a multiple of 8"
+        );
+        let Map::Array(data) = map else {
+            return Err(DataplaneError::Missing(name));
         };
-        let len_bytes = entries as usize * size_of::<u32>();
+        let bytes = len as usize * size_of::<T>();
         let fd = data.fd().as_fd().as_raw_fd();
         // SAFETY: mapping a BPF array fd shared and read-write is how the kernel exposes
         // BPF_F_MMAPABLE arrays; the length matches the map's value area.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                len_bytes,
+                bytes,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 fd,
@@ -493,42 +656,44 @@ impl MmapArray {
         }
         Ok(Self {
             ptr: NonNull::new(ptr.cast()).expect("mmap returned a non-null pointer"),
-            entries,
-            len_bytes,
+            len,
+            bytes,
             name,
             _map: data,
+            _t: PhantomData,
         })
     }
 
-    fn write(&mut self, index: u32, value: u32) -> Result<()> {
-        if index >= self.entries {
+    fn ptr(&self, index: u32) -> Result<*mut T> {
+        if index >= self.len {
             return Err(DataplaneError::OutOfRange {
                 map: self.name,
                 index,
             });
         }
         // SAFETY: index is within the mapping.
-        unsafe { self.ptr.as_ptr().add(index as usize).write_volatile(value) };
+        Ok(unsafe { self.ptr.as_ptr().add(index as usize) })
+    }
+
+    fn write(&mut self, index: u32, value: &T) -> Result<()> {
+        let p = self.ptr(index)?;
+        // SAFETY: `p` is within the mapping.
+        unsafe { p.write_volatile(*value) };
         Ok(())
     }
 
-    fn read(&self, index: u32) -> Result<u32> {
-        if index >= self.entries {
-            return Err(DataplaneError::OutOfRange {
-                map: self.name,
-                index,
-            });
-        }
-        // SAFETY: index is within the mapping.
-        Ok(unsafe { self.ptr.as_ptr().add(index as usize).read_volatile() })
+    fn read(&self, index: u32) -> Result<T> {
+        let p = self.ptr(index)?;
+        // SAFETY: `p` is within the mapping.
+        Ok(unsafe { p.read_volatile() })
     }
 }
 
-impl Drop for MmapArray {
+impl<T> Drop for Mmap<T> {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly what `new` mapped.
         unsafe {
-            libc::munmap(self.ptr.as_ptr().cast(), self.len_bytes);
+            libc::munmap(self.ptr.as_ptr().cast(), self.bytes);
         }
     }
 }

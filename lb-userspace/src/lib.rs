@@ -5,3 +5,4 @@ pub mod dataplane;
 pub mod maglev;
 pub mod plan;
 pub mod state;
+pub mod viptable;

@@ -2,20 +2,19 @@
 //! of map updates, and the installed state that results.
 //!
 //! Planning is pure (no syscalls), so every decision is unit-tested here. It fails before any
-//! map is touched when the desired state does not fit (capacity, table size), so a rejected
-//! change leaves the running state as it was.
+//! map is touched when the desired state does not fit (capacity, table size, VIP table), so a
+//! rejected change leaves the running state as it was.
 //!
 //! Ordering keeps every intermediate state safe for packets in flight:
 //! 1. counters of newly allocated ids are zeroed;
 //! 2. reals that are new, come up or change MAC are written (a real is usable before any table
 //!    points at it);
-//! 3. each changed lookup table is written into the service's inactive buffer (only the slots
-//!    that differ from what that buffer holds), then the service entry is rewritten to point
-//!    at it: a single hash-map update, so a packet sees the old table or the new one, never a
-//!    mix;
-//! 4. fragment entries (port 0) follow their service;
-//! 5. reals that go down or are removed are marked down (their tables no longer hold them);
-//! 6. removed services are deleted, and their reals released.
+//! 3. parameters of new or changed services are written (a new service is not yet reachable);
+//! 4. each changed lookup table is written into the service's inactive buffer (only the slots
+//!    that differ from what that buffer holds), then published with one 8-byte write;
+//! 5. the VIP table is rebuilt into its inactive half and published with one 4-byte write: new
+//!    services appear and removed ones disappear at once, fragment entries follow;
+//! 6. reals that go down or are removed are marked down (no table holds them any more).
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -23,13 +22,15 @@ use std::{
 };
 
 use lb_common::{
-    LOOKUP_ROW, NO_REAL, REAL_DOWN, REAL_UP, Real, SVC_F_HASH_SRC, SVC_F_PERSIST, Service, Vip4Key,
+    LOOKUP_ROW, NO_REAL, REAL_DOWN, REAL_UP, Real, SVC_F_HASH_SRC, SVC_F_PERSIST, Vip4Key,
+    VipBucket4,
 };
 use thiserror::Error;
 
 use crate::{
     maglev::{self, Backend, BackendId},
     state::{DesiredState, Protocol, RealKey, Scheduler, ServiceKey, ServiceSpec},
+    viptable,
 };
 
 /// Capacities the maps were created with (set by the loader from configuration).
@@ -41,9 +42,9 @@ pub struct Limits {
     pub max_reals: u32,
     /// Largest Maglev table a service may use.
     pub max_table_size: u32,
-    /// Connection-table entries.
+    /// Connection-table entries (rounded up to a power of two).
     pub conn_entries: u32,
-    /// Persistence-template entries.
+    /// Persistence-template entries (rounded up to a power of two).
     pub persist_entries: u32,
 }
 
@@ -73,6 +74,24 @@ impl Limits {
     /// Flat slot index of slot 0 of buffer `buf` of service `id`.
     pub fn region_base(&self, id: u32, buf: usize) -> u32 {
         (id * 2 + buf as u32) * self.region_slots()
+    }
+
+    /// Buckets per half of the VIP table.
+    pub fn vip_buckets(&self) -> u32 {
+        viptable::buckets_for(self.max_services)
+    }
+
+    /// Sets of the connection table.
+    pub fn conn_sets(&self) -> u32 {
+        (self.conn_entries.div_ceil(lb_common::CONN_WAYS as u32)).next_power_of_two()
+    }
+
+    /// Sets of the persistence table.
+    pub fn persist_sets(&self) -> u32 {
+        (self
+            .persist_entries
+            .div_ceil(lb_common::PERSIST_WAYS as u32))
+        .next_power_of_two()
     }
 }
 
@@ -113,12 +132,26 @@ pub enum PlanError {
         /// Cause.
         source: maglev::MaglevError,
     },
+    /// The VIP table cannot hold the services.
+    #[error(transparent)]
+    VipTable(#[from] viptable::VipTableFull),
     /// Port 0 is reserved for the fragment entries.
     #[error("{0}: port 0 cannot be a service port")]
     PortZero(ServiceKey),
     /// IPv6 is not served by this data plane yet.
     #[error("{0}: IPv6 services are not supported yet")]
     Ipv6(ServiceKey),
+}
+
+/// Per-service parameters the data plane reads besides the table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceParams {
+    /// `SVC_F_*` flags.
+    pub flags: u32,
+    /// Persistence timeout in seconds.
+    pub persist_timeout: u32,
+    /// Persistence / source-hash netmask, network byte order.
+    pub persist_mask4: u32,
 }
 
 /// One map update.
@@ -128,12 +161,19 @@ pub enum Op {
     ResetServiceStats(u32),
     /// Zero the per-CPU counters of a real index.
     ResetRealStats(u32),
-    /// Write `REALS[index]`.
+    /// Write `REALS[index]` (MAC, state and family in one 8-byte store).
     SetReal {
         /// Real index.
         index: u32,
         /// Value.
         real: Real,
+    },
+    /// Write a service's parameters (not its table).
+    SetServiceParams {
+        /// Service id.
+        id: u32,
+        /// Parameters.
+        params: ServiceParams,
     },
     /// Write flat lookup slot `base + offset` = `real` for each pair.
     WriteSlots {
@@ -142,17 +182,19 @@ pub enum Op {
         /// (offset, real index) pairs.
         slots: Vec<(u32, u32)>,
     },
-    /// Insert or replace a service entry.
-    SetService {
-        /// Key.
-        key: Vip4Key,
-        /// Value.
-        service: Service,
+    /// Publish a service's table (one 8-byte write of base and size; size 0 = no real).
+    PublishTable {
+        /// Service id.
+        id: u32,
+        /// Flat slot index of slot 0.
+        base: u32,
+        /// Table size.
+        size: u32,
     },
-    /// Delete a service entry.
-    RemoveService {
-        /// Key.
-        key: Vip4Key,
+    /// Write the inactive half of the VIP table with `buckets`, then make it the active one.
+    SetVips {
+        /// The whole half.
+        buckets: Vec<VipBucket4>,
     },
 }
 
@@ -163,18 +205,18 @@ pub struct InstalledReal {
     pub index: u32,
     /// Value in `REALS`.
     pub value: Real,
-    /// Configured weight.
-    pub weight: u32,
 }
 
 /// A service as installed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InstalledService {
-    /// Key in `SERVICES4`.
-    pub key: Vip4Key,
-    /// Value in `SERVICES4`.
-    pub value: Service,
-    /// Which of the two table buffers is active.
+    /// Service id.
+    pub id: u32,
+    /// Parameters.
+    pub params: ServiceParams,
+    /// Published table: (base, size).
+    pub table: (u32, u32),
+    /// Which of the two table buffers holds the newest table.
     pub active: usize,
     /// Reals.
     pub reals: BTreeMap<RealKey, InstalledReal>,
@@ -188,8 +230,8 @@ pub struct Installed {
     pub services: BTreeMap<ServiceKey, InstalledService>,
     /// Contents of both table buffers of every service id (empty = all zero).
     regions: Vec<[Vec<u32>; 2]>,
-    /// Fragment entries (port 0) by key.
-    fragments: BTreeMap<Vip4Key, Service>,
+    /// The VIP table's entries (services and fragment entries).
+    vips: BTreeMap<Vip4Key, u32>,
     free_service_ids: VecDeque<u32>,
     free_reals: VecDeque<u32>,
 }
@@ -201,7 +243,7 @@ impl Installed {
             limits,
             services: BTreeMap::new(),
             regions: vec![[Vec::new(), Vec::new()]; limits.max_services as usize],
-            fragments: BTreeMap::new(),
+            vips: BTreeMap::new(),
             free_service_ids: (0..limits.max_services).collect(),
             // Index 0 is NO_REAL. Freed indices go to the back so they are reused as late as
             // possible (a stale connection entry then most likely finds an empty slot).
@@ -214,13 +256,18 @@ impl Installed {
         &self.limits
     }
 
-    /// The active lookup table of a service (empty if it has none yet).
+    /// The published lookup table of a service (empty if it has no usable real).
     pub fn active_table(&self, key: &ServiceKey) -> Option<&[u32]> {
         let svc = self.services.get(key)?;
-        if svc.value.table_size == 0 {
+        if svc.table.1 == 0 {
             return Some(&[]);
         }
-        Some(&self.regions[svc.value.id as usize][svc.active])
+        Some(&self.regions[svc.id as usize][svc.active])
+    }
+
+    /// The VIP table's entries.
+    pub fn vips(&self) -> &BTreeMap<Vip4Key, u32> {
+        &self.vips
     }
 
     /// Plans the updates that turn this installed state into `desired`, returning them and the
@@ -228,40 +275,41 @@ impl Installed {
     pub fn plan(&self, desired: &DesiredState) -> Result<(Vec<Op>, Installed), PlanError> {
         self.check_capacity(desired)?;
         let mut next = self.clone();
-        let mut ops = Plan::default();
+        let mut plan = Plan::default();
 
-        // Services that go away first release their ids and reals for reuse later in this
-        // plan only after the new state is fully installed (ids stay reserved until then).
         let removed: Vec<ServiceKey> = self
             .services
             .keys()
             .filter(|k| !desired.services.contains_key(k))
             .copied()
             .collect();
-
         for (key, spec) in &desired.services {
-            next.plan_service(key, spec, &mut ops)?;
+            next.plan_service(key, spec, &mut plan)?;
         }
-
+        // Removed services disappear with the VIP table flip; their ids and reals are released
+        // only after this plan, so nothing in it reuses them.
         for key in &removed {
             let svc = next
                 .services
                 .remove(key)
                 .expect("removed service was installed");
-            ops.remove_services.push(Op::RemoveService { key: svc.key });
             for real in svc.reals.values() {
-                ops.reals_down.push(Op::SetReal {
+                plan.reals_down.push(Op::SetReal {
                     index: real.index,
                     real: Real::EMPTY,
                 });
             }
-            let id = svc.value.id;
-            next.free_service_ids.push_back(id);
+            next.free_service_ids.push_back(svc.id);
             next.free_reals.extend(svc.reals.values().map(|r| r.index));
         }
 
-        next.plan_fragments(&mut ops);
-        Ok((ops.into_ops(), next))
+        let vips = next.wanted_vips();
+        if vips != next.vips {
+            let buckets = viptable::layout(&vips, self.limits.vip_buckets())?;
+            plan.vips.push(Op::SetVips { buckets });
+            next.vips = vips;
+        }
+        Ok((plan.into_ops(), next))
     }
 
     fn check_capacity(&self, desired: &DesiredState) -> Result<(), PlanError> {
@@ -272,8 +320,8 @@ impl Installed {
                 max: self.limits.max_services,
             });
         }
-        // Reals of services being replaced are freed only after the plan, so count the
-        // indices in use at the peak: everything kept or added, plus what is being removed.
+        // Reals of removed services are freed only after the plan, so count the indices in use
+        // at the peak: everything kept or added, plus what is being removed.
         let mut peak = 0usize;
         for (key, spec) in &desired.services {
             peak += spec.reals.len();
@@ -314,44 +362,49 @@ impl Installed {
         &mut self,
         key: &ServiceKey,
         spec: &ServiceSpec,
-        ops: &mut Plan,
+        plan: &mut Plan,
     ) -> Result<(), PlanError> {
-        let vip_key = vip4_key(key);
-        let (id, is_new) = match self.services.get(key) {
-            Some(svc) => (svc.value.id, false),
+        let mut svc = match self.services.remove(key) {
+            Some(svc) => svc,
             None => {
                 let id = self
                     .free_service_ids
                     .pop_front()
                     .expect("capacity was checked");
-                ops.reset.push(Op::ResetServiceStats(id));
-                (id, true)
+                plan.reset.push(Op::ResetServiceStats(id));
+                let svc = InstalledService {
+                    id,
+                    params: ServiceParams::default(),
+                    table: (self.limits.region_base(id, 1), 0),
+                    active: 1,
+                    reals: BTreeMap::new(),
+                };
+                // Parameters and table of a new service are written before the VIP table
+                // makes it reachable.
+                plan.params.push(Op::SetServiceParams {
+                    id,
+                    params: svc.params,
+                });
+                plan.tables.push(Op::PublishTable {
+                    id,
+                    base: svc.table.0,
+                    size: 0,
+                });
+                svc
             }
         };
-        let mut installed = self.services.remove(key).unwrap_or(InstalledService {
-            key: vip_key,
-            value: Service {
-                id,
-                flags: 0,
-                table_size: 0,
-                table_base: self.limits.region_base(id, 1),
-                persist_timeout: 0,
-                persist_mask4: u32::MAX,
-            },
-            active: 1,
-            reals: BTreeMap::new(),
-        });
+        let id = svc.id;
 
-        // Reals: removed ones are marked down after the table flip; new ones get an index.
-        let removed: Vec<RealKey> = installed
+        // Reals: removed ones are marked down after the tables no longer hold them.
+        let removed: Vec<RealKey> = svc
             .reals
             .keys()
             .filter(|r| !spec.reals.contains_key(r))
             .copied()
             .collect();
         for rk in removed {
-            let real = installed.reals.remove(&rk).expect("present");
-            ops.reals_down.push(Op::SetReal {
+            let real = svc.reals.remove(&rk).expect("present");
+            plan.reals_down.push(Op::SetReal {
                 index: real.index,
                 real: Real::EMPTY,
             });
@@ -363,38 +416,48 @@ impl Installed {
                 state: if rs.is_up() { REAL_UP } else { REAL_DOWN },
                 family: if rk.addr.is_ipv4() { 4 } else { 6 },
                 service_id: id,
+                _pad: 0,
                 addr: addr_bytes(rk.addr),
             };
-            match installed.reals.get_mut(rk) {
+            match svc.reals.get_mut(rk) {
+                Some(cur) if cur.value == value => {}
                 Some(cur) => {
-                    cur.weight = rs.weight;
-                    if cur.value != value {
-                        let op = Op::SetReal {
-                            index: cur.index,
-                            real: value,
-                        };
-                        if value.state == REAL_UP {
-                            ops.reals_up.push(op);
-                        } else {
-                            ops.reals_down.push(op);
-                        }
-                        cur.value = value;
+                    let op = Op::SetReal {
+                        index: cur.index,
+                        real: value,
+                    };
+                    if value.state == REAL_UP {
+                        plan.reals_up.push(op);
+                    } else {
+                        plan.reals_down.push(op);
                     }
+                    cur.value = value;
                 }
                 None => {
                     let index = self.free_reals.pop_front().expect("capacity was checked");
-                    ops.reset.push(Op::ResetRealStats(index));
-                    ops.reals_up.push(Op::SetReal { index, real: value });
-                    installed.reals.insert(
-                        *rk,
-                        InstalledReal {
-                            index,
-                            value,
-                            weight: rs.weight,
-                        },
-                    );
+                    plan.reset.push(Op::ResetRealStats(index));
+                    plan.reals_up.push(Op::SetReal { index, real: value });
+                    svc.reals.insert(*rk, InstalledReal { index, value });
                 }
             }
+        }
+
+        let mut params = ServiceParams {
+            flags: 0,
+            persist_timeout: 0,
+            persist_mask4: u32::MAX,
+        };
+        if spec.scheduler == Scheduler::SourceHash {
+            params.flags |= SVC_F_HASH_SRC;
+        }
+        if let Some(p) = spec.persistence {
+            params.flags |= SVC_F_PERSIST;
+            params.persist_timeout = p.timeout;
+            params.persist_mask4 = u32::from_ne_bytes(p.granularity.octets());
+        }
+        if params != svc.params {
+            plan.params.push(Op::SetServiceParams { id, params });
+            svc.params = params;
         }
 
         // The lookup table over the reals that take new flows.
@@ -408,7 +471,7 @@ impl Installed {
                     port: rk.port,
                 },
                 weight: rs.weight,
-                index: installed.reals[rk].index,
+                index: svc.reals[rk].index,
             })
             .collect();
         let table = if backends.is_empty() {
@@ -419,81 +482,48 @@ impl Installed {
                 source,
             })?
         };
-
-        let mut value = Service {
-            id,
-            flags: 0,
-            table_size: installed.value.table_size,
-            table_base: installed.value.table_base,
-            persist_timeout: 0,
-            persist_mask4: u32::MAX,
-        };
-        if spec.scheduler == Scheduler::SourceHash {
-            value.flags |= SVC_F_HASH_SRC;
-        }
-        if let Some(p) = spec.persistence {
-            value.flags |= SVC_F_PERSIST;
-            value.persist_timeout = p.timeout;
-            value.persist_mask4 = u32::from_ne_bytes(p.granularity.octets());
-        }
-
         let regions = &mut self.regions[id as usize];
-        let published: &[u32] = if installed.value.table_size == 0 {
+        let published: &[u32] = if svc.table.1 == 0 {
             &[]
         } else {
-            &regions[installed.active]
+            &regions[svc.active]
         };
         if table != published {
             if table.is_empty() {
-                // No usable real: the data plane drops; no table needed.
-                value.table_size = 0;
+                // No usable real: the data plane drops; the buffers keep their contents.
+                svc.table.1 = 0;
             } else {
-                let inactive = 1 - installed.active;
+                let inactive = 1 - svc.active;
                 let base = self.limits.region_base(id, inactive);
                 let slots = changed_slots(&regions[inactive], &table);
                 if !slots.is_empty() {
-                    ops.tables.push(Op::WriteSlots { base, slots });
+                    plan.tables.push(Op::WriteSlots { base, slots });
                 }
+                svc.table = (base, table.len() as u32);
                 regions[inactive] = table;
-                installed.active = inactive;
-                value.table_size = spec.table_size;
-                value.table_base = base;
+                svc.active = inactive;
             }
-        }
-        if value != installed.value || is_new {
-            ops.tables.push(Op::SetService {
-                key: vip_key,
-                service: value,
+            plan.tables.push(Op::PublishTable {
+                id,
+                base: svc.table.0,
+                size: svc.table.1,
             });
-            installed.value = value;
         }
-        self.services.insert(*key, installed);
+        self.services.insert(*key, svc);
         Ok(())
     }
 
-    /// Fragment entries: for each (VIP, protocol), a copy of its lowest-port service under
-    /// port 0.
-    fn plan_fragments(&mut self, ops: &mut Plan) {
-        let mut wanted: BTreeMap<Vip4Key, Service> = BTreeMap::new();
-        for svc in self.services.values() {
-            let key = Vip4Key { port: 0, ..svc.key };
+    /// The VIP table's entries: every service, plus for each (VIP, protocol) a fragment entry
+    /// (port 0) pointing at its lowest-port service.
+    fn wanted_vips(&self) -> BTreeMap<Vip4Key, u32> {
+        let mut vips = BTreeMap::new();
+        for (key, svc) in &self.services {
+            let vk = vip4_key(key);
+            vips.insert(vk, svc.id);
             // BTreeMap order is by VIP, then port: the first service seen is the lowest port.
-            wanted.entry(key).or_insert(svc.value);
+            vips.entry(Vip4Key { port: 0, ..vk }).or_insert(svc.id);
         }
-        for (key, value) in &wanted {
-            if self.fragments.get(key) != Some(value) {
-                ops.fragments.push(Op::SetService {
-                    key: *key,
-                    service: *value,
-                });
-            }
-        }
-        for key in self.fragments.keys() {
-            if !wanted.contains_key(key) {
-                ops.fragments.push(Op::RemoveService { key: *key });
-            }
-        }
-        self.fragments = wanted;
+        vips
     }
 }
 
@@ -502,27 +532,25 @@ impl Installed {
 struct Plan {
     reset: Vec<Op>,
     reals_up: Vec<Op>,
+    params: Vec<Op>,
     tables: Vec<Op>,
-    fragments: Vec<Op>,
+    vips: Vec<Op>,
     reals_down: Vec<Op>,
-    remove_services: Vec<Op>,
 }
 
 impl Plan {
     fn into_ops(self) -> Vec<Op> {
-        // Fragment entries of removed services must go before the services' reals are
-        // released, so they are ordered with the flips, ahead of the down marks.
         let mut ops = self.reset;
         ops.extend(self.reals_up);
+        ops.extend(self.params);
         ops.extend(self.tables);
-        ops.extend(self.fragments);
-        ops.extend(self.remove_services);
+        ops.extend(self.vips);
         ops.extend(self.reals_down);
         ops
     }
 }
 
-/// The `SERVICES4` key of a service (IPv4 only; checked by the planner).
+/// The VIP table key of a service (IPv4 only; checked by the planner).
 pub fn vip4_key(key: &ServiceKey) -> Vip4Key {
     let addr = match key.vip {
         IpAddr::V4(a) => a.octets(),
@@ -531,7 +559,7 @@ pub fn vip4_key(key: &ServiceKey) -> Vip4Key {
     Vip4Key::from_parts(addr, key.port, key.proto.number())
 }
 
-/// The key of a service from its map key.
+/// The key of a service from its VIP table key.
 pub fn service_key_from_vip4(key: &Vip4Key) -> Option<ServiceKey> {
     let proto = match key.proto {
         lb_common::proto::TCP => Protocol::Tcp,
@@ -623,10 +651,12 @@ mod tests {
         }
     }
 
-    /// Applies ops to an in-memory model of the maps, checking the ordering invariants.
+    /// An in-memory model of the maps, checking after every op what a packet could see.
     #[derive(Default)]
     struct FakeMaps {
-        services: BTreeMap<Vip4Key, Service>,
+        vips: Vec<VipBucket4>,
+        params: BTreeMap<u32, ServiceParams>,
+        tables: BTreeMap<u32, (u32, u32)>,
         reals: BTreeMap<u32, Real>,
         lookup: BTreeMap<u32, u32>,
     }
@@ -639,48 +669,54 @@ mod tests {
                     Op::SetReal { index, real } => {
                         self.reals.insert(*index, *real);
                     }
+                    Op::SetServiceParams { id, params } => {
+                        self.params.insert(*id, *params);
+                    }
                     Op::WriteSlots { base, slots } => {
                         for (off, v) in slots {
                             self.lookup.insert(base + off, *v);
                         }
                     }
-                    Op::SetService { key, service } => {
-                        self.services.insert(*key, *service);
+                    Op::PublishTable { id, base, size } => {
+                        self.tables.insert(*id, (*base, *size));
                     }
-                    Op::RemoveService { key } => {
-                        self.services.remove(key);
-                    }
+                    Op::SetVips { buckets } => self.vips = buckets.clone(),
                 }
                 self.check_invariant();
             }
         }
 
-        /// Every slot of every active table points at a real that is up and belongs to the
-        /// service: what a packet could see at any point between two ops.
+        fn service_id(&self, key: &Vip4Key) -> Option<u32> {
+            if self.vips.is_empty() {
+                return None;
+            }
+            viptable::lookup(&self.vips, key)
+        }
+
+        /// Every slot of every reachable service's table points at a real that is up and
+        /// belongs to the service, and reachable services have parameters.
         fn check_invariant(&self) {
-            for svc in self.services.values() {
-                for slot in 0..svc.table_size {
-                    let r = self
-                        .lookup
-                        .get(&(svc.table_base + slot))
-                        .copied()
-                        .unwrap_or(0);
+            for b in self.vips.iter().filter(|b| b.key != Vip4Key::EMPTY) {
+                let id = b.service_id;
+                assert!(
+                    self.params.contains_key(&id),
+                    "reachable service without params"
+                );
+                let (base, size) = *self.tables.get(&id).expect("reachable without table");
+                for slot in 0..size {
+                    let r = self.lookup.get(&(base + slot)).copied().unwrap_or(0);
                     assert_ne!(r, NO_REAL, "active table has an empty slot");
                     let real = self.reals.get(&r).expect("table points at unwritten real");
                     assert_eq!(real.state, REAL_UP, "active table points at a down real");
-                    assert_eq!(
-                        real.service_id, svc.id,
-                        "active table points at a foreign real"
-                    );
+                    assert_eq!(real.service_id, id, "active table points at a foreign real");
                 }
             }
         }
 
         fn table(&self, key: &ServiceKey) -> Vec<u32> {
-            let svc = self.services[&vip4_key(key)];
-            (0..svc.table_size)
-                .map(|s| self.lookup[&(svc.table_base + s)])
-                .collect()
+            let id = self.service_id(&vip4_key(key)).expect("service reachable");
+            let (base, size) = self.tables[&id];
+            (0..size).map(|s| self.lookup[&(base + s)]).collect()
         }
     }
 
@@ -690,24 +726,35 @@ mod tests {
         (ops, next)
     }
 
+    fn count_slots(ops: &[Op]) -> usize {
+        ops.iter()
+            .map(|o| match o {
+                Op::WriteSlots { slots, .. } => slots.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
     #[test]
-    fn first_install_writes_reals_table_service_and_fragment_entry() {
+    fn first_install_writes_reals_table_and_vip_entries() {
         let inst = Installed::new(limits());
         let mut maps = FakeMaps::default();
         let d = desired(vec![(5672, service(5672, &[(2, 1), (3, 1)]))]);
         let (ops, next) = apply(&inst, &mut maps, &d);
         assert!(matches!(ops[0], Op::ResetServiceStats(0)));
-        let svc = maps.services[&vip4_key(&skey(5672))];
-        assert_eq!(svc.table_size, M);
-        let frag = maps.services[&Vip4Key {
+        assert!(
+            matches!(ops.last(), Some(Op::SetVips { .. })),
+            "published last"
+        );
+        let id = maps.service_id(&vip4_key(&skey(5672))).unwrap();
+        let frag = maps.service_id(&Vip4Key {
             port: 0,
             ..vip4_key(&skey(5672))
-        }];
-        assert_eq!(frag, svc);
+        });
+        assert_eq!(frag, Some(id), "fragment entry follows the service");
         let table = maps.table(&skey(5672));
         assert_eq!(table.len(), M as usize);
         assert_eq!(next.active_table(&skey(5672)).unwrap(), &table[..]);
-        // Both reals got slots.
         let idx: Vec<u32> = next.services[&skey(5672)]
             .reals
             .values()
@@ -727,7 +774,7 @@ mod tests {
     }
 
     #[test]
-    fn table_change_goes_to_inactive_buffer_then_flips() {
+    fn table_change_goes_to_inactive_buffer_then_is_published() {
         let inst = Installed::new(limits());
         let mut maps = FakeMaps::default();
         let (_, s1) = apply(
@@ -735,39 +782,38 @@ mod tests {
             &mut maps,
             &desired(vec![(80, service(80, &[(2, 1), (3, 1)]))]),
         );
-        let base1 = maps.services[&vip4_key(&skey(80))].table_base;
+        let id = s1.services[&skey(80)].id;
+        let base1 = maps.tables[&id].0;
         let (ops, s2) = apply(
             &s1,
             &mut maps,
             &desired(vec![(80, service(80, &[(2, 1), (3, 1), (4, 1)]))]),
         );
-        let base2 = maps.services[&vip4_key(&skey(80))].table_base;
-        assert_ne!(base1, base2, "a changed table is published by a flip");
-        // The write precedes the flip.
+        assert_ne!(
+            maps.tables[&id].0, base1,
+            "a changed table is published by a flip"
+        );
         let w = ops
             .iter()
             .position(|o| matches!(o, Op::WriteSlots { .. }))
             .unwrap();
-        let f = ops
+        let p = ops
             .iter()
-            .position(|o| matches!(o, Op::SetService { key, .. } if key.port != 0))
+            .position(|o| matches!(o, Op::PublishTable { .. }))
             .unwrap();
-        assert!(w < f);
-        // Third change writes only slots that differ from what the old buffer holds.
+        assert!(w < p);
+        assert!(
+            !ops.iter().any(|o| matches!(o, Op::SetVips { .. })),
+            "VIPs unchanged"
+        );
+        // Back to two reals: the old buffer already holds exactly that table.
         let (ops, _) = apply(
             &s2,
             &mut maps,
             &desired(vec![(80, service(80, &[(2, 1), (3, 1)]))]),
         );
-        let written: usize = ops
-            .iter()
-            .map(|o| match o {
-                Op::WriteSlots { slots, .. } => slots.len(),
-                _ => 0,
-            })
-            .sum();
-        assert_eq!(written, 0, "buffer already held exactly this table");
-        assert_eq!(maps.services[&vip4_key(&skey(80))].table_base, base1);
+        assert_eq!(count_slots(&ops), 0);
+        assert_eq!(maps.tables[&id].0, base1);
     }
 
     #[test]
@@ -777,12 +823,13 @@ mod tests {
         let mut spec = service(80, &[(2, 1), (3, 1), (4, 1)]);
         let (_, s1) = apply(&inst, &mut maps, &desired(vec![(80, spec.clone())]));
         spec.reals.get_mut(&rkey(3, 80)).unwrap().health = Health::Down;
-        // FakeMaps checks after every op that no active table points at a down real.
+        // FakeMaps checks after every op that no reachable table points at a down real.
         let (ops, s2) = apply(&s1, &mut maps, &desired(vec![(80, spec.clone())]));
         let idx3 = s1.services[&skey(80)].reals[&rkey(3, 80)].index;
-        assert!(ops.iter().any(|o| matches!(o, Op::SetReal { index, real } if *index == idx3 && real.state == REAL_DOWN)));
+        assert!(ops.iter().any(
+            |o| matches!(o, Op::SetReal { index, real } if *index == idx3 && real.state == REAL_DOWN)
+        ));
         assert!(!maps.table(&skey(80)).contains(&idx3));
-        // And back up: marked up before the table includes it.
         spec.reals.get_mut(&rkey(3, 80)).unwrap().health = Health::Up;
         apply(&s2, &mut maps, &desired(vec![(80, spec)]));
         assert!(maps.table(&skey(80)).contains(&idx3));
@@ -820,7 +867,7 @@ mod tests {
     }
 
     #[test]
-    fn no_usable_real_publishes_empty_table() {
+    fn no_usable_real_publishes_an_empty_table_and_it_comes_back() {
         let inst = Installed::new(limits());
         let mut maps = FakeMaps::default();
         let (_, s1) = apply(
@@ -828,23 +875,12 @@ mod tests {
             &mut maps,
             &desired(vec![(80, service(80, &[(2, 1)]))]),
         );
-        apply(&s1, &mut maps, &desired(vec![(80, service(80, &[(2, 0)]))]));
-        assert_eq!(maps.services[&vip4_key(&skey(80))].table_size, 0);
-    }
-
-    #[test]
-    fn table_comes_back_after_being_empty() {
-        let inst = Installed::new(limits());
-        let mut maps = FakeMaps::default();
-        let (_, s1) = apply(
-            &inst,
-            &mut maps,
-            &desired(vec![(80, service(80, &[(2, 1)]))]),
-        );
+        let id = s1.services[&skey(80)].id;
         let (_, s2) = apply(&s1, &mut maps, &desired(vec![(80, service(80, &[(2, 0)]))]));
+        assert_eq!(maps.tables[&id].1, 0);
         assert_eq!(s2.active_table(&skey(80)).unwrap(), &[] as &[u32]);
         apply(&s2, &mut maps, &desired(vec![(80, service(80, &[(2, 1)]))]));
-        assert_eq!(maps.services[&vip4_key(&skey(80))].table_size, M);
+        assert_eq!(maps.tables[&id].1, M);
         assert_eq!(maps.table(&skey(80)), s1.active_table(&skey(80)).unwrap());
     }
 
@@ -865,35 +901,44 @@ mod tests {
             &mut maps,
             &desired(vec![(443, service(443, &[(2, 1), (3, 1)]))]),
         );
-        assert!(!maps.services.contains_key(&vip4_key(&skey(80))));
-        // The fragment entry now follows port 443.
-        let frag = maps.services[&Vip4Key {
+        assert_eq!(maps.service_id(&vip4_key(&skey(80))), None);
+        let frag = maps.service_id(&Vip4Key {
             port: 0,
             ..vip4_key(&skey(443))
-        }];
-        assert_eq!(frag, maps.services[&vip4_key(&skey(443))]);
+        });
+        assert_eq!(
+            frag,
+            Some(s2.services[&skey(443)].id),
+            "fragments follow port 443"
+        );
         let idx = s1.services[&skey(80)].reals[&rkey(2, 80)].index;
         assert_eq!(maps.reals[&idx], Real::EMPTY);
-        let rm = ops
+        let vips = ops
             .iter()
-            .position(|o| matches!(o, Op::RemoveService { key } if *key == vip4_key(&skey(80))))
+            .position(|o| matches!(o, Op::SetVips { .. }))
             .unwrap();
         let down = ops
             .iter()
             .position(|o| matches!(o, Op::SetReal { index, .. } if *index == idx))
             .unwrap();
-        assert!(rm < down, "service is gone before its reals are emptied");
-        // Freed real indices are reused last.
+        assert!(
+            vips < down,
+            "service is unreachable before its reals are emptied"
+        );
         let (_, s3) = apply(
             &s2,
             &mut maps,
             &desired(vec![(443, service(443, &[(2, 1), (3, 1), (4, 1)]))]),
         );
-        assert_ne!(s3.services[&skey(443)].reals[&rkey(4, 443)].index, idx);
+        assert_ne!(
+            s3.services[&skey(443)].reals[&rkey(4, 443)].index,
+            idx,
+            "freed real indices are reused last"
+        );
     }
 
     #[test]
-    fn persistence_and_source_hash_flags() {
+    fn persistence_and_source_hash_params() {
         let inst = Installed::new(limits());
         let mut maps = FakeMaps::default();
         let mut spec = service(80, &[(2, 1)]);
@@ -903,12 +948,12 @@ mod tests {
         });
         let mut sh = service(81, &[(2, 1)]);
         sh.scheduler = Scheduler::SourceHash;
-        apply(&inst, &mut maps, &desired(vec![(80, spec), (81, sh)]));
-        let p = maps.services[&vip4_key(&skey(80))];
+        let (_, s1) = apply(&inst, &mut maps, &desired(vec![(80, spec), (81, sh)]));
+        let p = maps.params[&s1.services[&skey(80)].id];
         assert_eq!(p.flags, SVC_F_PERSIST);
         assert_eq!(p.persist_timeout, 50);
         assert_eq!(p.persist_mask4.to_ne_bytes(), [255, 255, 255, 0]);
-        let s = maps.services[&vip4_key(&skey(81))];
+        let s = maps.params[&s1.services[&skey(81)].id];
         assert_eq!(s.flags, SVC_F_HASH_SRC);
         assert_eq!(s.persist_mask4, u32::MAX);
     }
@@ -946,12 +991,16 @@ mod tests {
             service(80, &[(2, 1)]),
         );
         assert!(matches!(inst.plan(&v6).unwrap_err(), PlanError::Ipv6(_)));
+        assert!(matches!(
+            inst.plan(&desired(vec![(0, service(0, &[(2, 1)]))]))
+                .unwrap_err(),
+            PlanError::PortZero(_)
+        ));
         assert!(inst.services.is_empty());
     }
 
     #[test]
-    fn real_moving_between_services_counts_at_peak() {
-        // Replacing a service's reals needs both old and new indices for one plan.
+    fn replacing_all_reals_counts_old_and_new_at_peak() {
         let inst = Installed::new(limits());
         let mut maps = FakeMaps::default();
         let a: Vec<(u8, u32)> = (1..=8).map(|i| (i, 1)).collect();
@@ -964,7 +1013,7 @@ mod tests {
     }
 
     #[test]
-    fn mac_change_rewrites_real_only() {
+    fn mac_change_rewrites_the_real_only() {
         let inst = Installed::new(limits());
         let mut maps = FakeMaps::default();
         let mut spec = service(80, &[(2, 1), (3, 1)]);
@@ -974,5 +1023,27 @@ mod tests {
         assert_eq!(ops.len(), 1, "{ops:?}");
         let idx3 = s1.services[&skey(80)].reals[&rkey(3, 80)].index;
         assert_eq!(maps.reals[&idx3].mac, [2, 0, 0, 0, 0, 0x33]);
+    }
+
+    #[test]
+    fn weight_change_rewrites_only_changed_slots() {
+        let inst = Installed::new(limits());
+        let mut maps = FakeMaps::default();
+        let reals: Vec<(u8, u32)> = (1..=10).map(|i| (i, 100)).collect();
+        let (_, s1) = apply(&inst, &mut maps, &desired(vec![(80, service(80, &reals))]));
+        let mut w4 = reals.clone();
+        w4[3].1 = 50;
+        // The second buffer starts empty, so the first change fills it whole.
+        let (ops, s2) = apply(&s1, &mut maps, &desired(vec![(80, service(80, &w4))]));
+        assert_eq!(count_slots(&ops), M as usize);
+        // From then on only the slots that differ from the buffer's old table are written.
+        let mut w5 = reals.clone();
+        w5[4].1 = 50;
+        let (ops, _) = apply(&s2, &mut maps, &desired(vec![(80, service(80, &w5))]));
+        let written = count_slots(&ops);
+        assert!(
+            written > 0 && written < M as usize / 5,
+            "{written} of {M} slots written"
+        );
     }
 }

@@ -3,7 +3,6 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use lb_common::Settings;
 use lb_userspace::{
     dataplane::{Dataplane, LoadOptions, TestRunOutcome},
     plan::{Installed, Limits, Op},
@@ -21,6 +20,9 @@ pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 /// XDP_TX.
 pub const XDP_TX: u32 = 3;
+
+/// The data plane clock at the start of a packet test (tests advance it to age entries).
+pub const START_CLOCK: u32 = 1_000_000;
 
 /// Small maps for tests: cheap to create, one per test.
 pub fn test_limits() -> Limits {
@@ -56,8 +58,8 @@ impl Lab {
             ebpf_log_level: 0,
         })
         .unwrap_or_else(|e| panic!("loading the XDP program failed (are we root?): {e}"));
-        dp.set_settings(&Settings::new(DIRECTOR_MAC))
-            .expect("settings");
+        dp.set_mac(DIRECTOR_MAC);
+        dp.set_clock(START_CLOCK);
         Self {
             dp,
             installed: Installed::new(limits),
@@ -91,7 +93,13 @@ impl Lab {
 
     /// Id of a service.
     pub fn service_id(&self, svc: &ServiceKey) -> u32 {
-        self.installed.services[svc].value.id
+        self.installed.services[svc].id
+    }
+
+    /// Moves the data plane's clock forward.
+    pub fn advance_clock(&mut self, seconds: u32) {
+        let now = self.dp.clock();
+        self.dp.set_clock(now + seconds);
     }
 }
 

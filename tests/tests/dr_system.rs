@@ -14,7 +14,6 @@ use std::{
     time::Duration,
 };
 
-use lb_common::Settings;
 use lb_tests::{
     lab::{Lab, desired, spec, tcp},
     netns::{Host, Lan, Netns},
@@ -103,7 +102,7 @@ fn tcp_through_the_vip_reaches_both_reals_and_replies_bypass_the_director() {
 
     // The load balancer, native XDP on the director's interface.
     let mut lab = Lab::new();
-    lab.dp.set_settings(&Settings::new(director.mac)).unwrap();
+    lab.dp.set_mac(director.mac);
     lab.apply(&desired(vec![(
         tcp(vip, 80),
         spec(80, 65_537, &[(real1.ip, 1), (real2.ip, 1)]),
@@ -145,7 +144,7 @@ fn tcp_through_the_vip_reaches_both_reals_and_replies_bypass_the_director() {
     // The director saw the client->server direction only: what it forwarded is the small
     // requests and ACKs, while 40 x 64 KiB of replies went straight to the client; nothing
     // it passed to its own stack was a reply either (those would be frames from the VIP).
-    let svc = lab.installed.services[&tcp(vip, 80)].value.id;
+    let svc = lab.service_id(&tcp(vip, 80));
     let stats = lab.dp.service_stats(svc).unwrap();
     assert_eq!(stats.conns, connections as u64);
     let reply_bytes = (connections * REPLY_BYTES) as u64;

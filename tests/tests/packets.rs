@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use lb_common::{Conn, ConnState, Flow4Key, Persist4Key, PersistEntry, proto};
+use lb_common::{Conn, ConnState, Flow4Key, proto};
 use lb_tests::{
     lab::{
         Lab, XDP_DROP, XDP_PASS, XDP_TX, desired, forwarded, mac_of, persistent, rk, spec, tcp, udp,
@@ -103,7 +103,7 @@ fn udp_to_service_is_forwarded() {
     let mac = expect_tx(&lab, &frame);
     assert!(reals_macs(&[R1, R2]).contains(&mac));
     let c = lab.dp.conn4(&flow(CLIENT, 5353, 53, proto::UDP)).unwrap();
-    assert_eq!(c.state, ConnState::Udp as u8);
+    assert_eq!(c.conn.state, ConnState::Udp as u8);
 }
 
 #[test]
@@ -402,7 +402,7 @@ fn icmp_about_non_service_or_other_types_passes() {
 fn tcp_states_follow_ipvs_input_only_table() {
     let lab = lab_5672();
     let f = flow(CLIENT, 40000, 5672, proto::TCP);
-    let state = |lab: &Lab| ConnState::from_u8(lab.dp.conn4(&f).unwrap().state);
+    let state = |lab: &Lab| ConnState::from_u8(lab.dp.conn4(&f).unwrap().conn.state);
     let real = expect_tx(&lab, &syn(CLIENT, 40000, 5672));
     assert_eq!(state(&lab), ConnState::SynRecv);
     assert_eq!(expect_tx(&lab, &ack(CLIENT, 40000, 5672)), real);
@@ -422,7 +422,8 @@ fn mid_flow_packet_without_entry_is_picked_up_as_established() {
     let c = lab
         .dp
         .conn4(&flow(CLIENT, 40000, 5672, proto::TCP))
-        .unwrap();
+        .unwrap()
+        .conn;
     assert_eq!(c.state, ConnState::Established as u8);
     assert_eq!(lab.dp.real(c.real).unwrap().mac, real);
     let g = lab.dp.global_stats().unwrap();
@@ -460,29 +461,35 @@ fn existing_flows_keep_their_real_when_the_table_changes() {
 fn expired_entry_is_a_miss() {
     let mut lab = Lab::new();
     lab.apply(&desired(vec![(tcp(VIP, 5672), spec(5672, M, &[(R1, 1)]))]));
-    let f = flow(CLIENT, 40000, 5672, proto::TCP);
     expect_tx(&lab, &syn(CLIENT, 40000, 5672));
     expect_tx(&lab, &ack(CLIENT, 40000, 5672));
-    // Move the flow to R2 by table only, then age the entry past ESTABLISHED's 900 s.
+    // The table now sends the flow to R2; the entry keeps it on R1 while it lives.
     lab.apply(&desired(vec![(
         tcp(VIP, 5672),
         spec(5672, M, &[(R1, 0), (R2, 1)]),
     )]));
+    lab.advance_clock(900);
     assert_eq!(
         expect_tx(&lab, &ack(CLIENT, 40000, 5672)),
         mac_of(R1),
-        "drain keeps the flow"
+        "900 s idle: live"
     );
-    let mut c = lab.dp.conn4(&f).unwrap();
-    c.last_seen_ns = c.last_seen_ns.saturating_sub(901 * 1_000_000_000);
-    lab.dp.set_conn4(&f, &c).unwrap();
+    lab.advance_clock(901);
+    assert_eq!(
+        expect_tx(&lab, &ack(CLIENT, 40000, 5672)),
+        mac_of(R2),
+        "901 s idle: expired"
+    );
+    // CLOSE lives 10 s.
+    let rst = Frame::tcp(CLIENT, 40000, VIP, 5672, flags::RST).build();
+    assert_eq!(expect_tx(&lab, &rst), mac_of(R2));
+    lab.apply(&desired(vec![(
+        tcp(VIP, 5672),
+        spec(5672, M, &[(R1, 1), (R2, 0)]),
+    )]));
+    lab.advance_clock(10);
     assert_eq!(expect_tx(&lab, &ack(CLIENT, 40000, 5672)), mac_of(R2));
-    // Still live just under the timeout of its state (CLOSE: 10 s).
-    let mut c = lab.dp.conn4(&f).unwrap();
-    c.state = ConnState::Close as u8;
-    c.real = lab.real_index(&tcp(VIP, 5672), &rk(R1, 5672));
-    c.last_seen_ns = c.last_seen_ns.saturating_sub(9 * 1_000_000_000);
-    lab.dp.set_conn4(&f, &c).unwrap();
+    lab.advance_clock(11);
     assert_eq!(expect_tx(&lab, &ack(CLIENT, 40000, 5672)), mac_of(R1));
 }
 
@@ -503,7 +510,10 @@ fn new_syn_is_scheduled_afresh() {
         spec(5672, M, &[(R1, 0), (R2, 1)]),
     )]));
     assert_eq!(expect_tx(&lab, &syn(CLIENT, 40000, 5672)), mac_of(R2));
-    assert_eq!(lab.dp.conn4(&f).unwrap().state, ConnState::SynRecv as u8);
+    assert_eq!(
+        lab.dp.conn4(&f).unwrap().conn.state,
+        ConnState::SynRecv as u8
+    );
     assert_eq!(expect_tx(&lab, &ack(CLIENT, 40000, 5672)), mac_of(R2));
 }
 
@@ -605,9 +615,9 @@ fn real_whose_index_moved_to_another_service_is_not_used() {
     let f = flow(CLIENT, 40000, 80, proto::TCP);
     expect_tx(&lab, &syn(CLIENT, 40000, 80));
     // Forge the entry to point at the 443 service's real: it must not be used for port 80.
-    let mut c = lab.dp.conn4(&f).unwrap();
+    let mut c = lab.dp.conn4(&f).unwrap().conn;
     c.real = lab.real_index(&tcp(VIP, 443), &rk(R2, 443));
-    lab.dp.set_conn4(&f, &c).unwrap();
+    assert!(lab.dp.insert_conn4(&f, &c));
     assert_eq!(expect_tx(&lab, &ack(CLIENT, 40000, 80)), mac_of(R1));
     assert_eq!(lab.dp.global_stats().unwrap().conn_rescheduled, 1);
 }
@@ -735,26 +745,14 @@ fn expired_template_is_not_followed() {
     lab.apply(&desired(vec![(tcp(VIP, 80), s(&[(R1, 0), (R2, 1)]))]));
     // Live template: still R1 (a drained real keeps pinning, as IPVS does by default).
     assert_eq!(expect_tx(&lab, &syn(CLIENT, 30001, 80)), mac_of(R1));
-    let key = Persist4Key {
-        service_id: lab.service_id(&tcp(VIP, 80)),
-        client: u32::from_ne_bytes(CLIENT.octets()),
-    };
-    let (_, t) = lab
-        .dp
-        .persist4()
-        .into_iter()
-        .find(|(k, _)| *k == key)
-        .unwrap();
-    lab.dp
-        .set_persist4(
-            &key,
-            &PersistEntry {
-                last_seen_ns: t.last_seen_ns - 51 * 1_000_000_000,
-                ..t
-            },
-        )
-        .unwrap();
-    assert_eq!(expect_tx(&lab, &syn(CLIENT, 30002, 80)), mac_of(R2));
+    lab.advance_clock(50);
+    assert_eq!(
+        expect_tx(&lab, &syn(CLIENT, 30002, 80)),
+        mac_of(R1),
+        "50 s: live"
+    );
+    lab.advance_clock(51);
+    assert_eq!(expect_tx(&lab, &syn(CLIENT, 30003, 80)), mac_of(R2));
 }
 
 #[test]
@@ -837,12 +835,13 @@ fn source_mac_is_the_directors_whatever_arrived() {
 fn conn_entry_records_real_and_time() {
     let lab = lab_5672();
     let mac = expect_tx(&lab, &syn(CLIENT, 40000, 5672));
-    let c: Conn = lab
+    let e = lab
         .dp
         .conn4(&flow(CLIENT, 40000, 5672, proto::TCP))
         .unwrap();
+    let c: Conn = e.conn;
     assert_eq!(lab.dp.real(c.real).unwrap().mac, mac);
-    assert!(c.last_seen_ns > 0);
+    assert_eq!(e.stamp, lb_tests::lab::START_CLOCK);
 }
 
 #[test]

@@ -358,7 +358,7 @@ fn random_and_mutated_frames_never_go_astray() {
     let mut svc_packets = 0;
     let mut real_packets = 0;
     for (key, svc) in &lab.installed.services {
-        let s = lab.dp.service_stats(svc.value.id).unwrap();
+        let s = lab.dp.service_stats(svc.id).unwrap();
         let mut reals = 0;
         for real in svc.reals.values() {
             reals += lab.dp.real_stats(real.index).unwrap().packets;

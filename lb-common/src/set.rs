@@ -1,0 +1,376 @@
+//! Set-associative tables on top of BPF arrays: the connection table and the persistence
+//! templates.
+//!
+//! A key hashes to one set of `W` slots; lookup compares the key's tag and key in each slot. A
+//! new key takes the slot already holding it, else an empty slot, else an expired one, else the
+//! least recently used one (LRU replacement within the set). The data plane reads and writes
+//! these tables from every CPU at once, with these rules:
+//!
+//! - **Writers** (inserting a key) take the set's lock with a 64-bit compare-and-swap and give up
+//!   if another CPU holds it: the frame is still forwarded, the flow's next packet stores it.
+//! - **A slot is rewritten** as: tag := 0, key and value, stamp, tag := the new tag.
+//! - **Readers take no lock.** They read the tag, then the key and value, then the tag again, and
+//!   use the slot only if both tag reads match. On x86 (stores are seen in program order) a reader
+//!   that raced with a rewrite sees a mismatch and treats the slot as a miss; it never sees one
+//!   key's value under another key.
+//! - **Updates of a live slot's stamp and value** (TCP state as packets pass) are plain stores by
+//!   whichever CPU handles the flow.
+//!
+//! The same code runs in the eBPF program and in userspace (listings read the memory-mapped
+//! arrays with it).
+
+use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
+
+/// Keys and values stored in set slots: plain data whose size is a multiple of 8 bytes, read,
+/// compared and written as whole 8-byte words (a struct with byte-sized padding fields would
+/// otherwise be copied byte by byte in BPF).
+///
+/// # Safety
+/// `Words` must be `[u64; N]` with `N * 8 == size_of::<Self>()`, and every bit pattern of it
+/// must be a valid `Self`.
+pub unsafe trait SlotData: Copy {
+    /// The value as words.
+    type Words: Copy + PartialEq + Default + AsRef<[u64]> + AsMut<[u64]>;
+
+    /// The value as words.
+    #[inline(always)]
+    fn to_words(&self) -> Self::Words {
+        // SAFETY: the trait's contract: same size, plain data.
+        unsafe { core::mem::transmute_copy(self) }
+    }
+
+    /// The value from words.
+    #[inline(always)]
+    fn from_words(words: Self::Words) -> Self {
+        // SAFETY: the trait's contract: same size, every bit pattern valid.
+        unsafe { core::mem::transmute_copy(&words) }
+    }
+}
+
+/// Reads `T` at `p` as volatile 8-byte loads.
+///
+/// # Safety
+/// `p` must be valid and 8-byte aligned.
+#[inline(always)]
+unsafe fn load<T: SlotData>(p: *const T) -> T::Words {
+    let mut words = T::Words::default();
+    for (i, w) in words.as_mut().iter_mut().enumerate() {
+        // SAFETY: `p` is valid and aligned (caller); `i` words fit in `T`.
+        *w = unsafe { read_volatile(p.cast::<u64>().add(i)) };
+    }
+    words
+}
+
+/// Writes `T` at `p` as volatile 8-byte stores.
+///
+/// # Safety
+/// `p` must be valid and 8-byte aligned.
+#[inline(always)]
+unsafe fn store<T: SlotData>(p: *mut T, value: &T) {
+    for (i, w) in value.to_words().as_ref().iter().enumerate() {
+        // SAFETY: `p` is valid and aligned (caller); `i` words fit in `T`.
+        unsafe { write_volatile(p.cast::<u64>().add(i), *w) };
+    }
+}
+
+/// One slot: tag (0 = empty), last-used stamp (seconds of the data plane's clock), key, value.
+/// 8-byte aligned, so key and value start on word boundaries.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot<K, V> {
+    /// A hash of the key, never 0 for a used slot.
+    pub tag: u32,
+    /// [`crate::Settings::clock`] when the slot was last used.
+    pub stamp: u32,
+    /// Key.
+    pub key: K,
+    /// Value.
+    pub value: V,
+}
+
+/// A set: a writer lock and `W` slots.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Set<K, V, const W: usize> {
+    /// 0 = free, 1 = a writer is rewriting a slot.
+    pub lock: u64,
+    /// Slots.
+    pub slots: [Slot<K, V>; W],
+}
+
+/// A consistent copy of a used slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Found<K, V> {
+    /// Slot index within the set.
+    pub way: usize,
+    /// Key.
+    pub key: K,
+    /// Value.
+    pub value: V,
+    /// Last-used stamp.
+    pub stamp: u32,
+}
+
+impl<K: SlotData, V: SlotData, const W: usize> Set<K, V, W> {
+    /// Reads slot `way` consistently: `None` if it is empty or was being rewritten.
+    ///
+    /// # Safety
+    /// `set` must point to a valid set and `way < W`.
+    #[inline(always)]
+    pub unsafe fn read_slot(set: *const Self, way: usize) -> Option<Found<K, V>> {
+        // SAFETY: the caller guarantees `set` is valid and `way < W`.
+        unsafe {
+            let slot = addr_of!((*set).slots[way]);
+            let tag = read_volatile(addr_of!((*slot).tag));
+            if tag == 0 {
+                return None;
+            }
+            let key = load(addr_of!((*slot).key));
+            let value = load(addr_of!((*slot).value));
+            let stamp = read_volatile(addr_of!((*slot).stamp));
+            if read_volatile(addr_of!((*slot).tag)) != tag {
+                return None;
+            }
+            Some(Found {
+                way,
+                key: K::from_words(key),
+                value: V::from_words(value),
+                stamp,
+            })
+        }
+    }
+
+    /// Finds `key` (with its `tag`) in the set.
+    ///
+    /// # Safety
+    /// `set` must point to a valid set.
+    #[inline(always)]
+    pub unsafe fn find(set: *const Self, key: &K, tag: u32) -> Option<Found<K, V>> {
+        let want = key.to_words();
+        let mut way = 0;
+        while way < W {
+            // SAFETY: `set` is valid (caller) and `way < W`.
+            unsafe {
+                let slot = addr_of!((*set).slots[way]);
+                if read_volatile(addr_of!((*slot).tag)) == tag
+                    && load(addr_of!((*slot).key)) == want
+                {
+                    let value = load(addr_of!((*slot).value));
+                    let stamp = read_volatile(addr_of!((*slot).stamp));
+                    // The key matched under this tag and the tag is unchanged: the value and
+                    // stamp belong to the key.
+                    if read_volatile(addr_of!((*slot).tag)) == tag
+                        && load(addr_of!((*slot).key)) == want
+                    {
+                        return Some(Found {
+                            way,
+                            key: *key,
+                            value: V::from_words(value),
+                            stamp,
+                        });
+                    }
+                }
+            }
+            way += 1;
+        }
+        None
+    }
+
+    /// Updates the stamp and value of slot `way` in place (a live slot of the caller's key).
+    ///
+    /// # Safety
+    /// `set` must point to a valid set and `way < W`.
+    #[inline(always)]
+    pub unsafe fn touch(set: *mut Self, way: usize, value: &V, stamp: u32) {
+        // SAFETY: the caller guarantees `set` is valid and `way < W`.
+        unsafe {
+            let slot = addr_of_mut!((*set).slots[way]);
+            store(addr_of_mut!((*slot).value), value);
+            write_volatile(addr_of_mut!((*slot).stamp), stamp);
+        }
+    }
+
+    /// Stores `key` -> `value` stamped `now`, in the slot already holding `key`, else an empty
+    /// slot, else one `expired` says is expired, else the least recently used one. Returns
+    /// false, storing nothing, if another writer holds the set.
+    ///
+    /// # Safety
+    /// `set` must point to a valid set.
+    #[inline(always)]
+    pub unsafe fn insert(
+        set: *mut Self,
+        key: &K,
+        tag: u32,
+        value: &V,
+        now: u32,
+        expired: impl Fn(&V, u32) -> bool,
+    ) -> bool {
+        // SAFETY: `set` is valid (caller); the lock word is 8-byte aligned in the map value.
+        if !unsafe { try_lock(addr_of_mut!((*set).lock)) } {
+            return false;
+        }
+        let want = key.to_words();
+        let mut victim = 0;
+        let mut victim_rank = 0u64;
+        let mut way = 0;
+        while way < W {
+            // SAFETY: `set` is valid and `way < W`.
+            let rank = match unsafe { Self::read_slot(set, way) } {
+                Some(found) if found.key.to_words() == want => u64::MAX,
+                None => u64::MAX - 1,
+                Some(found) if expired(&found.value, found.stamp) => u64::MAX - 2,
+                // Older slots rank higher; a rank fits in 33 bits.
+                Some(found) => now.wrapping_sub(found.stamp) as u64,
+            };
+            if way == 0 || rank > victim_rank {
+                victim = way;
+                victim_rank = rank;
+            }
+            way += 1;
+        }
+        // SAFETY: `set` is valid and `victim < W`; we hold the lock, so no other writer
+        // touches this slot's key while we rewrite it.
+        unsafe {
+            let slot = addr_of_mut!((*set).slots[victim]);
+            write_volatile(addr_of_mut!((*slot).tag), 0);
+            store(addr_of_mut!((*slot).key), key);
+            store(addr_of_mut!((*slot).value), value);
+            write_volatile(addr_of_mut!((*slot).stamp), now);
+            write_volatile(addr_of_mut!((*slot).tag), tag);
+            unlock(addr_of_mut!((*set).lock));
+        }
+        true
+    }
+}
+
+/// Takes a set's writer lock if it is free.
+#[cfg(target_arch = "bpf")]
+#[inline(always)]
+unsafe fn try_lock(lock: *mut u64) -> bool {
+    use core::intrinsics::{AtomicOrdering, atomic_cxchg};
+    // SAFETY: `lock` points to an aligned u64 in a map value (caller); BPF's 64-bit cmpxchg.
+    let (_, won) = unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::Acquire }, { AtomicOrdering::Relaxed }>(lock, 0, 1)
+    };
+    won
+}
+
+#[cfg(not(target_arch = "bpf"))]
+#[inline(always)]
+unsafe fn try_lock(lock: *mut u64) -> bool {
+    use core::sync::atomic::{AtomicU64, Ordering};
+    // SAFETY: `lock` points to an aligned u64 shared with the kernel (caller).
+    unsafe { AtomicU64::from_ptr(lock) }
+        .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
+}
+
+/// Releases a set's writer lock. A plain store: the slot's stores before it are already visible
+/// in order on x86, and BPF has no release store on every CPU version we target.
+#[inline(always)]
+unsafe fn unlock(lock: *mut u64) {
+    // SAFETY: `lock` points to an aligned u64 (caller).
+    unsafe { write_volatile(lock, 0) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type S = Set<u64, u64, 4>;
+
+    // SAFETY: a u64 is one word.
+    unsafe impl SlotData for u64 {
+        type Words = [u64; 1];
+    }
+
+    fn empty() -> S {
+        S {
+            lock: 0,
+            slots: [Slot {
+                tag: 0,
+                stamp: 0,
+                key: 0,
+                value: 0,
+            }; 4],
+        }
+    }
+
+    fn never(_: &u64, _: u32) -> bool {
+        false
+    }
+
+    #[test]
+    fn insert_then_find_and_update_in_place() {
+        let mut s = empty();
+        unsafe {
+            assert!(S::insert(&mut s, &7, 70, &1, 100, never));
+            let f = S::find(&s, &7, 70).unwrap();
+            assert_eq!((f.value, f.stamp), (1, 100));
+            assert!(S::find(&s, &8, 70).is_none(), "same tag, other key");
+            assert!(S::find(&s, &7, 71).is_none(), "other tag");
+            S::touch(&mut s, f.way, &2, 105);
+            assert_eq!(S::find(&s, &7, 70).unwrap().value, 2);
+            // Inserting the same key again reuses its slot.
+            assert!(S::insert(&mut s, &7, 70, &3, 110, never));
+            assert_eq!(s.slots.iter().filter(|x| x.tag != 0).count(), 1);
+        }
+    }
+
+    #[test]
+    fn replacement_prefers_empty_then_expired_then_oldest() {
+        let mut s = empty();
+        unsafe {
+            for (k, now) in [(1u64, 10u32), (2, 20), (3, 30), (4, 40)] {
+                assert!(S::insert(&mut s, &k, k as u32 + 1, &k, now, never));
+            }
+            // Full: the oldest (key 1) goes.
+            assert!(S::insert(&mut s, &5, 6, &5, 50, never));
+            assert!(S::find(&s, &1, 2).is_none());
+            assert!(S::find(&s, &2, 3).is_some());
+            // An expired slot goes before an older live one.
+            assert!(S::insert(&mut s, &6, 7, &6, 60, |v, _| *v == 4));
+            assert!(S::find(&s, &4, 5).is_none());
+            assert!(S::find(&s, &2, 3).is_some());
+            // Stamps wrap around u32.
+            let mut w = empty();
+            assert!(S::insert(&mut w, &1, 2, &1, u32::MAX - 5, never));
+            assert!(S::insert(&mut w, &2, 3, &2, 3, never));
+            assert!(S::insert(&mut w, &3, 4, &3, 4, never));
+            assert!(S::insert(&mut w, &4, 5, &4, 5, never));
+            assert!(S::insert(&mut w, &9, 10, &9, 6, never));
+            assert!(
+                S::find(&w, &1, 2).is_none(),
+                "slot stamped before the wrap is oldest"
+            );
+        }
+    }
+
+    #[test]
+    fn a_held_lock_refuses_writers() {
+        let mut s = empty();
+        s.lock = 1;
+        unsafe {
+            assert!(!S::insert(&mut s, &7, 70, &1, 100, never));
+        }
+        assert!(s.slots.iter().all(|x| x.tag == 0));
+        s.lock = 0;
+        unsafe {
+            assert!(S::insert(&mut s, &7, 70, &1, 100, never));
+        }
+        assert_eq!(s.lock, 0, "unlocked after the write");
+    }
+
+    #[test]
+    fn torn_slot_reads_as_a_miss() {
+        let mut s = empty();
+        unsafe {
+            assert!(S::insert(&mut s, &7, 70, &1, 100, never));
+        }
+        // A writer that has cleared the tag (mid-rewrite) hides the slot.
+        s.slots.iter_mut().find(|x| x.key == 7).unwrap().tag = 0;
+        unsafe {
+            assert!(S::find(&s, &7, 70).is_none());
+        }
+    }
+}
