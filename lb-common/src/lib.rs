@@ -57,8 +57,32 @@ pub mod map_names {
     pub const SERVICE_STATS: &str = "SERVICE_STATS";
     /// Real index -> per-CPU [`crate::TrafficStats`] (per-CPU array).
     pub const REAL_STATS: &str = "REAL_STATS";
+    /// How the pinned maps were created ([`crate::layout`]); never read by the program.
+    pub const LAYOUT: &str = "LAYOUT";
     /// The XDP program itself.
     pub const PROGRAM: &str = "lb_xdp";
+}
+
+/// The `LAYOUT` map: an array of `u32` recording how an instance's pinned maps were created, so
+/// that a restarted agent adopts only maps it understands. Written once by the control plane
+/// when it creates the maps; the data plane never reads it. Its own format never changes.
+pub mod layout {
+    /// Index of [`crate::LAYOUT_VERSION`] (0 = the maps' creation was interrupted).
+    pub const VERSION: u32 = 0;
+    /// Index of the interface index the instance is attached to.
+    pub const IFINDEX: u32 = 1;
+    /// Index of `max_services`.
+    pub const MAX_SERVICES: u32 = 2;
+    /// Index of `max_reals`.
+    pub const MAX_REALS: u32 = 3;
+    /// Index of `max_table_size`.
+    pub const MAX_TABLE_SIZE: u32 = 4;
+    /// Index of `conn_entries`.
+    pub const CONN_ENTRIES: u32 = 5;
+    /// Index of `persist_entries`.
+    pub const PERSIST_ENTRIES: u32 = 6;
+    /// Entries of the map.
+    pub const ENTRIES: u32 = 8;
 }
 
 /// IP protocol numbers the data plane understands.
@@ -73,6 +97,10 @@ pub mod proto {
 
 /// The real index that means "no real" in lookup tables and connection entries.
 pub const NO_REAL: u32 = 0;
+
+/// Version of the map layout. A restarted agent adopts pinned maps only if they were created
+/// with the same version; bump it whenever a map's key, value or meaning changes.
+pub const LAYOUT_VERSION: u32 = 1;
 
 /// Default Maglev lookup table size (a prime, as in the Maglev paper).
 pub const DEFAULT_TABLE_SIZE: u32 = 65_537;

@@ -46,6 +46,9 @@ static REALS: Array<Real> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 static CONNS4: Array<ConnSet4> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map(name = "PERSIST4")]
 static PERSIST4: Array<PersistSet4> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+/// How the pinned maps were created (see `lb_common::layout`); only the agent reads it.
+#[map(name = "LAYOUT")]
+static LAYOUT: Array<u32> = Array::with_max_entries(lb_common::layout::ENTRIES, 0);
 #[map(name = "GLOBAL_STATS")]
 static GLOBAL_STATS: PerCpuArray<GlobalStats> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "SERVICE_STATS")]

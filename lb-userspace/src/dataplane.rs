@@ -3,8 +3,10 @@
 //! counters and tables back, and attaches the program to an interface.
 
 use std::{
+    fs, io,
     marker::PhantomData,
     os::fd::{AsFd as _, AsRawFd as _},
+    path::{Path, PathBuf},
     ptr::NonNull,
     sync::atomic::{AtomicU32, AtomicU64, Ordering, fence},
     time::Duration,
@@ -13,17 +15,22 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Map, MapData, PerCpuArray, PerCpuValues},
-    programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        TestRun, TestRunOptions, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
     util::nr_cpus,
 };
 use lb_common::{
-    Conn, ConnSet4, Flow4Key, GlobalStats, LOOKUP_ROW, LookupRow, Persist4Key, PersistSet4, Real,
-    Service, Settings, Template, TrafficStats, VipBucket4, map_names as names, set::Found,
+    Conn, ConnSet4, Flow4Key, GlobalStats, LAYOUT_VERSION, LOOKUP_ROW, LookupRow, Persist4Key,
+    PersistSet4, Real, Service, Settings, Template, TrafficStats, VipBucket4, map_names as names,
+    set::Found,
 };
 use thiserror::Error;
 use tracing::warn;
 
-use crate::plan::{Limits, Op};
+use crate::plan::{Installed, Limits, Op};
 
 /// The XDP object, built by `cargo xtask build-ebpf` and embedded so that one binary deploys.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("LB_EBPF_OBJECT"));
@@ -63,6 +70,17 @@ pub enum DataplaneError {
         map: &'static str,
         /// Index.
         index: u32,
+    },
+    /// The program's log buffer cannot be read.
+    #[error("reading the program's log: {0}")]
+    EbpfLog(#[from] aya_log::Error),
+    /// The pin directory holds something this version cannot adopt, or a pin operation failed.
+    #[error("{path}: {reason}")]
+    Pin {
+        /// File or directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
     },
     /// Attaching failed in every allowed mode.
     #[error("attaching to {iface}: {source}")]
@@ -152,8 +170,143 @@ impl Dataplane {
     /// not yet attached. Settings start with a zero MAC, IPVS's default timeouts and the clock
     /// at the current `CLOCK_MONOTONIC` second.
     pub fn load(opts: &LoadOptions) -> Result<Self> {
-        let l = &opts.limits;
+        let mut dp = Self::load_with(opts.limits, opts.ebpf_log_level, None)?;
+        dp.initialize()?;
+        Ok(dp)
+    }
+
+    /// Loads the program with its maps pinned under `pin`: maps pinned by an earlier agent of
+    /// this instance are adopted as they are (connections, tables and counters survive), new
+    /// ones are created and pinned. The sizes of adopted maps are those they were created with,
+    /// as their `LAYOUT` map records; `ifindex` is the interface the instance serves.
+    pub fn open_pinned(opts: &LoadOptions, pin: &PinDir, ifindex: u32) -> Result<(Self, Origin)> {
+        let recorded = pin.read_layout()?;
+        let layout = match recorded {
+            Some(l) if l.version == 0 && !pin.link().exists() => {
+                // An earlier start stopped between creating the maps and recording them:
+                // nothing was attached, so start over.
+                warn!(pins = %pin.path().display(), "removing the pins of an interrupted start");
+                Self::remove_pins(pin)?;
+                None
+            }
+            Some(l) if l.version != LAYOUT_VERSION => {
+                return Err(pin.error(format!(
+                    "maps were created with layout version {} but this agent uses {}; \
+                     stop the old instance cleanly (SIGTERM) before upgrading across versions",
+                    l.version, LAYOUT_VERSION
+                )));
+            }
+            Some(l) if l.ifindex != ifindex => {
+                return Err(pin.error(format!(
+                    "this instance is attached to interface index {}, not {ifindex}; \
+                     stop it cleanly (SIGTERM) first",
+                    l.ifindex
+                )));
+            }
+            other => other,
+        };
+        let origin = match &layout {
+            Some(l) => Origin::Adopted {
+                limits_differ: l.limits != opts.limits,
+            },
+            None => Origin::Created,
+        };
+        let limits = layout.map(|l| l.limits).unwrap_or(opts.limits);
+        fs::create_dir_all(pin.path()).map_err(|e| pin.error(format!("creating: {e}")))?;
+        let mut dp = Self::load_with(limits, opts.ebpf_log_level, Some(pin))?;
+        if origin == Origin::Created {
+            dp.initialize()?;
+            pin.write_layout(&Layout {
+                version: LAYOUT_VERSION,
+                ifindex,
+                limits,
+            })?;
+        }
+        Ok((dp, origin))
+    }
+
+    /// Attaches to `iface` through the link pinned under `pin`, atomically replacing the
+    /// program of an adopted link (no packet misses a program), or attaching afresh and pinning
+    /// the new link.
+    pub fn attach_pinned(
+        &mut self,
+        iface: &str,
+        mode: AttachMode,
+        pin: &PinDir,
+    ) -> Result<Attached> {
+        let link_path = pin.link();
+        if link_path.exists() {
+            let pinned = PinnedLink::from_pin(&link_path)
+                .map_err(|e| pin.error(format!("opening the pinned link: {e}")))?;
+            let link = XdpLink::try_from(FdLink::from(pinned))
+                .map_err(|e| pin.error(format!("the pinned link is not an XDP link: {e}")))?;
+            self.program_mut().attach_to_link(link)?;
+            return Ok(Attached::Adopted);
+        }
+        let used = self.attach(iface, mode)?;
+        let id = self.link.take().expect("attach recorded the link");
+        let link = self.program_mut().take_link(id)?;
+        let fd_link = FdLink::try_from(link)
+            .map_err(|e| pin.error(format!("the kernel gave no pinnable XDP link: {e}")))?;
+        fd_link
+            .pin(&link_path)
+            .map_err(|e| pin.error(format!("pinning the link: {e}")))?;
+        Ok(Attached::New(used))
+    }
+
+    /// Removes an instance's pins: the link (which detaches the program), the maps and the
+    /// directory. What a clean stop does.
+    pub fn remove_pins(pin: &PinDir) -> Result<()> {
+        let link_path = pin.link();
+        if link_path.exists() {
+            let pinned = PinnedLink::from_pin(&link_path)
+                .map_err(|e| pin.error(format!("opening the pinned link: {e}")))?;
+            // Unpinning and dropping the last reference destroys the link: the program detaches.
+            drop(
+                pinned
+                    .unpin()
+                    .map_err(|e| pin.error(format!("unpinning the link: {e}")))?,
+            );
+        }
+        for name in PINNED_MAPS {
+            let p = pin.map(name);
+            if p.exists() {
+                fs::remove_file(&p)
+                    .map_err(|e| pin.error(format!("removing {}: {e}", p.display())))?;
+            }
+        }
+        if pin.path().exists() {
+            fs::remove_dir(pin.path())
+                .map_err(|e| pin.error(format!("removing the directory: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// First-time contents of freshly created maps.
+    fn initialize(&mut self) -> Result<()> {
+        let l = self.limits;
+        let settings = Settings {
+            vip_mask: l.vip_buckets() - 1,
+            conn_mask: l.conn_sets() - 1,
+            persist_mask: l.persist_sets() - 1,
+            clock: monotonic_seconds(),
+            ..Settings::new([0; 6])
+        };
+        self.settings.write(0, &settings)?;
+        for index in 0..l.max_reals {
+            self.reals.write(index, &Real::EMPTY)?;
+        }
+        Ok(())
+    }
+
+    fn load_with(limits: Limits, ebpf_log_level: u8, pin: Option<&PinDir>) -> Result<Self> {
+        let l = &limits;
         let mut loader = EbpfLoader::new();
+        if let Some(pin) = pin {
+            for name in PINNED_MAPS {
+                loader.map_pin_path(name, pin.map(name));
+            }
+        }
         loader
             .map_max_entries(names::VIPS4, 2 * l.vip_buckets())
             .map_max_entries(names::SERVICES, l.max_services)
@@ -163,7 +316,7 @@ impl Dataplane {
             .map_max_entries(names::PERSIST4, l.persist_sets())
             .map_max_entries(names::SERVICE_STATS, l.max_services)
             .map_max_entries(names::REAL_STATS, l.max_reals)
-            .override_global("AYA_LOG_LEVEL", &opts.ebpf_log_level, false);
+            .override_global("AYA_LOG_LEVEL", &ebpf_log_level, false);
         let mut ebpf = loader.load(EBPF_OBJECT)?;
         let program: &mut Xdp = ebpf
             .program_mut(names::PROGRAM)
@@ -173,7 +326,7 @@ impl Dataplane {
 
         let mut take =
             |name: &'static str| ebpf.take_map(name).ok_or(DataplaneError::Missing(name));
-        let mut dp = Self {
+        Ok(Self {
             settings: Mmap::new(take(names::SETTINGS)?, names::SETTINGS, 1)?,
             vips4: Mmap::new(take(names::VIPS4)?, names::VIPS4, 2 * l.vip_buckets())?,
             services: Mmap::new(take(names::SERVICES)?, names::SERVICES, l.max_services)?,
@@ -191,19 +344,7 @@ impl Dataplane {
             ebpf,
             limits: *l,
             link: None,
-        };
-        let settings = Settings {
-            vip_mask: l.vip_buckets() - 1,
-            conn_mask: l.conn_sets() - 1,
-            persist_mask: l.persist_sets() - 1,
-            clock: monotonic_seconds(),
-            ..Settings::new([0; 6])
-        };
-        dp.settings.write(0, &settings)?;
-        for index in 0..l.max_reals {
-            dp.reals.write(index, &Real::EMPTY)?;
-        }
-        Ok(dp)
+        })
     }
 
     /// Map capacities.
@@ -329,6 +470,52 @@ impl Dataplane {
                 Ok(())
             }
         }
+    }
+
+    /// Forwards the program's aya-log records to this process's logger (`tracing`, through
+    /// the `log` bridge) from a task on the current tokio runtime. Only useful when the program
+    /// was loaded with a log level above off.
+    pub fn spawn_ebpf_logger(&mut self) -> Result<()> {
+        let logger = aya_log::EbpfLogger::init(&mut self.ebpf)?;
+        // SAFETY: the logger owns the ring buffer's fd for its whole life and always reports
+        // the same one.
+        let mut fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+        }
+        .map_err(|e| DataplaneError::Mmap {
+            map: "AYA_LOGS",
+            source: e.into(),
+        })?;
+        tokio::spawn(async move {
+            loop {
+                let Ok(mut guard) = fd.readable_mut().await else {
+                    return;
+                };
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+        });
+        Ok(())
+    }
+
+    /// The planner's view of what these maps hold (after adopting pinned maps), and the
+    /// indices of reals left behind by an interrupted change.
+    pub fn installed(&self) -> Result<(Installed, Vec<u32>)> {
+        let l = self.limits;
+        let vips = self.vip_table()?;
+        let services = (0..l.max_services)
+            .map(|i| self.services.read(i))
+            .collect::<Result<Vec<_>>>()?;
+        let reals = (0..l.max_reals)
+            .map(|i| self.reals.read(i))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Installed::reconstruct(
+            l,
+            &vips,
+            &services,
+            &reals,
+            |slot| self.lookup_slot(slot).unwrap_or(0),
+        ))
     }
 
     /// Reads flat slot `index` of the lookup array.
@@ -500,6 +687,182 @@ impl Dataplane {
         }
         Ok(())
     }
+}
+
+/// The maps an instance pins (the log ring buffer and the program's read-only data are not).
+pub const PINNED_MAPS: [&str; 11] = [
+    names::LAYOUT,
+    names::SETTINGS,
+    names::VIPS4,
+    names::SERVICES,
+    names::LOOKUP,
+    names::REALS,
+    names::CONNS4,
+    names::PERSIST4,
+    names::GLOBAL_STATS,
+    names::SERVICE_STATS,
+    names::REAL_STATS,
+];
+
+/// Where pin directories live.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/lb-xdp";
+
+/// How the maps came to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Created now.
+    Created,
+    /// Adopted from a previous agent of the same instance.
+    Adopted {
+        /// The configuration asks for other sizes than the adopted maps have.
+        limits_differ: bool,
+    },
+}
+
+/// How the program got attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attached {
+    /// Attached now, in this mode, and the link pinned.
+    New(AttachMode),
+    /// The pinned link of a previous agent now runs this program (replaced atomically).
+    Adopted,
+}
+
+/// What an instance records in its `LAYOUT` map (see `lb_common::layout`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Layout {
+    version: u32,
+    ifindex: u32,
+    limits: Limits,
+}
+
+/// An instance's pin directory on bpffs: `<PIN_ROOT>/<instance>` holding the link, the maps
+/// and the layout record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinDir(PathBuf);
+
+impl PinDir {
+    /// The directory of a named instance.
+    pub fn for_instance(instance: &str) -> Self {
+        Self(Path::new(PIN_ROOT).join(instance))
+    }
+
+    /// A directory elsewhere (tests).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self(path.into())
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The pinned link.
+    pub fn link(&self) -> PathBuf {
+        self.0.join("link")
+    }
+
+    /// A pinned map.
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// Whether an instance has pinned anything here.
+    pub fn exists(&self) -> bool {
+        self.map(names::LAYOUT).exists() || self.link().exists()
+    }
+
+    fn error(&self, reason: String) -> DataplaneError {
+        DataplaneError::Pin {
+            path: self.0.clone(),
+            reason,
+        }
+    }
+
+    fn read_layout(&self) -> Result<Option<Layout>> {
+        use lb_common::layout as f;
+        let path = self.map(names::LAYOUT);
+        if !path.exists() {
+            if self.link().exists() {
+                return Err(self.error("a pinned link without a LAYOUT map: not ours".into()));
+            }
+            return Ok(None);
+        }
+        let map = MapData::from_pin(&path)
+            .map_err(|e| self.error(format!("opening the LAYOUT map: {e}")))?;
+        let array: aya::maps::Array<MapData, u32> = aya::maps::Array::try_from(Map::Array(map))
+            .map_err(|e| self.error(format!("the LAYOUT map is not an array of u32: {e}")))?;
+        let get = |i: u32| {
+            array
+                .get(&i, 0)
+                .map_err(|e| self.error(format!("reading the LAYOUT map: {e}")))
+        };
+        Ok(Some(Layout {
+            version: get(f::VERSION)?,
+            ifindex: get(f::IFINDEX)?,
+            limits: Limits {
+                max_services: get(f::MAX_SERVICES)?,
+                max_reals: get(f::MAX_REALS)?,
+                max_table_size: get(f::MAX_TABLE_SIZE)?,
+                conn_entries: get(f::CONN_ENTRIES)?,
+                persist_entries: get(f::PERSIST_ENTRIES)?,
+            },
+        }))
+    }
+
+    fn write_layout(&self, layout: &Layout) -> Result<()> {
+        use lb_common::layout as f;
+        let map = MapData::from_pin(self.map(names::LAYOUT))
+            .map_err(|e| self.error(format!("opening the LAYOUT map: {e}")))?;
+        let mut array: aya::maps::Array<MapData, u32> = aya::maps::Array::try_from(Map::Array(map))
+            .map_err(|e| self.error(format!("the LAYOUT map is not an array of u32: {e}")))?;
+        let l = &layout.limits;
+        // The version goes last: a LAYOUT map with version 0 marks an interrupted start.
+        for (i, v) in [
+            (f::IFINDEX, layout.ifindex),
+            (f::MAX_SERVICES, l.max_services),
+            (f::MAX_REALS, l.max_reals),
+            (f::MAX_TABLE_SIZE, l.max_table_size),
+            (f::CONN_ENTRIES, l.conn_entries),
+            (f::PERSIST_ENTRIES, l.persist_entries),
+            (f::VERSION, layout.version),
+        ] {
+            array
+                .set(i, v, 0)
+                .map_err(|e| self.error(format!("writing the LAYOUT map: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// Mounts bpffs on /sys/fs/bpf if nothing is mounted there; returns whether it mounted.
+pub fn ensure_bpffs() -> io::Result<bool> {
+    let mounts = fs::read_to_string("/proc/self/mounts")?;
+    let mounted = mounts.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        let (_, target, fstype) = (f.next(), f.next(), f.next());
+        target == Some("/sys/fs/bpf") && fstype == Some("bpf")
+    });
+    if mounted {
+        return Ok(false);
+    }
+    fs::create_dir_all("/sys/fs/bpf")?;
+    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
+    let (src, target, fstype) = (c("bpf"), c("/sys/fs/bpf"), c("bpf"));
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(true)
 }
 
 /// Runs an XDP program on `frame` `repeat` times (BPF_PROG_TEST_RUN).

@@ -22,7 +22,7 @@ use std::{
 };
 
 use lb_common::{
-    LOOKUP_ROW, NO_REAL, REAL_DOWN, REAL_UP, Real, SVC_F_HASH_SRC, SVC_F_PERSIST, Vip4Key,
+    LOOKUP_ROW, NO_REAL, REAL_DOWN, REAL_UP, Real, SVC_F_HASH_SRC, SVC_F_PERSIST, Service, Vip4Key,
     VipBucket4,
 };
 use thiserror::Error;
@@ -34,7 +34,7 @@ use crate::{
 };
 
 /// Capacities the maps were created with (set by the loader from configuration).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Maximum number of virtual services.
     pub max_services: u32,
@@ -220,6 +220,9 @@ pub struct InstalledService {
     pub active: usize,
     /// Reals.
     pub reals: BTreeMap<RealKey, InstalledReal>,
+    /// Reals removed from the configuration that still carry connections: out of the table,
+    /// their entries untouched so their flows continue, released by [`Installed::retire`].
+    pub retiring: BTreeMap<RealKey, InstalledReal>,
 }
 
 /// What the maps hold, as far as the control plane wrote them.
@@ -256,6 +259,98 @@ impl Installed {
         &self.limits
     }
 
+    /// Rebuilds the view of maps another process filled (a restarted agent adopting pinned
+    /// maps): services from the active VIP table, their parameters and tables, and their reals.
+    /// Returns the view and the indices of reals that belong to no reachable service (left
+    /// behind by an interrupted change); the caller empties those.
+    pub fn reconstruct(
+        limits: Limits,
+        vips: &[VipBucket4],
+        services: &[Service],
+        reals: &[Real],
+        slot: impl Fn(u32) -> u32,
+    ) -> (Installed, Vec<u32>) {
+        let mut inst = Installed::new(limits);
+        for b in vips.iter().filter(|b| b.key != Vip4Key::EMPTY) {
+            inst.vips.insert(b.key, b.service_id);
+        }
+        let mut ports: BTreeMap<u32, ServiceKey> = BTreeMap::new();
+        for (vk, &id) in &inst.vips {
+            if vk.port == 0 || id >= limits.max_services {
+                continue;
+            }
+            let Some(key) = service_key_from_vip4(vk) else {
+                continue;
+            };
+            let svc = services[id as usize];
+            let (base, size) = (svc.table_base(), svc.table_size());
+            let active = usize::from(base != limits.region_base(id, 0));
+            for buf in 0..2 {
+                let start = limits.region_base(id, buf);
+                inst.regions[id as usize][buf] =
+                    (start..start + limits.region_slots()).map(&slot).collect();
+            }
+            // The active buffer holds exactly the published table.
+            if size > 0 {
+                inst.regions[id as usize][active].truncate(size as usize);
+            }
+            inst.services.insert(
+                key,
+                InstalledService {
+                    id,
+                    params: ServiceParams {
+                        flags: svc.flags,
+                        persist_timeout: svc.persist_timeout,
+                        persist_mask4: svc.persist_mask4,
+                    },
+                    table: (base, size),
+                    active,
+                    reals: BTreeMap::new(),
+                    retiring: BTreeMap::new(),
+                },
+            );
+            ports.insert(id, key);
+        }
+        let mut stale = Vec::new();
+        for (index, real) in reals.iter().enumerate().skip(1) {
+            if real.family == 0 {
+                continue;
+            }
+            let index = index as u32;
+            match ports.get(&real.service_id) {
+                Some(key) => {
+                    let addr = if real.family == 4 {
+                        IpAddr::from([real.addr[0], real.addr[1], real.addr[2], real.addr[3]])
+                    } else {
+                        IpAddr::from(real.addr)
+                    };
+                    let rk = RealKey {
+                        addr,
+                        port: key.port,
+                    };
+                    let svc = inst.services.get_mut(key).expect("service was inserted");
+                    svc.reals.insert(
+                        rk,
+                        InstalledReal {
+                            index,
+                            value: *real,
+                        },
+                    );
+                }
+                None => stale.push(index),
+            }
+        }
+        let used_ids: Vec<u32> = inst.services.values().map(|s| s.id).collect();
+        inst.free_service_ids.retain(|id| !used_ids.contains(id));
+        let used_reals: std::collections::BTreeSet<u32> = inst
+            .services
+            .values()
+            .flat_map(|s| s.reals.values().map(|r| r.index))
+            .collect();
+        inst.free_reals.retain(|i| !used_reals.contains(i));
+        (inst, stale)
+    }
+
     /// The published lookup table of a service (empty if it has no usable real).
     pub fn active_table(&self, key: &ServiceKey) -> Option<&[u32]> {
         let svc = self.services.get(key)?;
@@ -286,21 +381,22 @@ impl Installed {
         for (key, spec) in &desired.services {
             next.plan_service(key, spec, &mut plan)?;
         }
-        // Removed services disappear with the VIP table flip; their ids and reals are released
-        // only after this plan, so nothing in it reuses them.
+        // Removed services disappear with the VIP table flip (their flows can no longer be
+        // matched, so their reals go at once); ids and reals are released only after this
+        // plan, so nothing in it reuses them.
         for key in &removed {
             let svc = next
                 .services
                 .remove(key)
                 .expect("removed service was installed");
-            for real in svc.reals.values() {
+            for real in svc.reals.values().chain(svc.retiring.values()) {
                 plan.reals_down.push(Op::SetReal {
                     index: real.index,
                     real: Real::EMPTY,
                 });
+                next.free_reals.push_back(real.index);
             }
             next.free_service_ids.push_back(svc.id);
-            next.free_reals.extend(svc.reals.values().map(|r| r.index));
         }
 
         let vips = next.wanted_vips();
@@ -329,6 +425,7 @@ impl Installed {
                 peak += svc
                     .reals
                     .keys()
+                    .chain(svc.retiring.keys())
                     .filter(|r| !spec.reals.contains_key(r))
                     .count();
             }
@@ -348,7 +445,7 @@ impl Installed {
         }
         for (key, svc) in &self.services {
             if !desired.services.contains_key(key) {
-                peak += svc.reals.len();
+                peak += svc.reals.len() + svc.retiring.len();
             }
         }
         let max = self.limits.max_reals.saturating_sub(1);
@@ -378,6 +475,7 @@ impl Installed {
                     table: (self.limits.region_base(id, 1), 0),
                     active: 1,
                     reals: BTreeMap::new(),
+                    retiring: BTreeMap::new(),
                 };
                 // Parameters and table of a new service are written before the VIP table
                 // makes it reachable.
@@ -395,7 +493,9 @@ impl Installed {
         };
         let id = svc.id;
 
-        // Reals: removed ones are marked down after the tables no longer hold them.
+        // Reals removed from the configuration leave the table but keep their entry, so their
+        // connections finish where they are (a graceful removal); `retire` releases them when
+        // no connection uses them any more. A real that comes back keeps its index.
         let removed: Vec<RealKey> = svc
             .reals
             .keys()
@@ -404,11 +504,12 @@ impl Installed {
             .collect();
         for rk in removed {
             let real = svc.reals.remove(&rk).expect("present");
-            plan.reals_down.push(Op::SetReal {
-                index: real.index,
-                real: Real::EMPTY,
-            });
-            self.free_reals.push_back(real.index);
+            svc.retiring.insert(rk, real);
+        }
+        for rk in spec.reals.keys() {
+            if let Some(real) = svc.retiring.remove(rk) {
+                svc.reals.insert(*rk, real);
+            }
         }
         for (rk, rs) in &spec.reals {
             let value = Real {
@@ -511,6 +612,37 @@ impl Installed {
         }
         self.services.insert(*key, svc);
         Ok(())
+    }
+
+    /// Releases retiring reals that no connection uses any more (`in_use` says whether a real
+    /// index is referenced by a live connection-table entry): their entries are emptied and
+    /// their indices freed. Returns the ops, the released (service, real) pairs and the
+    /// resulting state.
+    pub fn retire(
+        &self,
+        in_use: impl Fn(u32) -> bool,
+    ) -> (Vec<Op>, Vec<(ServiceKey, RealKey)>, Installed) {
+        let mut next = self.clone();
+        let mut ops = Vec::new();
+        let mut released = Vec::new();
+        for (key, svc) in next.services.iter_mut() {
+            let idle: Vec<RealKey> = svc
+                .retiring
+                .iter()
+                .filter(|(_, r)| !in_use(r.index))
+                .map(|(rk, _)| *rk)
+                .collect();
+            for rk in idle {
+                let real = svc.retiring.remove(&rk).expect("present");
+                ops.push(Op::SetReal {
+                    index: real.index,
+                    real: Real::EMPTY,
+                });
+                next.free_reals.push_back(real.index);
+                released.push((*key, rk));
+            }
+        }
+        (ops, released, next)
     }
 
     /// The VIP table's entries: every service, plus for each (VIP, protocol) a fragment entry
@@ -938,6 +1070,53 @@ mod tests {
     }
 
     #[test]
+    fn removed_real_drains_its_connections_until_retired() {
+        let inst = Installed::new(limits());
+        let mut maps = FakeMaps::default();
+        let (_, s1) = apply(
+            &inst,
+            &mut maps,
+            &desired(vec![(80, service(80, &[(2, 1), (3, 1)]))]),
+        );
+        let idx3 = s1.services[&skey(80)].reals[&rkey(3, 80)].index;
+        let (ops, s2) = apply(&s1, &mut maps, &desired(vec![(80, service(80, &[(2, 1)]))]));
+        assert!(
+            !ops.iter()
+                .any(|o| matches!(o, Op::SetReal { index, .. } if *index == idx3)),
+            "a removed real's entry stays, so its flows continue: {ops:?}"
+        );
+        assert_eq!(maps.reals[&idx3].state, REAL_UP);
+        assert!(!maps.table(&skey(80)).contains(&idx3), "no new flows");
+        assert!(s2.services[&skey(80)].retiring.contains_key(&rkey(3, 80)));
+        // Still carrying connections: nothing happens.
+        let (ops, released, same) = s2.retire(|i| i == idx3);
+        assert!(ops.is_empty() && released.is_empty());
+        assert_eq!(same.services, s2.services);
+        // Idle: emptied and its index freed.
+        let (ops, released, s3) = s2.retire(|_| false);
+        maps.apply(&ops);
+        assert_eq!(released, vec![(skey(80), rkey(3, 80))]);
+        assert_eq!(maps.reals[&idx3], Real::EMPTY);
+        assert!(s3.services[&skey(80)].retiring.is_empty());
+        assert!(s3.free_reals.contains(&idx3));
+    }
+
+    #[test]
+    fn a_retiring_real_that_comes_back_keeps_its_index() {
+        let inst = Installed::new(limits());
+        let mut maps = FakeMaps::default();
+        let both = desired(vec![(80, service(80, &[(2, 1), (3, 1)]))]);
+        let (_, s1) = apply(&inst, &mut maps, &both);
+        let idx3 = s1.services[&skey(80)].reals[&rkey(3, 80)].index;
+        let (_, s2) = apply(&s1, &mut maps, &desired(vec![(80, service(80, &[(2, 1)]))]));
+        let (ops, s3) = apply(&s2, &mut maps, &both);
+        assert_eq!(s3.services[&skey(80)].reals[&rkey(3, 80)].index, idx3);
+        assert!(s3.services[&skey(80)].retiring.is_empty());
+        assert!(maps.table(&skey(80)).contains(&idx3));
+        assert!(!ops.iter().any(|o| matches!(o, Op::ResetRealStats(_))));
+    }
+
+    #[test]
     fn persistence_and_source_hash_params() {
         let inst = Installed::new(limits());
         let mut maps = FakeMaps::default();
@@ -1023,6 +1202,83 @@ mod tests {
         assert_eq!(ops.len(), 1, "{ops:?}");
         let idx3 = s1.services[&skey(80)].reals[&rkey(3, 80)].index;
         assert_eq!(maps.reals[&idx3].mac, [2, 0, 0, 0, 0, 0x33]);
+    }
+
+    impl FakeMaps {
+        /// The maps as arrays, as a restarted agent finds them.
+        fn reconstruct(&self, limits: Limits) -> (Installed, Vec<u32>) {
+            let mut services = vec![
+                Service {
+                    flags: 0,
+                    persist_timeout: 0,
+                    persist_mask4: 0,
+                    _pad: 0,
+                    table: 0,
+                };
+                limits.max_services as usize
+            ];
+            for (id, p) in &self.params {
+                services[*id as usize].flags = p.flags;
+                services[*id as usize].persist_timeout = p.persist_timeout;
+                services[*id as usize].persist_mask4 = p.persist_mask4;
+            }
+            for (id, (base, size)) in &self.tables {
+                services[*id as usize].table = Service::pack_table(*base, *size);
+            }
+            let mut reals = vec![Real::EMPTY; limits.max_reals as usize];
+            for (i, r) in &self.reals {
+                reals[*i as usize] = *r;
+            }
+            Installed::reconstruct(limits, &self.vips, &services, &reals, |s| {
+                self.lookup.get(&s).copied().unwrap_or(0)
+            })
+        }
+    }
+
+    #[test]
+    fn reconstructed_view_plans_nothing_and_keeps_working() {
+        let inst = Installed::new(limits());
+        let mut maps = FakeMaps::default();
+        let mut p = service(443, &[(2, 1), (5, 0)]);
+        p.persistence = Some(Persistence {
+            timeout: 50,
+            granularity: Ipv4Addr::new(255, 255, 255, 0),
+        });
+        let d = desired(vec![(80, service(80, &[(2, 1), (3, 1), (4, 1)])), (443, p)]);
+        let (_, s1) = apply(&inst, &mut maps, &d);
+        // A second change so that both buffers of port 80 are in use.
+        let mut d2 = d.clone();
+        d2.services
+            .get_mut(&skey(80))
+            .unwrap()
+            .reals
+            .get_mut(&rkey(4, 80))
+            .unwrap()
+            .weight = 3;
+        let (_, s2) = apply(&s1, &mut maps, &d2);
+        // A real left behind by an interrupted change (its service is gone).
+        maps.reals.insert(
+            14,
+            Real {
+                service_id: 3,
+                family: 4,
+                ..Real::EMPTY
+            },
+        );
+        let (rebuilt, stale) = maps.reconstruct(limits());
+        assert_eq!(stale, vec![14]);
+        assert_eq!(rebuilt.services, s2.services);
+        assert_eq!(rebuilt.vips, s2.vips);
+        let (ops, _) = rebuilt.plan(&d2).unwrap();
+        assert!(
+            ops.is_empty(),
+            "adoption must not rewrite anything: {ops:?}"
+        );
+        // Further changes from the rebuilt view are minimal and keep the invariant.
+        let (ops, _) = rebuilt.plan(&d).unwrap();
+        maps.apply(&ops);
+        assert!(count_slots(&ops) < M as usize / 2);
+        assert_eq!(maps.table(&skey(80)), s1.active_table(&skey(80)).unwrap());
     }
 
     #[test]

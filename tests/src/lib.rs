@@ -1,6 +1,9 @@
 //! Test support for the system and packet-level tests: a packet builder, a BPF_PROG_TEST_RUN
-//! harness and network-namespace topologies.
+//! harness, network-namespace topologies, traffic generators and an `lb-agent` runner.
 
+pub mod agent;
 pub mod lab;
 pub mod netns;
 pub mod packet;
+pub mod topo;
+pub mod traffic;

@@ -176,10 +176,12 @@ pub fn remove_stale_namespaces() -> Result<usize> {
     Ok(removed)
 }
 
-/// A named network namespace, deleted (`ip netns del`) when dropped.
+/// A named network namespace, deleted (`ip netns del`) when dropped, unless it is a handle
+/// made by [`Netns::clone_handle`].
 #[derive(Debug)]
 pub struct Netns {
     name: String,
+    owned: bool,
 }
 
 impl Netns {
@@ -206,10 +208,19 @@ impl Netns {
                 continue;
             }
             run(Command::new("ip").args(["netns", "add", &name]))?;
-            break Netns { name };
+            break Netns { name, owned: true };
         };
         ns.ip(["link", "set", "lo", "up"])?;
         Ok(ns)
+    }
+
+    /// A handle to the same namespace that does not delete it when dropped (for threads that
+    /// outlive a borrow); the owner must outlive its use.
+    pub fn clone_handle(&self) -> Result<Netns> {
+        Ok(Netns {
+            name: self.name.clone(),
+            owned: false,
+        })
     }
 
     /// The namespace's name, as used by `ip netns`.
@@ -331,6 +342,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         // Best effort: never panic in drop. Processes still running inside keep the
         // namespace itself alive, but the name goes away.
         let _ = Command::new("ip")

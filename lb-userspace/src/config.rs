@@ -1,0 +1,477 @@
+//! The `lb-agent` configuration file: keepalived's `virtual_server` blocks, written in YAML.
+//!
+//! Key names are keepalived's, in lower_snake_case (`lb_algo`, `persistence_timeout`,
+//! `real_servers`, `tcp_check`, ...). Keys are case-sensitive; the values of enumerations
+//! (`protocol: TCP`, `lb_kind: DR`, `lb_algo: WRR`, `xdp_mode: Auto`) are not. keepalived's
+//! other spellings are accepted as aliases (`lvs_sched` for `lb_algo`, `lvs_method` for
+//! `lb_kind`, `nb_get_retry` for `retry`); giving a key together with its alias is an error.
+//!
+//! Where a key is absent, keepalived's default applies, also when that default is something
+//! this balancer cannot do: without `lb_kind` a service is NAT and without `lb_algo` it is
+//! `wlc`, and both are reported as errors that say so. A key written without a value (`key:`
+//! or `key: ~`) takes its default too, except that `persistence_timeout:` alone turns
+//! persistence on with keepalived's 360 seconds, a block alone (`tcp_check:`) is that block
+//! with all its defaults, a flag (`alpha`, `manage_vip`, ...) must be `true` or `false`, and a
+//! required key needs its value. YAML anchors and merge keys (`<<: *common`) may share settings
+//! between blocks.
+//!
+//! Every problem is reported, not just the first, in document order, one per line as
+//! `file: path: message` (`file: message` for the file as a whole, such as a YAML syntax
+//! error), where the path names the field: `virtual_servers[1].real_servers[0].port`.
+//! Validation is pure: it looks at the file only, never at the system (interfaces, sockets).
+//!
+//! `configs/example.yaml` shows and explains every key.
+
+mod check;
+mod emit;
+mod parse;
+mod reader;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
+
+use crate::{
+    dataplane::AttachMode,
+    plan::Limits,
+    state::{Persistence, RealKey, Scheduler, ServiceKey},
+};
+
+/// A validated `lb-agent` configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Interface the XDP program attaches to (where the VIPs arrive).
+    pub interface: String,
+    /// How to attach: native driver XDP, generic skb XDP, or driver with a fallback to skb.
+    pub xdp_mode: AttachMode,
+    /// Instance name; names the pin directory `/sys/fs/bpf/lb-xdp/<instance>`.
+    pub instance: String,
+    /// Whether the agent adds the VIPs to `interface` itself (else keepalived's VRRP does).
+    pub manage_vip: bool,
+    /// Whether the program stays attached (and keeps forwarding) when the agent stops.
+    pub keep_forwarding_on_stop: bool,
+    /// Unix socket of the control interface (`lbadm`).
+    pub control_socket: PathBuf,
+    /// Where Prometheus metrics are served; `None` = off.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Map capacities.
+    pub limits: Limits,
+    /// Connection-table timeouts (`ipvsadm --set tcp tcpfin udp`).
+    pub timeouts: Timeouts,
+    /// The services, in file order.
+    pub virtual_servers: Vec<VirtualServer>,
+}
+
+/// Connection-table timeouts in seconds, as `ipvsadm --set tcp tcpfin udp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Established TCP connections.
+    pub tcp: u32,
+    /// TCP connections after a FIN.
+    pub tcpfin: u32,
+    /// UDP flows.
+    pub udp: u32,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            tcp: 900,
+            tcpfin: 120,
+            udp: 300,
+        }
+    }
+}
+
+/// An IPVS scheduler name (`lb_algo` / `lvs_sched`).
+///
+/// How the served ones map onto the data plane:
+/// - `rr`, `wrr` and `mh` are all served by weighted Maglev over the 5-tuple: every new flow
+///   goes to a real chosen in proportion to its weight, and a flow's real only changes when
+///   the set of reals does;
+/// - `sh` is served by weighted Maglev over the client (source) address, so one client always
+///   reaches the same real while the set of reals stays the same.
+///
+/// `lc`, `wlc`, `sed` and `nq` are least-connection schedulers; they parse, but are refused
+/// until the data plane counts connections per real (see [`LbAlgo::supported`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LbAlgo {
+    /// Round robin.
+    Rr,
+    /// Weighted round robin.
+    Wrr,
+    /// Least connection.
+    Lc,
+    /// Weighted least connection (keepalived's default).
+    Wlc,
+    /// Shortest expected delay.
+    Sed,
+    /// Never queue.
+    Nq,
+    /// Source hashing.
+    Sh,
+    /// Maglev hashing.
+    Mh,
+}
+
+impl LbAlgo {
+    /// Every scheduler this type names (hash-based first, as error messages list them).
+    pub const ALL: [LbAlgo; 8] = [
+        LbAlgo::Rr,
+        LbAlgo::Wrr,
+        LbAlgo::Mh,
+        LbAlgo::Sh,
+        LbAlgo::Lc,
+        LbAlgo::Wlc,
+        LbAlgo::Sed,
+        LbAlgo::Nq,
+    ];
+
+    /// keepalived's default when `lb_algo` is not set.
+    pub const KEEPALIVED_DEFAULT: LbAlgo = LbAlgo::Wlc;
+
+    /// The IPVS name (`"wrr"`, ...).
+    pub const fn name(&self) -> &'static str {
+        match self {
+            LbAlgo::Rr => "rr",
+            LbAlgo::Wrr => "wrr",
+            LbAlgo::Lc => "lc",
+            LbAlgo::Wlc => "wlc",
+            LbAlgo::Sed => "sed",
+            LbAlgo::Nq => "nq",
+            LbAlgo::Sh => "sh",
+            LbAlgo::Mh => "mh",
+        }
+    }
+
+    /// Whether the data plane can serve this scheduler now. The least-connection family is
+    /// the one missing; enabling it is adding it here.
+    pub const fn supported(self) -> bool {
+        matches!(self, LbAlgo::Rr | LbAlgo::Wrr | LbAlgo::Mh | LbAlgo::Sh)
+    }
+
+    /// How the data plane places new flows for this scheduler; `None` for the
+    /// least-connection family, which has no data-plane scheduler yet.
+    pub const fn scheduler(self) -> Option<Scheduler> {
+        match self {
+            LbAlgo::Rr | LbAlgo::Wrr | LbAlgo::Mh => Some(Scheduler::Maglev),
+            LbAlgo::Sh => Some(Scheduler::SourceHash),
+            LbAlgo::Lc | LbAlgo::Wlc | LbAlgo::Sed | LbAlgo::Nq => None,
+        }
+    }
+}
+
+impl fmt::Display for LbAlgo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// IPVS schedulers that exist but that this balancer does not offer.
+const FOREIGN_SCHEDULERS: [&str; 6] = ["lblc", "lblcr", "dh", "fo", "ovf", "twos"];
+
+/// Why a scheduler name did not parse.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LbAlgoError {
+    /// An IPVS scheduler this balancer does not offer (`lblc`, `dh`, ...).
+    NotSupported(String),
+    /// Not an IPVS scheduler.
+    Unknown(String),
+}
+
+impl fmt::Display for LbAlgoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let served = served_schedulers();
+        match self {
+            LbAlgoError::NotSupported(s) => write!(f, "lb_algo {s} is not supported; use {served}"),
+            LbAlgoError::Unknown(s) => write!(f, "unknown scheduler `{s}`; use {served}"),
+        }
+    }
+}
+
+impl std::error::Error for LbAlgoError {}
+
+/// `rr, wrr, mh or sh`: the schedulers [`LbAlgo::supported`] accepts.
+fn served_schedulers() -> String {
+    let names: Vec<&str> = LbAlgo::ALL
+        .iter()
+        .filter(|a| a.supported())
+        .map(|a| a.name())
+        .collect();
+    reader::or_list(&names)
+}
+
+impl FromStr for LbAlgo {
+    type Err = LbAlgoError;
+
+    /// Parses an IPVS scheduler name, case-insensitively.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let lower = s.trim().to_ascii_lowercase();
+        if let Some(a) = LbAlgo::ALL.into_iter().find(|a| a.name() == lower) {
+            Ok(a)
+        } else if FOREIGN_SCHEDULERS.contains(&lower.as_str()) {
+            Err(LbAlgoError::NotSupported(s.to_owned()))
+        } else {
+            Err(LbAlgoError::Unknown(s.to_owned()))
+        }
+    }
+}
+
+/// A virtual service (keepalived `virtual_server <vip> <port>`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VirtualServer {
+    /// VIP, port and protocol.
+    pub key: ServiceKey,
+    /// Scheduler.
+    pub lb_algo: LbAlgo,
+    /// Persistence, if `persistence_timeout` is set.
+    pub persistence: Option<Persistence>,
+    /// Maglev lookup-table size (prime).
+    pub table_size: u32,
+    /// Interval between health checks.
+    pub delay_loop: Duration,
+    /// Checks start after a random delay of up to this much.
+    pub warmup: Option<Duration>,
+    /// Reals start down until their first check passes.
+    pub alpha: bool,
+    /// Run `quorum_down` also when the agent stops.
+    pub omega: bool,
+    /// Failing reals get weight 0 instead of being removed.
+    pub inhibit_on_failure: bool,
+    /// Minimum total weight of live reals for the service to have quorum.
+    pub quorum: u32,
+    /// Weight tolerance around `quorum` before quorum is gained or lost.
+    pub hysteresis: u32,
+    /// Command run when quorum is gained.
+    pub quorum_up: Option<String>,
+    /// Command run when quorum is lost.
+    pub quorum_down: Option<String>,
+    /// Real that takes the traffic when no real is up.
+    pub sorry_server: Option<RealKey>,
+    /// The reals, in file order.
+    pub real_servers: Vec<RealServer>,
+}
+
+/// A real server of a service (keepalived `real_server <ip> <port>`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RealServer {
+    /// Address and port (the port is the service's: direct routing keeps it).
+    pub key: RealKey,
+    /// Weight; 0 drains the real.
+    pub weight: u32,
+    /// Overrides the service's `inhibit_on_failure` for this real.
+    pub inhibit_on_failure: Option<bool>,
+    /// Command run when the real comes up.
+    pub notify_up: Option<String>,
+    /// Command run when the real goes down.
+    pub notify_down: Option<String>,
+    /// Health checker; without one the real is always up.
+    pub check: Option<Checker>,
+}
+
+/// A health checker (keepalived `TCP_CHECK`, `HTTP_GET`, `MISC_CHECK`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Checker {
+    /// TCP connect.
+    Tcp(TcpCheck),
+    /// HTTP GET of one or more URLs.
+    Http(HttpCheck),
+    /// External command.
+    Misc(MiscCheck),
+}
+
+/// Timing shared by the network checkers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckTiming {
+    /// Connect (and, for HTTP, response) timeout.
+    pub connect_timeout: Duration,
+    /// Retries before the real is declared down (keepalived `retry`, old `nb_get_retry`).
+    pub retry: u32,
+    /// Pause between retries.
+    pub delay_before_retry: Duration,
+    /// Random start delay of up to this much.
+    pub warmup: Option<Duration>,
+}
+
+impl Default for CheckTiming {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            retry: 1,
+            delay_before_retry: Duration::from_secs(1),
+            warmup: None,
+        }
+    }
+}
+
+/// `tcp_check`: the real is up while a TCP connect succeeds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpCheck {
+    /// Address to connect to; `None` = the real's.
+    pub connect_ip: Option<IpAddr>,
+    /// Port to connect to; `None` = the real's.
+    pub connect_port: Option<u16>,
+    /// Source address of the check.
+    pub bindto: Option<IpAddr>,
+    /// Source port of the check.
+    pub bind_port: Option<u16>,
+    /// Timing.
+    pub timing: CheckTiming,
+}
+
+/// `http_get`: the real is up while every URL answers with its status code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpCheck {
+    /// URLs to fetch (at least one).
+    pub urls: Vec<UrlCheck>,
+    /// Address to connect to; `None` = the real's.
+    pub connect_ip: Option<IpAddr>,
+    /// Port to connect to; `None` = the real's.
+    pub connect_port: Option<u16>,
+    /// Source address of the check.
+    pub bindto: Option<IpAddr>,
+    /// Source port of the check.
+    pub bind_port: Option<u16>,
+    /// Timing.
+    pub timing: CheckTiming,
+}
+
+/// One `url` of an `http_get`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UrlCheck {
+    /// Request path, starting with `/`.
+    pub path: String,
+    /// Expected HTTP status.
+    pub status_code: u16,
+}
+
+/// `misc_check`: the real is up while a command exits with status 0.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MiscCheck {
+    /// Command line to run.
+    pub misc_path: String,
+    /// The command is killed (and the check fails) after this long.
+    pub misc_timeout: Duration,
+    /// Random start delay of up to this much.
+    pub warmup: Option<Duration>,
+}
+
+/// One problem in a configuration file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// YAML path of the field (`virtual_servers[1].real_servers[0].weight`); `""` for the
+    /// whole document.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in one configuration file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// The problems, in document order.
+    pub errors: Vec<FieldError>,
+}
+
+impl ConfigError {
+    /// An error about the whole file.
+    fn whole_file(file: &Path, message: String) -> Self {
+        Self {
+            file: file.to_path_buf(),
+            errors: vec![FieldError {
+                path: String::new(),
+                message,
+            }],
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    /// One line per problem: `file: path: message` (`file: message` for the whole file).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{}: {e}", self.file.display())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::whole_file(path, format!("cannot read the file: {e}")))?;
+        Self::from_yaml(&text, path)
+    }
+
+    /// Parses and validates a configuration; `file` is only used in error messages.
+    pub fn from_yaml(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let syntax = |e: serde_yaml::Error| ConfigError::whole_file(file, syntax_message(&e));
+        let mut doc: serde_yaml::Value = serde_yaml::from_str(text).map_err(syntax)?;
+        // YAML merge keys (`<<: *defaults`) let several blocks share settings.
+        doc.apply_merge().map_err(syntax)?;
+        let mut rd = reader::Reader::default();
+        let config = parse::config(&mut rd, &reader::Node::root(&doc));
+        let errors = rd.finish(&doc);
+        match config {
+            Some(config) if errors.is_empty() => Ok(config),
+            _ if errors.is_empty() => Err(ConfigError::whole_file(
+                file,
+                "the configuration could not be read".to_owned(),
+            )),
+            _ => Err(ConfigError {
+                file: file.to_path_buf(),
+                errors,
+            }),
+        }
+    }
+
+    /// The configuration as canonical YAML (every key written out), which
+    /// [`Config::from_yaml`] turns back into an equal `Config`.
+    pub fn to_yaml(&self) -> String {
+        emit::config(self)
+    }
+
+    /// The service with this key.
+    pub fn virtual_server(&self, key: &ServiceKey) -> Option<&VirtualServer> {
+        self.virtual_servers.iter().find(|vs| vs.key == *key)
+    }
+}
+
+/// A YAML syntax error, with its line and column.
+fn syntax_message(e: &serde_yaml::Error) -> String {
+    let text = e.to_string();
+    match e.location() {
+        Some(l) if !text.contains(" at line ") => {
+            format!(
+                "invalid YAML: {text} at line {} column {}",
+                l.line(),
+                l.column()
+            )
+        }
+        _ => format!("invalid YAML: {text}"),
+    }
+}

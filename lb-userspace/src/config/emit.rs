@@ -1,0 +1,180 @@
+//! [`Config`] back to YAML, every key written out, in the order of `configs/example.yaml`.
+
+use std::{net::IpAddr, time::Duration};
+
+use serde_yaml::{Mapping, Value};
+
+use super::{CheckTiming, Checker, Config, RealServer, VirtualServer};
+use crate::{dataplane::AttachMode, state::RealKey};
+
+/// The whole configuration as a YAML document.
+pub(super) fn config(c: &Config) -> String {
+    let mut m = Block::default();
+    m.put("interface", c.interface.as_str());
+    m.put("xdp_mode", xdp_mode(c.xdp_mode));
+    m.put("instance", c.instance.as_str());
+    m.put("manage_vip", c.manage_vip);
+    m.put("keep_forwarding_on_stop", c.keep_forwarding_on_stop);
+    m.put(
+        "control_socket",
+        c.control_socket.to_string_lossy().as_ref(),
+    );
+    m.put_opt("metrics_listen", c.metrics_listen.map(|a| a.to_string()));
+    let mut limits = Block::default();
+    limits.put("max_services", c.limits.max_services);
+    limits.put("max_reals", c.limits.max_reals);
+    limits.put("max_table_size", c.limits.max_table_size);
+    limits.put("conn_entries", c.limits.conn_entries);
+    limits.put("persist_entries", c.limits.persist_entries);
+    m.put("limits", limits);
+    let mut timeouts = Block::default();
+    timeouts.put("tcp", c.timeouts.tcp);
+    timeouts.put("tcpfin", c.timeouts.tcpfin);
+    timeouts.put("udp", c.timeouts.udp);
+    m.put("timeouts", timeouts);
+    let services: Vec<Value> = c.virtual_servers.iter().map(virtual_server).collect();
+    m.put("virtual_servers", services);
+    // Serializing a tree of plain values cannot fail.
+    serde_yaml::to_string(&Value::from(m)).unwrap_or_default()
+}
+
+/// A mapping under construction, keys in insertion order.
+#[derive(Default)]
+struct Block(Mapping);
+
+impl Block {
+    fn put(&mut self, key: &str, value: impl Into<Value>) {
+        self.0.insert(key.into(), value.into());
+    }
+
+    fn put_opt(&mut self, key: &str, value: Option<impl Into<Value>>) {
+        if let Some(v) = value {
+            self.put(key, v);
+        }
+    }
+}
+
+impl From<Block> for Value {
+    fn from(b: Block) -> Value {
+        Value::Mapping(b.0)
+    }
+}
+
+fn xdp_mode(mode: AttachMode) -> &'static str {
+    match mode {
+        AttachMode::Driver => "driver",
+        AttachMode::Skb => "skb",
+        AttachMode::Auto => "auto",
+    }
+}
+
+/// Seconds: a whole number, or a fraction when the duration has milliseconds.
+fn seconds(d: Duration) -> Value {
+    if d.subsec_nanos() == 0 {
+        Value::from(d.as_secs())
+    } else {
+        Value::from(d.as_millis() as f64 / 1000.0)
+    }
+}
+
+fn ip(a: IpAddr) -> Value {
+    Value::from(a.to_string())
+}
+
+fn virtual_server(vs: &VirtualServer) -> Value {
+    let mut m = Block::default();
+    m.put("vip", ip(vs.key.vip));
+    m.put("port", vs.key.port);
+    m.put("protocol", vs.key.proto.name().to_ascii_lowercase());
+    m.put("lb_algo", vs.lb_algo.name());
+    m.put("lb_kind", "dr");
+    if let Some(p) = vs.persistence {
+        m.put("persistence_timeout", p.timeout);
+        m.put("persistence_granularity", p.granularity.to_string());
+    }
+    m.put("table_size", vs.table_size);
+    m.put("delay_loop", seconds(vs.delay_loop));
+    m.put_opt("warmup", vs.warmup.map(seconds));
+    m.put("alpha", vs.alpha);
+    m.put("omega", vs.omega);
+    m.put("inhibit_on_failure", vs.inhibit_on_failure);
+    m.put("quorum", vs.quorum);
+    m.put("hysteresis", vs.hysteresis);
+    m.put_opt("quorum_up", vs.quorum_up.as_deref());
+    m.put_opt("quorum_down", vs.quorum_down.as_deref());
+    m.put_opt("sorry_server", vs.sorry_server.map(real_key));
+    let reals: Vec<Value> = vs.real_servers.iter().map(real_server).collect();
+    m.put("real_servers", reals);
+    m.into()
+}
+
+fn real_key(k: RealKey) -> Value {
+    let mut m = Block::default();
+    m.put("ip", ip(k.addr));
+    m.put("port", k.port);
+    m.into()
+}
+
+fn real_server(r: &RealServer) -> Value {
+    let mut m = Block::default();
+    m.put("ip", ip(r.key.addr));
+    m.put("port", r.key.port);
+    m.put("weight", r.weight);
+    m.put_opt("inhibit_on_failure", r.inhibit_on_failure);
+    m.put_opt("notify_up", r.notify_up.as_deref());
+    m.put_opt("notify_down", r.notify_down.as_deref());
+    match &r.check {
+        None => {}
+        Some(Checker::Tcp(c)) => {
+            let mut t = Block::default();
+            endpoint(&mut t, c.connect_ip, c.connect_port, c.bindto, c.bind_port);
+            timing(&mut t, &c.timing);
+            m.put("tcp_check", t);
+        }
+        Some(Checker::Http(c)) => {
+            let mut h = Block::default();
+            let urls: Vec<Value> = c
+                .urls
+                .iter()
+                .map(|u| {
+                    let mut b = Block::default();
+                    b.put("path", u.path.as_str());
+                    b.put("status_code", u.status_code);
+                    b.into()
+                })
+                .collect();
+            h.put("url", urls);
+            endpoint(&mut h, c.connect_ip, c.connect_port, c.bindto, c.bind_port);
+            timing(&mut h, &c.timing);
+            m.put("http_get", h);
+        }
+        Some(Checker::Misc(c)) => {
+            let mut b = Block::default();
+            b.put("misc_path", c.misc_path.as_str());
+            b.put("misc_timeout", seconds(c.misc_timeout));
+            b.put_opt("warmup", c.warmup.map(seconds));
+            m.put("misc_check", b);
+        }
+    }
+    m.into()
+}
+
+fn endpoint(
+    b: &mut Block,
+    connect_ip: Option<IpAddr>,
+    connect_port: Option<u16>,
+    bindto: Option<IpAddr>,
+    bind_port: Option<u16>,
+) {
+    b.put_opt("connect_ip", connect_ip.map(ip));
+    b.put_opt("connect_port", connect_port);
+    b.put_opt("bindto", bindto.map(ip));
+    b.put_opt("bind_port", bind_port);
+}
+
+fn timing(b: &mut Block, t: &CheckTiming) {
+    b.put("connect_timeout", seconds(t.connect_timeout));
+    b.put("retry", t.retry);
+    b.put("delay_before_retry", seconds(t.delay_before_retry));
+    b.put_opt("warmup", t.warmup.map(seconds));
+}

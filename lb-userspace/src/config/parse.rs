@@ -1,0 +1,770 @@
+//! From the YAML document to a [`Config`]: keys, aliases, keepalived's defaults, and the checks
+//! that span several fields (duplicates, capacities, ports, address families).
+//!
+//! Each function reads one block. A value in error is reported and replaced by its default so
+//! that reading goes on; the caller then refuses the whole configuration.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
+
+use serde_yaml::Value;
+
+use super::{
+    Config, LbAlgo, RealServer, Timeouts, VirtualServer, check,
+    reader::{Fields, Node, Reader, describe},
+};
+use crate::{
+    dataplane::AttachMode,
+    maglev::is_prime,
+    plan::Limits,
+    state::{Persistence, Protocol, RealKey, ServiceKey},
+};
+
+/// Keys of the document.
+const TOP_KEYS: &[&str] = &[
+    "interface",
+    "xdp_mode",
+    "instance",
+    "manage_vip",
+    "keep_forwarding_on_stop",
+    "control_socket",
+    "metrics_listen",
+    "limits",
+    "timeouts",
+    "virtual_servers",
+];
+/// Keys of `limits`.
+const LIMIT_KEYS: &[&str] = &[
+    "max_services",
+    "max_reals",
+    "max_table_size",
+    "conn_entries",
+    "persist_entries",
+];
+/// Keys of `timeouts`.
+const TIMEOUT_KEYS: &[&str] = &["tcp", "tcpfin", "udp"];
+/// Keys of a virtual server (aliases included).
+const VS_KEYS: &[&str] = &[
+    "vip",
+    "port",
+    "protocol",
+    "lb_algo",
+    "lvs_sched",
+    "lb_kind",
+    "lvs_method",
+    "persistence_timeout",
+    "persistence_granularity",
+    "table_size",
+    "delay_loop",
+    "warmup",
+    "alpha",
+    "omega",
+    "inhibit_on_failure",
+    "quorum",
+    "hysteresis",
+    "quorum_up",
+    "quorum_down",
+    "sorry_server",
+    "real_servers",
+];
+/// Keys of a real server.
+const REAL_KEYS: &[&str] = &[
+    "ip",
+    "port",
+    "weight",
+    "inhibit_on_failure",
+    "notify_up",
+    "notify_down",
+    "tcp_check",
+    "http_get",
+    "misc_check",
+];
+
+/// `xdp_mode` values.
+const XDP_MODES: &[(&str, AttachMode)] = &[
+    ("driver", AttachMode::Driver),
+    ("skb", AttachMode::Skb),
+    ("auto", AttachMode::Auto),
+];
+/// `protocol` values.
+const PROTOCOLS: &[(&str, Protocol)] = &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp)];
+
+/// Longest interface name Linux accepts (IFNAMSIZ - 1).
+const MAX_IFNAME: usize = 15;
+/// Longest instance name.
+const MAX_INSTANCE: usize = 32;
+/// Longest Unix socket path (`sun_path` holds 108 bytes with the terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
+/// One day, the upper bound of most durations and timeouts, in seconds.
+const DAY: u64 = 86_400;
+/// One year, the upper bound of `persistence_timeout`, in seconds.
+const YEAR: u64 = 31_536_000;
+/// keepalived's `persistence_timeout` when the key is given without a value.
+const KEEPALIVED_PERSISTENCE_TIMEOUT: u32 = 360;
+/// keepalived's `delay_loop` default, in seconds.
+const DEFAULT_DELAY_LOOP: u64 = 60;
+/// Smallest Maglev table size.
+const MIN_TABLE_SIZE: u32 = 7;
+/// Largest `limits.max_table_size`: each service reserves two tables of that many slots.
+const MAX_TABLE_SIZE: u32 = 1_000_003;
+/// Default Maglev table size.
+const DEFAULT_TABLE_SIZE: u32 = lb_common::DEFAULT_TABLE_SIZE;
+
+/// Reads the whole document; `None` only when a required value is missing (already reported).
+pub(super) fn config(rd: &mut Reader, root: &Node<'_>) -> Option<Config> {
+    let f = rd.fields(root, TOP_KEYS)?;
+    let interface = f
+        .required(rd, "interface")
+        .and_then(|n| interface_name(rd, &n));
+    let xdp_mode = f
+        .get("xdp_mode")
+        .and_then(|n| rd.keyword(&n, "xdp_mode", XDP_MODES));
+    let instance = f.get("instance").and_then(|n| instance_name(rd, &n));
+    let instance = instance.unwrap_or_else(|| "default".to_owned());
+    let control_socket = f.get("control_socket").and_then(|n| socket_path(rd, &n));
+    let control_socket =
+        control_socket.unwrap_or_else(|| PathBuf::from(format!("/run/lb-xdp/{instance}.sock")));
+    let manage_vip = f.flag(rd, "manage_vip").unwrap_or(false);
+    let keep_forwarding_on_stop = f.flag(rd, "keep_forwarding_on_stop").unwrap_or(false);
+    let metrics_listen = f.get("metrics_listen").and_then(|n| listen_addr(rd, &n));
+    let limits = limits(rd, f.get("limits"));
+    let timeouts = timeouts(rd, f.get("timeouts"));
+    let virtual_servers = virtual_servers(rd, f.get("virtual_servers"), &limits);
+    Some(Config {
+        interface: interface?,
+        xdp_mode: xdp_mode.unwrap_or(AttachMode::Auto),
+        instance,
+        manage_vip,
+        keep_forwarding_on_stop,
+        control_socket,
+        metrics_listen,
+        limits,
+        timeouts,
+        virtual_servers,
+    })
+}
+
+/// `interface`: a name Linux would accept.
+fn interface_name(rd: &mut Reader, node: &Node<'_>) -> Option<String> {
+    let name = rd.text(node)?;
+    let problem = if name.len() > MAX_IFNAME {
+        Some(format!(
+            "is {} bytes long; Linux allows at most {MAX_IFNAME}",
+            name.len()
+        ))
+    } else if name == "." || name == ".." || name.contains(['/', ':']) {
+        Some("must not be `.` or `..` nor contain `/` or `:`".to_owned())
+    } else if name.chars().any(char::is_whitespace) {
+        Some("must not contain spaces".to_owned())
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => {
+            rd.error(&node.path, format!("interface name `{name}` {p}"));
+            None
+        }
+        None => Some(name),
+    }
+}
+
+/// `instance`: `[A-Za-z0-9_-]{1,32}`, since it names a directory.
+fn instance_name(rd: &mut Reader, node: &Node<'_>) -> Option<String> {
+    let name = rd.text(node)?;
+    let ok = name.len() <= MAX_INSTANCE
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !ok {
+        let msg = format!(
+            "instance name `{name}` must be 1 to {MAX_INSTANCE} letters, digits, `_` or `-` \
+             (it names /sys/fs/bpf/lb-xdp/<instance>)"
+        );
+        rd.error(&node.path, msg);
+        return None;
+    }
+    Some(name)
+}
+
+/// `control_socket`: an absolute path a Unix socket can have.
+fn socket_path(rd: &mut Reader, node: &Node<'_>) -> Option<PathBuf> {
+    let path = rd.text(node)?;
+    let problem = if !path.starts_with('/') {
+        Some("must be an absolute path (starting with `/`)".to_owned())
+    } else if path.ends_with('/') {
+        Some("must name a file, not a directory".to_owned())
+    } else if path.len() > MAX_SOCKET_PATH {
+        let len = path.len();
+        Some(format!(
+            "is {len} bytes long; a Unix socket path has at most {MAX_SOCKET_PATH}"
+        ))
+    } else {
+        None
+    };
+    if let Some(p) = problem {
+        rd.error(&node.path, format!("`{path}` {p}"));
+        return None;
+    }
+    Some(PathBuf::from(path))
+}
+
+/// `metrics_listen`: `address:port`.
+fn listen_addr(rd: &mut Reader, node: &Node<'_>) -> Option<SocketAddr> {
+    let Value::String(s) = node.value else {
+        let found = describe(node.value);
+        let msg = format!("expected an address:port like 127.0.0.1:9101, found {found}");
+        rd.error(&node.path, msg);
+        return None;
+    };
+    match s.trim().parse::<SocketAddr>() {
+        Ok(a) if a.port() != 0 => Some(a),
+        Ok(_) => {
+            rd.error(&node.path, "port 0 is not allowed; pick a fixed port");
+            None
+        }
+        Err(_) => {
+            let msg = format!("`{s}` is not an address:port like 127.0.0.1:9101 or [::1]:9101");
+            rd.error(&node.path, msg);
+            None
+        }
+    }
+}
+
+/// `limits`. A value in error is replaced by one that disables the checks that depend on it,
+/// so that a wrong limit is reported once, not once per service.
+fn limits(rd: &mut Reader, node: Option<Node<'_>>) -> Limits {
+    let d = Limits::default();
+    let Some(f) = node.and_then(|n| rd.fields(&n, LIMIT_KEYS)) else {
+        return d;
+    };
+    let mut limit = |key: &str, range: std::ops::RangeInclusive<u32>, default: u32| {
+        f.get(key)
+            .map_or(Some(default), |n| rd.u32(&n, range))
+            .unwrap_or(u32::MAX)
+    };
+    let max_services = limit("max_services", 1..=4096, d.max_services);
+    let max_reals = limit("max_reals", 2..=1_048_576, d.max_reals);
+    let conn_entries = limit("conn_entries", 16..=67_108_864, d.conn_entries);
+    let persist_entries = limit("persist_entries", 16..=16_777_216, d.persist_entries);
+    let max_table_size = f.get("max_table_size").map_or(Some(d.max_table_size), |n| {
+        let too_big = format!(
+            "{MAX_TABLE_SIZE}: larger tables are refused, as every service reserves two \
+             tables of max_table_size slots"
+        );
+        prime_size(rd, &n, MAX_TABLE_SIZE, &too_big)
+    });
+    Limits {
+        max_services,
+        max_reals,
+        max_table_size: max_table_size.unwrap_or(u32::MAX),
+        conn_entries,
+        persist_entries,
+    }
+}
+
+/// A Maglev table size: a prime from [`MIN_TABLE_SIZE`] to `max`. Above `max`, the error
+/// says "`n` is larger than `too_big`".
+fn prime_size(rd: &mut Reader, node: &Node<'_>, max: u32, too_big: &str) -> Option<u32> {
+    let n = rd.integer(node)?;
+    let problem = if n < i128::from(MIN_TABLE_SIZE) {
+        format!("must be at least {MIN_TABLE_SIZE}, found {n}")
+    } else if n > i128::from(max) {
+        format!("{n} is larger than {too_big}")
+    } else {
+        // In range, so it fits a u32.
+        let n = n as u32;
+        if is_prime(n) {
+            return Some(n);
+        }
+        let below = (MIN_TABLE_SIZE..n).rev().find(|&p| is_prime(p));
+        let above = (n..=max).find(|&p| is_prime(p));
+        let hint = match (below, above) {
+            (Some(b), Some(a)) => format!("; the nearest primes are {b} and {a}"),
+            (Some(p), None) | (None, Some(p)) => format!("; the nearest prime is {p}"),
+            (None, None) => String::new(),
+        };
+        format!("{n} is not a prime number (Maglev needs a prime table size){hint}")
+    };
+    rd.error(&node.path, problem);
+    None
+}
+
+/// `timeouts`.
+fn timeouts(rd: &mut Reader, node: Option<Node<'_>>) -> Timeouts {
+    let d = Timeouts::default();
+    let Some(f) = node.and_then(|n| rd.fields(&n, TIMEOUT_KEYS)) else {
+        return d;
+    };
+    let mut secs = |key: &str, default: u32| {
+        f.get(key)
+            .and_then(|n| rd.u32(&n, 1..=DAY as u32))
+            .unwrap_or(default)
+    };
+    Timeouts {
+        tcp: secs("tcp", d.tcp),
+        tcpfin: secs("tcpfin", d.tcpfin),
+        udp: secs("udp", d.udp),
+    }
+}
+
+/// `virtual_servers`, with the checks across services.
+fn virtual_servers(rd: &mut Reader, node: Option<Node<'_>>, limits: &Limits) -> Vec<VirtualServer> {
+    let Some(node) = node else {
+        return Vec::new();
+    };
+    let items = rd.list(&node);
+    let mut out: Vec<VirtualServer> = Vec::new();
+    let mut seen: Vec<(ServiceKey, usize)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let Some(vs) = virtual_server(rd, item, limits) else {
+            continue;
+        };
+        match seen.iter().find(|(k, _)| *k == vs.key) {
+            Some((_, first)) => {
+                let msg = format!(
+                    "duplicate virtual server {}: virtual_servers[{first}] has the same vip, \
+                     port and protocol",
+                    vs.key
+                );
+                rd.error(&item.path, msg);
+            }
+            None => seen.push((vs.key, i)),
+        }
+        out.push(vs);
+    }
+    check_capacity(rd, &node, &items, limits);
+    out
+}
+
+/// Services and reals against `limits.max_services` and `limits.max_reals`.
+fn check_capacity(rd: &mut Reader, node: &Node<'_>, items: &[Node<'_>], limits: &Limits) {
+    if items.len() > limits.max_services as usize {
+        let msg = format!(
+            "{} virtual servers, but limits.max_services is {}",
+            items.len(),
+            limits.max_services
+        );
+        rd.error(&node.path, msg);
+    }
+    let reals: usize = items
+        .iter()
+        .filter_map(|vs| vs.value.get("real_servers")?.as_sequence())
+        .map(Vec::len)
+        .sum();
+    let max = limits.max_reals.saturating_sub(1) as usize;
+    if reals > max {
+        let msg = format!(
+            "{reals} real servers in all, but limits.max_reals {} allows at most {max} \
+             (index 0 is reserved)",
+            limits.max_reals
+        );
+        rd.error(&node.path, msg);
+    }
+}
+
+/// What the parts of a virtual server need to know about it.
+pub(super) struct Service {
+    /// The VIP, if valid.
+    pub vip: Option<IpAddr>,
+    /// The port, if valid.
+    pub port: Option<u16>,
+    /// `delay_loop`.
+    pub delay_loop: Duration,
+}
+
+/// One virtual server; `None` when its vip or port is unusable.
+fn virtual_server(rd: &mut Reader, node: &Node<'_>, limits: &Limits) -> Option<VirtualServer> {
+    let f = rd.fields(node, VS_KEYS)?;
+    let vip = f.required(rd, "vip").and_then(|n| vip_address(rd, &n));
+    let port = f.required(rd, "port").and_then(|n| rd.port(&n));
+    let proto = f
+        .get("protocol")
+        .and_then(|n| rd.keyword(&n, "protocol", PROTOCOLS));
+    let lb_algo = lb_algo(rd, &f);
+    lb_kind(rd, &f);
+    let persistence = persistence(rd, &f);
+    let table_size = table_size(rd, &f, limits);
+    let delay_loop = f.get("delay_loop").and_then(|n| rd.seconds(&n, 1..=DAY));
+    let svc = Service {
+        vip,
+        port,
+        delay_loop: delay_loop.unwrap_or(Duration::from_secs(DEFAULT_DELAY_LOOP)),
+    };
+    let quorum = f.get("quorum").and_then(|n| rd.u32(&n, 1..=u32::MAX));
+    let quorum = quorum.unwrap_or(1);
+    let hysteresis = hysteresis(rd, &f, quorum);
+    let warmup = f.get("warmup").and_then(|n| rd.seconds(&n, 0..=DAY));
+    let alpha = f.flag(rd, "alpha").unwrap_or(false);
+    let omega = f.flag(rd, "omega").unwrap_or(false);
+    let inhibit_on_failure = f.flag(rd, "inhibit_on_failure").unwrap_or(false);
+    let quorum_up = f.get("quorum_up").and_then(|n| rd.text(&n));
+    let quorum_down = f.get("quorum_down").and_then(|n| rd.text(&n));
+    let sorry = f.get("sorry_server");
+    let sorry_server = sorry.and_then(|n| sorry_server(rd, &n, &svc));
+    let real_servers = real_servers(rd, f.get("real_servers"), &svc, table_size);
+    // Everything is read (and every error reported) before giving up on a missing vip or port.
+    let key = ServiceKey {
+        vip: vip?,
+        port: port?,
+        proto: proto.unwrap_or(Protocol::Tcp),
+    };
+    Some(VirtualServer {
+        key,
+        lb_algo,
+        persistence,
+        table_size,
+        delay_loop: svc.delay_loop,
+        warmup,
+        alpha,
+        omega,
+        inhibit_on_failure,
+        quorum,
+        hysteresis,
+        quorum_up,
+        quorum_down,
+        sorry_server,
+        real_servers,
+    })
+}
+
+/// `lb_algo` / `lvs_sched`; keepalived's default `wlc` when absent.
+fn lb_algo(rd: &mut Reader, f: &Fields<'_>) -> LbAlgo {
+    let Some(node) = f.get_aliased(rd, "lb_algo", "lvs_sched") else {
+        let algo = LbAlgo::KEEPALIVED_DEFAULT;
+        if !algo.supported() {
+            let msg = format!(
+                "lb_algo is not set, and keepalived's default {algo} needs least-connection \
+                 scheduling, which is not available yet; use {}",
+                super::served_schedulers()
+            );
+            rd.error(&f.path_of("lb_algo"), msg);
+        }
+        return algo;
+    };
+    let Value::String(name) = node.value else {
+        let msg = format!("expected a scheduler name, found {}", describe(node.value));
+        rd.error(&node.path, msg);
+        return LbAlgo::Rr;
+    };
+    match name.parse::<LbAlgo>() {
+        Ok(algo) if algo.supported() => algo,
+        Ok(algo) => {
+            let msg = format!(
+                "lb_algo {algo} needs least-connection scheduling, which is not available \
+                 yet; use {}",
+                super::served_schedulers()
+            );
+            rd.error(&node.path, msg);
+            algo
+        }
+        Err(e) => {
+            rd.error(&node.path, e.to_string());
+            LbAlgo::Rr
+        }
+    }
+}
+
+/// `lb_kind` / `lvs_method`: only `dr`; keepalived's default is NAT.
+fn lb_kind(rd: &mut Reader, f: &Fields<'_>) {
+    const DR_ONLY: &str = "this balancer does direct routing (set lb_kind: dr)";
+    let Some(node) = f.get_aliased(rd, "lb_kind", "lvs_method") else {
+        let msg =
+            format!("lb_kind is not set, and keepalived's default NAT is not supported: {DR_ONLY}");
+        rd.error(&f.path_of("lb_kind"), msg);
+        return;
+    };
+    let Value::String(kind) = node.value else {
+        let msg = format!("expected dr, found {}", describe(node.value));
+        rd.error(&node.path, msg);
+        return;
+    };
+    let upper = kind.trim().to_ascii_uppercase();
+    match upper.as_str() {
+        "DR" => {}
+        "NAT" | "TUN" => {
+            rd.error(
+                &node.path,
+                format!("lb_kind {upper} is not supported: {DR_ONLY}"),
+            );
+        }
+        _ => rd.error(&node.path, format!("unknown lb_kind `{kind}`: {DR_ONLY}")),
+    }
+}
+
+/// `persistence_timeout` and `persistence_granularity`.
+fn persistence(rd: &mut Reader, f: &Fields<'_>) -> Option<Persistence> {
+    let granularity = f
+        .get("persistence_granularity")
+        .and_then(|n| netmask(rd, &n));
+    let node = f.raw("persistence_timeout")?;
+    let timeout = if node.is_null() {
+        KEEPALIVED_PERSISTENCE_TIMEOUT
+    } else {
+        rd.u32(&node, 1..=YEAR as u32)?
+    };
+    Some(Persistence {
+        timeout,
+        granularity: granularity.unwrap_or(Ipv4Addr::BROADCAST),
+    })
+}
+
+/// A contiguous IPv4 netmask (`255.255.255.0`) or a prefix length (`24`).
+fn netmask(rd: &mut Reader, node: &Node<'_>) -> Option<Ipv4Addr> {
+    let mask = match node.value {
+        Value::Number(_) => {
+            let len = rd.uint(node, 0..=32)?;
+            u32::MAX.checked_shl(32 - len as u32).unwrap_or(0)
+        }
+        Value::String(s) => {
+            let parsed = s.trim().parse::<Ipv4Addr>();
+            let mask = parsed
+                .map(u32::from)
+                .ok()
+                .filter(|m| m.leading_ones() + m.trailing_zeros() == 32);
+            let Some(mask) = mask else {
+                let msg = format!(
+                    "`{s}` is not a contiguous netmask; use one like 255.255.255.0 or a \
+                     prefix length like 24"
+                );
+                rd.error(&node.path, msg);
+                return None;
+            };
+            mask
+        }
+        _ => {
+            let found = describe(node.value);
+            let msg =
+                format!("expected a netmask like 255.255.255.0 or a prefix length, found {found}");
+            rd.error(&node.path, msg);
+            return None;
+        }
+    };
+    Some(mask.into())
+}
+
+/// `table_size`: a prime up to `limits.max_table_size`, default 65537.
+fn table_size(rd: &mut Reader, f: &Fields<'_>, limits: &Limits) -> u32 {
+    let max = limits.max_table_size;
+    let Some(node) = f.get("table_size") else {
+        if DEFAULT_TABLE_SIZE > max {
+            let msg = format!(
+                "table_size is not set, and its default {DEFAULT_TABLE_SIZE} is larger than \
+                 limits.max_table_size ({max}); set a smaller prime table_size"
+            );
+            rd.error(&f.path_of("table_size"), msg);
+        }
+        return DEFAULT_TABLE_SIZE;
+    };
+    let too_big = format!("limits.max_table_size ({max}); raise it or pick a smaller prime");
+    prime_size(rd, &node, max, &too_big).unwrap_or(DEFAULT_TABLE_SIZE)
+}
+
+/// `hysteresis`, which must stay below `quorum` (else quorum could never be lost).
+fn hysteresis(rd: &mut Reader, f: &Fields<'_>, quorum: u32) -> u32 {
+    let Some(node) = f.get("hysteresis") else {
+        return 0;
+    };
+    let Some(h) = rd.u32(&node, 0..=u32::MAX) else {
+        return 0;
+    };
+    if h >= quorum {
+        let msg =
+            format!("must be less than quorum ({quorum}), found {h}: quorum would never be lost");
+        rd.error(&node.path, msg);
+    }
+    h
+}
+
+/// Address families the data plane serves. IPv6 is parsed everywhere and refused only here,
+/// so serving it is a change to this function alone.
+fn family_supported(addr: IpAddr) -> Result<(), &'static str> {
+    match addr {
+        IpAddr::V4(_) => Ok(()),
+        IpAddr::V6(_) => Err("IPv6 is not supported yet"),
+    }
+}
+
+/// Checks that `addr` can be a VIP or a real: a unicast host address of a served family, and
+/// of the VIP's family when `vip` is given.
+fn check_address(rd: &mut Reader, path: &str, addr: IpAddr, vip: Option<IpAddr>) {
+    let not_host = match addr {
+        IpAddr::V4(a) => {
+            a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_broadcast()
+        }
+        IpAddr::V6(a) => a.is_unspecified() || a.is_loopback() || a.is_multicast(),
+    };
+    if not_host {
+        rd.error(
+            path,
+            format!("{addr} is not a unicast address of another host"),
+        );
+    } else if let Some(vip) = vip.filter(|v| v.is_ipv4() != addr.is_ipv4()) {
+        let msg = format!(
+            "{addr} and the vip {vip} are of different address families; real and sorry \
+             servers must have the vip's address family"
+        );
+        rd.error(path, msg);
+    } else if let Err(e) = family_supported(addr) {
+        rd.error(path, e);
+    }
+}
+
+/// A VIP.
+fn vip_address(rd: &mut Reader, node: &Node<'_>) -> Option<IpAddr> {
+    let addr = rd.ip(node)?;
+    check_address(rd, &node.path, addr, None);
+    Some(addr)
+}
+
+/// The address of a real or sorry server of `svc`.
+fn member_address(rd: &mut Reader, node: &Node<'_>, svc: &Service) -> Option<IpAddr> {
+    let addr = rd.ip(node)?;
+    check_address(rd, &node.path, addr, svc.vip);
+    Some(addr)
+}
+
+/// A port that, in direct routing, must be the service's; absent = the service's.
+fn service_port(rd: &mut Reader, node: Option<Node<'_>>, svc: &Service) -> Option<u16> {
+    let Some(node) = node else {
+        return svc.port;
+    };
+    let port = rd.port(&node)?;
+    if let Some(vport) = svc.port.filter(|p| *p != port) {
+        let msg = format!(
+            "must equal the virtual server's port ({vport}), found {port}: direct routing \
+             cannot change ports"
+        );
+        rd.error(&node.path, msg);
+    }
+    Some(port)
+}
+
+/// `sorry_server`: `{ ip: ..., port: ... }` or keepalived's `"ip port"`.
+fn sorry_server(rd: &mut Reader, node: &Node<'_>, svc: &Service) -> Option<RealKey> {
+    match node.value {
+        Value::String(s) => sorry_server_words(rd, node, s, svc),
+        Value::Mapping(_) => {
+            let f = rd.fields(node, &["ip", "port"])?;
+            let addr = f
+                .required(rd, "ip")
+                .and_then(|n| member_address(rd, &n, svc));
+            let port = service_port(rd, f.get("port"), svc);
+            Some(RealKey {
+                addr: addr?,
+                port: port?,
+            })
+        }
+        _ => {
+            let found = describe(node.value);
+            let msg = format!("expected {{ ip: ..., port: ... }} or \"ip port\", found {found}");
+            rd.error(&node.path, msg);
+            None
+        }
+    }
+}
+
+/// keepalived's `sorry_server <ip> [<port>]` as one string.
+fn sorry_server_words(rd: &mut Reader, node: &Node<'_>, s: &str, svc: &Service) -> Option<RealKey> {
+    let words: Vec<&str> = s.split_whitespace().collect();
+    let (ip, port) = match words[..] {
+        [ip] => (ip, None),
+        [ip, port] => (ip, Some(port)),
+        _ => {
+            rd.error(&node.path, format!("`{s}` is not \"ip port\""));
+            return None;
+        }
+    };
+    let Ok(addr) = ip.parse::<IpAddr>() else {
+        rd.error(&node.path, format!("`{ip}` is not a valid IP address"));
+        return None;
+    };
+    check_address(rd, &node.path, addr, svc.vip);
+    let port = match port.map(str::parse::<u16>) {
+        None => svc.port?,
+        Some(Ok(p)) if p != 0 => p,
+        Some(_) => {
+            rd.error(
+                &node.path,
+                format!("`{s}`: the port must be between 1 and 65535"),
+            );
+            return None;
+        }
+    };
+    if let Some(vport) = svc.port.filter(|v| *v != port) {
+        let msg = format!(
+            "the port must equal the virtual server's port ({vport}), found {port}: direct \
+             routing cannot change ports"
+        );
+        rd.error(&node.path, msg);
+    }
+    Some(RealKey { addr, port })
+}
+
+/// `real_servers`, with the checks across the reals of one service.
+fn real_servers(
+    rd: &mut Reader,
+    node: Option<Node<'_>>,
+    svc: &Service,
+    table_size: u32,
+) -> Vec<RealServer> {
+    let Some(node) = node else {
+        return Vec::new();
+    };
+    let mut out: Vec<RealServer> = Vec::new();
+    let mut seen: Vec<(RealKey, usize)> = Vec::new();
+    for (i, item) in rd.list(&node).iter().enumerate() {
+        let Some(real) = real_server(rd, item, svc) else {
+            continue;
+        };
+        match seen.iter().find(|(k, _)| *k == real.key) {
+            Some((_, first)) => {
+                let msg = format!(
+                    "duplicate real server {}: real_servers[{first}] is the same",
+                    real.key
+                );
+                rd.error(&item.path, msg);
+            }
+            None => seen.push((real.key, i)),
+        }
+        out.push(real);
+    }
+    let weighted = out.iter().filter(|r| r.weight > 0).count();
+    if weighted > table_size as usize {
+        let msg = format!(
+            "{weighted} real servers with a weight do not fit in a table of {table_size} \
+             slots; raise table_size"
+        );
+        rd.error(&node.path, msg);
+    }
+    out
+}
+
+/// One real server; `None` when its address or port is unusable.
+fn real_server(rd: &mut Reader, node: &Node<'_>, svc: &Service) -> Option<RealServer> {
+    let f = rd.fields(node, REAL_KEYS)?;
+    let addr = f
+        .required(rd, "ip")
+        .and_then(|n| member_address(rd, &n, svc));
+    let port = service_port(rd, f.get("port"), svc);
+    let weight = f.get("weight").and_then(|n| rd.u32(&n, 0..=65_535));
+    let inhibit_on_failure = f.flag(rd, "inhibit_on_failure");
+    let notify_up = f.get("notify_up").and_then(|n| rd.text(&n));
+    let notify_down = f.get("notify_down").and_then(|n| rd.text(&n));
+    let check = check::checker(rd, &f, addr, svc);
+    // Everything is read (and every error reported) before giving up on a missing address.
+    let key = RealKey {
+        addr: addr?,
+        port: port?,
+    };
+    Some(RealServer {
+        key,
+        weight: weight.unwrap_or(1),
+        inhibit_on_failure,
+        notify_up,
+        notify_down,
+        check,
+    })
+}

@@ -1,0 +1,1271 @@
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use super::*;
+use crate::state::Protocol;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_yaml(text, Path::new("test.yaml"))
+}
+
+fn ok(text: &str) -> Config {
+    match parse(text) {
+        Ok(c) => c,
+        Err(e) => panic!("expected a valid configuration, got:\n{e}\n--- from:\n{text}"),
+    }
+}
+
+fn errors(text: &str) -> Vec<FieldError> {
+    match parse(text) {
+        Ok(c) => panic!("expected errors, got {c:?}\n--- from:\n{text}"),
+        Err(e) => e.errors,
+    }
+}
+
+/// Asserts that `text` fails with an error at exactly `path` whose message contains `fragment`.
+fn assert_error(text: &str, path: &str, fragment: &str) {
+    let errs = errors(text);
+    assert!(
+        errs.iter()
+            .any(|e| e.path == path && e.message.contains(fragment)),
+        "no error at `{path}` containing {fragment:?}; got {errs:#?}\n--- from:\n{text}"
+    );
+}
+
+fn v4(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// A valid document with one service; `vs` and `reals` are appended to the service (indented
+/// four spaces) and to a real server (indented eight spaces).
+fn service(vs: &str, real: &str) -> String {
+    let mut text = String::from(
+        "interface: eth0\nvirtual_servers:\n  - vip: 192.168.0.10\n    port: 80\n    lb_algo: rr\n    lb_kind: dr\n",
+    );
+    for line in vs.lines() {
+        text.push_str(&format!("    {line}\n"));
+    }
+    text.push_str("    real_servers:\n      - ip: 192.168.0.2\n");
+    for line in real.lines() {
+        text.push_str(&format!("        {line}\n"));
+    }
+    text
+}
+
+const BRIEF_EXAMPLE: &str = r#"
+interface: eth0
+xdp_mode: auto
+instance: default
+manage_vip: false
+keep_forwarding_on_stop: false
+control_socket: /run/lb-xdp/default.sock
+metrics_listen: 127.0.0.1:9101
+limits:
+  max_services: 64
+  max_reals: 4096
+  max_table_size: 65537
+  conn_entries: 1048576
+  persist_entries: 65536
+timeouts: { tcp: 900, tcpfin: 120, udp: 300 }
+virtual_servers:
+  - vip: 192.168.0.10
+    port: 5672
+    protocol: tcp
+    lb_algo: wrr
+    lb_kind: dr
+    persistence_timeout: 50
+    persistence_granularity: 255.255.255.0
+    table_size: 65537
+    delay_loop: 60
+    warmup: 10
+    alpha: false
+    omega: false
+    inhibit_on_failure: false
+    quorum: 1
+    hysteresis: 0
+    quorum_up: "/usr/local/bin/notify quorum up"
+    quorum_down: "/usr/local/bin/notify quorum down"
+    sorry_server: { ip: 192.168.0.99, port: 5672 }
+    real_servers:
+      - ip: 192.168.0.2
+        port: 5672
+        weight: 1
+        inhibit_on_failure: true
+        notify_up: "/usr/local/bin/notify up"
+        notify_down: "/usr/local/bin/notify down"
+        tcp_check: { connect_timeout: 3, retry: 3, delay_before_retry: 3 }
+      - ip: 192.168.0.3
+        http_get:
+          url: { path: /api/health, status_code: 200 }
+          connect_port: 15672
+      - ip: 192.168.0.4
+        misc_check: { misc_path: "/usr/local/bin/check.sh arg", misc_timeout: 5, warmup: 2 }
+"#;
+
+#[test]
+fn the_example_of_the_brief_parses() {
+    let c = ok(BRIEF_EXAMPLE);
+    assert_eq!(c.interface, "eth0");
+    assert_eq!(c.xdp_mode, AttachMode::Auto);
+    assert_eq!(c.instance, "default");
+    assert!(!c.manage_vip && !c.keep_forwarding_on_stop);
+    assert_eq!(c.control_socket, PathBuf::from("/run/lb-xdp/default.sock"));
+    assert_eq!(c.metrics_listen, Some("127.0.0.1:9101".parse().unwrap()));
+    assert_eq!(c.limits, Limits::default());
+    assert_eq!(c.timeouts, Timeouts::default());
+    assert_eq!(c.virtual_servers.len(), 1);
+
+    let vs = &c.virtual_servers[0];
+    let key = ServiceKey {
+        vip: v4("192.168.0.10"),
+        port: 5672,
+        proto: Protocol::Tcp,
+    };
+    assert_eq!(vs.key, key);
+    assert_eq!(c.virtual_server(&key), Some(vs));
+    assert_eq!(vs.lb_algo, LbAlgo::Wrr);
+    assert_eq!(
+        vs.persistence,
+        Some(Persistence {
+            timeout: 50,
+            granularity: Ipv4Addr::new(255, 255, 255, 0)
+        })
+    );
+    assert_eq!(vs.table_size, 65_537);
+    assert_eq!(vs.delay_loop, secs(60));
+    assert_eq!(vs.warmup, Some(secs(10)));
+    assert!(!vs.alpha && !vs.omega && !vs.inhibit_on_failure);
+    assert_eq!((vs.quorum, vs.hysteresis), (1, 0));
+    assert_eq!(
+        vs.quorum_up.as_deref(),
+        Some("/usr/local/bin/notify quorum up")
+    );
+    assert_eq!(
+        vs.quorum_down.as_deref(),
+        Some("/usr/local/bin/notify quorum down")
+    );
+    assert_eq!(
+        vs.sorry_server,
+        Some(RealKey {
+            addr: v4("192.168.0.99"),
+            port: 5672
+        })
+    );
+
+    let r = &vs.real_servers;
+    assert_eq!(r.len(), 3);
+    assert_eq!(
+        r[0],
+        RealServer {
+            key: RealKey {
+                addr: v4("192.168.0.2"),
+                port: 5672
+            },
+            weight: 1,
+            inhibit_on_failure: Some(true),
+            notify_up: Some("/usr/local/bin/notify up".into()),
+            notify_down: Some("/usr/local/bin/notify down".into()),
+            check: Some(Checker::Tcp(TcpCheck {
+                connect_ip: None,
+                connect_port: None,
+                bindto: None,
+                bind_port: None,
+                timing: CheckTiming {
+                    connect_timeout: secs(3),
+                    retry: 3,
+                    delay_before_retry: secs(3),
+                    warmup: None
+                },
+            })),
+        }
+    );
+    assert_eq!(
+        r[1].key.port, 5672,
+        "a real's port defaults to the service's"
+    );
+    assert_eq!(
+        r[1].check,
+        Some(Checker::Http(HttpCheck {
+            urls: vec![UrlCheck {
+                path: "/api/health".into(),
+                status_code: 200
+            }],
+            connect_ip: None,
+            connect_port: Some(15672),
+            bindto: None,
+            bind_port: None,
+            timing: CheckTiming::default(),
+        }))
+    );
+    assert_eq!(
+        r[2].check,
+        Some(Checker::Misc(MiscCheck {
+            misc_path: "/usr/local/bin/check.sh arg".into(),
+            misc_timeout: secs(5),
+            warmup: Some(secs(2)),
+        }))
+    );
+}
+
+#[test]
+fn defaults() {
+    let c = ok("interface: eth1\n");
+    assert_eq!(c.xdp_mode, AttachMode::Auto);
+    assert_eq!(c.instance, "default");
+    assert!(!c.manage_vip && !c.keep_forwarding_on_stop);
+    assert_eq!(c.control_socket, PathBuf::from("/run/lb-xdp/default.sock"));
+    assert_eq!(c.metrics_listen, None);
+    assert_eq!(c.limits, Limits::default());
+    assert_eq!(c.timeouts, Timeouts::default());
+    assert_eq!(
+        (c.timeouts.tcp, c.timeouts.tcpfin, c.timeouts.udp),
+        (900, 120, 300)
+    );
+    assert!(c.virtual_servers.is_empty());
+
+    let c = ok("interface: eth1\ninstance: blue\n");
+    assert_eq!(c.control_socket, PathBuf::from("/run/lb-xdp/blue.sock"));
+
+    let c = ok(&service("", "tcp_check:"));
+    let vs = &c.virtual_servers[0];
+    assert_eq!(vs.key.proto, Protocol::Tcp);
+    assert_eq!(vs.persistence, None);
+    assert_eq!(vs.table_size, 65_537);
+    assert_eq!(vs.delay_loop, secs(60));
+    assert_eq!(vs.warmup, None);
+    assert!(!vs.alpha && !vs.omega && !vs.inhibit_on_failure);
+    assert_eq!((vs.quorum, vs.hysteresis), (1, 0));
+    assert_eq!((vs.quorum_up.clone(), vs.quorum_down.clone()), (None, None));
+    assert_eq!(vs.sorry_server, None);
+    let r = &vs.real_servers[0];
+    assert_eq!(r.key.port, 80);
+    assert_eq!(r.weight, 1);
+    assert_eq!(r.inhibit_on_failure, None);
+    assert_eq!((r.notify_up.clone(), r.notify_down.clone()), (None, None));
+    // A checker given without a value is that checker with its defaults.
+    let Some(Checker::Tcp(t)) = &r.check else {
+        panic!("expected a tcp_check, got {:?}", r.check);
+    };
+    assert_eq!(
+        t.timing,
+        CheckTiming {
+            connect_timeout: secs(5),
+            retry: 1,
+            delay_before_retry: secs(1),
+            warmup: None
+        }
+    );
+    assert_eq!(
+        (t.connect_ip, t.connect_port, t.bindto, t.bind_port),
+        (None, None, None, None)
+    );
+
+    // No checker: none.
+    let c = ok(&service("", ""));
+    assert_eq!(c.virtual_servers[0].real_servers[0].check, None);
+}
+
+#[test]
+fn misc_timeout_defaults_to_delay_loop() {
+    let c = ok(&service(
+        "delay_loop: 7",
+        "misc_check: { misc_path: /bin/true }",
+    ));
+    let Some(Checker::Misc(m)) = &c.virtual_servers[0].real_servers[0].check else {
+        panic!("expected a misc_check");
+    };
+    assert_eq!(m.misc_timeout, secs(7));
+    assert_eq!(m.warmup, None);
+}
+
+#[test]
+fn http_status_code_defaults_to_200_and_url_may_be_a_list() {
+    let c = ok(&service(
+        "",
+        "http_get:\n  url:\n    - path: /a\n    - { path: /b, status_code: 204 }",
+    ));
+    let Some(Checker::Http(h)) = &c.virtual_servers[0].real_servers[0].check else {
+        panic!("expected an http_get");
+    };
+    assert_eq!(
+        h.urls,
+        vec![
+            UrlCheck {
+                path: "/a".into(),
+                status_code: 200
+            },
+            UrlCheck {
+                path: "/b".into(),
+                status_code: 204
+            },
+        ]
+    );
+}
+
+#[test]
+fn every_key_of_a_checker() {
+    let real = "tcp_check:\n  connect_ip: 10.0.0.9\n  connect_port: 8080\n  bindto: 10.0.0.1\n  \
+                bind_port: 40000\n  connect_timeout: 0.5\n  nb_get_retry: 4\n  \
+                delay_before_retry: 1.25\n  warmup: 9";
+    let c = ok(&service("", real));
+    assert_eq!(
+        c.virtual_servers[0].real_servers[0].check,
+        Some(Checker::Tcp(TcpCheck {
+            connect_ip: Some(v4("10.0.0.9")),
+            connect_port: Some(8080),
+            bindto: Some(v4("10.0.0.1")),
+            bind_port: Some(40000),
+            timing: CheckTiming {
+                connect_timeout: Duration::from_millis(500),
+                retry: 4,
+                delay_before_retry: Duration::from_millis(1250),
+                warmup: Some(secs(9)),
+            },
+        }))
+    );
+}
+
+#[test]
+fn aliases() {
+    let text = "interface: eth0\nvirtual_servers:\n  - vip: 192.168.0.10\n    port: 80\n    \
+                lvs_sched: sh\n    lvs_method: DR\n    real_servers:\n      - ip: 192.168.0.2\n        \
+                http_get: { url: { path: / }, nb_get_retry: 7 }\n";
+    let c = ok(text);
+    let vs = &c.virtual_servers[0];
+    assert_eq!(vs.lb_algo, LbAlgo::Sh);
+    let Some(Checker::Http(h)) = &vs.real_servers[0].check else {
+        panic!("expected an http_get");
+    };
+    assert_eq!(h.timing.retry, 7);
+}
+
+#[test]
+fn a_key_and_its_alias_together_are_an_error() {
+    assert_error(
+        &service("lvs_sched: rr", ""),
+        "virtual_servers[0].lvs_sched",
+        "both `lb_algo` and its alias `lvs_sched`",
+    );
+    assert_error(
+        &service("lvs_method: dr", ""),
+        "virtual_servers[0].lvs_method",
+        "both `lb_kind` and its alias `lvs_method`",
+    );
+    assert_error(
+        &service("", "tcp_check: { retry: 1, nb_get_retry: 2 }"),
+        "virtual_servers[0].real_servers[0].tcp_check.nb_get_retry",
+        "both `retry` and its alias `nb_get_retry`",
+    );
+}
+
+#[test]
+fn enumeration_values_are_case_insensitive() {
+    let text =
+        service("protocol: UDP", "").replace("lb_algo: rr", "lb_algo: WRR") + "xdp_mode: Driver\n";
+    let c = ok(&text);
+    assert_eq!(c.xdp_mode, AttachMode::Driver);
+    assert_eq!(c.virtual_servers[0].key.proto, Protocol::Udp);
+    assert_eq!(c.virtual_servers[0].lb_algo, LbAlgo::Wrr);
+    assert_eq!(
+        ok("interface: x\nxdp_mode: SKB\n").xdp_mode,
+        AttachMode::Skb
+    );
+}
+
+#[test]
+fn keys_are_case_sensitive() {
+    assert_error(
+        "Interface: eth0\n",
+        "Interface",
+        "unknown key `Interface`; did you mean `interface`?",
+    );
+    assert_error(
+        &service("", "TCP_CHECK: {}"),
+        "virtual_servers[0].real_servers[0].TCP_CHECK",
+        "did you mean `tcp_check`?",
+    );
+}
+
+#[test]
+fn persistence() {
+    let p = |vs: &str| ok(&service(vs, "")).virtual_servers[0].persistence;
+    let mask = |a, b, c, d| Ipv4Addr::new(a, b, c, d);
+    assert_eq!(p(""), None);
+    let keepalived = Persistence {
+        timeout: 360,
+        granularity: mask(255, 255, 255, 255),
+    };
+    assert_eq!(p("persistence_timeout:"), Some(keepalived));
+    assert_eq!(p("persistence_timeout: ~"), Some(keepalived));
+    let with = |vs: &str| {
+        p(&format!("persistence_timeout: 50\n{vs}"))
+            .unwrap()
+            .granularity
+    };
+    assert_eq!(with(""), mask(255, 255, 255, 255));
+    assert_eq!(
+        with("persistence_granularity: 255.255.255.0"),
+        mask(255, 255, 255, 0)
+    );
+    assert_eq!(with("persistence_granularity: 24"), mask(255, 255, 255, 0));
+    assert_eq!(with("persistence_granularity: 16"), mask(255, 255, 0, 0));
+    assert_eq!(
+        with("persistence_granularity: 32"),
+        mask(255, 255, 255, 255)
+    );
+    assert_eq!(with("persistence_granularity: 0"), mask(0, 0, 0, 0));
+    assert_eq!(with("persistence_granularity: 0.0.0.0"), mask(0, 0, 0, 0));
+    // Accepted without persistence, where it means nothing.
+    assert_eq!(p("persistence_granularity: 24"), None);
+
+    let path = "virtual_servers[0].persistence_granularity";
+    assert_error(
+        &service("persistence_granularity: 255.0.255.0", ""),
+        path,
+        "contiguous netmask",
+    );
+    assert_error(
+        &service("persistence_granularity: 33", ""),
+        path,
+        "between 0 and 32",
+    );
+    assert_error(
+        &service("persistence_timeout: 0", ""),
+        "virtual_servers[0].persistence_timeout",
+        "between 1 and 31536000",
+    );
+}
+
+#[test]
+fn lb_kind() {
+    let path = "virtual_servers[0].lb_kind";
+    let without = service("", "").replace("    lb_kind: dr\n", "");
+    assert_error(
+        &without,
+        path,
+        "lb_kind is not set, and keepalived's default NAT is not supported: this balancer does \
+         direct routing (set lb_kind: dr)",
+    );
+    let with = |kind: &str| service("", "").replace("lb_kind: dr", &format!("lb_kind: {kind}"));
+    assert_error(
+        &with("NAT"),
+        path,
+        "lb_kind NAT is not supported: this balancer does direct routing (set lb_kind: dr)",
+    );
+    assert_error(&with("tun"), path, "lb_kind TUN is not supported");
+    assert_error(&with("fullnat"), path, "unknown lb_kind `fullnat`");
+    ok(&with("DR"));
+    ok(&with("Dr"));
+}
+
+#[test]
+fn lb_algo() {
+    let path = "virtual_servers[0].lb_algo";
+    let without = service("", "").replace("    lb_algo: rr\n", "");
+    assert_error(
+        &without,
+        path,
+        "lb_algo is not set, and keepalived's default wlc needs least-connection scheduling, \
+         which is not available yet; use rr, wrr, mh or sh",
+    );
+    let with = |algo: &str| service("", "").replace("lb_algo: rr", &format!("lb_algo: {algo}"));
+    assert_error(
+        &with("wlc"),
+        path,
+        "lb_algo wlc needs least-connection scheduling, which is not available yet; use rr, wrr, \
+         mh or sh",
+    );
+    for algo in ["lc", "sed", "nq"] {
+        assert_error(&with(algo), path, "needs least-connection scheduling");
+    }
+    for algo in ["lblc", "lblcr", "dh", "fo", "ovf", "twos"] {
+        assert_error(
+            &with(algo),
+            path,
+            &format!("lb_algo {algo} is not supported"),
+        );
+    }
+    assert_error(&with("fastest"), path, "unknown scheduler `fastest`");
+    for (name, algo) in [
+        ("rr", LbAlgo::Rr),
+        ("wrr", LbAlgo::Wrr),
+        ("mh", LbAlgo::Mh),
+        ("sh", LbAlgo::Sh),
+    ] {
+        assert_eq!(ok(&with(name)).virtual_servers[0].lb_algo, algo);
+    }
+}
+
+#[test]
+fn lb_algo_names() {
+    for algo in LbAlgo::ALL {
+        assert_eq!(algo.name().parse::<LbAlgo>(), Ok(algo));
+        assert_eq!(algo.name().to_uppercase().parse::<LbAlgo>(), Ok(algo));
+        assert_eq!(algo.to_string(), algo.name());
+        assert_eq!(algo.scheduler().is_some(), algo.supported());
+    }
+    assert_eq!(LbAlgo::Sh.scheduler(), Some(Scheduler::SourceHash));
+    assert_eq!(LbAlgo::Wrr.scheduler(), Some(Scheduler::Maglev));
+    assert_eq!(
+        "dh".parse::<LbAlgo>(),
+        Err(LbAlgoError::NotSupported("dh".into()))
+    );
+    assert_eq!("x".parse::<LbAlgo>(), Err(LbAlgoError::Unknown("x".into())));
+    assert_eq!(served_schedulers(), "rr, wrr, mh or sh");
+}
+
+#[test]
+fn sorry_server_forms() {
+    let sorry =
+        |s: &str| ok(&service(&format!("sorry_server: {s}"), "")).virtual_servers[0].sorry_server;
+    let key = Some(RealKey {
+        addr: v4("192.168.0.99"),
+        port: 80,
+    });
+    assert_eq!(sorry("\"192.168.0.99 80\""), key);
+    assert_eq!(sorry("192.168.0.99"), key);
+    assert_eq!(sorry("{ ip: 192.168.0.99 }"), key);
+    assert_eq!(sorry("{ ip: 192.168.0.99, port: 80 }"), key);
+    let path = "virtual_servers[0].sorry_server";
+    assert_error(
+        &service("sorry_server: 192.168.0.99 81", ""),
+        path,
+        "must equal the virtual server's port",
+    );
+    assert_error(
+        &service("sorry_server: { ip: 192.168.0.99, port: 81 }", ""),
+        &format!("{path}.port"),
+        "must equal the virtual server's port",
+    );
+    assert_error(
+        &service("sorry_server: 192.168.0.300 80", ""),
+        path,
+        "not a valid IP address",
+    );
+    assert_error(
+        &service("sorry_server: \"::1 80\"", ""),
+        path,
+        "not a unicast address",
+    );
+    assert_error(
+        &service("sorry_server: \"2001:db8::1 80\"", ""),
+        path,
+        "address families",
+    );
+}
+
+#[test]
+fn unknown_keys_get_a_suggestion() {
+    assert_error(
+        &service("protocal: tcp", ""),
+        "virtual_servers[0].protocal",
+        "unknown key `protocal`; did you mean `protocol`?",
+    );
+    assert_error(
+        &service("persistence: 50", ""),
+        "virtual_servers[0].persistence",
+        "did you mean `persistence_timeout`?",
+    );
+    assert_error(
+        "interface: eth0\nvirtual_server: []\n",
+        "virtual_server",
+        "did you mean `virtual_servers`?",
+    );
+    let errs = errors("interface: eth0\nfrobnicate: 1\n");
+    assert_eq!(errs[0].path, "frobnicate");
+    assert!(!errs[0].message.contains("did you mean"), "{errs:?}");
+}
+
+#[test]
+fn all_errors_are_reported_in_document_order() {
+    let text = "\
+interface: eth0
+bogus: 1
+virtual_servers:
+  - vip: 192.168.0.300
+    port: 0
+    lb_algo: wlc
+    lb_kind: nat
+    real_servers:
+      - ip: 192.168.0.2
+        weight: -1
+      - ip: 192.168.0.3
+        port: 81
+limits:
+  max_services: 0
+";
+    let errs = errors(text);
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "bogus",
+            "virtual_servers[0].vip",
+            "virtual_servers[0].port",
+            "virtual_servers[0].lb_algo",
+            "virtual_servers[0].lb_kind",
+            "virtual_servers[0].real_servers[0].weight",
+            "limits.max_services",
+        ],
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn cross_checks() {
+    let two = |a: &str, b: &str| {
+        format!(
+            "interface: eth0\nvirtual_servers:\n  - {{ vip: 192.168.0.10, {a}, lb_algo: rr, lb_kind: dr }}\n  \
+             - {{ vip: 192.168.0.10, {b}, lb_algo: rr, lb_kind: dr }}\n"
+        )
+    };
+    assert_error(
+        &two("port: 80", "port: 80"),
+        "virtual_servers[1]",
+        "virtual_servers[0] has the same vip, port and protocol",
+    );
+    ok(&two("port: 80", "port: 80, protocol: udp"));
+    ok(&two("port: 80", "port: 81"));
+
+    let reals =
+        "real_servers: [{ ip: 192.168.0.2 }, { ip: 192.168.0.3 }, { ip: 192.168.0.2, port: 80 }]";
+    assert_error(
+        &service(reals, "").replace("    real_servers:\n      - ip: 192.168.0.2\n", ""),
+        "virtual_servers[0].real_servers[2]",
+        "real_servers[0] is the same",
+    );
+
+    let limits = "limits: { max_services: 1 }\n";
+    assert_error(
+        &(two("port: 80", "port: 81") + limits),
+        "virtual_servers",
+        "2 virtual servers, but limits.max_services is 1",
+    );
+    let limits = "limits: { max_reals: 2 }\n";
+    let text = service("", "").replace(
+        "      - ip: 192.168.0.2\n",
+        "      - ip: 192.168.0.2\n      - ip: 192.168.0.3\n",
+    );
+    assert_error(
+        &(text + limits),
+        "virtual_servers",
+        "allows at most 1 (index 0 is reserved)",
+    );
+    ok(&(service("", "") + "limits: { max_reals: 2 }\n"));
+
+    let limits = "limits: { max_table_size: 257 }\n";
+    assert_error(
+        &(service("", "") + limits),
+        "virtual_servers[0].table_size",
+        "its default 65537 is larger than limits.max_table_size (257)",
+    );
+    assert_eq!(
+        ok(&(service("table_size: 251", "") + limits)).virtual_servers[0].table_size,
+        251
+    );
+    assert_error(
+        &(service("table_size: 263", "") + limits),
+        "virtual_servers[0].table_size",
+        "263 is larger than limits.max_table_size (257); raise it",
+    );
+    assert_error(
+        &service("table_size: 65536", ""),
+        "virtual_servers[0].table_size",
+        "not a prime number (Maglev needs a prime table size); the nearest primes are 65521 and 65537",
+    );
+    assert_error(
+        &service("table_size: 5", ""),
+        "virtual_servers[0].table_size",
+        "at least 7",
+    );
+    assert_error(
+        "interface: eth0\nlimits: { max_table_size: 1000033 }\n",
+        "limits.max_table_size",
+        "larger than 1000003",
+    );
+    assert_error(
+        "interface: eth0\nlimits: { max_table_size: 1000 }\n",
+        "limits.max_table_size",
+        "not a prime",
+    );
+    // A wrong limit is reported once, not again by every service that depends on it.
+    let errs = errors(&(service("", "") + "limits: { max_table_size: 1000 }\n"));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+}
+
+#[test]
+fn real_servers() {
+    let path = "virtual_servers[0].real_servers[0]";
+    assert_error(
+        &service("", "port: 8080"),
+        &format!("{path}.port"),
+        "must equal the virtual server's port (80), found 8080",
+    );
+    assert_error(
+        &service("", "weight: 65536"),
+        &format!("{path}.weight"),
+        "between 0 and 65535",
+    );
+    assert_eq!(
+        ok(&service("", "weight: 0")).virtual_servers[0].real_servers[0].weight,
+        0
+    );
+    assert_error(
+        &service("", "tcp_check: {}\nhttp_get: { url: { path: / } }"),
+        &format!("{path}.http_get"),
+        "a real server takes one checker, and `tcp_check` is already set",
+    );
+    assert_error(
+        &service("", "http_get: { url: { path: health } }"),
+        &format!("{path}.http_get.url.path"),
+        "must start with `/`",
+    );
+    assert_error(
+        &service("", "http_get: { url: [{ path: /, status_code: 600 }] }"),
+        &format!("{path}.http_get.url[0].status_code"),
+        "between 100 and 599",
+    );
+    assert_error(
+        &service("", "http_get: { connect_timeout: 2 }"),
+        &format!("{path}.http_get.url"),
+        "missing required key `url`",
+    );
+    assert_error(
+        &service("", "misc_check: { misc_timeout: 3 }"),
+        &format!("{path}.misc_check.misc_path"),
+        "missing required key `misc_path`",
+    );
+    assert_error(
+        &service("", "misc_check: { misc_path: '' }"),
+        &format!("{path}.misc_check.misc_path"),
+        "must not be empty",
+    );
+    assert_error(
+        &service("", "tcp_check: { connect_timeout: 0 }"),
+        &format!("{path}.tcp_check.connect_timeout"),
+        "between 0.001 and 3600",
+    );
+    assert_error(
+        &service("", "tcp_check: { bindto: '2001:db8::1' }"),
+        &format!("{path}.tcp_check.bindto"),
+        "address families differ",
+    );
+    assert_error(
+        &service("", "tcp_check: { connect_port: 0 }"),
+        &format!("{path}.tcp_check.connect_port"),
+        "between 1 and 65535",
+    );
+    assert_error(
+        &service("", "inhibit_on_failure:"),
+        &format!("{path}.inhibit_on_failure"),
+        "needs true or false",
+    );
+}
+
+#[test]
+fn addresses() {
+    assert_error(
+        &service("", "").replace("192.168.0.10", "2001:db8::10"),
+        "virtual_servers[0].vip",
+        "IPv6 is not supported yet",
+    );
+    assert_error(
+        &service("", "").replace("ip: 192.168.0.2", "ip: '2001:db8::2'"),
+        "virtual_servers[0].real_servers[0].ip",
+        "address families",
+    );
+    assert_error(
+        &service("", "").replace("192.168.0.10", "192.168.0.256"),
+        "virtual_servers[0].vip",
+        "not a valid IP address",
+    );
+    assert_error(
+        &service("", "").replace("192.168.0.10", "0.0.0.0"),
+        "virtual_servers[0].vip",
+        "not a unicast address",
+    );
+    assert_error(
+        &service("", "").replace("ip: 192.168.0.2", "ip: 80"),
+        "virtual_servers[0].real_servers[0].ip",
+        "expected an IP address, found the number 80",
+    );
+}
+
+#[test]
+fn top_level_fields() {
+    assert_error(
+        "xdp_mode: auto\n",
+        "interface",
+        "missing required key `interface`",
+    );
+    assert_error("interface:\n", "interface", "`interface` needs a value");
+    assert_error(
+        "interface: averyveryverylongname\n",
+        "interface",
+        "at most 15",
+    );
+    assert_error(
+        "interface: eth0\nxdp_mode: native\n",
+        "xdp_mode",
+        "unknown xdp_mode `native`; use driver, skb or auto",
+    );
+    assert_error(
+        "interface: eth0\ninstance: a/b\n",
+        "instance",
+        "instance name `a/b`",
+    );
+    assert_error(
+        "interface: eth0\ninstance: 7\n",
+        "instance",
+        "expected a string, found the number 7 (put it in quotes)",
+    );
+    assert_eq!(
+        ok("interface: eth0\ninstance: '7'\n").control_socket,
+        PathBuf::from("/run/lb-xdp/7.sock")
+    );
+    assert_error(
+        "interface: eth0\ncontrol_socket: run/x.sock\n",
+        "control_socket",
+        "absolute path",
+    );
+    assert_error(
+        "interface: eth0\nmetrics_listen: localhost\n",
+        "metrics_listen",
+        "not an address:port",
+    );
+    assert_error(
+        "interface: eth0\nmanage_vip: yes\n",
+        "manage_vip",
+        "expected true or false, found the string \"yes\"",
+    );
+    assert_error(
+        "interface: eth0\ntimeouts: { tcp: 0 }\n",
+        "timeouts.tcp",
+        "between 1 and 86400",
+    );
+    assert_error(
+        "interface: eth0\nvirtual_servers: {}\n",
+        "virtual_servers",
+        "expected a list",
+    );
+    assert_error("- a\n", "", "expected a mapping");
+    assert_error(
+        "interface: eth0\nlimits: { conn_entries: '100' }\n",
+        "limits.conn_entries",
+        "(remove the quotes)",
+    );
+    let c = ok(
+        "interface: eth0\nmetrics_listen: '[::1]:9101'\nlimits: { max_services: 1, max_reals: 2, \
+         max_table_size: 7, conn_entries: 16, persist_entries: 16 }\n",
+    );
+    assert_eq!(
+        c.metrics_listen,
+        Some(SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], 9101)))
+    );
+    assert_eq!(
+        c.limits,
+        Limits {
+            max_services: 1,
+            max_reals: 2,
+            max_table_size: 7,
+            conn_entries: 16,
+            persist_entries: 16
+        }
+    );
+}
+
+#[test]
+fn virtual_server_fields() {
+    let path = "virtual_servers[0]";
+    assert_error(
+        &service("", "").replace("    port: 80\n", ""),
+        &format!("{path}.port"),
+        "missing required key `port`",
+    );
+    assert_error(
+        &service("", "").replace("port: 80", "port: 65536"),
+        &format!("{path}.port"),
+        "between 1 and 65535",
+    );
+    assert_error(
+        &service("protocol: sctp", ""),
+        &format!("{path}.protocol"),
+        "unknown protocol `sctp`; use tcp or udp",
+    );
+    assert_error(
+        &service("delay_loop: 0", ""),
+        &format!("{path}.delay_loop"),
+        "between 1 and 86400",
+    );
+    assert_error(
+        &service("alpha:", ""),
+        &format!("{path}.alpha"),
+        "`alpha: true`",
+    );
+    assert_error(
+        &service("quorum: 2\nhysteresis: 2", ""),
+        &format!("{path}.hysteresis"),
+        "less than quorum (2)",
+    );
+    assert_error(
+        &service("quorum_up: ''", ""),
+        &format!("{path}.quorum_up"),
+        "must not be empty",
+    );
+    assert_error(
+        &service("real_servers: x", "").replace("    real_servers:\n      - ip: 192.168.0.2\n", ""),
+        &format!("{path}.real_servers"),
+        "expected a list",
+    );
+    let vs = ok(&service(
+        "quorum: 3\nhysteresis: 2\nalpha: true\nomega: true\ninhibit_on_failure: true\nwarmup: 0",
+        "",
+    ))
+    .virtual_servers[0]
+        .clone();
+    assert_eq!(
+        (
+            vs.quorum,
+            vs.hysteresis,
+            vs.alpha,
+            vs.omega,
+            vs.inhibit_on_failure
+        ),
+        (3, 2, true, true, true)
+    );
+    assert_eq!(vs.warmup, Some(Duration::ZERO));
+    // No reals at all is allowed (the sorry server, or nothing, takes the traffic).
+    let c = ok(&service("", "").replace("    real_servers:\n      - ip: 192.168.0.2\n", ""));
+    assert!(c.virtual_servers[0].real_servers.is_empty());
+}
+
+#[test]
+fn yaml_merge_keys_share_settings() {
+    let text = "\
+interface: eth0
+virtual_servers:
+  - &svc { vip: 192.168.0.10, port: 80, lb_algo: wrr, lb_kind: dr, delay_loop: 6 }
+  - { <<: *svc, port: 443 }
+";
+    let c = ok(text);
+    assert_eq!(c.virtual_servers[1].key.port, 443);
+    assert_eq!(c.virtual_servers[1].delay_loop, secs(6));
+}
+
+#[test]
+fn syntax_errors_have_a_line_and_column() {
+    let errs = errors("interface: eth0\nvirtual_servers: [\n");
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].path, "");
+    assert!(errs[0].message.contains("line 3 column 1"), "{errs:?}");
+    let errs = errors("interface: eth0\ninterface: eth1\n");
+    assert!(
+        errs[0].message.contains("duplicate") && errs[0].message.contains("line"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn display_names_the_file_and_the_path() {
+    let e = parse("interface: eth0\nxdp_mode: x\ntimeouts: { udp: 0 }\n").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "test.yaml: xdp_mode: unknown xdp_mode `x`; use driver, skb or auto\n\
+         test.yaml: timeouts.udp: must be between 1 and 86400, found 0"
+    );
+    let e = parse("a: [").unwrap_err();
+    assert!(
+        e.to_string().starts_with("test.yaml: invalid YAML: "),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_unreadable_file_is_a_config_error() {
+    let path = Path::new("/nonexistent/lb-agent.yaml");
+    let e = Config::from_file(path).unwrap_err();
+    assert_eq!(e.file, path);
+    assert_eq!(e.errors.len(), 1);
+    assert_eq!(e.errors[0].path, "");
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/lb-agent.yaml: cannot read the file"),
+        "{e}"
+    );
+}
+
+/// A configuration that sets every key to a value other than its default.
+const EVERY_KEY: &str = r#"
+interface: bond0.100
+xdp_mode: driver
+instance: edge-1
+manage_vip: true
+keep_forwarding_on_stop: true
+control_socket: /run/edge/ctl.sock
+metrics_listen: "[::1]:9200"
+limits:
+  max_services: 8
+  max_reals: 64
+  max_table_size: 4099
+  conn_entries: 4096
+  persist_entries: 1024
+timeouts: { tcp: 3600, tcpfin: 60, udp: 30 }
+virtual_servers:
+  - vip: 10.1.0.1
+    port: 53
+    protocol: udp
+    lvs_sched: sh
+    lvs_method: dr
+    persistence_timeout:
+    persistence_granularity: 24
+    table_size: 4099
+    delay_loop: 5
+    warmup: 3
+    alpha: true
+    omega: true
+    inhibit_on_failure: true
+    quorum: 2
+    hysteresis: 1
+    quorum_up: /bin/up
+    quorum_down: /bin/down
+    sorry_server: "10.1.0.99"
+    real_servers:
+      - ip: 10.1.0.2
+        weight: 0
+        inhibit_on_failure: false
+        notify_up: /bin/rs-up
+        notify_down: /bin/rs-down
+        misc_check: { misc_path: "/bin/check 53", warmup: 1 }
+      - ip: 10.1.0.3
+        weight: 100
+        tcp_check:
+          connect_ip: 10.9.0.3
+          connect_port: 5353
+          bindto: 10.9.0.1
+          bind_port: 1053
+          connect_timeout: 0.25
+          nb_get_retry: 2
+          delay_before_retry: 0
+          warmup: 4
+  - vip: 10.1.0.1
+    port: 443
+    lb_algo: mh
+    lb_kind: DR
+    table_size: 1031
+    real_servers:
+      - ip: 10.1.0.2
+        http_get:
+          url: [{ path: /healthz }, { path: "/ready?x=1", status_code: 204 }]
+          connect_port: 8443
+          connect_timeout: 2
+          retry: 0
+"#;
+
+#[test]
+fn every_key_is_read() {
+    let tcp = |port| ServiceKey {
+        vip: v4("10.1.0.1"),
+        port,
+        proto: Protocol::Tcp,
+    };
+    let real = |addr: &str, port, weight, check| RealServer {
+        key: RealKey {
+            addr: v4(addr),
+            port,
+        },
+        weight,
+        inhibit_on_failure: None,
+        notify_up: None,
+        notify_down: None,
+        check: Some(check),
+    };
+    let plain = |key, lb_algo, table_size, real_servers| VirtualServer {
+        key,
+        lb_algo,
+        persistence: None,
+        table_size,
+        delay_loop: secs(60),
+        warmup: None,
+        alpha: false,
+        omega: false,
+        inhibit_on_failure: false,
+        quorum: 1,
+        hysteresis: 0,
+        quorum_up: None,
+        quorum_down: None,
+        sorry_server: None,
+        real_servers,
+    };
+    let misc = Checker::Misc(MiscCheck {
+        misc_path: "/bin/check 53".into(),
+        misc_timeout: secs(5),
+        warmup: Some(secs(1)),
+    });
+    let tcp_check = Checker::Tcp(TcpCheck {
+        connect_ip: Some(v4("10.9.0.3")),
+        connect_port: Some(5353),
+        bindto: Some(v4("10.9.0.1")),
+        bind_port: Some(1053),
+        timing: CheckTiming {
+            connect_timeout: Duration::from_millis(250),
+            retry: 2,
+            delay_before_retry: Duration::ZERO,
+            warmup: Some(secs(4)),
+        },
+    });
+    let http = Checker::Http(HttpCheck {
+        urls: vec![
+            UrlCheck {
+                path: "/healthz".into(),
+                status_code: 200,
+            },
+            UrlCheck {
+                path: "/ready?x=1".into(),
+                status_code: 204,
+            },
+        ],
+        connect_ip: None,
+        connect_port: Some(8443),
+        bindto: None,
+        bind_port: None,
+        timing: CheckTiming {
+            connect_timeout: secs(2),
+            retry: 0,
+            ..CheckTiming::default()
+        },
+    });
+    let dns = VirtualServer {
+        persistence: Some(Persistence {
+            timeout: 360,
+            granularity: Ipv4Addr::new(255, 255, 255, 0),
+        }),
+        delay_loop: secs(5),
+        warmup: Some(secs(3)),
+        alpha: true,
+        omega: true,
+        inhibit_on_failure: true,
+        quorum: 2,
+        hysteresis: 1,
+        quorum_up: Some("/bin/up".into()),
+        quorum_down: Some("/bin/down".into()),
+        sorry_server: Some(RealKey {
+            addr: v4("10.1.0.99"),
+            port: 53,
+        }),
+        real_servers: vec![
+            RealServer {
+                inhibit_on_failure: Some(false),
+                notify_up: Some("/bin/rs-up".into()),
+                notify_down: Some("/bin/rs-down".into()),
+                ..real("10.1.0.2", 53, 0, misc)
+            },
+            real("10.1.0.3", 53, 100, tcp_check),
+        ],
+        ..plain(
+            ServiceKey {
+                proto: Protocol::Udp,
+                ..tcp(53)
+            },
+            LbAlgo::Sh,
+            4099,
+            Vec::new(),
+        )
+    };
+    let https = plain(
+        tcp(443),
+        LbAlgo::Mh,
+        1031,
+        vec![real("10.1.0.2", 443, 1, http)],
+    );
+    let expected = Config {
+        interface: "bond0.100".into(),
+        xdp_mode: AttachMode::Driver,
+        instance: "edge-1".into(),
+        manage_vip: true,
+        keep_forwarding_on_stop: true,
+        control_socket: "/run/edge/ctl.sock".into(),
+        metrics_listen: Some("[::1]:9200".parse().unwrap()),
+        limits: Limits {
+            max_services: 8,
+            max_reals: 64,
+            max_table_size: 4099,
+            conn_entries: 4096,
+            persist_entries: 1024,
+        },
+        timeouts: Timeouts {
+            tcp: 3600,
+            tcpfin: 60,
+            udp: 30,
+        },
+        virtual_servers: vec![dns, https],
+    };
+    assert_eq!(ok(EVERY_KEY), expected);
+}
+
+#[test]
+fn to_yaml_round_trips() {
+    let c = ok(EVERY_KEY);
+    assert_eq!(c.virtual_servers[0].persistence.unwrap().timeout, 360);
+    let yaml = c.to_yaml();
+    let again = ok(&yaml);
+    assert_eq!(again, c, "canonical form:\n{yaml}");
+    assert_eq!(again.to_yaml(), yaml, "the canonical form is stable");
+    for c in [
+        ok(BRIEF_EXAMPLE),
+        ok("interface: eth0\n"),
+        ok(&service("", "")),
+    ] {
+        assert_eq!(ok(&c.to_yaml()), c);
+    }
+}
+
+#[test]
+fn to_yaml_writes_keepalived_names() {
+    let yaml = ok(EVERY_KEY).to_yaml();
+    for key in [
+        "lb_algo: sh",
+        "lb_kind: dr",
+        "persistence_timeout: 360",
+        "persistence_granularity: 255.255.255.0",
+        "connect_timeout: 0.25",
+        "misc_timeout: 5",
+    ] {
+        assert!(yaml.contains(key), "{key} missing from:\n{yaml}");
+    }
+}
+
+#[test]
+fn type_errors_give_the_right_hint() {
+    let msg = |text: &str| errors(text)[0].message.clone();
+    assert_eq!(
+        msg("interface: eth0\ntimeouts: { tcp: \"90\" }\n"),
+        "expected a whole number, found the string \"90\" (remove the quotes)"
+    );
+    assert_eq!(
+        msg("interface: eth0\ntimeouts: { tcp: -5 }\n"),
+        "must be between 1 and 86400, found -5"
+    );
+    assert_eq!(
+        msg("interface: eth0\ntimeouts: { tcp: 1.5 }\n"),
+        "expected a whole number, found the number 1.5"
+    );
+    assert_eq!(
+        msg("interface: 42\n"),
+        "expected a string, found the number 42 (put it in quotes)"
+    );
+    assert_eq!(
+        msg("interface: eth0\nmanage_vip: on\n"),
+        "expected true or false, found the string \"on\" (only true and false are booleans)"
+    );
+    assert_eq!(
+        msg("interface: eth0\nmanage_vip: 1\n"),
+        "expected true or false, found the number 1"
+    );
+}

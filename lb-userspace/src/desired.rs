@@ -1,0 +1,284 @@
+//! Config + observations -> desired state, and the difference between two desired states as
+//! operator-readable changes (one log line each).
+//!
+//! The configuration says what should exist; observations say what is true right now (the
+//! MAC address the kernel resolved for each real, each real's health). Both feed
+//! [`desired_state`], whose result goes to the planner. Reloads, neighbour changes and health
+//! changes all take this one path.
+
+use std::{collections::BTreeMap, fmt, net::IpAddr};
+
+use crate::{
+    config::Config,
+    state::{DesiredState, Health, RealKey, RealSpec, Scheduler, ServiceKey, ServiceSpec},
+};
+
+/// What the agent has learned at run time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Resolved MAC address per real address (absent = not resolved).
+    pub macs: BTreeMap<IpAddr, [u8; 6]>,
+    /// Health per (service, real); absent = up.
+    pub health: BTreeMap<(ServiceKey, RealKey), Health>,
+}
+
+/// The desired data-plane state for `config` given what has been observed.
+pub fn desired_state(config: &Config, observed: &Observed) -> DesiredState {
+    let mut services = BTreeMap::new();
+    for vs in &config.virtual_servers {
+        let reals = vs
+            .real_servers
+            .iter()
+            .map(|rs| {
+                let spec = RealSpec {
+                    weight: rs.weight,
+                    mac: observed.macs.get(&rs.key.addr).copied(),
+                    health: observed
+                        .health
+                        .get(&(vs.key, rs.key))
+                        .copied()
+                        .unwrap_or(Health::Up),
+                };
+                (rs.key, spec)
+            })
+            .collect();
+        services.insert(
+            vs.key,
+            ServiceSpec {
+                // Validation admits only schedulers the data plane serves.
+                scheduler: vs.lb_algo.scheduler().unwrap_or(Scheduler::Maglev),
+                persistence: vs.persistence,
+                table_size: vs.table_size,
+                reals,
+            },
+        );
+    }
+    DesiredState { services }
+}
+
+/// One operator-visible difference between two desired states.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A virtual service appeared.
+    ServiceAdded(ServiceKey),
+    /// A virtual service went away.
+    ServiceRemoved(ServiceKey),
+    /// A real appeared in a service.
+    RealAdded(ServiceKey, RealKey, RealState),
+    /// A real left a service.
+    RealRemoved(ServiceKey, RealKey),
+    /// A real's state changed.
+    RealState(ServiceKey, RealKey, RealState, RealState),
+}
+
+/// A real's state as the operator reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RealState {
+    /// Takes new flows with this weight.
+    Up(u32),
+    /// Weight 0: keeps its flows, gets no new ones.
+    Drained,
+    /// Down because its health check fails.
+    DownUnhealthy,
+    /// Down because its MAC address is not resolved.
+    DownNoNeighbour,
+}
+
+impl RealState {
+    /// The state a real spec describes.
+    pub fn of(spec: &RealSpec) -> Self {
+        if spec.health == Health::Down {
+            RealState::DownUnhealthy
+        } else if spec.mac.is_none() {
+            RealState::DownNoNeighbour
+        } else if spec.weight == 0 {
+            RealState::Drained
+        } else {
+            RealState::Up(spec.weight)
+        }
+    }
+}
+
+impl fmt::Display for RealState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RealState::Up(w) => write!(f, "up (weight {w})"),
+            RealState::Drained => f.write_str("drained (weight 0)"),
+            RealState::DownUnhealthy => f.write_str("down (health check failed)"),
+            RealState::DownNoNeighbour => f.write_str("down (MAC address not resolved)"),
+        }
+    }
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::ServiceAdded(s) => write!(f, "service {s} added"),
+            Change::ServiceRemoved(s) => write!(f, "service {s} removed"),
+            Change::RealAdded(s, r, st) => write!(f, "real {r} added to {s}: {st}"),
+            Change::RealRemoved(s, r) => write!(
+                f,
+                "real {r} removed from {s}: no new connections, its existing ones finish there"
+            ),
+            Change::RealState(s, r, old, new) => write!(f, "real {r} of {s}: {old} -> {new}"),
+        }
+    }
+}
+
+/// The changes from `old` to `new`, services in key order.
+pub fn changes(old: &DesiredState, new: &DesiredState) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (key, spec) in &new.services {
+        let Some(before) = old.services.get(key) else {
+            out.push(Change::ServiceAdded(*key));
+            for (rk, rs) in &spec.reals {
+                out.push(Change::RealAdded(*key, *rk, RealState::of(rs)));
+            }
+            continue;
+        };
+        for (rk, rs) in &spec.reals {
+            match before.reals.get(rk) {
+                None => out.push(Change::RealAdded(*key, *rk, RealState::of(rs))),
+                Some(prev) if RealState::of(prev) != RealState::of(rs) => out.push(
+                    Change::RealState(*key, *rk, RealState::of(prev), RealState::of(rs)),
+                ),
+                Some(_) => {}
+            }
+        }
+        for rk in before
+            .reals
+            .keys()
+            .filter(|rk| !spec.reals.contains_key(rk))
+        {
+            out.push(Change::RealRemoved(*key, *rk));
+        }
+    }
+    for key in old
+        .services
+        .keys()
+        .filter(|k| !new.services.contains_key(k))
+    {
+        out.push(Change::ServiceRemoved(*key));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{net::Ipv4Addr, path::Path};
+
+    use super::*;
+    use crate::state::Protocol;
+
+    const YAML: &str = "
+interface: eth0
+virtual_servers:
+  - vip: 10.0.0.100
+    port: 80
+    lb_algo: wrr
+    lb_kind: dr
+    real_servers:
+      - { ip: 10.0.0.11, weight: 2 }
+      - { ip: 10.0.0.12 }
+  - vip: 10.0.0.100
+    port: 443
+    lb_algo: sh
+    lb_kind: dr
+    persistence_timeout: 50
+    table_size: 251
+    real_servers:
+      - { ip: 10.0.0.11 }
+";
+
+    fn config() -> Config {
+        Config::from_yaml(YAML, Path::new("test.yaml")).expect("valid")
+    }
+
+    fn skey(port: u16) -> ServiceKey {
+        ServiceKey {
+            vip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100)),
+            port,
+            proto: Protocol::Tcp,
+        }
+    }
+
+    fn rkey(last: u8, port: u16) -> RealKey {
+        RealKey {
+            addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)),
+            port,
+        }
+    }
+
+    fn all_resolved() -> Observed {
+        let mut o = Observed::default();
+        o.macs.insert(rkey(11, 0).addr, [2, 0, 0, 0, 0, 11]);
+        o.macs.insert(rkey(12, 0).addr, [2, 0, 0, 0, 0, 12]);
+        o
+    }
+
+    #[test]
+    fn config_and_observations_make_the_desired_state() {
+        let d = desired_state(&config(), &all_resolved());
+        let web = &d.services[&skey(80)];
+        assert_eq!(web.scheduler, Scheduler::Maglev);
+        assert_eq!(web.reals[&rkey(11, 80)].weight, 2);
+        assert_eq!(web.reals[&rkey(11, 80)].mac, Some([2, 0, 0, 0, 0, 11]));
+        let tls = &d.services[&skey(443)];
+        assert_eq!(tls.scheduler, Scheduler::SourceHash);
+        assert_eq!(tls.table_size, 251);
+        assert_eq!(tls.persistence.unwrap().timeout, 50);
+    }
+
+    #[test]
+    fn unresolved_and_unhealthy_reals_are_down() {
+        let mut o = all_resolved();
+        o.macs.remove(&rkey(12, 0).addr);
+        o.health.insert((skey(443), rkey(11, 443)), Health::Down);
+        let d = desired_state(&config(), &o);
+        assert!(!d.services[&skey(80)].reals[&rkey(12, 80)].is_up());
+        assert!(d.services[&skey(80)].reals[&rkey(11, 80)].is_up());
+        assert_eq!(
+            d.services[&skey(443)].reals[&rkey(11, 443)].health,
+            Health::Down
+        );
+    }
+
+    #[test]
+    fn changes_read_as_one_line_each() {
+        let before = desired_state(&config(), &all_resolved());
+        let mut o = all_resolved();
+        o.macs.remove(&rkey(12, 0).addr);
+        let mut after = desired_state(&config(), &o);
+        after.services.remove(&skey(443));
+        after
+            .services
+            .get_mut(&skey(80))
+            .unwrap()
+            .reals
+            .get_mut(&rkey(11, 80))
+            .unwrap()
+            .weight = 0;
+        let lines: Vec<String> = changes(&before, &after)
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                "real 10.0.0.11:80 of TCP 10.0.0.100:80: up (weight 2) -> drained (weight 0)",
+                "real 10.0.0.12:80 of TCP 10.0.0.100:80: up (weight 1) -> down (MAC address not resolved)",
+                "service TCP 10.0.0.100:443 removed",
+            ]
+        );
+        let added: Vec<String> = changes(&DesiredState::default(), &before)
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(added[0], "service TCP 10.0.0.100:80 added");
+        assert_eq!(
+            added[1],
+            "real 10.0.0.11:80 added to TCP 10.0.0.100:80: up (weight 2)"
+        );
+        assert!(changes(&before, &before).is_empty());
+    }
+}
