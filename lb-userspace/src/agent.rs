@@ -10,7 +10,12 @@
 //! atomically), so a restart, even after `kill -9`, breaks no connection. SIGTERM/SIGINT remove
 //! the pins, which detaches the program, unless `keep_forwarding_on_stop` is set.
 
-use std::{collections::BTreeSet, net::IpAddr, path::PathBuf, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result};
 use tokio::{
@@ -21,9 +26,12 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use crate::{
-    config::Config,
+    config::{Checker, Config},
     dataplane::{Attached, Dataplane, LoadOptions, Origin, PIN_ROOT, PinDir, ensure_bpffs},
     desired::{Observed, changes, desired_state},
+    health::{
+        CheckKey, CheckSpec, HealthChecker, HealthEvent, Probe, Timing, Transition, next_quorum,
+    },
     netlink::{MacState, NeighEvent, NeighbourTracker, Netlink},
     plan::{Installed, Op},
     state::{DesiredState, Health},
@@ -35,6 +43,8 @@ const CLOCK_TICK: Duration = Duration::from_millis(250);
 const RETIRE_EVERY: Duration = Duration::from_secs(2);
 /// How long a fresh start waits for the reals' MAC addresses before installing services.
 const FIRST_RESOLUTION_WAIT: Duration = Duration::from_secs(2);
+/// Probes in flight at once, over all reals.
+const CHECK_CONCURRENCY: usize = 1024;
 
 /// Options from the command line.
 #[derive(Clone, Debug)]
@@ -68,6 +78,12 @@ struct Agent {
     desired: DesiredState,
     /// VIP addresses this agent added to the interface (`manage_vip`).
     added_vips: BTreeSet<IpAddr>,
+    health: HealthChecker,
+    health_events: UnboundedReceiver<HealthEvent>,
+    /// Quorum state per service (absent: not evaluated yet, taken as held).
+    quorum: BTreeMap<crate::state::ServiceKey, bool>,
+    /// Reloads applied and rejected since start.
+    reloads: (u64, u64),
 }
 
 impl Agent {
@@ -131,6 +147,18 @@ impl Agent {
             wait_for_neighbours(&mut neigh_events, &mut observed, &ips).await;
         }
 
+        let known: BTreeMap<CheckKey, bool> = check_specs(&config)
+            .iter()
+            .map(|spec| {
+                let down = observed.health.get(&spec.key) == Some(&Health::Down);
+                (spec.key, !down)
+            })
+            .filter(|_| origin != Origin::Created)
+            .collect();
+        let (health_tx, health_events) = tokio::sync::mpsc::unbounded_channel();
+        let health =
+            HealthChecker::start(check_specs(&config), known, health_tx, CHECK_CONCURRENCY);
+
         let mut agent = Agent {
             opts,
             config,
@@ -144,7 +172,12 @@ impl Agent {
             observed,
             desired: DesiredState::default(),
             added_vips: BTreeSet::new(),
+            health,
+            health_events,
+            quorum: BTreeMap::new(),
+            reloads: (0, 0),
         };
+        agent.update_quorum();
         // What the adopted maps already do is the baseline: only differences get logged.
         if origin != Origin::Created {
             agent.desired = desired_state(&agent.config, &agent.observed);
@@ -187,14 +220,106 @@ impl Agent {
                     while let Ok(event) = self.neigh_events.try_recv() {
                         self.observe(event);
                     }
+                    self.update_quorum();
                     if let Err(e) = self.sync("neighbour change") {
                         error!("applying a neighbour change failed: {e:#}");
+                    }
+                }
+                Some(event) = self.health_events.recv() => {
+                    self.on_health(event);
+                    while let Ok(event) = self.health_events.try_recv() {
+                        self.on_health(event);
+                    }
+                    self.update_quorum();
+                    if let Err(e) = self.sync("health check") {
+                        error!("applying a health change failed: {e:#}");
                     }
                 }
                 _ = clock.tick() => self.dp.tick(),
                 _ = retire.tick() => self.retire_idle(),
             }
         }
+    }
+
+    fn on_health(&mut self, event: HealthEvent) {
+        let (service, real) = event.key;
+        let rs = self
+            .config
+            .virtual_server(&service)
+            .and_then(|vs| vs.real_servers.iter().find(|r| r.key == real));
+        match event.transition {
+            Transition::Down => {
+                warn!(
+                    "real {real} of {service} failed its check: {}",
+                    event.outcome.detail
+                );
+                self.observed.health.insert(event.key, Health::Down);
+                if let Some(cmd) = rs.and_then(|r| r.notify_down.clone()) {
+                    run_script(cmd, format!("notify_down of {real}"));
+                }
+            }
+            Transition::Up => {
+                info!(
+                    "real {real} of {service} passed its check: {}",
+                    event.outcome.detail
+                );
+                self.observed.health.remove(&event.key);
+                if let Some(cmd) = rs.and_then(|r| r.notify_up.clone()) {
+                    run_script(cmd, format!("notify_up of {real}"));
+                }
+            }
+        }
+    }
+
+    /// Re-evaluates every service's quorum (keepalived: total weight of live reals against
+    /// `quorum`, with `hysteresis`), running quorum_up/quorum_down on changes.
+    fn update_quorum(&mut self) {
+        let mut lost = BTreeSet::new();
+        for vs in &self.config.virtual_servers {
+            let live: u64 = vs
+                .real_servers
+                .iter()
+                .filter(|rs| {
+                    self.observed.health.get(&(vs.key, rs.key)) != Some(&Health::Down)
+                        && self.observed.macs.contains_key(&rs.key.addr)
+                })
+                .map(|rs| u64::from(rs.weight))
+                .sum();
+            let before = self.quorum.get(&vs.key).copied().unwrap_or(true);
+            let held = next_quorum(Some(before), live, vs.quorum, vs.hysteresis);
+            if before != held {
+                if held {
+                    info!(
+                        "service {} regained quorum (live weight {live}, quorum {})",
+                        vs.key, vs.quorum
+                    );
+                    if let Some(cmd) = vs.quorum_up.clone() {
+                        run_script(cmd, format!("quorum_up of {}", vs.key));
+                    }
+                } else {
+                    let sorry = if vs.sorry_server.is_some() {
+                        ": the sorry server takes new connections"
+                    } else {
+                        ""
+                    };
+                    warn!(
+                        "service {} lost quorum (live weight {live} < quorum {}){sorry}",
+                        vs.key, vs.quorum
+                    );
+                    if let Some(cmd) = vs.quorum_down.clone() {
+                        run_script(cmd, format!("quorum_down of {}", vs.key));
+                    }
+                }
+            }
+            self.quorum.insert(vs.key, held);
+            if !held {
+                lost.insert(vs.key);
+            }
+        }
+        let config = &self.config;
+        self.quorum
+            .retain(|k, _| config.virtual_server(k).is_some());
+        self.observed.quorum_lost = lost;
     }
 
     fn observe(&mut self, event: NeighEvent) {
@@ -273,17 +398,14 @@ impl Agent {
         info!(config = %path.display(), "SIGHUP: reloading");
         let new = match Config::from_file(&path) {
             Ok(c) => c,
-            Err(e) => {
-                error!("reload rejected, still running the previous configuration:\n{e}");
-                return;
-            }
+            Err(e) => return self.reject(format!("\n{e}")),
         };
         if new.interface != self.config.interface || new.instance != self.config.instance {
-            error!(
-                "reload rejected: interface and instance cannot change while running \
-                 (stop with SIGTERM and start again)"
+            return self.reject(
+                ": interface and instance cannot change while running (stop with SIGTERM and \
+                 start again)"
+                    .into(),
             );
-            return;
         }
         if new.limits != self.config.limits {
             warn!("limits changed: they take effect after a clean stop and start");
@@ -291,17 +413,34 @@ impl Agent {
         let desired = desired_state(&new, &self.observed);
         let old = std::mem::replace(&mut self.config, new);
         if let Err(e) = self.install(desired, "reload") {
-            error!("reload rejected, still running the previous configuration: {e:#}");
             self.config = old;
-            return;
+            return self.reject(format!(": {e:#}"));
         }
         self.dp.set_timeouts(timeouts(&self.config));
         self.tracker.track(real_addresses(&self.config));
+        self.health.update(check_specs(&self.config));
+        // Checks of reals that left the configuration no longer count.
+        let config = &self.config;
+        self.observed.health.retain(|(s, r), _| {
+            config
+                .virtual_server(s)
+                .is_some_and(|vs| vs.real_servers.iter().any(|rs| rs.key == *r))
+        });
+        self.update_quorum();
+        if let Err(e) = self.sync("reload") {
+            error!("applying the quorum after the reload failed: {e:#}");
+        }
         self.update_vips().await;
+        self.reloads.0 += 1;
         info!(
             services = self.config.virtual_servers.len(),
             "reload applied"
         );
+    }
+
+    fn reject(&mut self, why: String) {
+        error!("reload rejected, still running the previous configuration{why}");
+        self.reloads.1 += 1;
     }
 
     /// Adds or removes VIP addresses on the interface when `manage_vip` is on.
@@ -415,6 +554,107 @@ async fn wait_for_neighbours(
             "no MAC address yet; these reals stay down until their neighbour entries resolve"
         );
     }
+}
+
+/// The checkers the configuration asks for, one per real with a check.
+pub fn check_specs(config: &Config) -> Vec<CheckSpec> {
+    let mut specs = Vec::new();
+    for vs in &config.virtual_servers {
+        for rs in &vs.real_servers {
+            let Some(check) = &rs.check else { continue };
+            let unspecified = if rs.key.addr.is_ipv4() {
+                IpAddr::from([0, 0, 0, 0])
+            } else {
+                IpAddr::from([0u16; 8])
+            };
+            let bind = |ip: Option<IpAddr>, port: Option<u16>| match (ip, port) {
+                (None, None) => None,
+                (ip, port) => Some(SocketAddr::new(
+                    ip.unwrap_or(unspecified),
+                    port.unwrap_or(0),
+                )),
+            };
+            let key = (vs.key, rs.key);
+            let spec = match check {
+                Checker::Tcp(c) => CheckSpec {
+                    key,
+                    probe: Probe::Tcp {
+                        target: SocketAddr::new(
+                            c.connect_ip.unwrap_or(rs.key.addr),
+                            c.connect_port.unwrap_or(rs.key.port),
+                        ),
+                        bind: bind(c.bindto, c.bind_port),
+                    },
+                    timing: Timing {
+                        delay_loop: vs.delay_loop,
+                        retry: c.timing.retry,
+                        delay_before_retry: c.timing.delay_before_retry,
+                        connect_timeout: c.timing.connect_timeout,
+                    },
+                    alpha: vs.alpha,
+                    warmup: c.timing.warmup.or(vs.warmup),
+                },
+                Checker::Http(c) => CheckSpec {
+                    key,
+                    probe: Probe::Http {
+                        target: SocketAddr::new(
+                            c.connect_ip.unwrap_or(rs.key.addr),
+                            c.connect_port.unwrap_or(rs.key.port),
+                        ),
+                        bind: bind(c.bindto, c.bind_port),
+                        urls: c
+                            .urls
+                            .iter()
+                            .map(|u| (u.path.clone(), u.status_code))
+                            .collect(),
+                    },
+                    timing: Timing {
+                        delay_loop: vs.delay_loop,
+                        retry: c.timing.retry,
+                        delay_before_retry: c.timing.delay_before_retry,
+                        connect_timeout: c.timing.connect_timeout,
+                    },
+                    alpha: vs.alpha,
+                    warmup: c.timing.warmup.or(vs.warmup),
+                },
+                // MISC_CHECK has no retries: the script decides at once.
+                Checker::Misc(c) => CheckSpec {
+                    key,
+                    probe: Probe::Misc {
+                        command: c.misc_path.clone(),
+                        timeout: c.misc_timeout,
+                    },
+                    timing: Timing {
+                        delay_loop: vs.delay_loop,
+                        retry: 0,
+                        delay_before_retry: Duration::from_secs(1),
+                        connect_timeout: c.misc_timeout,
+                    },
+                    alpha: vs.alpha,
+                    warmup: c.warmup.or(vs.warmup),
+                },
+            };
+            specs.push(spec);
+        }
+    }
+    specs
+}
+
+/// Runs an operator's notify or quorum script with `sh -c`, without waiting for it.
+fn run_script(command: String, what: String) {
+    tokio::spawn(async move {
+        let status = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(&command)
+            .stdin(std::process::Stdio::null())
+            .status()
+            .await;
+        match status {
+            Ok(s) if s.success() => info!("{what} ran: {command}"),
+            Ok(s) => warn!("{what} failed ({s}): {command}"),
+            Err(e) => error!("{what} could not run ({e}): {command}"),
+        }
+    });
 }
 
 fn real_addresses(config: &Config) -> BTreeSet<IpAddr> {

@@ -6,7 +6,11 @@
 //! [`desired_state`], whose result goes to the planner. Reloads, neighbour changes and health
 //! changes all take this one path.
 
-use std::{collections::BTreeMap, fmt, net::IpAddr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::IpAddr,
+};
 
 use crate::{
     config::Config,
@@ -20,28 +24,50 @@ pub struct Observed {
     pub macs: BTreeMap<IpAddr, [u8; 6]>,
     /// Health per (service, real); absent = up.
     pub health: BTreeMap<(ServiceKey, RealKey), Health>,
+    /// Services that lost quorum (keepalived's `quorum`): their sorry server takes the new
+    /// connections.
+    pub quorum_lost: BTreeSet<ServiceKey>,
 }
 
-/// The desired data-plane state for `config` given what has been observed.
+/// The desired data-plane state for `config` given what has been observed, with keepalived's
+/// rules for failures:
+/// - a real whose check fails is down (its flows are rescheduled at once), or, with
+///   `inhibit_on_failure`, stays up with weight 0 (it drains: no new flows, existing ones stay);
+/// - while a service has lost quorum, its reals get no new flows (weight 0, their existing flows
+///   stay) and its `sorry_server` takes every new connection.
 pub fn desired_state(config: &Config, observed: &Observed) -> DesiredState {
     let mut services = BTreeMap::new();
     for vs in &config.virtual_servers {
-        let reals = vs
+        let quorum_lost = observed.quorum_lost.contains(&vs.key);
+        let mut reals: BTreeMap<RealKey, RealSpec> = vs
             .real_servers
             .iter()
             .map(|rs| {
+                let failed = observed.health.get(&(vs.key, rs.key)) == Some(&Health::Down);
+                let inhibit = rs.inhibit_on_failure.unwrap_or(vs.inhibit_on_failure);
+                let (weight, health) = match (failed, inhibit) {
+                    (false, _) => (rs.weight, Health::Up),
+                    (true, true) => (0, Health::Up),
+                    (true, false) => (rs.weight, Health::Down),
+                };
                 let spec = RealSpec {
-                    weight: rs.weight,
+                    weight: if quorum_lost { 0 } else { weight },
                     mac: observed.macs.get(&rs.key.addr).copied(),
-                    health: observed
-                        .health
-                        .get(&(vs.key, rs.key))
-                        .copied()
-                        .unwrap_or(Health::Up),
+                    health,
                 };
                 (rs.key, spec)
             })
             .collect();
+        if quorum_lost && let Some(sorry) = vs.sorry_server {
+            reals.insert(
+                sorry,
+                RealSpec {
+                    weight: 1,
+                    mac: observed.macs.get(&sorry.addr).copied(),
+                    health: Health::Up,
+                },
+            );
+        }
         services.insert(
             vs.key,
             ServiceSpec {
@@ -241,6 +267,58 @@ virtual_servers:
             d.services[&skey(443)].reals[&rkey(11, 443)].health,
             Health::Down
         );
+    }
+
+    #[test]
+    fn inhibit_on_failure_drains_instead_of_taking_down() {
+        let yaml = YAML.replace(
+            "      - { ip: 10.0.0.12 }",
+            "      - { ip: 10.0.0.12, inhibit_on_failure: true }",
+        );
+        let config = Config::from_yaml(&yaml, Path::new("t.yaml")).unwrap();
+        let mut o = all_resolved();
+        o.health.insert((skey(80), rkey(12, 80)), Health::Down);
+        o.health.insert((skey(80), rkey(11, 80)), Health::Down);
+        let d = desired_state(&config, &o);
+        let inhibited = d.services[&skey(80)].reals[&rkey(12, 80)];
+        assert_eq!(
+            (inhibited.weight, inhibited.health),
+            (0, Health::Up),
+            "drains"
+        );
+        let down = d.services[&skey(80)].reals[&rkey(11, 80)];
+        assert_eq!((down.weight, down.health), (2, Health::Down), "goes down");
+    }
+
+    #[test]
+    fn lost_quorum_hands_new_connections_to_the_sorry_server() {
+        let yaml = YAML.replacen(
+            "    lb_algo: wrr",
+            "    lb_algo: wrr\n    sorry_server: { ip: 10.0.0.99, port: 80 }",
+            1,
+        );
+        let config = Config::from_yaml(&yaml, Path::new("t.yaml")).unwrap();
+        let mut o = all_resolved();
+        o.macs.insert(rkey(99, 80).addr, [2, 0, 0, 0, 0, 99]);
+        let held = desired_state(&config, &o);
+        assert!(!held.services[&skey(80)].reals.contains_key(&rkey(99, 80)));
+        o.quorum_lost.insert(skey(80));
+        let lost = desired_state(&config, &o);
+        let reals = &lost.services[&skey(80)].reals;
+        assert!(
+            reals[&rkey(99, 80)].takes_new_flows(),
+            "the sorry server takes new flows"
+        );
+        for r in [11, 12] {
+            assert_eq!(
+                reals[&rkey(r, 80)].weight,
+                0,
+                "real {r} keeps its flows only"
+            );
+            assert!(reals[&rkey(r, 80)].is_up());
+        }
+        let other = &lost.services[&skey(443)].reals[&rkey(11, 443)];
+        assert!(other.takes_new_flows(), "other services are unaffected");
     }
 
     #[test]

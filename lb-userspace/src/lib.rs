@@ -5,6 +5,7 @@ pub mod agent;
 pub mod config;
 pub mod dataplane;
 pub mod desired;
+pub mod health;
 pub mod maglev;
 pub mod netlink;
 pub mod plan;

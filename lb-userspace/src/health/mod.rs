@@ -1,0 +1,507 @@
+//! Health checking with keepalived's semantics.
+//!
+//! One task on the agent's tokio runtime schedules every checker from a heap of due times and
+//! runs the probes concurrently, at most `concurrency` at once. The first checks are spread
+//! over the first second by a per-real phase, or over `warmup` at random when it is set, so
+//! thousands of reals are not probed in the same instant; later checks keep their own rhythm.
+//! State changes are sent to the agent, which feeds them into the same desired state ->
+//! plan -> maps path as a reload. A reload replaces the set of checkers; a (service, real)
+//! that stays keeps its state and counters.
+
+pub mod machine;
+pub mod probe;
+
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, BinaryHeap},
+    hash::{DefaultHasher, Hash as _, Hasher as _},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures_util::{StreamExt as _, stream::FuturesUnordered};
+use tokio::{
+    sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel},
+    time::Instant,
+};
+
+pub use self::{
+    machine::{Machine, Outcome, Timing, Transition},
+    probe::Probe,
+};
+use crate::state::{RealKey, ServiceKey};
+
+/// A checker's identity: the real inside its service.
+pub type CheckKey = (ServiceKey, RealKey);
+
+/// What to check for one real, and how often.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckSpec {
+    /// Service and real.
+    pub key: CheckKey,
+    /// The probe.
+    pub probe: Probe,
+    /// Timing.
+    pub timing: Timing,
+    /// Start down until a check passes.
+    pub alpha: bool,
+    /// Random delay, up to this, before the first check.
+    pub warmup: Option<Duration>,
+}
+
+/// A checker's state as the listing shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckStatus {
+    /// keepalived's checker name.
+    pub checker: &'static str,
+    /// Up or down.
+    pub up: bool,
+    /// The last outcome.
+    pub last: Option<Outcome>,
+    /// How long the last probe took.
+    pub latency: Option<Duration>,
+    /// Time since the current state began.
+    pub since: Duration,
+    /// Probes run and failed.
+    pub checks: u64,
+    /// Probes failed.
+    pub failures: u64,
+}
+
+/// A state change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthEvent {
+    /// Which real.
+    pub key: CheckKey,
+    /// Up or down.
+    pub transition: Transition,
+    /// The probe that caused it.
+    pub outcome: Outcome,
+}
+
+enum Command {
+    Update(Vec<CheckSpec>, BTreeMap<CheckKey, bool>),
+}
+
+struct Entry {
+    spec: CheckSpec,
+    machine: Machine,
+    /// Bumped when the entry is replaced, so stale heap items and results are ignored.
+    generation: u64,
+    in_flight: bool,
+    latency: Option<Duration>,
+}
+
+/// The running health checker.
+pub struct HealthChecker {
+    commands: UnboundedSender<Command>,
+    status: Arc<Mutex<BTreeMap<CheckKey, CheckStatus>>>,
+    epoch: Instant,
+}
+
+impl HealthChecker {
+    /// Starts checking `specs` on the current runtime, sending state changes to `events`.
+    /// `known` gives the state to resume from for reals whose state is already known (after
+    /// a restart); others start up, or down with `alpha`.
+    pub fn start(
+        specs: Vec<CheckSpec>,
+        known: BTreeMap<CheckKey, bool>,
+        events: UnboundedSender<HealthEvent>,
+        concurrency: usize,
+    ) -> Self {
+        let (commands, rx) = unbounded_channel();
+        let status = Arc::new(Mutex::new(BTreeMap::new()));
+        let epoch = Instant::now();
+        let scheduler = Scheduler {
+            entries: BTreeMap::new(),
+            heap: BinaryHeap::new(),
+            next_generation: 0,
+            epoch,
+            events,
+            status: status.clone(),
+            concurrency: concurrency.max(1),
+            rng: 0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id()),
+        };
+        let _ = commands.send(Command::Update(specs, known));
+        tokio::spawn(scheduler.run(rx));
+        Self {
+            commands,
+            status,
+            epoch,
+        }
+    }
+
+    /// Replaces the checkers (a reload): kept reals keep their state and counters.
+    pub fn update(&self, specs: Vec<CheckSpec>) {
+        let _ = self.commands.send(Command::Update(specs, BTreeMap::new()));
+    }
+
+    /// Every checker's state.
+    pub fn status(&self) -> BTreeMap<CheckKey, CheckStatus> {
+        self.status.lock().expect("status lock").clone()
+    }
+
+    /// Time since the checker started (the clock of `CheckStatus::since`).
+    pub fn uptime(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+}
+
+struct Scheduler {
+    entries: BTreeMap<CheckKey, Entry>,
+    heap: BinaryHeap<Reverse<(Duration, CheckKey, u64)>>,
+    next_generation: u64,
+    epoch: Instant,
+    events: UnboundedSender<HealthEvent>,
+    status: Arc<Mutex<BTreeMap<CheckKey, CheckStatus>>>,
+    concurrency: usize,
+    rng: u64,
+}
+
+type ProbeResult = (CheckKey, u64, Outcome, Duration);
+
+impl Scheduler {
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    async fn run(mut self, mut commands: UnboundedReceiver<Command>) {
+        let mut running: FuturesUnordered<
+            std::pin::Pin<Box<dyn std::future::Future<Output = ProbeResult> + Send>>,
+        > = FuturesUnordered::new();
+        loop {
+            // Start every due probe that fits.
+            let now = self.now();
+            while running.len() < self.concurrency {
+                let Some(Reverse((due, key, generation))) = self.heap.peek().cloned() else {
+                    break;
+                };
+                if due > now {
+                    break;
+                }
+                self.heap.pop();
+                let Some(entry) = self.entries.get_mut(&key) else {
+                    continue;
+                };
+                if entry.generation != generation || entry.in_flight {
+                    continue;
+                }
+                entry.in_flight = true;
+                let probe = entry.spec.probe.clone();
+                let limit = entry.spec.timing.connect_timeout;
+                let epoch = self.epoch;
+                running.push(Box::pin(async move {
+                    let started = epoch.elapsed();
+                    let outcome = probe.run(limit).await;
+                    (key, generation, outcome, started)
+                }));
+            }
+            let next_due = self
+                .heap
+                .peek()
+                .map(|Reverse((due, _, _))| self.epoch + *due);
+            let wake_at = next_due.filter(|_| running.len() < self.concurrency);
+            let sleep = async move {
+                match wake_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Update(specs, known)) => self.update(specs, known),
+                    None => return,
+                },
+                Some((key, generation, outcome, started)) = running.next(), if !running.is_empty() => {
+                    self.finished(key, generation, outcome, started);
+                }
+                () = sleep => {}
+            }
+        }
+    }
+
+    fn update(&mut self, specs: Vec<CheckSpec>, known: BTreeMap<CheckKey, bool>) {
+        let now = self.now();
+        let mut next = BTreeMap::new();
+        for spec in specs {
+            let key = spec.key;
+            let entry = match self.entries.remove(&key) {
+                Some(mut kept)
+                    if kept.spec.probe.kind() == spec.probe.kind() || kept.spec == spec =>
+                {
+                    kept.machine.retime(spec.timing);
+                    kept.spec = spec;
+                    kept
+                }
+                previous => {
+                    // A new checker (or a different kind of check for the same real): resume
+                    // from what is known, else start fresh.
+                    let first = self.first_delay(&spec);
+                    let machine = match known.get(&key) {
+                        Some(&up) => Machine::resume(spec.timing, up, now, first),
+                        None => match previous {
+                            Some(p) => Machine::resume(spec.timing, p.machine.is_up(), now, first),
+                            None => Machine::new(spec.timing, spec.alpha, now, first),
+                        },
+                    };
+                    self.next_generation += 1;
+                    let entry = Entry {
+                        spec,
+                        machine,
+                        generation: self.next_generation,
+                        in_flight: false,
+                        latency: None,
+                    };
+                    self.heap
+                        .push(Reverse((entry.machine.next_check(), key, entry.generation)));
+                    entry
+                }
+            };
+            next.insert(key, entry);
+        }
+        self.entries = next;
+        self.publish_all();
+    }
+
+    fn finished(&mut self, key: CheckKey, generation: u64, outcome: Outcome, started: Duration) {
+        let now = self.now();
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return;
+        };
+        if entry.generation != generation {
+            return;
+        }
+        entry.in_flight = false;
+        entry.latency = Some(now.saturating_sub(started));
+        if let Some(transition) = entry.machine.record(now, outcome.clone()) {
+            let _ = self.events.send(HealthEvent {
+                key,
+                transition,
+                outcome,
+            });
+        }
+        self.heap
+            .push(Reverse((entry.machine.next_check(), key, generation)));
+        self.publish(key);
+    }
+
+    /// When the first check of a new checker runs: at random within `warmup`, else at a
+    /// per-real phase within the first second (or `delay_loop`, if shorter).
+    fn first_delay(&mut self, spec: &CheckSpec) -> Duration {
+        if let Some(w) = spec.warmup.filter(|w| !w.is_zero()) {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            return Duration::from_micros(self.rng % (w.as_micros() as u64 + 1));
+        }
+        let span = spec.timing.delay_loop.min(Duration::from_secs(1));
+        let mut h = DefaultHasher::new();
+        spec.key.hash(&mut h);
+        Duration::from_micros(h.finish() % (span.as_micros() as u64).max(1))
+    }
+
+    fn status_of(&self, entry: &Entry) -> CheckStatus {
+        let (checks, failures) = entry.machine.counters();
+        CheckStatus {
+            checker: entry.spec.probe.kind(),
+            up: entry.machine.is_up(),
+            last: entry.machine.last().cloned(),
+            latency: entry.latency,
+            since: entry.machine.since(),
+            checks,
+            failures,
+        }
+    }
+
+    fn publish(&self, key: CheckKey) {
+        if let Some(entry) = self.entries.get(&key) {
+            let status = self.status_of(entry);
+            self.status.lock().expect("status lock").insert(key, status);
+        }
+    }
+
+    fn publish_all(&self) {
+        let all = self
+            .entries
+            .iter()
+            .map(|(k, e)| (*k, self.status_of(e)))
+            .collect();
+        *self.status.lock().expect("status lock") = all;
+    }
+}
+
+/// keepalived's quorum with hysteresis: a service holds quorum while the total weight of its
+/// live reals is at least `quorum`; once held, it is lost only below `quorum - hysteresis`;
+/// once lost, it comes back only at `quorum + hysteresis`.
+pub fn next_quorum(previous: Option<bool>, live_weight: u64, quorum: u32, hysteresis: u32) -> bool {
+    let (q, h) = (u64::from(quorum), u64::from(hysteresis));
+    match previous {
+        None => live_weight >= q,
+        Some(true) => live_weight >= q.saturating_sub(h),
+        Some(false) => live_weight >= q + h,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::state::Protocol;
+
+    #[test]
+    fn quorum_with_hysteresis() {
+        // quorum 4, hysteresis 1: lost below 3, back at 5.
+        assert!(next_quorum(None, 4, 4, 1));
+        assert!(!next_quorum(None, 3, 4, 1));
+        assert!(
+            next_quorum(Some(true), 3, 4, 1),
+            "held until below quorum - hysteresis"
+        );
+        assert!(!next_quorum(Some(true), 2, 4, 1));
+        assert!(
+            !next_quorum(Some(false), 4, 4, 1),
+            "not back until quorum + hysteresis"
+        );
+        assert!(next_quorum(Some(false), 5, 4, 1));
+        // No hysteresis: plain threshold both ways.
+        assert!(!next_quorum(Some(true), 0, 1, 0));
+        assert!(next_quorum(Some(false), 1, 1, 0));
+    }
+
+    fn key(port: u16) -> CheckKey {
+        (
+            ServiceKey {
+                vip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100)),
+                port: 80,
+                proto: Protocol::Tcp,
+            },
+            RealKey {
+                addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                port,
+            },
+        )
+    }
+
+    fn spec(target: SocketAddr, alpha: bool) -> CheckSpec {
+        CheckSpec {
+            key: key(target.port()),
+            probe: Probe::Tcp { target, bind: None },
+            timing: Timing {
+                delay_loop: Duration::from_millis(100),
+                retry: 1,
+                delay_before_retry: Duration::from_millis(50),
+                connect_timeout: Duration::from_millis(200),
+            },
+            alpha,
+            warmup: None,
+        }
+    }
+
+    async fn next_event(rx: &mut UnboundedReceiver<HealthEvent>) -> HealthEvent {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("an event in time")
+            .expect("channel open")
+    }
+
+    #[tokio::test]
+    async fn real_servers_go_down_and_come_back() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = tokio::spawn(async move {
+            loop {
+                let _ = listener.accept().await;
+            }
+        });
+        let (tx, mut rx) = unbounded_channel();
+        let checker = HealthChecker::start(vec![spec(addr, true)], BTreeMap::new(), tx, 8);
+        // alpha: starts down, the first passing check brings it up.
+        let up = next_event(&mut rx).await;
+        assert_eq!(up.transition, Transition::Up);
+        assert_eq!(up.outcome.detail, "connected");
+        // Stop listening: down after 1 + retry failures.
+        accept.abort();
+        let _ = accept.await;
+        let down = next_event(&mut rx).await;
+        assert_eq!(down.transition, Transition::Down);
+        assert_eq!(down.outcome.detail, "connect refused");
+        let status = checker.status()[&key(addr.port())].clone();
+        assert!(
+            !status.up && status.checks >= 3 && status.failures >= 2,
+            "{status:?}"
+        );
+        // Listen again on the same port: up.
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let _accept = tokio::spawn(async move {
+            loop {
+                let _ = listener.accept().await;
+            }
+        });
+        assert_eq!(next_event(&mut rx).await.transition, Transition::Up);
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_state_and_counters() {
+        let closed = {
+            let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+            l.local_addr().unwrap()
+        };
+        let (tx, mut rx) = unbounded_channel();
+        let checker = HealthChecker::start(vec![spec(closed, false)], BTreeMap::new(), tx, 8);
+        assert_eq!(next_event(&mut rx).await.transition, Transition::Down);
+        let before = checker.status()[&key(closed.port())].clone();
+        // Same real, new timing: still down, counters continue, no new transition.
+        let mut respec = spec(closed, false);
+        respec.timing.retry = 5;
+        checker.update(vec![respec]);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let after = checker.status()[&key(closed.port())].clone();
+        assert!(!after.up);
+        assert!(after.checks > before.checks, "{before:?} -> {after:?}");
+        assert!(rx.try_recv().is_err(), "no transition from a reload");
+        // Removing the real removes its checker.
+        checker.update(vec![]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(checker.status().is_empty());
+    }
+
+    #[tokio::test]
+    async fn known_state_is_resumed_after_a_restart() {
+        let closed = {
+            let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+            l.local_addr().unwrap()
+        };
+        let (tx, mut rx) = unbounded_channel();
+        let known = BTreeMap::from([(key(closed.port()), false)]);
+        let checker = HealthChecker::start(vec![spec(closed, false)], known, tx, 8);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!checker.status()[&key(closed.port())].up);
+        assert!(rx.try_recv().is_err(), "already down: no Down event");
+    }
+
+    #[tokio::test]
+    async fn concurrency_is_bounded() {
+        // 40 checkers whose probe is a script that runs out its 200 ms timeout, 4 at a time:
+        // after 1.25 s at most 4 x 6 probes can have finished.
+        let (tx, _rx) = unbounded_channel();
+        let specs: Vec<CheckSpec> = (0..40)
+            .map(|i| {
+                let mut s = spec(SocketAddr::from((Ipv4Addr::LOCALHOST, 1)), false);
+                s.key = key(1000 + i);
+                s.probe = Probe::Misc {
+                    command: "sleep 5".into(),
+                    timeout: Duration::from_millis(200),
+                };
+                s
+            })
+            .collect();
+        let checker = HealthChecker::start(specs, BTreeMap::new(), tx, 4);
+        tokio::time::sleep(Duration::from_millis(1250)).await;
+        let done: u64 = checker.status().values().map(|s| s.checks).sum();
+        assert!(done <= 4 * 6 + 4, "{done} probes finished with 4 slots");
+        assert!(done >= 8, "probes ran: {done}");
+    }
+}

@@ -1,0 +1,308 @@
+//! Health checking end to end: the real `lb-agent` in a director namespace checks real
+//! servers in their namespaces, keepalived-style, and traffic follows. Needs root.
+
+use std::{
+    fs,
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU16, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use lb_tests::{
+    agent::Agent,
+    netns::{Netns, TcpEchoServer},
+    topo::DrTopology,
+    traffic::{LongLived, NewConns},
+};
+
+const PORT: u16 = 8080;
+const HEALTH_PORT: u16 = 8081;
+/// delay_loop 1 + connect_timeout 1 x (1 + retry 1) + delay_before_retry 1 x 1.
+const BOUND: Duration = Duration::from_secs(4);
+
+fn tcp_check() -> &'static str {
+    "tcp_check: { connect_timeout: 1, retry: 1, delay_before_retry: 1 }"
+}
+
+/// One service on PORT; each real is (last octet, extra YAML for the real).
+fn config(net: u8, service_extra: &str, reals: &[(u8, String)]) -> String {
+    let mut y = format!(
+        "interface: eth0\nxdp_mode: driver\nlimits: {{ max_services: 8, max_reals: 64, \
+         conn_entries: 65536, persist_entries: 1024 }}\nvirtual_servers:\n  - vip: 10.{net}.0.100\n    \
+         port: {PORT}\n    lb_algo: wrr\n    lb_kind: dr\n    delay_loop: 1\n{service_extra}    \
+         real_servers:\n"
+    );
+    for (last, extra) in reals {
+        y += &format!("      - {{ ip: 10.{net}.0.{last}, {extra} }}\n");
+    }
+    y
+}
+
+/// An echo server on every address of the real (the VIP for clients, the real's own address
+/// for the checker).
+fn echo(ns: &Netns, tag: &str) -> TcpEchoServer {
+    TcpEchoServer::start(ns, (std::net::Ipv4Addr::UNSPECIFIED, PORT).into(), tag).unwrap()
+}
+
+fn echo_all(topo: &DrTopology) -> Vec<Option<TcpEchoServer>> {
+    topo.reals
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Some(echo(&r.ns, &format!("real{}", i + 1))))
+        .collect()
+}
+
+fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lb-health-{}-{name}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn a_stopped_service_leaves_within_the_bound_and_comes_back() {
+    let topo = DrTopology::new(70, 3).expect("topology");
+    let mut servers = echo_all(&topo);
+    let reals: Vec<(u8, String)> = (11..=13).map(|l| (l, tcp_check().to_owned())).collect();
+    let agent = Agent::start(&topo.director.ns, &config(70, "", &reals)).unwrap();
+    let to: SocketAddr = (topo.vip, PORT).into();
+    let long = LongLived::start(&topo.client.ns, to, 60, Duration::from_millis(300)).unwrap();
+    let new = NewConns::start(&topo.client.ns, to, Duration::from_millis(10)).unwrap();
+    thread::sleep(Duration::from_millis(1500));
+
+    // Stop the service on real2 (its listener and connections go away).
+    servers[1] = None;
+    let stopped = Instant::now();
+    thread::sleep(BOUND + Duration::from_millis(300));
+    let failures_at_bound = new.report().failures.len();
+    agent
+        .wait_for_log("failed its check: connect refused", Duration::from_secs(1))
+        .unwrap();
+    // After the bound, no new connection goes to real2 (one would fail: nothing listens).
+    thread::sleep(Duration::from_secs(2));
+    let after = new.report();
+    assert_eq!(
+        after.failures.len(),
+        failures_at_bound,
+        "new connections failed after the detection bound: {:#?}",
+        &after.failures[failures_at_bound..]
+    );
+    println!(
+        "detection: {} new connections failed in the first {:?}",
+        failures_at_bound,
+        stopped.elapsed()
+    );
+
+    // Start it again: it gets new connections again.
+    let real2_before = after.per_real.get("real2").copied().unwrap_or(0);
+    servers[1] = Some(echo(&topo.reals[1].ns, "real2"));
+    wait_until(Duration::from_secs(4), "real2 back in rotation", || {
+        new.report().per_real.get("real2").copied().unwrap_or(0) > real2_before + 5
+    });
+    agent
+        .wait_for_log(
+            "real 10.70.0.12:8080 of TCP 10.70.0.100:8080 passed its check",
+            Duration::ZERO,
+        )
+        .unwrap();
+    let new = new.finish();
+    let reports = long.finish();
+    // Connections to the other reals were never touched.
+    for r in reports.iter().filter(|r| r.real != "real2") {
+        assert!(r.broken.is_none(), "{r:?}");
+    }
+    assert!(
+        reports.iter().any(|r| r.real == "real2"),
+        "the test covered real2's connections"
+    );
+    assert!(new.ok() > 300);
+}
+
+/// An HTTP server in `ns` on `port` answering every request with the shared status.
+struct HttpStatusServer {
+    status: Arc<AtomicU16>,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl HttpStatusServer {
+    fn start(ns: &Netns, port: u16, status: u16) -> Self {
+        let listener = ns
+            .enter(move || TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)))
+            .unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let status = Arc::new(AtomicU16::new(status));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, st) = (status.clone(), stop.clone());
+        let thread = thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut c, _)) => {
+                        c.set_nonblocking(false).unwrap();
+                        c.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+                        let mut buf = [0u8; 2048];
+                        let _ = c.read(&mut buf);
+                        let code = s.load(Ordering::Relaxed);
+                        let _ = write!(c, "HTTP/1.0 {code} X\r\nContent-Length: 0\r\n\r\n");
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Self {
+            status,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for HttpStatusServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn an_http_check_with_the_wrong_status_takes_the_real_down() {
+    let topo = DrTopology::new(71, 2).expect("topology");
+    let _servers = echo_all(&topo);
+    let bad = HttpStatusServer::start(&topo.reals[0].ns, HEALTH_PORT, 503);
+    let _good = HttpStatusServer::start(&topo.reals[1].ns, HEALTH_PORT, 200);
+    let check = format!(
+        "http_get: {{ url: {{ path: /api/health/checks/alarms, status_code: 200 }}, \
+         connect_port: {HEALTH_PORT}, connect_timeout: 1, retry: 1, delay_before_retry: 1 }}"
+    );
+    let reals = vec![(11, check.clone()), (12, check)];
+    let agent = Agent::start(&topo.director.ns, &config(71, "", &reals)).unwrap();
+    agent
+        .wait_for_log("failed its check: HTTP 503", BOUND + Duration::from_secs(1))
+        .unwrap();
+    let to: SocketAddr = (topo.vip, PORT).into();
+    let new = NewConns::start(&topo.client.ns, to, Duration::from_millis(5)).unwrap();
+    thread::sleep(Duration::from_secs(1));
+    let report = new.report();
+    assert!(report.failures.is_empty(), "{:#?}", report.failures);
+    assert_eq!(
+        report.per_real.keys().collect::<Vec<_>>(),
+        ["real2"],
+        "{report:?}"
+    );
+    // The right status brings it back.
+    bad.status.store(200, Ordering::Relaxed);
+    wait_until(Duration::from_secs(4), "real1 back after HTTP 200", || {
+        new.report().per_real.contains_key("real1")
+    });
+    agent
+        .wait_for_log("passed its check: HTTP 200", Duration::ZERO)
+        .unwrap();
+}
+
+#[test]
+fn lost_quorum_sends_new_traffic_to_the_sorry_server() {
+    let topo = DrTopology::new(72, 3).expect("topology");
+    let mut servers = echo_all(&topo);
+    let dir = scratch("quorum");
+    let extra = format!(
+        "    quorum: 2\n    sorry_server: {{ ip: 10.72.0.13, port: {PORT} }}\n    \
+         quorum_down: \"touch {d}/down\"\n    quorum_up: \"touch {d}/up\"\n",
+        d = dir.display()
+    );
+    let reals = vec![(11, tcp_check().to_owned()), (12, tcp_check().to_owned())];
+    let agent = Agent::start(&topo.director.ns, &config(72, &extra, &reals)).unwrap();
+    let to: SocketAddr = (topo.vip, PORT).into();
+    let new = NewConns::start(&topo.client.ns, to, Duration::from_millis(5)).unwrap();
+    thread::sleep(Duration::from_secs(1));
+    assert!(
+        !new.report().per_real.contains_key("real3"),
+        "the sorry server is idle"
+    );
+
+    servers[0] = None;
+    agent
+        .wait_for_log("lost quorum", BOUND + Duration::from_secs(1))
+        .unwrap();
+    wait_until(Duration::from_secs(2), "quorum_down ran", || {
+        dir.join("down").exists()
+    });
+    let at_loss = new.report();
+    thread::sleep(Duration::from_secs(1));
+    let during = new.report();
+    let delta = |name: &str| {
+        during.per_real.get(name).copied().unwrap_or(0)
+            - at_loss.per_real.get(name).copied().unwrap_or(0)
+    };
+    assert!(
+        delta("real3") > 50,
+        "the sorry server took new connections: {during:?}"
+    );
+    assert_eq!(delta("real2"), 0, "the remaining real got none: {during:?}");
+
+    servers[0] = Some(echo(&topo.reals[0].ns, "real1"));
+    agent
+        .wait_for_log("regained quorum", Duration::from_secs(4))
+        .unwrap();
+    wait_until(Duration::from_secs(2), "quorum_up ran", || {
+        dir.join("up").exists()
+    });
+    let regained = new.report();
+    thread::sleep(Duration::from_secs(1));
+    let after = new.finish();
+    let delta = |name: &str| {
+        after.per_real.get(name).copied().unwrap_or(0)
+            - regained.per_real.get(name).copied().unwrap_or(0)
+    };
+    assert_eq!(
+        delta("real3"),
+        0,
+        "the sorry server is idle again: {after:?}"
+    );
+    assert!(delta("real1") > 20 && delta("real2") > 20, "{after:?}");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn notify_down_runs_exactly_once() {
+    let topo = DrTopology::new(73, 2).expect("topology");
+    let mut servers = echo_all(&topo);
+    let dir = scratch("notify");
+    let notify = format!(
+        "{}, notify_down: \"echo down >> {d}/events\", notify_up: \"echo up >> {d}/events\"",
+        tcp_check(),
+        d = dir.display()
+    );
+    let reals = vec![(11, notify), (12, tcp_check().to_owned())];
+    let agent = Agent::start(&topo.director.ns, &config(73, "", &reals)).unwrap();
+    servers[0] = None;
+    agent
+        .wait_for_log("failed its check", BOUND + Duration::from_secs(1))
+        .unwrap();
+    // Several more failing checks later, still one notification.
+    thread::sleep(Duration::from_secs(4));
+    let events = || fs::read_to_string(dir.join("events")).unwrap_or_default();
+    assert_eq!(events(), "down\n");
+    servers[0] = Some(echo(&topo.reals[0].ns, "real1"));
+    wait_until(Duration::from_secs(4), "notify_up ran", || {
+        events() == "down\nup\n"
+    });
+    thread::sleep(Duration::from_secs(2));
+    assert_eq!(events(), "down\nup\n");
+    fs::remove_dir_all(&dir).unwrap();
+}
