@@ -14,6 +14,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     net::{IpAddr, SocketAddr},
     path::PathBuf,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -27,13 +28,18 @@ use tracing::{error, info, warn};
 
 use crate::{
     config::{Checker, Config},
+    control::{Request, Response, Snapshot},
     dataplane::{Attached, Dataplane, LoadOptions, Origin, PIN_ROOT, PinDir, ensure_bpffs},
     desired::{Observed, changes, desired_state},
+    edit,
     health::{
         CheckKey, CheckSpec, HealthChecker, HealthEvent, Probe, Timing, Transition, next_quorum,
     },
+    metrics,
     netlink::{MacState, NeighEvent, NeighbourTracker, Netlink},
     plan::{Installed, Op},
+    server::{ControlServer, Pending},
+    snapshot::{self, RATE_INTERVAL, RateEstimator, View},
     state::{DesiredState, Health},
 };
 
@@ -84,6 +90,13 @@ struct Agent {
     quorum: BTreeMap<crate::state::ServiceKey, bool>,
     /// Reloads applied and rejected since start.
     reloads: (u64, u64),
+    /// The control socket (removed when the agent drops it).
+    _control: ControlServer,
+    requests: tokio::sync::mpsc::Receiver<Pending>,
+    rates: RateEstimator,
+    last_sample: std::time::Instant,
+    /// The snapshot /metrics serves, refreshed with the rates.
+    latest: Option<Arc<Mutex<Snapshot>>>,
 }
 
 impl Agent {
@@ -159,6 +172,10 @@ impl Agent {
         let health =
             HealthChecker::start(check_specs(&config), known, health_tx, CHECK_CONCURRENCY);
 
+        let (control, requests) = ControlServer::start(&config.control_socket)
+            .with_context(|| format!("control socket {}", config.control_socket.display()))?;
+        info!(socket = %config.control_socket.display(), "control socket ready for lbadm");
+
         let mut agent = Agent {
             opts,
             config,
@@ -176,6 +193,11 @@ impl Agent {
             health_events,
             quorum: BTreeMap::new(),
             reloads: (0, 0),
+            _control: control,
+            requests,
+            rates: RateEstimator::default(),
+            last_sample: std::time::Instant::now(),
+            latest: None,
         };
         agent.update_quorum();
         // What the adopted maps already do is the baseline: only differences get logged.
@@ -197,6 +219,20 @@ impl Agent {
             ),
         }
         agent.update_vips().await;
+        if let Some(addr) = agent.config.metrics_listen {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    let latest = Arc::new(Mutex::new(agent.snapshot(false)));
+                    let source = latest.clone();
+                    tokio::spawn(metrics::serve(listener, move || {
+                        source.lock().expect("snapshot lock").clone()
+                    }));
+                    agent.latest = Some(latest);
+                    info!(%addr, "serving Prometheus metrics on /metrics");
+                }
+                Err(e) => error!(%addr, "metrics disabled: cannot listen: {e}"),
+            }
+        }
         Ok(agent)
     }
 
@@ -208,6 +244,8 @@ impl Agent {
         clock.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut retire = interval(RETIRE_EVERY);
         retire.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut rates = interval(RATE_INTERVAL);
+        rates.set_missed_tick_behavior(MissedTickBehavior::Skip);
         info!(config = %self.opts.config_path.display(), "serving");
         loop {
             tokio::select! {
@@ -237,6 +275,11 @@ impl Agent {
                 }
                 _ = clock.tick() => self.dp.tick(),
                 _ = retire.tick() => self.retire_idle(),
+                _ = rates.tick() => self.sample_rates(),
+                Some((request, reply)) = self.requests.recv() => {
+                    let response = self.handle(request).await;
+                    let _ = reply.send(response);
+                }
             }
         }
     }
@@ -396,14 +439,29 @@ impl Agent {
     async fn reload(&mut self) {
         let path = self.opts.config_path.clone();
         info!(config = %path.display(), "SIGHUP: reloading");
-        let new = match Config::from_file(&path) {
-            Ok(c) => c,
-            Err(e) => return self.reject(format!("\n{e}")),
+        let result = match Config::from_file(&path) {
+            Ok(new) => self.apply_config(new, "reload").await,
+            Err(e) => Err(format!("\n{e}")),
         };
+        match result {
+            Ok(()) => {
+                self.reloads.0 += 1;
+                info!(
+                    services = self.config.virtual_servers.len(),
+                    "reload applied"
+                );
+            }
+            Err(why) => self.reject(why),
+        }
+    }
+
+    /// Installs a new, validated configuration (a reload or an lbadm edit): everything or
+    /// nothing. On error the running configuration and maps are unchanged.
+    async fn apply_config(&mut self, new: Config, cause: &str) -> Result<(), String> {
         if new.interface != self.config.interface || new.instance != self.config.instance {
-            return self.reject(
-                ": interface and instance cannot change while running (stop with SIGTERM and \
-                 start again)"
+            return Err(
+                ": interface and instance cannot change while running (stop with \
+                        SIGTERM and start again)"
                     .into(),
             );
         }
@@ -412,9 +470,9 @@ impl Agent {
         }
         let desired = desired_state(&new, &self.observed);
         let old = std::mem::replace(&mut self.config, new);
-        if let Err(e) = self.install(desired, "reload") {
+        if let Err(e) = self.install(desired, cause) {
             self.config = old;
-            return self.reject(format!(": {e:#}"));
+            return Err(format!(": {e:#}"));
         }
         self.dp.set_timeouts(timeouts(&self.config));
         self.tracker.track(real_addresses(&self.config));
@@ -427,15 +485,102 @@ impl Agent {
                 .is_some_and(|vs| vs.real_servers.iter().any(|rs| rs.key == *r))
         });
         self.update_quorum();
-        if let Err(e) = self.sync("reload") {
-            error!("applying the quorum after the reload failed: {e:#}");
+        if let Err(e) = self.sync(cause) {
+            error!("applying the quorum after the change failed: {e:#}");
         }
         self.update_vips().await;
-        self.reloads.0 += 1;
-        info!(
-            services = self.config.virtual_servers.len(),
-            "reload applied"
-        );
+        Ok(())
+    }
+
+    /// Answers one lbadm request.
+    async fn handle(&mut self, request: Request) -> Response {
+        match request {
+            Request::Snapshot { conns } => Response::Snapshot(self.snapshot(conns)),
+            Request::Save => Response::Saved {
+                yaml: self.config.to_yaml(),
+            },
+            Request::Which { service, client } => {
+                let status = self.health.status();
+                match snapshot::which(&self.view(&status), &service, client) {
+                    Ok(answer) => Response::Which(answer),
+                    Err(e) => Response::error(e),
+                }
+            }
+            Request::Zero { service } => match self.zero(service.as_ref()) {
+                Ok(()) => Response::Ok,
+                Err(e) => Response::error(e),
+            },
+            Request::Edit(change) => {
+                let new = match edit::apply(&self.config, &change) {
+                    Ok(c) => c,
+                    Err(e) => return Response::error(e.to_string()),
+                };
+                info!(?change, "lbadm edit");
+                match self.apply_config(new, "lbadm").await {
+                    Ok(()) => Response::Ok,
+                    Err(why) => {
+                        Response::error(why.trim_start_matches([':', ' ', '\n']).to_owned())
+                    }
+                }
+            }
+        }
+    }
+
+    fn view<'a>(&'a self, health: &'a BTreeMap<CheckKey, crate::health::CheckStatus>) -> View<'a> {
+        View {
+            config: &self.config,
+            installed: &self.installed,
+            desired: &self.desired,
+            dp: &self.dp,
+            health,
+            health_clock: self.health.uptime(),
+            macs: &self.observed.macs,
+            rates: &self.rates,
+            reloads: self.reloads,
+        }
+    }
+
+    fn snapshot(&self, conns: bool) -> Snapshot {
+        let status = self.health.status();
+        snapshot::snapshot(&self.view(&status), conns)
+    }
+
+    /// `ipvsadm -Z`: zero the counters of one service and its reals, or of everything.
+    fn zero(&mut self, service: Option<&crate::state::ServiceKey>) -> Result<(), String> {
+        let mut ops = Vec::new();
+        for (key, svc) in &self.installed.services {
+            if service.is_some_and(|s| s != key) {
+                continue;
+            }
+            ops.push(Op::ResetServiceStats(svc.id));
+            for r in svc.reals.values().chain(svc.retiring.values()) {
+                ops.push(Op::ResetRealStats(r.index));
+            }
+        }
+        if let Some(s) = service
+            && !self.installed.services.contains_key(s)
+        {
+            return Err(format!("{s}: no such service"));
+        }
+        self.dp.apply(&ops).map_err(|e| e.to_string())?;
+        if service.is_none() {
+            self.dp.reset_global_stats().map_err(|e| e.to_string())?;
+        }
+        self.rates.reset(service);
+        info!(service = ?service.map(|s| s.to_string()), "counters zeroed");
+        Ok(())
+    }
+
+    /// Samples counters for the rate estimator and refreshes the snapshot /metrics serves.
+    fn sample_rates(&mut self) {
+        let elapsed = self.last_sample.elapsed();
+        self.last_sample = std::time::Instant::now();
+        let (services, reals) = snapshot::sample(&self.dp, &self.installed);
+        self.rates.sample(elapsed, services, reals);
+        if let Some(latest) = &self.latest {
+            let snap = self.snapshot(false);
+            *latest.lock().expect("snapshot lock") = snap;
+        }
     }
 
     fn reject(&mut self, why: String) {

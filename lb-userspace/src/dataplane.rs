@@ -563,6 +563,19 @@ impl Dataplane {
             .fold(GlobalStats::default(), |a, s| sum_global(&a, s)))
     }
 
+    /// Zeroes the director-wide counters (`ipvsadm -Z` of everything).
+    pub fn reset_global_stats(&mut self) -> Result<()> {
+        let cpus = nr_cpus().map(|n| n.max(1)).unwrap_or(1);
+        let zero = PerCpuValues::try_from(vec![GlobalStats::default(); cpus])
+            .expect("one value per possible CPU");
+        self.global_stats
+            .set(0, zero, 0)
+            .map_err(|source| DataplaneError::Map {
+                map: names::GLOBAL_STATS,
+                source,
+            })
+    }
+
     /// Counters of a service id, summed over CPUs.
     pub fn service_stats(&self, id: u32) -> Result<TrafficStats> {
         sum_traffic(&self.service_stats, id, names::SERVICE_STATS)

@@ -3,11 +3,18 @@
 
 pub mod agent;
 pub mod config;
+pub mod control;
 pub mod dataplane;
 pub mod desired;
+pub mod edit;
 pub mod health;
+pub mod ipvsadm;
+pub mod keepalived;
 pub mod maglev;
+pub mod metrics;
 pub mod netlink;
 pub mod plan;
+pub mod server;
+pub mod snapshot;
 pub mod state;
 pub mod viptable;

@@ -95,8 +95,62 @@ impl Agent {
     }
 
     fn write_config(&self, yaml: &str) -> Result<()> {
-        let text = format!("{yaml}\ninstance: {}\n", self.instance);
+        // A configuration saved from a running agent (`lbadm -S`) already names its instance
+        // and socket.
+        let text = if yaml.lines().any(|l| l.starts_with("instance:")) {
+            yaml.to_owned()
+        } else {
+            format!("{yaml}\ninstance: {}\n", self.instance)
+        };
         fs::write(&self.config, text).context("writing the agent's configuration")
+    }
+
+    /// The control socket (the default path of this instance).
+    pub fn socket(&self) -> PathBuf {
+        PathBuf::from(format!("/run/lb-xdp/{}.sock", self.instance))
+    }
+
+    /// Runs `lbadm ARGS` against this agent; returns (exit code, stdout, stderr).
+    pub fn lbadm(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(bin("lbadm"))
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .expect("running lbadm");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs `lbadm ARGS`, which must succeed; returns its output.
+    pub fn lbadm_ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.lbadm(args);
+        assert_eq!(code, 0, "lbadm {args:?} failed: {err}");
+        out
+    }
+
+    /// Starts `lb-agent` on `config_yaml` under an existing instance name (e.g. a saved
+    /// configuration), waiting until it serves.
+    pub fn start_instance(ns: &Netns, config_yaml: &str, instance: &str) -> Result<Self> {
+        ensure_bpffs().context("bpffs")?;
+        let dir = std::env::temp_dir().join(format!("lb-agent-{instance}-again"));
+        fs::create_dir_all(&dir)?;
+        let mut agent = Self {
+            child: None,
+            config: dir.join("lb-agent.yaml"),
+            log: dir.join("lb-agent.log"),
+            pin_root: PathBuf::from(format!("/sys/fs/bpf/lb-xdp-test-{instance}")),
+            instance: instance.to_owned(),
+            netns: ns.name().to_owned(),
+            dir,
+        };
+        agent.write_config(config_yaml)?;
+        agent.spawn()?;
+        agent.wait_for_log("serving", Duration::from_secs(20))?;
+        Ok(agent)
     }
 
     /// Starts the process (again, after a kill).

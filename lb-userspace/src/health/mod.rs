@@ -60,6 +60,8 @@ pub struct CheckStatus {
     pub last: Option<Outcome>,
     /// How long the last probe took.
     pub latency: Option<Duration>,
+    /// Total time spent in probes.
+    pub latency_total: Duration,
     /// Time since the current state began.
     pub since: Duration,
     /// Probes run and failed.
@@ -90,6 +92,7 @@ struct Entry {
     generation: u64,
     in_flight: bool,
     latency: Option<Duration>,
+    latency_total: Duration,
 }
 
 /// The running health checker.
@@ -251,6 +254,7 @@ impl Scheduler {
                         generation: self.next_generation,
                         in_flight: false,
                         latency: None,
+                        latency_total: Duration::ZERO,
                     };
                     self.heap
                         .push(Reverse((entry.machine.next_check(), key, entry.generation)));
@@ -272,7 +276,9 @@ impl Scheduler {
             return;
         }
         entry.in_flight = false;
-        entry.latency = Some(now.saturating_sub(started));
+        let took = now.saturating_sub(started);
+        entry.latency = Some(took);
+        entry.latency_total += took;
         if let Some(transition) = entry.machine.record(now, outcome.clone()) {
             let _ = self.events.send(HealthEvent {
                 key,
@@ -307,6 +313,7 @@ impl Scheduler {
             up: entry.machine.is_up(),
             last: entry.machine.last().cloned(),
             latency: entry.latency,
+            latency_total: entry.latency_total,
             since: entry.machine.since(),
             checks,
             failures,

@@ -1,0 +1,360 @@
+//! Fixed snapshots shared by the tests of `control`, `ipvsadm` and `metrics`.
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::{
+    ConnInfo, Counters, Forward, GlobalInfo, HealthInfo, PersistInfo, Rates, RealInfo, ServiceInfo,
+    Snapshot,
+};
+use crate::{
+    config::Timeouts,
+    state::{Protocol, RealKey, ServiceKey},
+};
+
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+pub fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+pub fn tcp(vip: &str, port: u16) -> ServiceKey {
+    ServiceKey {
+        vip: ip(vip),
+        port,
+        proto: Protocol::Tcp,
+    }
+}
+
+pub fn udp(vip: &str, port: u16) -> ServiceKey {
+    ServiceKey {
+        vip: ip(vip),
+        port,
+        proto: Protocol::Udp,
+    }
+}
+
+pub fn rk(addr: &str, port: u16) -> RealKey {
+    RealKey {
+        addr: ip(addr),
+        port,
+    }
+}
+
+pub fn health(checker: &str, state: &str) -> HealthInfo {
+    HealthInfo {
+        checker: checker.into(),
+        state: state.into(),
+        last_result: None,
+        reason: None,
+        latency_ms: None,
+        since_secs: None,
+    }
+}
+
+pub fn real(addr: &str, port: u16, weight: u32, active: u64, inactive: u64) -> RealInfo {
+    RealInfo {
+        key: rk(addr, port),
+        forward: Forward::Route,
+        weight,
+        active_conns: active,
+        inactive_conns: inactive,
+        stats: Counters::default(),
+        rate: Rates::default(),
+        health: health("tcp_check", "up"),
+        sorry_server: false,
+    }
+}
+
+pub fn service(key: ServiceKey, scheduler: &str, reals: Vec<RealInfo>) -> ServiceInfo {
+    ServiceInfo {
+        key,
+        scheduler: scheduler.into(),
+        persistence: None,
+        stats: Counters::default(),
+        rate: Rates::default(),
+        reals,
+        sorry_server_active: false,
+    }
+}
+
+pub fn persist(timeout: u32, netmask: &str) -> Option<PersistInfo> {
+    Some(PersistInfo {
+        timeout,
+        netmask: netmask.into(),
+    })
+}
+
+pub fn counters(
+    conns: u64,
+    in_pkts: u64,
+    out_pkts: u64,
+    in_bytes: u64,
+    out_bytes: u64,
+) -> Counters {
+    Counters {
+        conns,
+        in_pkts,
+        out_pkts,
+        in_bytes,
+        out_bytes,
+    }
+}
+
+pub fn rates(cps: u64, in_pps: u64, out_pps: u64, in_bps: u64, out_bps: u64) -> Rates {
+    Rates {
+        cps,
+        in_pps,
+        out_pps,
+        in_bps,
+        out_bps,
+    }
+}
+
+pub fn conn(proto: Protocol, expire: u32, state: &str, c: &str, v: &str, d: &str) -> ConnInfo {
+    ConnInfo {
+        proto,
+        expire_secs: expire,
+        state: state.into(),
+        client: sa(c),
+        virtual_addr: sa(v),
+        real: sa(d),
+    }
+}
+
+pub fn snapshot(services: Vec<ServiceInfo>) -> Snapshot {
+    Snapshot {
+        conn_table_size: 4096,
+        timeouts: Timeouts::default(),
+        services,
+        conns: None,
+        global: GlobalInfo::default(),
+    }
+}
+
+/// The RabbitMQ example of `shared/reference/ipvsadm-output-layouts.txt`.
+pub fn reference() -> Snapshot {
+    let reals = |port| {
+        vec![
+            real("10.0.0.11", port, 1, 412, 3),
+            real("10.0.0.12", port, 1, 409, 5),
+            real("10.0.0.13", port, 0, 17, 0),
+        ]
+    };
+    let mut amqp = service(tcp("10.0.0.100", 5672), "wlc", reals(5672));
+    amqp.stats = counters(113_786, 19_495_479, 0, 2_110_654_321, 0);
+    amqp.rate = rates(12, 2301, 0, 193_000, 0);
+    amqp.reals[0].stats = counters(40_269, 10_218_905, 0, 1_105_123_456, 0);
+    amqp.reals[0].rate = rates(4, 770, 0, 64_500, 0);
+    let mut mgmt = service(tcp("10.0.0.100", 15672), "wlc", reals(15672));
+    mgmt.persistence = persist(300, "255.255.255.255");
+    let mut snap = snapshot(vec![amqp, mgmt]);
+    snap.conns = Some(vec![
+        conn(
+            Protocol::Tcp,
+            899,
+            "ESTABLISHED",
+            "192.168.7.21:51514",
+            "10.0.0.100:5672",
+            "10.0.0.11:5672",
+        ),
+        conn(
+            Protocol::Tcp,
+            113,
+            "FIN_WAIT",
+            "192.168.7.22:40210",
+            "10.0.0.100:5672",
+            "10.0.0.12:5672",
+        ),
+        conn(
+            Protocol::Tcp,
+            298,
+            "NONE",
+            "192.168.7.21:0",
+            "10.0.0.100:15672",
+            "10.0.0.11:15672",
+        ),
+    ]);
+    snap
+}
+
+/// Several services in [`ServiceKey`] order (not ipvsadm's): persistence with a mask, UDP,
+/// IPv6, weight-0 reals, sorry servers (standby and active), every health shape, counters at
+/// every K/M/G/T boundary, connections of both protocols and families and a template.
+pub fn sample() -> Snapshot {
+    let mut dns = service(
+        udp("10.0.0.53", 53),
+        "rr",
+        vec![real("10.0.0.31", 53, 1, 0, 7)],
+    );
+    dns.reals[0].health = health("none", "up");
+    dns.stats = counters(7, 7, 0, 420, 0);
+
+    let mut web = service(
+        tcp("10.0.0.100", 80),
+        "wrr",
+        vec![
+            real("10.0.0.11", 80, 1, 1200, 34),
+            real("10.0.0.12", 80, 3, 0, 0),
+            real("10.0.0.13", 80, 0, 5, 1),
+        ],
+    );
+    web.stats = counters(
+        99_999_999,
+        100_000_000,
+        0,
+        99_999_999_999,
+        100_000_000_000_000,
+    );
+    web.rate = rates(150_000_000, 99_999_999, 0, 2_500_000_000, 0);
+    web.reals[0].stats = counters(
+        999_999_999,
+        1_000_000_000,
+        0,
+        100_000_000_000,
+        99_999_999_999_999,
+    );
+    web.reals[0].rate = rates(123_456_789, 100, 0, 100_000_000, 999_999_999);
+    web.reals[1].stats = counters(1, 2, 0, 999_999_999, u64::MAX);
+    web.reals[0].health = HealthInfo {
+        last_result: Some("connected".into()),
+        latency_ms: Some(0.42),
+        since_secs: Some(3725),
+        ..health("tcp_check", "up")
+    };
+    web.reals[1].health = HealthInfo {
+        last_result: Some("refused".into()),
+        reason: Some("connect refused".into()),
+        latency_ms: Some(1.0),
+        since_secs: Some(42),
+        ..health("tcp_check", "down")
+    };
+    web.reals[2].health = HealthInfo {
+        last_result: Some("HTTP 200".into()),
+        reason: Some("weight 0".into()),
+        latency_ms: Some(12.6),
+        since_secs: Some(90_061),
+        ..health("http_get", "draining")
+    };
+
+    let mut tls = service(
+        tcp("10.0.0.100", 443),
+        "sh",
+        vec![
+            real("10.0.0.21", 443, 2, 3, 4),
+            real("10.0.0.99", 443, 1, 0, 0),
+        ],
+    );
+    tls.persistence = persist(600, "255.255.255.0");
+    tls.reals[0].health = HealthInfo {
+        last_result: Some("exit 0".into()),
+        latency_ms: Some(1532.0),
+        since_secs: Some(59),
+        ..health("misc_check", "up")
+    };
+    tls.reals[1].sorry_server = true;
+    tls.reals[1].health = health("none", "up");
+
+    let mut api = service(
+        tcp("10.0.0.200", 8080),
+        "wrr",
+        vec![
+            real("10.0.0.41", 8080, 1, 0, 2),
+            real("10.0.0.98", 8080, 1, 6, 0),
+        ],
+    );
+    api.sorry_server_active = true;
+    api.reals[0].health = HealthInfo {
+        reason: Some("timeout".into()),
+        latency_ms: Some(5000.0),
+        since_secs: Some(600),
+        ..health("tcp_check", "down")
+    };
+    api.reals[1].sorry_server = true;
+    api.reals[1].health = health("none", "up");
+
+    let mut v6 = service(
+        tcp("2001:db8::100", 443),
+        "mh",
+        vec![
+            real("2001:db8::11", 443, 1, 10, 2),
+            real("2001:db8:aaaa:bbbb:cccc:dddd:eeee:1011", 443, 0, 0, 0),
+        ],
+    );
+    v6.persistence = persist(300, "255.255.255.255");
+    v6.stats = counters(12, 140, 0, 9000, 0);
+    v6.reals[1].health = HealthInfo {
+        reason: Some("no neighbour".into()),
+        ..health("tcp_check", "down")
+    };
+
+    let mut snap = snapshot(vec![dns, web, tls, api, v6]);
+    snap.conn_table_size = 1 << 20;
+    snap.timeouts = Timeouts {
+        tcp: 900,
+        tcpfin: 120,
+        udp: 300,
+    };
+    snap.global = GlobalInfo {
+        rx: 1_000_000,
+        passed: 1000,
+        transmitted: 998_000,
+        drop_no_real: 1000,
+        conn_hits: 990_000,
+        conn_misses: 10_000,
+        conn_rescheduled: 3,
+        conn_insert_failed: 1,
+        fragments: 2,
+        icmp_forwarded: 4,
+        persist_hits: 5,
+        conn_table_used: 1234,
+        reloads_ok: 6,
+        reloads_failed: 1,
+        checks_run: 500,
+        check_latency_ms_sum: 1250.5,
+    };
+    snap.conns = Some(vec![
+        conn(
+            Protocol::Tcp,
+            900,
+            "ESTABLISHED",
+            "192.168.7.21:51514",
+            "10.0.0.100:80",
+            "10.0.0.11:80",
+        ),
+        conn(
+            Protocol::Tcp,
+            59,
+            "SYN_RECV",
+            "192.168.100.200:65535",
+            "10.0.0.100:80",
+            "10.0.0.12:80",
+        ),
+        conn(
+            Protocol::Udp,
+            300,
+            "UDP",
+            "192.168.7.30:5353",
+            "10.0.0.53:53",
+            "10.0.0.31:53",
+        ),
+        conn(
+            Protocol::Tcp,
+            6000,
+            "NONE",
+            "192.168.7.0:0",
+            "10.0.0.100:443",
+            "10.0.0.21:443",
+        ),
+        conn(
+            Protocol::Tcp,
+            0,
+            "CLOSE",
+            "[2001:db8:1::5]:40000",
+            "[2001:db8::100]:443",
+            "[2001:db8::11]:443",
+        ),
+    ]);
+    snap
+}

@@ -1,0 +1,370 @@
+//! Run-time edits (`lbadm -A/-E/-D/-a/-e/-d`, ipvsadm's commands).
+//!
+//! An edit is applied to the running configuration's YAML and the result goes through the same
+//! parser and validator as a configuration file, so an edit is checked exactly like a reload
+//! (and gets keepalived's defaults for everything it does not say). The agent then installs it
+//! like a reload. A later SIGHUP re-reads the file; `lbadm -S` saves the running configuration.
+
+use std::{net::IpAddr, path::Path};
+
+use serde_yaml::{Mapping, Value};
+use thiserror::Error;
+
+use crate::{
+    config::Config,
+    control::Edit,
+    state::{RealKey, ServiceKey},
+};
+
+/// Why an edit was refused; nothing changed.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum EditError {
+    /// `-A` of an existing service.
+    #[error("{0}: service already exists")]
+    ServiceExists(ServiceKey),
+    /// A service that is not configured.
+    #[error("{0}: no such service")]
+    NoService(ServiceKey),
+    /// `-a` of an existing real.
+    #[error("{1} in {0}: real server already exists")]
+    RealExists(ServiceKey, RealKey),
+    /// A real that is not in the service.
+    #[error("{1} in {0}: no such real server")]
+    NoReal(ServiceKey, RealKey),
+    /// The edited configuration does not validate.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The configuration after `edit`, validated.
+pub fn apply(config: &Config, edit: &Edit) -> Result<Config, EditError> {
+    let mut doc: Value =
+        serde_yaml::from_str(&config.to_yaml()).expect("the running configuration is valid YAML");
+    let services = doc
+        .get_mut("virtual_servers")
+        .and_then(Value::as_sequence_mut)
+        .expect("to_yaml always writes virtual_servers");
+    let position = |services: &[Value], key: &ServiceKey| {
+        services.iter().position(|s| service_key(s) == Some(*key))
+    };
+    match edit {
+        Edit::AddService {
+            key,
+            scheduler,
+            persistence,
+        } => {
+            if position(services, key).is_some() {
+                return Err(EditError::ServiceExists(*key));
+            }
+            let mut m = Mapping::new();
+            m.insert("vip".into(), key.vip.to_string().into());
+            m.insert("port".into(), key.port.into());
+            m.insert(
+                "protocol".into(),
+                key.proto.name().to_ascii_lowercase().into(),
+            );
+            // Without -s, ipvsadm's default scheduler (wlc) applies, as in the file.
+            if let Some(s) = scheduler {
+                m.insert("lb_algo".into(), s.as_str().into());
+            }
+            m.insert("lb_kind".into(), "dr".into());
+            if let Some(t) = persistence {
+                m.insert("persistence_timeout".into(), (*t).into());
+            }
+            m.insert("real_servers".into(), Value::Sequence(Vec::new()));
+            services.push(Value::Mapping(m));
+        }
+        Edit::EditService {
+            key,
+            scheduler,
+            persistence,
+        } => {
+            let i = position(services, key).ok_or(EditError::NoService(*key))?;
+            let m = services[i]
+                .as_mapping_mut()
+                .expect("a service is a mapping");
+            if let Some(s) = scheduler {
+                m.insert("lb_algo".into(), s.as_str().into());
+            }
+            match persistence {
+                Some(Some(t)) => {
+                    m.insert("persistence_timeout".into(), (*t).into());
+                }
+                Some(None) => {
+                    m.remove("persistence_timeout");
+                    m.remove("persistence_granularity");
+                }
+                None => {}
+            }
+        }
+        Edit::DeleteService { key } => {
+            let i = position(services, key).ok_or(EditError::NoService(*key))?;
+            services.remove(i);
+        }
+        Edit::AddReal {
+            service,
+            real,
+            weight,
+        } => {
+            let reals = reals_of(services, service)?;
+            if reals.iter().any(|r| real_key(r) == Some(*real)) {
+                return Err(EditError::RealExists(*service, *real));
+            }
+            let mut m = Mapping::new();
+            m.insert("ip".into(), real.addr.to_string().into());
+            m.insert("port".into(), real.port.into());
+            m.insert("weight".into(), weight.unwrap_or(1).into());
+            reals.push(Value::Mapping(m));
+        }
+        Edit::EditReal {
+            service,
+            real,
+            weight,
+        } => {
+            let reals = reals_of(services, service)?;
+            let r = reals
+                .iter_mut()
+                .find(|r| real_key(r) == Some(*real))
+                .ok_or(EditError::NoReal(*service, *real))?;
+            if let Some(w) = weight {
+                r.as_mapping_mut()
+                    .expect("a real is a mapping")
+                    .insert("weight".into(), (*w).into());
+            }
+        }
+        Edit::DeleteReal { service, real } => {
+            let reals = reals_of(services, service)?;
+            let i = reals
+                .iter()
+                .position(|r| real_key(r) == Some(*real))
+                .ok_or(EditError::NoReal(*service, *real))?;
+            reals.remove(i);
+        }
+    }
+    let text = serde_yaml::to_string(&doc).expect("a YAML tree serializes");
+    Config::from_yaml(&text, Path::new("lbadm edit")).map_err(|e| {
+        EditError::Invalid(
+            e.errors
+                .iter()
+                .map(|f| format!("{}: {}", f.path, f.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })
+}
+
+fn reals_of<'a>(
+    services: &'a mut [Value],
+    key: &ServiceKey,
+) -> Result<&'a mut Vec<Value>, EditError> {
+    services
+        .iter_mut()
+        .find(|s| service_key(s) == Some(*key))
+        .ok_or(EditError::NoService(*key))?
+        .get_mut("real_servers")
+        .and_then(Value::as_sequence_mut)
+        .ok_or(EditError::NoService(*key))
+}
+
+fn service_key(v: &Value) -> Option<ServiceKey> {
+    let vip: IpAddr = v.get("vip")?.as_str()?.parse().ok()?;
+    let port = u16::try_from(v.get("port")?.as_u64()?).ok()?;
+    let proto = match v.get("protocol")?.as_str()? {
+        "tcp" => crate::state::Protocol::Tcp,
+        "udp" => crate::state::Protocol::Udp,
+        _ => return None,
+    };
+    Some(ServiceKey { vip, port, proto })
+}
+
+fn real_key(v: &Value) -> Option<RealKey> {
+    let addr: IpAddr = v.get("ip")?.as_str()?.parse().ok()?;
+    let port = u16::try_from(v.get("port")?.as_u64()?).ok()?;
+    Some(RealKey { addr, port })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::{config::LbAlgo, state::Protocol};
+
+    const YAML: &str = "
+interface: eth0
+virtual_servers:
+  - vip: 10.0.0.100
+    port: 80
+    lb_algo: wrr
+    lb_kind: dr
+    persistence_timeout: 50
+    real_servers:
+      - { ip: 10.0.0.11, weight: 2, tcp_check: { connect_timeout: 3 } }
+";
+
+    fn config() -> Config {
+        Config::from_yaml(YAML, Path::new("t.yaml")).unwrap()
+    }
+
+    fn svc(port: u16) -> ServiceKey {
+        ServiceKey {
+            vip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100)),
+            port,
+            proto: Protocol::Tcp,
+        }
+    }
+
+    fn real(last: u8, port: u16) -> RealKey {
+        RealKey {
+            addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)),
+            port,
+        }
+    }
+
+    #[test]
+    fn add_edit_delete_service() {
+        let c = apply(
+            &config(),
+            &Edit::AddService {
+                key: svc(443),
+                scheduler: Some("sh".into()),
+                persistence: Some(300),
+            },
+        )
+        .unwrap();
+        let vs = c.virtual_server(&svc(443)).unwrap();
+        assert_eq!(vs.lb_algo, LbAlgo::Sh);
+        assert_eq!(vs.persistence.unwrap().timeout, 300);
+        assert!(vs.real_servers.is_empty());
+        assert_eq!(
+            vs.delay_loop.as_secs(),
+            60,
+            "keepalived defaults fill the rest"
+        );
+
+        let c = apply(
+            &c,
+            &Edit::EditService {
+                key: svc(443),
+                scheduler: Some("rr".into()),
+                persistence: Some(None),
+            },
+        )
+        .unwrap();
+        let vs = c.virtual_server(&svc(443)).unwrap();
+        assert_eq!((vs.lb_algo, vs.persistence), (LbAlgo::Rr, None));
+
+        let c = apply(&c, &Edit::DeleteService { key: svc(443) }).unwrap();
+        assert!(c.virtual_server(&svc(443)).is_none());
+        assert_eq!(c, config(), "back to the start, nothing else touched");
+    }
+
+    #[test]
+    fn add_edit_delete_real_keep_the_rest() {
+        let c = apply(
+            &config(),
+            &Edit::AddReal {
+                service: svc(80),
+                real: real(12, 80),
+                weight: None,
+            },
+        )
+        .unwrap();
+        let vs = c.virtual_server(&svc(80)).unwrap();
+        assert_eq!(vs.real_servers[1].weight, 1);
+        assert!(
+            vs.real_servers[0].check.is_some(),
+            "the other real keeps its check"
+        );
+        let c = apply(
+            &c,
+            &Edit::EditReal {
+                service: svc(80),
+                real: real(12, 80),
+                weight: Some(0),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            c.virtual_server(&svc(80)).unwrap().real_servers[1].weight,
+            0
+        );
+        let c = apply(
+            &c,
+            &Edit::DeleteReal {
+                service: svc(80),
+                real: real(12, 80),
+            },
+        )
+        .unwrap();
+        assert_eq!(c, config());
+    }
+
+    #[test]
+    fn refusals_name_the_problem() {
+        let c = config();
+        let add = |key| Edit::AddService {
+            key,
+            scheduler: Some("rr".into()),
+            persistence: None,
+        };
+        assert_eq!(
+            apply(&c, &add(svc(80))).unwrap_err(),
+            EditError::ServiceExists(svc(80))
+        );
+        assert_eq!(
+            apply(&c, &Edit::DeleteService { key: svc(81) }).unwrap_err(),
+            EditError::NoService(svc(81))
+        );
+        let dup = Edit::AddReal {
+            service: svc(80),
+            real: real(11, 80),
+            weight: None,
+        };
+        assert_eq!(
+            apply(&c, &dup).unwrap_err(),
+            EditError::RealExists(svc(80), real(11, 80))
+        );
+        let missing = Edit::EditReal {
+            service: svc(80),
+            real: real(99, 80),
+            weight: Some(1),
+        };
+        assert_eq!(
+            apply(&c, &missing).unwrap_err(),
+            EditError::NoReal(svc(80), real(99, 80))
+        );
+        // Validation as for a file: the real's port must equal the VIP's.
+        let wrong_port = Edit::AddReal {
+            service: svc(80),
+            real: real(12, 8080),
+            weight: None,
+        };
+        let EditError::Invalid(msg) = apply(&c, &wrong_port).unwrap_err() else {
+            panic!("expected a validation error");
+        };
+        assert!(
+            msg.contains("virtual_servers[0].real_servers[1].port"),
+            "{msg}"
+        );
+        // Without -s, ipvsadm's default scheduler wlc applies.
+        let default_sched = Edit::AddService {
+            key: svc(443),
+            scheduler: None,
+            persistence: None,
+        };
+        let EditError::Invalid(msg) = apply(&c, &default_sched).unwrap_err() else {
+            panic!("expected a validation error");
+        };
+        assert!(msg.contains("lb_algo"), "{msg}");
+        let weight = Edit::EditReal {
+            service: svc(80),
+            real: real(11, 80),
+            weight: Some(70_000),
+        };
+        assert!(matches!(
+            apply(&c, &weight).unwrap_err(),
+            EditError::Invalid(_)
+        ));
+    }
+}

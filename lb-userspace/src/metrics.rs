@@ -1,0 +1,650 @@
+//! Prometheus metrics: the text rendering of a [`Snapshot`] and a minimal HTTP endpoint for it.
+//!
+//! Every metric is named `lb_*`. Per-service metrics carry the labels `vip`, `port` and
+//! `protocol` (`tcp`/`udp`); per-real metrics add `real` (the real's address: in direct
+//! routing its port is the service's). Counters end in `_total`.
+//!
+//! The encoding is done by the `prometheus-client` crate (OpenMetrics text), from which
+//! [`render`] derives the classic Prometheus text format 0.0.4: counter families are named
+//! with their `_total` suffix and OpenMetrics' `# EOF` is dropped. [`serve`] answers with
+//! OpenMetrics to a scraper that asks for it (`Accept: application/openmetrics-text`), as
+//! Prometheus does, and with the classic format to everyone else.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, text::encode},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+    time::timeout,
+};
+use tracing::{debug, warn};
+
+use crate::{
+    control::{Counters, RealInfo, ServiceInfo, Snapshot},
+    state::ServiceKey,
+};
+
+/// Content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Content type of [`render_openmetrics`]'s output.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The snapshot in the Prometheus text exposition format 0.0.4.
+pub fn render(snap: &Snapshot) -> String {
+    to_prometheus_text(&render_openmetrics(snap))
+}
+
+/// The snapshot in the OpenMetrics text format (ends with `# EOF`).
+pub fn render_openmetrics(snap: &Snapshot) -> String {
+    let mut registry = Registry::with_prefix("lb");
+    registry.register_collector(Box::new(SnapshotCollector(snap.clone())));
+    let mut out = String::new();
+    // Writing into a String cannot fail, and the collector itself never fails.
+    let _ = encode(&mut out, &registry);
+    out
+}
+
+/// Rewrites OpenMetrics text as Prometheus text 0.0.4: a counter family's HELP/TYPE name gets
+/// the `_total` its samples carry, and `# UNIT`/`# EOF` lines go.
+fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 64 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let rewritten = ["# HELP ", "# TYPE "].iter().find_map(|kw| {
+            let rest = line.strip_prefix(kw)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{kw}{name}_total {tail}"))
+        });
+        out.push_str(rewritten.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// Labels of a metric: (name, value) pairs.
+type Labels = Vec<(&'static str, String)>;
+
+fn service_labels(key: &ServiceKey) -> Labels {
+    vec![
+        ("vip", key.vip.to_string()),
+        ("port", key.port.to_string()),
+        ("protocol", proto_label(key)),
+    ]
+}
+
+fn real_labels(key: &ServiceKey, real: &RealInfo) -> Labels {
+    let mut l = service_labels(key);
+    l.push(("real", real.key.addr.to_string()));
+    l
+}
+
+fn proto_label(key: &ServiceKey) -> String {
+    key.proto.name().to_ascii_lowercase()
+}
+
+/// Encodes one counter family.
+fn counter<N>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Labels, N)>,
+) -> std::fmt::Result
+where
+    N: prometheus_client::encoding::EncodeCounterValue,
+{
+    let family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    let samples: Vec<(Labels, N)> = samples.into_iter().collect();
+    encode_samples(family, samples, |v, e| ConstCounter::new(v).encode(e))
+}
+
+/// Encodes one gauge family.
+fn gauge<N>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Labels, N)>,
+) -> std::fmt::Result
+where
+    N: prometheus_client::encoding::EncodeGaugeValue,
+{
+    let family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    let samples: Vec<(Labels, N)> = samples.into_iter().collect();
+    encode_samples(family, samples, |v, e| ConstGauge::new(v).encode(e))
+}
+
+/// Encodes a family's samples; a lone sample without labels is written without `{}`.
+fn encode_samples<N>(
+    mut family: MetricEncoder,
+    mut samples: Vec<(Labels, N)>,
+    encode: impl Fn(N, MetricEncoder) -> std::fmt::Result,
+) -> std::fmt::Result {
+    if let [(labels, _)] = samples.as_slice()
+        && labels.is_empty()
+        && let Some((_, value)) = samples.pop()
+    {
+        return encode(value, family);
+    }
+    for (labels, value) in samples {
+        encode(value, family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// Presents one snapshot to a registry.
+#[derive(Debug)]
+struct SnapshotCollector(Snapshot);
+
+/// One of the five traffic counters of [`Counters`].
+type CounterField = fn(&Counters) -> u64;
+
+/// The traffic counters: metric name suffix, what they count, a note for the help text.
+const TRAFFIC: [(&str, &str, &str, CounterField); 5] = [
+    ("connections", "New connections", "", |c| c.conns),
+    ("in_packets", "Packets from clients", "", |c| c.in_pkts),
+    ("out_packets", "Packets to clients", DR_NOTE, |c| c.out_pkts),
+    ("in_bytes", "Bytes from clients", "", |c| c.in_bytes),
+    ("out_bytes", "Bytes to clients", DR_NOTE, |c| c.out_bytes),
+];
+
+/// Why the outgoing counters stay at zero.
+const DR_NOTE: &str = " (0 in direct routing: replies bypass the balancer)";
+
+/// Health states a real can be in, for `lb_real_health_state`.
+const HEALTH_STATES: [&str; 3] = ["up", "down", "draining"];
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        self.encode_services(&mut enc)?;
+        self.encode_reals(&mut enc)?;
+        self.encode_global(&mut enc)
+    }
+}
+
+impl SnapshotCollector {
+    /// Per-service families.
+    fn encode_services(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+        let services = &self.0.services;
+        for (suffix, what, note, field) in TRAFFIC {
+            counter(
+                enc,
+                &format!("service_{suffix}"),
+                &format!("{what}, per virtual service{note}."),
+                services
+                    .iter()
+                    .map(|s| (service_labels(&s.key), field(&s.stats))),
+            )?;
+        }
+        let sum = |s: &ServiceInfo, f: fn(&RealInfo) -> u64| s.reals.iter().map(f).sum::<u64>();
+        gauge(
+            enc,
+            "service_active_connections",
+            "Connections in ESTABLISHED, per virtual service.",
+            services
+                .iter()
+                .map(|s| (service_labels(&s.key), sum(s, |r| r.active_conns))),
+        )?;
+        gauge(
+            enc,
+            "service_inactive_connections",
+            "Connections in any other state, per virtual service.",
+            services
+                .iter()
+                .map(|s| (service_labels(&s.key), sum(s, |r| r.inactive_conns))),
+        )?;
+        gauge(
+            enc,
+            "service_reals_up",
+            "Real servers whose health state is up (sorry server not counted).",
+            services.iter().map(|s| {
+                let up = s
+                    .reals
+                    .iter()
+                    .filter(|r| !r.sorry_server && r.health.state == "up")
+                    .count();
+                (service_labels(&s.key), up as u64)
+            }),
+        )?;
+        gauge(
+            enc,
+            "service_sorry_server_active",
+            "1 while the sorry server replaces the real servers (quorum lost), else 0.",
+            services
+                .iter()
+                .map(|s| (service_labels(&s.key), u64::from(s.sorry_server_active))),
+        )?;
+        Ok(())
+    }
+
+    /// Per-real families.
+    fn encode_reals(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+        let reals = || {
+            self.0
+                .services
+                .iter()
+                .flat_map(|s| s.reals.iter().map(move |r| (s, r)))
+        };
+        for (suffix, what, note, field) in TRAFFIC {
+            counter(
+                enc,
+                &format!("real_{suffix}"),
+                &format!("{what}, per real server{note}."),
+                reals().map(|(s, r)| (real_labels(&s.key, r), field(&r.stats))),
+            )?;
+        }
+        gauge(
+            enc,
+            "real_active_connections",
+            "Connections in ESTABLISHED, per real server.",
+            reals().map(|(s, r)| (real_labels(&s.key, r), r.active_conns)),
+        )?;
+        gauge(
+            enc,
+            "real_inactive_connections",
+            "Connections in any other state, per real server.",
+            reals().map(|(s, r)| (real_labels(&s.key, r), r.inactive_conns)),
+        )?;
+        gauge(
+            enc,
+            "real_weight",
+            "Weight of the real server (0 = quiesced).",
+            reals().map(|(s, r)| (real_labels(&s.key, r), u64::from(r.weight))),
+        )?;
+        gauge(
+            enc,
+            "real_up",
+            "1 when the real server's health state is up, else 0.",
+            reals().map(|(s, r)| (real_labels(&s.key, r), u64::from(r.health.state == "up"))),
+        )?;
+        gauge(
+            enc,
+            "real_health_state",
+            "1 for the real server's current health state, 0 for the others.",
+            reals().flat_map(|(s, r)| {
+                HEALTH_STATES.iter().map(move |state| {
+                    let mut l = real_labels(&s.key, r);
+                    l.push(("state", (*state).to_owned()));
+                    (l, u64::from(r.health.state == *state))
+                })
+            }),
+        )?;
+        gauge(
+            enc,
+            "real_sorry_server",
+            "1 for a service's sorry server, 0 for its ordinary real servers.",
+            reals().map(|(s, r)| (real_labels(&s.key, r), u64::from(r.sorry_server))),
+        )?;
+        gauge(
+            enc,
+            "real_check_latency_seconds",
+            "Duration of the last health check of the real server.",
+            reals().filter_map(|(s, r)| {
+                let ms = r.health.latency_ms?;
+                Some((real_labels(&s.key, r), ms / 1000.0))
+            }),
+        )?;
+
+        Ok(())
+    }
+
+    /// Data-plane and agent-wide families.
+    fn encode_global(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+        let snap = &self.0;
+        let g = &snap.global;
+        let none = || Labels::new();
+        let one = |k: &'static str, v: &str| vec![(k, v.to_owned())];
+        counter(
+            enc,
+            "packets_received",
+            "Packets the XDP program looked at.",
+            [(none(), g.rx)],
+        )?;
+        counter(
+            enc,
+            "packets_passed",
+            "Packets passed to the kernel stack (not for a virtual service).",
+            [(none(), g.passed)],
+        )?;
+        counter(
+            enc,
+            "packets_transmitted",
+            "Packets forwarded to a real server.",
+            [(none(), g.transmitted)],
+        )?;
+        counter(
+            enc,
+            "packets_dropped",
+            "Packets dropped, by reason (no_real: the service had no usable real server).",
+            [(one("reason", "no_real"), g.drop_no_real)],
+        )?;
+        counter(
+            enc,
+            "conn_table_lookups",
+            "Connection-table lookups, by result.",
+            [
+                (one("result", "hit"), g.conn_hits),
+                (one("result", "miss"), g.conn_misses),
+            ],
+        )?;
+        counter(
+            enc,
+            "conn_rescheduled",
+            "Flows moved to another real server because theirs went away.",
+            [(none(), g.conn_rescheduled)],
+        )?;
+        counter(
+            enc,
+            "conn_insert_failed",
+            "New flows that could not be recorded in the connection table.",
+            [(none(), g.conn_insert_failed)],
+        )?;
+        counter(
+            enc,
+            "fragments",
+            "IP fragments seen.",
+            [(none(), g.fragments)],
+        )?;
+        counter(
+            enc,
+            "icmp_forwarded",
+            "ICMP errors forwarded to the real server of their flow.",
+            [(none(), g.icmp_forwarded)],
+        )?;
+        counter(
+            enc,
+            "persistence_hits",
+            "New flows placed by a persistence template.",
+            [(none(), g.persist_hits)],
+        )?;
+        gauge(
+            enc,
+            "conn_table_entries",
+            "Entries in the connection table.",
+            [(none(), g.conn_table_used)],
+        )?;
+        gauge(
+            enc,
+            "conn_table_size",
+            "Capacity of the connection table.",
+            [(none(), u64::from(snap.conn_table_size))],
+        )?;
+        counter(
+            enc,
+            "reloads",
+            "Configuration reloads, by result.",
+            [
+                (one("result", "ok"), g.reloads_ok),
+                (one("result", "failed"), g.reloads_failed),
+            ],
+        )?;
+        counter(
+            enc,
+            "health_checks",
+            "Health checks run.",
+            [(none(), g.checks_run)],
+        )?;
+        counter(
+            enc,
+            "health_check_duration_seconds",
+            "Time spent in health checks.",
+            [(none(), g.check_latency_ms_sum / 1000.0)],
+        )?;
+        Ok(())
+    }
+}
+
+/// Limits of the metrics HTTP server.
+#[derive(Clone, Copy, Debug)]
+struct ServerLimits {
+    /// Time for a client to send its request head.
+    read: Duration,
+    /// Time for a whole exchange, answer included.
+    total: Duration,
+    /// Longest request head.
+    max_head: usize,
+    /// Clients served at once; more are closed at once.
+    max_clients: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            read: Duration::from_secs(10),
+            total: Duration::from_secs(30),
+            max_head: 8 << 10,
+            max_clients: 32,
+        }
+    }
+}
+
+/// Serves `GET /metrics` (and `HEAD`) on `listener` until the task is dropped, answering with
+/// [`render`] of a fresh `source()` each time (OpenMetrics if the client asks for it).
+///
+/// HTTP/1.1 without keep-alive: one request per connection. Any other path is 404, another
+/// method 405, a malformed or oversized request 400/431. A client gets 10 s to send its
+/// request and 30 s for the whole exchange; at most 32 are served at once. `source` runs on
+/// tokio's blocking pool, so it may take a lock.
+pub async fn serve(listener: TcpListener, source: impl Fn() -> Snapshot + Send + Sync + 'static) {
+    serve_with(listener, Arc::new(source), ServerLimits::default()).await;
+}
+
+async fn serve_with<F>(listener: TcpListener, source: Arc<F>, limits: ServerLimits)
+where
+    F: Fn() -> Snapshot + Send + Sync + 'static,
+{
+    let slots = Arc::new(Semaphore::new(limits.max_clients));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!("metrics: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            debug!("metrics: too many clients, closing the connection from {peer}");
+            continue;
+        };
+        let source = Arc::clone(&source);
+        tokio::spawn(async move {
+            let _slot = slot;
+            match timeout(limits.total, exchange(stream, source, limits)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => debug!("metrics: client {peer}: {e}"),
+                Err(_) => debug!("metrics: client {peer} too slow, closed"),
+            }
+        });
+    }
+}
+
+/// A parsed request head.
+struct RequestHead {
+    method: String,
+    path: String,
+    wants_openmetrics: bool,
+}
+
+/// Why a request head was refused.
+enum HeadError {
+    /// Not HTTP.
+    Malformed,
+    /// Longer than the limit.
+    TooLarge,
+    /// The client closed or stalled before finishing it.
+    Incomplete,
+}
+
+/// One HTTP answer.
+struct Answer {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+}
+
+impl Answer {
+    fn text(status: u16, body: &str) -> Self {
+        Answer {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: format!("{body}\n"),
+        }
+    }
+}
+
+/// Serves one connection: reads a request head, answers, closes.
+async fn exchange<F>(
+    mut stream: TcpStream,
+    source: Arc<F>,
+    limits: ServerLimits,
+) -> std::io::Result<()>
+where
+    F: Fn() -> Snapshot + Send + Sync + 'static,
+{
+    let head = match timeout(limits.read, read_head(&mut stream, limits.max_head)).await {
+        Ok(head) => head?,
+        Err(_) => Err(HeadError::Incomplete),
+    };
+    let head_only = matches!(&head, Ok(h) if h.method == "HEAD");
+    let answer = match head {
+        Err(HeadError::Incomplete) => return Ok(()),
+        Err(HeadError::Malformed) => Answer::text(400, "Bad Request"),
+        Err(HeadError::TooLarge) => Answer::text(431, "Request Header Fields Too Large"),
+        Ok(h) if h.method != "GET" && h.method != "HEAD" => Answer::text(405, "Method Not Allowed"),
+        Ok(h) if h.path != "/metrics" => Answer::text(404, "Not Found"),
+        Ok(h) => {
+            let open = h.wants_openmetrics;
+            let body = tokio::task::spawn_blocking(move || {
+                let snap = source();
+                if open {
+                    render_openmetrics(&snap)
+                } else {
+                    render(&snap)
+                }
+            })
+            .await
+            .map_err(std::io::Error::other)?;
+            let content_type = if open {
+                OPENMETRICS_CONTENT_TYPE
+            } else {
+                CONTENT_TYPE
+            };
+            Answer {
+                status: 200,
+                content_type,
+                body,
+            }
+        }
+    };
+    respond(&mut stream, &answer, head_only).await
+}
+
+/// Writes the answer (without its body for HEAD) and closes the connection.
+async fn respond(stream: &mut TcpStream, answer: &Answer, head_only: bool) -> std::io::Result<()> {
+    let reason = match answer.status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Request Header Fields Too Large",
+    };
+    let mut head = format!(
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        answer.status,
+        answer.content_type,
+        answer.body.len()
+    );
+    if answer.status == 405 {
+        head.push_str("Allow: GET, HEAD\r\n");
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    if !head_only {
+        stream.write_all(answer.body.as_bytes()).await?;
+    }
+    stream.shutdown().await
+}
+
+/// Reads and parses a request head (up to the blank line).
+async fn read_head(
+    stream: &mut TcpStream,
+    max: usize,
+) -> std::io::Result<Result<RequestHead, HeadError>> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let end = loop {
+        if let Some(end) = head_end(&buf) {
+            break end;
+        }
+        if buf.len() > max {
+            return Ok(Err(HeadError::TooLarge));
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(Err(HeadError::Incomplete));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    if end > max {
+        return Ok(Err(HeadError::TooLarge));
+    }
+    Ok(parse_head(&buf[..end]).ok_or(HeadError::Malformed))
+}
+
+/// Where the head ends (after `\r\n\r\n` or `\n\n`).
+fn head_end(buf: &[u8]) -> Option<usize> {
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn parse_head(head: &[u8]) -> Option<RequestHead> {
+    let text = std::str::from_utf8(head).ok()?;
+    let mut lines = text.lines();
+    let mut first = lines.next()?.split(' ');
+    let (method, target, version) = (first.next()?, first.next()?, first.next()?);
+    if first.next().is_some()
+        || !version.starts_with("HTTP/1.")
+        || method.is_empty()
+        || !method.bytes().all(|b| b.is_ascii_uppercase())
+        || !target.starts_with('/')
+    {
+        return None;
+    }
+    let mut wants_openmetrics = false;
+    for line in lines.take_while(|l| !l.is_empty()) {
+        let (name, value) = line.split_once(':')?;
+        if name.trim().eq_ignore_ascii_case("accept") {
+            wants_openmetrics |= value.contains("application/openmetrics-text");
+        }
+    }
+    let path = target.split(['?', '#']).next().unwrap_or(target);
+    Some(RequestHead {
+        method: method.to_owned(),
+        path: path.to_owned(),
+        wants_openmetrics,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,426 @@
+use std::collections::{BTreeMap, HashMap};
+
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+};
+
+use super::*;
+use crate::control::fixtures::{reference, sample};
+
+/// One sample: metric name, labels, value.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// A strict reader of the Prometheus text format 0.0.4: every line is a HELP or TYPE comment
+/// or `name{labels} value`; every sample's family has exactly one HELP and one TYPE, given
+/// before its samples; no sample appears twice.
+fn parse(text: &str) -> (HashMap<String, String>, Vec<Sample>) {
+    assert!(text.ends_with('\n'), "no final newline");
+    let mut help: HashMap<String, String> = HashMap::new();
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut samples = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let is_name = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            && !s.starts_with(|c: char| c.is_ascii_digit())
+    };
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, doc) = rest.split_once(' ').expect(line);
+            assert!(is_name(name), "{line}");
+            assert!(!doc.is_empty(), "{line}");
+            assert!(
+                help.insert(name.into(), doc.into()).is_none(),
+                "second HELP: {line}"
+            );
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, ty) = rest.split_once(' ').expect(line);
+            assert!(["counter", "gauge"].contains(&ty), "{line}");
+            assert!(help.contains_key(name), "TYPE before HELP: {line}");
+            assert!(
+                types.insert(name.into(), ty.into()).is_none(),
+                "second TYPE: {line}"
+            );
+            if ty == "counter" {
+                assert!(name.ends_with("_total"), "{line}");
+            }
+            continue;
+        }
+        assert!(!line.starts_with('#'), "unexpected comment {line:?}");
+        let (series, value) = line.rsplit_once(' ').expect(line);
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("value in {line:?}"));
+        let (name, labels) = match series.split_once('{') {
+            None => (series, BTreeMap::new()),
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').expect(line);
+                let mut labels = BTreeMap::new();
+                for pair in body.split(',') {
+                    let (k, v) = pair.split_once('=').expect(line);
+                    assert!(is_name(k), "{line}");
+                    let v = v
+                        .strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .expect(line);
+                    assert!(!v.contains(['"', '\\', '\n']), "{line}");
+                    assert!(
+                        labels.insert(k.to_owned(), v.to_owned()).is_none(),
+                        "{line}"
+                    );
+                }
+                (name, labels)
+            }
+        };
+        assert!(is_name(name), "{line}");
+        assert!(
+            types.contains_key(name),
+            "sample before/without TYPE: {line}"
+        );
+        assert!(seen.insert(series.to_owned()), "duplicate series {series}");
+        samples.push(Sample {
+            name: name.into(),
+            labels,
+            value,
+        });
+    }
+    (types, samples)
+}
+
+/// The value of the one sample of `name` whose labels include `want`.
+fn value(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
+    let found: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| {
+            s.name == name
+                && want
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{name} {want:?}: {found:?}");
+    found[0].value
+}
+
+#[test]
+fn render_is_valid_and_exact() {
+    let snap = sample();
+    let text = render(&snap);
+    let (types, samples) = parse(&text);
+
+    // Names and types.
+    for (name, ty) in [
+        ("lb_service_connections_total", "counter"),
+        ("lb_service_in_packets_total", "counter"),
+        ("lb_service_in_bytes_total", "counter"),
+        ("lb_real_in_bytes_total", "counter"),
+        ("lb_real_active_connections", "gauge"),
+        ("lb_real_up", "gauge"),
+        ("lb_real_check_latency_seconds", "gauge"),
+        ("lb_packets_dropped_total", "counter"),
+        ("lb_conn_table_entries", "gauge"),
+        ("lb_conn_table_size", "gauge"),
+        ("lb_reloads_total", "counter"),
+    ] {
+        assert_eq!(types.get(name).map(String::as_str), Some(ty), "{name}");
+    }
+    for name in types.keys() {
+        assert!(name.starts_with("lb_"), "{name}");
+    }
+
+    // Every service and real counter equals the snapshot's.
+    for svc in &snap.services {
+        let port = svc.key.port.to_string();
+        let vip = svc.key.vip.to_string();
+        let proto = svc.key.proto.name().to_ascii_lowercase();
+        let l = [
+            ("vip", vip.as_str()),
+            ("port", port.as_str()),
+            ("protocol", proto.as_str()),
+        ];
+        let s = &svc.stats;
+        for (name, want) in [
+            ("lb_service_connections_total", s.conns),
+            ("lb_service_in_packets_total", s.in_pkts),
+            ("lb_service_out_packets_total", s.out_pkts),
+            ("lb_service_in_bytes_total", s.in_bytes),
+            ("lb_service_out_bytes_total", s.out_bytes),
+        ] {
+            assert_eq!(value(&samples, name, &l), want as f64, "{name} {l:?}");
+        }
+        let active: u64 = svc.reals.iter().map(|r| r.active_conns).sum();
+        assert_eq!(
+            value(&samples, "lb_service_active_connections", &l),
+            active as f64
+        );
+        assert_eq!(
+            value(&samples, "lb_service_sorry_server_active", &l),
+            f64::from(u8::from(svc.sorry_server_active))
+        );
+        for r in &svc.reals {
+            let addr = r.key.addr.to_string();
+            let mut l = l.to_vec();
+            l.push(("real", addr.as_str()));
+            for (name, want) in [
+                ("lb_real_connections_total", r.stats.conns),
+                ("lb_real_in_packets_total", r.stats.in_pkts),
+                ("lb_real_in_bytes_total", r.stats.in_bytes),
+                ("lb_real_out_bytes_total", r.stats.out_bytes),
+                ("lb_real_active_connections", r.active_conns),
+                ("lb_real_inactive_connections", r.inactive_conns),
+                ("lb_real_weight", u64::from(r.weight)),
+                ("lb_real_up", u64::from(r.health.state == "up")),
+            ] {
+                assert_eq!(value(&samples, name, &l), want as f64, "{name} {l:?}");
+            }
+            for state in ["up", "down", "draining"] {
+                let mut l = l.clone();
+                l.push(("state", state));
+                assert_eq!(
+                    value(&samples, "lb_real_health_state", &l),
+                    f64::from(u8::from(r.health.state == state))
+                );
+            }
+            if let Some(ms) = r.health.latency_ms {
+                assert_eq!(
+                    value(&samples, "lb_real_check_latency_seconds", &l),
+                    ms / 1000.0
+                );
+            }
+        }
+    }
+
+    let g = &snap.global;
+    assert_eq!(
+        value(&samples, "lb_packets_received_total", &[]),
+        g.rx as f64
+    );
+    assert_eq!(
+        value(&samples, "lb_packets_passed_total", &[]),
+        g.passed as f64
+    );
+    assert_eq!(
+        value(&samples, "lb_packets_transmitted_total", &[]),
+        g.transmitted as f64
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "lb_packets_dropped_total",
+            &[("reason", "no_real")]
+        ),
+        g.drop_no_real as f64
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "lb_conn_table_lookups_total",
+            &[("result", "miss")]
+        ),
+        g.conn_misses as f64
+    );
+    assert_eq!(
+        value(&samples, "lb_conn_table_entries", &[]),
+        g.conn_table_used as f64
+    );
+    assert_eq!(
+        value(&samples, "lb_conn_table_size", &[]),
+        f64::from(snap.conn_table_size)
+    );
+    assert_eq!(
+        value(&samples, "lb_reloads_total", &[("result", "ok")]),
+        g.reloads_ok as f64
+    );
+    assert_eq!(
+        value(&samples, "lb_reloads_total", &[("result", "failed")]),
+        g.reloads_failed as f64
+    );
+    assert_eq!(
+        value(&samples, "lb_health_checks_total", &[]),
+        g.checks_run as f64
+    );
+    assert_eq!(
+        value(&samples, "lb_health_check_duration_seconds_total", &[]),
+        g.check_latency_ms_sum / 1000.0
+    );
+}
+
+#[test]
+fn exact_lines() {
+    let text = render(&reference());
+    for line in [
+        "# HELP lb_service_connections_total New connections, per virtual service.",
+        "# TYPE lb_service_connections_total counter",
+        "lb_service_connections_total{vip=\"10.0.0.100\",port=\"5672\",protocol=\"tcp\"} 113786",
+        "lb_real_in_bytes_total{vip=\"10.0.0.100\",port=\"5672\",protocol=\"tcp\",real=\"10.0.0.11\"} 1105123456",
+        "# TYPE lb_real_active_connections gauge",
+        "lb_real_active_connections{vip=\"10.0.0.100\",port=\"15672\",protocol=\"tcp\",real=\"10.0.0.12\"} 409",
+        "lb_conn_table_size 4096",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    assert!(!text.contains("# EOF"));
+}
+
+#[test]
+fn openmetrics_keeps_its_own_format() {
+    let text = render_openmetrics(&reference());
+    assert!(text.ends_with("# EOF\n"));
+    assert!(text.contains("# TYPE lb_service_connections counter\n"));
+    assert!(text.contains("lb_service_connections_total{"));
+}
+
+#[test]
+fn empty_snapshot_renders() {
+    let snap = crate::control::fixtures::snapshot(vec![]);
+    let (types, samples) = parse(&render(&snap));
+    assert!(types.contains_key("lb_real_up"));
+    assert!(samples.iter().all(|s| !s.labels.contains_key("vip")));
+    assert_eq!(value(&samples, "lb_conn_table_size", &[]), 4096.0);
+}
+
+/// Sends raw bytes, returns the whole answer (the server closes after it).
+async fn exchange_raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+async fn start(limits: ServerLimits) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve_with(listener, Arc::new(sample), limits));
+    addr
+}
+
+#[tokio::test]
+async fn serves_metrics_over_http() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(serve(listener, sample));
+
+    let answer = exchange_raw(
+        addr,
+        b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n",
+    )
+    .await;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8"));
+    assert!(
+        head.contains(&format!("\r\nContent-Length: {}", body.len())),
+        "{head}"
+    );
+    assert_eq!(body, render(&sample()));
+
+    // Query strings are ignored; a scraper asking for OpenMetrics gets it.
+    let answer = exchange_raw(
+        addr,
+        b"GET /metrics?x=1 HTTP/1.1\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n\r\n",
+    )
+    .await;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.contains("application/openmetrics-text; version=1.0.0"),
+        "{head}"
+    );
+    assert!(body.ends_with("# EOF\n"));
+
+    let answer = exchange_raw(addr, b"HEAD /metrics HTTP/1.0\r\n\r\n").await;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK"));
+    assert!(body.is_empty());
+
+    let answer = exchange_raw(addr, b"GET / HTTP/1.1\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 404 Not Found\r\n"), "{answer}");
+
+    let answer = exchange_raw(addr, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").await;
+    assert!(
+        answer.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("\r\nAllow: GET, HEAD\r\n"));
+
+    server.abort();
+}
+
+#[tokio::test]
+async fn survives_garbage_and_slow_clients() {
+    let limits = ServerLimits {
+        read: Duration::from_millis(200),
+        total: Duration::from_millis(500),
+        max_head: 1024,
+        max_clients: 4,
+    };
+    let addr = start(limits).await;
+
+    for garbage in [
+        &b"\x00\x01\x02\xff\xfe\n\n"[..],
+        b"hello\r\n\r\n",
+        b"GET /metrics\r\n\r\n",
+        b"GET  /metrics HTTP/1.1\r\n\r\n",
+        b"GET metrics HTTP/1.1\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n",
+    ] {
+        let answer = exchange_raw(addr, garbage).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{garbage:?}: {answer}"
+        );
+    }
+
+    let mut huge = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+    huge.resize(4096, b'a');
+    let answer = exchange_raw(addr, &huge).await;
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+
+    // Clients that send nothing, or half a request, are cut off; others still get served.
+    let idle: Vec<TcpStream> =
+        futures_util::future::join_all((0..3).map(|_| TcpStream::connect(addr)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    let mut half = TcpStream::connect(addr).await.unwrap();
+    half.write_all(b"GET /metr").await.unwrap();
+    let start = std::time::Instant::now();
+    let mut rest = Vec::new();
+    half.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty());
+    assert!(start.elapsed() < Duration::from_secs(5));
+    drop(idle);
+
+    // Slots are free again once the slow clients are gone.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let answer = exchange_raw(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+}
+
+#[test]
+fn head_parsing() {
+    let h = parse_head(
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\naccept: application/openmetrics-text\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!((h.method.as_str(), h.path.as_str()), ("GET", "/metrics"));
+    assert!(h.wants_openmetrics);
+    assert!(parse_head(b"GET /metrics HTTP/2\r\n\r\n").is_none());
+    assert!(parse_head(b"get /metrics HTTP/1.1\r\n\r\n").is_none());
+    assert_eq!(head_end(b"GET / HTTP/1.1\n\nrest"), Some(16));
+    assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\n"), Some(18));
+    assert_eq!(head_end(b"GET / HTTP/1.1\r\n"), None);
+}

@@ -1,0 +1,1104 @@
+//! `lb_userspace::keepalived`: keepalived.conf → lb-agent YAML.
+//!
+//! The production guide's keepalived.conf must convert as it is, to the configuration of
+//! `configs/rabbitmq.yaml`, with exactly the expected warnings. The other tests cover every
+//! keyword, keepalived's quoting and comment rules, what lb-agent refuses (carried with a
+//! warning) and the files that cannot be converted at all.
+
+use std::{
+    fs,
+    net::{IpAddr, Ipv4Addr},
+    path::Path,
+    time::Duration,
+};
+
+use lb_userspace::{
+    config::{Checker, Config, ConfigError, HttpCheck, LbAlgo, MiscCheck, TcpCheck, UrlCheck},
+    keepalived::{Import, ImportError, Warning, import, import_named},
+    state::{Persistence, Protocol, RealKey},
+};
+use serde_yaml::{Mapping, Value};
+
+/// Where the production guide's files are shared.
+const GUIDE: &str = "/work/shared/reference/rabbitmq-lvs-keepalived.conf";
+/// The copy of the guide's keepalived.conf kept with the tests.
+const VENDORED: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/rabbitmq-lvs-keepalived.conf"
+);
+
+fn repo_file(rel: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Imports `text` for eth0, or panics with the error.
+fn imported(text: &str) -> Import {
+    import(text, "eth0").unwrap_or_else(|e| panic!("import failed: {e}\n{text}"))
+}
+
+/// Imports `text` and loads the YAML, which must be valid.
+fn accepted(text: &str) -> (Import, Config) {
+    let im = imported(text);
+    let config = Config::from_yaml(&im.yaml, Path::new("imported.yaml"))
+        .unwrap_or_else(|e| panic!("YAML refused:\n{e}\n---\n{}", im.yaml));
+    (im, config)
+}
+
+/// Imports `text`, whose YAML lb-agent must refuse.
+fn refused(text: &str) -> (Import, ConfigError) {
+    let im = imported(text);
+    let err = Config::from_yaml(&im.yaml, Path::new("imported.yaml"))
+        .err()
+        .unwrap_or_else(|| panic!("YAML accepted, but it should be refused:\n{}", im.yaml));
+    (im, err)
+}
+
+/// Asserts a warning on `line` that contains every fragment.
+#[track_caller]
+fn warned(im: &Import, line: usize, fragments: &[&str]) {
+    let hit = im
+        .warnings
+        .iter()
+        .any(|w| w.line == line && fragments.iter().all(|f| w.message.contains(f)));
+    assert!(
+        hit,
+        "no warning on line {line} with {fragments:?}; warnings:\n{}",
+        shown(im)
+    );
+}
+
+fn shown(im: &Import) -> String {
+    im.warnings
+        .iter()
+        .map(|w| format!("  {w}\n"))
+        .collect::<String>()
+}
+
+/// A DR service on 10.0.0.1:80 around `body`: `body`'s first line is line 4.
+fn service(body: &str) -> String {
+    format!("virtual_server 10.0.0.1 80 {{\n    lb_algo rr\n    lb_kind DR\n{body}\n}}\n")
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// The guide's file: vendored, and the shared original when it is there (which must not
+/// have drifted from the copy).
+fn guide_texts() -> Vec<(String, String)> {
+    let vendored = fs::read_to_string(VENDORED).expect("vendored copy of the guide's file");
+    let mut texts = vec![(VENDORED.to_owned(), vendored.clone())];
+    if let Ok(shared) = fs::read_to_string(GUIDE) {
+        assert_eq!(shared, vendored, "{VENDORED} differs from {GUIDE}");
+        texts.push((GUIDE.to_owned(), shared));
+    }
+    texts
+}
+
+#[test]
+fn the_guides_file_converts_as_it_is() {
+    // configs/rabbitmq.yaml is what the guide meant (retry 3); keepalived ignored the
+    // guide's `nb_get_retry 3` inside TCP_CHECK, so what it ran, and what the import gives,
+    // has keepalived's default retry 1.
+    let mut expected = Config::from_file(Path::new(&repo_file("configs/rabbitmq.yaml")))
+        .expect("configs/rabbitmq.yaml is valid");
+    for vs in &mut expected.virtual_servers {
+        for rs in &mut vs.real_servers {
+            let Some(lb_userspace::config::Checker::Tcp(c)) = &mut rs.check else {
+                panic!("the guide's reals have TCP_CHECKs");
+            };
+            assert_eq!(c.timing.retry, 3);
+            c.timing.retry = 1;
+        }
+    }
+    let nb_get_retry = "unknown keyword \"nb_get_retry\" in TCP_CHECK (only HTTP_GET and \
+                        SSL_GET take this old name of retry): ignored as keepalived does; this \
+                        check ran with retry 1 and is converted as it ran; write `retry: 3` in \
+                        tcp_check if 3 retries were meant";
+    let protocal = "unknown keyword \"protocal\" (did you mean \"protocol\"?): ignored as \
+                    keepalived does; protocol stays TCP";
+    let expected_warnings = vec![
+        (
+            2,
+            "global_defs is handled by keepalived, not by lb-agent: not converted (it stays in \
+             keepalived.conf)",
+        ),
+        (
+            5,
+            "vrrp_instance VI_1 is handled by keepalived, not by lb-agent: keep running \
+             keepalived for VRRP (it owns the VIP 192.168.0.10)",
+        ),
+        (
+            16,
+            "vrrp_instance VI_1 tracks the script chk_haproxy, which no vrrp_script in this file \
+             defines: keepalived ignores that track (not converted; fix it in keepalived.conf)",
+        ),
+        (30, protocal),
+        (36, nb_get_retry),
+        (45, nb_get_retry),
+        (54, nb_get_retry),
+        (66, protocal),
+        (71, nb_get_retry),
+        (80, nb_get_retry),
+        (89, nb_get_retry),
+    ];
+    for (source, text) in guide_texts() {
+        let im = import_named(&text, "eth0", &source).expect("the guide's file imports");
+        let config = Config::from_yaml(&im.yaml, Path::new(&source))
+            .unwrap_or_else(|e| panic!("{source}: YAML refused:\n{e}\n{}", im.yaml));
+        assert_eq!(
+            config, expected,
+            "{source}: differs from configs/rabbitmq.yaml with keepalived's retry 1"
+        );
+        let got: Vec<(usize, &str)> = im
+            .warnings
+            .iter()
+            .map(|w| (w.line, w.message.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            expected_warnings,
+            "{source}: warnings:\n{}",
+            shown(&im)
+        );
+        // The brief's exact wording.
+        assert_eq!(
+            im.warnings[3].to_string(),
+            "line 30: unknown keyword \"protocal\" (did you mean \"protocol\"?): ignored as \
+             keepalived does; protocol stays TCP"
+        );
+        // The header names the file and lists the warnings; each service names its line.
+        assert!(im.yaml.starts_with(&format!(
+            "# lb-agent configuration generated from {source} by `lbadm import-keepalived`."
+        )));
+        assert!(
+            im.yaml
+                .contains("#   line 30: unknown keyword \"protocal\"")
+        );
+        assert!(
+            im.yaml
+                .contains("# keepalived.conf line 23: virtual_server 192.168.0.10 5672\n")
+        );
+        assert!(
+            im.yaml
+                .contains("# keepalived.conf line 61: virtual_server 192.168.0.10 15672\n")
+        );
+        assert!(
+            im.yaml
+                .contains("# line 85: real_server 192.168.0.4 15672\n")
+        );
+        assert!(
+            im.yaml
+                .contains("protocol: tcp   # keepalived's default; line 30 has \"protocal\"")
+        );
+    }
+}
+
+/// Keys of the mapping at `path` (`virtual_servers/0/real_servers/1/tcp_check`).
+fn keys_at<'v>(doc: &'v Value, path: &str) -> Vec<&'v str> {
+    let mut v = doc;
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        v = match part.parse::<usize>() {
+            Ok(i) => &v[i],
+            Err(_) => &v[part],
+        };
+    }
+    let map: &Mapping = v
+        .as_mapping()
+        .unwrap_or_else(|| panic!("{path}: not a mapping"));
+    map.keys().filter_map(Value::as_str).collect()
+}
+
+/// Every key of `ours` is in `reference`, in the same order.
+#[track_caller]
+fn in_order(ours: &[&str], reference: &[&str], what: &str) {
+    let mut last = 0;
+    for k in ours {
+        let at = reference
+            .iter()
+            .position(|r| r == k)
+            .unwrap_or_else(|| panic!("{what}: key {k} is not in configs/example.yaml"));
+        assert!(
+            at >= last,
+            "{what}: {k} is out of order ({ours:?} vs {reference:?})"
+        );
+        last = at;
+    }
+}
+
+#[test]
+fn the_yaml_keeps_the_key_order_of_example_yaml() {
+    let text = r#"
+vrrp_instance VI_1 {
+    interface eth0
+    virtual_ipaddress {
+        10.0.0.1/24 dev eth0
+    }
+}
+virtual_server 10.0.0.1 80 {
+    delay_loop 10
+    lb_algo wrr
+    lb_kind DR
+    persistence_timeout 300
+    persistence_granularity 255.255.255.0
+    protocol TCP
+    warmup 5
+    alpha
+    omega
+    inhibit_on_failure
+    quorum 2
+    hysteresis 1
+    quorum_up "/usr/local/bin/notify web quorum-up"
+    quorum_down "/usr/local/bin/notify web quorum-down"
+    sorry_server 10.0.0.99 80
+    real_server 10.0.0.2 80 {
+        weight 3
+        inhibit_on_failure
+        notify_up "/usr/local/bin/notify web 10.0.0.2 up"
+        notify_down "/usr/local/bin/notify web 10.0.0.2 down"
+        HTTP_GET {
+            url {
+                path /healthz
+                status_code 200
+            }
+            connect_ip 10.0.0.2
+            connect_port 80
+            bindto 10.0.0.5
+            bind_port 40080
+            connect_timeout 3
+            retry 3
+            delay_before_retry 2
+            warmup 5
+        }
+    }
+    real_server 10.0.0.3 80 {
+        TCP_CHECK {
+            warmup 1
+            delay_before_retry 1
+            retry 2
+            connect_timeout 3
+            bind_port 40081
+            bindto 10.0.0.5
+            connect_port 80
+            connect_ip 10.0.0.3
+        }
+    }
+    real_server 10.0.0.4 80 {
+        MISC_CHECK {
+            warmup 5
+            misc_timeout 5
+            misc_path "/usr/local/bin/check-web 10.0.0.4"
+        }
+    }
+}
+"#;
+    let (im, _) = accepted(text);
+    warned(&im, 2, &["vrrp_instance VI_1 is handled by keepalived"]);
+    assert_eq!(im.warnings.len(), 1, "{}", shown(&im));
+    let ours: Value = serde_yaml::from_str(&im.yaml).unwrap();
+    let example: Value =
+        serde_yaml::from_str(&fs::read_to_string(repo_file("configs/example.yaml")).unwrap())
+            .unwrap();
+    in_order(&keys_at(&ours, ""), &keys_at(&example, ""), "top level");
+    let vs = keys_at(&example, "virtual_servers/0");
+    in_order(&keys_at(&ours, "virtual_servers/0"), &vs, "virtual server");
+    assert_eq!(keys_at(&ours, "virtual_servers/0").len(), 18, "every key");
+    let mut real = keys_at(&example, "virtual_servers/0/real_servers/0");
+    real.extend(["tcp_check", "misc_check"]);
+    let http = keys_at(&example, "virtual_servers/0/real_servers/0/http_get");
+    let misc = keys_at(&example, "virtual_servers/0/real_servers/2/misc_check");
+    for i in 0..3 {
+        in_order(
+            &keys_at(&ours, &format!("virtual_servers/0/real_servers/{i}")),
+            &real,
+            "real server",
+        );
+    }
+    let base = "virtual_servers/0/real_servers";
+    in_order(
+        &keys_at(&ours, &format!("{base}/0/http_get")),
+        &http,
+        "http_get",
+    );
+    in_order(
+        &keys_at(&ours, &format!("{base}/1/tcp_check")),
+        &http,
+        "tcp_check",
+    );
+    in_order(
+        &keys_at(&ours, &format!("{base}/2/misc_check")),
+        &misc,
+        "misc_check",
+    );
+    assert_eq!(keys_at(&ours, &format!("{base}/1/tcp_check")).len(), 8);
+}
+
+#[test]
+fn every_virtual_server_keyword() {
+    let text = r#"virtual_server 10.0.0.1 53 {
+    delay_loop 10
+    lvs_sched sh
+    lvs_method DR
+    persistence_timeout 300
+    persistence_granularity 255.255.255.0
+    protocol UDP
+    alpha
+    omega
+    inhibit_on_failure
+    quorum 2
+    hysteresis 1
+    quorum_up "/usr/local/bin/notify dns quorum-up"
+    quorum_down /usr/local/bin/quorum-down
+    sorry_server 10.0.0.99 53
+    warmup 5
+    real_server 10.0.0.2 53 {
+        weight 2
+    }
+}
+"#;
+    let (im, c) = accepted(text);
+    assert!(im.warnings.is_empty(), "{}", shown(&im));
+    let vs = &c.virtual_servers[0];
+    assert_eq!(vs.key.vip, ip("10.0.0.1"));
+    assert_eq!(vs.key.port, 53);
+    assert_eq!(vs.key.proto, Protocol::Udp);
+    assert_eq!(vs.lb_algo, LbAlgo::Sh);
+    assert_eq!(
+        vs.persistence,
+        Some(Persistence {
+            timeout: 300,
+            granularity: Ipv4Addr::new(255, 255, 255, 0)
+        })
+    );
+    assert_eq!(vs.delay_loop, secs(10.0));
+    assert_eq!(vs.warmup, Some(secs(5.0)));
+    assert!(vs.alpha && vs.omega && vs.inhibit_on_failure);
+    assert_eq!((vs.quorum, vs.hysteresis), (2, 1));
+    assert_eq!(
+        vs.quorum_up.as_deref(),
+        Some("/usr/local/bin/notify dns quorum-up")
+    );
+    assert_eq!(
+        vs.quorum_down.as_deref(),
+        Some("/usr/local/bin/quorum-down")
+    );
+    assert_eq!(
+        vs.sorry_server,
+        Some(RealKey {
+            addr: ip("10.0.0.99"),
+            port: 53
+        })
+    );
+    assert_eq!(vs.real_servers[0].weight, 2);
+    assert_eq!(vs.real_servers[0].check, None);
+}
+
+#[test]
+fn persistence_defaults_follow_keepalived() {
+    // A bare persistence_timeout is 360 s; a granularity alone turns persistence on for 360 s.
+    let (_, c) = accepted(&service("    persistence_timeout"));
+    assert_eq!(c.virtual_servers[0].persistence.unwrap().timeout, 360);
+    let (im, c) = accepted(&service("    persistence_granularity 255.255.0.0"));
+    let p = c.virtual_servers[0].persistence.unwrap();
+    assert_eq!(
+        (p.timeout, p.granularity),
+        (360, Ipv4Addr::new(255, 255, 0, 0))
+    );
+    assert!(im.yaml.contains("implied by persistence_granularity"));
+    // Without either, there is no persistence and the delay_loop is 60 s.
+    let (_, c) = accepted(&service(""));
+    assert_eq!(c.virtual_servers[0].persistence, None);
+    assert_eq!(c.virtual_servers[0].delay_loop, secs(60.0));
+    assert_eq!(c.virtual_servers[0].key.proto, Protocol::Tcp);
+}
+
+#[test]
+fn keywords_lb_agent_does_not_carry_are_ignored_with_a_warning() {
+    let text = service(
+        "    ha_suspend\n    virtualhost www.example.org\n    smtp_alert\n    ops\n    \
+         sorry_server_inhibit\n    real_server 10.0.0.2 80 {\n        uthreshold 100\n        \
+         HTTP_GET {\n            url {\n                path /\n                digest \
+         9b3a0c85a887a256d6939da88aabd8cd\n                status_code 200\n            }\n            \
+         virtualhost www.example.org\n        }\n    }",
+    );
+    let (im, c) = accepted(&text);
+    warned(&im, 4, &["ha_suspend is not carried by lb-agent: ignored"]);
+    warned(&im, 5, &["virtualhost www.example.org is not carried"]);
+    warned(&im, 6, &["smtp_alert is not carried"]);
+    warned(&im, 7, &["ops is not carried"]);
+    warned(&im, 8, &["sorry_server_inhibit is not carried"]);
+    warned(&im, 10, &["uthreshold 100 is not carried"]);
+    warned(&im, 14, &["digest", "not carried", "MD5"]);
+    warned(&im, 17, &["virtualhost www.example.org is not carried"]);
+    assert_eq!(im.warnings.len(), 8, "{}", shown(&im));
+    let Some(Checker::Http(h)) = &c.virtual_servers[0].real_servers[0].check else {
+        panic!("http_get expected");
+    };
+    assert_eq!(
+        h.urls,
+        vec![UrlCheck {
+            path: "/".into(),
+            status_code: 200
+        }]
+    );
+}
+
+#[test]
+fn real_server_keywords_and_script_quoting() {
+    let text = service(
+        r#"    real_server 10.0.0.2 80 {
+        weight 3
+        inhibit_on_failure
+        notify_up "/usr/local/bin/notify web 10.0.0.2 up"
+        notify_down /usr/local/bin/down
+    }
+    real_server 10.0.0.3 80 {
+        weight 0
+        inhibit_on_failure off
+        notify_up "/bin/notify 'two words' \"quoted\" $HOME"
+        notify_down /bin/down nobody
+    }"#,
+    );
+    let (im, c) = accepted(&text);
+    let r = &c.virtual_servers[0].real_servers;
+    assert_eq!(
+        r[0].key,
+        RealKey {
+            addr: ip("10.0.0.2"),
+            port: 80
+        }
+    );
+    assert_eq!(r[0].weight, 3);
+    assert_eq!(r[0].inhibit_on_failure, Some(true));
+    assert_eq!(
+        r[0].notify_up.as_deref(),
+        Some("/usr/local/bin/notify web 10.0.0.2 up")
+    );
+    assert_eq!(r[0].notify_down.as_deref(), Some("/usr/local/bin/down"));
+    assert_eq!(r[1].weight, 0);
+    assert_eq!(r[1].inhibit_on_failure, Some(false));
+    // keepalived splits the quoted command again (quotes and escapes) and runs the words
+    // without a shell: they are quoted for lb-agent's `sh -c`. `\"quoted\"` is `"quoted"`
+    // after the first split and the word `quoted` after the second.
+    assert_eq!(
+        r[1].notify_up.as_deref(),
+        Some("/bin/notify 'two words' quoted '$HOME'")
+    );
+    // Unquoted words after the script are the user keepalived runs it as.
+    assert_eq!(r[1].notify_down.as_deref(), Some("/bin/down"));
+    warned(
+        &im,
+        14,
+        &[
+            "notify_down",
+            "as user nobody",
+            "quote the whole command line",
+        ],
+    );
+    assert_eq!(im.warnings.len(), 1, "{}", shown(&im));
+}
+
+#[test]
+fn tcp_check_keywords() {
+    let text = service(
+        "    real_server 10.0.0.2 80 {\n        TCP_CHECK {\n            connect_ip 10.0.0.20\n            \
+         connect_port 8080\n            bindto 10.0.0.1\n            bind_port 40000\n            \
+         connect_timeout 0.5\n            retry 2\n            delay_before_retry 1.5\n            \
+         warmup 7\n        }\n    }",
+    );
+    let (im, c) = accepted(&text);
+    assert!(im.warnings.is_empty(), "{}", shown(&im));
+    assert_eq!(
+        c.virtual_servers[0].real_servers[0].check,
+        Some(Checker::Tcp(TcpCheck {
+            connect_ip: Some(ip("10.0.0.20")),
+            connect_port: Some(8080),
+            bindto: Some(ip("10.0.0.1")),
+            bind_port: Some(40000),
+            timing: lb_userspace::config::CheckTiming {
+                connect_timeout: secs(0.5),
+                retry: 2,
+                delay_before_retry: secs(1.5),
+                warmup: Some(secs(7.0)),
+            },
+        }))
+    );
+}
+
+#[test]
+fn http_get_with_nested_url_blocks() {
+    let text = service(
+        r#"    real_server 10.0.0.2 80 {
+        HTTP_GET {
+            url {
+                path /healthz
+                status_code 204
+            }
+            url {
+                path /ready
+            }
+            url { path /one-line status_code 200 }
+            url {
+                path /api
+                status_code 200-299 404
+            }
+            connect_timeout 2
+            nb_get_retry 2
+        }
+    }"#,
+    );
+    let (im, c) = accepted(&text);
+    let Some(Checker::Http(HttpCheck { urls, timing, .. })) =
+        &c.virtual_servers[0].real_servers[0].check
+    else {
+        panic!("http_get expected");
+    };
+    let url = |p: &str, s| UrlCheck {
+        path: p.into(),
+        status_code: s,
+    };
+    assert_eq!(
+        urls,
+        &vec![
+            url("/healthz", 204),
+            url("/ready", 200),
+            url("/one-line", 200),
+            url("/api", 200)
+        ]
+    );
+    // nb_get_retry is HTTP_GET's old name of retry; keepalived's HTTP_GET retries every 3 s.
+    assert_eq!(timing.retry, 2);
+    assert_eq!(timing.connect_timeout, secs(2.0));
+    assert_eq!(timing.delay_before_retry, secs(3.0));
+    assert!(
+        im.yaml
+            .contains("keepalived's default for HTTP_GET and SSL_GET")
+    );
+    warned(&im, 10, &["no status_code", "any 2xx", "200 is used"]);
+    // On one line, keepalived takes `path` and ignores the rest of the line.
+    warned(
+        &im,
+        13,
+        &["\"status_code 200\" after path /one-line is ignored"],
+    );
+    warned(&im, 13, &["no status_code", "any 2xx"]);
+    warned(
+        &im,
+        16,
+        &["status_code 200-299 404", "one status code: 200 is used"],
+    );
+    assert_eq!(im.warnings.len(), 4, "{}", shown(&im));
+}
+
+#[test]
+fn misc_check_keywords() {
+    let text = service(
+        r#"    real_server 10.0.0.2 80 {
+        MISC_CHECK {
+            misc_path "/usr/local/bin/check-web 10.0.0.2"
+            misc_timeout 5
+            warmup 3
+            misc_dynamic
+            user nobody
+        }
+    }
+    real_server 10.0.0.3 80 {
+        MISC_CHECK {
+            misc_path /usr/local/bin/check
+        }
+    }"#,
+    );
+    let (im, c) = accepted(&text);
+    let reals = &c.virtual_servers[0].real_servers;
+    assert_eq!(
+        reals[0].check,
+        Some(Checker::Misc(MiscCheck {
+            misc_path: "/usr/local/bin/check-web 10.0.0.2".into(),
+            misc_timeout: secs(5.0),
+            warmup: Some(secs(3.0)),
+        }))
+    );
+    // misc_timeout defaults to the delay_loop, as in keepalived.
+    assert_eq!(
+        reals[1].check,
+        Some(Checker::Misc(MiscCheck {
+            misc_path: "/usr/local/bin/check".into(),
+            misc_timeout: secs(60.0),
+            warmup: None,
+        }))
+    );
+    warned(&im, 9, &["misc_dynamic is not carried"]);
+    warned(&im, 10, &["user nobody is not carried"]);
+    assert_eq!(im.warnings.len(), 2, "{}", shown(&im));
+}
+
+#[test]
+fn checkers_inherit_timing_from_their_real_and_virtual_server() {
+    let text = service(
+        "    retry 4\n    delay_before_retry 2\n    real_server 10.0.0.2 80 {\n        \
+         connect_timeout 2\n        TCP_CHECK {\n            delay_before_retry 1\n        }\n    }",
+    );
+    let (im, c) = accepted(&text);
+    assert!(im.warnings.is_empty(), "{}", shown(&im));
+    let Some(Checker::Tcp(t)) = &c.virtual_servers[0].real_servers[0].check else {
+        panic!("tcp_check expected");
+    };
+    assert_eq!(t.timing.retry, 4);
+    assert_eq!(t.timing.connect_timeout, secs(2.0));
+    assert_eq!(t.timing.delay_before_retry, secs(1.0));
+    assert!(im.yaml.contains("retry: 4   # from the virtual_server"));
+    assert!(
+        im.yaml
+            .contains("connect_timeout: 2   # from the real_server")
+    );
+}
+
+#[test]
+fn fwmark_and_group_services_are_skipped_with_a_warning() {
+    let text = "virtual_server_group web {\n    10.0.0.1 80\n}\nvirtual_server fwmark 7 {\n    \
+                lb_kind DR\n}\nvirtual_server group web {\n    lb_kind DR\n}\n";
+    let im = imported(text);
+    warned(&im, 1, &["virtual_server_group web is not supported"]);
+    warned(
+        &im,
+        4,
+        &["virtual_server fwmark 7 is not supported", "block skipped"],
+    );
+    warned(
+        &im,
+        7,
+        &["virtual_server group web is not supported", "block skipped"],
+    );
+    warned(&im, 1, &["no virtual_server to convert"]);
+    let c = Config::from_yaml(&im.yaml, Path::new("x.yaml")).unwrap();
+    assert!(c.virtual_servers.is_empty());
+}
+
+#[test]
+fn unbalanced_braces_and_quotes_are_errors_naming_the_line() {
+    // The real_server's `}` is missing: the virtual_server's `}` closes it instead.
+    let missing = "virtual_server 10.0.0.1 80 {\n  real_server 10.0.0.2 80 {\n    weight 1\n}\n";
+    let e = import(missing, "eth0").unwrap_err();
+    assert_eq!(
+        e,
+        ImportError::Unclosed {
+            line: 1,
+            keyword: "virtual_server".into()
+        }
+    );
+    assert_eq!(e.line(), Some(1));
+    assert!(
+        e.to_string()
+            .starts_with("line 1: the virtual_server block"),
+        "{e}"
+    );
+    let extra = "virtual_server 10.0.0.1 80 {\n  lb_kind DR\n}\n}\n";
+    let e = import(extra, "eth0").unwrap_err();
+    assert_eq!(e, ImportError::UnexpectedClose { line: 4 });
+    assert!(e.to_string().starts_with("line 4: "), "{e}");
+    let stray = "virtual_server 10.0.0.1 80 {\n  {\n  }\n}\n";
+    assert_eq!(
+        import(stray, "eth0").unwrap_err(),
+        ImportError::StrayOpen { line: 2 }
+    );
+    let quote = "virtual_server 10.0.0.1 80 {\n  quorum_up \"/bin/x\n}\n";
+    let e = import(quote, "eth0").unwrap_err();
+    assert_eq!(e, ImportError::UnterminatedQuote { line: 2 });
+    assert!(
+        e.to_string().starts_with("line 2: unterminated quote"),
+        "{e}"
+    );
+}
+
+#[test]
+fn nat_is_carried_with_a_warning() {
+    let text = "virtual_server 10.0.0.1 80 {\n    lb_algo rr\n    lb_kind NAT\n    \
+                real_server 192.168.1.2 8080 {\n    }\n}\n";
+    let (im, err) = refused(text);
+    assert!(im.yaml.contains("    lb_kind: nat\n"), "{}", im.yaml);
+    let shown_err = err.to_string();
+    assert!(shown_err.contains("virtual_servers[0].lb_kind: lb_kind NAT is not supported"));
+    warned(
+        &im,
+        3,
+        &[
+            "lb-agent will refuse the YAML: virtual_servers[0].lb_kind: lb_kind NAT is not supported",
+        ],
+    );
+    // NAT may change the port; direct routing cannot: said on the real server's line.
+    warned(
+        &im,
+        4,
+        &["real_servers[0].port: must equal the virtual server's port (80)"],
+    );
+    assert_eq!(im.warnings.len(), 2, "{}", shown(&im));
+    assert_eq!(err.errors.len(), 2, "{shown_err}");
+}
+
+#[test]
+fn keepalived_defaults_that_lb_agent_refuses_are_explained() {
+    // Neither lb_algo nor lb_kind: keepalived's wlc and NAT.
+    let (im, err) = refused("virtual_server 10.0.0.1 80 {\n    delay_loop 5\n}\n");
+    assert!(
+        im.yaml
+            .contains("# lb_kind: not set in keepalived.conf (keepalived's default is NAT)")
+    );
+    assert!(
+        im.yaml
+            .contains("# lb_algo: not set in keepalived.conf (keepalived's default is wlc)")
+    );
+    warned(
+        &im,
+        1,
+        &["lb_algo is not set, and keepalived's default wlc"],
+    );
+    warned(
+        &im,
+        1,
+        &["lb_kind is not set, and keepalived's default NAT is not supported"],
+    );
+    assert_eq!(err.errors.len(), 2);
+    // keepalived's names are case-sensitive: `dr` and `WRR` are ignored (NAT and wlc stay).
+    let (im, _) = refused("virtual_server 10.0.0.1 80 {\n    lb_algo WRR\n    lb_kind dr\n}\n");
+    warned(
+        &im,
+        2,
+        &[
+            "lb_algo WRR is not a keepalived scheduler (scheduler names are lower case)",
+            "lb_algo stays wlc",
+        ],
+    );
+    warned(
+        &im,
+        3,
+        &[
+            "lb_kind dr is not NAT, DR or TUN (keepalived wants it in capitals)",
+            "lb_kind stays NAT",
+        ],
+    );
+    // ... but protocol is not.
+    let (_, c) = accepted(&service("    protocol udp"));
+    assert_eq!(c.virtual_servers[0].key.proto, Protocol::Udp);
+    // A least-connection scheduler is carried, and refused.
+    let (im, _) = refused("virtual_server 10.0.0.1 80 {\n    lb_algo wlc\n    lb_kind DR\n}\n");
+    warned(
+        &im,
+        2,
+        &["virtual_servers[0].lb_algo: lb_algo wlc needs least-connection scheduling"],
+    );
+}
+
+#[test]
+fn ipv6_addresses() {
+    let text = r#"virtual_server 2001:db8::10 443 {
+    lb_algo rr
+    lb_kind DR
+    persistence_granularity 64
+    sorry_server 2001:db8::99 443
+    real_server 2001:db8::2 443 {
+        TCP_CHECK {
+            connect_ip 2001:db8::2
+            bindto 2001:db8::1
+        }
+    }
+    real_server [2001:db8::3] 443 {
+    }
+}
+"#;
+    let (im, err) = refused(text);
+    let doc: Value = serde_yaml::from_str(&im.yaml).unwrap();
+    let vs = &doc["virtual_servers"][0];
+    assert_eq!(vs["vip"].as_str(), Some("2001:db8::10"));
+    assert_eq!(vs["sorry_server"]["ip"].as_str(), Some("2001:db8::99"));
+    assert_eq!(vs["real_servers"][0]["ip"].as_str(), Some("2001:db8::2"));
+    assert_eq!(
+        vs["real_servers"][0]["tcp_check"]["bindto"].as_str(),
+        Some("2001:db8::1")
+    );
+    // Refused only because lb-agent does not serve IPv6 yet (and the IPv6 granularity).
+    for e in &err.errors {
+        assert!(
+            e.message.contains("IPv6 is not supported yet")
+                || e.path.ends_with("persistence_granularity"),
+            "{e}"
+        );
+    }
+    warned(
+        &im,
+        1,
+        &["virtual_servers[0].vip: IPv6 is not supported yet"],
+    );
+    warned(&im, 5, &["sorry_server.ip: IPv6 is not supported yet"]);
+    warned(&im, 6, &["real_servers[0].ip: IPv6 is not supported yet"]);
+    // keepalived does not take brackets: that real server is skipped, as keepalived does.
+    warned(
+        &im,
+        12,
+        &["not an IP address and port", "skips this real server"],
+    );
+}
+
+#[test]
+fn unknown_and_misspelled_keywords_are_ignored_as_keepalived_does() {
+    let text = r#"router_id lb1
+virtual_server 10.0.0.1 80 {
+    lb_alog wrr
+    lb_kind DR
+    protocal UDP
+    real_server 10.0.0.2 80 {
+        wieght 5
+        tcp_check {
+            connect_timeout 3
+        }
+    }
+    frobnicate 3
+}
+"#;
+    let (im, _) = refused(text);
+    warned(
+        &im,
+        1,
+        &["unknown keyword \"router_id\": ignored as keepalived does"],
+    );
+    warned(
+        &im,
+        3,
+        &[
+            "unknown keyword \"lb_alog\" (did you mean \"lb_algo\"?): ignored as keepalived does; lb_algo stays wlc",
+        ],
+    );
+    warned(
+        &im,
+        5,
+        &[
+            "unknown keyword \"protocal\" (did you mean \"protocol\"?): ignored as keepalived does; protocol stays TCP",
+        ],
+    );
+    warned(
+        &im,
+        7,
+        &[
+            "unknown keyword \"wieght\" (did you mean \"weight\"?): ignored as keepalived does; weight stays 1",
+        ],
+    );
+    warned(
+        &im,
+        8,
+        &["unknown keyword \"tcp_check\" (did you mean \"TCP_CHECK\"?): ignored with its block"],
+    );
+    warned(
+        &im,
+        12,
+        &["unknown keyword \"frobnicate\": ignored as keepalived does"],
+    );
+    // The misspelled lb_algo leaves keepalived's wlc, which lb-agent refuses.
+    warned(
+        &im,
+        2,
+        &["lb_algo is not set, and keepalived's default wlc"],
+    );
+    assert_eq!(im.warnings.len(), 7, "{}", shown(&im));
+    let doc: Value = serde_yaml::from_str(&im.yaml).unwrap();
+    let real = &doc["virtual_servers"][0]["real_servers"][0];
+    assert!(real.get("tcp_check").is_none() && real.get("weight").is_none());
+    assert_eq!(doc["virtual_servers"][0]["protocol"].as_str(), Some("tcp"));
+}
+
+#[test]
+fn comments_in_any_language_and_braces_anywhere() {
+    let text = "! keepalived.conf — 负载均衡配置\n\
+                virtual_server 10.0.0.1 5672 {   # 虚拟服务器 ! still a comment\n\
+                \x20   lb_algo wrr ! 加权轮询\n\
+                \x20   lb_kind DR#直接路由\n\
+                \x20   quorum_up \"/bin/notify #1 !important\" # the quote protects # and !\n\
+                \x20   real_server 10.0.0.2 5672 { weight 2 }\n\
+                \x20   real_server 10.0.0.3 5672\n\
+                \x20   {\n\
+                \x20       TCP_CHECK { connect_timeout 3 }\n\
+                \x20   }}\n";
+    let (im, c) = accepted(text);
+    assert!(im.warnings.is_empty(), "{}", shown(&im));
+    let vs = &c.virtual_servers[0];
+    assert_eq!((vs.lb_algo, vs.key.port), (LbAlgo::Wrr, 5672));
+    assert_eq!(
+        vs.quorum_up.as_deref(),
+        Some("/bin/notify '#1' '!important'")
+    );
+    assert_eq!(vs.real_servers[0].weight, 2);
+    let Some(Checker::Tcp(t)) = &vs.real_servers[1].check else {
+        panic!("tcp_check expected");
+    };
+    assert_eq!(t.timing.connect_timeout, secs(3.0));
+}
+
+#[test]
+fn the_interface_comes_from_the_caller_or_the_vrrp_instance() {
+    let text = "vrrp_instance VI_1 {\n    interface bond0\n    virtual_ipaddress {\n        \
+                10.0.0.1\n    }\n}\n"
+        .to_owned()
+        + &service("");
+    let im = import(&text, "").unwrap();
+    assert!(im.yaml.contains("\ninterface: bond0\n"), "{}", im.yaml);
+    warned(
+        &im,
+        2,
+        &["no interface given: using bond0, the interface of vrrp_instance VI_1"],
+    );
+    let im = import(&text, "eth1").unwrap();
+    assert!(im.yaml.contains("\ninterface: eth1\n"));
+    assert_eq!(import(&service(""), ""), Err(ImportError::NoInterface));
+    let e = import(&service(""), "not/an/interface").unwrap_err();
+    assert!(matches!(e, ImportError::BadInterface { .. }), "{e}");
+    assert_eq!(e.line(), None);
+}
+
+#[test]
+fn vips_not_held_by_a_vrrp_instance_are_pointed_out() {
+    let text = "vrrp_instance VI_1 {\n    interface eth0\n    virtual_ipaddress {\n        \
+                10.0.0.1/24 dev eth0\n        10.0.0.2\n    }\n}\n"
+        .to_owned()
+        + &service("")
+        + "virtual_server 10.0.0.9 80 {\n    lb_algo rr\n    lb_kind DR\n}\n";
+    let (im, _) = accepted(&text);
+    warned(&im, 1, &["it owns the VIPs 10.0.0.1, 10.0.0.2"]);
+    warned(
+        &im,
+        13,
+        &["VIP 10.0.0.9 is not a virtual_ipaddress of any vrrp_instance"],
+    );
+    assert_eq!(im.warnings.len(), 2, "{}", shown(&im));
+}
+
+#[test]
+fn checkers_lb_agent_lacks_or_has_once() {
+    let text = service(
+        "    real_server 10.0.0.2 80 {\n        TCP_CHECK {\n        }\n        HTTP_GET {\n            \
+         url {\n                path /\n                status_code 200\n            }\n        }\n    }\n    \
+         real_server 10.0.0.3 80 {\n        SMTP_CHECK {\n        }\n    }\n    \
+         real_server 10.0.0.4 443 {\n        SSL_GET {\n            url {\n                path /\n            \
+         }\n            connect_port 443\n        }\n    }",
+    );
+    let (im, err) = refused(&text);
+    warned(
+        &im,
+        7,
+        &[
+            "HTTP_GET is a second checker",
+            "only the TCP_CHECK of line 5",
+        ],
+    );
+    warned(&im, 15, &["SMTP_CHECK is not supported", "always up"]);
+    warned(&im, 19, &["SSL_GET is not supported", "tcp_check"]);
+    // The 443 real of a port-80 service is refused (direct routing keeps the port).
+    warned(
+        &im,
+        18,
+        &["real_servers[2].port: must equal the virtual server's port (80)"],
+    );
+    assert_eq!(err.errors.len(), 1);
+    let doc: Value = serde_yaml::from_str(&im.yaml).unwrap();
+    let reals = &doc["virtual_servers"][0]["real_servers"];
+    assert!(reals[0].get("tcp_check").is_some() && reals[0].get("http_get").is_none());
+    assert!(reals[1].get("tcp_check").is_none());
+    assert_eq!(reals[2]["tcp_check"]["connect_port"].as_u64(), Some(443));
+    assert_eq!(
+        reals[2]["tcp_check"]["delay_before_retry"].as_u64(),
+        Some(3)
+    );
+}
+
+#[test]
+fn per_real_forwarding_methods() {
+    // keepalived's default NAT, but every real is DR: the service is DR.
+    let text = "virtual_server 10.0.0.1 80 {\n    lb_algo rr\n    real_server 10.0.0.2 80 {\n        \
+                lvs_method DR\n    }\n}\n";
+    let (im, c) = accepted(text);
+    assert!(im.warnings.is_empty(), "{}", shown(&im));
+    assert_eq!(c.virtual_servers[0].real_servers.len(), 1);
+    // Mixed methods cannot be carried.
+    let text = "virtual_server 10.0.0.1 80 {\n    lb_algo rr\n    lb_kind DR\n    \
+                real_server 10.0.0.2 80 {\n        lvs_method TUN\n    }\n    \
+                real_server 10.0.0.3 80 {\n    }\n}\n";
+    let (im, _) = accepted(text);
+    warned(
+        &im,
+        1,
+        &[
+            "different forwarding methods (DR, TUN)",
+            "lb_kind DR is used",
+        ],
+    );
+}
+
+#[test]
+fn invalid_values_are_ignored_as_keepalived_does() {
+    let text = service(
+        "    delay_loop soon\n    quorum 0\n    real_server 10.0.0.2 80 {\n        weight -1\n        \
+         TCP_CHECK {\n            connect_port 70000\n            retry\n        }\n    }",
+    );
+    let (im, c) = accepted(&text);
+    warned(
+        &im,
+        4,
+        &[
+            "delay_loop soon: not a number of seconds",
+            "delay_loop stays 60",
+        ],
+    );
+    warned(&im, 5, &["quorum 0", "quorum is set to 1"]);
+    warned(&im, 7, &["weight -1", "weight stays 1"]);
+    warned(&im, 9, &["connect_port 70000: not a port"]);
+    warned(&im, 10, &["retry has no value"]);
+    let vs = &c.virtual_servers[0];
+    assert_eq!((vs.delay_loop, vs.quorum), (secs(60.0), 1));
+    assert_eq!(vs.real_servers[0].weight, 1);
+}
+
+#[test]
+fn keepalived_only_blocks_get_one_warning_each() {
+    let text =
+        "global_defs {\n    router_id lb1\n}\nvrrp_script chk {\n    script \"/bin/true\"\n}\n\
+                vrrp_sync_group G {\n    group {\n        VI_1\n    }\n}\nstatic_ipaddress {\n    \
+                10.0.0.5/24 dev eth0\n}\ninclude /etc/keepalived/conf.d/*.conf\n"
+            .to_owned()
+            + &service("");
+    let (im, _) = accepted(&text);
+    warned(
+        &im,
+        1,
+        &["global_defs is handled by keepalived, not by lb-agent"],
+    );
+    warned(
+        &im,
+        4,
+        &[
+            "vrrp_script chk is handled by keepalived",
+            "keep running keepalived for VRRP",
+        ],
+    );
+    warned(&im, 7, &["vrrp_sync_group G is handled by keepalived"]);
+    warned(&im, 12, &["static_ipaddress is handled by keepalived"]);
+    warned(
+        &im,
+        15,
+        &["include /etc/keepalived/conf.d/*.conf is not followed"],
+    );
+    assert_eq!(im.warnings.len(), 5, "{}", shown(&im));
+}
+
+#[test]
+fn warnings_display_with_their_line() {
+    let w = Warning {
+        line: 42,
+        message: "something".into(),
+    };
+    assert_eq!(w.to_string(), "line 42: something");
+}
