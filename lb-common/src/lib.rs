@@ -32,7 +32,7 @@ pub mod set;
 pub mod tcp;
 
 pub use hash::{flow_hash4, fragment_hash4, persist_hash4, source_hash4, table_slot, vip_hash4};
-pub use set::{Set, Slot, SlotData};
+pub use set::{Inserted, Set, Slot, SlotData};
 pub use tcp::{ConnState, TcpFlags};
 
 /// Names of the maps in the eBPF object, shared so that the loader and the program agree.
@@ -51,6 +51,10 @@ pub mod map_names {
     pub const CONNS4: &str = "CONNS4";
     /// [`crate::PersistSet4`] persistence templates (array of sets).
     pub const PERSIST4: &str = "PERSIST4";
+    /// Real index -> [`crate::RealLoad`] (array).
+    pub const REAL_LOAD: &str = "REAL_LOAD";
+    /// Service id -> [`crate::Candidates`] (array).
+    pub const LC_CANDIDATES: &str = "LC_CANDIDATES";
     /// Per-CPU [`crate::GlobalStats`] (per-CPU array, one element).
     pub const GLOBAL_STATS: &str = "GLOBAL_STATS";
     /// Service id -> per-CPU [`crate::TrafficStats`] (per-CPU array).
@@ -100,7 +104,7 @@ pub const NO_REAL: u32 = 0;
 
 /// Version of the map layout. A restarted agent adopts pinned maps only if they were created
 /// with the same version; bump it whenever a map's key, value or meaning changes.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Default Maglev lookup table size (a prime, as in the Maglev paper).
 pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
@@ -252,6 +256,17 @@ pub const SVC_F_HASH_SRC: u32 = 1;
 /// `Service::flags`: persistence is on (templates in `PERSIST4`); implies hashing by source.
 pub const SVC_F_PERSIST: u32 = 2;
 
+/// `Service::sched`: new flows placed by the Maglev table.
+pub const SCHED_MAGLEV: u32 = 0;
+/// `Service::sched`: least connections, load = active x 256 + inactive (IPVS `lc`).
+pub const SCHED_LC: u32 = 1;
+/// `Service::sched`: weighted least connections, load / weight (IPVS `wlc`).
+pub const SCHED_WLC: u32 = 2;
+/// `Service::sched`: shortest expected delay, (active + 1) / weight (IPVS `sed`).
+pub const SCHED_SED: u32 = 3;
+/// `Service::sched`: never queue: an idle real first, else `sed` (IPVS `nq`).
+pub const SCHED_NQ: u32 = 4;
+
 /// A virtual service as the data plane sees it, indexed by service id. Written by the control
 /// plane: parameters before the service is published in `VIPS4`, the table with one 8-byte
 /// write (see [`Service::table`]); read by the data plane.
@@ -265,8 +280,8 @@ pub struct Service {
     /// Persistence granularity as an IPv4 netmask, network byte order (`0xffffffff` = /32);
     /// also the mask of `sh` hashing.
     pub persist_mask4: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// `SCHED_*`: how new flows pick a real.
+    pub sched: u32,
     /// The active lookup table: flat slot index of its slot 0 in the high 32 bits, its size M
     /// in the low 32 bits (0 = no usable real). One 8-byte write publishes a new table, so a
     /// packet sees the old table or the new one, never a mix.
@@ -313,8 +328,8 @@ pub struct Real {
     /// Id of the service this real belongs to; a connection entry whose real belongs to
     /// another service (index reused) is treated as a miss.
     pub service_id: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// Weight for the least-connection schedulers (0: no new flows).
+    pub weight: u32,
     /// The real's address (IPv4 in the first 4 bytes), for diagnostics and listings.
     pub addr: [u8; 16],
 }
@@ -326,7 +341,7 @@ impl Real {
         state: REAL_DOWN,
         family: 0,
         service_id: u32::MAX,
-        _pad: 0,
+        weight: 0,
         addr: [0; 16],
     };
 
@@ -444,6 +459,75 @@ pub const PERSIST_WAYS: usize = 4;
 /// A set of the IPv4 persistence table.
 pub type PersistSet4 = Set<Persist4Key, Template, PERSIST_WAYS>;
 
+/// A real's connection counts for the least-connection schedulers, following the connection
+/// table: the data plane adds and subtracts (64-bit atomic adds) as entries are created,
+/// change class (ESTABLISHED is active, every other state inactive, as IPVS counts) or are
+/// overwritten; the control plane adds corrections for entries that expired unseen. Signed,
+/// since a correction can briefly overshoot; readers clamp at 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RealLoad {
+    /// ESTABLISHED connections.
+    pub active: i64,
+    /// Connections in any other state (UDP flows included).
+    pub inactive: i64,
+    /// Clock second at which the real last became usable (added, or up after down), written
+    /// by the control plane: entries not used since then belong to connections the real lost
+    /// while it was down, and are not counted. The data plane does not read it.
+    pub up_since: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+impl RealLoad {
+    /// Adds `delta` to the counter of the class of connection state `state` at `load`.
+    ///
+    /// # Safety
+    /// `load` must point to a valid, 8-byte aligned `RealLoad` (a map value).
+    #[inline(always)]
+    pub unsafe fn add(load: *mut RealLoad, state: u8, delta: i64) {
+        // SAFETY: the caller guarantees `load` is valid; both fields are aligned i64s.
+        unsafe {
+            let field = if state == ConnState::Established as u8 {
+                core::ptr::addr_of_mut!((*load).active)
+            } else {
+                core::ptr::addr_of_mut!((*load).inactive)
+            };
+            atomic_add(field, delta);
+        }
+    }
+}
+
+/// Adds `delta` to `*p` atomically (BPF's 64-bit atomic add in the program, a locked add in
+/// userspace), so concurrent CPUs and the agent never lose an update.
+///
+/// # Safety
+/// `p` must be valid and 8-byte aligned.
+#[inline(always)]
+pub unsafe fn atomic_add(p: *mut i64, delta: i64) {
+    #[cfg(target_arch = "bpf")]
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        core::intrinsics::atomic_xadd::<i64, i64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            p, delta,
+        );
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        core::sync::atomic::AtomicI64::from_ptr(p)
+            .fetch_add(delta, core::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Reals a least-connection service compares per new flow.
+pub const LC_CANDIDATES: usize = 8;
+
+/// A least-connection service's candidates: real indices ([`NO_REAL`] = unused). The control
+/// plane writes all eligible reals when there are at most [`LC_CANDIDATES`], else the least
+/// loaded ones, refreshed every 100 ms; the data plane compares their live loads.
+pub type Candidates = [u32; LC_CANDIDATES];
+
 /// Director-wide counters (one per CPU; the control plane sums them). Written by the data
 /// plane only.
 #[repr(C)]
@@ -521,6 +605,7 @@ mod pod {
     unsafe impl aya::Pod for Template {}
     unsafe impl aya::Pod for GlobalStats {}
     unsafe impl aya::Pod for TrafficStats {}
+    unsafe impl aya::Pod for RealLoad {}
     // SAFETY: a set is a lock word and an array of `Pod` slots, all explicitly padded.
     unsafe impl<K: aya::Pod, V: aya::Pod, const W: usize> aya::Pod for Set<K, V, W> {}
 }
@@ -545,6 +630,8 @@ mod tests {
         assert_eq!(size_of::<ConnSet4>(), 8 + 4 * 32);
         assert_eq!(size_of::<PersistSet4>(), 8 + 4 * 24);
         assert_eq!(size_of::<LookupRow>(), 64);
+        assert_eq!(size_of::<RealLoad>(), 24);
+        assert_eq!(size_of::<Candidates>(), 32);
         for size in [
             size_of::<Settings>(),
             size_of::<VipBucket4>(),
@@ -553,6 +640,8 @@ mod tests {
             size_of::<ConnSet4>(),
             size_of::<PersistSet4>(),
             size_of::<LookupRow>(),
+            size_of::<RealLoad>(),
+            size_of::<Candidates>(),
         ] {
             assert_eq!(size % 8, 0, "mmapable element of {size} bytes");
         }
@@ -583,7 +672,7 @@ mod tests {
             flags: 0,
             persist_timeout: 0,
             persist_mask4: 0,
-            _pad: 0,
+            sched: SCHED_MAGLEV,
             table: Service::pack_table(131_088, 65_537),
         };
         assert_eq!((svc.table_base(), svc.table_size()), (131_088, 65_537));

@@ -191,8 +191,8 @@ impl<K: SlotData, V: SlotData, const W: usize> Set<K, V, W> {
     }
 
     /// Stores `key` -> `value` stamped `now`, in the slot already holding `key`, else an empty
-    /// slot, else one `expired` says is expired, else the least recently used one. Returns
-    /// false, storing nothing, if another writer holds the set.
+    /// slot, else one `expired` says is expired, else the least recently used one. Stores
+    /// nothing if another writer holds the set.
     ///
     /// # Safety
     /// `set` must point to a valid set.
@@ -204,27 +204,31 @@ impl<K: SlotData, V: SlotData, const W: usize> Set<K, V, W> {
         value: &V,
         now: u32,
         expired: impl Fn(&V, u32) -> bool,
-    ) -> bool {
+    ) -> Inserted<V> {
         // SAFETY: `set` is valid (caller); the lock word is 8-byte aligned in the map value.
         if !unsafe { try_lock(addr_of_mut!((*set).lock)) } {
-            return false;
+            return Inserted::Busy;
         }
         let want = key.to_words();
         let mut victim = 0;
         let mut victim_rank = 0u64;
+        let mut victim_live = false;
         let mut way = 0;
         while way < W {
             // SAFETY: `set` is valid and `way < W`.
-            let rank = match unsafe { Self::read_slot(set, way) } {
+            let slot = unsafe { Self::read_slot(set, way) };
+            let live = slot.filter(|f| !expired(&f.value, f.stamp));
+            let rank = match slot {
                 Some(found) if found.key.to_words() == want => u64::MAX,
                 None => u64::MAX - 1,
-                Some(found) if expired(&found.value, found.stamp) => u64::MAX - 2,
+                Some(_) if live.is_none() => u64::MAX - 2,
                 // Older slots rank higher; a rank fits in 33 bits.
                 Some(found) => now.wrapping_sub(found.stamp) as u64,
             };
             if way == 0 || rank > victim_rank {
                 victim = way;
                 victim_rank = rank;
+                victim_live = live.is_some();
             }
             way += 1;
         }
@@ -232,14 +236,36 @@ impl<K: SlotData, V: SlotData, const W: usize> Set<K, V, W> {
         // touches this slot's key while we rewrite it.
         unsafe {
             let slot = addr_of_mut!((*set).slots[victim]);
+            // Only lock holders write a slot, so the victim's value is still the one ranked.
+            let replaced = victim_live.then(|| V::from_words(load(addr_of!((*slot).value))));
             write_volatile(addr_of_mut!((*slot).tag), 0);
             store(addr_of_mut!((*slot).key), key);
             store(addr_of_mut!((*slot).value), value);
             write_volatile(addr_of_mut!((*slot).stamp), now);
             write_volatile(addr_of_mut!((*slot).tag), tag);
             unlock(addr_of_mut!((*set).lock));
+            Inserted::Stored { replaced }
         }
-        true
+    }
+}
+
+/// What [`Set::insert`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inserted<V> {
+    /// Another writer held the set: nothing stored.
+    Busy,
+    /// Stored; `replaced` is the live value the slot held before (the same key's, or an
+    /// evicted one's), so the caller can account for it.
+    Stored {
+        /// The live value overwritten, if any.
+        replaced: Option<V>,
+    },
+}
+
+impl<V> Inserted<V> {
+    /// Whether the value was stored.
+    pub fn stored(&self) -> bool {
+        matches!(self, Inserted::Stored { .. })
     }
 }
 
@@ -300,11 +326,53 @@ mod tests {
         false
     }
 
+    impl S {
+        unsafe fn insert_ok(
+            set: *mut Self,
+            key: &u64,
+            tag: u32,
+            value: &u64,
+            now: u32,
+            expired: impl Fn(&u64, u32) -> bool,
+        ) -> bool {
+            unsafe { S::insert(set, key, tag, value, now, expired) }.stored()
+        }
+    }
+
+    #[test]
+    fn insert_reports_the_live_value_it_replaced() {
+        let mut s = empty();
+        unsafe {
+            assert_eq!(
+                S::insert(&mut s, &7, 70, &1, 100, never),
+                Inserted::Stored { replaced: None }
+            );
+            assert_eq!(
+                S::insert(&mut s, &7, 70, &2, 101, never),
+                Inserted::Stored { replaced: Some(1) },
+                "the same key's old value"
+            );
+            for k in 8..11u64 {
+                S::insert(&mut s, &k, k as u32, &k, 102, never);
+            }
+            // Full: the oldest (key 7, value 2) is evicted.
+            assert_eq!(
+                S::insert(&mut s, &20, 20, &20, 103, never),
+                Inserted::Stored { replaced: Some(2) }
+            );
+            // An expired victim is not reported: it was no longer counted as live.
+            assert_eq!(
+                S::insert(&mut s, &21, 21, &21, 104, |v, _| *v == 8),
+                Inserted::Stored { replaced: None }
+            );
+        }
+    }
+
     #[test]
     fn insert_then_find_and_update_in_place() {
         let mut s = empty();
         unsafe {
-            assert!(S::insert(&mut s, &7, 70, &1, 100, never));
+            assert!(S::insert_ok(&mut s, &7, 70, &1, 100, never));
             let f = S::find(&s, &7, 70).unwrap();
             assert_eq!((f.value, f.stamp), (1, 100));
             assert!(S::find(&s, &8, 70).is_none(), "same tag, other key");
@@ -312,7 +380,7 @@ mod tests {
             S::touch(&mut s, f.way, &2, 105);
             assert_eq!(S::find(&s, &7, 70).unwrap().value, 2);
             // Inserting the same key again reuses its slot.
-            assert!(S::insert(&mut s, &7, 70, &3, 110, never));
+            assert!(S::insert_ok(&mut s, &7, 70, &3, 110, never));
             assert_eq!(s.slots.iter().filter(|x| x.tag != 0).count(), 1);
         }
     }
@@ -322,23 +390,23 @@ mod tests {
         let mut s = empty();
         unsafe {
             for (k, now) in [(1u64, 10u32), (2, 20), (3, 30), (4, 40)] {
-                assert!(S::insert(&mut s, &k, k as u32 + 1, &k, now, never));
+                assert!(S::insert_ok(&mut s, &k, k as u32 + 1, &k, now, never));
             }
             // Full: the oldest (key 1) goes.
-            assert!(S::insert(&mut s, &5, 6, &5, 50, never));
+            assert!(S::insert_ok(&mut s, &5, 6, &5, 50, never));
             assert!(S::find(&s, &1, 2).is_none());
             assert!(S::find(&s, &2, 3).is_some());
             // An expired slot goes before an older live one.
-            assert!(S::insert(&mut s, &6, 7, &6, 60, |v, _| *v == 4));
+            assert!(S::insert_ok(&mut s, &6, 7, &6, 60, |v, _| *v == 4));
             assert!(S::find(&s, &4, 5).is_none());
             assert!(S::find(&s, &2, 3).is_some());
             // Stamps wrap around u32.
             let mut w = empty();
-            assert!(S::insert(&mut w, &1, 2, &1, u32::MAX - 5, never));
-            assert!(S::insert(&mut w, &2, 3, &2, 3, never));
-            assert!(S::insert(&mut w, &3, 4, &3, 4, never));
-            assert!(S::insert(&mut w, &4, 5, &4, 5, never));
-            assert!(S::insert(&mut w, &9, 10, &9, 6, never));
+            assert!(S::insert_ok(&mut w, &1, 2, &1, u32::MAX - 5, never));
+            assert!(S::insert_ok(&mut w, &2, 3, &2, 3, never));
+            assert!(S::insert_ok(&mut w, &3, 4, &3, 4, never));
+            assert!(S::insert_ok(&mut w, &4, 5, &4, 5, never));
+            assert!(S::insert_ok(&mut w, &9, 10, &9, 6, never));
             assert!(
                 S::find(&w, &1, 2).is_none(),
                 "slot stamped before the wrap is oldest"
@@ -351,12 +419,12 @@ mod tests {
         let mut s = empty();
         s.lock = 1;
         unsafe {
-            assert!(!S::insert(&mut s, &7, 70, &1, 100, never));
+            assert!(!S::insert_ok(&mut s, &7, 70, &1, 100, never));
         }
         assert!(s.slots.iter().all(|x| x.tag == 0));
         s.lock = 0;
         unsafe {
-            assert!(S::insert(&mut s, &7, 70, &1, 100, never));
+            assert!(S::insert_ok(&mut s, &7, 70, &1, 100, never));
         }
         assert_eq!(s.lock, 0, "unlocked after the write");
     }
@@ -365,7 +433,7 @@ mod tests {
     fn torn_slot_reads_as_a_miss() {
         let mut s = empty();
         unsafe {
-            assert!(S::insert(&mut s, &7, 70, &1, 100, never));
+            assert!(S::insert_ok(&mut s, &7, 70, &1, 100, never));
         }
         // A writer that has cleared the tag (mid-rewrite) hides the slot.
         s.slots.iter_mut().find(|x| x.key == 7).unwrap().tag = 0;

@@ -20,8 +20,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use lb_common::{
-    Conn, ConnSet4, ConnState, Flow4Key, GlobalStats, LOOKUP_ROW, LookupRow, NO_REAL, Persist4Key,
-    PersistSet4, REAL_UP, Real, SVC_F_HASH_SRC, SVC_F_PERSIST, Service, Settings, TcpFlags,
+    Candidates, Conn, ConnSet4, ConnState, Flow4Key, GlobalStats, Inserted, LC_CANDIDATES,
+    LOOKUP_ROW, LookupRow, NO_REAL, Persist4Key, PersistSet4, REAL_UP, Real, RealLoad, SCHED_LC,
+    SCHED_MAGLEV, SCHED_NQ, SCHED_WLC, SVC_F_HASH_SRC, SVC_F_PERSIST, Service, Settings, TcpFlags,
     Template, TrafficStats, VIP_PROBES, Vip4Key, VipBucket4, fragment_hash4, proto, source_hash4,
     table_slot, vip_hash4,
 };
@@ -46,6 +47,10 @@ static REALS: Array<Real> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 static CONNS4: Array<ConnSet4> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map(name = "PERSIST4")]
 static PERSIST4: Array<PersistSet4> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map(name = "REAL_LOAD")]
+static REAL_LOAD: Array<RealLoad> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map(name = "LC_CANDIDATES")]
+static CANDIDATES: Array<Candidates> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 /// How the pinned maps were created (see `lb_common::layout`); only the agent reads it.
 #[map(name = "LAYOUT")]
 static LAYOUT: Array<u32> = Array::with_max_entries(lb_common::layout::ENTRIES, 0);
@@ -269,8 +274,15 @@ fn forward_flow(
     };
     let expired = |c: &Conn, stamp: u32| now.wrapping_sub(stamp) > settings.timeout(c.state);
     // SAFETY: `set` points to a set in the CONNS4 map value.
-    if !unsafe { ConnSet4::insert(set, &flow, hash | 1, &entry, now, expired) } {
-        g.conn_insert_failed += 1;
+    match unsafe { ConnSet4::insert(set, &flow, hash | 1, &entry, now, expired) } {
+        Inserted::Busy => g.conn_insert_failed += 1,
+        Inserted::Stored { replaced } => {
+            // The connection counts follow the table: the new entry in, what it overwrote out.
+            account(target.idx, entry.state, 1);
+            if let Some(old) = replaced {
+                account(old.real, old.state, -1);
+            }
+        }
     }
     transmit(ctx, pkt, &svc, target, settings, true)
 }
@@ -394,6 +406,10 @@ fn established_real(
         let updated = Conn { state, ..conn };
         // SAFETY: `found.way` is a slot of `set`.
         unsafe { ConnSet4::touch(set, found.way, &updated, now) };
+        if (state == ConnState::Established as u8) != (conn.state == ConnState::Established as u8) {
+            account(conn.real, conn.state, -1);
+            account(conn.real, state, 1);
+        }
         // Opening and closing keep the client's persistence template alive.
         if state != conn.state && svc.info.flags & SVC_F_PERSIST != 0 {
             touch_template(svc, flow, conn.real, settings);
@@ -425,7 +441,7 @@ fn schedule(
     g: &mut GlobalStats,
 ) -> Option<Target> {
     if svc.info.flags & SVC_F_PERSIST == 0 {
-        return table_pick(svc, flow_schedule_hash(svc, flow, hash));
+        return pick_new(svc, flow_schedule_hash(svc, flow, hash));
     }
     let key = Persist4Key {
         service_id: svc.id,
@@ -446,7 +462,7 @@ fn schedule(
         g.persist_hits += 1;
         return Some(target);
     }
-    let target = table_pick(svc, source_hash4(key.client))?;
+    let target = pick_new(svc, source_hash4(key.client))?;
     let template = Template {
         real: target.idx,
         _pad: 0,
@@ -456,6 +472,82 @@ fn schedule(
     // SAFETY: `set` points to a set in the PERSIST4 map value.
     let _ = unsafe { PersistSet4::insert(set, &key, tag, &template, now, expired) };
     Some(target)
+}
+
+/// The real for a flow no entry or template decides: the Maglev table at the slot for `hash`,
+/// or, for a least-connection service, the least loaded candidate (ties broken by `hash`).
+#[inline(always)]
+fn pick_new(svc: &Svc, hash: u32) -> Option<Target> {
+    if svc.info.sched == SCHED_MAGLEV {
+        table_pick(svc, hash)
+    } else {
+        least_conn_pick(svc, hash)
+    }
+}
+
+/// IPVS's least-connection family over the service's candidates (see `lb_common::Candidates`):
+/// - `lc`: the least `active x 256 + inactive`;
+/// - `wlc`: the least `(active x 256 + inactive) / weight`;
+/// - `sed`: the least `(active + 1) / weight`;
+/// - `nq`: the first idle real (no active connection), else as `sed`.
+///
+/// Ratios are compared by cross-multiplication, as IPVS does. Candidates that are down, of
+/// weight 0 or of another service are skipped. The scan starts at a position taken from the
+/// flow's hash, so ties spread over the tied reals instead of piling onto the first.
+///
+/// Error bound: with at most `LC_CANDIDATES` (8) eligible reals the candidates are all of them
+/// and the choice is IPVS's exactly. With more, the candidates are the 8 least loaded at the
+/// agent's last refresh (every 100 ms); a real outside them can only be less loaded than the
+/// choice by the number of its connections that closed since that refresh.
+#[inline(always)]
+fn least_conn_pick(svc: &Svc, hash: u32) -> Option<Target> {
+    let candidates = CANDIDATES.get(svc.id)?;
+    let sched = svc.info.sched;
+    let mut best: Option<Target> = None;
+    let (mut best_load, mut best_weight) = (0u64, 1u64);
+    let mut i = 0;
+    while i < LC_CANDIDATES {
+        let idx = candidates[(hash as usize).wrapping_add(i) & (LC_CANDIDATES - 1)];
+        i += 1;
+        if idx == NO_REAL {
+            continue;
+        }
+        let Some(target) = usable_real(idx, svc.id) else {
+            continue;
+        };
+        let weight = target.real.weight as u64;
+        let Some(load) = REAL_LOAD.get(idx) else {
+            continue;
+        };
+        if weight == 0 {
+            continue;
+        }
+        let active = load.active.max(0) as u64;
+        let inactive = load.inactive.max(0) as u64;
+        if sched == SCHED_NQ && active == 0 {
+            return Some(target);
+        }
+        let (cost, per) = match sched {
+            SCHED_LC => ((active << 8) + inactive, 1),
+            SCHED_WLC => ((active << 8) + inactive, weight),
+            _ => (active + 1, weight),
+        };
+        if best.is_none() || cost * best_weight < best_load * per {
+            best = Some(target);
+            best_load = cost;
+            best_weight = per;
+        }
+    }
+    best
+}
+
+/// Adds `delta` to the active or inactive count (by `state`) of real `idx`.
+#[inline(always)]
+fn account(idx: u32, state: u8, delta: i64) {
+    if let Some(load) = REAL_LOAD.get_ptr_mut(idx) {
+        // SAFETY: `load` points into the REAL_LOAD map value.
+        unsafe { RealLoad::add(load, state, delta) };
+    }
 }
 
 /// Refreshes the client's template if it still points at `real`.

@@ -24,7 +24,7 @@ use tokio::{
     sync::mpsc::UnboundedReceiver,
     time::{Instant, MissedTickBehavior, interval, timeout},
 };
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     config::{Checker, Config},
@@ -35,7 +35,7 @@ use crate::{
     health::{
         CheckKey, CheckSpec, HealthChecker, HealthEvent, Probe, Timing, Transition, next_quorum,
     },
-    metrics,
+    load, metrics,
     netlink::{MacState, NeighEvent, NeighbourTracker, Netlink},
     plan::{Installed, Op},
     server::{ControlServer, Pending},
@@ -97,6 +97,8 @@ struct Agent {
     last_sample: std::time::Instant,
     /// The snapshot /metrics serves, refreshed with the rates.
     latest: Option<Arc<Mutex<Snapshot>>>,
+    /// Notify and quorum scripts (command, what) to run after the next sync.
+    scripts: Vec<(String, String)>,
 }
 
 impl Agent {
@@ -198,6 +200,7 @@ impl Agent {
             rates: RateEstimator::default(),
             last_sample: std::time::Instant::now(),
             latest: None,
+            scripts: Vec::new(),
         };
         agent.update_quorum();
         // What the adopted maps already do is the baseline: only differences get logged.
@@ -246,6 +249,10 @@ impl Agent {
         retire.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut rates = interval(RATE_INTERVAL);
         rates.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut reconcile = interval(load::RECONCILE_EVERY);
+        reconcile.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut candidates = interval(load::CANDIDATES_EVERY);
+        candidates.set_missed_tick_behavior(MissedTickBehavior::Skip);
         info!(config = %self.opts.config_path.display(), "serving");
         loop {
             tokio::select! {
@@ -276,6 +283,8 @@ impl Agent {
                 _ = clock.tick() => self.dp.tick(),
                 _ = retire.tick() => self.retire_idle(),
                 _ = rates.tick() => self.sample_rates(),
+                _ = reconcile.tick() => self.reconcile_loads(),
+                _ = candidates.tick() => self.refresh_candidates(),
                 Some((request, reply)) = self.requests.recv() => {
                     let response = self.handle(request).await;
                     let _ = reply.send(response);
@@ -298,7 +307,7 @@ impl Agent {
                 );
                 self.observed.health.insert(event.key, Health::Down);
                 if let Some(cmd) = rs.and_then(|r| r.notify_down.clone()) {
-                    run_script(cmd, format!("notify_down of {real}"));
+                    self.scripts.push((cmd, format!("notify_down of {real}")));
                 }
             }
             Transition::Up => {
@@ -308,16 +317,17 @@ impl Agent {
                 );
                 self.observed.health.remove(&event.key);
                 if let Some(cmd) = rs.and_then(|r| r.notify_up.clone()) {
-                    run_script(cmd, format!("notify_up of {real}"));
+                    self.scripts.push((cmd, format!("notify_up of {real}")));
                 }
             }
         }
     }
 
     /// Re-evaluates every service's quorum (keepalived: total weight of live reals against
-    /// `quorum`, with `hysteresis`), running quorum_up/quorum_down on changes.
+    /// `quorum`, with `hysteresis`), queueing quorum_up/quorum_down on changes.
     fn update_quorum(&mut self) {
         let mut lost = BTreeSet::new();
+        let mut scripts = Vec::new();
         for vs in &self.config.virtual_servers {
             let live: u64 = vs
                 .real_servers
@@ -337,7 +347,7 @@ impl Agent {
                         vs.key, vs.quorum
                     );
                     if let Some(cmd) = vs.quorum_up.clone() {
-                        run_script(cmd, format!("quorum_up of {}", vs.key));
+                        scripts.push((cmd, format!("quorum_up of {}", vs.key)));
                     }
                 } else {
                     let sorry = if vs.sorry_server.is_some() {
@@ -350,7 +360,7 @@ impl Agent {
                         vs.key, vs.quorum
                     );
                     if let Some(cmd) = vs.quorum_down.clone() {
-                        run_script(cmd, format!("quorum_down of {}", vs.key));
+                        scripts.push((cmd, format!("quorum_down of {}", vs.key)));
                     }
                 }
             }
@@ -363,6 +373,7 @@ impl Agent {
         self.quorum
             .retain(|k, _| config.virtual_server(k).is_some());
         self.observed.quorum_lost = lost;
+        self.scripts.extend(scripts);
     }
 
     fn observe(&mut self, event: NeighEvent) {
@@ -382,9 +393,16 @@ impl Agent {
     }
 
     /// Replans from the current configuration and observations and applies the difference.
+    /// Installs what the configuration and observations ask for, then runs the notify and
+    /// quorum scripts of the changes that led here: a script sees the data plane already
+    /// changed.
     fn sync(&mut self, cause: &str) -> Result<()> {
         let desired = desired_state(&self.config, &self.observed);
-        self.install(desired, cause)
+        let installed = self.install(desired, cause);
+        for (command, what) in std::mem::take(&mut self.scripts) {
+            run_script(command, what);
+        }
+        installed
     }
 
     fn install(&mut self, desired: DesiredState, cause: &str) -> Result<()> {
@@ -401,7 +419,71 @@ impl Agent {
         }
         self.installed = next;
         self.desired = desired;
+        // A real that came back must not look loaded with the connections it lost while down
+        // until the next periodic recount.
+        self.reconcile_loads();
         Ok(())
+    }
+
+    /// Corrects the least-connection services' connection counts to the connection table
+    /// (see [`load`]).
+    fn reconcile_loads(&mut self) {
+        let reals: Vec<u32> = self
+            .installed
+            .services
+            .values()
+            .filter(|s| s.params.sched != lb_common::SCHED_MAGLEV)
+            .flat_map(|s| s.reals.values().chain(s.retiring.values()))
+            .map(|r| r.index)
+            .collect();
+        if reals.is_empty() {
+            return;
+        }
+        match load::reconcile(&mut self.dp, &reals) {
+            Ok(made) => {
+                for (index, delta) in made {
+                    debug!(
+                        index,
+                        active = delta.active,
+                        inactive = delta.inactive,
+                        "connection counts corrected"
+                    );
+                }
+            }
+            Err(e) => error!("reconciling connection counts failed: {e}"),
+        }
+    }
+
+    /// Writes the least loaded reals as the candidates of least-connection services that have
+    /// more eligible reals than the data plane compares.
+    fn refresh_candidates(&mut self) {
+        for svc in self.installed.services.values_mut() {
+            if svc.params.sched == lb_common::SCHED_MAGLEV {
+                continue;
+            }
+            let eligible: Vec<(u32, u32)> = svc
+                .reals
+                .values()
+                .filter(|r| r.value.state == lb_common::REAL_UP && r.value.weight > 0)
+                .map(|r| (r.index, r.value.weight))
+                .collect();
+            if eligible.len() <= lb_common::LC_CANDIDATES {
+                continue;
+            }
+            let dp = &self.dp;
+            let best = load::least_loaded(svc.params.sched, &eligible, |i| {
+                dp.real_load(i)
+                    .map(|l| load::Counts::from_load(&l))
+                    .unwrap_or_default()
+            });
+            if best == svc.candidates {
+                continue;
+            }
+            match self.dp.set_candidates(svc.id, &best) {
+                Ok(()) => svc.candidates = best,
+                Err(e) => error!("writing least-connection candidates failed: {e}"),
+            }
+        }
     }
 
     /// Releases removed reals whose connections are all gone.

@@ -7,8 +7,8 @@
 //! `lb_kind`, `nb_get_retry` for `retry`); giving a key together with its alias is an error.
 //!
 //! Where a key is absent, keepalived's default applies, also when that default is something
-//! this balancer cannot do: without `lb_kind` a service is NAT and without `lb_algo` it is
-//! `wlc`, and both are reported as errors that say so. A key written without a value (`key:`
+//! this balancer cannot do: without `lb_kind` a service is NAT, which is reported as an error
+//! that says so; without `lb_algo` it is `wlc`. A key written without a value (`key:`
 //! or `key: ~`) takes its default too, except that `persistence_timeout:` alone turns
 //! persistence on with keepalived's 360 seconds, a block alone (`tcp_check:`) is that block
 //! with all its defaults, a flag (`alpha`, `manage_vip`, ...) must be `true` or `false`, and a
@@ -98,8 +98,8 @@ impl Default for Timeouts {
 /// - `sh` is served by weighted Maglev over the client (source) address, so one client always
 ///   reaches the same real while the set of reals stays the same.
 ///
-/// `lc`, `wlc`, `sed` and `nq` are least-connection schedulers; they parse, but are refused
-/// until the data plane counts connections per real (see [`LbAlgo::supported`]).
+/// - `lc`, `wlc` (keepalived's and ipvsadm's default), `sed` and `nq` are IPVS's
+///   least-connection schedulers, run by the data plane over per-real connection counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LbAlgo {
     /// Round robin.
@@ -150,20 +150,21 @@ impl LbAlgo {
         }
     }
 
-    /// Whether the data plane can serve this scheduler now. The least-connection family is
-    /// the one missing; enabling it is adding it here.
+    /// Whether the data plane can serve this scheduler (all of this enum's can).
     pub const fn supported(self) -> bool {
-        matches!(self, LbAlgo::Rr | LbAlgo::Wrr | LbAlgo::Mh | LbAlgo::Sh)
+        self.scheduler().is_some()
     }
 
-    /// How the data plane places new flows for this scheduler; `None` for the
-    /// least-connection family, which has no data-plane scheduler yet.
+    /// How the data plane places new flows for this scheduler.
     pub const fn scheduler(self) -> Option<Scheduler> {
-        match self {
-            LbAlgo::Rr | LbAlgo::Wrr | LbAlgo::Mh => Some(Scheduler::Maglev),
-            LbAlgo::Sh => Some(Scheduler::SourceHash),
-            LbAlgo::Lc | LbAlgo::Wlc | LbAlgo::Sed | LbAlgo::Nq => None,
-        }
+        Some(match self {
+            LbAlgo::Rr | LbAlgo::Wrr | LbAlgo::Mh => Scheduler::Maglev,
+            LbAlgo::Sh => Scheduler::SourceHash,
+            LbAlgo::Lc => Scheduler::LeastConn,
+            LbAlgo::Wlc => Scheduler::WeightedLeastConn,
+            LbAlgo::Sed => Scheduler::ShortestExpectedDelay,
+            LbAlgo::Nq => Scheduler::NeverQueue,
+        })
     }
 }
 
@@ -197,7 +198,7 @@ impl fmt::Display for LbAlgoError {
 
 impl std::error::Error for LbAlgoError {}
 
-/// `rr, wrr, mh or sh`: the schedulers [`LbAlgo::supported`] accepts.
+/// The schedulers [`LbAlgo::supported`] accepts, as a list for messages.
 fn served_schedulers() -> String {
     let names: Vec<&str> = LbAlgo::ALL
         .iter()

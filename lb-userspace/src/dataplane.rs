@@ -8,7 +8,7 @@ use std::{
     os::fd::{AsFd as _, AsRawFd as _},
     path::{Path, PathBuf},
     ptr::NonNull,
-    sync::atomic::{AtomicU32, AtomicU64, Ordering, fence},
+    sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering, fence},
     time::Duration,
 };
 
@@ -23,9 +23,10 @@ use aya::{
     util::nr_cpus,
 };
 use lb_common::{
-    Conn, ConnSet4, Flow4Key, GlobalStats, LAYOUT_VERSION, LOOKUP_ROW, LookupRow, Persist4Key,
-    PersistSet4, Real, Service, Settings, Template, TrafficStats, VipBucket4, map_names as names,
-    set::Found,
+    Candidates, Conn, ConnSet4, Flow4Key, GlobalStats, LAYOUT_VERSION, LOOKUP_ROW, LookupRow,
+    Persist4Key, PersistSet4, REAL_UP, Real, RealLoad, Service, Settings, Template, TrafficStats,
+    VipBucket4, map_names as names,
+    set::{Found, Inserted},
 };
 use thiserror::Error;
 use tracing::warn;
@@ -159,6 +160,8 @@ pub struct Dataplane {
     reals: Mmap<Real>,
     conns4: Mmap<ConnSet4>,
     persist4: Mmap<PersistSet4>,
+    real_load: Mmap<RealLoad>,
+    candidates: Mmap<Candidates>,
     global_stats: PerCpuArray<MapData, GlobalStats>,
     service_stats: PerCpuArray<MapData, TrafficStats>,
     real_stats: PerCpuArray<MapData, TrafficStats>,
@@ -314,6 +317,8 @@ impl Dataplane {
             .map_max_entries(names::REALS, l.max_reals)
             .map_max_entries(names::CONNS4, l.conn_sets())
             .map_max_entries(names::PERSIST4, l.persist_sets())
+            .map_max_entries(names::REAL_LOAD, l.max_reals)
+            .map_max_entries(names::LC_CANDIDATES, l.max_services)
             .map_max_entries(names::SERVICE_STATS, l.max_services)
             .map_max_entries(names::REAL_STATS, l.max_reals)
             .override_global("AYA_LOG_LEVEL", &ebpf_log_level, false);
@@ -338,6 +343,12 @@ impl Dataplane {
             reals: Mmap::new(take(names::REALS)?, names::REALS, l.max_reals)?,
             conns4: Mmap::new(take(names::CONNS4)?, names::CONNS4, l.conn_sets())?,
             persist4: Mmap::new(take(names::PERSIST4)?, names::PERSIST4, l.persist_sets())?,
+            real_load: Mmap::new(take(names::REAL_LOAD)?, names::REAL_LOAD, l.max_reals)?,
+            candidates: Mmap::new(
+                take(names::LC_CANDIDATES)?,
+                names::LC_CANDIDATES,
+                l.max_services,
+            )?,
             global_stats: per_cpu(take(names::GLOBAL_STATS)?, names::GLOBAL_STATS)?,
             service_stats: per_cpu(take(names::SERVICE_STATS)?, names::SERVICE_STATS)?,
             real_stats: per_cpu(take(names::REAL_STATS)?, names::REAL_STATS)?,
@@ -411,19 +422,36 @@ impl Dataplane {
                     map: names::SERVICE_STATS,
                     source,
                 }),
-            Op::ResetRealStats(index) => self
-                .real_stats
-                .set(*index, zero_traffic_per_cpu(), 0)
-                .map_err(|source| DataplaneError::Map {
-                    map: names::REAL_STATS,
-                    source,
-                }),
+            Op::ResetRealStats(index) => {
+                // A new real starts with no connections: whatever an earlier user of the
+                // index left in the counts goes too.
+                let fresh = RealLoad {
+                    up_since: self.clock(),
+                    ..RealLoad::default()
+                };
+                self.real_load.write(*index, &fresh)?;
+                self.real_stats
+                    .set(*index, zero_traffic_per_cpu(), 0)
+                    .map_err(|source| DataplaneError::Map {
+                        map: names::REAL_STATS,
+                        source,
+                    })
+            }
             Op::SetReal { index, real } => {
                 let p = self.reals.ptr(*index)?;
-                // SAFETY: `p` points at a mapped element. Identity fields first, then MAC,
-                // state and family together in one 8-byte store.
+                // SAFETY: `p` points at a mapped element.
+                let was_up = unsafe { std::ptr::read_volatile(&raw const (*p).state) } == REAL_UP;
+                if real.state == REAL_UP && !was_up {
+                    let load = self.real_load.ptr(*index)?;
+                    // SAFETY: `load` points at a mapped element; only the control plane
+                    // writes `up_since`.
+                    unsafe { store_u32(&raw mut (*load).up_since, self.clock()) };
+                }
+                // SAFETY: `p` points at a mapped element. Identity fields and weight first,
+                // then MAC, state and family together in one 8-byte store.
                 unsafe {
                     std::ptr::write_volatile(&raw mut (*p).service_id, real.service_id);
+                    std::ptr::write_volatile(&raw mut (*p).weight, real.weight);
                     std::ptr::write_volatile(&raw mut (*p).addr, real.addr);
                     fence(Ordering::SeqCst);
                     store_u64(p.cast::<u64>(), real.head_word());
@@ -437,9 +465,11 @@ impl Dataplane {
                     store_u32(&raw mut (*p).flags, params.flags);
                     store_u32(&raw mut (*p).persist_timeout, params.persist_timeout);
                     store_u32(&raw mut (*p).persist_mask4, params.persist_mask4);
+                    store_u32(&raw mut (*p).sched, params.sched);
                 }
                 Ok(())
             }
+            Op::SetCandidates { id, reals } => self.set_candidates(*id, reals),
             Op::WriteSlots { base, slots } => {
                 for &(offset, real) in slots {
                     let p = self.lookup_slot_ptr(base + offset)?;
@@ -509,10 +539,14 @@ impl Dataplane {
         let reals = (0..l.max_reals)
             .map(|i| self.reals.read(i))
             .collect::<Result<Vec<_>>>()?;
+        let candidates = (0..l.max_services)
+            .map(|i| self.candidates.read(i))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Installed::reconstruct(
             l,
             &vips,
             &services,
+            &candidates,
             &reals,
             |slot| self.lookup_slot(slot).unwrap_or(0),
         ))
@@ -547,6 +581,50 @@ impl Dataplane {
     /// Reads `REALS[index]`.
     pub fn real(&self, index: u32) -> Result<Real> {
         self.reals.read(index)
+    }
+
+    /// A real's connection counts as the data plane keeps them (see [`RealLoad`]).
+    pub fn real_load(&self, index: u32) -> Result<RealLoad> {
+        let p = self.real_load.ptr(index)?;
+        // SAFETY: `p` points at a mapped element; the counts are aligned i64s that the data
+        // plane changes only with atomic adds.
+        unsafe {
+            Ok(RealLoad {
+                active: AtomicI64::from_ptr(&raw mut (*p).active).load(Ordering::Relaxed),
+                inactive: AtomicI64::from_ptr(&raw mut (*p).inactive).load(Ordering::Relaxed),
+                up_since: std::ptr::read_volatile(&raw const (*p).up_since),
+                _pad: 0,
+            })
+        }
+    }
+
+    /// Adds `delta`'s counts to a real's, atomically with respect to the data plane's own
+    /// updates (the reconciliation's corrections); `delta.up_since` is ignored.
+    pub fn adjust_real_load(&mut self, index: u32, delta: RealLoad) -> Result<()> {
+        let p = self.real_load.ptr(index)?;
+        // SAFETY: `p` points at a mapped element; both fields are aligned i64s.
+        unsafe {
+            lb_common::atomic_add(&raw mut (*p).active, delta.active);
+            lb_common::atomic_add(&raw mut (*p).inactive, delta.inactive);
+        }
+        Ok(())
+    }
+
+    /// A least-connection service's candidates.
+    pub fn candidates(&self, id: u32) -> Result<Candidates> {
+        self.candidates.read(id)
+    }
+
+    /// Writes a least-connection service's candidates, one aligned 4-byte store per slot (a
+    /// packet may see a mix of old and new candidates, every one of them a real index the data
+    /// plane checks before use).
+    pub fn set_candidates(&mut self, id: u32, reals: &Candidates) -> Result<()> {
+        let p = self.candidates.ptr(id)?.cast::<u32>();
+        for (i, &r) in reals.iter().enumerate() {
+            // SAFETY: `p` points at LC_CANDIDATES consecutive mapped u32s.
+            unsafe { store_u32(p.add(i), r) };
+        }
+        Ok(())
     }
 
     /// Director-wide counters, summed over CPUs.
@@ -615,7 +693,8 @@ impl Dataplane {
     }
 
     /// Stores a connection entry the way the data plane does, stamped with the current clock
-    /// (tests and simulations); false if the set was being written.
+    /// (tests and simulations; the connection counts are left alone); false if the set was
+    /// being written.
     pub fn insert_conn4(&mut self, key: &Flow4Key, conn: &Conn) -> bool {
         let tag = key.tag();
         let now = self.clock();
@@ -623,7 +702,8 @@ impl Dataplane {
             return false;
         };
         // SAFETY: `set` points at a mapped set.
-        unsafe { ConnSet4::insert(set, key, tag, conn, now, |_, _| false) }
+        let stored = unsafe { ConnSet4::insert(set, key, tag, conn, now, |_, _| false) };
+        matches!(stored, Inserted::Stored { .. })
     }
 
     /// Every used slot of the IPv4 persistence table.
@@ -703,7 +783,7 @@ impl Dataplane {
 }
 
 /// The maps an instance pins (the log ring buffer and the program's read-only data are not).
-pub const PINNED_MAPS: [&str; 11] = [
+pub const PINNED_MAPS: [&str; 13] = [
     names::LAYOUT,
     names::SETTINGS,
     names::VIPS4,
@@ -712,6 +792,8 @@ pub const PINNED_MAPS: [&str; 11] = [
     names::REALS,
     names::CONNS4,
     names::PERSIST4,
+    names::REAL_LOAD,
+    names::LC_CANDIDATES,
     names::GLOBAL_STATS,
     names::SERVICE_STATS,
     names::REAL_STATS,

@@ -353,10 +353,13 @@ virtual_servers:
             scheduler: None,
             persistence: None,
         };
-        let EditError::Invalid(msg) = apply(&c, &default_sched).unwrap_err() else {
-            panic!("expected a validation error");
-        };
-        assert!(msg.contains("lb_algo"), "{msg}");
+        let edited = apply(&c, &default_sched).expect("wlc is served");
+        let added = edited
+            .virtual_servers
+            .iter()
+            .find(|v| v.key == svc(443))
+            .expect("the new service");
+        assert_eq!(added.lb_algo, crate::config::LbAlgo::Wlc);
         let weight = Edit::EditReal {
             service: svc(80),
             real: real(11, 80),

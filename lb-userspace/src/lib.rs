@@ -10,6 +10,7 @@ pub mod edit;
 pub mod health;
 pub mod ipvsadm;
 pub mod keepalived;
+pub mod load;
 pub mod maglev;
 pub mod metrics;
 pub mod netlink;

@@ -22,8 +22,8 @@ use std::{
 };
 
 use lb_common::{
-    LOOKUP_ROW, NO_REAL, REAL_DOWN, REAL_UP, Real, SVC_F_HASH_SRC, SVC_F_PERSIST, Service, Vip4Key,
-    VipBucket4,
+    Candidates, LC_CANDIDATES, LOOKUP_ROW, NO_REAL, REAL_DOWN, REAL_UP, Real, SVC_F_HASH_SRC,
+    SVC_F_PERSIST, Service, Vip4Key, VipBucket4,
 };
 use thiserror::Error;
 
@@ -152,6 +152,8 @@ pub struct ServiceParams {
     pub persist_timeout: u32,
     /// Persistence / source-hash netmask, network byte order.
     pub persist_mask4: u32,
+    /// `SCHED_*`.
+    pub sched: u32,
 }
 
 /// One map update.
@@ -191,6 +193,13 @@ pub enum Op {
         /// Table size.
         size: u32,
     },
+    /// Write a least-connection service's candidate reals.
+    SetCandidates {
+        /// Service id.
+        id: u32,
+        /// Real indices (0 = unused).
+        reals: Candidates,
+    },
     /// Write the inactive half of the VIP table with `buckets`, then make it the active one.
     SetVips {
         /// The whole half.
@@ -223,6 +232,8 @@ pub struct InstalledService {
     /// Reals removed from the configuration that still carry connections: out of the table,
     /// their entries untouched so their flows continue, released by [`Installed::retire`].
     pub retiring: BTreeMap<RealKey, InstalledReal>,
+    /// Least-connection candidates as last written by a plan.
+    pub candidates: Candidates,
 }
 
 /// What the maps hold, as far as the control plane wrote them.
@@ -267,6 +278,7 @@ impl Installed {
         limits: Limits,
         vips: &[VipBucket4],
         services: &[Service],
+        candidates: &[Candidates],
         reals: &[Real],
         slot: impl Fn(u32) -> u32,
     ) -> (Installed, Vec<u32>) {
@@ -302,11 +314,16 @@ impl Installed {
                         flags: svc.flags,
                         persist_timeout: svc.persist_timeout,
                         persist_mask4: svc.persist_mask4,
+                        sched: svc.sched,
                     },
                     table: (base, size),
                     active,
                     reals: BTreeMap::new(),
                     retiring: BTreeMap::new(),
+                    candidates: candidates
+                        .get(id as usize)
+                        .copied()
+                        .unwrap_or([NO_REAL; LC_CANDIDATES]),
                 },
             );
             ports.insert(id, key);
@@ -476,6 +493,7 @@ impl Installed {
                     active: 1,
                     reals: BTreeMap::new(),
                     retiring: BTreeMap::new(),
+                    candidates: [NO_REAL; LC_CANDIDATES],
                 };
                 // Parameters and table of a new service are written before the VIP table
                 // makes it reachable.
@@ -517,7 +535,7 @@ impl Installed {
                 state: if rs.is_up() { REAL_UP } else { REAL_DOWN },
                 family: if rk.addr.is_ipv4() { 4 } else { 6 },
                 service_id: id,
-                _pad: 0,
+                weight: if rs.takes_new_flows() { rs.weight } else { 0 },
                 addr: addr_bytes(rk.addr),
             };
             match svc.reals.get_mut(rk) {
@@ -547,6 +565,7 @@ impl Installed {
             flags: 0,
             persist_timeout: 0,
             persist_mask4: u32::MAX,
+            sched: spec.scheduler.code(),
         };
         if spec.scheduler == Scheduler::SourceHash {
             params.flags |= SVC_F_HASH_SRC;
@@ -583,6 +602,22 @@ impl Installed {
                 source,
             })?
         };
+        // Least-connection candidates: every real that takes new flows, in key order; a
+        // service with more than LC_CANDIDATES gets its least loaded ones from the agent.
+        let mut candidates = [NO_REAL; LC_CANDIDATES];
+        if spec.scheduler.is_least_conn() {
+            for (slot, b) in candidates.iter_mut().zip(&backends) {
+                *slot = b.index;
+            }
+        }
+        if candidates != svc.candidates {
+            plan.tables.push(Op::SetCandidates {
+                id,
+                reals: candidates,
+            });
+            svc.candidates = candidates;
+        }
+
         let regions = &mut self.regions[id as usize];
         let published: &[u32] = if svc.table.1 == 0 {
             &[]
@@ -791,6 +826,7 @@ mod tests {
         tables: BTreeMap<u32, (u32, u32)>,
         reals: BTreeMap<u32, Real>,
         lookup: BTreeMap<u32, u32>,
+        candidates: BTreeMap<u32, Candidates>,
     }
 
     impl FakeMaps {
@@ -813,6 +849,9 @@ mod tests {
                         self.tables.insert(*id, (*base, *size));
                     }
                     Op::SetVips { buckets } => self.vips = buckets.clone(),
+                    Op::SetCandidates { id, reals } => {
+                        self.candidates.insert(*id, *reals);
+                    }
                 }
                 self.check_invariant();
             }
@@ -1117,6 +1156,38 @@ mod tests {
     }
 
     #[test]
+    fn least_connection_services_get_their_candidates() {
+        let inst = Installed::new(limits());
+        let mut maps = FakeMaps::default();
+        let mut spec = service(80, &[(2, 1), (3, 2), (4, 0)]);
+        spec.scheduler = Scheduler::WeightedLeastConn;
+        let (_, s1) = apply(&inst, &mut maps, &desired(vec![(80, spec.clone())]));
+        let svc = &s1.services[&skey(80)];
+        assert_eq!(maps.params[&svc.id].sched, lb_common::SCHED_WLC);
+        let idx = |last| svc.reals[&rkey(last, 80)].index;
+        let c = maps.candidates[&svc.id];
+        assert_eq!(
+            &c[..3],
+            &[idx(2), idx(3), NO_REAL],
+            "drained reals are no candidates"
+        );
+        assert_eq!(maps.reals[&idx(3)].weight, 2);
+        assert_eq!(maps.reals[&idx(4)].weight, 0);
+        // A real going down leaves the candidates.
+        spec.reals.get_mut(&rkey(2, 80)).unwrap().health = Health::Down;
+        let (ops, _) = apply(&s1, &mut maps, &desired(vec![(80, spec)]));
+        assert!(ops.iter().any(|o| matches!(o, Op::SetCandidates { .. })));
+        assert_eq!(maps.candidates[&svc.id][0], idx(3));
+        // Maglev services have none.
+        let (_, s2) = apply(
+            &inst,
+            &mut FakeMaps::default(),
+            &desired(vec![(80, service(80, &[(2, 1)]))]),
+        );
+        assert_eq!(s2.services[&skey(80)].candidates, [NO_REAL; LC_CANDIDATES]);
+    }
+
+    #[test]
     fn persistence_and_source_hash_params() {
         let inst = Installed::new(limits());
         let mut maps = FakeMaps::default();
@@ -1212,7 +1283,7 @@ mod tests {
                     flags: 0,
                     persist_timeout: 0,
                     persist_mask4: 0,
-                    _pad: 0,
+                    sched: 0,
                     table: 0,
                 };
                 limits.max_services as usize
@@ -1221,6 +1292,11 @@ mod tests {
                 services[*id as usize].flags = p.flags;
                 services[*id as usize].persist_timeout = p.persist_timeout;
                 services[*id as usize].persist_mask4 = p.persist_mask4;
+                services[*id as usize].sched = p.sched;
+            }
+            let mut candidates = vec![[NO_REAL; LC_CANDIDATES]; limits.max_services as usize];
+            for (id, c) in &self.candidates {
+                candidates[*id as usize] = *c;
             }
             for (id, (base, size)) in &self.tables {
                 services[*id as usize].table = Service::pack_table(*base, *size);
@@ -1229,7 +1305,7 @@ mod tests {
             for (i, r) in &self.reals {
                 reals[*i as usize] = *r;
             }
-            Installed::reconstruct(limits, &self.vips, &services, &reals, |s| {
+            Installed::reconstruct(limits, &self.vips, &services, &candidates, &reals, |s| {
                 self.lookup.get(&s).copied().unwrap_or(0)
             })
         }

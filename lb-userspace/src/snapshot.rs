@@ -196,10 +196,16 @@ pub fn snapshot(v: &View, with_conns: bool) -> Snapshot {
         }
     }
 
-    let mut active: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+    let entries = v.dp.conns4();
+    // ActiveConn / InActConn: what the least-connection schedulers count (entries a real lost
+    // while it was down are listed by -c but not counted).
+    let active = crate::load::recount(entries.iter().copied(), &settings, |index| {
+        by_index.get(&index)?;
+        v.dp.real_load(index).ok().map(|l| l.up_since)
+    });
     let mut conns = Vec::new();
     let mut used = 0u64;
-    for e in v.dp.conns4() {
+    for e in entries {
         let idle = now.wrapping_sub(e.stamp);
         let timeout = settings.timeout(e.conn.state);
         if idle > timeout {
@@ -207,12 +213,6 @@ pub fn snapshot(v: &View, with_conns: bool) -> Snapshot {
         }
         used += 1;
         let state = ConnState::from_u8(e.conn.state);
-        let count = active.entry(e.conn.real).or_default();
-        if state.is_active() {
-            count.0 += 1;
-        } else {
-            count.1 += 1;
-        }
         if with_conns && let Some((_, rk)) = by_index.get(&e.conn.real) {
             conns.push(ConnInfo {
                 proto: if e.key.proto == lb_common::proto::UDP {
@@ -271,7 +271,8 @@ pub fn snapshot(v: &View, with_conns: bool) -> Snapshot {
             };
             let key = (vs.key, *rk);
             let status = v.health.get(&key);
-            let (act, inact) = active.get(&installed.index).copied().unwrap_or_default();
+            let counts = active.get(&installed.index).copied().unwrap_or_default();
+            let (act, inact) = (counts.active, counts.inactive);
             let sorry =
                 vs.sorry_server == Some(*rk) && !vs.real_servers.iter().any(|r| r.key == *rk);
             let state = if !rs.is_up() {
@@ -435,6 +436,45 @@ pub fn which(v: &View, service: &ServiceKey, client: SocketAddr) -> Result<Which
             });
         }
     }
+    let hash = if params.flags & (SVC_F_HASH_SRC | SVC_F_PERSIST) != 0 {
+        source_hash4(masked)
+    } else {
+        flow.hash()
+    };
+    if params.sched != lb_common::SCHED_MAGLEV {
+        let candidates =
+            v.dp.candidates(inst.id)
+                .map_err(|e| format!("reading the candidates: {e}"))?;
+        let counts = |index| {
+            v.dp.real_load(index)
+                .map(|l| crate::load::Counts::from_load(&l))
+                .unwrap_or_default()
+        };
+        let weight = |index| {
+            v.dp.real(index)
+                .ok()
+                .filter(|r| r.state == REAL_UP && r.service_id == inst.id)
+                .map(|r| r.weight)
+        };
+        let Some(index) = crate::load::pick(params.sched, &candidates, hash, weight, counts) else {
+            return Ok(WhichAnswer {
+                real: None,
+                source: "least connection".into(),
+                detail: "no usable real: a new connection would be dropped".into(),
+            });
+        };
+        let c = counts(index);
+        return Ok(WhichAnswer {
+            real: name(index),
+            source: "least connection".into(),
+            detail: format!(
+                "least loaded now: {} active, {} inactive, weight {}",
+                c.active,
+                c.inactive,
+                weight(index).unwrap_or(0)
+            ),
+        });
+    }
     let (base, size) = inst.table;
     if size == 0 {
         return Ok(WhichAnswer {
@@ -443,11 +483,6 @@ pub fn which(v: &View, service: &ServiceKey, client: SocketAddr) -> Result<Which
             detail: "no usable real: a new connection would be dropped".into(),
         });
     }
-    let hash = if params.flags & (SVC_F_HASH_SRC | SVC_F_PERSIST) != 0 {
-        source_hash4(masked)
-    } else {
-        flow.hash()
-    };
     let slot = table_slot(hash, size);
     let index =
         v.dp.lookup_slot(base + slot)

@@ -83,13 +83,39 @@ impl fmt::Display for RealKey {
     }
 }
 
-/// How new flows are placed in the Maglev table.
+/// How new flows pick a real.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Scheduler {
     /// Weighted Maglev over the 5-tuple (serves rr, wrr and mh).
     Maglev,
     /// Weighted Maglev over the source address (sh).
     SourceHash,
+    /// Least connections: `active x 256 + inactive` (lc).
+    LeastConn,
+    /// Weighted least connections: that load divided by the weight (wlc).
+    WeightedLeastConn,
+    /// Shortest expected delay: `(active + 1) / weight` (sed).
+    ShortestExpectedDelay,
+    /// Never queue: an idle real first, else sed (nq).
+    NeverQueue,
+}
+
+impl Scheduler {
+    /// The data plane's `SCHED_*` value.
+    pub const fn code(self) -> u32 {
+        match self {
+            Scheduler::Maglev | Scheduler::SourceHash => lb_common::SCHED_MAGLEV,
+            Scheduler::LeastConn => lb_common::SCHED_LC,
+            Scheduler::WeightedLeastConn => lb_common::SCHED_WLC,
+            Scheduler::ShortestExpectedDelay => lb_common::SCHED_SED,
+            Scheduler::NeverQueue => lb_common::SCHED_NQ,
+        }
+    }
+
+    /// Whether new flows are placed by connection counts.
+    pub const fn is_least_conn(self) -> bool {
+        self.code() != lb_common::SCHED_MAGLEV
+    }
 }
 
 /// Persistence (keepalived `persistence_timeout` / `persistence_granularity`).

@@ -745,7 +745,7 @@ fn nat_is_carried_with_a_warning() {
 
 #[test]
 fn keepalived_defaults_that_lb_agent_refuses_are_explained() {
-    // Neither lb_algo nor lb_kind: keepalived's wlc and NAT.
+    // Neither lb_algo nor lb_kind: keepalived's wlc (served) and NAT (refused).
     let (im, err) = refused("virtual_server 10.0.0.1 80 {\n    delay_loop 5\n}\n");
     assert!(
         im.yaml
@@ -758,14 +758,10 @@ fn keepalived_defaults_that_lb_agent_refuses_are_explained() {
     warned(
         &im,
         1,
-        &["lb_algo is not set, and keepalived's default wlc"],
-    );
-    warned(
-        &im,
-        1,
         &["lb_kind is not set, and keepalived's default NAT is not supported"],
     );
-    assert_eq!(err.errors.len(), 2);
+    assert_eq!(err.errors.len(), 1, "{err}");
+    assert_eq!(im.warnings.len(), 1, "{}", shown(&im));
     // keepalived's names are case-sensitive: `dr` and `WRR` are ignored (NAT and wlc stay).
     let (im, _) = refused("virtual_server 10.0.0.1 80 {\n    lb_algo WRR\n    lb_kind dr\n}\n");
     warned(
@@ -787,13 +783,14 @@ fn keepalived_defaults_that_lb_agent_refuses_are_explained() {
     // ... but protocol is not.
     let (_, c) = accepted(&service("    protocol udp"));
     assert_eq!(c.virtual_servers[0].key.proto, Protocol::Udp);
-    // A least-connection scheduler is carried, and refused.
-    let (im, _) = refused("virtual_server 10.0.0.1 80 {\n    lb_algo wlc\n    lb_kind DR\n}\n");
-    warned(
-        &im,
-        2,
-        &["virtual_servers[0].lb_algo: lb_algo wlc needs least-connection scheduling"],
-    );
+    // The least-connection schedulers are carried and served.
+    for algo in ["lc", "wlc", "sed", "nq"] {
+        let (im, c) = accepted(&format!(
+            "virtual_server 10.0.0.1 80 {{\n    lb_algo {algo}\n    lb_kind DR\n}}\n"
+        ));
+        assert!(im.warnings.is_empty(), "{}", shown(&im));
+        assert_eq!(c.virtual_servers[0].lb_algo.name(), algo);
+    }
 }
 
 #[test]
@@ -862,7 +859,7 @@ virtual_server 10.0.0.1 80 {
     frobnicate 3
 }
 "#;
-    let (im, _) = refused(text);
+    let (im, config) = accepted(text);
     warned(
         &im,
         1,
@@ -899,13 +896,9 @@ virtual_server 10.0.0.1 80 {
         12,
         &["unknown keyword \"frobnicate\": ignored as keepalived does"],
     );
-    // The misspelled lb_algo leaves keepalived's wlc, which lb-agent refuses.
-    warned(
-        &im,
-        2,
-        &["lb_algo is not set, and keepalived's default wlc"],
-    );
-    assert_eq!(im.warnings.len(), 7, "{}", shown(&im));
+    // The misspelled lb_algo leaves keepalived's wlc, which lb-agent's default is too.
+    assert_eq!(config.virtual_servers[0].lb_algo, LbAlgo::Wlc);
+    assert_eq!(im.warnings.len(), 6, "{}", shown(&im));
     let doc: Value = serde_yaml::from_str(&im.yaml).unwrap();
     let real = &doc["virtual_servers"][0]["real_servers"][0];
     assert!(real.get("tcp_check").is_none() && real.get("weight").is_none());

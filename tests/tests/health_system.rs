@@ -195,6 +195,10 @@ fn an_http_check_with_the_wrong_status_takes_the_real_down() {
     agent
         .wait_for_log("failed its check: HTTP 503", BOUND + Duration::from_secs(1))
         .unwrap();
+    // The log line is written as the failure is seen; the tables change right after.
+    wait_until(Duration::from_secs(2), "real1 out of the listing", || {
+        !agent.lbadm_ok(&["-L", "-n"]).contains("10.71.0.11:")
+    });
     let to: SocketAddr = (topo.vip, PORT).into();
     let new = NewConns::start(&topo.client.ns, to, Duration::from_millis(5)).unwrap();
     thread::sleep(Duration::from_secs(1));

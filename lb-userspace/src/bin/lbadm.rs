@@ -5,8 +5,8 @@
 //! - direct routing is the only forwarding method: `-g` is accepted, `-i`/`-m` are refused, and
 //!   a real's port is always the service's (ipvsadm silently does the same for `-g`);
 //! - `-S` prints the running configuration as the agent's YAML, not ipvsadm rules;
-//! - `-E` without `-s` keeps the scheduler (ipvsadm would reset it to `wlc`, which this balancer
-//!   does not offer); without `-p` it turns persistence off, and `-e` without `-w` sets weight
+//! - `-E` without `-s` keeps the scheduler (ipvsadm resets it to its default, `wlc`, which
+//!   surprises more than it helps); without `-p` it turns persistence off, and `-e` without `-w` sets weight
 //!   1, both as ipvsadm;
 //! - ours: `--json` on every listing, `--health` on `-L`, `--which -t|-u VIP:PORT --client
 //!   IP:PORT` to ask where a client's flow goes.

@@ -433,16 +433,7 @@ fn virtual_server(rd: &mut Reader, node: &Node<'_>, limits: &Limits) -> Option<V
 /// `lb_algo` / `lvs_sched`; keepalived's default `wlc` when absent.
 fn lb_algo(rd: &mut Reader, f: &Fields<'_>) -> LbAlgo {
     let Some(node) = f.get_aliased(rd, "lb_algo", "lvs_sched") else {
-        let algo = LbAlgo::KEEPALIVED_DEFAULT;
-        if !algo.supported() {
-            let msg = format!(
-                "lb_algo is not set, and keepalived's default {algo} needs least-connection \
-                 scheduling, which is not available yet; use {}",
-                super::served_schedulers()
-            );
-            rd.error(&f.path_of("lb_algo"), msg);
-        }
-        return algo;
+        return LbAlgo::KEEPALIVED_DEFAULT;
     };
     let Value::String(name) = node.value else {
         let msg = format!("expected a scheduler name, found {}", describe(node.value));
@@ -450,16 +441,7 @@ fn lb_algo(rd: &mut Reader, f: &Fields<'_>) -> LbAlgo {
         return LbAlgo::Rr;
     };
     match name.parse::<LbAlgo>() {
-        Ok(algo) if algo.supported() => algo,
-        Ok(algo) => {
-            let msg = format!(
-                "lb_algo {algo} needs least-connection scheduling, which is not available \
-                 yet; use {}",
-                super::served_schedulers()
-            );
-            rd.error(&node.path, msg);
-            algo
-        }
+        Ok(algo) => algo,
         Err(e) => {
             rd.error(&node.path, e.to_string());
             LbAlgo::Rr

@@ -469,22 +469,12 @@ fn lb_kind() {
 fn lb_algo() {
     let path = "virtual_servers[0].lb_algo";
     let without = service("", "").replace("    lb_algo: rr\n", "");
-    assert_error(
-        &without,
-        path,
-        "lb_algo is not set, and keepalived's default wlc needs least-connection scheduling, \
-         which is not available yet; use rr, wrr, mh or sh",
+    assert_eq!(
+        ok(&without).virtual_servers[0].lb_algo,
+        LbAlgo::Wlc,
+        "keepalived's default"
     );
     let with = |algo: &str| service("", "").replace("lb_algo: rr", &format!("lb_algo: {algo}"));
-    assert_error(
-        &with("wlc"),
-        path,
-        "lb_algo wlc needs least-connection scheduling, which is not available yet; use rr, wrr, \
-         mh or sh",
-    );
-    for algo in ["lc", "sed", "nq"] {
-        assert_error(&with(algo), path, "needs least-connection scheduling");
-    }
     for algo in ["lblc", "lblcr", "dh", "fo", "ovf", "twos"] {
         assert_error(
             &with(algo),
@@ -498,6 +488,10 @@ fn lb_algo() {
         ("wrr", LbAlgo::Wrr),
         ("mh", LbAlgo::Mh),
         ("sh", LbAlgo::Sh),
+        ("lc", LbAlgo::Lc),
+        ("wlc", LbAlgo::Wlc),
+        ("sed", LbAlgo::Sed),
+        ("nq", LbAlgo::Nq),
     ] {
         assert_eq!(ok(&with(name)).virtual_servers[0].lb_algo, algo);
     }
@@ -518,7 +512,7 @@ fn lb_algo_names() {
         Err(LbAlgoError::NotSupported("dh".into()))
     );
     assert_eq!("x".parse::<LbAlgo>(), Err(LbAlgoError::Unknown("x".into())));
-    assert_eq!(served_schedulers(), "rr, wrr, mh or sh");
+    assert_eq!(served_schedulers(), "rr, wrr, mh, sh, lc, wlc, sed or nq");
 }
 
 #[test]
@@ -591,7 +585,7 @@ bogus: 1
 virtual_servers:
   - vip: 192.168.0.300
     port: 0
-    lb_algo: wlc
+    lb_algo: lblc
     lb_kind: nat
     real_servers:
       - ip: 192.168.0.2

@@ -478,10 +478,6 @@ fn usage_errors() {
         ("-A -t 0.0.0.0:80", "unicast"),
         ("-A -t 224.0.0.1:80", "unicast"),
         (
-            "-A -t 10.0.0.1:80 -s wlc",
-            "wlc is not supported; use rr, wrr, mh, sh",
-        ),
-        (
             "-A -t 10.0.0.1:80 -s lblc",
             "illegal scheduler for -s: lb_algo lblc is not supported",
         ),
