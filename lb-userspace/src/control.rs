@@ -496,14 +496,21 @@ pub fn request(socket: &Path, req: &Request) -> Result<Response, ControlError> {
         .set_read_timeout(Some(REQUEST_TIMEOUT))
         .and_then(|()| stream.set_write_timeout(Some(REQUEST_TIMEOUT)))
         .map_err(io_err)?;
-    (&stream).write_all(&line).map_err(io_err)?;
+    // The agent may answer before reading (a refusal) and close: then the write fails, and
+    // the answer waiting in the socket is what to report.
+    let sent = (&stream).write_all(&line);
 
     let mut reader = BufReader::new(&stream);
     let mut buf = Vec::new();
-    (&mut reader)
+    let read = (&mut reader)
         .take(MAX_MESSAGE as u64 + 1)
-        .read_until(b'\n', &mut buf)
-        .map_err(io_err)?;
+        .read_until(b'\n', &mut buf);
+    match (sent, read) {
+        (_, Ok(_)) if !buf.is_empty() => {}
+        (Err(e), _) => return Err(io_err(e)),
+        (Ok(()), Err(e)) => return Err(io_err(e)),
+        (Ok(()), Ok(_)) => {}
+    }
     match strip_line(buf)? {
         None => Err(ControlError::Closed {
             path: socket.to_owned(),

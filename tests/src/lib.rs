@@ -2,8 +2,10 @@
 //! harness, network-namespace topologies, traffic generators and an `lb-agent` runner.
 
 pub mod agent;
+pub mod ha;
 pub mod lab;
 pub mod netns;
 pub mod packet;
+pub mod rabbitmq;
 pub mod topo;
 pub mod traffic;
