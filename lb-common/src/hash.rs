@@ -70,6 +70,69 @@ pub const fn persist_hash4(service_id: u32, client: u32) -> u32 {
     fold(mix64(v ^ SEED_PERSIST))
 }
 
+/// An IPv6 address as stored in the map keys: four 32-bit words, each in network byte order
+/// (as read from the packet with native-endian loads).
+pub type Addr6 = [u32; 4];
+
+#[inline(always)]
+const fn words6(a: &Addr6) -> (u64, u64) {
+    (
+        ((a[0] as u64) << 32) | a[1] as u64,
+        ((a[2] as u64) << 32) | a[3] as u64,
+    )
+}
+
+/// Hash of an IPv6 5-tuple (wire-order values), the IPv6 counterpart of [`flow_hash4`]: each
+/// address half goes through a finaliser round before the next is mixed in, then the ports.
+#[inline(always)]
+pub const fn flow_hash6(src: &Addr6, dst: &Addr6, sport: u16, dport: u16, proto: u8) -> u32 {
+    let (s0, s1) = words6(src);
+    let (d0, d1) = words6(dst);
+    let rest = ((sport as u64) << 24) | ((dport as u64) << 8) | proto as u64;
+    let mut h = mix64(s0 ^ SEED_FLOW);
+    h = mix64(h ^ s1);
+    h = mix64(h ^ d0);
+    fold(mix64(
+        h ^ d1 ^ (rest ^ SEED_FLOW).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    ))
+}
+
+/// Hash of an IPv6 source address (already masked), for `sh` and persistent services.
+#[inline(always)]
+pub const fn source_hash6(src: &Addr6) -> u32 {
+    let (s0, s1) = words6(src);
+    fold(mix64(mix64(s0 ^ SEED_SOURCE) ^ s1))
+}
+
+/// Hash of an IPv6 fragment's (source, destination, next header).
+#[inline(always)]
+pub const fn fragment_hash6(src: &Addr6, dst: &Addr6, proto: u8) -> u32 {
+    let (s0, s1) = words6(src);
+    let (d0, d1) = words6(dst);
+    let mut h = mix64(s0 ^ mix64(proto as u64 ^ SEED_FRAGMENT));
+    h = mix64(h ^ s1);
+    h = mix64(h ^ d0);
+    fold(mix64(h ^ d1))
+}
+
+/// Hash of an IPv6 VIP key, for the VIP table.
+#[inline(always)]
+pub const fn vip_hash6(addr: &Addr6, port: u16, proto: u8) -> u32 {
+    // Two finaliser rounds: IPv6 VIPs differ in few bits, often at the same place in several
+    // words (2001:db8:a:N::N), which a plain multiply would fold together.
+    let (a0, a1) = words6(addr);
+    fold(mix64(
+        mix64(a0 ^ SEED_VIP) ^ a1 ^ ((port as u64) << 16) ^ proto as u64,
+    ))
+}
+
+/// Hash of an IPv6 persistence template key (service id, masked client).
+#[inline(always)]
+pub const fn persist_hash6(service_id: u32, client: &Addr6) -> u32 {
+    let (c0, c1) = words6(client);
+    fold(mix64(mix64(c0 ^ SEED_PERSIST ^ service_id as u64) ^ c1))
+}
+
 /// Maps a 32-bit hash onto a table of `size` slots without a division (multiply-shift).
 #[inline(always)]
 pub const fn table_slot(hash: u32, size: u32) -> u32 {
@@ -114,6 +177,68 @@ mod tests {
         assert_ne!(vip_hash4(1, 80, 6), vip_hash4(1, 81, 6));
         assert_ne!(vip_hash4(1, 80, 6), vip_hash4(1, 80, 17));
         assert_ne!(persist_hash4(1, 2), persist_hash4(2, 1));
+    }
+
+    #[test]
+    fn ipv6_hashes_depend_on_every_field_and_spread() {
+        let a = [1, 2, 3, 4];
+        let b = [5, 6, 7, 8];
+        let base = flow_hash6(&a, &b, 3, 4, 6);
+        for (i, other) in [[9, 2, 3, 4], [1, 9, 3, 4], [1, 2, 9, 4], [1, 2, 3, 9]]
+            .iter()
+            .enumerate()
+        {
+            assert_ne!(base, flow_hash6(other, &b, 3, 4, 6), "src word {i}");
+            assert_ne!(base, flow_hash6(&a, other, 3, 4, 6), "dst word {i}");
+            assert_ne!(source_hash6(&a), source_hash6(other), "source word {i}");
+            assert_ne!(
+                persist_hash6(1, &a),
+                persist_hash6(1, other),
+                "client word {i}"
+            );
+            assert_ne!(
+                vip_hash6(&a, 80, 6),
+                vip_hash6(other, 80, 6),
+                "vip word {i}"
+            );
+            assert_ne!(
+                fragment_hash6(&a, &b, 17),
+                fragment_hash6(other, &b, 17),
+                "fragment word {i}"
+            );
+        }
+        assert_ne!(base, flow_hash6(&a, &b, 9, 4, 6));
+        assert_ne!(base, flow_hash6(&a, &b, 3, 9, 6));
+        assert_ne!(base, flow_hash6(&a, &b, 3, 4, 17));
+        assert_ne!(fragment_hash6(&a, &b, 6), fragment_hash6(&a, &b, 17));
+        assert_ne!(persist_hash6(1, &a), persist_hash6(2, &a));
+        assert_ne!(vip_hash6(&a, 80, 6), vip_hash6(&a, 81, 6));
+        // VIPs that differ in the same byte of two words (2001:db8:a:N::N) spread too.
+        let mut homes = [0u32; 1024];
+        for n in 0..256u32 {
+            let b = n.to_be_bytes()[3];
+            let mut vip = [0u8; 16];
+            vip[..6].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0x0a]);
+            vip[7] = b;
+            vip[15] = b;
+            homes[(vip_hash6(&crate::addr6(vip), 443u16.to_be(), 6) & 1023) as usize] += 1;
+        }
+        assert!(
+            homes.iter().all(|&h| h <= 3),
+            "VIPs pile up: {:?}",
+            homes.iter().max()
+        );
+        // Clients differing only in the low word spread over a table.
+        let m = 65_537u32;
+        let mut buckets = [0u32; 16];
+        for i in 0..160_000u32 {
+            let src = [0x2001_0db8u32.to_be(), 0, 0, i.wrapping_mul(2_654_435_761)];
+            let s = table_slot(flow_hash6(&src, &b, 1000, 80, 6), m);
+            buckets[(s * 16 / m) as usize] += 1;
+        }
+        for n in buckets {
+            assert!((9_000..11_000).contains(&n), "uneven bucket {n}");
+        }
     }
 
     #[test]

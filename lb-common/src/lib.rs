@@ -31,7 +31,10 @@ pub mod hash;
 pub mod set;
 pub mod tcp;
 
-pub use hash::{flow_hash4, fragment_hash4, persist_hash4, source_hash4, table_slot, vip_hash4};
+pub use hash::{
+    Addr6, flow_hash4, flow_hash6, fragment_hash4, fragment_hash6, persist_hash4, persist_hash6,
+    source_hash4, source_hash6, table_slot, vip_hash4, vip_hash6,
+};
 pub use set::{Inserted, Set, Slot, SlotData};
 pub use tcp::{ConnState, TcpFlags};
 
@@ -51,6 +54,12 @@ pub mod map_names {
     pub const CONNS4: &str = "CONNS4";
     /// [`crate::PersistSet4`] persistence templates (array of sets).
     pub const PERSIST4: &str = "PERSIST4";
+    /// [`crate::VipBucket6`] open-addressing table, two halves (array).
+    pub const VIPS6: &str = "VIPS6";
+    /// [`crate::ConnSet6`] connection table (array of sets).
+    pub const CONNS6: &str = "CONNS6";
+    /// [`crate::PersistSet6`] persistence templates (array of sets).
+    pub const PERSIST6: &str = "PERSIST6";
     /// Real index -> [`crate::RealLoad`] (array).
     pub const REAL_LOAD: &str = "REAL_LOAD";
     /// Service id -> [`crate::Candidates`] (array).
@@ -85,8 +94,12 @@ pub mod layout {
     pub const CONN_ENTRIES: u32 = 5;
     /// Index of `persist_entries`.
     pub const PERSIST_ENTRIES: u32 = 6;
+    /// Index of `conn_entries6`.
+    pub const CONN_ENTRIES6: u32 = 7;
+    /// Index of `persist_entries6`.
+    pub const PERSIST_ENTRIES6: u32 = 8;
     /// Entries of the map.
-    pub const ENTRIES: u32 = 8;
+    pub const ENTRIES: u32 = 16;
 }
 
 /// IP protocol numbers the data plane understands.
@@ -104,7 +117,7 @@ pub const NO_REAL: u32 = 0;
 
 /// Version of the map layout. A restarted agent adopts pinned maps only if they were created
 /// with the same version; bump it whenever a map's key, value or meaning changes.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Default Maglev lookup table size (a prime, as in the Maglev paper).
 pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
@@ -130,15 +143,19 @@ pub struct Settings {
     pub _pad: [u8; 2],
     /// Seconds of `CLOCK_MONOTONIC`, advanced by the agent (stored with one 4-byte write).
     pub clock: u32,
-    /// Index in `VIPS4` of the active half's bucket 0 (0 or `vip_mask + 1`; one 4-byte write
-    /// flips it).
+    /// Index in `VIPS4` and `VIPS6` of the active halves' bucket 0 (0 or `vip_mask + 1`; one
+    /// 4-byte write flips both tables at once).
     pub vip_base: u32,
-    /// Buckets per `VIPS4` half, minus one (the half size is a power of two).
+    /// Buckets per `VIPS4` / `VIPS6` half, minus one (the half size is a power of two).
     pub vip_mask: u32,
     /// Sets in `CONNS4` minus one (a power of two minus one).
     pub conn_mask: u32,
     /// Sets in `PERSIST4` minus one (a power of two minus one).
     pub persist_mask: u32,
+    /// Sets in `CONNS6` minus one (a power of two minus one).
+    pub conn6_mask: u32,
+    /// Sets in `PERSIST6` minus one (a power of two minus one).
+    pub persist6_mask: u32,
     /// Explicit padding.
     pub _pad2: u32,
     /// Idle timeout in seconds for each [`ConnState`], indexed by its value; entries past the
@@ -161,6 +178,8 @@ impl Settings {
             vip_mask: 0,
             conn_mask: 0,
             persist_mask: 0,
+            conn6_mask: 0,
+            persist6_mask: 0,
             _pad2: 0,
             timeouts: default_timeouts(),
         }
@@ -251,6 +270,85 @@ impl VipBucket4 {
     };
 }
 
+/// Key of an IPv6 virtual service; the IPv6 counterpart of [`Vip4Key`] (port 0 is the
+/// fragment entry of the VIP and next header; all zero is an empty bucket).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Vip6Key {
+    /// VIP, as four network-order words ([`Addr6`]).
+    pub addr: Addr6,
+    /// Port, network byte order (0 = the fragment entry of this VIP and protocol).
+    pub port: u16,
+    /// IP protocol ([`proto::TCP`] or [`proto::UDP`]).
+    pub proto: u8,
+    /// Explicit padding, always 0.
+    pub _pad: u8,
+}
+
+impl Vip6Key {
+    /// The key of an empty bucket.
+    pub const EMPTY: Self = Self {
+        addr: [0; 4],
+        port: 0,
+        proto: 0,
+        _pad: 0,
+    };
+
+    /// Builds a key from host-order parts.
+    pub const fn from_parts(addr: [u8; 16], port: u16, proto: u8) -> Self {
+        Self {
+            addr: addr6(addr),
+            port: port.to_be(),
+            proto,
+            _pad: 0,
+        }
+    }
+}
+
+/// An IPv6 address's bytes as [`Addr6`] words.
+pub const fn addr6(b: [u8; 16]) -> Addr6 {
+    [
+        u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+        u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+        u32::from_ne_bytes([b[8], b[9], b[10], b[11]]),
+        u32::from_ne_bytes([b[12], b[13], b[14], b[15]]),
+    ]
+}
+
+/// [`Addr6`] words back as an IPv6 address's bytes.
+pub const fn addr6_bytes(a: &Addr6) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        let w = a[i].to_ne_bytes();
+        b[i * 4] = w[0];
+        b[i * 4 + 1] = w[1];
+        b[i * 4 + 2] = w[2];
+        b[i * 4 + 3] = w[3];
+        i += 1;
+    }
+    b
+}
+
+/// One bucket of the IPv6 VIP table, laid out and published like [`VipBucket4`] (the same
+/// [`Settings::vip_base`] flip switches both tables).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VipBucket6 {
+    /// Key ([`Vip6Key::EMPTY`] = empty bucket, which ends a probe sequence).
+    pub key: Vip6Key,
+    /// Service id (index into `SERVICES`).
+    pub service_id: u32,
+}
+
+impl VipBucket6 {
+    /// An empty bucket.
+    pub const EMPTY: Self = Self {
+        key: Vip6Key::EMPTY,
+        service_id: 0,
+    };
+}
+
 /// `Service::flags`: schedule new flows by the (masked) source address only (`sh`).
 pub const SVC_F_HASH_SRC: u32 = 1;
 /// `Service::flags`: persistence is on (templates in `PERSIST4`); implies hashing by source.
@@ -286,6 +384,9 @@ pub struct Service {
     /// in the low 32 bits (0 = no usable real). One 8-byte write publishes a new table, so a
     /// packet sees the old table or the new one, never a mix.
     pub table: u64,
+    /// Persistence granularity of an IPv6 service as a mask ([`Addr6`] words, all ones = /128);
+    /// also the mask of `sh` hashing.
+    pub persist_mask6: Addr6,
 }
 
 impl Service {
@@ -459,6 +560,92 @@ pub const PERSIST_WAYS: usize = 4;
 /// A set of the IPv4 persistence table.
 pub type PersistSet4 = Set<Persist4Key, Template, PERSIST_WAYS>;
 
+/// Key of the IPv6 connection table: the client->VIP 5-tuple as seen on the wire.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Flow6Key {
+    /// Client address.
+    pub src: Addr6,
+    /// VIP.
+    pub dst: Addr6,
+    /// Client port, network byte order.
+    pub sport: u16,
+    /// VIP port, network byte order.
+    pub dport: u16,
+    /// IP protocol (the upper-layer header after any extension headers).
+    pub proto: u8,
+    /// Explicit padding, always 0.
+    pub _pad: [u8; 3],
+}
+
+impl Flow6Key {
+    /// Builds a key from host-order parts.
+    pub const fn from_parts(
+        src: [u8; 16],
+        sport: u16,
+        dst: [u8; 16],
+        dport: u16,
+        proto: u8,
+    ) -> Self {
+        Self {
+            src: addr6(src),
+            dst: addr6(dst),
+            sport: sport.to_be(),
+            dport: dport.to_be(),
+            proto,
+            _pad: [0; 3],
+        }
+    }
+
+    /// The flow hash (see [`Flow4Key::hash`]).
+    #[inline(always)]
+    pub const fn hash(&self) -> u32 {
+        flow_hash6(&self.src, &self.dst, self.sport, self.dport, self.proto)
+    }
+
+    /// The tag of this key in the connection table (never 0).
+    #[inline(always)]
+    pub const fn tag(&self) -> u32 {
+        self.hash() | 1
+    }
+}
+
+/// A set of the IPv6 connection table.
+pub type ConnSet6 = Set<Flow6Key, Conn, CONN_WAYS>;
+
+/// Key of an IPv6 persistence template: a client network inside one service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Persist6Key {
+    /// Service id.
+    pub service_id: u32,
+    /// Explicit padding, always 0.
+    pub _pad: u32,
+    /// Client address masked by the service's granularity.
+    pub client: Addr6,
+}
+
+impl Persist6Key {
+    /// The key's hash: its low bits pick the persistence-table set.
+    #[inline(always)]
+    pub const fn hash(&self) -> u32 {
+        persist_hash6(self.service_id, &self.client)
+    }
+
+    /// The tag of this key in the persistence table (never 0).
+    #[inline(always)]
+    pub const fn tag(&self) -> u32 {
+        self.hash() | 1
+    }
+}
+
+/// A set of the IPv6 persistence table.
+pub type PersistSet6 = Set<Persist6Key, Template, PERSIST_WAYS>;
+
+/// IPv6 extension headers the data plane skips before the upper-layer header; a frame with
+/// more is passed to the kernel and counted ([`GlobalStats::ext_hdr_passed`]).
+pub const MAX_EXT_HDRS: usize = 4;
+
 /// A real's connection counts for the least-connection schedulers, following the connection
 /// table: the data plane adds and subtracts (64-bit atomic adds) as entries are created,
 /// change class (ESTABLISHED is active, every other state inactive, as IPVS counts) or are
@@ -556,6 +743,9 @@ pub struct GlobalStats {
     pub icmp_forwarded: u64,
     /// New flows that followed a live persistence template.
     pub persist_hits: u64,
+    /// IPv6 frames passed because of their extension headers: more than [`MAX_EXT_HDRS`], one
+    /// that cannot be skipped (ESP), or one cut short by the end of the frame.
+    pub ext_hdr_passed: u64,
 }
 
 /// Traffic counters of one service or one real (one per CPU). Written by the data plane only.
@@ -587,6 +777,14 @@ unsafe impl SlotData for Persist4Key {
 unsafe impl SlotData for Template {
     type Words = [u64; 1];
 }
+// SAFETY: as above (40 bytes).
+unsafe impl SlotData for Flow6Key {
+    type Words = [u64; 5];
+}
+// SAFETY: as above (24 bytes).
+unsafe impl SlotData for Persist6Key {
+    type Words = [u64; 3];
+}
 
 #[cfg(feature = "user")]
 mod pod {
@@ -606,6 +804,10 @@ mod pod {
     unsafe impl aya::Pod for GlobalStats {}
     unsafe impl aya::Pod for TrafficStats {}
     unsafe impl aya::Pod for RealLoad {}
+    unsafe impl aya::Pod for Vip6Key {}
+    unsafe impl aya::Pod for VipBucket6 {}
+    unsafe impl aya::Pod for Flow6Key {}
+    unsafe impl aya::Pod for Persist6Key {}
     // SAFETY: a set is a lock word and an array of `Pod` slots, all explicitly padded.
     unsafe impl<K: aya::Pod, V: aya::Pod, const W: usize> aya::Pod for Set<K, V, W> {}
 }
@@ -618,10 +820,16 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding_and_an_8_byte_stride() {
-        assert_eq!(size_of::<Settings>(), 32 + 4 * TIMEOUT_SLOTS);
+        assert_eq!(size_of::<Settings>(), 40 + 4 * TIMEOUT_SLOTS);
         assert_eq!(size_of::<Vip4Key>(), 8);
         assert_eq!(size_of::<VipBucket4>(), 16);
-        assert_eq!(size_of::<Service>(), 24);
+        assert_eq!(size_of::<Service>(), 40);
+        assert_eq!(size_of::<Vip6Key>(), 20);
+        assert_eq!(size_of::<VipBucket6>(), 24);
+        assert_eq!(size_of::<Flow6Key>(), 40);
+        assert_eq!(size_of::<Persist6Key>(), 24);
+        assert_eq!(size_of::<ConnSet6>(), 8 + 4 * 56);
+        assert_eq!(size_of::<PersistSet6>(), 8 + 4 * 40);
         assert_eq!(size_of::<Real>(), 32);
         assert_eq!(size_of::<Flow4Key>(), 16);
         assert_eq!(size_of::<Conn>(), 8);
@@ -642,10 +850,13 @@ mod tests {
             size_of::<LookupRow>(),
             size_of::<RealLoad>(),
             size_of::<Candidates>(),
+            size_of::<VipBucket6>(),
+            size_of::<ConnSet6>(),
+            size_of::<PersistSet6>(),
         ] {
             assert_eq!(size % 8, 0, "mmapable element of {size} bytes");
         }
-        assert_eq!(size_of::<GlobalStats>(), 11 * 8);
+        assert_eq!(size_of::<GlobalStats>(), 12 * 8);
         assert_eq!(size_of::<TrafficStats>(), 24);
     }
 
@@ -658,6 +869,15 @@ mod tests {
         assert_eq!(f.sport.to_ne_bytes(), 40000u16.to_be_bytes());
         assert_eq!(f.dst.to_ne_bytes(), [10, 0, 0, 100]);
         assert_ne!(f.tag(), 0);
+        let vip: [u8; 16] = [
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let k6 = Vip6Key::from_parts(vip, 443, proto::TCP);
+        assert_eq!(addr6_bytes(&k6.addr), vip);
+        assert_eq!(k6.addr[0].to_ne_bytes(), [0x20, 0x01, 0x0d, 0xb8]);
+        let f6 = Flow6Key::from_parts([1; 16], 40000, vip, 443, proto::TCP);
+        assert_eq!(f6.dport.to_ne_bytes(), 443u16.to_be_bytes());
+        assert_ne!(f6.tag(), 0);
     }
 
     #[test]
@@ -674,6 +894,7 @@ mod tests {
             persist_mask4: 0,
             sched: SCHED_MAGLEV,
             table: Service::pack_table(131_088, 65_537),
+            persist_mask6: [u32::MAX; 4],
         };
         assert_eq!((svc.table_base(), svc.table_size()), (131_088, 65_537));
     }

@@ -61,6 +61,17 @@ unsafe fn load<T: SlotData>(p: *const T) -> T::Words {
     words
 }
 
+/// Whether two keys' words are equal: one xor-or chain, no early exit and no call (an array
+/// comparison of more than two words would become a `memcmp` call, which BPF does not have).
+#[inline(always)]
+fn same<W: AsRef<[u64]>>(a: &W, b: &W) -> bool {
+    let mut diff = 0;
+    for (x, y) in a.as_ref().iter().zip(b.as_ref()) {
+        diff |= x ^ y;
+    }
+    diff == 0
+}
+
 /// Writes `T` at `p` as volatile 8-byte stores.
 ///
 /// # Safety
@@ -153,14 +164,14 @@ impl<K: SlotData, V: SlotData, const W: usize> Set<K, V, W> {
             unsafe {
                 let slot = addr_of!((*set).slots[way]);
                 if read_volatile(addr_of!((*slot).tag)) == tag
-                    && load(addr_of!((*slot).key)) == want
+                    && same(&load(addr_of!((*slot).key)), &want)
                 {
                     let value = load(addr_of!((*slot).value));
                     let stamp = read_volatile(addr_of!((*slot).stamp));
                     // The key matched under this tag and the tag is unchanged: the value and
                     // stamp belong to the key.
                     if read_volatile(addr_of!((*slot).tag)) == tag
-                        && load(addr_of!((*slot).key)) == want
+                        && same(&load(addr_of!((*slot).key)), &want)
                     {
                         return Some(Found {
                             way,
@@ -219,7 +230,7 @@ impl<K: SlotData, V: SlotData, const W: usize> Set<K, V, W> {
             let slot = unsafe { Self::read_slot(set, way) };
             let live = slot.filter(|f| !expired(&f.value, f.stamp));
             let rank = match slot {
-                Some(found) if found.key.to_words() == want => u64::MAX,
+                Some(found) if same(&found.key.to_words(), &want) => u64::MAX,
                 None => u64::MAX - 1,
                 Some(_) if live.is_none() => u64::MAX - 2,
                 // Older slots rank higher; a rank fits in 33 bits.

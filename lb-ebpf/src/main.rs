@@ -1,9 +1,11 @@
 //! The XDP data plane: direct-routing load balancing.
 //!
 //! Read top to bottom, this file is a packet's journey:
-//! parse (Ethernet, optional 802.1Q tag, IPv4) -> find the service -> connection table ->
-//! schedule (persistence template, then the Maglev lookup table) -> rewrite the destination
-//! MAC -> XDP_TX. Anything that is not for a configured service leaves with XDP_PASS, untouched.
+//! parse (Ethernet, optional 802.1Q tag, IPv4 or IPv6 with its extension headers) -> find the
+//! service -> connection table -> schedule (persistence template, then the Maglev lookup table
+//! or the least-connection choice) -> rewrite the destination MAC -> XDP_TX. Anything that is
+//! not for a configured service leaves with XDP_PASS, untouched. The path is written once, over
+//! a [`Family`] that supplies the address type, keys and tables of IPv4 or IPv6.
 //!
 //! Every table is an array (see `lb-common`): lookups compile to a few instructions with no
 //! helper calls. Map layouts and constants live in `lb-common`; sizes are set by the loader.
@@ -20,14 +22,21 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use lb_common::{
-    Candidates, Conn, ConnSet4, ConnState, Flow4Key, GlobalStats, Inserted, LC_CANDIDATES,
-    LOOKUP_ROW, LookupRow, NO_REAL, Persist4Key, PersistSet4, REAL_UP, Real, RealLoad, SCHED_LC,
-    SCHED_MAGLEV, SCHED_NQ, SCHED_WLC, SVC_F_HASH_SRC, SVC_F_PERSIST, Service, Settings, TcpFlags,
-    Template, TrafficStats, VIP_PROBES, Vip4Key, VipBucket4, fragment_hash4, proto, source_hash4,
-    table_slot, vip_hash4,
+    Addr6, CONN_WAYS, Candidates, Conn, ConnSet4, ConnSet6, ConnState, Flow4Key, Flow6Key,
+    GlobalStats, Inserted, LC_CANDIDATES, LOOKUP_ROW, LookupRow, MAX_EXT_HDRS, NO_REAL,
+    PERSIST_WAYS, Persist4Key, Persist6Key, PersistSet4, PersistSet6, REAL_UP, Real, RealLoad,
+    SCHED_LC, SCHED_MAGLEV, SCHED_NQ, SCHED_WLC, SVC_F_HASH_SRC, SVC_F_PERSIST, Service, Set,
+    Settings, SlotData, TcpFlags, Template, TrafficStats, VIP_PROBES, VipBucket4, VipBucket6,
+    addr6, fragment_hash4, fragment_hash6, proto, source_hash4, source_hash6, table_slot,
+    vip_hash4, vip_hash6,
 };
 use network_types::{
-    eth::EthHdr, icmp::Icmpv4Hdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr,
+    eth::EthHdr,
+    icmp::Icmpv4Hdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
+    udp::UdpHdr,
+    vlan::VlanHdr,
 };
 
 // Sizes here are placeholders: the loader sets every map's size from configuration. The
@@ -47,6 +56,12 @@ static REALS: Array<Real> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 static CONNS4: Array<ConnSet4> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map(name = "PERSIST4")]
 static PERSIST4: Array<PersistSet4> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map(name = "VIPS6")]
+static VIPS6: Array<VipBucket6> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map(name = "CONNS6")]
+static CONNS6: Array<ConnSet6> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map(name = "PERSIST6")]
+static PERSIST6: Array<PersistSet6> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map(name = "REAL_LOAD")]
 static REAL_LOAD: Array<RealLoad> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map(name = "LC_CANDIDATES")]
@@ -54,6 +69,10 @@ static CANDIDATES: Array<Candidates> = Array::with_max_entries(1, BPF_F_MMAPABLE
 /// How the pinned maps were created (see `lb_common::layout`); only the agent reads it.
 #[map(name = "LAYOUT")]
 static LAYOUT: Array<u32> = Array::with_max_entries(lb_common::layout::ENTRIES, 0);
+/// One word per CPU that the parser stores a value to and loads it back from, so that the
+/// verifier forgets how the value was computed (see [`forget`]); not pinned, holds nothing.
+#[map(name = "SCRATCH")]
+static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "GLOBAL_STATS")]
 static GLOBAL_STATS: PerCpuArray<GlobalStats> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "SERVICE_STATS")]
@@ -62,12 +81,30 @@ static SERVICE_STATS: PerCpuArray<TrafficStats> = PerCpuArray::with_max_entries(
 static REAL_STATS: PerCpuArray<TrafficStats> = PerCpuArray::with_max_entries(1, 0);
 
 const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 /// IPv4 "more fragments" flag and fragment offset bits of `frags`.
 const IP_MF_OFFSET: u16 = 0x3fff;
 const ICMP_DEST_UNREACH: u8 = 3;
 /// Byte of the TCP header holding the flags (CWR..FIN).
 const TCP_FLAGS_OFFSET: usize = 13;
+
+/// IPv6 next-header values the parser knows.
+mod nexthdr {
+    pub const HOP_BY_HOP: u8 = 0;
+    pub const ROUTING: u8 = 43;
+    pub const FRAGMENT: u8 = 44;
+    pub const ESP: u8 = 50;
+    pub const AH: u8 = 51;
+    pub const ICMPV6: u8 = 58;
+    pub const DEST_OPTS: u8 = 60;
+}
+/// Fragment offset and M flag bits of an IPv6 fragment header's second 16-bit word.
+const IP6_OFFSET_MF: u16 = 0xfff9;
+const ICMP6_DEST_UNREACH: u8 = 1;
+const ICMP6_PACKET_TOO_BIG: u8 = 2;
+/// Bytes before the quoted packet in an ICMP or ICMPv6 error.
+const ICMP_ERROR_HEADER: usize = 8;
 
 /// What happens to the frame.
 enum Verdict {
@@ -101,14 +138,16 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
     }
 }
 
-/// The parsed IPv4 packet: where its headers are and the fields scheduling needs.
-struct Packet {
+/// A parsed IP packet of either family: where its upper-layer header is and the fields
+/// scheduling needs.
+struct Packet<A> {
     /// Offset of the L4 header.
     l4: usize,
-    /// IP total length (what IPVS counts as bytes).
-    ip_len: u16,
-    src: u32,
-    dst: u32,
+    /// IP length: the header (with extension headers) and payload, as IPVS counts bytes.
+    ip_len: u32,
+    src: A,
+    dst: A,
+    /// The upper-layer protocol (after IPv6 extension headers).
     proto: u8,
     /// Fragment (more-fragments set, or a non-zero offset).
     fragment: bool,
@@ -129,15 +168,259 @@ struct Target {
 
 #[inline(always)]
 fn process(ctx: &XdpContext, settings: &Settings, g: &mut GlobalStats) -> Verdict {
-    let Some(pkt) = parse_ipv4(ctx) else {
+    let Some((ether_type, l3)) = parse_ethernet(ctx) else {
         return Verdict::Pass;
     };
-    match pkt.proto {
-        proto::TCP | proto::UDP if pkt.fragment => forward_fragment(ctx, &pkt, settings, g),
-        proto::TCP | proto::UDP => forward_flow(ctx, &pkt, settings, g),
-        proto::ICMP if !pkt.fragment => forward_icmp_error(ctx, &pkt, settings, g),
+    match ether_type {
+        ETH_P_IPV4 => {
+            let Some(pkt) = parse_ipv4(ctx, l3) else {
+                return Verdict::Pass;
+            };
+            match pkt.proto {
+                proto::TCP | proto::UDP if pkt.fragment => {
+                    forward_fragment::<V4>(ctx, &pkt, settings, g)
+                }
+                proto::TCP | proto::UDP => forward_flow::<V4>(ctx, &pkt, settings, g),
+                proto::ICMP if !pkt.fragment => forward_icmp4_error(ctx, &pkt, settings, g),
+                _ => Verdict::Pass,
+            }
+        }
+        ETH_P_IPV6 => {
+            let Some(pkt) = parse_ipv6(ctx, l3, g) else {
+                return Verdict::Pass;
+            };
+            match pkt.proto {
+                proto::TCP | proto::UDP if pkt.fragment => {
+                    forward_fragment::<V6>(ctx, &pkt, settings, g)
+                }
+                proto::TCP | proto::UDP => forward_flow::<V6>(ctx, &pkt, settings, g),
+                nexthdr::ICMPV6 if !pkt.fragment => forward_icmp6_error(ctx, &pkt, settings, g),
+                _ => Verdict::Pass,
+            }
+        }
         _ => Verdict::Pass,
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The two address families
+
+/// What differs between IPv4 and IPv6 on the packet path: the address type, the keys and the
+/// tables. Everything else (services, reals, lookup tables, counts, counters) is shared, and
+/// the path below is written once for both.
+trait Family {
+    /// An address as stored in keys.
+    type Addr: Copy;
+    /// Connection-table key.
+    type Flow: SlotData;
+    /// Persistence-template key.
+    type Client: SlotData;
+
+    /// The connection-table key of a client->VIP 5-tuple (wire-order values).
+    fn flow(src: Self::Addr, dst: Self::Addr, sport: u16, dport: u16, proto: u8) -> Self::Flow;
+    /// The flow's hash (connection-table set, per-flow lookup-table slot).
+    fn flow_hash(flow: &Self::Flow) -> u32;
+    /// The flow's client address.
+    fn flow_src(flow: &Self::Flow) -> Self::Addr;
+    /// The connection-table set of a flow hash.
+    fn conn_set(settings: &Settings, hash: u32) -> Option<*mut Set<Self::Flow, Conn, CONN_WAYS>>;
+    /// The service of `(addr, port, proto)` (port in wire order; 0 = the fragment entry).
+    fn service(settings: &Settings, addr: Self::Addr, port: u16, proto: u8) -> Option<Svc>;
+    /// The persistence key of a client: its address under the service's granularity.
+    fn client(svc: &Svc, src: Self::Addr) -> Self::Client;
+    /// The persistence-table set and tag of a client key.
+    fn persist_set(
+        settings: &Settings,
+        client: &Self::Client,
+    ) -> Option<(*mut Set<Self::Client, Template, PERSIST_WAYS>, u32)>;
+    /// Hash of the client address under the service's granularity (`sh`, persistence).
+    fn source_hash(svc: &Svc, src: Self::Addr) -> u32;
+    /// Hash of a fragment's (source, destination, protocol).
+    fn fragment_hash(src: Self::Addr, dst: Self::Addr, proto: u8) -> u32;
+}
+
+/// IPv4: addresses are one network-order word.
+struct V4;
+
+impl Family for V4 {
+    type Addr = u32;
+    type Flow = Flow4Key;
+    type Client = Persist4Key;
+
+    #[inline(always)]
+    fn flow(src: u32, dst: u32, sport: u16, dport: u16, proto: u8) -> Flow4Key {
+        Flow4Key {
+            src,
+            dst,
+            sport,
+            dport,
+            proto,
+            _pad: [0; 3],
+        }
+    }
+
+    #[inline(always)]
+    fn flow_hash(flow: &Flow4Key) -> u32 {
+        flow.hash()
+    }
+
+    #[inline(always)]
+    fn flow_src(flow: &Flow4Key) -> u32 {
+        flow.src
+    }
+
+    #[inline(always)]
+    fn conn_set(settings: &Settings, hash: u32) -> Option<*mut ConnSet4> {
+        CONNS4.get_ptr_mut(hash & settings.conn_mask)
+    }
+
+    /// Linear probing in the active half of `VIPS4`, at most `VIP_PROBES` buckets; an empty
+    /// bucket ends the search.
+    #[inline(always)]
+    fn service(settings: &Settings, addr: u32, port: u16, proto: u8) -> Option<Svc> {
+        let home = vip_hash4(addr, port, proto);
+        let mut probe = 0;
+        while probe < VIP_PROBES {
+            let idx = settings.vip_base + (home.wrapping_add(probe) & settings.vip_mask);
+            let bucket = VIPS4.get(idx)?;
+            let key = &bucket.key;
+            if key.addr == addr && key.port == port && key.proto == proto {
+                return service_by_id(bucket.service_id);
+            }
+            if key.proto == 0 {
+                return None;
+            }
+            probe += 1;
+        }
+        None
+    }
+
+    #[inline(always)]
+    fn client(svc: &Svc, src: u32) -> Persist4Key {
+        Persist4Key {
+            service_id: svc.id,
+            client: src & svc.info.persist_mask4,
+        }
+    }
+
+    #[inline(always)]
+    fn persist_set(settings: &Settings, client: &Persist4Key) -> Option<(*mut PersistSet4, u32)> {
+        let hash = client.hash();
+        Some((
+            PERSIST4.get_ptr_mut(hash & settings.persist_mask)?,
+            hash | 1,
+        ))
+    }
+
+    #[inline(always)]
+    fn source_hash(svc: &Svc, src: u32) -> u32 {
+        source_hash4(src & svc.info.persist_mask4)
+    }
+
+    #[inline(always)]
+    fn fragment_hash(src: u32, dst: u32, proto: u8) -> u32 {
+        fragment_hash4(src, dst, proto)
+    }
+}
+
+/// IPv6: addresses are four network-order words ([`Addr6`]).
+struct V6;
+
+impl Family for V6 {
+    type Addr = Addr6;
+    type Flow = Flow6Key;
+    type Client = Persist6Key;
+
+    #[inline(always)]
+    fn flow(src: Addr6, dst: Addr6, sport: u16, dport: u16, proto: u8) -> Flow6Key {
+        Flow6Key {
+            src,
+            dst,
+            sport,
+            dport,
+            proto,
+            _pad: [0; 3],
+        }
+    }
+
+    #[inline(always)]
+    fn flow_hash(flow: &Flow6Key) -> u32 {
+        flow.hash()
+    }
+
+    #[inline(always)]
+    fn flow_src(flow: &Flow6Key) -> Addr6 {
+        flow.src
+    }
+
+    #[inline(always)]
+    fn conn_set(settings: &Settings, hash: u32) -> Option<*mut ConnSet6> {
+        CONNS6.get_ptr_mut(hash & settings.conn6_mask)
+    }
+
+    /// As for IPv4, in the active half of `VIPS6` (the same `vip_base` flips both tables).
+    #[inline(always)]
+    fn service(settings: &Settings, addr: Addr6, port: u16, proto: u8) -> Option<Svc> {
+        let home = vip_hash6(&addr, port, proto);
+        let mut probe = 0;
+        while probe < VIP_PROBES {
+            let idx = settings.vip_base + (home.wrapping_add(probe) & settings.vip_mask);
+            let bucket = VIPS6.get(idx)?;
+            let key = &bucket.key;
+            if same6(&key.addr, &addr) && key.port == port && key.proto == proto {
+                return service_by_id(bucket.service_id);
+            }
+            if key.proto == 0 {
+                return None;
+            }
+            probe += 1;
+        }
+        None
+    }
+
+    #[inline(always)]
+    fn client(svc: &Svc, src: Addr6) -> Persist6Key {
+        Persist6Key {
+            service_id: svc.id,
+            _pad: 0,
+            client: masked6(&src, &svc.info.persist_mask6),
+        }
+    }
+
+    #[inline(always)]
+    fn persist_set(settings: &Settings, client: &Persist6Key) -> Option<(*mut PersistSet6, u32)> {
+        let hash = client.hash();
+        Some((
+            PERSIST6.get_ptr_mut(hash & settings.persist6_mask)?,
+            hash | 1,
+        ))
+    }
+
+    #[inline(always)]
+    fn source_hash(svc: &Svc, src: Addr6) -> u32 {
+        source_hash6(&masked6(&src, &svc.info.persist_mask6))
+    }
+
+    #[inline(always)]
+    fn fragment_hash(src: Addr6, dst: Addr6, proto: u8) -> u32 {
+        fragment_hash6(&src, &dst, proto)
+    }
+}
+
+/// Whether two IPv6 addresses are equal, without a call (an array comparison may become one).
+#[inline(always)]
+fn same6(a: &Addr6, b: &Addr6) -> bool {
+    ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3])) == 0
+}
+
+#[inline(always)]
+fn masked6(a: &Addr6, mask: &Addr6) -> Addr6 {
+    [
+        a[0] & mask[0],
+        a[1] & mask[1],
+        a[2] & mask[2],
+        a[3] & mask[3],
+    ]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -154,21 +437,26 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
     Some((start + offset) as *mut T)
 }
 
-/// Ethernet (with at most one 802.1Q tag) then IPv4; `None` for anything else.
+/// Ethernet with at most one 802.1Q tag: the ether type and the offset of the L3 header.
 #[inline(always)]
-fn parse_ipv4(ctx: &XdpContext) -> Option<Packet> {
+fn parse_ethernet(ctx: &XdpContext) -> Option<(u16, usize)> {
     let eth: *const EthHdr = ptr_at(ctx, 0)?;
-    let mut l3 = EthHdr::LEN;
-    let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
-    if ether_type == ETH_P_8021Q {
-        let vlan: *const VlanHdr = ptr_at(ctx, l3)?;
-        ether_type = u16::from_be(unsafe { (*vlan).ether_type });
-        l3 += VlanHdr::LEN;
+    // SAFETY: ptr_at checked that the Ethernet header is inside the frame.
+    let ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    if ether_type != ETH_P_8021Q {
+        return Some((ether_type, EthHdr::LEN));
     }
-    if ether_type != ETH_P_IPV4 {
-        return None;
-    }
+    let vlan: *const VlanHdr = ptr_at(ctx, EthHdr::LEN)?;
+    // SAFETY: ptr_at checked that the tag is inside the frame.
+    let inner = u16::from_be(unsafe { (*vlan).ether_type });
+    Some((inner, EthHdr::LEN + VlanHdr::LEN))
+}
+
+/// The IPv4 header at `l3` (options skipped); `None` if it is not a valid one.
+#[inline(always)]
+fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Option<Packet<u32>> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, l3)?;
+    // SAFETY: ptr_at checked that the fixed header is inside the frame.
     let ip = unsafe { &*ip };
     let ihl = ((ip.vihl & 0x0f) as usize) << 2;
     if ip.vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
@@ -176,7 +464,7 @@ fn parse_ipv4(ctx: &XdpContext) -> Option<Packet> {
     }
     Some(Packet {
         l4: l3 + ihl,
-        ip_len: u16::from_be_bytes(ip.tot_len),
+        ip_len: u16::from_be_bytes(ip.tot_len) as u32,
         src: u32::from_ne_bytes(ip.src_addr),
         dst: u32::from_ne_bytes(ip.dst_addr),
         proto: ip.proto,
@@ -184,9 +472,100 @@ fn parse_ipv4(ctx: &XdpContext) -> Option<Packet> {
     })
 }
 
+/// The IPv6 header at `l3` and up to `MAX_EXT_HDRS` extension headers after it (hop-by-hop,
+/// routing, destination options, fragment, AH); `None` if it is not a valid IPv6 header, or if
+/// the extension headers cannot be skipped within the bound: more of them, ESP, or one cut
+/// short by the end of the frame (counted in `ext_hdr_passed`).
+#[inline(always)]
+fn parse_ipv6(ctx: &XdpContext, l3: usize, g: &mut GlobalStats) -> Option<Packet<Addr6>> {
+    let ip: *const Ipv6Hdr = ptr_at(ctx, l3)?;
+    // SAFETY: ptr_at checked that the fixed header is inside the frame.
+    let ip = unsafe { &*ip };
+    if ip.vcf[0] >> 4 != 6 {
+        return None;
+    }
+    let mut next = ip.next_hdr;
+    let mut off = l3 + Ipv6Hdr::LEN;
+    let mut fragment = false;
+    let mut skipped = 0;
+    while skipped < MAX_EXT_HDRS && is_extension(next) {
+        // Every extension header is at least 8 bytes long.
+        let Some(h) = ptr_at::<[u8; 8]>(ctx, off) else {
+            g.ext_hdr_passed += 1;
+            return None;
+        };
+        // SAFETY: ptr_at checked that the 8 bytes are inside the frame.
+        let h = unsafe { *h };
+        let this = next;
+        next = h[0];
+        skipped += 1;
+        off += match this {
+            nexthdr::FRAGMENT => 8,
+            nexthdr::AH => (h[1] as usize + 2) * 4,
+            _ => (h[1] as usize + 1) * 8,
+        };
+        // A fragment, unless offset and M flag are both 0 (an atomic fragment): what follows
+        // its header is fragment data (later fragments carry no headers), so parsing stops and
+        // every fragment of the datagram is scheduled by the fragment header's next header.
+        if this == nexthdr::FRAGMENT && u16::from_be_bytes([h[2], h[3]]) & IP6_OFFSET_MF != 0 {
+            fragment = true;
+            break;
+        }
+    }
+    // The headers must end inside the frame (a fragment's upper layer is never read, so
+    // nothing else would notice).
+    if (!fragment && (is_extension(next) || next == nexthdr::ESP))
+        || ctx.data() + off > ctx.data_end()
+    {
+        g.ext_hdr_passed += 1;
+        return None;
+    }
+    let l4 = forget(off)?;
+    Some(Packet {
+        l4,
+        ip_len: u16::from_be_bytes(ip.payload_len) as u32 + Ipv6Hdr::LEN as u32,
+        src: addr6(ip.src_addr),
+        dst: addr6(ip.dst_addr),
+        proto: next,
+        fragment,
+    })
+}
+
+/// Largest L4 offset the parser produces: an 802.1Q-tagged IPv6 header and `MAX_EXT_HDRS`
+/// extension headers of the largest size (2048 bytes).
+const MAX_L4_OFFSET: usize = EthHdr::LEN + VlanHdr::LEN + Ipv6Hdr::LEN + MAX_EXT_HDRS * 2048;
+
+/// `off` through a per-CPU memory word, checked against [`MAX_L4_OFFSET`]. The verifier tracks
+/// each combination of extension-header lengths as its own range of offsets and would check
+/// the whole forwarding path once per combination (hundreds of times); after this round trip
+/// every combination reaches it with the same range.
+#[inline(always)]
+fn forget(off: usize) -> Option<usize> {
+    let p = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: `p` points to this CPU's word of the SCRATCH map value.
+    let off = unsafe {
+        core::ptr::write_volatile(p, off as u64);
+        core::ptr::read_volatile(p) as usize
+    };
+    (off <= MAX_L4_OFFSET).then_some(off)
+}
+
+/// Whether an IPv6 next-header value is an extension header the parser skips.
+#[inline(always)]
+fn is_extension(next: u8) -> bool {
+    matches!(
+        next,
+        nexthdr::HOP_BY_HOP
+            | nexthdr::ROUTING
+            | nexthdr::FRAGMENT
+            | nexthdr::DEST_OPTS
+            | nexthdr::AH
+    )
+}
+
 /// Source and destination port (wire order) and TCP flags of the L4 header at `pkt.l4`.
 #[inline(always)]
-fn parse_ports(ctx: &XdpContext, pkt: &Packet) -> Option<(u16, u16, TcpFlags)> {
+fn parse_ports<A>(ctx: &XdpContext, pkt: &Packet<A>) -> Option<(u16, u16, TcpFlags)> {
     if pkt.proto == proto::TCP {
         let tcp: *const TcpHdr = ptr_at(ctx, pkt.l4)?;
         // SAFETY: ptr_at checked that the whole fixed TCP header is inside the frame.
@@ -204,6 +583,7 @@ fn parse_ports(ctx: &XdpContext, pkt: &Packet) -> Option<(u16, u16, TcpFlags)> {
         ))
     } else {
         let udp: *const UdpHdr = ptr_at(ctx, pkt.l4)?;
+        // SAFETY: ptr_at checked that the UDP header is inside the frame.
         let udp = unsafe { &*udp };
         Some((
             u16::from_ne_bytes(udp.src),
@@ -218,9 +598,9 @@ fn parse_ports(ctx: &XdpContext, pkt: &Packet) -> Option<(u16, u16, TcpFlags)> {
 
 /// A TCP segment or UDP datagram to a service: connection table first, then scheduling.
 #[inline(always)]
-fn forward_flow(
+fn forward_flow<F: Family>(
     ctx: &XdpContext,
-    pkt: &Packet,
+    pkt: &Packet<F::Addr>,
     settings: &Settings,
     g: &mut GlobalStats,
 ) -> Verdict {
@@ -231,19 +611,12 @@ fn forward_flow(
     if dport == 0 {
         return Verdict::Pass;
     }
-    let Some(svc) = service(settings, pkt.dst, dport, pkt.proto) else {
+    let Some(svc) = F::service(settings, pkt.dst, dport, pkt.proto) else {
         return Verdict::Pass;
     };
-    let flow = Flow4Key {
-        src: pkt.src,
-        dst: pkt.dst,
-        sport,
-        dport,
-        proto: pkt.proto,
-        _pad: [0; 3],
-    };
-    let hash = flow.hash();
-    let Some(set) = CONNS4.get_ptr_mut(hash & settings.conn_mask) else {
+    let flow = F::flow(pkt.src, pkt.dst, sport, dport, pkt.proto);
+    let hash = F::flow_hash(&flow);
+    let Some(set) = F::conn_set(settings, hash) else {
         return Verdict::Pass;
     };
     let now = settings.clock;
@@ -252,13 +625,14 @@ fn forward_flow(
     // A new SYN is always scheduled afresh (the client may reuse a port); everything else
     // looks for its connection first.
     if !(tcp && flags.is_new_syn())
-        && let Some(target) = established_real(&svc, set, &flow, hash | 1, flags, tcp, settings, g)
+        && let Some(target) =
+            established_real::<F>(&svc, set, &flow, hash | 1, flags, tcp, settings, g)
     {
-        return transmit(ctx, pkt, &svc, target, settings, false);
+        return transmit(ctx, pkt.ip_len, &svc, target, settings, false);
     }
 
     g.conn_misses += 1;
-    let Some(target) = schedule(&svc, &flow, hash, settings, g) else {
+    let Some(target) = schedule::<F>(&svc, &flow, hash, settings, g) else {
         debug!(ctx, "service {} has no usable real", svc.id);
         return Verdict::DropNoReal;
     };
@@ -273,8 +647,8 @@ fn forward_flow(
         _pad: [0; 3],
     };
     let expired = |c: &Conn, stamp: u32| now.wrapping_sub(stamp) > settings.timeout(c.state);
-    // SAFETY: `set` points to a set in the CONNS4 map value.
-    match unsafe { ConnSet4::insert(set, &flow, hash | 1, &entry, now, expired) } {
+    // SAFETY: `set` points to a set in the connection-table map value.
+    match unsafe { Set::insert(set, &flow, hash | 1, &entry, now, expired) } {
         Inserted::Busy => g.conn_insert_failed += 1,
         Inserted::Stored { replaced } => {
             // The connection counts follow the table: the new entry in, what it overwrote out.
@@ -284,87 +658,150 @@ fn forward_flow(
             }
         }
     }
-    transmit(ctx, pkt, &svc, target, settings, true)
+    transmit(ctx, pkt.ip_len, &svc, target, settings, true)
 }
 
 /// An IP fragment: no ports, so scheduled by (source, destination, protocol) through the
 /// VIP's fragment entry; no connection entry.
 #[inline(always)]
-fn forward_fragment(
+fn forward_fragment<F: Family>(
     ctx: &XdpContext,
-    pkt: &Packet,
+    pkt: &Packet<F::Addr>,
     settings: &Settings,
     g: &mut GlobalStats,
 ) -> Verdict {
-    let Some(svc) = service(settings, pkt.dst, 0, pkt.proto) else {
+    let Some(svc) = F::service(settings, pkt.dst, 0, pkt.proto) else {
         return Verdict::Pass;
     };
-    let Some(target) = table_pick(&svc, fragment_hash4(pkt.src, pkt.dst, pkt.proto)) else {
+    let Some(target) = table_pick(&svc, F::fragment_hash(pkt.src, pkt.dst, pkt.proto)) else {
         return Verdict::DropNoReal;
     };
     g.fragments += 1;
-    transmit(ctx, pkt, &svc, target, settings, false)
+    transmit(ctx, pkt.ip_len, &svc, target, settings, false)
 }
 
 /// ICMP destination-unreachable (fragmentation needed included) about a VIP flow: sent to the
 /// real that owns the quoted flow, so path MTU discovery works through the director.
 #[inline(always)]
-fn forward_icmp_error(
+fn forward_icmp4_error(
     ctx: &XdpContext,
-    pkt: &Packet,
+    pkt: &Packet<u32>,
     settings: &Settings,
     g: &mut GlobalStats,
 ) -> Verdict {
     let Some(icmp) = ptr_at::<Icmpv4Hdr>(ctx, pkt.l4) else {
         return Verdict::Pass;
     };
+    // SAFETY: ptr_at checked that the ICMP header is inside the frame.
     if unsafe { (*icmp).type_ } != ICMP_DEST_UNREACH {
         return Verdict::Pass;
     }
     // The quoted packet is one the real sent as the VIP: VIP:vport -> client:cport.
-    let inner_l3 = pkt.l4 + Icmpv4Hdr::LEN;
+    let inner_l3 = pkt.l4 + ICMP_ERROR_HEADER;
     let Some(inner) = ptr_at::<Ipv4Hdr>(ctx, inner_l3) else {
         return Verdict::Pass;
     };
+    // SAFETY: ptr_at checked that the quoted header is inside the frame.
     let inner = unsafe { &*inner };
     let inner_ihl = ((inner.vihl & 0x0f) as usize) << 2;
     let inner_src = u32::from_ne_bytes(inner.src_addr);
     if inner.vihl >> 4 != 4 || inner_ihl < Ipv4Hdr::LEN || inner_src != pkt.dst {
         return Verdict::Pass;
     }
-    let inner_proto = inner.proto;
-    if inner_proto != proto::TCP && inner_proto != proto::UDP {
+    let inner_dst = u32::from_ne_bytes(inner.dst_addr);
+    forward_quoted::<V4>(
+        ctx,
+        pkt.ip_len,
+        inner_src,
+        inner_dst,
+        inner.proto,
+        inner_l3 + inner_ihl,
+        settings,
+        g,
+    )
+}
+
+/// ICMPv6 destination-unreachable and packet-too-big about a VIP flow, as for IPv4. The quoted
+/// packet's upper-layer header must follow its IPv6 header directly.
+#[inline(always)]
+fn forward_icmp6_error(
+    ctx: &XdpContext,
+    pkt: &Packet<Addr6>,
+    settings: &Settings,
+    g: &mut GlobalStats,
+) -> Verdict {
+    let Some(icmp) = ptr_at::<[u8; ICMP_ERROR_HEADER]>(ctx, pkt.l4) else {
+        return Verdict::Pass;
+    };
+    // SAFETY: ptr_at checked that the ICMPv6 header is inside the frame.
+    let ty = unsafe { (*icmp)[0] };
+    if ty != ICMP6_DEST_UNREACH && ty != ICMP6_PACKET_TOO_BIG {
+        return Verdict::Pass;
+    }
+    let inner_l3 = pkt.l4 + ICMP_ERROR_HEADER;
+    let Some(inner) = ptr_at::<Ipv6Hdr>(ctx, inner_l3) else {
+        return Verdict::Pass;
+    };
+    // SAFETY: ptr_at checked that the quoted header is inside the frame.
+    let inner = unsafe { &*inner };
+    let inner_src = addr6(inner.src_addr);
+    if inner.vcf[0] >> 4 != 6 || !same6(&inner_src, &pkt.dst) {
+        return Verdict::Pass;
+    }
+    let inner_dst = addr6(inner.dst_addr);
+    forward_quoted::<V6>(
+        ctx,
+        pkt.ip_len,
+        inner_src,
+        inner_dst,
+        inner.next_hdr,
+        inner_l3 + Ipv6Hdr::LEN,
+        settings,
+        g,
+    )
+}
+
+/// The end of both ICMP paths: the quoted packet went VIP:vport -> client:cport with protocol
+/// `proto` and its ports at `ports_at`; the error goes to the real owning that flow, else to
+/// the one the lookup table gives it.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn forward_quoted<F: Family>(
+    ctx: &XdpContext,
+    ip_len: u32,
+    vip: F::Addr,
+    client: F::Addr,
+    proto: u8,
+    ports_at: usize,
+    settings: &Settings,
+    g: &mut GlobalStats,
+) -> Verdict {
+    if proto != proto::TCP && proto != proto::UDP {
         return Verdict::Pass;
     }
     // The first 4 bytes of TCP and UDP headers are the ports.
-    let Some(ports) = ptr_at::<[u16; 2]>(ctx, inner_l3 + inner_ihl) else {
+    let Some(ports) = ptr_at::<[u16; 2]>(ctx, ports_at) else {
         return Verdict::Pass;
     };
+    // SAFETY: ptr_at checked that both ports are inside the frame.
     let [vport, cport] = unsafe { *ports };
     if vport == 0 {
         return Verdict::Pass;
     }
-    let Some(svc) = service(settings, inner_src, vport, inner_proto) else {
+    let Some(svc) = F::service(settings, vip, vport, proto) else {
         return Verdict::Pass;
     };
-    let flow = Flow4Key {
-        src: u32::from_ne_bytes(inner.dst_addr),
-        dst: inner_src,
-        sport: cport,
-        dport: vport,
-        proto: inner_proto,
-        _pad: [0; 3],
-    };
-    let hash = flow.hash();
-    let target = match live_conn_real(&svc, &flow, hash, settings) {
+    let flow = F::flow(client, vip, cport, vport, proto);
+    let hash = F::flow_hash(&flow);
+    let target = match live_conn_real::<F>(&svc, &flow, hash, settings) {
         Some(target) => target,
-        None => match table_pick(&svc, flow_schedule_hash(&svc, &flow, hash)) {
+        None => match table_pick(&svc, flow_schedule_hash::<F>(&svc, &flow, hash)) {
             Some(target) => target,
             None => return Verdict::DropNoReal,
         },
     };
     g.icmp_forwarded += 1;
-    transmit(ctx, pkt, &svc, target, settings, false)
+    transmit(ctx, ip_len, &svc, target, settings, false)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -375,20 +812,20 @@ fn forward_icmp_error(
 /// rescheduled and returns `None` so the caller schedules the flow again.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn established_real(
+fn established_real<F: Family>(
     svc: &Svc,
-    set: *mut ConnSet4,
-    flow: &Flow4Key,
+    set: *mut Set<F::Flow, Conn, CONN_WAYS>,
+    flow: &F::Flow,
     tag: u32,
     flags: TcpFlags,
     tcp: bool,
     settings: &Settings,
     g: &mut GlobalStats,
 ) -> Option<Target> {
-    // SAFETY: `set` points to a set in the CONNS4 map value.
-    let found = unsafe { ConnSet4::find(set, flow, tag) }?;
+    // SAFETY: `set` points to a set in the connection-table map value.
+    let found = unsafe { Set::find(set, flow, tag) }?;
     let now = settings.clock;
-    let conn = found.value;
+    let conn: Conn = found.value;
     if now.wrapping_sub(found.stamp) > settings.timeout(conn.state) {
         return None;
     }
@@ -405,14 +842,14 @@ fn established_real(
     if state != conn.state || found.stamp != now {
         let updated = Conn { state, ..conn };
         // SAFETY: `found.way` is a slot of `set`.
-        unsafe { ConnSet4::touch(set, found.way, &updated, now) };
+        unsafe { Set::touch(set, found.way, &updated, now) };
         if (state == ConnState::Established as u8) != (conn.state == ConnState::Established as u8) {
             account(conn.real, conn.state, -1);
             account(conn.real, state, 1);
         }
         // Opening and closing keep the client's persistence template alive.
         if state != conn.state && svc.info.flags & SVC_F_PERSIST != 0 {
-            touch_template(svc, flow, conn.real, settings);
+            touch_template::<F>(svc, F::flow_src(flow), conn.real, settings);
         }
     }
     Some(target)
@@ -420,57 +857,59 @@ fn established_real(
 
 /// The real of a live connection entry, without changing anything (for ICMP errors).
 #[inline(always)]
-fn live_conn_real(svc: &Svc, flow: &Flow4Key, hash: u32, settings: &Settings) -> Option<Target> {
-    let set = CONNS4.get_ptr_mut(hash & settings.conn_mask)?;
-    // SAFETY: `set` points to a set in the CONNS4 map value.
-    let found = unsafe { ConnSet4::find(set, flow, hash | 1) }?;
-    if settings.clock.wrapping_sub(found.stamp) > settings.timeout(found.value.state) {
+fn live_conn_real<F: Family>(
+    svc: &Svc,
+    flow: &F::Flow,
+    hash: u32,
+    settings: &Settings,
+) -> Option<Target> {
+    let set = F::conn_set(settings, hash)?;
+    // SAFETY: `set` points to a set in the connection-table map value.
+    let found = unsafe { Set::find(set, flow, hash | 1) }?;
+    let conn: Conn = found.value;
+    if settings.clock.wrapping_sub(found.stamp) > settings.timeout(conn.state) {
         return None;
     }
-    usable_real(found.value.real, svc.id)
+    usable_real(conn.real, svc.id)
 }
 
 /// Picks the real for a new flow: the client's live persistence template if the service has
-/// one and its real is not down, else the lookup table.
+/// one and its real is not down, else the lookup table (or the least-connection choice).
 #[inline(always)]
-fn schedule(
+fn schedule<F: Family>(
     svc: &Svc,
-    flow: &Flow4Key,
+    flow: &F::Flow,
     hash: u32,
     settings: &Settings,
     g: &mut GlobalStats,
 ) -> Option<Target> {
     if svc.info.flags & SVC_F_PERSIST == 0 {
-        return pick_new(svc, flow_schedule_hash(svc, flow, hash));
+        return pick_new(svc, flow_schedule_hash::<F>(svc, flow, hash));
     }
-    let key = Persist4Key {
-        service_id: svc.id,
-        client: flow.src & svc.info.persist_mask4,
-    };
-    let hash = key.hash();
-    let tag = hash | 1;
-    let set = PERSIST4.get_ptr_mut(hash & settings.persist_mask)?;
+    let src = F::flow_src(flow);
+    let key = F::client(svc, src);
+    let (set, tag) = F::persist_set(settings, &key)?;
     let now = settings.clock;
     let timeout = svc.info.persist_timeout;
-    // SAFETY: `set` points to a set in the PERSIST4 map value.
-    if let Some(t) = unsafe { PersistSet4::find(set, &key, tag) }
+    // SAFETY: `set` points to a set in the persistence map value.
+    if let Some(t) = unsafe { Set::find(set, &key, tag) }
         && now.wrapping_sub(t.stamp) <= timeout
         && let Some(target) = usable_real(t.value.real, svc.id)
     {
         // SAFETY: `t.way` is a slot of `set`.
-        unsafe { PersistSet4::touch(set, t.way, &t.value, now) };
+        unsafe { Set::touch(set, t.way, &t.value, now) };
         g.persist_hits += 1;
         return Some(target);
     }
-    let target = pick_new(svc, source_hash4(key.client))?;
+    let target = pick_new(svc, F::source_hash(svc, src))?;
     let template = Template {
         real: target.idx,
         _pad: 0,
     };
     let expired = |_: &Template, stamp: u32| now.wrapping_sub(stamp) > timeout;
     // A failed insert only loses stickiness for the next connection; the flow still goes.
-    // SAFETY: `set` points to a set in the PERSIST4 map value.
-    let _ = unsafe { PersistSet4::insert(set, &key, tag, &template, now, expired) };
+    // SAFETY: `set` points to a set in the persistence map value.
+    let _ = unsafe { Set::insert(set, &key, tag, &template, now, expired) };
     Some(target)
 }
 
@@ -552,22 +991,17 @@ fn account(idx: u32, state: u8, delta: i64) {
 
 /// Refreshes the client's template if it still points at `real`.
 #[inline(always)]
-fn touch_template(svc: &Svc, flow: &Flow4Key, real: u32, settings: &Settings) {
-    let key = Persist4Key {
-        service_id: svc.id,
-        client: flow.src & svc.info.persist_mask4,
-    };
-    let hash = key.hash();
-    let tag = hash | 1;
-    let Some(set) = PERSIST4.get_ptr_mut(hash & settings.persist_mask) else {
+fn touch_template<F: Family>(svc: &Svc, src: F::Addr, real: u32, settings: &Settings) {
+    let key = F::client(svc, src);
+    let Some((set, tag)) = F::persist_set(settings, &key) else {
         return;
     };
-    // SAFETY: `set` points to a set in the PERSIST4 map value; `t.way` is one of its slots.
+    // SAFETY: `set` points to a set in the persistence map value; `t.way` is one of its slots.
     unsafe {
-        if let Some(t) = PersistSet4::find(set, &key, tag)
+        if let Some(t) = Set::find(set, &key, tag)
             && t.value.real == real
         {
-            PersistSet4::touch(set, t.way, &t.value, settings.clock);
+            Set::touch(set, t.way, &t.value, settings.clock);
         }
     }
 }
@@ -575,9 +1009,9 @@ fn touch_template(svc: &Svc, flow: &Flow4Key, real: u32, settings: &Settings) {
 /// The hash that places a flow in the service's lookup table: by source for `sh` and
 /// persistent services, else the flow's 5-tuple hash.
 #[inline(always)]
-fn flow_schedule_hash(svc: &Svc, flow: &Flow4Key, flow_hash: u32) -> u32 {
+fn flow_schedule_hash<F: Family>(svc: &Svc, flow: &F::Flow, flow_hash: u32) -> u32 {
     if svc.info.flags & (SVC_F_HASH_SRC | SVC_F_PERSIST) != 0 {
-        source_hash4(flow.src & svc.info.persist_mask4)
+        F::source_hash(svc, F::flow_src(flow))
     } else {
         flow_hash
     }
@@ -621,7 +1055,7 @@ fn usable_real(idx: u32, service_id: u32) -> Option<Target> {
 #[inline(always)]
 fn transmit(
     ctx: &XdpContext,
-    pkt: &Packet,
+    ip_len: u32,
     svc: &Svc,
     target: Target,
     settings: &Settings,
@@ -635,8 +1069,8 @@ fn transmit(
         write_mac(eth.cast::<u8>(), &target.real.mac);
         write_mac(eth.cast::<u8>().add(6), &settings.mac);
     }
-    count(&SERVICE_STATS, svc.id, pkt.ip_len, new_conn);
-    count(&REAL_STATS, target.idx, pkt.ip_len, new_conn);
+    count(&SERVICE_STATS, svc.id, ip_len, new_conn);
+    count(&REAL_STATS, target.idx, ip_len, new_conn);
     Verdict::Tx
 }
 
@@ -657,7 +1091,7 @@ unsafe fn write_mac(dst: *mut u8, mac: &[u8; 6]) {
 }
 
 #[inline(always)]
-fn count(stats: &PerCpuArray<TrafficStats>, idx: u32, bytes: u16, new_conn: bool) {
+fn count(stats: &PerCpuArray<TrafficStats>, idx: u32, bytes: u32, new_conn: bool) {
     if let Some(s) = stats.get_ptr_mut(idx) {
         let s = unsafe { &mut *s };
         s.packets += 1;
@@ -671,34 +1105,13 @@ fn count(stats: &PerCpuArray<TrafficStats>, idx: u32, bytes: u16, new_conn: bool
 // ---------------------------------------------------------------------------------------------
 // Small lookups
 
-/// The service of `(addr, port, proto)` in the active half of the VIP table (linear probing,
-/// at most `VIP_PROBES` buckets; an empty bucket ends the search).
+/// The service with id `id`.
 #[inline(always)]
-fn service(settings: &Settings, addr: u32, port: u16, proto: u8) -> Option<Svc> {
-    let key = Vip4Key {
-        addr,
-        port,
-        proto,
-        _pad: 0,
-    };
-    let home = vip_hash4(addr, port, proto);
-    let mut probe = 0;
-    while probe < VIP_PROBES {
-        let idx = settings.vip_base + (home.wrapping_add(probe) & settings.vip_mask);
-        let bucket = VIPS4.get(idx)?;
-        if bucket.key == key {
-            let info = SERVICES.get(bucket.service_id)?;
-            return Some(Svc {
-                id: bucket.service_id,
-                info,
-            });
-        }
-        if bucket.key.proto == 0 {
-            return None;
-        }
-        probe += 1;
-    }
-    None
+fn service_by_id(id: u32) -> Option<Svc> {
+    Some(Svc {
+        id,
+        info: SERVICES.get(id)?,
+    })
 }
 
 #[inline(always)]

@@ -496,14 +496,7 @@ impl Agent {
         {
             return;
         }
-        let settings = self.dp.settings();
-        let live: BTreeSet<u32> = self
-            .dp
-            .conns4()
-            .iter()
-            .filter(|e| settings.clock.wrapping_sub(e.stamp) <= settings.timeout(e.conn.state))
-            .map(|e| e.conn.real)
-            .collect();
+        let live = self.dp.reals_in_use();
         let (ops, released, next) = self.installed.retire(|index| live.contains(&index));
         if ops.is_empty() {
             return;
@@ -789,17 +782,20 @@ pub fn check_specs(config: &Config) -> Vec<CheckSpec> {
     for vs in &config.virtual_servers {
         for rs in &vs.real_servers {
             let Some(check) = &rs.check else { continue };
-            let unspecified = if rs.key.addr.is_ipv4() {
-                IpAddr::from([0, 0, 0, 0])
-            } else {
-                IpAddr::from([0u16; 8])
-            };
-            let bind = |ip: Option<IpAddr>, port: Option<u16>| match (ip, port) {
-                (None, None) => None,
-                (ip, port) => Some(SocketAddr::new(
-                    ip.unwrap_or(unspecified),
-                    port.unwrap_or(0),
-                )),
+            // A source port alone binds to the unspecified address of the target's family.
+            let bind = |target: IpAddr, ip: Option<IpAddr>, port: Option<u16>| {
+                let unspecified = if target.is_ipv4() {
+                    IpAddr::from([0, 0, 0, 0])
+                } else {
+                    IpAddr::from([0u16; 8])
+                };
+                match (ip, port) {
+                    (None, None) => None,
+                    (ip, port) => Some(SocketAddr::new(
+                        ip.unwrap_or(unspecified),
+                        port.unwrap_or(0),
+                    )),
+                }
             };
             let key = (vs.key, rs.key);
             let spec = match check {
@@ -810,7 +806,7 @@ pub fn check_specs(config: &Config) -> Vec<CheckSpec> {
                             c.connect_ip.unwrap_or(rs.key.addr),
                             c.connect_port.unwrap_or(rs.key.port),
                         ),
-                        bind: bind(c.bindto, c.bind_port),
+                        bind: bind(c.connect_ip.unwrap_or(rs.key.addr), c.bindto, c.bind_port),
                     },
                     timing: Timing {
                         delay_loop: vs.delay_loop,
@@ -828,7 +824,7 @@ pub fn check_specs(config: &Config) -> Vec<CheckSpec> {
                             c.connect_ip.unwrap_or(rs.key.addr),
                             c.connect_port.unwrap_or(rs.key.port),
                         ),
-                        bind: bind(c.bindto, c.bind_port),
+                        bind: bind(c.connect_ip.unwrap_or(rs.key.addr), c.bindto, c.bind_port),
                         urls: c
                             .urls
                             .iter()
@@ -932,4 +928,85 @@ pub fn check_config(path: &std::path::Path) -> Result<String> {
         config.virtual_servers.len(),
         reals
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const DUAL: &str = "
+interface: eth0
+virtual_servers:
+  - vip: 192.168.0.10
+    port: 80
+    lb_kind: dr
+    real_servers:
+      - ip: 192.168.0.2
+        tcp_check: { bind_port: 1053 }
+  - vip: 2001:db8::10
+    port: 443
+    lb_kind: dr
+    sorry_server: 2001:db8::99
+    real_servers:
+      - ip: 2001:db8::2
+        tcp_check: { bind_port: 1053 }
+      - ip: 2001:db8::3
+        http_get:
+          url: { path: /healthz }
+          connect_ip: 2001:db8:1::3
+          bindto: 2001:db8:1::1
+      - ip: 2001:db8::4
+        misc_check: { misc_path: 'curl -6 -sf http://[2001:db8::4]/' }
+";
+
+    fn socket(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_reals_get_ipv6_probes_and_neighbours() {
+        let config = Config::from_yaml(DUAL, Path::new("dual.yaml")).unwrap();
+        let probes: Vec<Probe> = check_specs(&config).into_iter().map(|s| s.probe).collect();
+        assert_eq!(
+            probes,
+            [
+                Probe::Tcp {
+                    target: socket("192.168.0.2:80"),
+                    bind: Some(socket("0.0.0.0:1053")),
+                },
+                Probe::Tcp {
+                    target: socket("[2001:db8::2]:443"),
+                    bind: Some(socket("[::]:1053")),
+                },
+                Probe::Http {
+                    target: socket("[2001:db8:1::3]:443"),
+                    bind: Some(socket("[2001:db8:1::1]:0")),
+                    urls: vec![("/healthz".into(), 200)],
+                },
+                Probe::Misc {
+                    command: "curl -6 -sf http://[2001:db8::4]/".into(),
+                    timeout: Duration::from_secs(60),
+                },
+            ]
+        );
+        // Every real and sorry server has its neighbour tracked, IPv6 ones by NDP.
+        let ips: Vec<String> = real_addresses(&config)
+            .iter()
+            .map(IpAddr::to_string)
+            .collect();
+        assert_eq!(
+            ips,
+            [
+                "192.168.0.2",
+                "2001:db8::2",
+                "2001:db8::3",
+                "2001:db8::4",
+                "2001:db8::99"
+            ]
+        );
+        assert_eq!(host_prefix("2001:db8::10".parse().unwrap()), 128);
+        assert_eq!(host_prefix("192.168.0.10".parse().unwrap()), 32);
+    }
 }

@@ -39,7 +39,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Everything the agent can tell about its state at one moment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
-    /// Capacity of the connection table (ipvsadm prints it as `size=N`).
+    /// Capacity of the connection tables, IPv4 and IPv6 together (ipvsadm prints it as
+    /// `size=N`).
     pub conn_table_size: u32,
     /// Connection timeouts (`ipvsadm -L --timeout`).
     #[serde(with = "TimeoutsDef")]
@@ -226,7 +227,10 @@ pub struct GlobalInfo {
     pub icmp_forwarded: u64,
     /// New flows placed by a persistence template.
     pub persist_hits: u64,
-    /// Entries in the connection table now.
+    /// IPv6 packets passed to the kernel because of their extension headers (too many, ESP,
+    /// or cut short).
+    pub ext_hdr_passed: u64,
+    /// Live entries in the connection tables (IPv4 and IPv6) now.
     pub conn_table_used: u64,
     /// Successful configuration reloads.
     pub reloads_ok: u64,

@@ -3,8 +3,10 @@
 //! counters and tables back, and attaches the program to an interface.
 
 use std::{
+    collections::BTreeSet,
     fs, io,
     marker::PhantomData,
+    net::{IpAddr, SocketAddr},
     os::fd::{AsFd as _, AsRawFd as _},
     path::{Path, PathBuf},
     ptr::NonNull,
@@ -23,9 +25,10 @@ use aya::{
     util::nr_cpus,
 };
 use lb_common::{
-    Candidates, Conn, ConnSet4, Flow4Key, GlobalStats, LAYOUT_VERSION, LOOKUP_ROW, LookupRow,
-    Persist4Key, PersistSet4, REAL_UP, Real, RealLoad, Service, Settings, Template, TrafficStats,
-    VipBucket4, map_names as names,
+    Candidates, Conn, ConnSet4, ConnSet6, Flow4Key, Flow6Key, GlobalStats, LAYOUT_VERSION,
+    LOOKUP_ROW, LookupRow, Persist4Key, Persist6Key, PersistSet4, PersistSet6, REAL_UP, Real,
+    RealLoad, Service, Set, Settings, SlotData, Template, TrafficStats, VipBucket4, VipBucket6,
+    addr6_bytes, map_names as names,
     set::{Found, Inserted},
 };
 use thiserror::Error;
@@ -127,26 +130,105 @@ pub struct TestRunOutcome {
     pub duration_ns: u64,
 }
 
-/// A connection-table entry as listed.
+/// A connection-table entry as listed: of `CONNS4` ([`Flow4Key`], the default) or of `CONNS6`
+/// ([`Flow6Key`], see [`Conn6Entry`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnEntry {
+pub struct ConnEntry<K = Flow4Key> {
     /// The flow.
-    pub key: Flow4Key,
+    pub key: K,
     /// Real and state.
     pub conn: Conn,
     /// Clock second of the last packet.
     pub stamp: u32,
 }
 
-/// A persistence template as listed.
+/// An entry of the IPv6 connection table.
+pub type Conn6Entry = ConnEntry<Flow6Key>;
+
+/// A persistence template as listed: of `PERSIST4` ([`Persist4Key`], the default) or of
+/// `PERSIST6` ([`Persist6Key`], see [`Template6Entry`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TemplateEntry {
+pub struct TemplateEntry<K = Persist4Key> {
     /// Service and client network.
-    pub key: Persist4Key,
+    pub key: K,
     /// Real.
     pub template: Template,
     /// Clock second of its last use.
     pub stamp: u32,
+}
+
+/// A template of the IPv6 persistence table.
+pub type Template6Entry = TemplateEntry<Persist6Key>;
+
+/// A connection-table key of either family, as listings read it.
+pub trait FlowKey: Copy {
+    /// The client's address and port.
+    fn client(&self) -> SocketAddr;
+    /// The VIP and port.
+    fn virtual_addr(&self) -> SocketAddr;
+    /// The IP protocol.
+    fn proto(&self) -> u8;
+}
+
+impl FlowKey for Flow4Key {
+    fn client(&self) -> SocketAddr {
+        socket(IpAddr::from(self.src.to_ne_bytes()), self.sport)
+    }
+
+    fn virtual_addr(&self) -> SocketAddr {
+        socket(IpAddr::from(self.dst.to_ne_bytes()), self.dport)
+    }
+
+    fn proto(&self) -> u8 {
+        self.proto
+    }
+}
+
+impl FlowKey for Flow6Key {
+    fn client(&self) -> SocketAddr {
+        socket(IpAddr::from(addr6_bytes(&self.src)), self.sport)
+    }
+
+    fn virtual_addr(&self) -> SocketAddr {
+        socket(IpAddr::from(addr6_bytes(&self.dst)), self.dport)
+    }
+
+    fn proto(&self) -> u8 {
+        self.proto
+    }
+}
+
+/// A persistence-template key of either family, as listings read it.
+pub trait PersistKey: Copy {
+    /// The service id.
+    fn service_id(&self) -> u32;
+    /// The client network (the client address under the service's granularity).
+    fn client(&self) -> IpAddr;
+}
+
+impl PersistKey for Persist4Key {
+    fn service_id(&self) -> u32 {
+        self.service_id
+    }
+
+    fn client(&self) -> IpAddr {
+        IpAddr::from(self.client.to_ne_bytes())
+    }
+}
+
+impl PersistKey for Persist6Key {
+    fn service_id(&self) -> u32 {
+        self.service_id
+    }
+
+    fn client(&self) -> IpAddr {
+        IpAddr::from(addr6_bytes(&self.client))
+    }
+}
+
+/// An address and a network-order port.
+fn socket(addr: IpAddr, port_be: u16) -> SocketAddr {
+    SocketAddr::new(addr, u16::from_be(port_be))
 }
 
 /// The loaded program and its maps.
@@ -155,11 +237,14 @@ pub struct Dataplane {
     limits: Limits,
     settings: Mmap<Settings>,
     vips4: Mmap<VipBucket4>,
+    vips6: Mmap<VipBucket6>,
     services: Mmap<Service>,
     lookup: Mmap<LookupRow>,
     reals: Mmap<Real>,
     conns4: Mmap<ConnSet4>,
     persist4: Mmap<PersistSet4>,
+    conns6: Mmap<ConnSet6>,
+    persist6: Mmap<PersistSet6>,
     real_load: Mmap<RealLoad>,
     candidates: Mmap<Candidates>,
     global_stats: PerCpuArray<MapData, GlobalStats>,
@@ -292,6 +377,8 @@ impl Dataplane {
             vip_mask: l.vip_buckets() - 1,
             conn_mask: l.conn_sets() - 1,
             persist_mask: l.persist_sets() - 1,
+            conn6_mask: l.conn6_sets() - 1,
+            persist6_mask: l.persist6_sets() - 1,
             clock: monotonic_seconds(),
             ..Settings::new([0; 6])
         };
@@ -312,11 +399,14 @@ impl Dataplane {
         }
         loader
             .map_max_entries(names::VIPS4, 2 * l.vip_buckets())
+            .map_max_entries(names::VIPS6, 2 * l.vip_buckets())
             .map_max_entries(names::SERVICES, l.max_services)
             .map_max_entries(names::LOOKUP, l.lookup_slots() / LOOKUP_ROW)
             .map_max_entries(names::REALS, l.max_reals)
             .map_max_entries(names::CONNS4, l.conn_sets())
             .map_max_entries(names::PERSIST4, l.persist_sets())
+            .map_max_entries(names::CONNS6, l.conn6_sets())
+            .map_max_entries(names::PERSIST6, l.persist6_sets())
             .map_max_entries(names::REAL_LOAD, l.max_reals)
             .map_max_entries(names::LC_CANDIDATES, l.max_services)
             .map_max_entries(names::SERVICE_STATS, l.max_services)
@@ -334,6 +424,7 @@ impl Dataplane {
         Ok(Self {
             settings: Mmap::new(take(names::SETTINGS)?, names::SETTINGS, 1)?,
             vips4: Mmap::new(take(names::VIPS4)?, names::VIPS4, 2 * l.vip_buckets())?,
+            vips6: Mmap::new(take(names::VIPS6)?, names::VIPS6, 2 * l.vip_buckets())?,
             services: Mmap::new(take(names::SERVICES)?, names::SERVICES, l.max_services)?,
             lookup: Mmap::new(
                 take(names::LOOKUP)?,
@@ -343,6 +434,8 @@ impl Dataplane {
             reals: Mmap::new(take(names::REALS)?, names::REALS, l.max_reals)?,
             conns4: Mmap::new(take(names::CONNS4)?, names::CONNS4, l.conn_sets())?,
             persist4: Mmap::new(take(names::PERSIST4)?, names::PERSIST4, l.persist_sets())?,
+            conns6: Mmap::new(take(names::CONNS6)?, names::CONNS6, l.conn6_sets())?,
+            persist6: Mmap::new(take(names::PERSIST6)?, names::PERSIST6, l.persist6_sets())?,
             real_load: Mmap::new(take(names::REAL_LOAD)?, names::REAL_LOAD, l.max_reals)?,
             candidates: Mmap::new(
                 take(names::LC_CANDIDATES)?,
@@ -466,6 +559,12 @@ impl Dataplane {
                     store_u32(&raw mut (*p).persist_timeout, params.persist_timeout);
                     store_u32(&raw mut (*p).persist_mask4, params.persist_mask4);
                     store_u32(&raw mut (*p).sched, params.sched);
+                    // Word by word: a packet racing a change of granularity may mask with a
+                    // mix of the old and new prefix, which places at most that packet's new
+                    // flow as under a prefix in between.
+                    for (i, word) in params.persist_mask6.iter().enumerate() {
+                        store_u32(&raw mut (*p).persist_mask6[i], *word);
+                    }
                 }
                 Ok(())
             }
@@ -486,12 +585,16 @@ impl Dataplane {
                 unsafe { store_u64(&raw mut (*p).table, Service::pack_table(*base, *size)) };
                 Ok(())
             }
-            Op::SetVips { buckets } => {
+            Op::SetVips { v4, v6 } => {
                 let half = self.limits.vip_buckets();
                 let active = self.settings().vip_base;
                 let inactive = if active == 0 { half } else { 0 };
-                for (i, b) in buckets.iter().enumerate() {
+                // Both inactive halves are written before the one flip that publishes them.
+                for (i, b) in v4.iter().enumerate() {
                     self.vips4.write(inactive + i as u32, b)?;
+                }
+                for (i, b) in v6.iter().enumerate() {
+                    self.vips6.write(inactive + i as u32, b)?;
                 }
                 fence(Ordering::SeqCst);
                 let s = self.settings.ptr(0)?;
@@ -533,6 +636,7 @@ impl Dataplane {
     pub fn installed(&self) -> Result<(Installed, Vec<u32>)> {
         let l = self.limits;
         let vips = self.vip_table()?;
+        let vips6 = self.vip_table6()?;
         let services = (0..l.max_services)
             .map(|i| self.services.read(i))
             .collect::<Result<Vec<_>>>()?;
@@ -545,6 +649,7 @@ impl Dataplane {
         Ok(Installed::reconstruct(
             l,
             &vips,
+            &vips6,
             &services,
             &candidates,
             &reals,
@@ -565,11 +670,19 @@ impl Dataplane {
         Ok(unsafe { row.cast::<u32>().add((index % LOOKUP_ROW) as usize) })
     }
 
-    /// The active half of the VIP table.
+    /// The active half of the IPv4 VIP table.
     pub fn vip_table(&self) -> Result<Vec<VipBucket4>> {
         let base = self.settings().vip_base;
         (0..self.limits.vip_buckets())
             .map(|i| self.vips4.read(base + i))
+            .collect()
+    }
+
+    /// The active half of the IPv6 VIP table.
+    pub fn vip_table6(&self) -> Result<Vec<VipBucket6>> {
+        let base = self.settings().vip_base;
+        (0..self.limits.vip_buckets())
+            .map(|i| self.vips6.read(base + i))
             .collect()
     }
 
@@ -668,54 +781,91 @@ impl Dataplane {
     pub fn conns4(&self) -> Vec<ConnEntry> {
         scan(&self.conns4, self.limits.conn_sets())
             .into_iter()
-            .map(|f| ConnEntry {
-                key: f.key,
-                conn: f.value,
-                stamp: f.stamp,
-            })
+            .map(conn_entry)
             .collect()
     }
 
-    /// The connection-table entry of one flow.
-    pub fn conn4(&self, key: &Flow4Key) -> Option<ConnEntry> {
-        let tag = key.tag();
-        let set = self
-            .conns4
-            .ptr(key.hash() & (self.limits.conn_sets() - 1))
-            .ok()?;
-        // SAFETY: `set` points at a mapped set.
-        let f = unsafe { ConnSet4::find(set, key, tag) }?;
-        Some(ConnEntry {
-            key: f.key,
-            conn: f.value,
-            stamp: f.stamp,
-        })
+    /// Every used slot of the IPv6 connection table (expired ones included).
+    pub fn conns6(&self) -> Vec<Conn6Entry> {
+        scan(&self.conns6, self.limits.conn6_sets())
+            .into_iter()
+            .map(conn_entry)
+            .collect()
     }
 
-    /// Stores a connection entry the way the data plane does, stamped with the current clock
-    /// (tests and simulations; the connection counts are left alone); false if the set was
-    /// being written.
+    /// Real indices that a live (unexpired) entry of either connection table points at.
+    pub fn reals_in_use(&self) -> BTreeSet<u32> {
+        let s = self.settings();
+        let live = |stamp: u32, conn: &Conn| s.clock.wrapping_sub(stamp) <= s.timeout(conn.state);
+        let v4 = self.conns4().into_iter().filter(|e| live(e.stamp, &e.conn));
+        let v6 = self.conns6().into_iter().filter(|e| live(e.stamp, &e.conn));
+        v4.map(|e| e.conn.real)
+            .chain(v6.map(|e| e.conn.real))
+            .collect()
+    }
+
+    /// The IPv4 connection-table entry of one flow.
+    pub fn conn4(&self, key: &Flow4Key) -> Option<ConnEntry> {
+        find(&self.conns4, self.limits.conn_sets(), key, key.hash()).map(conn_entry)
+    }
+
+    /// The IPv6 connection-table entry of one flow.
+    pub fn conn6(&self, key: &Flow6Key) -> Option<Conn6Entry> {
+        find(&self.conns6, self.limits.conn6_sets(), key, key.hash()).map(conn_entry)
+    }
+
+    /// Stores an IPv4 connection entry the way the data plane does, stamped with the current
+    /// clock (tests and simulations; the connection counts are left alone); false if the set
+    /// was being written.
     pub fn insert_conn4(&mut self, key: &Flow4Key, conn: &Conn) -> bool {
-        let tag = key.tag();
         let now = self.clock();
-        let Ok(set) = self.conns4.ptr(key.hash() & (self.limits.conn_sets() - 1)) else {
-            return false;
-        };
-        // SAFETY: `set` points at a mapped set.
-        let stored = unsafe { ConnSet4::insert(set, key, tag, conn, now, |_, _| false) };
-        matches!(stored, Inserted::Stored { .. })
+        insert(
+            &self.conns4,
+            self.limits.conn_sets(),
+            key,
+            key.hash(),
+            conn,
+            now,
+        )
+    }
+
+    /// [`Dataplane::insert_conn4`] for the IPv6 connection table.
+    pub fn insert_conn6(&mut self, key: &Flow6Key, conn: &Conn) -> bool {
+        let now = self.clock();
+        insert(
+            &self.conns6,
+            self.limits.conn6_sets(),
+            key,
+            key.hash(),
+            conn,
+            now,
+        )
     }
 
     /// Every used slot of the IPv4 persistence table.
     pub fn persist4(&self) -> Vec<TemplateEntry> {
         scan(&self.persist4, self.limits.persist_sets())
             .into_iter()
-            .map(|f| TemplateEntry {
-                key: f.key,
-                template: f.value,
-                stamp: f.stamp,
-            })
+            .map(template_entry)
             .collect()
+    }
+
+    /// Every used slot of the IPv6 persistence table.
+    pub fn persist6(&self) -> Vec<Template6Entry> {
+        scan(&self.persist6, self.limits.persist6_sets())
+            .into_iter()
+            .map(template_entry)
+            .collect()
+    }
+
+    /// The IPv4 persistence template of one client network.
+    pub fn template4(&self, key: &Persist4Key) -> Option<TemplateEntry> {
+        find(&self.persist4, self.limits.persist_sets(), key, key.hash()).map(template_entry)
+    }
+
+    /// The IPv6 persistence template of one client network.
+    pub fn template6(&self, key: &Persist6Key) -> Option<Template6Entry> {
+        find(&self.persist6, self.limits.persist6_sets(), key, key.hash()).map(template_entry)
     }
 
     fn program(&self) -> &Xdp {
@@ -783,15 +933,18 @@ impl Dataplane {
 }
 
 /// The maps an instance pins (the log ring buffer and the program's read-only data are not).
-pub const PINNED_MAPS: [&str; 13] = [
+pub const PINNED_MAPS: [&str; 16] = [
     names::LAYOUT,
     names::SETTINGS,
     names::VIPS4,
+    names::VIPS6,
     names::SERVICES,
     names::LOOKUP,
     names::REALS,
     names::CONNS4,
     names::PERSIST4,
+    names::CONNS6,
+    names::PERSIST6,
     names::REAL_LOAD,
     names::LC_CANDIDATES,
     names::GLOBAL_STATS,
@@ -901,6 +1054,8 @@ impl PinDir {
                 max_table_size: get(f::MAX_TABLE_SIZE)?,
                 conn_entries: get(f::CONN_ENTRIES)?,
                 persist_entries: get(f::PERSIST_ENTRIES)?,
+                conn_entries6: get(f::CONN_ENTRIES6)?,
+                persist_entries6: get(f::PERSIST_ENTRIES6)?,
             },
         }))
     }
@@ -920,6 +1075,8 @@ impl PinDir {
             (f::MAX_TABLE_SIZE, l.max_table_size),
             (f::CONN_ENTRIES, l.conn_entries),
             (f::PERSIST_ENTRIES, l.persist_entries),
+            (f::CONN_ENTRIES6, l.conn_entries6),
+            (f::PERSIST_ENTRIES6, l.persist_entries6),
             (f::VERSION, layout.version),
         ] {
             array
@@ -988,8 +1145,9 @@ pub fn monotonic_seconds() -> u32 {
     Duration::new(ts.tv_sec as u64, 0).as_secs() as u32
 }
 
-fn scan<K: lb_common::SlotData, V: lb_common::SlotData, const W: usize>(
-    map: &Mmap<lb_common::Set<K, V, W>>,
+/// Every used slot of a set-associative table of `sets` sets.
+fn scan<K: SlotData, V: SlotData, const W: usize>(
+    map: &Mmap<Set<K, V, W>>,
     sets: u32,
 ) -> Vec<Found<K, V>> {
     let mut out = Vec::new();
@@ -997,12 +1155,59 @@ fn scan<K: lb_common::SlotData, V: lb_common::SlotData, const W: usize>(
         let set = map.ptr(s).expect("set index in range");
         for way in 0..W {
             // SAFETY: `set` points at a mapped set and `way < W`.
-            if let Some(f) = unsafe { lb_common::Set::<K, V, W>::read_slot(set, way) } {
+            if let Some(f) = unsafe { Set::<K, V, W>::read_slot(set, way) } {
                 out.push(f);
             }
         }
     }
     out
+}
+
+/// The slot of `key` (whose hash is `hash`) in a table of `sets` sets, as the data plane finds
+/// it: set `hash & (sets - 1)`, tag `hash | 1`.
+fn find<K: SlotData, V: SlotData, const W: usize>(
+    map: &Mmap<Set<K, V, W>>,
+    sets: u32,
+    key: &K,
+    hash: u32,
+) -> Option<Found<K, V>> {
+    let set = map.ptr(hash & (sets - 1)).ok()?;
+    // SAFETY: `set` points at a mapped set.
+    unsafe { Set::<K, V, W>::find(set, key, hash | 1) }
+}
+
+/// Stores `key` -> `value` stamped `now` the way the data plane does; false if the set was
+/// being written.
+fn insert<K: SlotData, V: SlotData, const W: usize>(
+    map: &Mmap<Set<K, V, W>>,
+    sets: u32,
+    key: &K,
+    hash: u32,
+    value: &V,
+    now: u32,
+) -> bool {
+    let Ok(set) = map.ptr(hash & (sets - 1)) else {
+        return false;
+    };
+    // SAFETY: `set` points at a mapped set.
+    let stored = unsafe { Set::<K, V, W>::insert(set, key, hash | 1, value, now, |_, _| false) };
+    matches!(stored, Inserted::Stored { .. })
+}
+
+fn conn_entry<K>(f: Found<K, Conn>) -> ConnEntry<K> {
+    ConnEntry {
+        key: f.key,
+        conn: f.value,
+        stamp: f.stamp,
+    }
+}
+
+fn template_entry<K>(f: Found<K, Template>) -> TemplateEntry<K> {
+    TemplateEntry {
+        key: f.key,
+        template: f.value,
+        stamp: f.stamp,
+    }
 }
 
 /// Stores an aligned u32 in one instruction (the data plane reads it concurrently).
@@ -1062,6 +1267,7 @@ fn sum_global(a: &GlobalStats, b: &GlobalStats) -> GlobalStats {
         fragments: a.fragments + b.fragments,
         icmp_forwarded: a.icmp_forwarded + b.icmp_forwarded,
         persist_hits: a.persist_hits + b.persist_hits,
+        ext_hdr_passed: a.ext_hdr_passed + b.ext_hdr_passed,
     }
 }
 

@@ -301,6 +301,95 @@ virtual_servers:
     }
 
     #[test]
+    fn ipv6_services_and_reals_are_edited_like_ipv4_ones() {
+        let text = format!(
+            "{YAML}  - vip: 2001:db8::100
+    port: 443
+    lb_kind: dr
+    persistence_timeout: 50
+    persistence_granularity: 64
+    real_servers:
+      - {{ ip: 2001:db8::11 }}
+"
+        );
+        let c = Config::from_yaml(&text, Path::new("t.yaml")).unwrap();
+        let svc6 = |port| ServiceKey {
+            vip: "2001:db8::100".parse().unwrap(),
+            port,
+            proto: Protocol::Tcp,
+        };
+        let real6 = |last: &str, port| RealKey {
+            addr: format!("2001:db8::{last}").parse().unwrap(),
+            port,
+        };
+        // -a -t [2001:db8::100]:443 -r [2001:db8::12] -w 3, then -e ... -w 0.
+        let c = apply(
+            &c,
+            &Edit::AddReal {
+                service: svc6(443),
+                real: real6("12", 443),
+                weight: Some(3),
+            },
+        )
+        .unwrap();
+        let c = apply(
+            &c,
+            &Edit::EditReal {
+                service: svc6(443),
+                real: real6("11", 443),
+                weight: Some(0),
+            },
+        )
+        .unwrap();
+        let vs = c.virtual_server(&svc6(443)).unwrap();
+        let weights: Vec<(RealKey, u32)> =
+            vs.real_servers.iter().map(|r| (r.key, r.weight)).collect();
+        assert_eq!(weights, [(real6("11", 443), 0), (real6("12", 443), 3)]);
+        // -E -p 600 keeps the /64 granularity.
+        let c = apply(
+            &c,
+            &Edit::EditService {
+                key: svc6(443),
+                scheduler: Some("sh".into()),
+                persistence: Some(Some(600)),
+            },
+        )
+        .unwrap();
+        let p = c.virtual_server(&svc6(443)).unwrap().persistence.unwrap();
+        assert_eq!((p.timeout, p.prefix6), (600, 64));
+        // -A -t [2001:db8::100]:80 next to the IPv4 service on port 80.
+        let c = apply(
+            &c,
+            &Edit::AddService {
+                key: svc6(80),
+                scheduler: Some("wrr".into()),
+                persistence: Some(30),
+            },
+        )
+        .unwrap();
+        let added = c.virtual_server(&svc6(80)).unwrap();
+        assert_eq!(added.persistence.unwrap().prefix6, 128);
+        assert!(c.virtual_server(&svc(80)).is_some());
+        // An IPv4 real in an IPv6 service is refused, naming the field.
+        let mixed = Edit::AddReal {
+            service: svc6(443),
+            real: real(12, 443),
+            weight: None,
+        };
+        let EditError::Invalid(msg) = apply(&c, &mixed).unwrap_err() else {
+            panic!("expected a validation error");
+        };
+        assert!(
+            msg.contains("virtual_servers[1].real_servers[2].ip")
+                && msg.contains("different address families"),
+            "{msg}"
+        );
+        let c = apply(&c, &Edit::DeleteService { key: svc6(80) }).unwrap();
+        let c = apply(&c, &Edit::DeleteService { key: svc6(443) }).unwrap();
+        assert_eq!(c, config());
+    }
+
+    #[test]
     fn refusals_name_the_problem() {
         let c = config();
         let add = |key| Edit::AddService {

@@ -15,8 +15,11 @@
 //!
 //! Everything that is not a service (`global_defs`, `vrrp_instance`, ...) stays keepalived's job
 //! and is reported, as is every keyword whose meaning the YAML cannot carry. What lb-agent
-//! refuses (NAT, least-connection schedulers, IPv6, ...) is carried into the YAML as keepalived
-//! had it, and reported with the reason `lb-agent --check-config` gives.
+//! refuses (NAT, TUN, unserved schedulers, ...) is carried into the YAML as keepalived had it,
+//! and reported with the reason `lb-agent --check-config` gives.
+//!
+//! IPv6 services convert like IPv4 ones; their `persistence_granularity` is a prefix length
+//! (1 to 128), as keepalived takes it, and stays one in the YAML.
 
 use std::{collections::BTreeSet, fmt, net::IpAddr, ops::RangeInclusive, path::Path};
 
@@ -1396,16 +1399,19 @@ impl Importer {
                 }
             }
             "persistence_granularity" => {
-                let stays = "persistence_granularity stays 255.255.255.255";
+                let stays = granularity_stays(s.vip);
                 if let Some(v) = self.value(c, stays) {
-                    let valid = match s.vip {
-                        IpAddr::V4(_) => v.parse::<std::net::Ipv4Addr>().is_ok(),
-                        IpAddr::V6(_) => v.parse::<u8>().is_ok_and(|p| (1..=128).contains(&p)),
+                    let (valid, expected) = match s.vip {
+                        IpAddr::V4(_) => (v.parse::<std::net::Ipv4Addr>().is_ok(), "a netmask"),
+                        IpAddr::V6(_) => (
+                            v.parse::<u8>().is_ok_and(|p| (1..=128).contains(&p)),
+                            "a prefix length from 1 to 128",
+                        ),
                     };
                     if valid {
                         s.persistence_granularity = Some((v.to_owned(), l));
                     } else {
-                        self.invalid(c, v, "a netmask", stays);
+                        self.invalid(c, v, expected, stays);
                     }
                 }
             }
@@ -2016,6 +2022,14 @@ impl Importer {
     }
 }
 
+/// What a service's granularity stays when keepalived ignores a `persistence_granularity`.
+fn granularity_stays(vip: IpAddr) -> &'static str {
+    match vip {
+        IpAddr::V4(_) => "persistence_granularity stays 255.255.255.255",
+        IpAddr::V6(_) => "persistence_granularity stays 128",
+    }
+}
+
 /// `value`, else `default`, for messages.
 fn current(v: &At<String>, default: &str) -> String {
     v.as_ref()
@@ -2046,7 +2060,7 @@ fn service_stays(s: &Service, keyword: &str) -> Option<String> {
             Some((p, l)) => set(l, format!("persistence_timeout {p}")),
             None => "persistence stays off".to_owned(),
         },
-        "persistence_granularity" => "persistence_granularity stays 255.255.255.255".to_owned(),
+        "persistence_granularity" => granularity_stays(s.vip).to_owned(),
         "quorum" => "quorum stays 1".to_owned(),
         "hysteresis" => "hysteresis stays 0".to_owned(),
         "alpha" | "omega" | "inhibit_on_failure" | "ha_suspend" => format!("{keyword} stays off"),
@@ -2389,7 +2403,13 @@ fn service(m: &mut Map<'_>, s: &Service) {
         (None, None) => {}
     }
     if let Some((g, l)) = &s.persistence_granularity {
-        m.kv("persistence_granularity", &yaml_str(g), *l, None);
+        // A netmask for IPv4; for IPv6 a prefix length, which the YAML takes as a number.
+        let value = if s.vip.is_ipv4() {
+            yaml_str(g)
+        } else {
+            g.clone()
+        };
+        m.kv("persistence_granularity", &value, *l, None);
     }
     if let Some((d, l)) = s.delay_loop {
         m.kv("delay_loop", &number(d), l, None);

@@ -4,7 +4,7 @@
 //! [`lb_common::RealLoad`]). Two things it cannot see make them drift: entries that expire
 //! without a last packet (a client that vanished, a UDP flow that ended), and connections a
 //! real lost while it was down (its clients got resets straight from the real, which the
-//! director never sees). So the agent recounts the connection table every
+//! director never sees). So the agent recounts the connection tables (IPv4 and IPv6) every
 //! [`RECONCILE_EVERY`], counting an entry only if it has not expired and was used since its real
 //! last became usable, and moves each real's counters to the recount ([`reconcile`]).
 //!
@@ -48,13 +48,25 @@ impl Counts {
 /// Counts the live entries per real index: not expired, and used (stamped) no earlier than
 /// `up_since(real)`, the clock second at which the real last became usable (`None`: count
 /// none of its entries).
-pub fn recount(
-    entries: impl IntoIterator<Item = ConnEntry>,
+pub fn recount<K>(
+    entries: impl IntoIterator<Item = ConnEntry<K>>,
     settings: &Settings,
     up_since: impl Fn(u32) -> Option<u32>,
 ) -> BTreeMap<u32, Counts> {
+    let mut counts = BTreeMap::new();
+    recount_into(&mut counts, entries, settings, up_since);
+    counts
+}
+
+/// [`recount`] adding to `counts`, so that the entries of both connection tables (a real's
+/// flows are all of its family, but a table of each family is read) end up in one count.
+pub fn recount_into<K>(
+    counts: &mut BTreeMap<u32, Counts>,
+    entries: impl IntoIterator<Item = ConnEntry<K>>,
+    settings: &Settings,
+    up_since: impl Fn(u32) -> Option<u32>,
+) {
     let now = settings.clock;
-    let mut counts: BTreeMap<u32, Counts> = BTreeMap::new();
     for e in entries {
         let idle = now.wrapping_sub(e.stamp);
         if idle > settings.timeout(e.conn.state) {
@@ -74,7 +86,6 @@ pub fn recount(
             c.inactive += 1;
         }
     }
-    counts
 }
 
 /// What to add to a counter that read `before` when a recount started and `after` when it
@@ -90,7 +101,7 @@ pub fn correction(before: i64, after: i64, truth: u64) -> i64 {
     (i128::from(truth) - mid) as i64
 }
 
-/// Recounts the connection table and corrects the counters of `reals` (indices) to it.
+/// Recounts both connection tables and corrects the counters of `reals` (indices) to them.
 /// Returns the corrections made (index, delta), for logging and tests.
 pub fn reconcile(
     dp: &mut Dataplane,
@@ -101,9 +112,9 @@ pub fn reconcile(
         .map(|&i| Ok((i, dp.real_load(i)?)))
         .collect::<Result<BTreeMap<u32, RealLoad>, DataplaneError>>()?;
     let settings = dp.settings();
-    let truth = recount(dp.conns4(), &settings, |i| {
-        before.get(&i).map(|l| l.up_since)
-    });
+    let up_since = |i| before.get(&i).map(|l: &RealLoad| l.up_since);
+    let mut truth = recount(dp.conns4(), &settings, up_since);
+    recount_into(&mut truth, dp.conns6(), &settings, up_since);
     let mut made = Vec::new();
     for (&index, b) in &before {
         let a = dp.real_load(index)?;
@@ -195,7 +206,9 @@ pub fn pick(
 
 #[cfg(test)]
 mod tests {
-    use lb_common::{Conn, Flow4Key, SCHED_SED};
+    use lb_common::{Conn, Flow4Key, Flow6Key, SCHED_SED};
+
+    use crate::dataplane::Conn6Entry;
 
     use super::*;
 
@@ -245,6 +258,51 @@ mod tests {
                 inactive: 1
             }
         );
+    }
+
+    fn entry6(port: u16, real: u32, state: ConnState, stamp: u32) -> Conn6Entry {
+        let client = "2001:db8:1::1".parse::<std::net::Ipv6Addr>().unwrap();
+        let vip = "2001:db8::100".parse::<std::net::Ipv6Addr>().unwrap();
+        let e = entry(port, real, state, stamp);
+        ConnEntry {
+            key: Flow6Key::from_parts(client.octets(), port, vip.octets(), 443, 6),
+            conn: e.conn,
+            stamp: e.stamp,
+        }
+    }
+
+    #[test]
+    fn both_tables_add_up_in_one_count() {
+        let s = settings(1000);
+        let es = s.timeout(ConnState::Established as u8);
+        let v4 = [
+            entry(1, 5, ConnState::Established, 1000),
+            entry(2, 7, ConnState::SynRecv, 1000),
+        ];
+        let v6 = [
+            entry6(1, 7, ConnState::Established, 999),
+            entry6(2, 7, ConnState::Established, 1000 - es - 1), // expired
+            entry6(3, 7, ConnState::FinWait, 1000),
+            entry6(4, 8, ConnState::Established, 900), // before real 8 came back
+        ];
+        let up_since = |r| Some(if r == 8 { 950 } else { 0 });
+        let mut counts = recount(v4, &s, up_since);
+        recount_into(&mut counts, v6, &s, up_since);
+        assert_eq!(
+            counts[&5],
+            Counts {
+                active: 1,
+                inactive: 0
+            }
+        );
+        assert_eq!(
+            counts[&7],
+            Counts {
+                active: 1,
+                inactive: 2
+            }
+        );
+        assert!(!counts.contains_key(&8));
     }
 
     #[test]

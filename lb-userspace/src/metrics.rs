@@ -372,16 +372,23 @@ impl SnapshotCollector {
             "New flows placed by a persistence template.",
             [(none(), g.persist_hits)],
         )?;
+        counter(
+            enc,
+            "ipv6_ext_hdr_passed",
+            "IPv6 packets passed to the kernel stack because of their extension headers \
+             (included in packets_passed).",
+            [(none(), g.ext_hdr_passed)],
+        )?;
         gauge(
             enc,
             "conn_table_entries",
-            "Entries in the connection table.",
+            "Entries in the connection tables (IPv4 and IPv6).",
             [(none(), g.conn_table_used)],
         )?;
         gauge(
             enc,
             "conn_table_size",
-            "Capacity of the connection table.",
+            "Capacity of the connection tables (IPv4 and IPv6).",
             [(none(), u64::from(snap.conn_table_size))],
         )?;
         counter(

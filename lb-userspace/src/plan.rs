@@ -12,8 +12,9 @@
 //! 3. parameters of new or changed services are written (a new service is not yet reachable);
 //! 4. each changed lookup table is written into the service's inactive buffer (only the slots
 //!    that differ from what that buffer holds), then published with one 8-byte write;
-//! 5. the VIP table is rebuilt into its inactive half and published with one 4-byte write: new
-//!    services appear and removed ones disappear at once, fragment entries follow;
+//! 5. the VIP tables (IPv4 and IPv6) are rebuilt into their inactive halves and both published
+//!    with one 4-byte write: new services appear and removed ones disappear at once, fragment
+//!    entries follow;
 //! 6. reals that go down or are removed are marked down (no table holds them any more).
 
 use std::{
@@ -22,15 +23,16 @@ use std::{
 };
 
 use lb_common::{
-    Candidates, LC_CANDIDATES, LOOKUP_ROW, NO_REAL, REAL_DOWN, REAL_UP, Real, SVC_F_HASH_SRC,
-    SVC_F_PERSIST, Service, Vip4Key, VipBucket4,
+    Addr6, Candidates, LC_CANDIDATES, LOOKUP_ROW, NO_REAL, REAL_DOWN, REAL_UP, Real,
+    SVC_F_HASH_SRC, SVC_F_PERSIST, Service, Vip4Key, Vip6Key, VipBucket4, VipBucket6, addr6,
+    addr6_bytes,
 };
 use thiserror::Error;
 
 use crate::{
     maglev::{self, Backend, BackendId},
     state::{DesiredState, Protocol, RealKey, Scheduler, ServiceKey, ServiceSpec},
-    viptable,
+    viptable::{self, VipKey},
 };
 
 /// Capacities the maps were created with (set by the loader from configuration).
@@ -42,10 +44,14 @@ pub struct Limits {
     pub max_reals: u32,
     /// Largest Maglev table a service may use.
     pub max_table_size: u32,
-    /// Connection-table entries (rounded up to a power of two).
+    /// IPv4 connection-table entries (rounded up to a power of two).
     pub conn_entries: u32,
-    /// Persistence-template entries (rounded up to a power of two).
+    /// IPv4 persistence-template entries (rounded up to a power of two).
     pub persist_entries: u32,
+    /// IPv6 connection-table entries (rounded up to a power of two).
+    pub conn_entries6: u32,
+    /// IPv6 persistence-template entries (rounded up to a power of two).
+    pub persist_entries6: u32,
 }
 
 impl Default for Limits {
@@ -56,6 +62,8 @@ impl Default for Limits {
             max_table_size: lb_common::DEFAULT_TABLE_SIZE,
             conn_entries: 1 << 20,
             persist_entries: 1 << 16,
+            conn_entries6: 1 << 18,
+            persist_entries6: 1 << 14,
         }
     }
 }
@@ -81,18 +89,30 @@ impl Limits {
         viptable::buckets_for(self.max_services)
     }
 
-    /// Sets of the connection table.
+    /// Sets of the IPv4 connection table.
     pub fn conn_sets(&self) -> u32 {
-        (self.conn_entries.div_ceil(lb_common::CONN_WAYS as u32)).next_power_of_two()
+        sets(self.conn_entries, lb_common::CONN_WAYS)
     }
 
-    /// Sets of the persistence table.
+    /// Sets of the IPv4 persistence table.
     pub fn persist_sets(&self) -> u32 {
-        (self
-            .persist_entries
-            .div_ceil(lb_common::PERSIST_WAYS as u32))
-        .next_power_of_two()
+        sets(self.persist_entries, lb_common::PERSIST_WAYS)
     }
+
+    /// Sets of the IPv6 connection table.
+    pub fn conn6_sets(&self) -> u32 {
+        sets(self.conn_entries6, lb_common::CONN_WAYS)
+    }
+
+    /// Sets of the IPv6 persistence table.
+    pub fn persist6_sets(&self) -> u32 {
+        sets(self.persist_entries6, lb_common::PERSIST_WAYS)
+    }
+}
+
+/// Sets of `ways` slots that hold `entries`, rounded up to a power of two.
+fn sets(entries: u32, ways: usize) -> u32 {
+    entries.div_ceil(ways as u32).next_power_of_two()
 }
 
 /// Why a desired state cannot be installed.
@@ -138,22 +158,52 @@ pub enum PlanError {
     /// Port 0 is reserved for the fragment entries.
     #[error("{0}: port 0 cannot be a service port")]
     PortZero(ServiceKey),
-    /// IPv6 is not served by this data plane yet.
-    #[error("{0}: IPv6 services are not supported yet")]
-    Ipv6(ServiceKey),
+    /// A real of another address family than its service's VIP.
+    #[error("{service}: real {real} is not of the VIP's address family")]
+    MixedFamily {
+        /// Service.
+        service: ServiceKey,
+        /// Real.
+        real: RealKey,
+    },
+    /// An IPv6 persistence prefix length outside 1 to 128.
+    #[error("{service}: persistence prefix length {prefix} is not between 1 and 128")]
+    Granularity {
+        /// Service.
+        service: ServiceKey,
+        /// Prefix length.
+        prefix: u8,
+    },
 }
 
 /// Per-service parameters the data plane reads besides the table.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServiceParams {
     /// `SVC_F_*` flags.
     pub flags: u32,
     /// Persistence timeout in seconds.
     pub persist_timeout: u32,
-    /// Persistence / source-hash netmask, network byte order.
+    /// Persistence / source-hash netmask of an IPv4 service, network byte order (all ones
+    /// otherwise).
     pub persist_mask4: u32,
     /// `SCHED_*`.
     pub sched: u32,
+    /// Persistence / source-hash mask of an IPv6 service, as [`Addr6`] words (all ones
+    /// otherwise).
+    pub persist_mask6: Addr6,
+}
+
+impl Default for ServiceParams {
+    /// No flags, Maglev, per-client masks.
+    fn default() -> Self {
+        Self {
+            flags: 0,
+            persist_timeout: 0,
+            persist_mask4: u32::MAX,
+            sched: lb_common::SCHED_MAGLEV,
+            persist_mask6: [u32::MAX; 4],
+        }
+    }
 }
 
 /// One map update.
@@ -200,10 +250,13 @@ pub enum Op {
         /// Real indices (0 = unused).
         reals: Candidates,
     },
-    /// Write the inactive half of the VIP table with `buckets`, then make it the active one.
+    /// Write the inactive halves of both VIP tables, then make them the active ones with one
+    /// flip of `Settings::vip_base`.
     SetVips {
-        /// The whole half.
-        buckets: Vec<VipBucket4>,
+        /// The whole IPv4 half (`VIPS4`).
+        v4: Vec<VipBucket4>,
+        /// The whole IPv6 half (`VIPS6`).
+        v6: Vec<VipBucket6>,
     },
 }
 
@@ -244,8 +297,10 @@ pub struct Installed {
     pub services: BTreeMap<ServiceKey, InstalledService>,
     /// Contents of both table buffers of every service id (empty = all zero).
     regions: Vec<[Vec<u32>; 2]>,
-    /// The VIP table's entries (services and fragment entries).
+    /// The IPv4 VIP table's entries (services and fragment entries).
     vips: BTreeMap<Vip4Key, u32>,
+    /// The IPv6 VIP table's entries (services and fragment entries).
+    vips6: BTreeMap<Vip6Key, u32>,
     free_service_ids: VecDeque<u32>,
     free_reals: VecDeque<u32>,
 }
@@ -258,6 +313,7 @@ impl Installed {
             services: BTreeMap::new(),
             regions: vec![[Vec::new(), Vec::new()]; limits.max_services as usize],
             vips: BTreeMap::new(),
+            vips6: BTreeMap::new(),
             free_service_ids: (0..limits.max_services).collect(),
             // Index 0 is NO_REAL. Freed indices go to the back so they are reused as late as
             // possible (a stale connection entry then most likely finds an empty slot).
@@ -271,29 +327,36 @@ impl Installed {
     }
 
     /// Rebuilds the view of maps another process filled (a restarted agent adopting pinned
-    /// maps): services from the active VIP table, their parameters and tables, and their reals.
-    /// Returns the view and the indices of reals that belong to no reachable service (left
-    /// behind by an interrupted change); the caller empties those.
+    /// maps): services from the active halves of the VIP tables (`vips` of `VIPS4`, `vips6` of
+    /// `VIPS6`), their parameters and tables, and their reals. Returns the view and the indices
+    /// of reals that belong to no reachable service (left behind by an interrupted change); the
+    /// caller empties those.
     pub fn reconstruct(
         limits: Limits,
         vips: &[VipBucket4],
+        vips6: &[VipBucket6],
         services: &[Service],
         candidates: &[Candidates],
         reals: &[Real],
         slot: impl Fn(u32) -> u32,
     ) -> (Installed, Vec<u32>) {
         let mut inst = Installed::new(limits);
-        for b in vips.iter().filter(|b| b.key != Vip4Key::EMPTY) {
-            inst.vips.insert(b.key, b.service_id);
-        }
+        inst.vips = viptable::entries(vips);
+        inst.vips6 = viptable::entries(vips6);
+        let keys4 = inst
+            .vips
+            .iter()
+            .filter_map(|(vk, &id)| Some((service_key_from_vip4(vk)?, id)));
+        let keys6 = inst
+            .vips6
+            .iter()
+            .filter_map(|(vk, &id)| Some((service_key_from_vip6(vk)?, id)));
+        let keys: Vec<(ServiceKey, u32)> = keys4.chain(keys6).collect();
         let mut ports: BTreeMap<u32, ServiceKey> = BTreeMap::new();
-        for (vk, &id) in &inst.vips {
-            if vk.port == 0 || id >= limits.max_services {
+        for (key, id) in keys {
+            if id >= limits.max_services {
                 continue;
             }
-            let Some(key) = service_key_from_vip4(vk) else {
-                continue;
-            };
             let svc = services[id as usize];
             let (base, size) = (svc.table_base(), svc.table_size());
             let active = usize::from(base != limits.region_base(id, 0));
@@ -315,6 +378,7 @@ impl Installed {
                         persist_timeout: svc.persist_timeout,
                         persist_mask4: svc.persist_mask4,
                         sched: svc.sched,
+                        persist_mask6: svc.persist_mask6,
                     },
                     table: (base, size),
                     active,
@@ -377,9 +441,14 @@ impl Installed {
         Some(&self.regions[svc.id as usize][svc.active])
     }
 
-    /// The VIP table's entries.
+    /// The IPv4 VIP table's entries.
     pub fn vips(&self) -> &BTreeMap<Vip4Key, u32> {
         &self.vips
+    }
+
+    /// The IPv6 VIP table's entries.
+    pub fn vips6(&self) -> &BTreeMap<Vip6Key, u32> {
+        &self.vips6
     }
 
     /// Plans the updates that turn this installed state into `desired`, returning them and the
@@ -416,11 +485,15 @@ impl Installed {
             next.free_service_ids.push_back(svc.id);
         }
 
-        let vips = next.wanted_vips();
-        if vips != next.vips {
-            let buckets = viptable::layout(&vips, self.limits.vip_buckets())?;
-            plan.vips.push(Op::SetVips { buckets });
+        // One flip publishes both tables, so a change to either rewrites both inactive halves
+        // (the other half holds the table as it was two flips ago).
+        let (vips, vips6) = next.wanted_vips();
+        if vips != next.vips || vips6 != next.vips6 {
+            let v4 = viptable::layout(&vips, self.limits.vip_buckets())?;
+            let v6 = viptable::layout(&vips6, self.limits.vip_buckets())?;
+            plan.vips.push(Op::SetVips { v4, v6 });
             next.vips = vips;
+            next.vips6 = vips6;
         }
         Ok((plan.into_ops(), next))
     }
@@ -446,8 +519,24 @@ impl Installed {
                     .filter(|r| !spec.reals.contains_key(r))
                     .count();
             }
-            if key.vip.is_ipv6() {
-                return Err(PlanError::Ipv6(*key));
+            if let Some(real) = spec
+                .reals
+                .keys()
+                .find(|r| r.addr.is_ipv4() != key.vip.is_ipv4())
+            {
+                return Err(PlanError::MixedFamily {
+                    service: *key,
+                    real: *real,
+                });
+            }
+            if key.vip.is_ipv6()
+                && let Some(p) = spec.persistence
+                && !(1..=128).contains(&p.prefix6)
+            {
+                return Err(PlanError::Granularity {
+                    service: *key,
+                    prefix: p.prefix6,
+                });
             }
             if key.port == 0 {
                 return Err(PlanError::PortZero(*key));
@@ -562,10 +651,8 @@ impl Installed {
         }
 
         let mut params = ServiceParams {
-            flags: 0,
-            persist_timeout: 0,
-            persist_mask4: u32::MAX,
             sched: spec.scheduler.code(),
+            ..ServiceParams::default()
         };
         if spec.scheduler == Scheduler::SourceHash {
             params.flags |= SVC_F_HASH_SRC;
@@ -573,7 +660,10 @@ impl Installed {
         if let Some(p) = spec.persistence {
             params.flags |= SVC_F_PERSIST;
             params.persist_timeout = p.timeout;
-            params.persist_mask4 = u32::from_ne_bytes(p.granularity.octets());
+            match key.vip {
+                IpAddr::V4(_) => params.persist_mask4 = u32::from_ne_bytes(p.granularity.octets()),
+                IpAddr::V6(_) => params.persist_mask6 = prefix_mask6(p.prefix6),
+            }
         }
         if params != svc.params {
             plan.params.push(Op::SetServiceParams { id, params });
@@ -680,18 +770,28 @@ impl Installed {
         (ops, released, next)
     }
 
-    /// The VIP table's entries: every service, plus for each (VIP, protocol) a fragment entry
-    /// (port 0) pointing at its lowest-port service.
-    fn wanted_vips(&self) -> BTreeMap<Vip4Key, u32> {
-        let mut vips = BTreeMap::new();
+    /// The entries of the IPv4 and IPv6 VIP tables: every service, plus for each (VIP,
+    /// protocol) a fragment entry (port 0) pointing at its lowest-port service.
+    fn wanted_vips(&self) -> (BTreeMap<Vip4Key, u32>, BTreeMap<Vip6Key, u32>) {
+        let (mut vips, mut vips6) = (BTreeMap::new(), BTreeMap::new());
         for (key, svc) in &self.services {
-            let vk = vip4_key(key);
-            vips.insert(vk, svc.id);
-            // BTreeMap order is by VIP, then port: the first service seen is the lowest port.
-            vips.entry(Vip4Key { port: 0, ..vk }).or_insert(svc.id);
+            match (vip4_key(key), vip6_key(key)) {
+                (Some(vk), _) => add_vip(&mut vips, vk, svc.id),
+                (_, Some(vk)) => add_vip(&mut vips6, vk, svc.id),
+                (None, None) => unreachable!("a VIP is IPv4 or IPv6"),
+            }
         }
-        vips
+        (vips, vips6)
     }
+}
+
+/// Adds a service's VIP table entry, and the fragment entry of its VIP and protocol if no
+/// lower port has it.
+fn add_vip<K: VipKey>(vips: &mut BTreeMap<K, u32>, key: K, id: u32) {
+    vips.insert(key, id);
+    // Services are visited in key order (VIP, port, protocol): for each VIP and protocol the
+    // first one seen has the lowest port.
+    vips.entry(key.fragment()).or_insert(id);
 }
 
 /// Ops grouped by phase; [`Plan::into_ops`] puts the phases in their safe order.
@@ -717,27 +817,59 @@ impl Plan {
     }
 }
 
-/// The VIP table key of a service (IPv4 only; checked by the planner).
-pub fn vip4_key(key: &ServiceKey) -> Vip4Key {
-    let addr = match key.vip {
-        IpAddr::V4(a) => a.octets(),
-        IpAddr::V6(_) => [0; 4],
-    };
-    Vip4Key::from_parts(addr, key.port, key.proto.number())
+/// The `VIPS4` key of an IPv4 service (`None` for an IPv6 one).
+pub fn vip4_key(key: &ServiceKey) -> Option<Vip4Key> {
+    match key.vip {
+        IpAddr::V4(a) => Some(Vip4Key::from_parts(
+            a.octets(),
+            key.port,
+            key.proto.number(),
+        )),
+        IpAddr::V6(_) => None,
+    }
 }
 
-/// The key of a service from its VIP table key.
+/// The `VIPS6` key of an IPv6 service (`None` for an IPv4 one).
+pub fn vip6_key(key: &ServiceKey) -> Option<Vip6Key> {
+    match key.vip {
+        IpAddr::V6(a) => Some(Vip6Key::from_parts(
+            a.octets(),
+            key.port,
+            key.proto.number(),
+        )),
+        IpAddr::V4(_) => None,
+    }
+}
+
+/// The key of a service from its `VIPS4` key (`None` for a fragment entry or an unknown
+/// protocol).
 pub fn service_key_from_vip4(key: &Vip4Key) -> Option<ServiceKey> {
-    let proto = match key.proto {
+    service_key(IpAddr::from(key.addr.to_ne_bytes()), key.port, key.proto)
+}
+
+/// The key of a service from its `VIPS6` key (`None` for a fragment entry or an unknown
+/// protocol).
+pub fn service_key_from_vip6(key: &Vip6Key) -> Option<ServiceKey> {
+    service_key(IpAddr::from(addr6_bytes(&key.addr)), key.port, key.proto)
+}
+
+/// A service key from a VIP table key's parts (port in network order).
+fn service_key(vip: IpAddr, port_be: u16, proto: u8) -> Option<ServiceKey> {
+    let proto = match proto {
         lb_common::proto::TCP => Protocol::Tcp,
         lb_common::proto::UDP => Protocol::Udp,
         _ => return None,
     };
-    Some(ServiceKey {
-        vip: IpAddr::from(key.addr.to_ne_bytes()),
-        port: u16::from_be(key.port),
-        proto,
-    })
+    let port = u16::from_be(port_be);
+    (port != 0).then_some(ServiceKey { vip, port, proto })
+}
+
+/// The IPv6 mask of a prefix length (1 to 128; larger lengths mean 128) as [`Addr6`] words.
+pub fn prefix_mask6(prefix: u8) -> Addr6 {
+    let bits = u128::MAX
+        .checked_shl(128 - u32::from(prefix.min(128)))
+        .unwrap_or(0);
+    addr6(bits.to_be_bytes())
 }
 
 fn addr_bytes(addr: IpAddr) -> [u8; 16] {
@@ -760,7 +892,7 @@ fn changed_slots(old: &[u32], new: &[u32]) -> Vec<(u32, u32)> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     use super::*;
     use crate::state::{Health, Persistence, RealSpec};
@@ -774,6 +906,8 @@ mod tests {
             max_table_size: M,
             conn_entries: 1024,
             persist_entries: 1024,
+            conn_entries6: 1024,
+            persist_entries6: 1024,
         }
     }
 
@@ -818,10 +952,51 @@ mod tests {
         }
     }
 
+    const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+
+    fn skey6(port: u16) -> ServiceKey {
+        ServiceKey {
+            vip: IpAddr::V6(VIP6),
+            port,
+            proto: Protocol::Tcp,
+        }
+    }
+
+    fn rkey6(last: u8, port: u16) -> RealKey {
+        RealKey {
+            addr: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, last.into())),
+            port,
+        }
+    }
+
+    fn service6(port: u16, reals: &[(u8, u32)]) -> ServiceSpec {
+        ServiceSpec {
+            reals: reals
+                .iter()
+                .map(|&(last, w)| (rkey6(last, port), real(w, last)))
+                .collect(),
+            ..service(port, &[])
+        }
+    }
+
+    fn desired6(services: Vec<(u16, ServiceSpec)>) -> DesiredState {
+        DesiredState {
+            services: services.into_iter().map(|(p, s)| (skey6(p), s)).collect(),
+        }
+    }
+
+    /// IPv4 services on 10.0.0.100 and IPv6 ones on 2001:db8::100 in one state.
+    fn dual(v4: Vec<(u16, ServiceSpec)>, v6: Vec<(u16, ServiceSpec)>) -> DesiredState {
+        let mut d = desired(v4);
+        d.services.extend(desired6(v6).services);
+        d
+    }
+
     /// An in-memory model of the maps, checking after every op what a packet could see.
     #[derive(Default)]
     struct FakeMaps {
         vips: Vec<VipBucket4>,
+        vips6: Vec<VipBucket6>,
         params: BTreeMap<u32, ServiceParams>,
         tables: BTreeMap<u32, (u32, u32)>,
         reals: BTreeMap<u32, Real>,
@@ -848,7 +1023,11 @@ mod tests {
                     Op::PublishTable { id, base, size } => {
                         self.tables.insert(*id, (*base, *size));
                     }
-                    Op::SetVips { buckets } => self.vips = buckets.clone(),
+                    Op::SetVips { v4, v6 } => {
+                        // Both halves become active with one flip.
+                        self.vips = v4.clone();
+                        self.vips6 = v6.clone();
+                    }
                     Op::SetCandidates { id, reals } => {
                         self.candidates.insert(*id, *reals);
                     }
@@ -864,11 +1043,33 @@ mod tests {
             viptable::lookup(&self.vips, key)
         }
 
-        /// Every slot of every reachable service's table points at a real that is up and
-        /// belongs to the service, and reachable services have parameters.
+        fn service_id6(&self, key: &Vip6Key) -> Option<u32> {
+            if self.vips6.is_empty() {
+                return None;
+            }
+            viptable::lookup(&self.vips6, key)
+        }
+
+        /// The service id a packet for `key` finds, in the table of its family.
+        fn reachable(&self, key: &ServiceKey) -> Option<u32> {
+            match (vip4_key(key), vip6_key(key)) {
+                (Some(k), _) => self.service_id(&k),
+                (_, Some(k)) => self.service_id6(&k),
+                (None, None) => None,
+            }
+        }
+
+        /// Every slot of every reachable service's table (in both VIP tables) points at a real
+        /// that is up, belongs to the service and is of the VIP's family, and reachable
+        /// services have parameters.
         fn check_invariant(&self) {
-            for b in self.vips.iter().filter(|b| b.key != Vip4Key::EMPTY) {
-                let id = b.service_id;
+            let ids4 = viptable::entries::<Vip4Key>(&self.vips)
+                .into_values()
+                .map(|id| (id, 4));
+            let ids6 = viptable::entries::<Vip6Key>(&self.vips6)
+                .into_values()
+                .map(|id| (id, 6));
+            for (id, family) in ids4.chain(ids6) {
                 assert!(
                     self.params.contains_key(&id),
                     "reachable service without params"
@@ -880,12 +1081,13 @@ mod tests {
                     let real = self.reals.get(&r).expect("table points at unwritten real");
                     assert_eq!(real.state, REAL_UP, "active table points at a down real");
                     assert_eq!(real.service_id, id, "active table points at a foreign real");
+                    assert_eq!(real.family, family, "active table points at another family");
                 }
             }
         }
 
         fn table(&self, key: &ServiceKey) -> Vec<u32> {
-            let id = self.service_id(&vip4_key(key)).expect("service reachable");
+            let id = self.reachable(key).expect("service reachable");
             let (base, size) = self.tables[&id];
             (0..size).map(|s| self.lookup[&(base + s)]).collect()
         }
@@ -917,11 +1119,8 @@ mod tests {
             matches!(ops.last(), Some(Op::SetVips { .. })),
             "published last"
         );
-        let id = maps.service_id(&vip4_key(&skey(5672))).unwrap();
-        let frag = maps.service_id(&Vip4Key {
-            port: 0,
-            ..vip4_key(&skey(5672))
-        });
+        let id = maps.reachable(&skey(5672)).unwrap();
+        let frag = maps.service_id(&vip4_key(&skey(5672)).unwrap().fragment());
         assert_eq!(frag, Some(id), "fragment entry follows the service");
         let table = maps.table(&skey(5672));
         assert_eq!(table.len(), M as usize);
@@ -932,6 +1131,192 @@ mod tests {
             .map(|r| r.index)
             .collect();
         assert!(idx.iter().all(|i| table.contains(i)));
+    }
+
+    #[test]
+    fn dual_stack_services_are_published_with_one_flip() {
+        let inst = Installed::new(limits());
+        let mut maps = FakeMaps::default();
+        let udp = service6(53, &[(7, 1)]);
+        let mut d = dual(
+            vec![(80, service(80, &[(2, 1), (3, 1)]))],
+            vec![
+                (443, service6(443, &[(2, 1), (3, 1)])),
+                (8443, service6(8443, &[(4, 1)])),
+            ],
+        );
+        let udp_key = ServiceKey {
+            proto: Protocol::Udp,
+            ..skey6(53)
+        };
+        d.services.insert(udp_key, udp);
+        let (ops, next) = apply(&inst, &mut maps, &d);
+        let flips = ops
+            .iter()
+            .filter(|o| matches!(o, Op::SetVips { .. }))
+            .count();
+        assert_eq!(flips, 1, "one flip publishes both tables");
+        assert!(matches!(ops.last(), Some(Op::SetVips { .. })));
+        for key in d.services.keys() {
+            assert_eq!(maps.reachable(key), Some(next.services[key].id), "{key}");
+            assert_eq!(maps.table(key), next.active_table(key).unwrap());
+        }
+        // Fragment entries: the lowest port of each (VIP, protocol), per family.
+        let tcp6 = vip6_key(&skey6(8443)).unwrap().fragment();
+        assert_eq!(tcp6.port, 0);
+        assert_eq!(maps.service_id6(&tcp6), Some(next.services[&skey6(443)].id));
+        let udp6 = vip6_key(&udp_key).unwrap().fragment();
+        assert_eq!(maps.service_id6(&udp6), Some(next.services[&udp_key].id));
+        assert_eq!(
+            maps.service_id(&vip4_key(&skey(80)).unwrap().fragment()),
+            Some(next.services[&skey(80)].id)
+        );
+        assert_eq!(next.vips().len(), 2);
+        assert_eq!(next.vips6().len(), 5);
+        // IPv6 reals carry family 6 and their 16 address bytes.
+        let r = &next.services[&skey6(443)].reals[&rkey6(3, 443)];
+        assert_eq!(maps.reals[&r.index].family, 6);
+        assert_eq!(
+            maps.reals[&r.index].addr,
+            "2001:db8::3".parse::<Ipv6Addr>().unwrap().octets()
+        );
+        let r4 = &next.services[&skey(80)].reals[&rkey(3, 80)];
+        assert_eq!(maps.reals[&r4.index].family, 4);
+        assert_eq!(maps.reals[&r4.index].addr[..4], [10, 0, 0, 3]);
+        assert_eq!(
+            next.plan(&d).unwrap().0,
+            vec![],
+            "same state: nothing to do"
+        );
+    }
+
+    #[test]
+    fn a_change_in_one_family_rewrites_both_halves() {
+        let inst = Installed::new(limits());
+        let mut maps = FakeMaps::default();
+        let d1 = dual(
+            vec![(80, service(80, &[(2, 1)]))],
+            vec![(443, service6(443, &[(2, 1)]))],
+        );
+        let (_, s1) = apply(&inst, &mut maps, &d1);
+        // Only IPv6 changes: the IPv4 half that becomes active must still hold port 80.
+        let d2 = dual(
+            vec![(80, service(80, &[(2, 1)]))],
+            vec![
+                (443, service6(443, &[(2, 1)])),
+                (444, service6(444, &[(3, 1)])),
+            ],
+        );
+        let (ops, s2) = apply(&s1, &mut maps, &d2);
+        let Some(Op::SetVips { v4, v6 }) = ops.iter().find(|o| matches!(o, Op::SetVips { .. }))
+        else {
+            panic!("no VIP flip in {ops:?}");
+        };
+        assert_eq!(viptable::entries::<Vip4Key>(v4), *s1.vips());
+        assert_eq!(viptable::entries::<Vip6Key>(v6), *s2.vips6());
+        assert_eq!(maps.reachable(&skey(80)), Some(s1.services[&skey(80)].id));
+        assert!(maps.reachable(&skey6(444)).is_some());
+        // Removing the IPv6 services leaves the IPv4 one; their reals go after the flip.
+        let idx = s2.services[&skey6(444)].reals[&rkey6(3, 444)].index;
+        let (ops, s3) = apply(&s2, &mut maps, &desired(vec![(80, service(80, &[(2, 1)]))]));
+        let flip = ops
+            .iter()
+            .position(|o| matches!(o, Op::SetVips { .. }))
+            .unwrap();
+        let emptied = ops
+            .iter()
+            .position(|o| matches!(o, Op::SetReal { index, .. } if *index == idx))
+            .unwrap();
+        assert!(flip < emptied);
+        assert!(s3.vips6().is_empty());
+        assert_eq!(maps.reachable(&skey6(443)), None);
+        assert_eq!(maps.reachable(&skey(80)), Some(s1.services[&skey(80)].id));
+    }
+
+    #[test]
+    fn ipv6_persistence_and_source_hash_masks() {
+        let inst = Installed::new(limits());
+        let mut maps = FakeMaps::default();
+        let mut p64 = service6(443, &[(2, 1)]);
+        p64.persistence = Some(Persistence {
+            prefix6: 64,
+            ..Persistence::per_client(50)
+        });
+        let mut p56 = service6(444, &[(2, 1)]);
+        p56.persistence = Some(Persistence {
+            // The IPv4 netmask does not apply to an IPv6 service.
+            granularity: Ipv4Addr::new(255, 0, 0, 0),
+            prefix6: 57,
+            ..Persistence::per_client(50)
+        });
+        let mut sh = service6(445, &[(2, 1)]);
+        sh.scheduler = Scheduler::SourceHash;
+        let (_, s1) = apply(
+            &inst,
+            &mut maps,
+            &desired6(vec![(443, p64), (444, p56), (445, sh)]),
+        );
+        let params = |port| maps.params[&s1.services[&skey6(port)].id];
+        let p = params(443);
+        assert_eq!(p.flags, SVC_F_PERSIST);
+        assert_eq!(p.persist_timeout, 50);
+        assert_eq!(
+            addr6_bytes(&p.persist_mask6),
+            [
+                255, 255, 255, 255, 255, 255, 255, 255, 0, 0, 0, 0, 0, 0, 0, 0
+            ]
+        );
+        assert_eq!(p.persist_mask4, u32::MAX);
+        assert_eq!(
+            addr6_bytes(&params(444).persist_mask6),
+            [
+                255, 255, 255, 255, 255, 255, 255, 0x80, 0, 0, 0, 0, 0, 0, 0, 0
+            ]
+        );
+        assert_eq!(params(444).persist_mask4, u32::MAX);
+        let s = params(445);
+        assert_eq!(s.flags, SVC_F_HASH_SRC);
+        assert_eq!(s.persist_mask6, [u32::MAX; 4]);
+    }
+
+    #[test]
+    fn prefix_masks() {
+        assert_eq!(prefix_mask6(128), [u32::MAX; 4]);
+        assert_eq!(prefix_mask6(200), [u32::MAX; 4]);
+        assert_eq!(prefix_mask6(0), [0; 4]);
+        assert_eq!(
+            addr6_bytes(&prefix_mask6(1)),
+            [0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(
+            addr6_bytes(&prefix_mask6(48)),
+            [255, 255, 255, 255, 255, 255, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+        // Words hold wire-order bytes, so a mask ANDs directly with an address's words.
+        let a = addr6("2001:db8:1:2::5".parse::<Ipv6Addr>().unwrap().octets());
+        let m = prefix_mask6(48);
+        let masked: Addr6 = [a[0] & m[0], a[1] & m[1], a[2] & m[2], a[3] & m[3]];
+        assert_eq!(
+            addr6_bytes(&masked),
+            "2001:db8:1::".parse::<Ipv6Addr>().unwrap().octets()
+        );
+    }
+
+    #[test]
+    fn service_keys_round_trip_through_vip_keys() {
+        for key in [skey(80), skey6(443)] {
+            let back = match (vip4_key(&key), vip6_key(&key)) {
+                (Some(k), None) => service_key_from_vip4(&k),
+                (None, Some(k)) => service_key_from_vip6(&k),
+                other => panic!("{key}: {other:?}"),
+            };
+            assert_eq!(back, Some(key));
+        }
+        assert_eq!(
+            service_key_from_vip6(&vip6_key(&skey6(443)).unwrap().fragment()),
+            None,
+            "a fragment entry is no service"
+        );
     }
 
     #[test]
@@ -1072,11 +1457,8 @@ mod tests {
             &mut maps,
             &desired(vec![(443, service(443, &[(2, 1), (3, 1)]))]),
         );
-        assert_eq!(maps.service_id(&vip4_key(&skey(80))), None);
-        let frag = maps.service_id(&Vip4Key {
-            port: 0,
-            ..vip4_key(&skey(443))
-        });
+        assert_eq!(maps.reachable(&skey(80)), None);
+        let frag = maps.service_id(&vip4_key(&skey(443)).unwrap().fragment());
         assert_eq!(
             frag,
             Some(s2.services[&skey(443)].id),
@@ -1195,6 +1577,7 @@ mod tests {
         spec.persistence = Some(Persistence {
             timeout: 50,
             granularity: Ipv4Addr::new(255, 255, 255, 0),
+            prefix6: 64,
         });
         let mut sh = service(81, &[(2, 1)]);
         sh.scheduler = Scheduler::SourceHash;
@@ -1203,6 +1586,11 @@ mod tests {
         assert_eq!(p.flags, SVC_F_PERSIST);
         assert_eq!(p.persist_timeout, 50);
         assert_eq!(p.persist_mask4.to_ne_bytes(), [255, 255, 255, 0]);
+        assert_eq!(
+            p.persist_mask6,
+            [u32::MAX; 4],
+            "an IPv4 service's IPv6 mask is all ones"
+        );
         let s = maps.params[&s1.services[&skey(81)].id];
         assert_eq!(s.flags, SVC_F_HASH_SRC);
         assert_eq!(s.persist_mask4, u32::MAX);
@@ -1231,16 +1619,21 @@ mod tests {
             inst.plan(&desired(vec![(80, big)])).unwrap_err(),
             PlanError::TableTooLarge { size: 257, .. }
         ));
-        let mut v6 = desired(vec![]);
-        v6.services.insert(
-            ServiceKey {
-                vip: "2001:db8::1".parse().unwrap(),
-                port: 80,
-                proto: Protocol::Tcp,
-            },
-            service(80, &[(2, 1)]),
-        );
-        assert!(matches!(inst.plan(&v6).unwrap_err(), PlanError::Ipv6(_)));
+        let mut mixed = desired(vec![]);
+        mixed.services.insert(skey6(80), service(80, &[(2, 1)]));
+        assert!(matches!(
+            inst.plan(&mixed).unwrap_err(),
+            PlanError::MixedFamily { .. }
+        ));
+        let mut bad_prefix = service6(80, &[(2, 1)]);
+        bad_prefix.persistence = Some(Persistence {
+            prefix6: 129,
+            ..Persistence::per_client(50)
+        });
+        assert!(matches!(
+            inst.plan(&desired6(vec![(80, bad_prefix)])).unwrap_err(),
+            PlanError::Granularity { prefix: 129, .. }
+        ));
         assert!(matches!(
             inst.plan(&desired(vec![(0, service(0, &[(2, 1)]))]))
                 .unwrap_err(),
@@ -1285,6 +1678,7 @@ mod tests {
                     persist_mask4: 0,
                     sched: 0,
                     table: 0,
+                    persist_mask6: [0; 4],
                 };
                 limits.max_services as usize
             ];
@@ -1293,6 +1687,7 @@ mod tests {
                 services[*id as usize].persist_timeout = p.persist_timeout;
                 services[*id as usize].persist_mask4 = p.persist_mask4;
                 services[*id as usize].sched = p.sched;
+                services[*id as usize].persist_mask6 = p.persist_mask6;
             }
             let mut candidates = vec![[NO_REAL; LC_CANDIDATES]; limits.max_services as usize];
             for (id, c) in &self.candidates {
@@ -1305,7 +1700,19 @@ mod tests {
             for (i, r) in &self.reals {
                 reals[*i as usize] = *r;
             }
-            Installed::reconstruct(limits, &self.vips, &services, &candidates, &reals, |s| {
+            let empty4 = vec![VipBucket4::EMPTY; limits.vip_buckets() as usize];
+            let empty6 = vec![VipBucket6::EMPTY; limits.vip_buckets() as usize];
+            let vips = if self.vips.is_empty() {
+                &empty4
+            } else {
+                &self.vips
+            };
+            let vips6 = if self.vips6.is_empty() {
+                &empty6
+            } else {
+                &self.vips6
+            };
+            Installed::reconstruct(limits, vips, vips6, &services, &candidates, &reals, |s| {
                 self.lookup.get(&s).copied().unwrap_or(0)
             })
         }
@@ -1319,6 +1726,7 @@ mod tests {
         p.persistence = Some(Persistence {
             timeout: 50,
             granularity: Ipv4Addr::new(255, 255, 255, 0),
+            prefix6: 128,
         });
         let d = desired(vec![(80, service(80, &[(2, 1), (3, 1), (4, 1)])), (443, p)]);
         let (_, s1) = apply(&inst, &mut maps, &d);
@@ -1355,6 +1763,37 @@ mod tests {
         maps.apply(&ops);
         assert!(count_slots(&ops) < M as usize / 2);
         assert_eq!(maps.table(&skey(80)), s1.active_table(&skey(80)).unwrap());
+    }
+
+    #[test]
+    fn reconstructed_dual_stack_view_plans_nothing() {
+        let inst = Installed::new(limits());
+        let mut maps = FakeMaps::default();
+        let mut p = service6(443, &[(2, 1), (3, 1)]);
+        p.persistence = Some(Persistence {
+            prefix6: 64,
+            ..Persistence::per_client(50)
+        });
+        let d = dual(
+            vec![(80, service(80, &[(2, 1), (3, 1)]))],
+            vec![(443, p), (80, service6(80, &[(4, 1)]))],
+        );
+        let (_, s1) = apply(&inst, &mut maps, &d);
+        let (rebuilt, stale) = maps.reconstruct(limits());
+        assert!(stale.is_empty());
+        assert_eq!(rebuilt.services, s1.services);
+        assert_eq!(rebuilt.vips, s1.vips);
+        assert_eq!(rebuilt.vips6, s1.vips6);
+        let (ops, _) = rebuilt.plan(&d).unwrap();
+        assert!(
+            ops.is_empty(),
+            "adoption must not rewrite anything: {ops:?}"
+        );
+        let key = RealKey {
+            addr: "2001:db8::3".parse().unwrap(),
+            port: 443,
+        };
+        assert!(rebuilt.services[&skey6(443)].reals.contains_key(&key));
     }
 
     #[test]

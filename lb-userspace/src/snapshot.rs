@@ -1,6 +1,6 @@
 //! What `lbadm` lists and `/metrics` exports, read from the same maps the data plane uses:
-//! counters, rates (IPVS's estimator), connection counts and entries from the connection table,
-//! health from the checkers, and `--which`.
+//! counters, rates (IPVS's estimator), connection counts and entries from the connection tables
+//! (IPv4 and IPv6), health from the checkers, and `--which`.
 
 use std::{
     collections::BTreeMap,
@@ -9,8 +9,8 @@ use std::{
 };
 
 use lb_common::{
-    ConnState, Flow4Key, Persist4Key, REAL_UP, SVC_F_HASH_SRC, SVC_F_PERSIST, source_hash4,
-    table_slot,
+    Candidates, Conn, ConnState, Flow4Key, Flow6Key, Persist4Key, Persist6Key, REAL_UP, Real,
+    SVC_F_HASH_SRC, SVC_F_PERSIST, Settings, addr6_bytes, source_hash4, source_hash6, table_slot,
 };
 
 use crate::{
@@ -19,9 +19,12 @@ use crate::{
         ConnInfo, Counters, Forward, GlobalInfo, HealthInfo, PersistInfo, Rates, RealInfo,
         ServiceInfo, Snapshot, WhichAnswer,
     },
-    dataplane::Dataplane,
+    dataplane::{
+        Conn6Entry, ConnEntry, Dataplane, FlowKey, PersistKey, Template6Entry, TemplateEntry,
+    },
     health::{CheckKey, CheckStatus},
-    plan::Installed,
+    load::{self, Counts},
+    plan::{Installed, InstalledService},
     state::{DesiredState, Protocol, RealKey, ServiceKey},
 };
 
@@ -196,63 +199,28 @@ pub fn snapshot(v: &View, with_conns: bool) -> Snapshot {
         }
     }
 
-    let entries = v.dp.conns4();
     // ActiveConn / InActConn: what the least-connection schedulers count (entries a real lost
-    // while it was down are listed by -c but not counted).
-    let active = crate::load::recount(entries.iter().copied(), &settings, |index| {
+    // while it was down are listed by -c but not counted), over both connection tables.
+    let entries4 = v.dp.conns4();
+    let entries6 = v.dp.conns6();
+    let up_since = |index| {
         by_index.get(&index)?;
         v.dp.real_load(index).ok().map(|l| l.up_since)
-    });
+    };
+    let mut active = load::recount(entries4.iter().copied(), &settings, up_since);
+    load::recount_into(&mut active, entries6.iter().copied(), &settings, up_since);
     let mut conns = Vec::new();
-    let mut used = 0u64;
-    for e in entries {
-        let idle = now.wrapping_sub(e.stamp);
-        let timeout = settings.timeout(e.conn.state);
-        if idle > timeout {
-            continue;
-        }
-        used += 1;
-        let state = ConnState::from_u8(e.conn.state);
-        if with_conns && let Some((_, rk)) = by_index.get(&e.conn.real) {
-            conns.push(ConnInfo {
-                proto: if e.key.proto == lb_common::proto::UDP {
-                    Protocol::Udp
-                } else {
-                    Protocol::Tcp
-                },
-                expire_secs: timeout - idle,
-                state: state.name().into(),
-                client: socket4(e.key.src, e.key.sport),
-                virtual_addr: socket4(e.key.dst, e.key.dport),
-                real: SocketAddr::new(rk.addr, rk.port),
-            });
-        }
-    }
+    let listing = with_conns.then_some(&mut conns);
+    let mut used = listed_conns(&entries4, &settings, &by_index, listing);
+    let listing = with_conns.then_some(&mut conns);
+    used += listed_conns(&entries6, &settings, &by_index, listing);
     if with_conns {
-        for t in v.dp.persist4() {
-            let Some(key) = by_id.get(&t.key.service_id) else {
-                continue;
-            };
-            let Some(vs) = v.config.virtual_server(key) else {
-                continue;
-            };
-            let Some(p) = vs.persistence else { continue };
-            let idle = now.wrapping_sub(t.stamp);
-            if idle > p.timeout {
-                continue;
-            }
-            let Some((_, rk)) = by_index.get(&t.template.real) else {
-                continue;
-            };
-            conns.push(ConnInfo {
-                proto: key.proto,
-                expire_secs: p.timeout - idle,
-                state: ConnState::None.name().into(),
-                client: SocketAddr::new(IpAddr::from(t.key.client.to_ne_bytes()), 0),
-                virtual_addr: SocketAddr::new(key.vip, key.port),
-                real: SocketAddr::new(rk.addr, rk.port),
-            });
-        }
+        let timeout = |id: &u32| {
+            let key = by_id.get(id)?;
+            Some((*key, v.config.virtual_server(key)?.persistence?.timeout))
+        };
+        listed_templates(v.dp.persist4(), now, timeout, &by_index, &mut conns);
+        listed_templates(v.dp.persist6(), now, timeout, &by_index, &mut conns);
         conns.sort_by_key(|c| (c.virtual_addr, c.client, c.real));
     }
 
@@ -319,7 +287,7 @@ pub fn snapshot(v: &View, with_conns: bool) -> Snapshot {
             scheduler: vs.lb_algo.name().into(),
             persistence: vs.persistence.map(|p| PersistInfo {
                 timeout: p.timeout,
-                netmask: p.granularity.to_string(),
+                netmask: p.granularity_text(vs.key.vip),
             }),
             stats: counters(v.dp, Some(inst.id), None),
             rate: v.rates.service(&vs.key),
@@ -335,7 +303,8 @@ pub fn snapshot(v: &View, with_conns: bool) -> Snapshot {
 
     let g = v.dp.global_stats().unwrap_or_default();
     Snapshot {
-        conn_table_size: v.dp.limits().conn_sets() * lb_common::CONN_WAYS as u32,
+        conn_table_size: (v.dp.limits().conn_sets() + v.dp.limits().conn6_sets())
+            * lb_common::CONN_WAYS as u32,
         timeouts: v.config.timeouts,
         services,
         conns: with_conns.then_some(conns),
@@ -351,6 +320,7 @@ pub fn snapshot(v: &View, with_conns: bool) -> Snapshot {
             fragments: g.fragments,
             icmp_forwarded: g.icmp_forwarded,
             persist_hits: g.persist_hits,
+            ext_hdr_passed: g.ext_hdr_passed,
             conn_table_used: used,
             reloads_ok: v.reloads.0,
             reloads_failed: v.reloads.1,
@@ -364,22 +334,246 @@ pub fn snapshot(v: &View, with_conns: bool) -> Snapshot {
     }
 }
 
-fn socket4(addr: u32, port: u16) -> SocketAddr {
-    SocketAddr::new(IpAddr::from(addr.to_ne_bytes()), u16::from_be(port))
+/// Counts the live entries of one connection table (returned) and, into `out`, lists those of
+/// reals the maps still reference (`-c`).
+fn listed_conns<K: FlowKey>(
+    entries: &[ConnEntry<K>],
+    settings: &Settings,
+    by_index: &BTreeMap<u32, (ServiceKey, RealKey)>,
+    mut out: Option<&mut Vec<ConnInfo>>,
+) -> u64 {
+    let now = settings.clock;
+    let mut used = 0;
+    for e in entries {
+        let idle = now.wrapping_sub(e.stamp);
+        let timeout = settings.timeout(e.conn.state);
+        if idle > timeout {
+            continue;
+        }
+        used += 1;
+        let (Some(out), Some((_, rk))) = (out.as_deref_mut(), by_index.get(&e.conn.real)) else {
+            continue;
+        };
+        out.push(ConnInfo {
+            proto: if e.key.proto() == lb_common::proto::UDP {
+                Protocol::Udp
+            } else {
+                Protocol::Tcp
+            },
+            expire_secs: timeout - idle,
+            state: ConnState::from_u8(e.conn.state).name().into(),
+            client: e.key.client(),
+            virtual_addr: e.key.virtual_addr(),
+            real: SocketAddr::new(rk.addr, rk.port),
+        });
+    }
+    used
+}
+
+/// Lists the live persistence templates of one table into `out`, as IPVS shows them: state
+/// NONE, client port 0. `service(id)` gives a service id's key and persistence timeout.
+fn listed_templates<K: PersistKey>(
+    templates: Vec<TemplateEntry<K>>,
+    now: u32,
+    service: impl Fn(&u32) -> Option<(ServiceKey, u32)>,
+    by_index: &BTreeMap<u32, (ServiceKey, RealKey)>,
+    out: &mut Vec<ConnInfo>,
+) {
+    for t in templates {
+        let Some((key, timeout)) = service(&t.key.service_id()) else {
+            continue;
+        };
+        let idle = now.wrapping_sub(t.stamp);
+        if idle > timeout {
+            continue;
+        }
+        let Some((_, rk)) = by_index.get(&t.template.real) else {
+            continue;
+        };
+        out.push(ConnInfo {
+            proto: key.proto,
+            expire_secs: timeout - idle,
+            state: ConnState::None.name().into(),
+            client: SocketAddr::new(t.key.client(), 0),
+            virtual_addr: SocketAddr::new(key.vip, key.port),
+            real: SocketAddr::new(rk.addr, rk.port),
+        });
+    }
+}
+
+/// The data plane's tables as `which` reads them: the maps, or a model of them in tests.
+trait Tables {
+    /// Director settings (clock and timeouts).
+    fn settings(&self) -> Settings;
+    /// The IPv4 connection entry of a flow.
+    fn conn4(&self, key: &Flow4Key) -> Option<ConnEntry>;
+    /// The IPv6 connection entry of a flow.
+    fn conn6(&self, key: &Flow6Key) -> Option<Conn6Entry>;
+    /// An IPv4 persistence template.
+    fn template4(&self, key: &Persist4Key) -> Option<TemplateEntry>;
+    /// An IPv6 persistence template.
+    fn template6(&self, key: &Persist6Key) -> Option<Template6Entry>;
+    /// `REALS[index]`.
+    fn real(&self, index: u32) -> Option<Real>;
+    /// A real's connection counts.
+    fn load(&self, index: u32) -> Counts;
+    /// A least-connection service's candidates.
+    fn candidates(&self, id: u32) -> Result<Candidates, String>;
+    /// Flat slot `index` of the lookup tables.
+    fn slot(&self, index: u32) -> Result<u32, String>;
+}
+
+impl Tables for Dataplane {
+    fn settings(&self) -> Settings {
+        Dataplane::settings(self)
+    }
+
+    fn conn4(&self, key: &Flow4Key) -> Option<ConnEntry> {
+        Dataplane::conn4(self, key)
+    }
+
+    fn conn6(&self, key: &Flow6Key) -> Option<Conn6Entry> {
+        Dataplane::conn6(self, key)
+    }
+
+    fn template4(&self, key: &Persist4Key) -> Option<TemplateEntry> {
+        Dataplane::template4(self, key)
+    }
+
+    fn template6(&self, key: &Persist6Key) -> Option<Template6Entry> {
+        Dataplane::template6(self, key)
+    }
+
+    fn real(&self, index: u32) -> Option<Real> {
+        Dataplane::real(self, index).ok()
+    }
+
+    fn load(&self, index: u32) -> Counts {
+        self.real_load(index)
+            .map(|l| Counts::from_load(&l))
+            .unwrap_or_default()
+    }
+
+    fn candidates(&self, id: u32) -> Result<Candidates, String> {
+        Dataplane::candidates(self, id).map_err(|e| format!("reading the candidates: {e}"))
+    }
+
+    fn slot(&self, index: u32) -> Result<u32, String> {
+        self.lookup_slot(index)
+            .map_err(|e| format!("reading the lookup table: {e}"))
+    }
+}
+
+/// What the data plane's tables say about one client's flow, whatever its family.
+struct Probe {
+    /// The flow's connection entry.
+    conn: Option<(Conn, u32)>,
+    /// The client network's template (persistent services only): real and stamp.
+    template: Option<(u32, u32)>,
+    /// The client address under the service's granularity.
+    network: IpAddr,
+    /// The hash that places the flow: by the masked source for `sh` and persistence, else
+    /// the 5-tuple's.
+    hash: u32,
+}
+
+impl Probe {
+    /// Reads the tables for `client`'s flow to `service`, with the data plane's keys and
+    /// hashes for the family; an error if the client is not of the VIP's family.
+    fn read(
+        t: &impl Tables,
+        inst: &InstalledService,
+        service: &ServiceKey,
+        client: SocketAddr,
+    ) -> Result<Probe, String> {
+        let p = inst.params;
+        let persistent = p.flags & SVC_F_PERSIST != 0;
+        let by_source = p.flags & (SVC_F_HASH_SRC | SVC_F_PERSIST) != 0;
+        let proto = service.proto.number();
+        match (service.vip, client.ip()) {
+            (IpAddr::V4(vip), IpAddr::V4(src)) => {
+                let flow = Flow4Key::from_parts(
+                    src.octets(),
+                    client.port(),
+                    vip.octets(),
+                    service.port,
+                    proto,
+                );
+                let masked = flow.src & p.persist_mask4;
+                let key = Persist4Key {
+                    service_id: inst.id,
+                    client: masked,
+                };
+                Ok(Probe {
+                    conn: t.conn4(&flow).map(|e| (e.conn, e.stamp)),
+                    template: persistent
+                        .then(|| t.template4(&key))
+                        .flatten()
+                        .map(|e| (e.template.real, e.stamp)),
+                    network: IpAddr::from(masked.to_ne_bytes()),
+                    hash: if by_source {
+                        source_hash4(masked)
+                    } else {
+                        flow.hash()
+                    },
+                })
+            }
+            (IpAddr::V6(vip), IpAddr::V6(src)) => {
+                let flow = Flow6Key::from_parts(
+                    src.octets(),
+                    client.port(),
+                    vip.octets(),
+                    service.port,
+                    proto,
+                );
+                let m = p.persist_mask6;
+                let s = flow.src;
+                let masked = [s[0] & m[0], s[1] & m[1], s[2] & m[2], s[3] & m[3]];
+                let key = Persist6Key {
+                    service_id: inst.id,
+                    _pad: 0,
+                    client: masked,
+                };
+                Ok(Probe {
+                    conn: t.conn6(&flow).map(|e| (e.conn, e.stamp)),
+                    template: persistent
+                        .then(|| t.template6(&key))
+                        .flatten()
+                        .map(|e| (e.template.real, e.stamp)),
+                    network: IpAddr::from(addr6_bytes(&masked)),
+                    hash: if by_source {
+                        source_hash6(&masked)
+                    } else {
+                        flow.hash()
+                    },
+                })
+            }
+            _ => Err(format!(
+                "the client {client} is not of the address family of {service}"
+            )),
+        }
+    }
 }
 
 /// Which real a client's flow to `service` is on (connection table), or would get (its
-/// persistence template, else the lookup table), read from the data plane's own tables with
-/// its own hashes.
+/// persistence template, else the lookup table or the least-connection choice), read from the
+/// data plane's own tables with its own keys and hashes, for IPv4 and IPv6 alike.
 pub fn which(v: &View, service: &ServiceKey, client: SocketAddr) -> Result<WhichAnswer, String> {
     let inst = v
         .installed
         .services
         .get(service)
         .ok_or_else(|| format!("{service}: no such service"))?;
-    let (IpAddr::V4(vip), IpAddr::V4(src)) = (service.vip, client.ip()) else {
-        return Err("IPv6 flows are not supported yet".into());
-    };
+    which_in(v.dp, inst, service, client)
+}
+
+/// [`which`] over any [`Tables`].
+fn which_in(
+    t: &impl Tables,
+    inst: &InstalledService,
+    service: &ServiceKey,
+    client: SocketAddr,
+) -> Result<WhichAnswer, String> {
     let name = |index: u32| {
         inst.reals
             .iter()
@@ -387,76 +581,46 @@ pub fn which(v: &View, service: &ServiceKey, client: SocketAddr) -> Result<Which
             .find(|(_, r)| r.index == index)
             .map(|(k, _)| *k)
     };
-    let usable = |index: u32| {
-        v.dp.real(index)
-            .is_ok_and(|r| r.state == REAL_UP && r.service_id == inst.id)
+    // The weight of a real that is up and of this service.
+    let weight = |index: u32| {
+        t.real(index)
+            .filter(|r| r.state == REAL_UP && r.service_id == inst.id)
+            .map(|r| r.weight)
     };
-    let settings = v.dp.settings();
+    let settings = t.settings();
     let now = settings.clock;
-    let flow = Flow4Key::from_parts(
-        src.octets(),
-        client.port(),
-        vip.octets(),
-        service.port,
-        service.proto.number(),
-    );
-    if let Some(e) = v.dp.conn4(&flow) {
-        let idle = now.wrapping_sub(e.stamp);
-        if idle <= settings.timeout(e.conn.state) && usable(e.conn.real) {
-            let state = ConnState::from_u8(e.conn.state).name();
+    let probe = Probe::read(t, inst, service, client)?;
+    if let Some((conn, stamp)) = probe.conn {
+        let idle = now.wrapping_sub(stamp);
+        if idle <= settings.timeout(conn.state) && weight(conn.real).is_some() {
+            let state = ConnState::from_u8(conn.state).name();
             return Ok(WhichAnswer {
-                real: name(e.conn.real),
+                real: name(conn.real),
                 source: "connection table".into(),
                 detail: format!("{state}, idle {idle} s"),
             });
         }
     }
     let params = inst.params;
-    let masked = u32::from_ne_bytes(src.octets()) & params.persist_mask4;
-    if params.flags & SVC_F_PERSIST != 0 {
-        let key = Persist4Key {
-            service_id: inst.id,
-            client: masked,
-        };
-        if let Some(t) =
-            v.dp.persist4()
-                .into_iter()
-                .find(|t| t.key == key)
-                .filter(|t| now.wrapping_sub(t.stamp) <= params.persist_timeout)
-                .filter(|t| usable(t.template.real))
-        {
-            return Ok(WhichAnswer {
-                real: name(t.template.real),
-                source: "persistence template".into(),
-                detail: format!(
-                    "client network {}, used {} s ago",
-                    IpAddr::from(masked.to_ne_bytes()),
-                    now.wrapping_sub(t.stamp)
-                ),
-            });
-        }
+    if let Some((real, stamp)) = probe.template
+        && now.wrapping_sub(stamp) <= params.persist_timeout
+        && weight(real).is_some()
+    {
+        return Ok(WhichAnswer {
+            real: name(real),
+            source: "persistence template".into(),
+            detail: format!(
+                "client network {}, used {} s ago",
+                probe.network,
+                now.wrapping_sub(stamp)
+            ),
+        });
     }
-    let hash = if params.flags & (SVC_F_HASH_SRC | SVC_F_PERSIST) != 0 {
-        source_hash4(masked)
-    } else {
-        flow.hash()
-    };
+    let hash = probe.hash;
     if params.sched != lb_common::SCHED_MAGLEV {
-        let candidates =
-            v.dp.candidates(inst.id)
-                .map_err(|e| format!("reading the candidates: {e}"))?;
-        let counts = |index| {
-            v.dp.real_load(index)
-                .map(|l| crate::load::Counts::from_load(&l))
-                .unwrap_or_default()
-        };
-        let weight = |index| {
-            v.dp.real(index)
-                .ok()
-                .filter(|r| r.state == REAL_UP && r.service_id == inst.id)
-                .map(|r| r.weight)
-        };
-        let Some(index) = crate::load::pick(params.sched, &candidates, hash, weight, counts) else {
+        let candidates = t.candidates(inst.id)?;
+        let counts = |index| t.load(index);
+        let Some(index) = load::pick(params.sched, &candidates, hash, weight, counts) else {
             return Ok(WhichAnswer {
                 real: None,
                 source: "least connection".into(),
@@ -484,9 +648,7 @@ pub fn which(v: &View, service: &ServiceKey, client: SocketAddr) -> Result<Which
         });
     }
     let slot = table_slot(hash, size);
-    let index =
-        v.dp.lookup_slot(base + slot)
-            .map_err(|e| format!("reading the lookup table: {e}"))?;
+    let index = t.slot(base + slot)?;
     Ok(WhichAnswer {
         real: name(index),
         source: "lookup table".into(),
@@ -496,7 +658,382 @@ pub fn which(v: &View, service: &ServiceKey, client: SocketAddr) -> Result<Which
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv6Addr;
+
+    use lb_common::{Template, addr6};
+
     use super::*;
+    use crate::{
+        plan::{Limits, Op},
+        state::{DesiredState, Health, Persistence, RealSpec, Scheduler, ServiceSpec},
+    };
+
+    /// A model of the tables `which` reads, filled by the planner's ops.
+    #[derive(Default)]
+    struct FakeTables {
+        clock: u32,
+        conns4: BTreeMap<Flow4Key, ConnEntry>,
+        conns6: BTreeMap<Flow6Key, Conn6Entry>,
+        templates4: BTreeMap<Persist4Key, TemplateEntry>,
+        templates6: BTreeMap<Persist6Key, Template6Entry>,
+        reals: BTreeMap<u32, Real>,
+        loads: BTreeMap<u32, Counts>,
+        candidates: BTreeMap<u32, Candidates>,
+        slots: BTreeMap<u32, u32>,
+    }
+
+    impl FakeTables {
+        fn apply(&mut self, ops: &[Op]) {
+            for op in ops {
+                match op {
+                    Op::SetReal { index, real } => {
+                        self.reals.insert(*index, *real);
+                    }
+                    Op::WriteSlots { base, slots } => {
+                        for (off, r) in slots {
+                            self.slots.insert(base + off, *r);
+                        }
+                    }
+                    Op::SetCandidates { id, reals } => {
+                        self.candidates.insert(*id, *reals);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    impl Tables for FakeTables {
+        fn settings(&self) -> Settings {
+            Settings {
+                clock: self.clock,
+                ..Settings::new([0; 6])
+            }
+        }
+
+        fn conn4(&self, key: &Flow4Key) -> Option<ConnEntry> {
+            self.conns4.get(key).copied()
+        }
+
+        fn conn6(&self, key: &Flow6Key) -> Option<Conn6Entry> {
+            self.conns6.get(key).copied()
+        }
+
+        fn template4(&self, key: &Persist4Key) -> Option<TemplateEntry> {
+            self.templates4.get(key).copied()
+        }
+
+        fn template6(&self, key: &Persist6Key) -> Option<Template6Entry> {
+            self.templates6.get(key).copied()
+        }
+
+        fn real(&self, index: u32) -> Option<Real> {
+            self.reals.get(&index).copied()
+        }
+
+        fn load(&self, index: u32) -> Counts {
+            self.loads.get(&index).copied().unwrap_or_default()
+        }
+
+        fn candidates(&self, id: u32) -> Result<Candidates, String> {
+            Ok(self.candidates.get(&id).copied().unwrap_or_default())
+        }
+
+        fn slot(&self, index: u32) -> Result<u32, String> {
+            Ok(self
+                .slots
+                .get(&index)
+                .copied()
+                .unwrap_or(lb_common::NO_REAL))
+        }
+    }
+
+    const M: u32 = 251;
+    const NOW: u32 = 10_000;
+
+    fn v6(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    fn svc6(port: u16) -> ServiceKey {
+        ServiceKey {
+            vip: IpAddr::V6(v6("2001:db8::100")),
+            port,
+            proto: Protocol::Tcp,
+        }
+    }
+
+    fn real6(last: u16) -> RealKey {
+        RealKey {
+            addr: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, last)),
+            port: 443,
+        }
+    }
+
+    /// Installs `spec` on `key` through the planner, with the ops applied to fresh tables.
+    fn install(key: ServiceKey, spec: ServiceSpec) -> (FakeTables, InstalledService) {
+        let limits = Limits {
+            max_services: 4,
+            max_reals: 16,
+            max_table_size: M,
+            ..Limits::default()
+        };
+        let desired = DesiredState {
+            services: [(key, spec)].into(),
+        };
+        let (ops, inst) = crate::plan::Installed::new(limits)
+            .plan(&desired)
+            .expect("plan");
+        let mut t = FakeTables {
+            clock: NOW,
+            ..FakeTables::default()
+        };
+        t.apply(&ops);
+        (t, inst.services[&key].clone())
+    }
+
+    fn spec(scheduler: Scheduler, reals: &[u16]) -> ServiceSpec {
+        ServiceSpec {
+            scheduler,
+            persistence: None,
+            table_size: M,
+            reals: reals
+                .iter()
+                .map(|&r| {
+                    let spec = RealSpec {
+                        weight: 1,
+                        mac: Some([2, 0, 0, 0, 0, r as u8]),
+                        health: Health::Up,
+                    };
+                    (real6(r), spec)
+                })
+                .collect(),
+        }
+    }
+
+    fn conn(real: u32, state: ConnState, stamp: u32) -> (Conn, u32) {
+        let conn = Conn {
+            real,
+            state: state as u8,
+            _pad: [0; 3],
+        };
+        (conn, stamp)
+    }
+
+    fn index(inst: &InstalledService, last: u16) -> u32 {
+        inst.reals[&real6(last)].index
+    }
+
+    #[test]
+    fn which_answers_ipv6_flows_from_the_connection_table_then_the_lookup_table() {
+        let key = svc6(443);
+        let (mut t, inst) = install(key, spec(Scheduler::Maglev, &[0x11, 0x12, 0x13]));
+        let client: SocketAddr = "[2001:db8:1::5]:40000".parse().unwrap();
+        let flow = Flow6Key::from_parts(
+            v6("2001:db8:1::5").octets(),
+            40000,
+            v6("2001:db8::100").octets(),
+            443,
+            lb_common::proto::TCP,
+        );
+        // No entry: the slot of the flow's hash in the published table.
+        let (base, size) = inst.table;
+        assert_eq!(size, M);
+        let slot = table_slot(flow.hash(), size);
+        let by_table = t.slots[&(base + slot)];
+        let a = which_in(&t, &inst, &key, client).unwrap();
+        assert_eq!(a.source, "lookup table");
+        assert_eq!(a.detail, format!("slot {slot} of {M}"));
+        assert_eq!(a.real.map(|r| inst.reals[&r].index), Some(by_table));
+        // A live entry on another real wins.
+        let other = [0x11, 0x12, 0x13]
+            .map(|r| index(&inst, r))
+            .into_iter()
+            .find(|&i| i != by_table)
+            .unwrap();
+        let (c, stamp) = conn(other, ConnState::Established, NOW - 5);
+        let entry = ConnEntry {
+            key: flow,
+            conn: c,
+            stamp,
+        };
+        t.conns6.insert(flow, entry);
+        let a = which_in(&t, &inst, &key, client).unwrap();
+        assert_eq!(a.source, "connection table");
+        assert_eq!(a.detail, "ESTABLISHED, idle 5 s");
+        assert_eq!(a.real.map(|r| inst.reals[&r].index), Some(other));
+        // Expired, or on a real that went down: scheduled again.
+        let expired = Settings::new([0; 6]).timeout(ConnState::Established as u8) + 1;
+        t.conns6.get_mut(&flow).unwrap().stamp = NOW - expired;
+        assert_eq!(
+            which_in(&t, &inst, &key, client).unwrap().source,
+            "lookup table"
+        );
+        t.conns6.get_mut(&flow).unwrap().stamp = NOW;
+        t.reals.get_mut(&other).unwrap().state = lb_common::REAL_DOWN;
+        assert_eq!(
+            which_in(&t, &inst, &key, client).unwrap().source,
+            "lookup table"
+        );
+        // An IPv4 client of an IPv6 service has no flow.
+        let err = which_in(&t, &inst, &key, "192.0.2.1:40000".parse().unwrap()).unwrap_err();
+        assert!(err.contains("address family"), "{err}");
+    }
+
+    #[test]
+    fn which_follows_ipv6_persistence_by_prefix() {
+        let key = svc6(443);
+        let mut p = spec(Scheduler::Maglev, &[0x11, 0x12, 0x13, 0x14]);
+        p.persistence = Some(Persistence {
+            prefix6: 64,
+            ..Persistence::per_client(300)
+        });
+        let (mut t, inst) = install(key, p);
+        let a: SocketAddr = "[2001:db8:1:2::5]:40000".parse().unwrap();
+        let b: SocketAddr = "[2001:db8:1:2:ffff::9]:1234".parse().unwrap();
+        let far: SocketAddr = "[2001:db8:1:3::5]:40000".parse().unwrap();
+        // Without a template: the lookup table at the hash of the client's /64.
+        let network = addr6(v6("2001:db8:1:2::").octets());
+        let slot = table_slot(source_hash6(&network), M);
+        for client in [a, b] {
+            let w = which_in(&t, &inst, &key, client).unwrap();
+            assert_eq!(w.source, "lookup table");
+            assert_eq!(w.detail, format!("slot {slot} of {M}"), "{client}");
+        }
+        // A template for the /64 pins both clients, not the next network.
+        let pinned = index(&inst, 0x13);
+        let tkey = Persist6Key {
+            service_id: inst.id,
+            _pad: 0,
+            client: network,
+        };
+        let template = TemplateEntry {
+            key: tkey,
+            template: Template {
+                real: pinned,
+                _pad: 0,
+            },
+            stamp: NOW - 3,
+        };
+        t.templates6.insert(tkey, template);
+        for client in [a, b] {
+            let w = which_in(&t, &inst, &key, client).unwrap();
+            assert_eq!(w.source, "persistence template");
+            assert_eq!(w.detail, "client network 2001:db8:1:2::, used 3 s ago");
+            assert_eq!(w.real, Some(real6(0x13)));
+        }
+        assert_eq!(
+            which_in(&t, &inst, &key, far).unwrap().source,
+            "lookup table"
+        );
+        // A drained real keeps its clients; an expired template does not.
+        t.reals.get_mut(&pinned).unwrap().weight = 0;
+        assert_eq!(
+            which_in(&t, &inst, &key, a).unwrap().real,
+            Some(real6(0x13))
+        );
+        t.templates6.get_mut(&tkey).unwrap().stamp = NOW - 301;
+        assert_eq!(which_in(&t, &inst, &key, a).unwrap().source, "lookup table");
+    }
+
+    #[test]
+    fn which_picks_the_least_loaded_ipv6_real() {
+        let key = svc6(443);
+        let (mut t, inst) = install(key, spec(Scheduler::WeightedLeastConn, &[0x11, 0x12, 0x13]));
+        for (r, active) in [(0x11, 5), (0x12, 1), (0x13, 9)] {
+            t.loads.insert(
+                index(&inst, r),
+                Counts {
+                    active,
+                    inactive: 0,
+                },
+            );
+        }
+        let w = which_in(&t, &inst, &key, "[2001:db8:1::5]:40000".parse().unwrap()).unwrap();
+        assert_eq!(w.source, "least connection");
+        assert_eq!(w.real, Some(real6(0x12)));
+        assert_eq!(w.detail, "least loaded now: 1 active, 0 inactive, weight 1");
+    }
+
+    #[test]
+    fn ipv6_entries_and_templates_are_listed() {
+        let key = svc6(443);
+        let by_index: BTreeMap<u32, (ServiceKey, RealKey)> = [(7, (key, real6(0x11)))].into();
+        let settings = Settings {
+            clock: NOW,
+            ..Settings::new([0; 6])
+        };
+        let flow = |port| {
+            Flow6Key::from_parts(
+                v6("2001:db8:1::5").octets(),
+                port,
+                v6("2001:db8::100").octets(),
+                443,
+                lb_common::proto::TCP,
+            )
+        };
+        let entry = |port, real, state, stamp| {
+            let (conn, stamp) = conn(real, state, stamp);
+            ConnEntry {
+                key: flow(port),
+                conn,
+                stamp,
+            }
+        };
+        let entries = [
+            entry(40000, 7, ConnState::Established, NOW - 100),
+            entry(40001, 7, ConnState::Established, NOW - 901), // expired
+            entry(40002, 9, ConnState::SynRecv, NOW),           // a real the maps no longer name
+        ];
+        let mut out = Vec::new();
+        assert_eq!(
+            listed_conns(&entries, &settings, &by_index, Some(&mut out)),
+            2
+        );
+        assert_eq!(listed_conns(&entries, &settings, &by_index, None), 2);
+        assert_eq!(
+            out,
+            [ConnInfo {
+                proto: Protocol::Tcp,
+                expire_secs: 800,
+                state: "ESTABLISHED".into(),
+                client: "[2001:db8:1::5]:40000".parse().unwrap(),
+                virtual_addr: "[2001:db8::100]:443".parse().unwrap(),
+                real: "[2001:db8::11]:443".parse().unwrap(),
+            }]
+        );
+        let template = |client: &str, stamp| TemplateEntry {
+            key: Persist6Key {
+                service_id: 2,
+                _pad: 0,
+                client: addr6(v6(client).octets()),
+            },
+            template: Template { real: 7, _pad: 0 },
+            stamp,
+        };
+        let mut out = Vec::new();
+        listed_templates(
+            vec![
+                template("2001:db8:1::", NOW - 50),
+                template("2001:db8:2::", NOW - 301), // expired
+            ],
+            NOW,
+            |id| (*id == 2).then_some((key, 300)),
+            &by_index,
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            [ConnInfo {
+                proto: Protocol::Tcp,
+                expire_secs: 250,
+                state: "NONE".into(),
+                client: "[2001:db8:1::]:0".parse().unwrap(),
+                virtual_addr: "[2001:db8::100]:443".parse().unwrap(),
+                real: "[2001:db8::11]:443".parse().unwrap(),
+            }]
+        );
+    }
 
     fn c(conns: u64, pkts: u64, bytes: u64) -> Counters {
         Counters {

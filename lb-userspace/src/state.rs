@@ -119,12 +119,39 @@ impl Scheduler {
 }
 
 /// Persistence (keepalived `persistence_timeout` / `persistence_granularity`).
+///
+/// The granularity is given per address family, as keepalived and ipvsadm give it: a netmask
+/// for an IPv4 service, a prefix length for an IPv6 one. A service uses the field of its VIP's
+/// family and ignores the other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Persistence {
     /// Seconds a client stays on its real after its last connection event.
     pub timeout: u32,
-    /// Netmask applied to the client address (255.255.255.255 = per client).
+    /// IPv4 services: netmask applied to the client address (255.255.255.255 = per client).
     pub granularity: Ipv4Addr,
+    /// IPv6 services: prefix length applied to the client address, 1 to 128 (128 = per
+    /// client).
+    pub prefix6: u8,
+}
+
+impl Persistence {
+    /// Per-client persistence (a /32 or /128 granularity) for `timeout` seconds.
+    pub const fn per_client(timeout: u32) -> Self {
+        Self {
+            timeout,
+            granularity: Ipv4Addr::BROADCAST,
+            prefix6: 128,
+        }
+    }
+
+    /// The granularity of a service on `vip` as ipvsadm shows it: the netmask for IPv4
+    /// (`255.255.255.0`), the prefix length for IPv6 (`64`).
+    pub fn granularity_text(&self, vip: IpAddr) -> String {
+        match vip {
+            IpAddr::V4(_) => self.granularity.to_string(),
+            IpAddr::V6(_) => self.prefix6.to_string(),
+        }
+    }
 }
 
 /// Health of a real as decided by its checker (or by the operator).

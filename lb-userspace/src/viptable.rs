@@ -1,9 +1,11 @@
-//! Layout of the data plane's VIP table: an open-addressing hash table (linear probing) from
-//! [`Vip4Key`] to service id, rebuilt whole on every change into the inactive half of `VIPS4`.
+//! Layout of the data plane's VIP tables: open-addressing hash tables (linear probing) from
+//! [`Vip4Key`] (in `VIPS4`) or [`Vip6Key`] (in `VIPS6`) to service id, rebuilt whole on every
+//! change into the inactive half of the table. Both families share one layout, written once
+//! here over the [`VipKey`] trait.
 
 use std::collections::BTreeMap;
 
-use lb_common::{VIP_PROBES, Vip4Key, VipBucket4, vip_hash4};
+use lb_common::{VIP_PROBES, Vip4Key, Vip6Key, VipBucket4, VipBucket6, vip_hash4, vip_hash6};
 use thiserror::Error;
 
 /// The VIP set does not fit the table within the probe limit.
@@ -18,61 +20,147 @@ pub struct VipTableFull {
     pub buckets: u32,
 }
 
+/// A key of a VIP table and the bucket type that holds it.
+pub trait VipKey: Copy + Ord {
+    /// One bucket of the table.
+    type Bucket: Copy;
+
+    /// The key of an empty bucket (ends a probe sequence).
+    const EMPTY: Self;
+
+    /// The key's home bucket before masking: the data plane's VIP hash.
+    fn home(&self) -> u32;
+
+    /// The key of the fragment entry of this key's VIP and protocol (port 0).
+    fn fragment(&self) -> Self;
+
+    /// A bucket holding this key and `service_id`.
+    fn bucket(&self, service_id: u32) -> Self::Bucket;
+
+    /// The key and service id a bucket holds.
+    fn read(bucket: &Self::Bucket) -> (Self, u32);
+}
+
+impl VipKey for Vip4Key {
+    type Bucket = VipBucket4;
+
+    const EMPTY: Self = Vip4Key::EMPTY;
+
+    fn home(&self) -> u32 {
+        vip_hash4(self.addr, self.port, self.proto)
+    }
+
+    fn fragment(&self) -> Self {
+        Vip4Key { port: 0, ..*self }
+    }
+
+    fn bucket(&self, service_id: u32) -> VipBucket4 {
+        VipBucket4 {
+            key: *self,
+            service_id,
+            _pad: 0,
+        }
+    }
+
+    fn read(bucket: &VipBucket4) -> (Self, u32) {
+        (bucket.key, bucket.service_id)
+    }
+}
+
+impl VipKey for Vip6Key {
+    type Bucket = VipBucket6;
+
+    const EMPTY: Self = Vip6Key::EMPTY;
+
+    fn home(&self) -> u32 {
+        vip_hash6(&self.addr, self.port, self.proto)
+    }
+
+    fn fragment(&self) -> Self {
+        Vip6Key { port: 0, ..*self }
+    }
+
+    fn bucket(&self, service_id: u32) -> VipBucket6 {
+        VipBucket6 {
+            key: *self,
+            service_id,
+        }
+    }
+
+    fn read(bucket: &VipBucket6) -> (Self, u32) {
+        (bucket.key, bucket.service_id)
+    }
+}
+
 /// Buckets per half for `max_services` services: each service and each fragment entry (at
 /// most one per service) fit, at a load of at most 1/8, where a probe sequence longer than
 /// `VIP_PROBES` practically never happens (and is refused, not silently lost, if it does).
+/// The IPv4 and IPv6 tables have the same size (one `vip_mask` serves both).
 pub fn buckets_for(max_services: u32) -> u32 {
     (max_services * 2 * 8).next_power_of_two().max(16)
 }
 
 /// The content of one half: every key at most `VIP_PROBES - 1` buckets after its home bucket.
-pub fn layout(
-    vips: &BTreeMap<Vip4Key, u32>,
+pub fn layout<K: VipKey>(
+    vips: &BTreeMap<K, u32>,
     buckets: u32,
-) -> Result<Vec<VipBucket4>, VipTableFull> {
+) -> Result<Vec<K::Bucket>, VipTableFull> {
     assert!(buckets.is_power_of_two());
     let mask = buckets - 1;
-    let mut table = vec![VipBucket4::EMPTY; buckets as usize];
+    let mut table = vec![K::EMPTY.bucket(0); buckets as usize];
     for (key, &service_id) in vips {
-        let home = vip_hash4(key.addr, key.port, key.proto);
+        let home = key.home();
         let free = (0..VIP_PROBES)
             .map(|probe| (home.wrapping_add(probe) & mask) as usize)
-            .find(|&i| table[i].key == Vip4Key::EMPTY)
+            .find(|&i| K::read(&table[i]).0 == K::EMPTY)
             .ok_or(VipTableFull {
                 keys: vips.len(),
                 buckets,
             })?;
-        table[free] = VipBucket4 {
-            key: *key,
-            service_id,
-            _pad: 0,
-        };
+        table[free] = key.bucket(service_id);
     }
     Ok(table)
 }
 
 /// Looks a key up the way the data plane does (for tests and `lbadm --which`).
-pub fn lookup(table: &[VipBucket4], key: &Vip4Key) -> Option<u32> {
+pub fn lookup<K: VipKey>(table: &[K::Bucket], key: &K) -> Option<u32> {
     let mask = table.len() as u32 - 1;
-    let home = vip_hash4(key.addr, key.port, key.proto);
+    let home = key.home();
     for probe in 0..VIP_PROBES {
-        let b = &table[(home.wrapping_add(probe) & mask) as usize];
-        if b.key == *key {
-            return Some(b.service_id);
+        let (k, service_id) = K::read(&table[(home.wrapping_add(probe) & mask) as usize]);
+        if k == *key {
+            return Some(service_id);
         }
-        if b.key == Vip4Key::EMPTY {
+        if k == K::EMPTY {
             return None;
         }
     }
     None
 }
 
+/// The entries of a table (its non-empty buckets).
+pub fn entries<K: VipKey>(table: &[K::Bucket]) -> BTreeMap<K, u32> {
+    table
+        .iter()
+        .map(K::read)
+        .filter(|(k, _)| *k != K::EMPTY)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    use lb_common::addr6;
+
     use super::*;
 
     fn key(i: u32, port: u16) -> Vip4Key {
         Vip4Key::from_parts((0x0a00_0000 + i).to_be_bytes(), port, 6)
+    }
+
+    fn key6(i: u32, port: u16) -> Vip6Key {
+        let mut a = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        a[12..].copy_from_slice(&i.to_be_bytes());
+        Vip6Key::from_parts(a, port, 17)
     }
 
     #[test]
@@ -84,11 +172,30 @@ mod tests {
         }
         assert_eq!(lookup(&table, &key(500, 80)), None);
         assert_eq!(lookup(&table, &key(1, 81)), None);
+        assert_eq!(entries::<Vip4Key>(&table), vips);
+    }
+
+    #[test]
+    fn ipv6_keys_are_found_and_absent_keys_are_not() {
+        let vips: BTreeMap<Vip6Key, u32> = (0..128).map(|i| (key6(i, 53), i)).collect();
+        let table = layout(&vips, buckets_for(64)).unwrap();
+        assert_eq!(table.len(), buckets_for(64) as usize);
+        for (k, id) in &vips {
+            assert_eq!(lookup(&table, k), Some(*id));
+        }
+        assert_eq!(lookup(&table, &key6(500, 53)), None);
+        assert_eq!(lookup(&table, &key6(1, 54)), None);
+        assert_eq!(lookup(&table, &key6(1, 53).fragment()), None);
+        // 2001:db8::1:0:1 differs from 2001:db8::1 in the third word only.
+        let mut other = key6(1, 53);
+        other.addr[2] = addr6([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0])[2];
+        assert_eq!(lookup(&table, &other), None);
+        assert_eq!(entries::<Vip6Key>(&table), vips);
     }
 
     #[test]
     fn full_load_of_max_services_always_fits() {
-        // Services plus fragment entries on many random-looking VIP sets.
+        // Services plus fragment entries on many random-looking VIP sets, in both families.
         for seed in 0..2000u32 {
             let vips: BTreeMap<Vip4Key, u32> = (0..128u32)
                 .map(|i| {
@@ -102,6 +209,18 @@ mod tests {
                 })
                 .collect();
             layout(&vips, buckets_for(64)).expect("fits");
+            let vips6: BTreeMap<Vip6Key, u32> = (0..128u32)
+                .map(|i| {
+                    (
+                        key6(
+                            seed.wrapping_mul(7919).wrapping_add(i * 104_729),
+                            (i % 7) as u16,
+                        ),
+                        i,
+                    )
+                })
+                .collect();
+            layout(&vips6, buckets_for(64)).expect("fits");
         }
     }
 
@@ -115,5 +234,7 @@ mod tests {
                 buckets: 16
             }
         );
+        let vips6: BTreeMap<Vip6Key, u32> = (0..17).map(|i| (key6(i, 80), i)).collect();
+        assert!(layout(&vips6, 16).is_err());
     }
 }

@@ -375,7 +375,8 @@ fn every_virtual_server_keyword() {
         vs.persistence,
         Some(Persistence {
             timeout: 300,
-            granularity: Ipv4Addr::new(255, 255, 255, 0)
+            granularity: Ipv4Addr::new(255, 255, 255, 0),
+            prefix6: 128,
         })
     );
     assert_eq!(vs.delay_loop, secs(10.0));
@@ -810,7 +811,7 @@ fn ipv6_addresses() {
     }
 }
 "#;
-    let (im, err) = refused(text);
+    let (im, c) = accepted(text);
     let doc: Value = serde_yaml::from_str(&im.yaml).unwrap();
     let vs = &doc["virtual_servers"][0];
     assert_eq!(vs["vip"].as_str(), Some("2001:db8::10"));
@@ -820,27 +821,77 @@ fn ipv6_addresses() {
         vs["real_servers"][0]["tcp_check"]["bindto"].as_str(),
         Some("2001:db8::1")
     );
-    // Refused only because lb-agent does not serve IPv6 yet (and the IPv6 granularity).
-    for e in &err.errors {
-        assert!(
-            e.message.contains("IPv6 is not supported yet")
-                || e.path.ends_with("persistence_granularity"),
-            "{e}"
-        );
-    }
-    warned(
-        &im,
-        1,
-        &["virtual_servers[0].vip: IPv6 is not supported yet"],
+    // keepalived's IPv6 granularity is a prefix length, and stays a number in the YAML.
+    assert_eq!(vs["persistence_granularity"].as_u64(), Some(64));
+    let vs = &c.virtual_servers[0];
+    assert_eq!(vs.key.vip, ip("2001:db8::10"));
+    assert_eq!(
+        vs.persistence,
+        Some(Persistence {
+            prefix6: 64,
+            ..Persistence::per_client(360)
+        }),
+        "a granularity alone turns persistence on for keepalived's 360 s"
     );
-    warned(&im, 5, &["sorry_server.ip: IPv6 is not supported yet"]);
-    warned(&im, 6, &["real_servers[0].ip: IPv6 is not supported yet"]);
-    // keepalived does not take brackets: that real server is skipped, as keepalived does.
+    assert_eq!(vs.sorry_server.unwrap().addr, ip("2001:db8::99"));
+    assert_eq!(vs.real_servers.len(), 1);
+    let Some(Checker::Tcp(check)) = &vs.real_servers[0].check else {
+        panic!("no tcp_check");
+    };
+    assert_eq!(check.connect_ip, Some(ip("2001:db8::2")));
+    assert_eq!(check.bindto, Some(ip("2001:db8::1")));
+    // IPv6 is served: the only warning is keepalived's own, for the bracketed address, which
+    // keepalived does not take (that real server is skipped, as keepalived does).
+    assert_eq!(im.warnings.len(), 1, "{}", shown(&im));
     warned(
         &im,
         12,
         &["not an IP address and port", "skips this real server"],
     );
+    assert!(!im.yaml.contains("not supported"), "{}", im.yaml);
+}
+
+#[test]
+fn ipv6_granularity_must_be_a_prefix_length() {
+    let text = |g: &str| {
+        format!(
+            "virtual_server 2001:db8::10 443 {{\n    lb_kind DR\n    persistence_timeout 50\n    \
+             persistence_granularity {g}\n    real_server 2001:db8::2 443 {{\n    }}\n}}\n"
+        )
+    };
+    for bad in ["255.255.255.0", "0", "129", "ffff:ffff::"] {
+        let (im, c) = accepted(&text(bad));
+        warned(
+            &im,
+            4,
+            &[
+                &format!("persistence_granularity {bad}: not a prefix length from 1 to 128"),
+                "persistence_granularity stays 128",
+            ],
+        );
+        assert_eq!(
+            c.virtual_servers[0].persistence,
+            Some(Persistence::per_client(50))
+        );
+    }
+    let (im, c) = accepted(&text("128"));
+    assert!(im.warnings.is_empty(), "{}", shown(&im));
+    assert_eq!(c.virtual_servers[0].persistence.unwrap().prefix6, 128);
+    // Dual stack: an IPv4 and an IPv6 service in one file convert side by side.
+    let dual = format!(
+        "{}{}",
+        service("    persistence_granularity 255.255.255.0"),
+        text("48")
+    );
+    let (im, c) = accepted(&dual);
+    assert!(im.warnings.is_empty(), "{}", shown(&im));
+    let p: Vec<_> = c
+        .virtual_servers
+        .iter()
+        .map(|vs| vs.persistence.unwrap())
+        .collect();
+    assert_eq!(p[0].granularity, Ipv4Addr::new(255, 255, 255, 0));
+    assert_eq!(p[1].prefix6, 48);
 }
 
 #[test]

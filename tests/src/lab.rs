@@ -1,7 +1,7 @@
 //! A loaded data plane for packet tests: the real program and maps in the kernel, driven
 //! through the same planner the agent uses, exercised with BPF_PROG_TEST_RUN.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lb_userspace::{
     dataplane::{Dataplane, LoadOptions, TestRunOutcome},
@@ -32,6 +32,8 @@ pub fn test_limits() -> Limits {
         max_table_size: 65_537,
         conn_entries: 4096,
         persist_entries: 1024,
+        conn_entries6: 4096,
+        persist_entries6: 1024,
     }
 }
 
@@ -143,6 +145,12 @@ pub fn mac_of(addr: Ipv4Addr) -> [u8; 6] {
 
 /// A service spec over reals `(address, weight)` on `port`, Maglev, table size M.
 pub fn spec(port: u16, m: u32, reals: &[(Ipv4Addr, u32)]) -> ServiceSpec {
+    let reals: Vec<(IpAddr, u32)> = reals.iter().map(|&(a, w)| (a.into(), w)).collect();
+    spec_any(port, m, &reals)
+}
+
+/// A service spec over reals of either family (MACs from [`mac_of`] and [`mac_of6`]).
+pub fn spec_any(port: u16, m: u32, reals: &[(IpAddr, u32)]) -> ServiceSpec {
     ServiceSpec {
         scheduler: Scheduler::Maglev,
         persistence: None,
@@ -151,10 +159,10 @@ pub fn spec(port: u16, m: u32, reals: &[(Ipv4Addr, u32)]) -> ServiceSpec {
             .iter()
             .map(|&(a, w)| {
                 (
-                    rk(a, port),
+                    RealKey { addr: a, port },
                     RealSpec {
                         weight: w,
-                        mac: Some(mac_of(a)),
+                        mac: Some(mac_of_any(a)),
                         health: Health::Up,
                     },
                 )
@@ -168,6 +176,65 @@ pub fn persistent(mut s: ServiceSpec, timeout: u32, granularity: Ipv4Addr) -> Se
     s.persistence = Some(Persistence {
         timeout,
         granularity,
+        prefix6: 128,
+    });
+    s
+}
+
+/// An IPv6 TCP service key.
+pub fn tcp6(vip: Ipv6Addr, port: u16) -> ServiceKey {
+    ServiceKey {
+        vip: IpAddr::V6(vip),
+        port,
+        proto: Protocol::Tcp,
+    }
+}
+
+/// An IPv6 UDP service key.
+pub fn udp6(vip: Ipv6Addr, port: u16) -> ServiceKey {
+    ServiceKey {
+        vip: IpAddr::V6(vip),
+        port,
+        proto: Protocol::Udp,
+    }
+}
+
+/// An IPv6 real key.
+pub fn rk6(addr: Ipv6Addr, port: u16) -> RealKey {
+    RealKey {
+        addr: IpAddr::V6(addr),
+        port,
+    }
+}
+
+/// The MAC tests give the IPv6 real at `addr`: 02:06:<the address's last 4 bytes> (never one
+/// of [`mac_of`]'s).
+pub fn mac_of6(addr: Ipv6Addr) -> [u8; 6] {
+    let o = addr.octets();
+    [0x02, 0x06, o[12], o[13], o[14], o[15]]
+}
+
+/// [`mac_of`] or [`mac_of6`].
+pub fn mac_of_any(addr: IpAddr) -> [u8; 6] {
+    match addr {
+        IpAddr::V4(a) => mac_of(a),
+        IpAddr::V6(a) => mac_of6(a),
+    }
+}
+
+/// A service spec over IPv6 reals `(address, weight)` on `port`, Maglev, table size M.
+pub fn spec6(port: u16, m: u32, reals: &[(Ipv6Addr, u32)]) -> ServiceSpec {
+    let reals: Vec<(IpAddr, u32)> = reals.iter().map(|&(a, w)| (a.into(), w)).collect();
+    spec_any(port, m, &reals)
+}
+
+/// The same spec with persistence on, IPv6 clients grouped by their first `prefix_len` bits
+/// (128 = per client).
+pub fn persistent6(mut s: ServiceSpec, timeout: u32, prefix_len: u8) -> ServiceSpec {
+    s.persistence = Some(Persistence {
+        timeout,
+        granularity: Ipv4Addr::BROADCAST,
+        prefix6: prefix_len,
     });
     s
 }

@@ -39,7 +39,7 @@ use std::{
     ffi::{CString, OsStr},
     fs::File,
     io::{self, BufRead, BufReader, Write},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     os::fd::AsRawFd,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -430,11 +430,20 @@ impl Lan {
             ns,
             ip,
             prefix_len,
+            ip6: None,
             mac,
             ifname: HOST_IF.to_owned(),
             ifindex,
             switch_port: port,
         })
+    }
+
+    /// Like [`Lan::add_host`], and `eth0` also gets the IPv6 address `ipv6_cidr` (e.g.
+    /// `"fd00:99::2/64"`), usable at once (no duplicate address detection).
+    pub fn add_dual_host(&self, role: &str, ipv4_cidr: &str, ipv6_cidr: &str) -> Result<Host> {
+        let mut host = self.add_host(role, ipv4_cidr)?;
+        host.ip6 = Some(host.add_ipv6(ipv6_cidr)?);
+        Ok(host)
     }
 }
 
@@ -447,6 +456,8 @@ pub struct Host {
     pub ip: Ipv4Addr,
     /// Prefix length of the LAN subnet.
     pub prefix_len: u8,
+    /// IPv6 address of `eth0`, for hosts made by [`Lan::add_dual_host`].
+    pub ip6: Option<Ipv6Addr>,
     /// MAC address of `eth0`.
     pub mac: [u8; 6],
     /// Interface name inside the host namespace (`eth0`).
@@ -526,6 +537,199 @@ impl Host {
     pub fn flush_neighbors(&self) -> Result<()> {
         self.ns.ip(["neigh", "flush", "dev", &self.ifname])?;
         Ok(())
+    }
+
+    /// Adds the IPv6 address `cidr` to `eth0` without duplicate address detection, so that it
+    /// is usable at once; returns the address.
+    pub fn add_ipv6(&self, cidr: &str) -> Result<Ipv6Addr> {
+        let (addr, len) = cidr
+            .split_once('/')
+            .with_context(|| format!("{cidr:?} is not of the form addr/len"))?;
+        let addr: Ipv6Addr = addr
+            .parse()
+            .with_context(|| format!("bad IPv6 address in {cidr:?}"))?;
+        ensure!(
+            len.parse::<u8>().is_ok_and(|l| l <= 128),
+            "bad prefix length in {cidr:?}"
+        );
+        self.ns
+            .ip(["-6", "addr", "add", cidr, "dev", &self.ifname, "nodad"])?;
+        Ok(addr)
+    }
+
+    /// Configures an IPv6 direct-routing real server: adds `vip/128` on `lo` (no duplicate
+    /// address detection). No sysctl is needed: Linux answers neighbour solicitations only for
+    /// addresses of the interface they arrive on, never for one on `lo`. Idempotent.
+    pub fn add_vip6_on_lo(&self, vip: Ipv6Addr) -> Result<()> {
+        self.ns.ip([
+            "-6",
+            "addr",
+            "replace",
+            &format!("{vip}/128"),
+            "dev",
+            "lo",
+            "nodad",
+        ])?;
+        Ok(())
+    }
+
+    /// Routes `dst/128` via the LAN neighbour `via` (e.g. a client reaching an IPv6 VIP
+    /// through the director). Replaces any previous route for `dst`.
+    pub fn route6_via(&self, dst: Ipv6Addr, via: Ipv6Addr) -> Result<()> {
+        self.ns.ip([
+            "-6",
+            "route",
+            "replace",
+            &format!("{dst}/128"),
+            "via",
+            &via.to_string(),
+            "dev",
+            &self.ifname,
+        ])?;
+        Ok(())
+    }
+
+    /// The kernel's neighbour entry of `addr` on `eth0`, if it has one: its MAC (if resolved)
+    /// and the line `ip neigh show` prints (flags such as `managed`, and the state last).
+    pub fn neighbour(&self, addr: std::net::IpAddr) -> Result<Option<(Option<[u8; 6]>, String)>> {
+        let out = self.ns.ip([
+            "neigh",
+            "show",
+            "to",
+            &addr.to_string(),
+            "dev",
+            &self.ifname,
+        ])?;
+        let Some(line) = out.lines().next() else {
+            return Ok(None);
+        };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let mac = match words.iter().position(|w| *w == "lladdr") {
+            Some(i) => Some(parse_mac(words.get(i + 1).copied().unwrap_or_default())?),
+            None => None,
+        };
+        Ok(Some((mac, line.trim().to_owned())))
+    }
+}
+
+/// Sends `frame` exactly as given out of `dev` inside `ns` (an `AF_PACKET` socket), for tests
+/// that put hand-built frames on a wire.
+pub fn send_frame(ns: &Netns, dev: &str, frame: &[u8]) -> Result<()> {
+    let ifindex = ns.ifindex(dev)?;
+    ns.try_enter(|| -> io::Result<()> {
+        // SAFETY: plain socket creation; the descriptor is owned by `fd` below.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a new descriptor nobody else owns.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+        // SAFETY: all-zero is a valid sockaddr_ll.
+        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        to.sll_family = libc::AF_PACKET as u16;
+        to.sll_ifindex = ifindex as i32;
+        to.sll_halen = 6;
+        to.sll_addr[..6].copy_from_slice(&frame[..6.min(frame.len())]);
+        // SAFETY: `frame` and `to` are valid for the lengths given.
+        let sent = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                std::ptr::addr_of!(to).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    })?
+    .with_context(|| {
+        format!(
+            "sending a {}-byte frame on {dev} in netns {}",
+            frame.len(),
+            ns.name()
+        )
+    })
+}
+
+/// A packet capture in a namespace (`tcpdump -e -n -t -l`): one line per frame, link-layer
+/// header first (`SRC_MAC > DST_MAC, ethertype ...`), collected until [`Capture::stop`].
+/// tcpdump is stopped on drop.
+pub struct Capture {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Capture {
+    /// Starts capturing on `dev` in `ns` the frames matching the pcap `filter`, and waits until
+    /// tcpdump listens.
+    pub fn start(ns: &Netns, dev: &str, filter: &str) -> Result<Capture> {
+        let mut cmd = ns.command(&["tcpdump", "-i", dev, "-e", "-n", "-t", "-l", "-U", filter]);
+        let desc = describe(&cmd);
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("failed to spawn `{desc}` (is tcpdump installed?)"))?;
+        let stdout = child.stdout.take().context("tcpdump stdout")?;
+        let stderr = child.stderr.take().context("tcpdump stderr")?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let shared = lines.clone();
+        let reader = thread::spawn(move || {
+            // (tcpdump ends with an empty line when interrupted.)
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !line.is_empty() {
+                    shared.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            }
+        });
+        let capture = Capture {
+            child,
+            lines,
+            reader: Some(reader),
+        };
+        // tcpdump says "listening on DEV" on stderr once the capture is open.
+        let mut err = BufReader::new(stderr);
+        let mut said = String::new();
+        while !said.contains("listening on") {
+            let before = said.len();
+            err.read_line(&mut said)
+                .with_context(|| format!("reading `{desc}`'s stderr"))?;
+            ensure!(said.len() > before, "`{desc}` did not start: {said}");
+        }
+        thread::spawn(move || {
+            // Keep draining stderr so that tcpdump never blocks on it.
+            let _ = io::copy(&mut err, &mut io::sink());
+        });
+        Ok(capture)
+    }
+
+    /// Stops tcpdump (it flushes what it captured) and returns the lines.
+    pub fn stop(mut self) -> Vec<String> {
+        self.finish();
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn finish(&mut self) {
+        // SAFETY: kill has no memory-safety preconditions; the pid is our own child's.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        if self.reader.is_some() {
+            self.finish();
+        }
     }
 }
 

@@ -12,10 +12,11 @@ use std::{
     path::{Path, PathBuf},
     process::Stdio,
     sync::atomic::{AtomicU32, Ordering},
+    thread,
     time::{Duration, Instant},
 };
 
-use lb_tests::netns::{Host, Lan, Netns, TcpEchoServer, tcp_request};
+use lb_tests::netns::{Capture, Host, Lan, Netns, TcpEchoServer, tcp_request};
 
 const VIP4: &str = "10.99.100.1";
 const VIP6: &str = "fd00:99:100::1";
@@ -210,6 +211,30 @@ fn start_status_stop_and_what_the_lan_sees() {
         .unwrap();
     client.flush_neighbors().unwrap();
     assert_arp(&real.ns, "0", "0");
+    // The same control for IPv6: the VIP on the LAN interface is answered by neighbour
+    // discovery.
+    real.ns
+        .ip([
+            "-6",
+            "addr",
+            "add",
+            &format!("{VIP6}/128"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+        .unwrap();
+    route6(&client, VIP6, None);
+    assert_eq!(
+        tcp_request(&client.ns, to6, "ctl6", OK).unwrap(),
+        "real6 ctl6"
+    );
+    let (mac, entry) = client.neighbour(vip6.into()).unwrap().unwrap();
+    assert_eq!(mac, Some(real.mac), "{entry}");
+    real.ns
+        .ip(["-6", "addr", "del", &format!("{VIP6}/128"), "dev", "eth0"])
+        .unwrap();
+    client.flush_neighbors().unwrap();
 
     // Before start: not set up.
     let (code, out, err) = run(&real.ns, &state, &["status", VIP4, VIP6]);
@@ -247,9 +272,34 @@ fn start_status_stop_and_what_the_lan_sees() {
     client.route_via(vip4, real.ip).unwrap();
     assert_eq!(tcp_request(&client.ns, to4, "dr", OK).unwrap(), "real4 dr");
 
-    // IPv6: nobody answers the neighbour solicitation for the VIP on lo...
+    // IPv6: nobody answers the neighbour solicitations for the VIP on lo: they reach the real,
+    // and no advertisement leaves it...
     route6(&client, VIP6, None);
+    let ndp = Capture::start(
+        &real.ns,
+        "eth0",
+        "icmp6 and (ip6[40] == 135 or ip6[40] == 136)",
+    )
+    .unwrap();
     assert_unresolvable(&client, to6);
+    thread::sleep(Duration::from_millis(200));
+    let seen = ndp.stop();
+    let solicits = seen
+        .iter()
+        .filter(|l| l.contains(&format!("neighbor solicitation, who has {VIP6}")))
+        .count();
+    assert!(
+        solicits > 0,
+        "no solicitation for the VIP reached the real: {seen:#?}"
+    );
+    let adverts: Vec<&String> = seen
+        .iter()
+        .filter(|l| l.contains(&format!("neighbor advertisement, tgt is {VIP6}")))
+        .collect();
+    assert!(
+        adverts.is_empty(),
+        "the real advertised the VIP: {adverts:#?}"
+    );
     // ...but packets routed to the real's address (its MAC) are accepted.
     route6(&client, VIP6, Some(REAL6));
     assert_eq!(

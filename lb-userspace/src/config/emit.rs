@@ -26,6 +26,8 @@ pub(super) fn config(c: &Config) -> String {
     limits.put("max_table_size", c.limits.max_table_size);
     limits.put("conn_entries", c.limits.conn_entries);
     limits.put("persist_entries", c.limits.persist_entries);
+    limits.put("conn_entries6", c.limits.conn_entries6);
+    limits.put("persist_entries6", c.limits.persist_entries6);
     m.put("limits", limits);
     let mut timeouts = Block::default();
     timeouts.put("tcp", c.timeouts.tcp);
@@ -90,7 +92,11 @@ fn virtual_server(vs: &VirtualServer) -> Value {
     m.put("lb_kind", "dr");
     if let Some(p) = vs.persistence {
         m.put("persistence_timeout", p.timeout);
-        m.put("persistence_granularity", p.granularity.to_string());
+        // A netmask for IPv4, a prefix length (a number) for IPv6.
+        match vs.key.vip {
+            IpAddr::V4(_) => m.put("persistence_granularity", p.granularity.to_string()),
+            IpAddr::V6(_) => m.put("persistence_granularity", p.prefix6),
+        }
     }
     m.put("table_size", vs.table_size);
     m.put("delay_loop", seconds(vs.delay_loop));

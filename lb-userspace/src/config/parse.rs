@@ -43,6 +43,8 @@ const LIMIT_KEYS: &[&str] = &[
     "max_table_size",
     "conn_entries",
     "persist_entries",
+    "conn_entries6",
+    "persist_entries6",
 ];
 /// Keys of `timeouts`.
 const TIMEOUT_KEYS: &[&str] = &["tcp", "tcpfin", "udp"];
@@ -249,6 +251,8 @@ fn limits(rd: &mut Reader, node: Option<Node<'_>>) -> Limits {
     let max_reals = limit("max_reals", 2..=1_048_576, d.max_reals);
     let conn_entries = limit("conn_entries", 16..=67_108_864, d.conn_entries);
     let persist_entries = limit("persist_entries", 16..=16_777_216, d.persist_entries);
+    let conn_entries6 = limit("conn_entries6", 16..=67_108_864, d.conn_entries6);
+    let persist_entries6 = limit("persist_entries6", 16..=16_777_216, d.persist_entries6);
     let max_table_size = f.get("max_table_size").map_or(Some(d.max_table_size), |n| {
         let too_big = format!(
             "{MAX_TABLE_SIZE}: larger tables are refused, as every service reserves two \
@@ -262,6 +266,8 @@ fn limits(rd: &mut Reader, node: Option<Node<'_>>) -> Limits {
         max_table_size: max_table_size.unwrap_or(u32::MAX),
         conn_entries,
         persist_entries,
+        conn_entries6,
+        persist_entries6,
     }
 }
 
@@ -385,7 +391,7 @@ fn virtual_server(rd: &mut Reader, node: &Node<'_>, limits: &Limits) -> Option<V
         .and_then(|n| rd.keyword(&n, "protocol", PROTOCOLS));
     let lb_algo = lb_algo(rd, &f);
     lb_kind(rd, &f);
-    let persistence = persistence(rd, &f);
+    let persistence = persistence(rd, &f, vip);
     let table_size = table_size(rd, &f, limits);
     let delay_loop = f.get("delay_loop").and_then(|n| rd.seconds(&n, 1..=DAY));
     let svc = Service {
@@ -476,21 +482,46 @@ fn lb_kind(rd: &mut Reader, f: &Fields<'_>) {
     }
 }
 
-/// `persistence_timeout` and `persistence_granularity`.
-fn persistence(rd: &mut Reader, f: &Fields<'_>) -> Option<Persistence> {
-    let granularity = f
-        .get("persistence_granularity")
-        .and_then(|n| netmask(rd, &n));
+/// `persistence_timeout` and `persistence_granularity`: a netmask for an IPv4 `vip`, a prefix
+/// length for an IPv6 one (as keepalived and ipvsadm take them). Without a valid `vip` the
+/// granularity cannot be judged and is skipped (the vip's error is reported).
+fn persistence(rd: &mut Reader, f: &Fields<'_>, vip: Option<IpAddr>) -> Option<Persistence> {
+    let mut p = Persistence::per_client(KEEPALIVED_PERSISTENCE_TIMEOUT);
+    if let Some(n) = f.get("persistence_granularity") {
+        match vip {
+            Some(IpAddr::V4(_)) => p.granularity = netmask(rd, &n).unwrap_or(p.granularity),
+            Some(IpAddr::V6(_)) => p.prefix6 = prefix6(rd, &n).unwrap_or(p.prefix6),
+            None => {}
+        }
+    }
     let node = f.raw("persistence_timeout")?;
-    let timeout = if node.is_null() {
-        KEEPALIVED_PERSISTENCE_TIMEOUT
-    } else {
-        rd.u32(&node, 1..=YEAR as u32)?
-    };
-    Some(Persistence {
-        timeout,
-        granularity: granularity.unwrap_or(Ipv4Addr::BROADCAST),
-    })
+    if !node.is_null() {
+        p.timeout = rd.u32(&node, 1..=YEAR as u32)?;
+    }
+    Some(p)
+}
+
+/// The persistence granularity of an IPv6 service: a prefix length from 1 to 128.
+fn prefix6(rd: &mut Reader, node: &Node<'_>) -> Option<u8> {
+    const WANT: &str = "an IPv6 service's persistence_granularity is a prefix length from 1 \
+                        to 128, like 64";
+    match node.value {
+        // Within 1..=128.
+        Value::Number(_) => rd.uint(node, 1..=128).map(|len| len as u8),
+        Value::String(s) => {
+            let msg = match s.trim().parse::<u8>() {
+                Ok(_) => format!("{WANT} (remove the quotes)"),
+                Err(_) => format!("`{s}`: {WANT}"),
+            };
+            rd.error(&node.path, msg);
+            None
+        }
+        _ => {
+            let msg = format!("{WANT}, found {}", describe(node.value));
+            rd.error(&node.path, msg);
+            None
+        }
+    }
 }
 
 /// A contiguous IPv4 netmask (`255.255.255.0`) or a prefix length (`24`).
@@ -560,17 +591,8 @@ fn hysteresis(rd: &mut Reader, f: &Fields<'_>, quorum: u32) -> u32 {
     h
 }
 
-/// Address families the data plane serves. IPv6 is parsed everywhere and refused only here,
-/// so serving it is a change to this function alone.
-fn family_supported(addr: IpAddr) -> Result<(), &'static str> {
-    match addr {
-        IpAddr::V4(_) => Ok(()),
-        IpAddr::V6(_) => Err("IPv6 is not supported yet"),
-    }
-}
-
-/// Checks that `addr` can be a VIP or a real: a unicast host address of a served family, and
-/// of the VIP's family when `vip` is given.
+/// Checks that `addr` can be a VIP or a real: a unicast host address, of the VIP's family when
+/// `vip` is given.
 fn check_address(rd: &mut Reader, path: &str, addr: IpAddr, vip: Option<IpAddr>) {
     let not_host = match addr {
         IpAddr::V4(a) => {
@@ -589,8 +611,6 @@ fn check_address(rd: &mut Reader, path: &str, addr: IpAddr, vip: Option<IpAddr>)
              servers must have the vip's address family"
         );
         rd.error(path, msg);
-    } else if let Err(e) = family_supported(addr) {
-        rd.error(path, e);
     }
 }
 

@@ -135,7 +135,8 @@ fn the_example_of_the_brief_parses() {
         vs.persistence,
         Some(Persistence {
             timeout: 50,
-            granularity: Ipv4Addr::new(255, 255, 255, 0)
+            granularity: Ipv4Addr::new(255, 255, 255, 0),
+            prefix6: 128,
         })
     );
     assert_eq!(vs.table_size, 65_537);
@@ -398,10 +399,7 @@ fn persistence() {
     let p = |vs: &str| ok(&service(vs, "")).virtual_servers[0].persistence;
     let mask = |a, b, c, d| Ipv4Addr::new(a, b, c, d);
     assert_eq!(p(""), None);
-    let keepalived = Persistence {
-        timeout: 360,
-        granularity: mask(255, 255, 255, 255),
-    };
+    let keepalived = Persistence::per_client(360);
     assert_eq!(p("persistence_timeout:"), Some(keepalived));
     assert_eq!(p("persistence_timeout: ~"), Some(keepalived));
     let with = |vs: &str| {
@@ -437,10 +435,132 @@ fn persistence() {
         "between 0 and 32",
     );
     assert_error(
+        &service("persistence_granularity: 'ffff:ffff::'", ""),
+        path,
+        "contiguous netmask",
+    );
+    assert_error(
         &service("persistence_timeout: 0", ""),
         "virtual_servers[0].persistence_timeout",
         "between 1 and 31536000",
     );
+}
+
+/// A valid document with one IPv6 service (2001:db8::10 port 443, real 2001:db8::2); `vs` and
+/// `real` are appended as in [`service`].
+fn service6(vs: &str, real: &str) -> String {
+    service(vs, real)
+        .replace("192.168.0.10", "'2001:db8::10'")
+        .replace("port: 80", "port: 443")
+        .replace("192.168.0.2", "'2001:db8::2'")
+}
+
+#[test]
+fn ipv6_persistence_granularity_is_a_prefix_length() {
+    let p = |vs: &str| ok(&service6(vs, "")).virtual_servers[0].persistence;
+    assert_eq!(p(""), None);
+    assert_eq!(
+        p("persistence_timeout: 50"),
+        Some(Persistence::per_client(50)),
+        "per client (/128) by default"
+    );
+    let prefix = |len: &str| {
+        p(&format!(
+            "persistence_timeout: 50\npersistence_granularity: {len}"
+        ))
+        .unwrap()
+    };
+    assert_eq!(prefix("64").prefix6, 64);
+    assert_eq!(prefix("1").prefix6, 1);
+    assert_eq!(prefix("128").prefix6, 128);
+    assert_eq!(
+        prefix("48").granularity,
+        Ipv4Addr::BROADCAST,
+        "the IPv4 netmask stays per client"
+    );
+
+    let path = "virtual_servers[0].persistence_granularity";
+    let bad = |value: &str, fragment: &str| {
+        assert_error(
+            &service6(
+                &format!("persistence_timeout: 50\npersistence_granularity: {value}"),
+                "",
+            ),
+            path,
+            fragment,
+        );
+    };
+    bad("0", "between 1 and 128");
+    bad("129", "between 1 and 128");
+    bad("255.255.255.0", "prefix length from 1 to 128");
+    bad("'ffff:ffff:ffff:ffff::'", "prefix length from 1 to 128");
+    bad("'64'", "(remove the quotes)");
+    bad("[64]", "prefix length from 1 to 128, like 64, found a list");
+    // An IPv4 service keeps its netmask, and refuses an IPv6 prefix length.
+    assert_error(
+        &service("persistence_timeout: 50\npersistence_granularity: 64", ""),
+        path,
+        "between 0 and 32",
+    );
+}
+
+#[test]
+fn ipv6_services_and_dual_stack() {
+    let c = ok(&service6(
+        "persistence_timeout: 300\npersistence_granularity: 56\nsorry_server: '2001:db8::99'",
+        "tcp_check: { connect_ip: '2001:db8:1::2', bindto: '2001:db8:1::1' }",
+    ));
+    let vs = &c.virtual_servers[0];
+    assert_eq!(
+        vs.key,
+        ServiceKey {
+            vip: v4("2001:db8::10"),
+            port: 443,
+            proto: Protocol::Tcp,
+        }
+    );
+    assert_eq!(vs.real_servers[0].key.addr, v4("2001:db8::2"));
+    assert_eq!(vs.real_servers[0].key.port, 443);
+    assert_eq!(vs.sorry_server.unwrap().addr, v4("2001:db8::99"));
+    assert_eq!(vs.persistence.unwrap().prefix6, 56);
+    let Some(Checker::Tcp(t)) = &vs.real_servers[0].check else {
+        panic!("a tcp_check");
+    };
+    assert_eq!(t.connect_ip, Some(v4("2001:db8:1::2")));
+    assert_eq!(t.bindto, Some(v4("2001:db8:1::1")));
+
+    // IPv4 and IPv6 services side by side, unquoted addresses included, one VIP port each.
+    let dual = ok("interface: eth0
+virtual_servers:
+  - vip: 192.168.0.10
+    port: 80
+    lb_kind: dr
+    real_servers: [{ ip: 192.168.0.2 }]
+  - vip: 2001:db8::10
+    port: 80
+    protocol: udp
+    lb_kind: dr
+    real_servers: [{ ip: 2001:db8::2 }, { ip: 'fd00::3' }]
+  - vip: 2001:db8::10
+    port: 80
+    lb_kind: dr
+    real_servers: [{ ip: 2001:db8::2 }]
+");
+    let vips: Vec<String> = dual
+        .virtual_servers
+        .iter()
+        .map(|v| v.key.to_string())
+        .collect();
+    assert_eq!(
+        vips,
+        [
+            "TCP 192.168.0.10:80",
+            "UDP [2001:db8::10]:80",
+            "TCP [2001:db8::10]:80"
+        ]
+    );
+    assert_eq!(dual.virtual_servers[1].real_servers.len(), 2);
+    assert_eq!(ok(&dual.to_yaml()), dual);
 }
 
 #[test]
@@ -765,15 +885,41 @@ fn real_servers() {
 
 #[test]
 fn addresses() {
-    assert_error(
-        &service("", "").replace("192.168.0.10", "2001:db8::10"),
-        "virtual_servers[0].vip",
-        "IPv6 is not supported yet",
-    );
+    // A real must have its VIP's address family, either way.
     assert_error(
         &service("", "").replace("ip: 192.168.0.2", "ip: '2001:db8::2'"),
         "virtual_servers[0].real_servers[0].ip",
-        "address families",
+        "2001:db8::2 and the vip 192.168.0.10 are of different address families",
+    );
+    assert_error(
+        &service6("", "").replace("ip: '2001:db8::2'", "ip: 192.168.0.2"),
+        "virtual_servers[0].real_servers[0].ip",
+        "192.168.0.2 and the vip 2001:db8::10 are of different address families",
+    );
+    assert_error(
+        &service6("sorry_server: { ip: 192.168.0.99 }", ""),
+        "virtual_servers[0].sorry_server.ip",
+        "different address families",
+    );
+    assert_error(
+        &service6("sorry_server: 192.168.0.99 443", ""),
+        "virtual_servers[0].sorry_server",
+        "different address families",
+    );
+    assert_error(
+        &service6("", "").replace("'2001:db8::10'", "'::1'"),
+        "virtual_servers[0].vip",
+        "not a unicast address",
+    );
+    assert_error(
+        &service6("", "").replace("'2001:db8::2'", "'ff02::1'"),
+        "virtual_servers[0].real_servers[0].ip",
+        "not a unicast address",
+    );
+    assert_error(
+        &service6("", "").replace("'2001:db8::10'", "'2001:db8::g'"),
+        "virtual_servers[0].vip",
+        "not a valid IP address",
     );
     assert_error(
         &service("", "").replace("192.168.0.10", "192.168.0.256"),
@@ -870,8 +1016,38 @@ fn top_level_fields() {
             max_reals: 2,
             max_table_size: 7,
             conn_entries: 16,
-            persist_entries: 16
+            persist_entries: 16,
+            ..Limits::default()
         }
+    );
+    let c = ok("interface: eth0\nlimits: { conn_entries6: 4096, persist_entries6: 16 }\n");
+    assert_eq!(
+        (c.limits.conn_entries6, c.limits.persist_entries6),
+        (4096, 16)
+    );
+    assert_eq!(c.limits.conn_entries, Limits::default().conn_entries);
+    assert_eq!((c.limits.conn6_sets(), c.limits.persist6_sets()), (1024, 4));
+    assert_eq!(
+        (
+            Limits::default().conn_entries6,
+            Limits::default().persist_entries6
+        ),
+        (1 << 18, 1 << 14)
+    );
+    assert_error(
+        "interface: eth0\nlimits: { conn_entries6: 8 }\n",
+        "limits.conn_entries6",
+        "between 16 and 67108864",
+    );
+    assert_error(
+        "interface: eth0\nlimits: { persist_entries6: 16777217 }\n",
+        "limits.persist_entries6",
+        "between 16 and 16777216",
+    );
+    assert_error(
+        "interface: eth0\nlimits: { conn_entries_6: 8 }\n",
+        "limits.conn_entries_6",
+        "conn_entries6",
     );
 }
 
@@ -1010,6 +1186,8 @@ limits:
   max_table_size: 4099
   conn_entries: 4096
   persist_entries: 1024
+  conn_entries6: 2048
+  persist_entries6: 512
 timeouts: { tcp: 3600, tcpfin: 60, udp: 30 }
 virtual_servers:
   - vip: 10.1.0.1
@@ -1060,6 +1238,20 @@ virtual_servers:
           connect_port: 8443
           connect_timeout: 2
           retry: 0
+  - vip: 2001:db8::1
+    port: 443
+    lb_algo: wlc
+    lb_kind: dr
+    persistence_timeout: 600
+    persistence_granularity: 64
+    table_size: 1031
+    sorry_server: { ip: '2001:db8::99' }
+    real_servers:
+      - ip: 2001:db8::2
+        http_get:
+          url: { path: /healthz }
+          connect_ip: 2001:db8:1::2
+          bindto: 2001:db8:1::1
 "#;
 
 #[test]
@@ -1139,6 +1331,7 @@ fn every_key_is_read() {
         persistence: Some(Persistence {
             timeout: 360,
             granularity: Ipv4Addr::new(255, 255, 255, 0),
+            prefix6: 128,
         }),
         delay_loop: secs(5),
         warmup: Some(secs(3)),
@@ -1178,6 +1371,36 @@ fn every_key_is_read() {
         1031,
         vec![real("10.1.0.2", 443, 1, http)],
     );
+    let http6 = Checker::Http(HttpCheck {
+        urls: vec![UrlCheck {
+            path: "/healthz".into(),
+            status_code: 200,
+        }],
+        connect_ip: Some(v4("2001:db8:1::2")),
+        connect_port: None,
+        bindto: Some(v4("2001:db8:1::1")),
+        bind_port: None,
+        timing: CheckTiming::default(),
+    });
+    let https6 = VirtualServer {
+        persistence: Some(Persistence {
+            prefix6: 64,
+            ..Persistence::per_client(600)
+        }),
+        sorry_server: Some(RealKey {
+            addr: v4("2001:db8::99"),
+            port: 443,
+        }),
+        ..plain(
+            ServiceKey {
+                vip: v4("2001:db8::1"),
+                ..tcp(443)
+            },
+            LbAlgo::Wlc,
+            1031,
+            vec![real("2001:db8::2", 443, 1, http6)],
+        )
+    };
     let expected = Config {
         interface: "bond0.100".into(),
         xdp_mode: AttachMode::Driver,
@@ -1192,13 +1415,15 @@ fn every_key_is_read() {
             max_table_size: 4099,
             conn_entries: 4096,
             persist_entries: 1024,
+            conn_entries6: 2048,
+            persist_entries6: 512,
         },
         timeouts: Timeouts {
             tcp: 3600,
             tcpfin: 60,
             udp: 30,
         },
-        virtual_servers: vec![dns, https],
+        virtual_servers: vec![dns, https, https6],
     };
     assert_eq!(ok(EVERY_KEY), expected);
 }
@@ -1228,6 +1453,9 @@ fn to_yaml_writes_keepalived_names() {
         "lb_kind: dr",
         "persistence_timeout: 360",
         "persistence_granularity: 255.255.255.0",
+        "persistence_granularity: 64",
+        "conn_entries6: 2048",
+        "persist_entries6: 512",
         "connect_timeout: 0.25",
         "misc_timeout: 5",
     ] {

@@ -282,7 +282,7 @@ pub fn sample() -> Snapshot {
             real("2001:db8:aaaa:bbbb:cccc:dddd:eeee:1011", 443, 0, 0, 0),
         ],
     );
-    v6.persistence = persist(300, "255.255.255.255");
+    v6.persistence = persist(300, "128");
     v6.stats = counters(12, 140, 0, 9000, 0);
     v6.reals[1].health = HealthInfo {
         reason: Some("no neighbour".into()),
@@ -308,6 +308,7 @@ pub fn sample() -> Snapshot {
         fragments: 2,
         icmp_forwarded: 4,
         persist_hits: 5,
+        ext_hdr_passed: 7,
         conn_table_used: 1234,
         reloads_ok: 6,
         reloads_failed: 1,
@@ -354,6 +355,96 @@ pub fn sample() -> Snapshot {
             "[2001:db8:1::5]:40000",
             "[2001:db8::100]:443",
             "[2001:db8::11]:443",
+        ),
+    ]);
+    snap
+}
+
+/// Dual stack: IPv4 and IPv6 services side by side, one port served over both families, IPv6
+/// persistence by a /64 (ipvsadm's `mask 64`), UDP over IPv6, and connections and a template
+/// of both families.
+pub fn dual_stack() -> Snapshot {
+    let mut web4 = service(
+        tcp("10.0.0.100", 80),
+        "wrr",
+        vec![
+            real("10.0.0.11", 80, 2, 120, 3),
+            real("10.0.0.12", 80, 1, 60, 1),
+        ],
+    );
+    web4.stats = counters(5000, 81_000, 0, 9_400_000, 0);
+    web4.rate = rates(20, 310, 0, 36_000, 0);
+    let mut web6 = service(
+        tcp("2001:db8::100", 80),
+        "wrr",
+        vec![
+            real("2001:db8::11", 80, 2, 80, 2),
+            real("2001:db8::12", 80, 1, 41, 0),
+        ],
+    );
+    web6.stats = counters(3000, 150_000_000, 0, 210_000_000_000, 0);
+    web6.rate = rates(12, 190, 0, 24_000, 0);
+    web6.reals[0].stats = counters(2000, 100_000_000, 0, 140_000_000_000, 0);
+    web6.reals[0].rate = rates(8, 127, 0, 16_000, 0);
+    let mut tls6 = service(
+        tcp("2001:db8::100", 443),
+        "sh",
+        vec![real("2001:db8:0:1::21", 443, 1, 7, 0)],
+    );
+    tls6.persistence = persist(300, "64");
+    let mut dns6 = service(
+        udp("2001:db8::53", 53),
+        "rr",
+        vec![real("2001:db8::31", 53, 1, 0, 9)],
+    );
+    dns6.stats = counters(9, 9, 0, 700, 0);
+    let dns4 = service(
+        udp("10.0.0.53", 53),
+        "rr",
+        vec![real("10.0.0.31", 53, 1, 0, 4)],
+    );
+    let mut snap = snapshot(vec![web4, dns4, web6, tls6, dns6]);
+    snap.conn_table_size = (1 << 20) + (1 << 18);
+    snap.conns = Some(vec![
+        conn(
+            Protocol::Tcp,
+            899,
+            "ESTABLISHED",
+            "192.168.7.21:51514",
+            "10.0.0.100:80",
+            "10.0.0.11:80",
+        ),
+        conn(
+            Protocol::Tcp,
+            897,
+            "ESTABLISHED",
+            "[2001:db8:1:2::5]:40000",
+            "[2001:db8::100]:80",
+            "[2001:db8::12]:80",
+        ),
+        conn(
+            Protocol::Tcp,
+            61,
+            "SYN_RECV",
+            "[2001:db8:1:2::6]:40001",
+            "[2001:db8::100]:443",
+            "[2001:db8:0:1::21]:443",
+        ),
+        conn(
+            Protocol::Tcp,
+            299,
+            "NONE",
+            "[2001:db8:1:2::]:0",
+            "[2001:db8::100]:443",
+            "[2001:db8:0:1::21]:443",
+        ),
+        conn(
+            Protocol::Udp,
+            300,
+            "UDP",
+            "[2001:db8:1:2::7]:5353",
+            "[2001:db8::53]:53",
+            "[2001:db8::31]:53",
         ),
     ]);
     snap

@@ -351,7 +351,7 @@ pub fn next_quorum(previous: Option<bool>, live_weight: u64, quorum: u32, hyster
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
     use tokio::net::TcpListener;
 
@@ -447,6 +447,54 @@ mod tests {
                 let _ = listener.accept().await;
             }
         });
+        assert_eq!(next_event(&mut rx).await.transition, Transition::Up);
+    }
+
+    #[tokio::test]
+    async fn an_ipv6_real_goes_down_and_comes_back() {
+        let listener = TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let key6 = (
+            ServiceKey {
+                vip: "2001:db8::100".parse().unwrap(),
+                port: 443,
+                proto: Protocol::Tcp,
+            },
+            RealKey {
+                addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
+                port: addr.port(),
+            },
+        );
+        let mut http = spec(addr, true);
+        http.key = key6;
+        http.probe = Probe::Http {
+            target: addr,
+            bind: None,
+            urls: vec![("/health".into(), 200)],
+        };
+        let serve = |listener: TcpListener| {
+            tokio::spawn(async move {
+                while let Ok((mut s, _)) = listener.accept().await {
+                    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\n").await;
+                }
+            })
+        };
+        let server = serve(listener);
+        let (tx, mut rx) = unbounded_channel();
+        let checker = HealthChecker::start(vec![http], BTreeMap::new(), tx, 8);
+        let up = next_event(&mut rx).await;
+        assert_eq!((up.key, up.transition), (key6, Transition::Up));
+        assert_eq!(up.outcome.detail, "HTTP 200");
+        server.abort();
+        let _ = server.await;
+        let down = next_event(&mut rx).await;
+        assert_eq!(down.transition, Transition::Down);
+        assert_eq!(down.outcome.detail, "connect refused");
+        assert!(!checker.status()[&key6].up);
+        let _server = serve(TcpListener::bind(addr).await.unwrap());
         assert_eq!(next_event(&mut rx).await.transition, Transition::Up);
     }
 

@@ -243,7 +243,7 @@ pub async fn misc(command: &str, limit: Duration) -> Outcome {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{Ipv4Addr, SocketAddr};
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
     use tokio::{io::AsyncWriteExt as _, net::TcpListener};
 
@@ -347,6 +347,65 @@ mod tests {
             failed("timeout")
         );
         assert!(t.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn tcp_over_ipv6() {
+        let l = TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, peer) = l.accept().await.unwrap();
+            let mut buf = [0u8; 16];
+            (peer, matches!(s.read(&mut buf).await, Ok(0)))
+        });
+        // From a bound source (bindto ::1, a fixed source port), as keepalived's bindto.
+        let source = {
+            let probe = TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).await.unwrap();
+            probe.local_addr().unwrap()
+        };
+        assert_eq!(
+            tcp(addr, Some(source), LIMIT).await,
+            Outcome {
+                ok: true,
+                detail: "connected".into()
+            }
+        );
+        let (peer, fin) = server.await.unwrap();
+        assert_eq!(peer, source, "the check came from bindto and bind_port");
+        assert!(fin, "closed with FIN over IPv6 too");
+        let closed = {
+            let l = TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).await.unwrap();
+            l.local_addr().unwrap()
+        };
+        assert_eq!(tcp(closed, None, LIMIT).await, failed("connect refused"));
+    }
+
+    #[tokio::test]
+    async fn http_over_ipv6_names_the_host_in_brackets() {
+        let l = TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut req = vec![0u8; 1024];
+            let n = s.read(&mut req).await.unwrap();
+            let resp = "HTTP/1.0 204 No Content\r\n\r\n";
+            s.write_all(resp.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&req[..n]).into_owned()
+        });
+        let bind = SocketAddr::from((Ipv6Addr::LOCALHOST, 0));
+        assert_eq!(
+            http(addr, Some(bind), "/ready", 204, LIMIT).await,
+            Outcome {
+                ok: true,
+                detail: "HTTP 204".into()
+            }
+        );
+        let request = server.await.unwrap();
+        let host = format!("Host: [::1]:{}\r\n", addr.port());
+        assert!(
+            request.starts_with("GET /ready HTTP/1.0\r\n") && request.contains(&host),
+            "{request:?}"
+        );
     }
 
     #[tokio::test]

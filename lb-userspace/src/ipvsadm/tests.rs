@@ -234,6 +234,64 @@ fn sample_connections() {
     );
 }
 
+#[test]
+fn dual_stack_listings() {
+    let snap = fixtures::dual_stack();
+    golden("dual-stack-default.txt", &list(&snap, &numeric()));
+    let stats = Format {
+        stats: true,
+        ..numeric()
+    };
+    golden("dual-stack-stats.txt", &list(&snap, &stats));
+    let rate = Format {
+        rate: true,
+        ..numeric()
+    };
+    golden("dual-stack-rate.txt", &list(&snap, &rate));
+    golden("dual-stack-connections.txt", &connections(&snap, true));
+    golden(
+        "dual-stack.json",
+        &json(&snap, JsonView::Services { only: None }),
+    );
+    golden(
+        "dual-stack-connections.json",
+        &json(&snap, JsonView::Connections),
+    );
+    // One IPv6 service alone (`-L -n -t [2001:db8::100]:443`).
+    let one = Format {
+        only: Some(tcp("2001:db8::100", 443)),
+        ..numeric()
+    };
+    assert_eq!(
+        list(&snap, &one),
+        "Prot LocalAddress:Port Scheduler Flags\n  \
+         -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n\
+         TCP  [2001:db8::100]:443 sh persistent 300 mask 64\n  \
+         -> [2001:db8:0:1::21]:443       Route   1      7          0         \n"
+    );
+}
+
+#[test]
+fn services_are_in_ipvsadm_order_across_families() {
+    let listing = list(&fixtures::dual_stack(), &numeric());
+    let services: Vec<&str> = listing
+        .lines()
+        .filter(|l| l.starts_with("TCP ") || l.starts_with("UDP "))
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    // IPv4 before IPv6, then TCP before UDP, then address and port.
+    assert_eq!(
+        services,
+        [
+            "10.0.0.100:80",
+            "10.0.0.53:53",
+            "[2001:db8::100]:80",
+            "[2001:db8::100]:443",
+            "[2001:db8::53]:53"
+        ]
+    );
+}
+
 /// A resolver with a few fixed names, some longer than ipvsadm's columns.
 struct Names;
 

@@ -275,6 +275,37 @@ fn exact_lines() {
 }
 
 #[test]
+fn ipv6_labels_are_plain_addresses() {
+    let mut snap = sample();
+    snap.global.ext_hdr_passed = 17;
+    let text = render(&snap);
+    let (_, samples) = parse(&text);
+    let svc = [
+        ("vip", "2001:db8::100"),
+        ("port", "443"),
+        ("protocol", "tcp"),
+    ];
+    assert_eq!(value(&samples, "lb_service_connections_total", &svc), 12.0);
+    let real = [
+        ("vip", "2001:db8::100"),
+        ("port", "443"),
+        ("real", "2001:db8:aaaa:bbbb:cccc:dddd:eeee:1011"),
+    ];
+    assert_eq!(value(&samples, "lb_real_weight", &real), 0.0);
+    for line in [
+        "lb_service_in_packets_total{vip=\"2001:db8::100\",port=\"443\",protocol=\"tcp\"} 140",
+        "lb_real_active_connections{vip=\"2001:db8::100\",port=\"443\",protocol=\"tcp\",real=\"2001:db8::11\"} 10",
+        "lb_ipv6_ext_hdr_passed_total 17",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    assert!(!text.contains('['), "no brackets in labels");
+}
+
+#[test]
 fn openmetrics_keeps_its_own_format() {
     let text = render_openmetrics(&reference());
     assert!(text.ends_with("# EOF\n"));

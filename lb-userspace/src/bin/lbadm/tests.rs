@@ -273,6 +273,22 @@ fn service_edits() {
         Request::Edit(Edit::DeleteService { key: svc })
     );
     assert_eq!(
+        request("-A -t [2001:db8::100]:443 -s sh -p 300"),
+        Request::Edit(Edit::AddService {
+            key: tcp("[2001:db8::100]:443"),
+            scheduler: Some("sh".into()),
+            persistence: Some(300)
+        })
+    );
+    assert_eq!(
+        request("-E -t [2001:db8::100]:http -s wlc"),
+        Request::Edit(Edit::EditService {
+            key: tcp("[2001:db8::100]:80"),
+            scheduler: Some("wlc".into()),
+            persistence: Some(None)
+        })
+    );
+    assert_eq!(
         request("--delete-service -t [2001:db8::100]:443"),
         Request::Edit(Edit::DeleteService {
             key: tcp("[2001:db8::100]:443")
@@ -347,6 +363,28 @@ fn real_edits() {
         Request::Edit(Edit::DeleteReal {
             service: tcp("[2001:db8::100]:443"),
             real: real("2001:db8::11", 443),
+        })
+    );
+
+    // IPv6 edits, UDP included: -e and -d with and without the real's port.
+    let dns6 = ServiceKey {
+        proto: Protocol::Udp,
+        ..tcp("[2001:db8::53]:53")
+    };
+    assert_eq!(
+        request("-e -u [2001:db8::53]:53 -r [2001:db8::11] -w 0"),
+        Request::Edit(Edit::EditReal {
+            service: dns6,
+            real: real("2001:db8::11", 53),
+            weight: Some(0)
+        })
+    );
+    assert_eq!(
+        request("-a -u [2001:db8::53]:domain -r [2001:db8::12]:53 -g -w 2"),
+        Request::Edit(Edit::AddReal {
+            service: dns6,
+            real: real("2001:db8::12", 53),
+            weight: Some(2)
         })
     );
 
@@ -514,6 +552,11 @@ fn usage_errors() {
             "-a -t 10.0.0.1:80 -r 2001:db8::11",
             "address family differs from the service's (10.0.0.1)",
         ),
+        (
+            "-a -t [2001:db8::1]:80 -r 10.0.0.11",
+            "address family differs from the service's (2001:db8::1)",
+        ),
+        ("-A -t [ff02::1]:80", "the VIP must be a unicast address"),
         (
             "-a -t 10.0.0.1:80 -r 10.0.0.11:0",
             "illegal real server `10.0.0.11:0` for -r: port 0",
