@@ -646,27 +646,43 @@ pub type PersistSet6 = Set<Persist6Key, Template, PERSIST_WAYS>;
 /// more is passed to the kernel and counted ([`GlobalStats::ext_hdr_passed`]).
 pub const MAX_EXT_HDRS: usize = 4;
 
-/// A real's connection counts for the least-connection schedulers, following the connection
-/// table: the data plane adds and subtracts (64-bit atomic adds) as entries are created,
-/// change class (ESTABLISHED is active, every other state inactive, as IPVS counts) or are
-/// overwritten; the control plane adds corrections for entries that expired unseen. Signed,
-/// since a correction can briefly overshoot; readers clamp at 0.
+/// A real's connection counts for the least-connection schedulers.
+///
+/// `active` and `inactive` count the connection-table entries of the real, by class
+/// (ESTABLISHED is active, every other state inactive, as IPVS counts), expired ones included:
+/// the data plane adds and subtracts with 64-bit atomic adds as entries are created, change
+/// class or are overwritten, so the counts are exact at all times whatever the traffic. The
+/// `stale_*` counts are the part of them that no longer stands for a connection: entries that
+/// expired, and entries older than `up_since` (connections the real lost while it was down);
+/// the control plane recounts them every second. A real's load is the difference.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RealLoad {
-    /// ESTABLISHED connections.
+    /// ESTABLISHED entries (data plane).
     pub active: i64,
-    /// Connections in any other state (UDP flows included).
+    /// Entries in any other state, UDP flows included (data plane).
     pub inactive: i64,
-    /// Clock second at which the real last became usable (added, or up after down), written
-    /// by the control plane: entries not used since then belong to connections the real lost
-    /// while it was down, and are not counted. The data plane does not read it.
+    /// Of `active`, the stale entries (control plane).
+    pub stale_active: i64,
+    /// Of `inactive`, the stale entries (control plane).
+    pub stale_inactive: i64,
+    /// Clock second at which the real last became usable (its index allocated, or up after
+    /// down), written by the control plane. The data plane does not read it.
     pub up_since: u32,
     /// Explicit padding.
     pub _pad: u32,
 }
 
 impl RealLoad {
+    /// The load the schedulers use: (active, inactive) connections, stale entries left out.
+    #[inline(always)]
+    pub fn live(&self) -> (u64, u64) {
+        (
+            (self.active - self.stale_active).max(0) as u64,
+            (self.inactive - self.stale_inactive).max(0) as u64,
+        )
+    }
+
     /// Adds `delta` to the counter of the class of connection state `state` at `load`.
     ///
     /// # Safety
@@ -838,7 +854,7 @@ mod tests {
         assert_eq!(size_of::<ConnSet4>(), 8 + 4 * 32);
         assert_eq!(size_of::<PersistSet4>(), 8 + 4 * 24);
         assert_eq!(size_of::<LookupRow>(), 64);
-        assert_eq!(size_of::<RealLoad>(), 24);
+        assert_eq!(size_of::<RealLoad>(), 40);
         assert_eq!(size_of::<Candidates>(), 32);
         for size in [
             size_of::<Settings>(),

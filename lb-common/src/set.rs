@@ -223,7 +223,7 @@ impl<K: SlotData, V: SlotData, const W: usize> Set<K, V, W> {
         let want = key.to_words();
         let mut victim = 0;
         let mut victim_rank = 0u64;
-        let mut victim_live = false;
+        let mut victim_used = false;
         let mut way = 0;
         while way < W {
             // SAFETY: `set` is valid and `way < W`.
@@ -239,7 +239,7 @@ impl<K: SlotData, V: SlotData, const W: usize> Set<K, V, W> {
             if way == 0 || rank > victim_rank {
                 victim = way;
                 victim_rank = rank;
-                victim_live = live.is_some();
+                victim_used = slot.is_some();
             }
             way += 1;
         }
@@ -248,7 +248,7 @@ impl<K: SlotData, V: SlotData, const W: usize> Set<K, V, W> {
         unsafe {
             let slot = addr_of_mut!((*set).slots[victim]);
             // Only lock holders write a slot, so the victim's value is still the one ranked.
-            let replaced = victim_live.then(|| V::from_words(load(addr_of!((*slot).value))));
+            let replaced = victim_used.then(|| V::from_words(load(addr_of!((*slot).value))));
             write_volatile(addr_of_mut!((*slot).tag), 0);
             store(addr_of_mut!((*slot).key), key);
             store(addr_of_mut!((*slot).value), value);
@@ -265,10 +265,10 @@ impl<K: SlotData, V: SlotData, const W: usize> Set<K, V, W> {
 pub enum Inserted<V> {
     /// Another writer held the set: nothing stored.
     Busy,
-    /// Stored; `replaced` is the live value the slot held before (the same key's, or an
-    /// evicted one's), so the caller can account for it.
+    /// Stored; `replaced` is the value the slot held before (the same key's, an expired one's
+    /// or an evicted one's), so the caller can account for it.
     Stored {
-        /// The live value overwritten, if any.
+        /// The value overwritten, if the slot was in use.
         replaced: Option<V>,
     },
 }
@@ -351,7 +351,7 @@ mod tests {
     }
 
     #[test]
-    fn insert_reports_the_live_value_it_replaced() {
+    fn insert_reports_the_value_it_replaced() {
         let mut s = empty();
         unsafe {
             assert_eq!(
@@ -371,10 +371,10 @@ mod tests {
                 S::insert(&mut s, &20, 20, &20, 103, never),
                 Inserted::Stored { replaced: Some(2) }
             );
-            // An expired victim is not reported: it was no longer counted as live.
+            // An expired victim goes first, and is reported too: it was still counted.
             assert_eq!(
-                S::insert(&mut s, &21, 21, &21, 104, |v, _| *v == 8),
-                Inserted::Stored { replaced: None }
+                S::insert(&mut s, &21, 21, &21, 104, |v, _| *v == 9),
+                Inserted::Stored { replaced: Some(9) }
             );
         }
     }

@@ -651,7 +651,7 @@ fn forward_flow<F: Family>(
     match unsafe { Set::insert(set, &flow, hash | 1, &entry, now, expired) } {
         Inserted::Busy => g.conn_insert_failed += 1,
         Inserted::Stored { replaced } => {
-            // The connection counts follow the table: the new entry in, what it overwrote out.
+            // The counts follow the table: the new entry in, whatever it overwrote out.
             account(target.idx, entry.state, 1);
             if let Some(old) = replaced {
                 account(old.real, old.state, -1);
@@ -934,6 +934,10 @@ fn pick_new(svc: &Svc, hash: u32) -> Option<Target> {
 /// weight 0 or of another service are skipped. The scan starts at a position taken from the
 /// flow's hash, so ties spread over the tied reals instead of piling onto the first.
 ///
+/// A real's load is its connection-table entries by class, which this program keeps exact, less
+/// the stale ones the agent recounts every second (see `lb_common::RealLoad`): connections that
+/// expired since the last recount still weigh on their real until the next one.
+///
 /// Error bound: with at most `LC_CANDIDATES` (8) eligible reals the candidates are all of them
 /// and the choice is IPVS's exactly. With more, the candidates are the 8 least loaded at the
 /// agent's last refresh (every 100 ms); a real outside them can only be less loaded than the
@@ -961,8 +965,7 @@ fn least_conn_pick(svc: &Svc, hash: u32) -> Option<Target> {
         if weight == 0 {
             continue;
         }
-        let active = load.active.max(0) as u64;
-        let inactive = load.inactive.max(0) as u64;
+        let (active, inactive) = load.live();
         if sched == SCHED_NQ && active == 0 {
             return Some(target);
         }

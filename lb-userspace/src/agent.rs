@@ -425,8 +425,7 @@ impl Agent {
         Ok(())
     }
 
-    /// Corrects the least-connection services' connection counts to the connection table
-    /// (see [`load`]).
+    /// Counts the least-connection services' stale connection entries (see [`load`]).
     fn reconcile_loads(&mut self) {
         let reals: Vec<u32> = self
             .installed
@@ -440,13 +439,13 @@ impl Agent {
             return;
         }
         match load::reconcile(&mut self.dp, &reals) {
-            Ok(made) => {
-                for (index, delta) in made {
+            Ok(changed) => {
+                for (index, stale) in changed {
                     debug!(
                         index,
-                        active = delta.active,
-                        inactive = delta.inactive,
-                        "connection counts corrected"
+                        active = stale.active,
+                        inactive = stale.inactive,
+                        "stale connection entries counted"
                     );
                 }
             }

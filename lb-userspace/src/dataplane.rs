@@ -516,13 +516,12 @@ impl Dataplane {
                     source,
                 }),
             Op::ResetRealStats(index) => {
-                // A new real starts with no connections: whatever an earlier user of the
-                // index left in the counts goes too.
-                let fresh = RealLoad {
-                    up_since: self.clock(),
-                    ..RealLoad::default()
-                };
-                self.real_load.write(*index, &fresh)?;
+                // A new user of the index: the entries an earlier user left in the table stay
+                // counted (the counts always match the table) but are stale from now on.
+                let load = self.real_load.ptr(*index)?;
+                // SAFETY: `load` points at a mapped element; only the control plane writes
+                // `up_since`.
+                unsafe { store_u32(&raw mut (*load).up_since, self.clock()) };
                 self.real_stats
                     .set(*index, zero_traffic_per_cpu(), 0)
                     .map_err(|source| DataplaneError::Map {
@@ -705,14 +704,28 @@ impl Dataplane {
             Ok(RealLoad {
                 active: AtomicI64::from_ptr(&raw mut (*p).active).load(Ordering::Relaxed),
                 inactive: AtomicI64::from_ptr(&raw mut (*p).inactive).load(Ordering::Relaxed),
+                stale_active: std::ptr::read_volatile(&raw const (*p).stale_active),
+                stale_inactive: std::ptr::read_volatile(&raw const (*p).stale_inactive),
                 up_since: std::ptr::read_volatile(&raw const (*p).up_since),
                 _pad: 0,
             })
         }
     }
 
-    /// Adds `delta`'s counts to a real's, atomically with respect to the data plane's own
-    /// updates (the reconciliation's corrections); `delta.up_since` is ignored.
+    /// Writes a real's stale counts (see [`RealLoad`]), one aligned 8-byte store each.
+    pub fn set_stale(&mut self, index: u32, active: u64, inactive: u64) -> Result<()> {
+        let p = self.real_load.ptr(index)?;
+        // SAFETY: `p` points at a mapped element; only the control plane writes these fields.
+        unsafe {
+            store_u64((&raw mut (*p).stale_active).cast(), active);
+            store_u64((&raw mut (*p).stale_inactive).cast(), inactive);
+        }
+        Ok(())
+    }
+
+    /// Adds `delta`'s `active` and `inactive` to a real's counts, atomically with respect to
+    /// the data plane's own updates; the other fields of `delta` are ignored. For tests and
+    /// simulations that need a real to look loaded without building its connections.
     pub fn adjust_real_load(&mut self, index: u32, delta: RealLoad) -> Result<()> {
         let p = self.real_load.ptr(index)?;
         // SAFETY: `p` points at a mapped element; both fields are aligned i64s.

@@ -1,12 +1,17 @@
 //! Connection counts for the least-connection schedulers (`lc`, `wlc`, `sed`, `nq`).
 //!
-//! The data plane keeps each real's counts in `REAL_LOAD` as it goes (see
-//! [`lb_common::RealLoad`]). Two things it cannot see make them drift: entries that expire
-//! without a last packet (a client that vanished, a UDP flow that ended), and connections a
-//! real lost while it was down (its clients got resets straight from the real, which the
-//! director never sees). So the agent recounts the connection tables (IPv4 and IPv6) every
-//! [`RECONCILE_EVERY`], counting an entry only if it has not expired and was used since its real
-//! last became usable, and moves each real's counters to the recount ([`reconcile`]).
+//! The data plane keeps each real's counts of connection-table entries in `REAL_LOAD` (see
+//! [`lb_common::RealLoad`]), exact whatever the traffic: it adds and subtracts as entries are
+//! created, change class or are overwritten. Two kinds of entries no longer stand for a
+//! connection, and it cannot tell them apart: entries that expired without a last packet (a
+//! client that vanished, a UDP flow that ended), and connections a real lost while it was down
+//! (its clients got resets straight from the real, which the director never sees). So the agent
+//! counts those stale entries in both connection tables (IPv4 and IPv6) every [`RECONCILE_EVERY`] and after every change of the tables,
+//! and writes the numbers beside the counts ([`reconcile`]); a real's load is the difference.
+//!
+//! New connections do not disturb that count: they are neither expired nor stale. What can be
+//! off is what changed while the table was read (an entry expiring, or a stale entry being
+//! overwritten or used again), by a handful of entries until the next count.
 //!
 //! A service with more eligible reals than the data plane compares per new flow
 //! ([`LC_CANDIDATES`]) gets its least loaded ones written as candidates every
@@ -36,12 +41,10 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// The data plane's counters as counts (negative ones read as 0).
+    /// The load the schedulers see: the data plane's counts less the stale entries.
     pub fn from_load(load: &RealLoad) -> Self {
-        Self {
-            active: load.active.max(0) as u64,
-            inactive: load.inactive.max(0) as u64,
-        }
+        let (active, inactive) = load.live();
+        Self { active, inactive }
     }
 }
 
@@ -88,48 +91,67 @@ pub fn recount_into<K>(
     }
 }
 
-/// What to add to a counter that read `before` when a recount started and `after` when it
-/// ended, so that it holds the recount's `truth`.
-///
-/// Changes the data plane made during the recount are in `after - before`; those made to sets
-/// the recount had already read are missing from `truth`, the others are in it. Taking the
-/// midpoint of the two readings splits the difference: the result is off by half the changes
-/// made during the recount at most, and by nothing on average when changes are spread evenly
-/// over it. Whatever is left is corrected by the next recount.
-pub fn correction(before: i64, after: i64, truth: u64) -> i64 {
-    let mid = (i128::from(before) + i128::from(after)).div_euclid(2);
-    (i128::from(truth) - mid) as i64
+/// Counts the stale entries per real index: expired, or not used since `up_since(real)`, the
+/// clock second at which the real last became usable (`None`: none of its entries).
+pub fn stale<K>(
+    entries: impl IntoIterator<Item = ConnEntry<K>>,
+    settings: &Settings,
+    up_since: impl Fn(u32) -> Option<u32>,
+) -> BTreeMap<u32, Counts> {
+    let mut counts = BTreeMap::new();
+    stale_into(&mut counts, entries, settings, up_since);
+    counts
 }
 
-/// Recounts both connection tables and corrects the counters of `reals` (indices) to them.
-/// Returns the corrections made (index, delta), for logging and tests.
-pub fn reconcile(
-    dp: &mut Dataplane,
-    reals: &[u32],
-) -> Result<Vec<(u32, RealLoad)>, DataplaneError> {
-    let before = reals
+/// [`stale`] adding to `counts` (for the second connection table).
+pub fn stale_into<K>(
+    counts: &mut BTreeMap<u32, Counts>,
+    entries: impl IntoIterator<Item = ConnEntry<K>>,
+    settings: &Settings,
+    up_since: impl Fn(u32) -> Option<u32>,
+) {
+    let now = settings.clock;
+    for e in entries {
+        let Some(since) = up_since(e.conn.real) else {
+            continue;
+        };
+        let idle = now.wrapping_sub(e.stamp);
+        if idle <= settings.timeout(e.conn.state) && idle <= now.wrapping_sub(since) {
+            continue;
+        }
+        let c = counts.entry(e.conn.real).or_default();
+        if ConnState::from_u8(e.conn.state).is_active() {
+            c.active += 1;
+        } else {
+            c.inactive += 1;
+        }
+    }
+}
+
+/// Counts the stale entries of `reals` (indices) and writes them to the data plane. Returns
+/// the reals whose stale counts changed, with the new counts, for logging and tests.
+pub fn reconcile(dp: &mut Dataplane, reals: &[u32]) -> Result<Vec<(u32, Counts)>, DataplaneError> {
+    let loads = reals
         .iter()
         .map(|&i| Ok((i, dp.real_load(i)?)))
         .collect::<Result<BTreeMap<u32, RealLoad>, DataplaneError>>()?;
     let settings = dp.settings();
-    let up_since = |i| before.get(&i).map(|l: &RealLoad| l.up_since);
-    let mut truth = recount(dp.conns4(), &settings, up_since);
-    recount_into(&mut truth, dp.conns6(), &settings, up_since);
-    let mut made = Vec::new();
-    for (&index, b) in &before {
-        let a = dp.real_load(index)?;
-        let t = truth.get(&index).copied().unwrap_or_default();
-        let delta = RealLoad {
-            active: correction(b.active, a.active, t.active),
-            inactive: correction(b.inactive, a.inactive, t.inactive),
-            ..RealLoad::default()
+    let up_since = |i| loads.get(&i).map(|l: &RealLoad| l.up_since);
+    let mut found = stale(dp.conns4(), &settings, up_since);
+    stale_into(&mut found, dp.conns6(), &settings, up_since);
+    let mut changed = Vec::new();
+    for (&index, load) in &loads {
+        let now = found.get(&index).copied().unwrap_or_default();
+        let before = Counts {
+            active: load.stale_active.max(0) as u64,
+            inactive: load.stale_inactive.max(0) as u64,
         };
-        if delta.active != 0 || delta.inactive != 0 {
-            dp.adjust_real_load(index, delta)?;
-            made.push((index, delta));
+        if now != before {
+            dp.set_stale(index, now.active, now.inactive)?;
+            changed.push((index, now));
         }
     }
-    Ok(made)
+    Ok(changed)
 }
 
 /// The `LC_CANDIDATES` least loaded of `eligible` reals (index, weight > 0) under `sched`
@@ -333,13 +355,54 @@ mod tests {
     }
 
     #[test]
-    fn correction_lands_on_the_truth_when_nothing_changed() {
-        assert_eq!(correction(40, 40, 30), -10);
-        assert_eq!(correction(-3, -3, 0), 3);
-        assert_eq!(correction(0, 0, 7), 7);
-        // Four connections opened during the recount: half of them are assumed counted.
-        assert_eq!(correction(40, 44, 32), -10);
-        assert_eq!(correction(i64::MAX, i64::MAX, 0), -i64::MAX);
+    fn stale_entries_are_the_expired_and_the_older_than_the_reals_return() {
+        let s = settings(1000);
+        let es = s.timeout(ConnState::Established as u8);
+        let entries = [
+            entry(1, 5, ConnState::Established, 1000),          // live
+            entry(2, 5, ConnState::Established, 1000 - es - 1), // expired
+            entry(3, 5, ConnState::SynRecv, 1000 - 200),        // expired (SYN_RECV: 60 s)
+            entry(4, 6, ConnState::Established, 900),           // before real 6 came back
+            entry(5, 6, ConnState::Established, 960),           // used since
+            entry(6, 7, ConnState::Established, 900),           // unknown real
+        ];
+        let since = |r| match r {
+            5 => Some(0),
+            6 => Some(950),
+            _ => None,
+        };
+        let counts = stale(entries, &s, since);
+        assert_eq!(
+            counts[&5],
+            Counts {
+                active: 1,
+                inactive: 1
+            }
+        );
+        assert_eq!(counts[&6].active, 1);
+        assert!(!counts.contains_key(&7));
+        // Stale and live entries partition the entries of known reals.
+        let live = recount(entries, &s, since);
+        assert_eq!(live[&5].active + counts[&5].active, 2);
+        assert_eq!(live[&6].active + counts[&6].active, 2);
+    }
+
+    #[test]
+    fn the_load_leaves_stale_entries_out() {
+        let load = RealLoad {
+            active: 10,
+            inactive: 4,
+            stale_active: 3,
+            stale_inactive: 6,
+            ..RealLoad::default()
+        };
+        assert_eq!(
+            Counts::from_load(&load),
+            Counts {
+                active: 7,
+                inactive: 0
+            }
+        );
     }
 
     fn counts(active: u64, inactive: u64) -> Counts {

@@ -23,17 +23,23 @@ use lb_userspace::dataplane::{Dataplane, PinDir, ensure_bpffs};
 use crate::netns::Netns;
 
 /// The directory holding the workspace's built binaries (`target/<profile>`), built once per
-/// test process so that the binaries match the code under test.
+/// process so that the binaries match the code under test.
+///
+/// The caller is a test (`target/<profile>/deps/<test>`) or one of this crate's binaries
+/// (`target/<profile>/lb-demo`).
 pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        // target/<profile>/deps/<test> -> target/<profile>
-        let dir = exe
+        let exe = std::env::current_exe().expect("executable path");
+        let parent = exe
             .parent()
-            .and_then(Path::parent)
-            .expect("test executable lives in target/<profile>/deps")
-            .to_path_buf();
+            .expect("the executable lives in target/<profile>");
+        let dir = if parent.file_name().is_some_and(|n| n == "deps") {
+            parent.parent().expect("target/<profile>/deps has a parent")
+        } else {
+            parent
+        }
+        .to_path_buf();
         let release = dir.file_name().is_some_and(|n| n == "release");
         let mut cmd = Command::new(env!("CARGO"));
         cmd.args(["build", "--quiet", "-p", "lb-userspace", "--bins"])

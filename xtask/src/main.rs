@@ -1,6 +1,7 @@
 //! Project automation: `cargo xtask <command>`.
 
 mod build_ebpf;
+mod demo;
 mod deps;
 mod test;
 
@@ -10,7 +11,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(about = "Build, test, demo and benchmark the load balancer")]
+#[command(about = "Build, test and demo the load balancer")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -22,6 +23,9 @@ enum Cmd {
     BuildEbpf,
     /// Install what is missing, build everything, run every check and test (needs root).
     Test,
+    /// Install what is missing, build, and run the narrated demo in network namespaces: a
+    /// client, a director and three real servers (needs root; about 6 s after the build).
+    Demo,
 }
 
 fn workspace_root() -> PathBuf {
@@ -39,6 +43,7 @@ fn main() -> Result<()> {
             println!("eBPF object: {}", obj.display());
         }
         Cmd::Test => test::run_all(&root)?,
+        Cmd::Demo => demo::run(&root)?,
     }
     Ok(())
 }
