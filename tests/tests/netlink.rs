@@ -291,8 +291,14 @@ fn unowned_ip_is_unresolved_until_a_host_appears() {
         };
         assert!(reason.contains("FAILED"), "{reason}");
         assert_eq!(tracker.current()[&ip], ev.state);
+        // The entry is managed, so the kernel keeps re-probing it: FAILED and INCOMPLETE
+        // alternate, and neither may ever carry a MAC.
         let n = nl.neighbour(director.ifindex, ip).await.unwrap().unwrap();
-        assert_eq!(n.state, NeighState::Failed);
+        assert!(
+            matches!(n.state, NeighState::Failed | NeighState::Incomplete),
+            "kernel entry of an unowned IP: {n:?}"
+        );
+        assert_eq!(n.mac, None, "kernel entry of an unowned IP: {n:?}");
 
         // A host with that IP appears (without announcing itself).
         let late = lan.add_host("late", "10.91.3.50/24").unwrap();

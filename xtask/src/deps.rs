@@ -35,9 +35,20 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "bird2",
 ];
 
+/// Debian packages `cargo xtask bench` needs besides [`DEBIAN_PACKAGES`]:
+///
+/// - haproxy: the TCP-mode proxy the end-to-end benchmark compares against (scenario c).
+pub const BENCH_PACKAGES: &[&str] = &["haproxy"];
+
 /// The bpf-linker release that works with this machine's LLVM 22 and rustc.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+/// Runs every installation step, then installs the benchmark's extra packages.
+pub fn ensure_bench() -> Result<()> {
+    ensure_all()?;
+    ensure_debian_packages(BENCH_PACKAGES)
+}
 
 /// Runs every installation step.
 pub fn ensure_all() -> Result<()> {

@@ -1,5 +1,6 @@
 //! Project automation: `cargo xtask <command>`.
 
+mod bench;
 mod build_ebpf;
 mod demo;
 mod deps;
@@ -11,7 +12,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(about = "Build, test and demo the load balancer")]
+#[command(about = "Build, test, demo and benchmark the load balancer")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -26,6 +27,16 @@ enum Cmd {
     /// Install what is missing, build, and run the narrated demo in network namespaces: a
     /// client, a director and three real servers (needs root; about 6 s after the build).
     Demo,
+    /// Run the benchmarks and write BENCHMARKS.md (needs root; several minutes).
+    Bench {
+        /// Every case with few iterations and tiny sizes (writes under target/bench/).
+        #[arg(long)]
+        smoke: bool,
+        /// Only these parts, comma-separated: dataplane, scaling, control, e2e (writes under
+        /// target/bench/).
+        #[arg(long)]
+        only: Option<String>,
+    },
 }
 
 fn workspace_root() -> PathBuf {
@@ -44,6 +55,7 @@ fn main() -> Result<()> {
         }
         Cmd::Test => test::run_all(&root)?,
         Cmd::Demo => demo::run(&root)?,
+        Cmd::Bench { smoke, only } => bench::run(&root, &bench::BenchArgs { smoke, only })?,
     }
     Ok(())
 }

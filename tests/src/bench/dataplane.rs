@@ -1,0 +1,823 @@
+//! Data-plane benchmarks: the real XDP program on realistic maps through `BPF_PROG_TEST_RUN`.
+//!
+//! Every measured thing is a *subject*: a program and a frame. Subjects are measured
+//! round-robin (run 1 of every subject, then run 2 of every subject, ...), with the starting
+//! subject rotating, so slow drifts of the machine hit every subject alike; each subject's
+//! figure is the median over its runs. The empty program is one of the subjects of every
+//! measurement, so "net" figures subtract an empty program measured the same way in the same
+//! run.
+//!
+//! A run's figure is the CPU time the calling thread spent in the `BPF_PROG_TEST_RUN` call
+//! divided by the repetitions: the kernel's own per-repetition average is whole nanoseconds,
+//! too coarse for a floor a few nanoseconds above the empty program. Both are recorded; they
+//! agree to within the syscall's own cost spread over the repetitions.
+//!
+//! Before measuring, every subject is run once and its action and the program's counters are
+//! checked, so that each case measures the path it names (a hit counts a hit, a fragment a
+//! fragment, and so on).
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use aya::{Ebpf, programs::Xdp};
+use lb_common::{Conn, ConnState, Flow4Key, Flow6Key, GlobalStats, proto};
+use lb_tests::{
+    lab::{Lab, XDP_PASS, XDP_TX, desired, spec, spec6, tcp, tcp6, udp},
+    packet::{Frame, Frame6, L4, flags, icmp_unreachable},
+};
+use lb_userspace::{
+    dataplane::{TestRunOutcome, test_run},
+    plan::Limits,
+    state::{DesiredState, ServiceKey, ServiceSpec},
+};
+
+use super::{
+    OthersWatch, Params, median, progress, quietest,
+    report::{DataplaneReport, DpCase, Sample, ScalingDim, ScalingReport, ScalingVariant},
+    spread, thread_cpu,
+};
+
+/// The VIP of the benchmark services.
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+/// An address that is no VIP.
+const OTHER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 200);
+/// The client of the measured flows.
+const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 7, 21);
+/// The client of the measured SYNs.
+const CLIENT_SYN: Ipv4Addr = Ipv4Addr::new(192, 168, 7, 22);
+/// A router on the return path (sends the ICMP errors).
+const ROUTER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+/// The IPv6 VIP of the benchmark's IPv6 service.
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+/// The client of the measured IPv6 flows.
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, 0, 0x21);
+/// The client of the measured IPv6 SYNs.
+const CLIENT6_SYN: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, 0, 0x22);
+/// Maglev table size of every service.
+const M: u32 = 65_537;
+/// Client port of the measured TCP and UDP flows.
+const SPORT: u16 = 40_000;
+
+/// The reference programs: an empty XDP program and a MAC swap with XDP_TX.
+pub struct RefPrograms {
+    ebpf: Ebpf,
+}
+
+/// Name of the empty reference program.
+pub const EMPTY: &str = "xdp_empty";
+/// Name of the floor reference program.
+pub const FLOOR: &str = "xdp_swap_macs";
+
+impl RefPrograms {
+    /// Loads both programs from the object built by `cargo xtask build-ebpf`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| {
+            format!(
+                "reading {} (run `cargo xtask build-ebpf` first)",
+                path.display()
+            )
+        })?;
+        let mut ebpf = Ebpf::load(&bytes).context("loading the reference object")?;
+        for name in [EMPTY, FLOOR] {
+            let prog: &mut Xdp = ebpf
+                .program_mut(name)
+                .with_context(|| format!("{name} is missing from {}", path.display()))?
+                .try_into()?;
+            prog.load().with_context(|| format!("loading {name}"))?;
+        }
+        Ok(Self { ebpf })
+    }
+
+    /// Runs one of the programs.
+    pub fn run(&self, name: &str, frame: &[u8], repeat: u32) -> Result<TestRunOutcome> {
+        let prog: &Xdp = self
+            .ebpf
+            .program(name)
+            .with_context(|| format!("{name} not loaded"))?
+            .try_into()?;
+        Ok(test_run(prog, frame, repeat)?)
+    }
+}
+
+/// Which counter a case must move by one per packet (proof that it takes its path).
+#[derive(Clone, Copy, Debug)]
+enum Counter {
+    /// A reference program: no counters.
+    None,
+    ConnHit,
+    ConnMiss,
+    Passed,
+    Fragment,
+    Icmp,
+}
+
+impl Counter {
+    fn get(self, g: &GlobalStats) -> u64 {
+        match self {
+            Counter::None => 0,
+            Counter::ConnHit => g.conn_hits,
+            Counter::ConnMiss => g.conn_misses,
+            Counter::Passed => g.passed,
+            Counter::Fragment => g.fragments,
+            Counter::Icmp => g.icmp_forwarded,
+        }
+    }
+}
+
+/// One loaded copy of what a subject runs.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    /// The load balancer with its maps.
+    Lab(&'a Lab),
+    /// A reference program.
+    Ref(&'a RefPrograms, &'static str),
+}
+
+/// A program and a frame to measure, on several independently loaded copies of the program
+/// and its maps: where the JIT puts the code and the kernel the map memory changes the cost of
+/// the same path by a few nanoseconds, and for the odd copy by tens, so every subject's runs
+/// are spread over copies (run `r` uses copy `r % copies`).
+struct Subject<'a> {
+    name: String,
+    frame: Vec<u8>,
+    action: u32,
+    counter: Counter,
+    targets: Vec<Target<'a>>,
+}
+
+/// One run: (copy, CPU ns per repetition, kernel ns per repetition).
+type RunResult = (usize, f64, f64);
+
+impl Subject<'_> {
+    fn exec(&self, copy: usize, repeat: u32) -> Result<TestRunOutcome> {
+        match self.targets[copy] {
+            Target::Lab(lab) => Ok(lab.dp.test_run_repeat(&self.frame, repeat)?),
+            Target::Ref(refs, prog) => refs.run(prog, &self.frame, repeat),
+        }
+    }
+
+    /// Runs once on every copy and checks the action and the counter.
+    fn check(&self) -> Result<()> {
+        for (copy, target) in self.targets.iter().enumerate() {
+            let stats = || -> Result<Option<GlobalStats>> {
+                match target {
+                    Target::Lab(lab) => Ok(Some(lab.dp.global_stats()?)),
+                    Target::Ref(..) => Ok(None),
+                }
+            };
+            let before = stats()?;
+            let out = self.exec(copy, 1)?;
+            ensure!(
+                out.action == self.action,
+                "{}: action {} where {} was expected",
+                self.name,
+                out.action,
+                self.action
+            );
+            if let (Some(before), Some(after)) = (before, stats()?) {
+                let moved = self.counter.get(&after) - self.counter.get(&before);
+                ensure!(
+                    moved == 1,
+                    "{}: the {:?} counter moved by {moved}, not 1: the frame takes another path",
+                    self.name,
+                    self.counter
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn measure(&self, run: usize, repeat: u32) -> Result<RunResult> {
+        let copy = run % self.targets.len();
+        let t0 = thread_cpu();
+        let out = self.exec(copy, repeat)?;
+        let cpu = thread_cpu() - t0;
+        ensure!(out.action == self.action, "{}: action changed", self.name);
+        Ok((
+            copy,
+            cpu.as_nanos() as f64 / f64::from(repeat),
+            out.duration_ns as f64,
+        ))
+    }
+}
+
+/// Measures every subject `runs` times, round-robin with a rotating start; returns each
+/// subject's runs.
+fn interleave(subjects: &[Subject<'_>], runs: usize, repeat: u32) -> Result<Vec<Vec<RunResult>>> {
+    for s in subjects {
+        s.check()?;
+        // Warm up (caches, branch predictors, page faults of the frame buffers).
+        for copy in 0..s.targets.len() {
+            s.measure(copy, repeat.min(10_000))?;
+        }
+    }
+    let n = subjects.len();
+    let mut results = vec![Vec::with_capacity(runs); n];
+    for run in 0..runs {
+        for k in 0..n {
+            let i = (run + k) % n;
+            results[i].push(subjects[i].measure(run, repeat)?);
+        }
+    }
+    Ok(results)
+}
+
+fn sample(runs: &[RunResult]) -> Sample {
+    let cpu: Vec<f64> = runs.iter().map(|r| r.1).collect();
+    let kernel: Vec<f64> = runs.iter().map(|r| r.2).collect();
+    let copies = runs.iter().map(|r| r.0).max().map_or(0, |m| m + 1);
+    let copy_medians = (0..copies)
+        .map(|c| {
+            median(
+                &runs
+                    .iter()
+                    .filter(|r| r.0 == c)
+                    .map(|r| r.1)
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    Sample {
+        median_ns: median(&cpu),
+        kernel_median_ns: median(&kernel),
+        runs_ns: cpu,
+        copy_medians_ns: copy_medians,
+    }
+}
+
+fn flow(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, p: u8) -> Flow4Key {
+    Flow4Key::from_parts(src.octets(), sport, dst.octets(), dport, p)
+}
+
+fn addr(base: Ipv4Addr, offset: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(base) + offset)
+}
+
+/// `n` reals of weight 1 from `base + 1` on.
+fn reals(base: Ipv4Addr, n: u32) -> Vec<(Ipv4Addr, u32)> {
+    (0..n).map(|i| (addr(base, i + 1), 1)).collect()
+}
+
+fn ack_frame(src: Ipv4Addr, dport: u16) -> Vec<u8> {
+    Frame::tcp(src, SPORT, VIP, dport, flags::ACK).build()
+}
+
+fn syn_frame(src: Ipv4Addr, dport: u16) -> Vec<u8> {
+    Frame::tcp(src, SPORT, VIP, dport, flags::SYN).build()
+}
+
+/// Opens the measured IPv6 TCP flow through the program (SYN, then ACK: ESTABLISHED).
+fn establish6(lab: &Lab) -> Result<()> {
+    for f in [flags::SYN, flags::ACK] {
+        let out = lab
+            .dp
+            .test_run(&Frame6::tcp(CLIENT6, SPORT, VIP6, 80, f).build())?;
+        ensure!(
+            out.action == XDP_TX,
+            "opening the measured IPv6 flow failed"
+        );
+    }
+    let key = Flow6Key::from_parts(CLIENT6.octets(), SPORT, VIP6.octets(), 80, proto::TCP);
+    let entry = lab
+        .dp
+        .conn6(&key)
+        .context("the measured IPv6 flow has no connection entry")?;
+    ensure!(entry.conn.state == ConnState::Established as u8);
+    Ok(())
+}
+
+/// Opens the measured TCP flow through the program (SYN, then ACK: ESTABLISHED).
+fn establish(lab: &Lab, src: Ipv4Addr, dst: Ipv4Addr, dport: u16) -> Result<()> {
+    for f in [flags::SYN, flags::ACK] {
+        let out = lab
+            .dp
+            .test_run(&Frame::tcp(src, SPORT, dst, dport, f).build())?;
+        ensure!(out.action == XDP_TX, "opening the measured flow failed");
+    }
+    let entry = lab
+        .dp
+        .conn4(&flow(src, SPORT, dst, dport, proto::TCP))
+        .context("the measured flow has no connection entry")?;
+    ensure!(entry.conn.state == ConnState::Established as u8);
+    Ok(())
+}
+
+fn lab(limits: Limits, state: &DesiredState) -> Lab {
+    let mut lab = Lab::with_limits(limits);
+    lab.apply(state);
+    lab
+}
+
+/// The basic cases: default limits (64 services, 4096 reals, M = 65537, 1M connection
+/// entries), 16 IPv4 services on 4 VIPs and one IPv6 service.
+fn basic_state() -> DesiredState {
+    let mut services: Vec<(ServiceKey, ServiceSpec)> = vec![
+        (
+            tcp(VIP, 80),
+            spec(80, M, &reals(Ipv4Addr::new(10, 0, 1, 0), 10)),
+        ),
+        (
+            udp(VIP, 53),
+            spec(53, M, &reals(Ipv4Addr::new(10, 0, 2, 0), 10)),
+        ),
+    ];
+    for i in 0..14u32 {
+        let vip = addr(VIP, 1 + i % 3);
+        let port = 8000 + i as u16;
+        let base = Ipv4Addr::new(10, 0, 3 + i as u8, 0);
+        services.push((tcp(vip, port), spec(port, M, &reals(base, 4))));
+    }
+    let reals6: Vec<(Ipv6Addr, u32)> = (1..=10u16)
+        .map(|i| (Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, i), 1))
+        .collect();
+    services.push((tcp6(VIP6, 80), spec6(80, M, &reals6)));
+    desired(services)
+}
+
+/// The frames of the basic cases, and the labs they need (each lab copy prepared the same).
+struct BasicFrames {
+    hit: Vec<u8>,
+    syn: Vec<u8>,
+    udp: Vec<u8>,
+    pass: Vec<u8>,
+    fragment: Vec<u8>,
+    icmp: Vec<u8>,
+    hit6: Vec<u8>,
+    syn6: Vec<u8>,
+}
+
+impl BasicFrames {
+    fn new() -> Self {
+        // The real's reply to the measured flow, too big for a router on the way back.
+        let reply = Frame::tcp(VIP, 80, CLIENT, SPORT, flags::ACK).payload(&[0; 1400]);
+        Self {
+            hit: ack_frame(CLIENT, 80),
+            syn: syn_frame(CLIENT_SYN, 80),
+            udp: Frame::udp(CLIENT, 5353, VIP, 53)
+                .payload(&[0x5a; 32])
+                .build(),
+            pass: Frame::tcp(CLIENT, SPORT, OTHER, 80, flags::ACK).build(),
+            fragment: Frame::new(CLIENT, VIP, L4::Raw { proto: proto::UDP })
+                .payload(&[0xcd; 72])
+                .fragment(true, 9)
+                .build(),
+            icmp: icmp_unreachable(ROUTER, VIP, 4, 1400, &reply).build(),
+            hit6: Frame6::tcp(CLIENT6, SPORT, VIP6, 80, flags::ACK).build(),
+            syn6: Frame6::tcp(CLIENT6_SYN, SPORT, VIP6, 80, flags::SYN).build(),
+        }
+    }
+
+    fn lab(&self, limits: Limits) -> Result<Lab> {
+        let lab = lab(limits, &basic_state());
+        establish(&lab, CLIENT, VIP, 80)?;
+        establish6(&lab)?;
+        // The UDP flow's first datagram creates its entry; the measured ones hit it.
+        ensure!(lab.dp.test_run(&self.udp)?.action == XDP_TX);
+        Ok(lab)
+    }
+}
+
+fn load_refs(path: &Path, copies: usize) -> Result<Vec<RefPrograms>> {
+    (0..copies).map(|_| RefPrograms::load(path)).collect()
+}
+
+fn ref_subject<'a>(
+    name: &str,
+    prog: &'static str,
+    action: u32,
+    frame: &[u8],
+    refs: &'a [RefPrograms],
+) -> Subject<'a> {
+    Subject {
+        name: name.into(),
+        frame: frame.to_vec(),
+        action,
+        counter: Counter::None,
+        targets: refs.iter().map(|r| Target::Ref(r, prog)).collect(),
+    }
+}
+
+fn lab_subject<'a>(
+    name: &str,
+    frame: &[u8],
+    action: u32,
+    counter: Counter,
+    labs: &'a [Lab],
+) -> Subject<'a> {
+    Subject {
+        name: name.into(),
+        frame: frame.to_vec(),
+        action,
+        counter,
+        targets: labs.iter().map(Target::Lab).collect(),
+    }
+}
+
+/// The data-plane cases, the empty program and the floor.
+pub fn cases(params: &Params, bench_ref: &Path) -> Result<DataplaneReport> {
+    let copies = params.copies;
+    let refs = load_refs(bench_ref, copies)?;
+    let frames = BasicFrames::new();
+    let labs = (0..copies)
+        .map(|_| frames.lab(params.limits))
+        .collect::<Result<Vec<_>>>()?;
+    let subjects = vec![
+        ref_subject("empty", EMPTY, XDP_PASS, &frames.hit, &refs),
+        ref_subject("floor", FLOOR, XDP_TX, &frames.hit, &refs),
+        lab_subject("hit", &frames.hit, XDP_TX, Counter::ConnHit, &labs),
+        lab_subject("syn", &frames.syn, XDP_TX, Counter::ConnMiss, &labs),
+        lab_subject("udp", &frames.udp, XDP_TX, Counter::ConnHit, &labs),
+        lab_subject("pass", &frames.pass, XDP_PASS, Counter::Passed, &labs),
+        lab_subject(
+            "fragment",
+            &frames.fragment,
+            XDP_TX,
+            Counter::Fragment,
+            &labs,
+        ),
+        lab_subject("icmp", &frames.icmp, XDP_TX, Counter::Icmp, &labs),
+        lab_subject("hit6", &frames.hit6, XDP_TX, Counter::ConnHit, &labs),
+        lab_subject("syn6", &frames.syn6, XDP_TX, Counter::ConnMiss, &labs),
+    ];
+    let what = [
+        "empty XDP program (returns XDP_PASS)",
+        "floor: swap the MACs, XDP_TX",
+        "TCP ACK of an established connection (connection-table hit)",
+        "TCP SYN: new connection (scheduled by the Maglev table, entry written)",
+        "UDP datagram of a known flow",
+        "TCP to a non-VIP address (XDP_PASS)",
+        "UDP fragment without ports (scheduled by addresses)",
+        "ICMP fragmentation-needed about an established flow",
+        "IPv6: TCP ACK of an established connection (connection-table hit)",
+        "IPv6: TCP SYN, new connection",
+    ];
+    let (results, others) = quietest("data plane cases", params.attempts, || {
+        let watch = OthersWatch::start(&[]);
+        let results = interleave(&subjects, params.runs, params.repeat)?;
+        Ok((results, watch.pct()))
+    })?;
+    let samples: Vec<Sample> = results.iter().map(|r| sample(r)).collect();
+    let empty = samples[0].median_ns;
+    let floor = samples[1].median_ns;
+    let floor_net = floor - empty;
+    let cases = subjects
+        .iter()
+        .zip(&samples)
+        .zip(what)
+        .skip(2)
+        .map(|((s, sample), what)| {
+            let net = sample.median_ns - empty;
+            DpCase {
+                name: s.name.clone(),
+                what: what.into(),
+                action: if s.action == XDP_TX {
+                    "XDP_TX"
+                } else {
+                    "XDP_PASS"
+                }
+                .into(),
+                sample: sample.clone(),
+                net_ns: net,
+                x_floor: sample.median_ns / floor,
+                x_floor_net: net / floor_net,
+            }
+        })
+        .collect();
+    Ok(DataplaneReport {
+        repeat: params.repeat,
+        runs: params.runs,
+        copies,
+        others_pct: others,
+        maps: format!(
+            "{} limits: {} services, {} reals, M = {}, {} connection entries, {} persistence \
+             entries; 16 IPv4 services on 4 VIPs (10 reals on the measured TCP and UDP services, \
+             4 on the others) and an IPv6 TCP service of 10 reals",
+            if params.limits == Limits::default() {
+                "the default"
+            } else {
+                "test"
+            },
+            params.limits.max_services,
+            params.limits.max_reals,
+            params.limits.max_table_size,
+            params.limits.conn_entries,
+            params.limits.persist_entries
+        ),
+        empty: samples[0].clone(),
+        floor: samples[1].clone(),
+        cases,
+    })
+}
+
+/// One configuration of a scaling dimension: its copies and measured frames.
+struct Variant {
+    label: String,
+    labs: Vec<Lab>,
+    hit: Vec<u8>,
+    syn: Vec<u8>,
+}
+
+impl Variant {
+    fn new(
+        label: String,
+        copies: usize,
+        hit: Vec<u8>,
+        syn: Vec<u8>,
+        build: impl Fn() -> Result<Lab>,
+    ) -> Result<Self> {
+        Ok(Self {
+            label,
+            labs: (0..copies).map(|_| build()).collect::<Result<Vec<_>>>()?,
+            hit,
+            syn,
+        })
+    }
+}
+
+/// The services dimension: `n` services with 4 reals each on their own VIPs; the measured
+/// flows go to the last one. Map sizes are the same for every variant.
+fn services_variant(base: Limits, n: u32, max: u32, copies: usize) -> Result<Variant> {
+    let limits = Limits {
+        max_services: max,
+        ..base
+    };
+    ensure!(
+        n * 4 < limits.max_reals,
+        "{n} services of 4 reals exceed max_reals"
+    );
+    let vip_of = |i: u32| addr(Ipv4Addr::new(10, 1, 0, 0), i + 1);
+    let state = desired(
+        (0..n)
+            .map(|i| {
+                let base = addr(Ipv4Addr::new(10, 2, 0, 0), i * 4);
+                (tcp(vip_of(i), 80), spec(80, M, &reals(base, 4)))
+            })
+            .collect(),
+    );
+    let vip = vip_of(n - 1);
+    Variant::new(
+        format!("{n} services"),
+        copies,
+        Frame::tcp(CLIENT, SPORT, vip, 80, flags::ACK).build(),
+        Frame::tcp(CLIENT_SYN, SPORT, vip, 80, flags::SYN).build(),
+        || {
+            let lab = lab(limits, &state);
+            establish(&lab, CLIENT, vip, 80)?;
+            Ok(lab)
+        },
+    )
+}
+
+/// The reals dimension: one service with `n` reals.
+fn reals_variant(base: Limits, n: u32, max_reals: u32, copies: usize) -> Result<Variant> {
+    let limits = Limits { max_reals, ..base };
+    let state = desired(vec![(
+        tcp(VIP, 80),
+        spec(80, M, &reals(Ipv4Addr::new(10, 3, 0, 0), n)),
+    )]);
+    Variant::new(
+        format!("{n} reals"),
+        copies,
+        ack_frame(CLIENT, 80),
+        syn_frame(CLIENT_SYN, 80),
+        || {
+            let lab = lab(limits, &state);
+            establish(&lab, CLIENT, VIP, 80)?;
+            Ok(lab)
+        },
+    )
+}
+
+/// The connection-table dimension: `entries` entries, each set filled with `per_set` of its
+/// 4 slots (0 = empty but for the measured flows, 2 = half, 4 = full).
+fn conns_variant(base: Limits, entries: u32, per_set: u8, copies: usize) -> Result<Variant> {
+    let limits = Limits {
+        conn_entries: entries,
+        ..base
+    };
+    let sets = limits.conn_sets();
+    let slots = u64::from(sets) * lb_common::CONN_WAYS as u64;
+    let state = desired(vec![(
+        tcp(VIP, 80),
+        spec(80, M, &reals(Ipv4Addr::new(10, 4, 0, 0), 10)),
+    )]);
+    let syn = syn_frame(CLIENT_SYN, 80);
+    let measured = [
+        flow(CLIENT, SPORT, VIP, 80, proto::TCP),
+        flow(CLIENT_SYN, SPORT, VIP, 80, proto::TCP),
+    ];
+    let used = std::cell::Cell::new(0u64);
+    let build = || -> Result<Lab> {
+        let mut lab = lab(limits, &state);
+        establish(&lab, CLIENT, VIP, 80)?;
+        ensure!(lab.dp.test_run(&syn)?.action == XDP_TX);
+        let mut count = vec![0u8; sets as usize];
+        for key in &measured {
+            count[(key.hash() & (sets - 1)) as usize] += 1;
+        }
+        let real = lab
+            .dp
+            .conn4(&measured[0])
+            .context("measured flow")?
+            .conn
+            .real;
+        let conn = Conn {
+            real,
+            state: ConnState::Established as u8,
+            _pad: [0; 3],
+        };
+        let target = u64::from(sets) * u64::from(per_set);
+        let mut filled: u64 = count.iter().map(|&c| u64::from(c.min(per_set))).sum();
+        let mut i: u64 = 0;
+        let started = Instant::now();
+        while filled < target {
+            let src = addr(Ipv4Addr::new(172, 16, 0, 0), (i / 50_000) as u32);
+            let key = flow(src, 10_000 + (i % 50_000) as u16, VIP, 80, proto::TCP);
+            i += 1;
+            let set = (key.hash() & (sets - 1)) as usize;
+            if count[set] < per_set {
+                ensure!(lab.dp.insert_conn4(&key, &conn), "insert failed");
+                count[set] += 1;
+                filled += 1;
+            }
+            ensure!(
+                started.elapsed() < Duration::from_secs(120),
+                "filling the connection table takes too long"
+            );
+        }
+        for key in &measured {
+            ensure!(
+                lab.dp.conn4(key).is_some(),
+                "a measured flow was evicted while filling"
+            );
+        }
+        used.set(count.iter().map(|&c| u64::from(c)).sum());
+        Ok(lab)
+    };
+    let mut v = Variant::new(
+        String::new(),
+        copies,
+        ack_frame(CLIENT, 80),
+        syn.clone(),
+        build,
+    )?;
+    let used = used.get();
+    v.label = match per_set {
+        0 => format!("empty ({used} of {slots} slots)"),
+        4 => format!("full ({used} of {slots} slots)"),
+        _ => format!("{per_set}/4 full ({used} of {slots} slots)"),
+    };
+    Ok(v)
+}
+
+/// Measures hit and SYN over the variants of one dimension, with the empty program.
+fn dimension(
+    name: &str,
+    setup: String,
+    variants: &[Variant],
+    refs: &[RefPrograms],
+    params: &Params,
+) -> Result<ScalingDim> {
+    let mut subjects = vec![ref_subject(
+        "empty",
+        EMPTY,
+        XDP_PASS,
+        &variants[0].hit,
+        refs,
+    )];
+    for v in variants {
+        subjects.push(lab_subject(
+            &format!("{} hit", v.label),
+            &v.hit,
+            XDP_TX,
+            Counter::ConnHit,
+            &v.labs,
+        ));
+        subjects.push(lab_subject(
+            &format!("{} syn", v.label),
+            &v.syn,
+            XDP_TX,
+            Counter::ConnMiss,
+            &v.labs,
+        ));
+    }
+    let (results, others) = quietest(&format!("scaling, {name}"), params.attempts, || {
+        let watch = OthersWatch::start(&[]);
+        let results = interleave(&subjects, params.runs, params.repeat)?;
+        Ok((results, watch.pct()))
+    })?;
+    let samples: Vec<Sample> = results.iter().map(|r| sample(r)).collect();
+    let empty = samples[0].median_ns;
+    let rows: Vec<ScalingVariant> = variants
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let (hit, syn) = (&samples[1 + 2 * i], &samples[2 + 2 * i]);
+            ScalingVariant {
+                label: v.label.clone(),
+                hit: hit.clone(),
+                syn: syn.clone(),
+                hit_net_ns: hit.median_ns - empty,
+                syn_net_ns: syn.median_ns - empty,
+            }
+        })
+        .collect();
+    let hits: Vec<f64> = rows.iter().map(|r| r.hit_net_ns).collect();
+    let syns: Vec<f64> = rows.iter().map(|r| r.syn_net_ns).collect();
+    Ok(ScalingDim {
+        name: name.into(),
+        setup,
+        empty_ns: empty,
+        others_pct: others,
+        hit_spread: spread(&hits),
+        syn_spread: spread(&syns),
+        variants: rows,
+    })
+}
+
+/// The scaling dimensions: services, reals, connection-table fill.
+pub fn scaling(params: &Params, bench_ref: &Path) -> Result<ScalingReport> {
+    let copies = params.scale_copies;
+    let refs = load_refs(bench_ref, copies)?;
+    let mut dims = Vec::new();
+
+    let max_services = *params.scale_services.iter().max().context("no sizes")?;
+    progress(&format!(
+        "  services {:?} (M = {M}, max_services = {max_services}, {copies} copies each)",
+        params.scale_services
+    ));
+    let variants = params
+        .scale_services
+        .iter()
+        .map(|&n| services_variant(params.limits, n, max_services, copies))
+        .collect::<Result<Vec<_>>>()?;
+    let lookup_mib = Limits {
+        max_services,
+        ..params.limits
+    }
+    .lookup_slots() as u64
+        * 4
+        / (1 << 20);
+    dims.push(dimension(
+        "services",
+        format!(
+            "every variant: max_services = {max_services}, M = {M} (LOOKUP array of {lookup_mib} \
+             MiB per copy), 4 reals per service, each service on its own VIP; the measured \
+             flows go to the last service"
+        ),
+        &variants,
+        &refs,
+        params,
+    )?);
+    drop(variants);
+
+    let max_reals = (params.scale_reals.iter().max().context("no sizes")? + 1)
+        .next_power_of_two()
+        .max(params.limits.max_reals);
+    progress(&format!("  reals {:?}", params.scale_reals));
+    let variants = params
+        .scale_reals
+        .iter()
+        .map(|&n| reals_variant(params.limits, n, max_reals, copies))
+        .collect::<Result<Vec<_>>>()?;
+    dims.push(dimension(
+        "reals",
+        format!("one service, M = {M}, max_reals = {max_reals} in every variant"),
+        &variants,
+        &refs,
+        params,
+    )?);
+    drop(variants);
+
+    let entries = params.scale_conn_entries;
+    progress(&format!(
+        "  connection table of {entries} entries: empty, half, full"
+    ));
+    let variants = [0u8, 2, 4]
+        .iter()
+        .map(|&per_set| conns_variant(params.limits, entries, per_set, copies))
+        .collect::<Result<Vec<_>>>()?;
+    dims.push(dimension(
+        "connection table",
+        format!(
+            "conn_entries = {entries} (4-way sets), one service with 10 reals; half = 2 of 4 \
+             slots used in every set, full = all 4; the measured flows sit in used sets"
+        ),
+        &variants,
+        &refs,
+        params,
+    )?);
+    if dims.iter().any(|d| d.variants.is_empty()) {
+        bail!("a scaling dimension has no variant");
+    }
+    Ok(ScalingReport {
+        repeat: params.repeat,
+        runs: params.runs,
+        copies,
+        dims,
+    })
+}
