@@ -32,11 +32,11 @@ use lb_tests::{
 use lb_userspace::{
     dataplane::{TestRunOutcome, test_run},
     plan::Limits,
-    state::{DesiredState, ServiceKey, ServiceSpec},
+    state::{DesiredState, Scheduler, ServiceKey, ServiceSpec},
 };
 
 use super::{
-    OthersWatch, Params, median, progress, quietest,
+    OthersWatch, Params, iqr_pct, median, progress, quietest,
     report::{DataplaneReport, DpCase, Sample, ScalingDim, ScalingReport, ScalingVariant},
     spread, thread_cpu,
 };
@@ -59,6 +59,8 @@ const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, 0, 0x21);
 const CLIENT6_SYN: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, 0, 0x22);
 /// Maglev table size of every service.
 const M: u32 = 65_537;
+/// Port of the benchmark's wlc service (on [`VIP`]).
+const WLC_PORT: u16 = 81;
 /// Client port of the measured TCP and UDP flows.
 const SPORT: u16 = 40_000;
 
@@ -226,6 +228,11 @@ fn interleave(subjects: &[Subject<'_>], runs: usize, repeat: u32) -> Result<Vec<
     Ok(results)
 }
 
+/// The spread of the empty program's runs (interquartile range / median, %).
+fn empty_iqr(runs: &[RunResult]) -> f64 {
+    iqr_pct(&runs.iter().map(|r| r.1).collect::<Vec<_>>())
+}
+
 fn sample(runs: &[RunResult]) -> Sample {
     let cpu: Vec<f64> = runs.iter().map(|r| r.1).collect();
     let kernel: Vec<f64> = runs.iter().map(|r| r.2).collect();
@@ -313,7 +320,7 @@ fn lab(limits: Limits, state: &DesiredState) -> Lab {
 }
 
 /// The basic cases: default limits (64 services, 4096 reals, M = 65537, 1M connection
-/// entries), 16 IPv4 services on 4 VIPs and one IPv6 service.
+/// entries), 16 IPv4 services on 4 VIPs (one of them `wlc`) and one IPv6 service.
 fn basic_state() -> DesiredState {
     let mut services: Vec<(ServiceKey, ServiceSpec)> = vec![
         (
@@ -325,7 +332,10 @@ fn basic_state() -> DesiredState {
             spec(53, M, &reals(Ipv4Addr::new(10, 0, 2, 0), 10)),
         ),
     ];
-    for i in 0..14u32 {
+    let mut wlc = spec(WLC_PORT, M, &reals(Ipv4Addr::new(10, 0, 20, 0), 10));
+    wlc.scheduler = Scheduler::WeightedLeastConn;
+    services.push((tcp(VIP, WLC_PORT), wlc));
+    for i in 0..13u32 {
         let vip = addr(VIP, 1 + i % 3);
         let port = 8000 + i as u16;
         let base = Ipv4Addr::new(10, 0, 3 + i as u8, 0);
@@ -348,6 +358,7 @@ struct BasicFrames {
     icmp: Vec<u8>,
     hit6: Vec<u8>,
     syn6: Vec<u8>,
+    syn_wlc: Vec<u8>,
 }
 
 impl BasicFrames {
@@ -368,6 +379,7 @@ impl BasicFrames {
             icmp: icmp_unreachable(ROUTER, VIP, 4, 1400, &reply).build(),
             hit6: Frame6::tcp(CLIENT6, SPORT, VIP6, 80, flags::ACK).build(),
             syn6: Frame6::tcp(CLIENT6_SYN, SPORT, VIP6, 80, flags::SYN).build(),
+            syn_wlc: syn_frame(CLIENT_SYN, WLC_PORT),
         }
     }
 
@@ -442,6 +454,7 @@ pub fn cases(params: &Params, bench_ref: &Path) -> Result<DataplaneReport> {
         lab_subject("icmp", &frames.icmp, XDP_TX, Counter::Icmp, &labs),
         lab_subject("hit6", &frames.hit6, XDP_TX, Counter::ConnHit, &labs),
         lab_subject("syn6", &frames.syn6, XDP_TX, Counter::ConnMiss, &labs),
+        lab_subject("syn_wlc", &frames.syn_wlc, XDP_TX, Counter::ConnMiss, &labs),
     ];
     let what = [
         "empty XDP program (returns XDP_PASS)",
@@ -454,11 +467,14 @@ pub fn cases(params: &Params, bench_ref: &Path) -> Result<DataplaneReport> {
         "ICMP fragmentation-needed about an established flow",
         "IPv6: TCP ACK of an established connection (connection-table hit)",
         "IPv6: TCP SYN, new connection",
+        "TCP SYN to a wlc service of 10 reals: the least loaded of its 8 candidates",
     ];
-    let (results, others) = quietest("data plane cases", params.attempts, || {
+    let ((results, others), _) = quietest("data plane cases", params.attempts, || {
         let watch = OthersWatch::start(&[]);
         let results = interleave(&subjects, params.runs, params.repeat)?;
-        Ok((results, watch.pct()))
+        let others = watch.pct();
+        let noise = others.max(empty_iqr(&results[0]));
+        Ok(((results, others), noise))
     })?;
     let samples: Vec<Sample> = results.iter().map(|r| sample(r)).collect();
     let empty = samples[0].median_ns;
@@ -494,8 +510,8 @@ pub fn cases(params: &Params, bench_ref: &Path) -> Result<DataplaneReport> {
         others_pct: others,
         maps: format!(
             "{} limits: {} services, {} reals, M = {}, {} connection entries, {} persistence \
-             entries; 16 IPv4 services on 4 VIPs (10 reals on the measured TCP and UDP services, \
-             4 on the others) and an IPv6 TCP service of 10 reals",
+             entries; 16 IPv4 services on 4 VIPs (10 reals on the measured TCP, UDP and wlc \
+             services, 4 on the others) and an IPv6 TCP service of 10 reals",
             if params.limits == Limits::default() {
                 "the default"
             } else {
@@ -705,10 +721,12 @@ fn dimension(
             &v.labs,
         ));
     }
-    let (results, others) = quietest(&format!("scaling, {name}"), params.attempts, || {
+    let ((results, others), _) = quietest(&format!("scaling, {name}"), params.attempts, || {
         let watch = OthersWatch::start(&[]);
         let results = interleave(&subjects, params.runs, params.repeat)?;
-        Ok((results, watch.pct()))
+        let others = watch.pct();
+        let noise = others.max(empty_iqr(&results[0]));
+        Ok(((results, others), noise))
     })?;
     let samples: Vec<Sample> = results.iter().map(|r| sample(r)).collect();
     let empty = samples[0].median_ns;
@@ -732,6 +750,7 @@ fn dimension(
         name: name.into(),
         setup,
         empty_ns: empty,
+        empty_iqr_pct: iqr_pct(&samples[0].runs_ns),
         others_pct: others,
         hit_spread: spread(&hits),
         syn_spread: spread(&syns),

@@ -317,8 +317,9 @@ impl OthersWatch {
     }
 }
 
-/// Runs a measurement that reports how much CPU other processes used meanwhile (% of all
-/// CPUs) up to `attempts` times, until that share is at most [`NOISY_PCT`]; returns the
+/// Runs a measurement that reports how noisy the machine was meanwhile (in %: the CPU share of
+/// other processes, or for BPF_PROG_TEST_RUN measurements also the spread of the empty
+/// program's runs) up to `attempts` times, until that is at most [`NOISY_PCT`]; returns the
 /// quietest attempt.
 pub fn quietest<T>(
     what: &str,
@@ -336,8 +337,8 @@ pub fn quietest<T>(
         }
         if attempt < attempts {
             progress(&format!(
-                "{what}: other processes used {noise:.0}% of the machine meanwhile; measuring \
-                 again"
+                "{what}: noise {noise:.0}% (other processes' CPU share, or the spread of the \
+                 empty program's runs); measuring again"
             ));
             wait_quiet(what)?;
         }
@@ -394,6 +395,20 @@ pub fn progress(what: &str) {
 }
 
 /// Median of `xs` (the mean of the two middle values for an even count); NaN if empty.
+/// The interquartile range of `xs` relative to their median, in %: how much repeated runs of
+/// the same thing disagree. The empty program's figure is the benchmark's gauge of a noisy
+/// machine (a virtual machine's neighbours are invisible in its own CPU accounting).
+pub fn iqr_pct(xs: &[f64]) -> f64 {
+    if xs.len() < 4 {
+        return 0.0;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (at(0.75) - at(0.25)) / median(&v) * 100.0
+}
+
+/// The median of `xs` (NaN when empty).
 pub fn median(xs: &[f64]) -> f64 {
     if xs.is_empty() {
         return f64::NAN;

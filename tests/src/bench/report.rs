@@ -4,6 +4,7 @@
 //! command, date and machine of that run. Target verdicts and the explanations of misses are
 //! computed here from the same numbers.
 
+use super::iqr_pct;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -135,6 +136,8 @@ pub struct ScalingDim {
     pub setup: String,
     /// The empty program in the same run.
     pub empty_ns: f64,
+    /// The spread of the empty program's runs, % (interquartile range / median).
+    pub empty_iqr_pct: f64,
     /// CPU other processes used during the runs, % of all CPUs.
     pub others_pct: f64,
     /// max/min - 1 of the hit path's net figures.
@@ -337,7 +340,7 @@ pub fn missing(r: &Report) -> Vec<String> {
             num(format!("data plane {} x floor", c.name), c.x_floor_net);
         }
         for name in [
-            "hit", "syn", "udp", "pass", "fragment", "icmp", "hit6", "syn6",
+            "hit", "syn", "udp", "pass", "fragment", "icmp", "hit6", "syn6", "syn_wlc",
         ] {
             if !d.cases.iter().any(|c| c.name == name) {
                 out.push(format!("data plane case {name} missing"));
@@ -625,8 +628,20 @@ fn scaling_miss(d: &ScalingDim, basic_empty: Option<f64>) -> String {
                 expiry check. So the insert costs more in a fuller set, bounded by the 4 ways; \
                 the hit path stops at the first matching tag and stays flat.";
     } else {
-        why += " Each variant is measured on several independently loaded copies and the \
-                frame stays in the cache.";
+        for (path, sel, sample, spread) in [
+            (
+                "hit",
+                (|v: &ScalingVariant| v.hit_net_ns) as fn(&ScalingVariant) -> f64,
+                (|v: &ScalingVariant| &v.hit) as fn(&ScalingVariant) -> &Sample,
+                d.hit_spread,
+            ),
+            ("SYN", |v| v.syn_net_ns, |v| &v.syn, d.syn_spread),
+        ] {
+            if spread > 0.10 {
+                why += " ";
+                why += &spread_why(d, path, sel, sample);
+            }
+        }
     }
     let drift = basic_empty.map(|e| (d.empty_ns / e - 1.0).abs());
     if d.others_pct > 5.0 || drift.is_some_and(|x| x > 0.05) {
@@ -640,6 +655,68 @@ fn scaling_miss(d: &ScalingDim, basic_empty: Option<f64>) -> String {
         );
     }
     why
+}
+
+/// Why one path of a scaling dimension spread over 10%: a cost that grows with the dimension,
+/// or (when the largest variant is not the dearest) the placement of each loaded copy.
+fn spread_why(
+    d: &ScalingDim,
+    path: &str,
+    net: fn(&ScalingVariant) -> f64,
+    sample: fn(&ScalingVariant) -> &Sample,
+) -> String {
+    let (Some(first), Some(last)) = (d.variants.first(), d.variants.last()) else {
+        return String::new();
+    };
+    let dearest = d
+        .variants
+        .iter()
+        .max_by(|a, b| net(a).total_cmp(&net(b)))
+        .unwrap_or(last);
+    let mut widest_copies = 0.0f64;
+    let ranges = d
+        .variants
+        .iter()
+        .map(|v| {
+            let copies = &sample(v).copy_medians_ns;
+            let lo = copies.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = copies.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            widest_copies = widest_copies.max(hi - lo);
+            format!("{} {} to {}", v.label, f(lo, 1), f(hi, 1))
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let nets: Vec<f64> = d.variants.iter().map(net).collect();
+    let between = nets.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+        - nets.iter().copied().fold(f64::INFINITY, f64::min);
+    let copies = format!(
+        "Each variant runs on several independently loaded copies (medians per copy, ns, \
+         before subtracting the empty program: {ranges}); the widest spread among the copies \
+         of one variant is {} ns, the spread between the variants {} ns",
+        f(widest_copies, 1),
+        f(between, 1)
+    );
+    if dearest.label != last.label || net(last) <= net(first) {
+        let verdict = if widest_copies >= between {
+            ": where the JIT put each copy's code and the kernel its maps moves the figure \
+             as much as the variant does."
+        } else {
+            "."
+        };
+        format!(
+            "The {path} path does not grow with the {}: the dearest variant is {}, not the \
+             largest ({}). {copies}{verdict}",
+            d.name, dearest.label, last.label
+        )
+    } else {
+        format!(
+            "The {path} path rises from {} ns ({}) to {} ns ({}). {copies}.",
+            f(net(first), 1),
+            first.label,
+            f(net(last), 1),
+            last.label
+        )
+    }
 }
 
 fn health_miss(h: &HealthReport) -> String {
@@ -973,12 +1050,46 @@ fn dataplane_md(o: &mut String, d: &DataplaneReport, src: &str) {
             copies(&c.sample)
         );
     }
+    let ratio = |a: &str, b: &str| {
+        d.cases
+            .iter()
+            .find(|c| c.name == a)
+            .zip(d.cases.iter().find(|c| c.name == b))
+            .map(|(a, b)| (a.net_ns, b.net_ns, a.net_ns / b.net_ns))
+    };
+    if let (Some((h6, h4, hx)), Some((s6, s4, sx))) = (ratio("hit6", "hit"), ratio("syn6", "syn")) {
+        let _ = writeln!(
+            o,
+            "\nIPv6 beside IPv4, net: the hit path {} ns vs {} ns ({}x), a new connection {} ns \
+             vs {} ns ({}x).",
+            f(h6, 1),
+            f(h4, 1),
+            f(hx, 2),
+            f(s6, 1),
+            f(s4, 1),
+            f(sx, 2)
+        );
+    }
+    if let Some((wlc, maglev, x)) = ratio("syn_wlc", "syn") {
+        let _ = writeln!(
+            o,
+            "\nA new connection under wlc (the service's 8 candidate reals, the least loaded at \
+             the agent's last refresh, compared by their live counts, then the connection entry \
+             and the counts) costs {} ns net against {} ns under Maglev alone: {}x.",
+            f(wlc, 1),
+            f(maglev, 1),
+            f(x, 2)
+        );
+    }
     let _ = writeln!(
         o,
-        "\nOther processes used {}% of the machine's CPUs during these runs (a measurement \
-         is repeated, up to 3 times, while that exceeds 5%, and the quietest attempt kept).\n\n\
-         {src}\n",
-        f(d.others_pct, 1)
+        "\nOther processes used {}% of the machine's CPUs during these runs, and the empty \
+         program's runs varied by {}% (interquartile range / median). The measurement is \
+         repeated, up to 3 times, while either exceeds 5%, and the quietest attempt kept: a \
+         virtual machine's neighbours do not show in its own CPU accounting, but they slow \
+         the empty program too.\n\n{src}\n",
+        f(d.others_pct, 1),
+        f(iqr_pct(&d.empty.runs_ns), 1)
     );
 }
 
@@ -1028,9 +1139,11 @@ fn scaling_md(o: &mut String, s: &ScalingReport, src: &str) {
         );
         let _ = writeln!(
             o,
-            "\nEmpty program in the same run: {} ns. Other processes used {}% of the machine's \
-             CPUs meanwhile.\n\n{src}\n",
+            "\nEmpty program in the same run: {} ns, its runs varying by {}% (interquartile \
+             range / median). Other processes used {}% of the machine's CPUs meanwhile.\n\n\
+             {src}\n",
             f(d.empty_ns, 1),
+            f(d.empty_iqr_pct, 1),
             f(d.others_pct, 1)
         );
     }
