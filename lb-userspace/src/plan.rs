@@ -20,6 +20,7 @@
 use std::{
     collections::{BTreeMap, VecDeque},
     net::IpAddr,
+    sync::Arc,
 };
 
 use lb_common::{
@@ -295,8 +296,13 @@ pub struct Installed {
     limits: Limits,
     /// Services by key.
     pub services: BTreeMap<ServiceKey, InstalledService>,
-    /// Contents of both table buffers of every service id (empty = all zero).
-    regions: Vec<[Vec<u32>; 2]>,
+    /// Contents of both table buffers of every service id (empty = all zero). Shared between
+    /// the views a plan clones (up to 2 x 256 KiB per service), copied only when replaced.
+    regions: Vec<[Arc<Vec<u32>>; 2]>,
+    /// What the active buffer's table of every service id was built from (its backends and
+    /// size), so that a plan rebuilds only the tables whose input changed; `None` when
+    /// unknown (adopted maps) or when no table is published.
+    built: Vec<Option<(Vec<Backend>, u32)>>,
     /// The IPv4 VIP table's entries (services and fragment entries).
     vips: BTreeMap<Vip4Key, u32>,
     /// The IPv6 VIP table's entries (services and fragment entries).
@@ -311,7 +317,8 @@ impl Installed {
         Self {
             limits,
             services: BTreeMap::new(),
-            regions: vec![[Vec::new(), Vec::new()]; limits.max_services as usize],
+            regions: vec![[Arc::default(), Arc::default()]; limits.max_services as usize],
+            built: vec![None; limits.max_services as usize],
             vips: BTreeMap::new(),
             vips6: BTreeMap::new(),
             free_service_ids: (0..limits.max_services).collect(),
@@ -363,11 +370,11 @@ impl Installed {
             for buf in 0..2 {
                 let start = limits.region_base(id, buf);
                 inst.regions[id as usize][buf] =
-                    (start..start + limits.region_slots()).map(&slot).collect();
+                    Arc::new((start..start + limits.region_slots()).map(&slot).collect());
             }
             // The active buffer holds exactly the published table.
             if size > 0 {
-                inst.regions[id as usize][active].truncate(size as usize);
+                Arc::make_mut(&mut inst.regions[id as usize][active]).truncate(size as usize);
             }
             inst.services.insert(
                 key,
@@ -438,7 +445,7 @@ impl Installed {
         if svc.table.1 == 0 {
             return Some(&[]);
         }
-        Some(&self.regions[svc.id as usize][svc.active])
+        Some(self.regions[svc.id as usize][svc.active].as_slice())
     }
 
     /// The IPv4 VIP table's entries.
@@ -482,6 +489,7 @@ impl Installed {
                 });
                 next.free_reals.push_back(real.index);
             }
+            next.built[svc.id as usize] = None;
             next.free_service_ids.push_back(svc.id);
         }
 
@@ -684,14 +692,6 @@ impl Installed {
                 index: svc.reals[rk].index,
             })
             .collect();
-        let table = if backends.is_empty() {
-            Vec::new()
-        } else {
-            maglev::build(&backends, spec.table_size).map_err(|source| PlanError::Table {
-                service: *key,
-                source,
-            })?
-        };
         // Least-connection candidates: every real that takes new flows, in key order; a
         // service with more than LC_CANDIDATES gets its least loaded ones from the agent.
         let mut candidates = [NO_REAL; LC_CANDIDATES];
@@ -708,35 +708,60 @@ impl Installed {
             svc.candidates = candidates;
         }
 
+        // The same backends and size build the same table: nothing to rebuild or write.
+        let unchanged = svc.table.1 != 0
+            && self.built[id as usize]
+                .as_ref()
+                .is_some_and(|(b, size)| *size == spec.table_size && *b == backends);
+        if !unchanged {
+            let table = if backends.is_empty() {
+                Vec::new()
+            } else {
+                maglev::build(&backends, spec.table_size).map_err(|source| PlanError::Table {
+                    service: *key,
+                    source,
+                })?
+            };
+            let input = (!table.is_empty()).then_some((backends, spec.table_size));
+            self.publish_table(&mut svc, table, plan);
+            self.built[id as usize] = input;
+        }
+        self.services.insert(*key, svc);
+        Ok(())
+    }
+
+    /// Writes `table` into the inactive buffer of `svc` (only the slots that differ) and
+    /// publishes it, unless it is the published table already; an empty table publishes
+    /// size 0 (the data plane drops) and leaves the buffers' contents.
+    fn publish_table(&mut self, svc: &mut InstalledService, table: Vec<u32>, plan: &mut Plan) {
+        let id = svc.id;
         let regions = &mut self.regions[id as usize];
         let published: &[u32] = if svc.table.1 == 0 {
             &[]
         } else {
             &regions[svc.active]
         };
-        if table != published {
-            if table.is_empty() {
-                // No usable real: the data plane drops; the buffers keep their contents.
-                svc.table.1 = 0;
-            } else {
-                let inactive = 1 - svc.active;
-                let base = self.limits.region_base(id, inactive);
-                let slots = changed_slots(&regions[inactive], &table);
-                if !slots.is_empty() {
-                    plan.tables.push(Op::WriteSlots { base, slots });
-                }
-                svc.table = (base, table.len() as u32);
-                regions[inactive] = table;
-                svc.active = inactive;
-            }
-            plan.tables.push(Op::PublishTable {
-                id,
-                base: svc.table.0,
-                size: svc.table.1,
-            });
+        if table == published {
+            return;
         }
-        self.services.insert(*key, svc);
-        Ok(())
+        if table.is_empty() {
+            svc.table.1 = 0;
+        } else {
+            let inactive = 1 - svc.active;
+            let base = self.limits.region_base(id, inactive);
+            let slots = changed_slots(&regions[inactive], &table);
+            if !slots.is_empty() {
+                plan.tables.push(Op::WriteSlots { base, slots });
+            }
+            svc.table = (base, table.len() as u32);
+            regions[inactive] = Arc::new(table);
+            svc.active = inactive;
+        }
+        plan.tables.push(Op::PublishTable {
+            id,
+            base: svc.table.0,
+            size: svc.table.1,
+        });
     }
 
     /// Releases retiring reals that no connection uses any more (`in_use` says whether a real
@@ -1389,6 +1414,63 @@ mod tests {
         spec.reals.get_mut(&rkey(3, 80)).unwrap().health = Health::Up;
         apply(&s2, &mut maps, &desired(vec![(80, spec)]));
         assert!(maps.table(&skey(80)).contains(&idx3));
+    }
+
+    /// Plans skip rebuilding a table whose input did not change; every change of the input
+    /// (a real out and back, all reals out and back, the size, a service replaced under the
+    /// same id) still gives the table a fresh build would.
+    #[test]
+    fn tables_are_rebuilt_exactly_when_their_input_changes() {
+        // A table as the reals' addresses its slots name (indices differ between views).
+        let addrs = |inst: &Installed, maps: &FakeMaps, key: &ServiceKey| -> Vec<IpAddr> {
+            let svc = &inst.services[key];
+            let addr = |i: u32| svc.reals.iter().find(|(_, r)| r.index == i).unwrap().0.addr;
+            maps.table(key).into_iter().map(addr).collect()
+        };
+        let fresh = |d: &DesiredState, key: &ServiceKey| {
+            let mut maps = FakeMaps::default();
+            let (_, inst) = apply(&Installed::new(limits()), &mut maps, d);
+            addrs(&inst, &maps, key)
+        };
+        let mut maps = FakeMaps::default();
+        let mut spec = service(80, &[(2, 1), (3, 1), (4, 1)]);
+        let d1 = desired(vec![(80, spec.clone())]);
+        let (_, s) = apply(&Installed::new(limits()), &mut maps, &d1);
+        let (ops, s) = apply(&s, &mut maps, &d1);
+        assert!(ops.is_empty(), "{ops:?}");
+
+        spec.reals.get_mut(&rkey(3, 80)).unwrap().health = Health::Down;
+        let (_, s) = apply(&s, &mut maps, &desired(vec![(80, spec.clone())]));
+        spec.reals.get_mut(&rkey(3, 80)).unwrap().health = Health::Up;
+        let (_, s) = apply(&s, &mut maps, &d1);
+        assert_eq!(addrs(&s, &maps, &skey(80)), fresh(&d1, &skey(80)));
+
+        for r in spec.reals.values_mut() {
+            r.health = Health::Down;
+        }
+        let (_, s) = apply(&s, &mut maps, &desired(vec![(80, spec.clone())]));
+        assert!(maps.table(&skey(80)).is_empty());
+        let (ops, s) = apply(&s, &mut maps, &d1);
+        assert!(
+            ops.iter()
+                .any(|o| matches!(o, Op::PublishTable { size, .. } if *size == M))
+        );
+        assert_eq!(addrs(&s, &maps, &skey(80)), fresh(&d1, &skey(80)));
+
+        let mut smaller = service(80, &[(2, 1), (3, 1), (4, 1)]);
+        smaller.table_size = 13;
+        let d2 = desired(vec![(80, smaller)]);
+        let (_, s) = apply(&s, &mut maps, &d2);
+        assert_eq!(maps.table(&skey(80)).len(), 13);
+        assert_eq!(addrs(&s, &maps, &skey(80)), fresh(&d2, &skey(80)));
+
+        // The service goes, another one takes its id with the same reals' addresses.
+        let (_, s) = apply(&s, &mut maps, &desired(vec![]));
+        let d3 = desired(vec![(81, service(81, &[(2, 1), (3, 1), (4, 1)]))]);
+        let (_, s) = apply(&s, &mut maps, &d3);
+        assert_eq!(addrs(&s, &maps, &skey(81)), fresh(&d3, &skey(81)));
+        let (ops, _) = apply(&s, &mut maps, &d3);
+        assert!(ops.is_empty(), "{ops:?}");
     }
 
     #[test]
