@@ -233,19 +233,37 @@ impl Cursor {
     /// The table must have an empty slot: the preference list visits every slot, so the walk
     /// then ends within `M` steps.
     #[inline]
-    fn claim(&mut self, table: &mut [u32], index: u32) {
-        let m = table.len() as u64;
+    fn claim(&mut self, filling: &mut Filling<'_>, index: u32) {
+        let m = filling.table.len() as u64;
         loop {
             let slot = self.pos as usize;
             self.pos += self.skip;
             if self.pos >= m {
                 self.pos -= m;
             }
-            if table[slot] == NO_REAL {
-                table[slot] = index;
+            let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+            if filling.taken[word] & bit == 0 {
+                filling.taken[word] |= bit;
+                filling.table[slot] = index;
                 return;
             }
         }
+    }
+}
+
+/// A table being filled, with a bitset of its taken slots. Filling a table takes about
+/// `M ln M` probes, most of them at taken slots near the end; the bitset (8 KiB for
+/// M = 65537) keeps those in the L1 cache, where the table itself (256 KiB) is not.
+struct Filling<'a> {
+    table: &'a mut [u32],
+    taken: Vec<u64>,
+}
+
+impl<'a> Filling<'a> {
+    /// Starts filling `table` (every slot is free).
+    fn new(table: &'a mut [u32]) -> Self {
+        let taken = vec![0; table.len().div_ceil(64)];
+        Self { table, taken }
     }
 }
 
@@ -257,9 +275,10 @@ fn fill_round_robin(sorted: &[Backend], table: &mut [u32]) {
         .map(|b| Cursor::new(&b.id, table.len()))
         .collect();
     let mut empty = table.len();
+    let mut filling = Filling::new(table);
     loop {
         for (b, cursor) in sorted.iter().zip(cursors.iter_mut()) {
-            cursor.claim(table, b.index);
+            cursor.claim(&mut filling, b.index);
             empty -= 1;
             if empty == 0 {
                 return;
@@ -320,9 +339,10 @@ fn fill_weighted(sorted: &[Backend], table: &mut [u32]) {
     }
 
     let mut cursors: Vec<Cursor> = sorted.iter().map(|b| Cursor::new(&b.id, m)).collect();
+    let mut filling = Filling::new(table);
     for &rank in &order[..m] {
         let r = rank as usize;
-        cursors[r].claim(table, sorted[r].index);
+        cursors[r].claim(&mut filling, sorted[r].index);
     }
 }
 
@@ -460,9 +480,10 @@ mod tests {
         let mut queue: BinaryHeap<Reverse<(u128, usize, u64)>> = (0..sorted.len())
             .map(|rank| Reverse((0, rank, 0)))
             .collect();
-        for _ in 0..table.len() {
+        let mut filling = Filling::new(&mut table);
+        for _ in 0..filling.table.len() {
             let Reverse((_, rank, turns)) = queue.pop().unwrap();
-            cursors[rank].claim(&mut table, sorted[rank].index);
+            cursors[rank].claim(&mut filling, sorted[rank].index);
             queue.push(Reverse((tick(turns + 1, rank), rank, turns + 1)));
         }
         table
@@ -860,9 +881,13 @@ mod tests {
                 // Alone in an empty table, a backend claims its preferences in order, and
                 // covers the whole table.
                 let mut table = vec![NO_REAL; size];
+                let mut filling = Filling::new(&mut table);
                 for j in 0..m {
-                    cursor.claim(&mut table, j as u32 + 1);
-                    assert_eq!(table[((offset + j * skip) % m) as usize], j as u32 + 1);
+                    cursor.claim(&mut filling, j as u32 + 1);
+                    assert_eq!(
+                        filling.table[((offset + j * skip) % m) as usize],
+                        j as u32 + 1
+                    );
                 }
                 assert!(!table.contains(&NO_REAL));
             }
