@@ -69,26 +69,7 @@ pub fn recount_into<K>(
     settings: &Settings,
     up_since: impl Fn(u32) -> Option<u32>,
 ) {
-    let now = settings.clock;
-    for e in entries {
-        let idle = now.wrapping_sub(e.stamp);
-        if idle > settings.timeout(e.conn.state) {
-            continue;
-        }
-        let Some(since) = up_since(e.conn.real) else {
-            continue;
-        };
-        // Ages rather than stamps, so that the comparison survives the clock wrapping.
-        if idle > now.wrapping_sub(since) {
-            continue;
-        }
-        let c = counts.entry(e.conn.real).or_default();
-        if ConnState::from_u8(e.conn.state).is_active() {
-            c.active += 1;
-        } else {
-            c.inactive += 1;
-        }
-    }
+    tally_into(counts, entries, settings, up_since, true);
 }
 
 /// Counts the stale entries per real index: expired, or not used since `up_since(real)`, the
@@ -110,13 +91,28 @@ pub fn stale_into<K>(
     settings: &Settings,
     up_since: impl Fn(u32) -> Option<u32>,
 ) {
+    tally_into(counts, entries, settings, up_since, false);
+}
+
+/// Adds to `counts` the entries that are live (`live`), or stale (`!live`), by real and
+/// class. An entry is live when it has not expired and was used no earlier than the second
+/// its real last became usable (`up_since`); entries of reals without one are in neither.
+fn tally_into<K>(
+    counts: &mut BTreeMap<u32, Counts>,
+    entries: impl IntoIterator<Item = ConnEntry<K>>,
+    settings: &Settings,
+    up_since: impl Fn(u32) -> Option<u32>,
+    live: bool,
+) {
     let now = settings.clock;
     for e in entries {
         let Some(since) = up_since(e.conn.real) else {
             continue;
         };
         let idle = now.wrapping_sub(e.stamp);
-        if idle <= settings.timeout(e.conn.state) && idle <= now.wrapping_sub(since) {
+        // Ages rather than stamps, so that the comparison survives the clock wrapping.
+        let is_live = idle <= settings.timeout(e.conn.state) && idle <= now.wrapping_sub(since);
+        if is_live != live {
             continue;
         }
         let c = counts.entry(e.conn.real).or_default();

@@ -12,7 +12,7 @@ use lb_userspace::{
     },
 };
 
-use crate::packet::DIRECTOR_MAC;
+use crate::packet::{DIRECTOR_MAC, dst_mac};
 
 /// XDP_DROP.
 pub const XDP_DROP: u32 = 1;
@@ -253,4 +253,29 @@ pub fn forwarded(input: &[u8], real_mac: [u8; 6]) -> Vec<u8> {
     out[0..6].copy_from_slice(&real_mac);
     out[6..12].copy_from_slice(&DIRECTOR_MAC);
     out
+}
+
+/// Runs `frame`, asserts it was forwarded with only the MACs changed, and returns the real's
+/// MAC.
+#[track_caller]
+pub fn expect_tx(lab: &Lab, frame: &[u8]) -> [u8; 6] {
+    let out = lab.run(frame);
+    assert_eq!(out.action, XDP_TX, "expected XDP_TX");
+    let mac = dst_mac(&out.frame);
+    assert_eq!(out.frame, forwarded(frame, mac), "only the MACs may change");
+    mac
+}
+
+/// Runs `frame` and asserts it was passed to the kernel untouched.
+#[track_caller]
+pub fn expect_pass(lab: &Lab, frame: &[u8]) {
+    let out = lab.run(frame);
+    assert_eq!(out.action, XDP_PASS, "expected XDP_PASS");
+    assert_eq!(out.frame, frame, "a passed frame must be untouched");
+}
+
+/// Runs `frame` and asserts it was dropped.
+#[track_caller]
+pub fn expect_drop(lab: &Lab, frame: &[u8]) {
+    assert_eq!(lab.run(frame).action, XDP_DROP, "expected XDP_DROP");
 }

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use lb_common::{ConnState, Flow4Key, NO_REAL, RealLoad, proto};
 use lb_tests::{
-    lab::{Lab, XDP_TX, desired, forwarded, mac_of, persistent, rk, spec, tcp, udp},
+    lab::{Lab, XDP_TX, desired, expect_tx, mac_of, persistent, rk, spec, tcp, udp},
     packet::{Frame, dst_mac, flags},
 };
 use lb_userspace::{
@@ -48,10 +48,7 @@ fn tcp_frame(src: Ipv4Addr, sport: u16, f: u8) -> Vec<u8> {
 /// Runs `frame`, asserts XDP_TX with only the MACs changed, returns the real's address.
 #[track_caller]
 fn sent_to(lab: &Lab, frame: &[u8]) -> Ipv4Addr {
-    let out = lab.run(frame);
-    assert_eq!(out.action, XDP_TX, "expected XDP_TX");
-    let mac = dst_mac(&out.frame);
-    assert_eq!(out.frame, forwarded(frame, mac), "only the MACs may change");
+    let mac = expect_tx(lab, frame);
     [R1, R2, R3]
         .into_iter()
         .find(|r| mac_of(*r) == mac)

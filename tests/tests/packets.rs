@@ -6,7 +6,8 @@ use std::net::Ipv4Addr;
 use lb_common::{Conn, ConnState, Flow4Key, proto};
 use lb_tests::{
     lab::{
-        Lab, XDP_DROP, XDP_PASS, XDP_TX, desired, forwarded, mac_of, persistent, rk, spec, tcp, udp,
+        Lab, XDP_TX, desired, expect_drop, expect_pass, expect_tx, forwarded, mac_of, persistent,
+        rk, spec, tcp, udp,
     },
     packet::{ETH_P_ARP, ETH_P_IPV6, Frame, L4, dst_mac, flags, icmp_unreachable},
 };
@@ -41,29 +42,6 @@ fn syn(src: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
 
 fn ack(src: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
     Frame::tcp(src, sport, VIP, dport, flags::ACK).build()
-}
-
-/// Runs `frame`, asserts it was forwarded with only the MACs changed, and returns the real's
-/// MAC.
-#[track_caller]
-fn expect_tx(lab: &Lab, frame: &[u8]) -> [u8; 6] {
-    let out = lab.run(frame);
-    assert_eq!(out.action, XDP_TX, "expected XDP_TX");
-    let mac = dst_mac(&out.frame);
-    assert_eq!(out.frame, forwarded(frame, mac), "only the MACs may change");
-    mac
-}
-
-#[track_caller]
-fn expect_pass(lab: &Lab, frame: &[u8]) {
-    let out = lab.run(frame);
-    assert_eq!(out.action, XDP_PASS, "expected XDP_PASS");
-    assert_eq!(out.frame, frame, "a passed frame must be untouched");
-}
-
-#[track_caller]
-fn expect_drop(lab: &Lab, frame: &[u8]) {
-    assert_eq!(lab.run(frame).action, XDP_DROP, "expected XDP_DROP");
 }
 
 fn flow(src: Ipv4Addr, sport: u16, dport: u16, p: u8) -> Flow4Key {

@@ -228,9 +228,22 @@ fn interleave(subjects: &[Subject<'_>], runs: usize, repeat: u32) -> Result<Vec<
     Ok(results)
 }
 
-/// The spread of the empty program's runs (interquartile range / median, %).
-fn empty_iqr(runs: &[RunResult]) -> f64 {
-    iqr_pct(&runs.iter().map(|r| r.1).collect::<Vec<_>>())
+/// [`interleave`] on the quietest of up to `params.attempts` attempts; the first subject must
+/// be the empty program, whose runs' spread (interquartile range / median) counts as noise
+/// besides other processes' CPU. Returns the runs and that CPU share (%).
+fn measure_quietly(
+    what: &str,
+    subjects: &[Subject<'_>],
+    params: &Params,
+) -> Result<(Vec<Vec<RunResult>>, f64)> {
+    let ((results, others), _) = quietest(what, params.attempts, || {
+        let watch = OthersWatch::start(&[]);
+        let results = interleave(subjects, params.runs, params.repeat)?;
+        let others = watch.pct();
+        let empty: Vec<f64> = results[0].iter().map(|r| r.1).collect();
+        Ok(((results, others), others.max(iqr_pct(&empty))))
+    })?;
+    Ok((results, others))
 }
 
 fn sample(runs: &[RunResult]) -> Sample {
@@ -469,13 +482,7 @@ pub fn cases(params: &Params, bench_ref: &Path) -> Result<DataplaneReport> {
         "IPv6: TCP SYN, new connection",
         "TCP SYN to a wlc service of 10 reals: the least loaded of its 8 candidates",
     ];
-    let ((results, others), _) = quietest("data plane cases", params.attempts, || {
-        let watch = OthersWatch::start(&[]);
-        let results = interleave(&subjects, params.runs, params.repeat)?;
-        let others = watch.pct();
-        let noise = others.max(empty_iqr(&results[0]));
-        Ok(((results, others), noise))
-    })?;
+    let (results, others) = measure_quietly("data plane cases", &subjects, params)?;
     let samples: Vec<Sample> = results.iter().map(|r| sample(r)).collect();
     let empty = samples[0].median_ns;
     let floor = samples[1].median_ns;
@@ -721,13 +728,7 @@ fn dimension(
             &v.labs,
         ));
     }
-    let ((results, others), _) = quietest(&format!("scaling, {name}"), params.attempts, || {
-        let watch = OthersWatch::start(&[]);
-        let results = interleave(&subjects, params.runs, params.repeat)?;
-        let others = watch.pct();
-        let noise = others.max(empty_iqr(&results[0]));
-        Ok(((results, others), noise))
-    })?;
+    let (results, others) = measure_quietly(&format!("scaling, {name}"), &subjects, params)?;
     let samples: Vec<Sample> = results.iter().map(|r| sample(r)).collect();
     let empty = samples[0].median_ns;
     let rows: Vec<ScalingVariant> = variants
