@@ -199,7 +199,8 @@ impl fmt::Display for LbAlgoError {
 impl std::error::Error for LbAlgoError {}
 
 /// The schedulers [`LbAlgo::supported`] accepts, as a list for messages.
-fn served_schedulers() -> String {
+/// The schedulers this balancer serves, as a list for messages: "rr, wrr, ... or nq".
+pub fn served_schedulers() -> String {
     let names: Vec<&str> = LbAlgo::ALL
         .iter()
         .filter(|a| a.supported())

@@ -142,9 +142,11 @@ pub struct HealthInfo {
     pub checker: String,
     /// `"up"`, `"down"` or `"draining"`.
     pub state: String,
-    /// Outcome of the last check (`"connected"`, `"HTTP 200"`), if one ran.
+    /// Outcome of the last check, if one ran: what it saw when it passed (`"connected"`,
+    /// `"HTTP 200"`), `"failed"` when it failed (what it saw is then in `reason`).
     pub last_result: Option<String>,
-    /// Why the real is not up (`"connect refused"`, `"timeout"`, `"no neighbour"`).
+    /// Why the real is down or may go down: the last failed check's finding
+    /// (`"connect refused"`, `"timeout"`) or `"no neighbour"`.
     pub reason: Option<String>,
     /// Duration of the last check.
     pub latency_ms: Option<f64>,

@@ -250,15 +250,7 @@ pub fn snapshot(v: &View, with_conns: bool) -> Snapshot {
             } else {
                 "up"
             };
-            let reason = if !v.macs.contains_key(&rk.addr) {
-                Some("no neighbour".to_owned())
-            } else if status.is_some_and(|s| !s.up) {
-                status
-                    .and_then(|s| s.last.as_ref())
-                    .map(|o| o.detail.clone())
-            } else {
-                None
-            };
+            let (last_result, reason) = result_and_reason(status, v.macs.contains_key(&rk.addr));
             reals.push(RealInfo {
                 key: *rk,
                 forward: Forward::Route,
@@ -270,9 +262,7 @@ pub fn snapshot(v: &View, with_conns: bool) -> Snapshot {
                 health: HealthInfo {
                     checker: status.map_or("none", |s| s.checker).into(),
                     state: state.into(),
-                    last_result: status
-                        .and_then(|s| s.last.as_ref())
-                        .map(|o| o.detail.clone()),
+                    last_result,
                     reason,
                     latency_ms: status
                         .and_then(|s| s.latency)
@@ -656,6 +646,30 @@ fn which_in(
     })
 }
 
+/// The `Result` and `Reason` health columns of a real: what the last check saw when it
+/// passed (`connected`, `HTTP 200`), else `failed`; and why the real is or may go down: no
+/// neighbour entry for it, or what the failed check saw (`connect refused`). The detail of a
+/// failure is in one column only.
+fn result_and_reason(
+    status: Option<&CheckStatus>,
+    has_neighbour: bool,
+) -> (Option<String>, Option<String>) {
+    let last = status.and_then(|s| s.last.as_ref());
+    let result = last.map(|o| {
+        if o.ok {
+            o.detail.clone()
+        } else {
+            "failed".to_owned()
+        }
+    });
+    let reason = if !has_neighbour {
+        Some("no neighbour".to_owned())
+    } else {
+        last.filter(|o| !o.ok).map(|o| o.detail.clone())
+    };
+    (result, reason)
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::Ipv6Addr;
@@ -667,6 +681,45 @@ mod tests {
         plan::{Limits, Op},
         state::{DesiredState, Health, Persistence, RealSpec, Scheduler, ServiceSpec},
     };
+
+    fn checked(up: bool, ok: bool, detail: &str) -> CheckStatus {
+        CheckStatus {
+            checker: "tcp_check",
+            up,
+            last: Some(crate::health::Outcome {
+                ok,
+                detail: detail.into(),
+            }),
+            latency: None,
+            latency_total: Duration::ZERO,
+            since: Duration::ZERO,
+            checks: 1,
+            failures: u64::from(!ok),
+        }
+    }
+
+    #[test]
+    fn a_failed_check_says_failed_once_and_why_once() {
+        let some = |s: &str| Some(s.to_owned());
+        let down = checked(false, false, "connect refused");
+        assert_eq!(
+            result_and_reason(Some(&down), true),
+            (some("failed"), some("connect refused"))
+        );
+        // Up, but the last probe failed (retries left): the reason is shown already.
+        let retrying = checked(true, false, "timeout");
+        assert_eq!(
+            result_and_reason(Some(&retrying), true),
+            (some("failed"), some("timeout"))
+        );
+        let up = checked(true, true, "HTTP 200");
+        assert_eq!(result_and_reason(Some(&up), true), (some("HTTP 200"), None));
+        assert_eq!(
+            result_and_reason(Some(&up), false),
+            (some("HTTP 200"), some("no neighbour"))
+        );
+        assert_eq!(result_and_reason(None, true), (None, None));
+    }
 
     /// A model of the tables `which` reads, filled by the planner's ops.
     #[derive(Default)]

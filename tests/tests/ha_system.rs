@@ -153,6 +153,7 @@ fn vrrp_failover_keeps_established_connections_on_their_reals() {
             priority: [100, 90][i],
             virtual_router_id: vrid,
             vip: topo.vip,
+            // exec: lbadm
             track_script: format!(
                 "{} --socket {} -L -n",
                 bin("lbadm").display(),
@@ -487,6 +488,7 @@ fn the_ha_configuration_examples_parse() {
             priority,
             virtual_router_id: unique_vrid(),
             vip: Ipv4Addr::new(10, 72, 0, 100),
+            // exec: lbadm
             track_script: format!("{} -L -n", lbadm.display()),
         };
         let text = keepalived_config(&example, &node).unwrap();

@@ -418,16 +418,16 @@ fn bad_usage_non_root_and_missing_ip_are_clear_errors() {
     assert!(out.starts_with("usage: realserver.sh"), "{out}");
 
     // Not root: start and stop are refused (4); status works (3: not set up).
-    let nobody = [
+    let nobody_cmd = [
         "setpriv",
         "--reuid=65534",
         "--regid=65534",
         "--clear-groups",
     ];
-    let (code, _, err) = run_with(&ns, &nobody, &state, &["start", VIP4]);
+    let (code, _, err) = run_with(&ns, &nobody_cmd, &state, &["start", VIP4]);
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("run it as root"), "{err}");
-    let (code, out, err) = run_with(&ns, &nobody, &state, &["status", VIP4]);
+    let (code, out, err) = run_with(&ns, &nobody_cmd, &state, &["status", VIP4]);
     assert_eq!(code, 3, "{out}{err}");
     assert!(out.contains(&format!("{VIP4}: on lo: no")), "{out}");
 

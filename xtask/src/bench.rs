@@ -60,6 +60,7 @@ pub fn run(root: &Path, args: &BenchArgs) -> Result<()> {
         (out.join("partial.json"), out.join("BENCHMARKS.partial.md"))
     };
     println!("==> run lb-bench (several minutes)");
+    // exec: lb-bench (built just above)
     let mut cmd = Command::new(&bin);
     cmd.current_dir(root)
         .arg("--json")
@@ -78,6 +79,7 @@ pub fn run(root: &Path, args: &BenchArgs) -> Result<()> {
 
     println!("==> render {}", md.display());
     deps::run(
+        // exec: lb-bench
         Command::new(&bin)
             .current_dir(root)
             .arg("render")

@@ -27,6 +27,7 @@ pub fn run(root: &Path) -> Result<()> {
     )?;
     println!("==> run lb-demo");
     deps::run(
+        // exec: lb-demo (built just above)
         Command::new(root.join("target").join("debug").join("lb-demo"))
             .current_dir(root)
             .stdin(Stdio::null()),

@@ -1,5 +1,7 @@
 //! Installs what a fresh machine lacks, idempotently: Debian packages, nightly's rust-src,
 //! bpf-linker, and a mounted bpffs. Every step checks first and does nothing when satisfied.
+//! Which Debian packages: those of the programs declared in [`crate::programs`], which a test
+//! keeps complete.
 
 use std::{
     path::Path,
@@ -8,37 +10,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-/// Debian packages the build and the tests need.
-///
-/// - llvm-22-dev, libpolly-22-dev, libzstd-dev: to build bpf-linker against LLVM 22;
-/// - iproute2, ethtool: namespace topologies in the system tests;
-/// - rabbitmq-server, python3-pika, curl: `tests/tests/rabbitmq_system.rs` runs three real
-///   RabbitMQ nodes in real-server namespaces, an AMQP client (pika) and management API
-///   requests (curl) through the VIP. Installing rabbitmq-server starts no system-wide node
-///   (see [`ensure_debian_packages`]): the test starts its own, inside its namespaces;
-/// - keepalived, bird2: director high availability. `tests/tests/ha_system.rs` runs
-///   keepalived's VRRP in two director namespaces and parses `configs/keepalived-vrrp.conf`
-///   (`keepalived --config-test`) and `configs/bird-ecmp.conf` (`bird -p`). Their maintainer
-///   scripts would start both daemons system-wide in the root namespace, bird with a default
-///   configuration that talks to the kernel's routing table; the same policy-rc.d keeps them
-///   from starting.
-pub const DEBIAN_PACKAGES: &[&str] = &[
-    "llvm-22-dev",
-    "libpolly-22-dev",
-    "libzstd-dev",
-    "iproute2",
-    "ethtool",
-    "rabbitmq-server",
-    "python3-pika",
-    "curl",
-    "keepalived",
-    "bird2",
-];
-
-/// Debian packages `cargo xtask bench` needs besides [`DEBIAN_PACKAGES`]:
-///
-/// - haproxy: the TCP-mode proxy the end-to-end benchmark compares against (scenario c).
-pub const BENCH_PACKAGES: &[&str] = &["haproxy"];
+use crate::programs;
 
 /// The bpf-linker release that works with this machine's LLVM 22 and rustc.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -47,13 +19,13 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Runs every installation step, then installs the benchmark's extra packages.
 pub fn ensure_bench() -> Result<()> {
     ensure_all()?;
-    ensure_debian_packages(BENCH_PACKAGES)
+    ensure_debian_packages(&programs::bench_packages())
 }
 
 /// Runs every installation step.
 pub fn ensure_all() -> Result<()> {
     ensure_root()?;
-    ensure_debian_packages(DEBIAN_PACKAGES)?;
+    ensure_debian_packages(&programs::debian_packages())?;
     ensure_nightly_rust_src()?;
     ensure_bpf_linker()?;
     ensure_bpffs()?;
@@ -311,6 +283,7 @@ mod tests {
         let path = scratch("absent");
         let policy = NoServiceStarts::install_at(path).unwrap();
         // invoke-rc.d runs it with the service and the action: 101 means "forbidden".
+        // exec: policy-rc.d (written by this test)
         let status = Command::new(path)
             .args(["rabbitmq-server", "start"])
             .status()

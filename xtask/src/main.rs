@@ -4,6 +4,8 @@ mod bench;
 mod build_ebpf;
 mod demo;
 mod deps;
+mod exec_scan;
+mod programs;
 mod test;
 
 use std::path::PathBuf;
@@ -27,6 +29,13 @@ enum Cmd {
     /// Install what is missing, build, and run the narrated demo in network namespaces: a
     /// client, a director and three real servers (needs root; about 6 s after the build).
     Demo,
+    /// Check that every program the tests, the demo and the bench run is declared, and that
+    /// each is on this machine from the Debian package declared for it (run after `test`).
+    CheckPrograms {
+        /// The benchmark's packages are installed too (after `cargo xtask bench`).
+        #[arg(long)]
+        bench: bool,
+    },
     /// Run the benchmarks and write BENCHMARKS.md (needs root; several minutes).
     Bench {
         /// Every case with few iterations and tiny sizes (writes under target/bench/).
@@ -54,6 +63,7 @@ fn main() -> Result<()> {
             println!("eBPF object: {}", obj.display());
         }
         Cmd::Test => test::run_all(&root)?,
+        Cmd::CheckPrograms { bench } => programs::check(&root, bench)?,
         Cmd::Demo => demo::run(&root)?,
         Cmd::Bench { smoke, only } => bench::run(&root, &bench::BenchArgs { smoke, only })?,
     }

@@ -149,8 +149,8 @@ struct Cli {
         group = "service"
     )]
     udp_service: Option<String>,
-    /// Scheduler: rr, wrr, mh or sh.
-    #[arg(short = 's', long, value_name = "SCHEDULER")]
+    // The help lists what the parser accepts (config::LbAlgo), so the two cannot drift.
+    #[arg(short = 's', long, value_name = "SCHEDULER", help = scheduler_help())]
     scheduler: Option<String>,
     /// Persistent service; TIMEOUT in seconds, 300 when not given.
     #[arg(
@@ -939,6 +939,14 @@ fn emit(text: &str) -> Result<(), Failure> {
         }
         _ => Ok(()),
     }
+}
+
+/// `-s`'s help: every scheduler the agent serves.
+fn scheduler_help() -> String {
+    format!(
+        "Scheduler: {} (wlc when -A is given none, as ipvsadm)",
+        lb_userspace::config::served_schedulers()
+    )
 }
 
 fn main() -> ExitCode {

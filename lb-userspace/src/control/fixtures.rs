@@ -224,7 +224,7 @@ pub fn sample() -> Snapshot {
         ..health("tcp_check", "up")
     };
     web.reals[1].health = HealthInfo {
-        last_result: Some("refused".into()),
+        last_result: Some("failed".into()),
         reason: Some("connect refused".into()),
         latency_ms: Some(1.0),
         since_secs: Some(42),

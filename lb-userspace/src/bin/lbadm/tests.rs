@@ -628,6 +628,28 @@ fn help_and_version_are_not_errors() {
     assert_eq!(e.exit_code(), 2);
 }
 
+#[test]
+fn the_scheduler_help_names_every_scheduler_that_s_accepts() {
+    let help = <Cli as clap::CommandFactory>::command()
+        .render_help()
+        .to_string();
+    let line = help
+        .lines()
+        .find(|l| l.trim_start().starts_with("-s, --scheduler"))
+        .unwrap_or_else(|| panic!("no -s line in\n{help}"));
+    for algo in LbAlgo::ALL.iter().filter(|a| a.supported()) {
+        let name = algo.name();
+        assert!(
+            line.split(|c: char| !c.is_ascii_alphanumeric())
+                .any(|w| w == name),
+            "{name} missing: {line}"
+        );
+        let cli = Cli::try_parse_from(["lbadm", "-A", "-t", "10.0.0.1:80", "-s", name]);
+        assert!(cli.is_ok(), "-s {name} refused");
+    }
+    assert!(line.contains("lc, wlc, sed or nq"), "{line}");
+}
+
 fn snapshot() -> Snapshot {
     let health = HealthInfo {
         checker: "tcp_check".into(),
