@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::programs;
+use crate::programs::{self, Step};
 
 /// The bpf-linker release that works with this machine's LLVM 22 and rustc.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -19,20 +19,21 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Runs every installation step, then installs the benchmark's extra packages.
 pub fn ensure_bench() -> Result<()> {
     ensure_all()?;
-    ensure_debian_packages(&programs::bench_packages())
+    ensure_debian_packages(&programs::debian_packages(Step::Bench))
 }
 
 /// Runs every installation step.
 pub fn ensure_all() -> Result<()> {
     ensure_root()?;
-    ensure_debian_packages(&programs::debian_packages())?;
+    ensure_debian_packages(&programs::debian_packages(Step::Test))?;
     ensure_nightly_rust_src()?;
     ensure_bpf_linker()?;
     ensure_bpffs()?;
     Ok(())
 }
 
-fn ensure_root() -> Result<()> {
+/// Fails unless this process runs as root.
+pub fn ensure_root() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
     if uid != 0 {

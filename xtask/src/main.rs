@@ -5,6 +5,8 @@ mod build_ebpf;
 mod demo;
 mod deps;
 mod exec_scan;
+mod fresh_root;
+mod installed;
 mod programs;
 mod test;
 
@@ -36,6 +38,10 @@ enum Cmd {
         #[arg(long)]
         bench: bool,
     },
+    /// Make a minimal Debian 12 root (debootstrap), install into it what the dependency steps
+    /// install, and check every declared program in it (needs root; several minutes, about
+    /// 1 GB under target/fresh-root).
+    FreshRoot,
     /// Run the benchmarks and write BENCHMARKS.md (needs root; several minutes).
     Bench {
         /// Every case with few iterations and tiny sizes (writes under target/bench/).
@@ -63,7 +69,8 @@ fn main() -> Result<()> {
             println!("eBPF object: {}", obj.display());
         }
         Cmd::Test => test::run_all(&root)?,
-        Cmd::CheckPrograms { bench } => programs::check(&root, bench)?,
+        Cmd::CheckPrograms { bench } => installed::check(&root, bench)?,
+        Cmd::FreshRoot => fresh_root::run(&root)?,
         Cmd::Demo => demo::run(&root)?,
         Cmd::Bench { smoke, only } => bench::run(&root, &bench::BenchArgs { smoke, only })?,
     }

@@ -1,35 +1,30 @@
 //! Every external program the test suite, `lb-demo`, `lb-bench` and this xtask run, and where
-//! each comes from: a Debian package the dependency step installs, the base system, the Rust
-//! toolchain, or this project. The dependency step installs what this table names (see
+//! each comes from: a Debian package a dependency step installs, the base system, the Rust
+//! toolchain, or this project. The dependency steps install what this table names (see
 //! [`debian_packages`]), so a program can only be run by a test once it is declared here.
 //!
-//! Two checks keep the table true:
+//! Three checks keep the table true:
 //! - the guard test below scans the sources ([`crate::exec_scan`]) and fails, naming the
 //!   program and where it is run, for any program the table does not declare;
-//! - [`verify_installed`] (a step of `cargo xtask test`, and `cargo xtask check-programs`)
-//!   asks dpkg, after the installation, that each declared program is on the machine and is
-//!   owned by the package declared for it, and that every base package is one of Debian's
-//!   `Priority: required` packages (the set `debootstrap --variant=minbase` installs, so on
-//!   every Debian system).
+//! - [`crate::installed::verify`] (a step of `cargo xtask test`, and `cargo xtask
+//!   check-programs`) asks dpkg, after the installation, that each declared program is on the
+//!   machine and is owned by the package declared for it, and that every base package is one
+//!   of Debian's `Priority: required` packages (the set `debootstrap --variant=minbase`
+//!   installs, so on every Debian system);
+//! - `cargo xtask fresh-root` ([`crate::fresh_root`]) does the same in a new minimal Debian 12
+//!   root after installing only what the dependency steps install.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::path::Path;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::Result;
 
 use crate::exec_scan::Scope;
 
 /// Where a program comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
-    /// This Debian package, installed by the dependency step of `cargo xtask test` and
-    /// `cargo xtask demo`.
-    Debian(&'static str),
-    /// This Debian package, installed by `cargo xtask bench` only (the smoke test of the
-    /// benchmark skips what needs it when it is missing).
-    BenchDebian(&'static str),
+    /// This Debian package, installed by the dependency step of that command.
+    Debian(&'static str, Step),
     /// This Debian package of `Priority: required`: part of every Debian root, the base
     /// system the project declares.
     Base(&'static str),
@@ -40,6 +35,21 @@ pub enum Source {
     /// A binary this workspace builds, or a file a test writes and runs.
     Project,
 }
+
+/// The command whose dependency step installs a package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// `cargo xtask test` and `cargo xtask demo` (and so every other command).
+    Test,
+    /// `cargo xtask bench` only: the smoke test of the benchmark skips what needs it when it
+    /// is missing.
+    Bench,
+    /// `cargo xtask fresh-root` only, on the host that makes the root.
+    FreshRoot,
+}
+
+use Source::{Base, CargoInstall, Debian, Project, Toolchain};
+use Step::{Bench, FreshRoot, Test};
 
 /// Debian packages the build needs that provide no program the tests run: the LLVM 22
 /// libraries bpf-linker links against.
@@ -54,66 +64,69 @@ pub const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd
 /// - keepalived, bird2: director high availability (`tests/tests/ha_system.rs`);
 /// - haproxy: the proxy the end-to-end benchmark compares against.
 pub const PROGRAMS: &[(&str, Source)] = &[
-    ("ip", Source::Debian("iproute2")),
-    ("bridge", Source::Debian("iproute2")),
-    ("ethtool", Source::Debian("ethtool")),
-    ("sysctl", Source::Debian("procps")),
-    ("tcpdump", Source::Debian("tcpdump")),
-    ("curl", Source::Debian("curl")),
-    ("/usr/bin/python3", Source::Debian("python3-minimal")),
+    ("ip", Debian("iproute2", Test)),
+    ("bridge", Debian("iproute2", Test)),
+    ("ethtool", Debian("ethtool", Test)),
+    ("sysctl", Debian("procps", Test)),
+    ("tcpdump", Debian("tcpdump", Test)),
+    ("curl", Debian("curl", Test)),
+    ("/usr/bin/python3", Debian("python3-minimal", Test)),
     (
         "/usr/lib/rabbitmq/bin/rabbitmq-server",
-        Source::Debian("rabbitmq-server"),
+        Debian("rabbitmq-server", Test),
     ),
     (
         "/usr/lib/rabbitmq/bin/rabbitmqctl",
-        Source::Debian("rabbitmq-server"),
+        Debian("rabbitmq-server", Test),
     ),
-    ("/usr/bin/epmd", Source::Debian("erlang-base")),
-    ("keepalived", Source::Debian("keepalived")),
-    ("bird", Source::Debian("bird2")),
-    ("haproxy", Source::BenchDebian("haproxy")),
-    ("sh", Source::Base("dash")),
-    ("bash", Source::Base("bash")),
-    ("cat", Source::Base("coreutils")),
-    ("env", Source::Base("coreutils")),
-    ("id", Source::Base("coreutils")),
-    ("mkdir", Source::Base("coreutils")),
-    ("mv", Source::Base("coreutils")),
-    ("readlink", Source::Base("coreutils")),
-    ("rm", Source::Base("coreutils")),
-    ("rmdir", Source::Base("coreutils")),
-    ("touch", Source::Base("coreutils")),
-    ("tr", Source::Base("coreutils")),
-    ("awk", Source::Base("mawk")),
-    ("mount", Source::Base("mount")),
-    ("flock", Source::Base("util-linux")),
-    ("nsenter", Source::Base("util-linux")),
-    ("setpriv", Source::Base("util-linux")),
-    ("unshare", Source::Base("util-linux")),
-    ("apt-get", Source::Base("apt")),
-    ("dpkg-query", Source::Base("dpkg")),
-    ("rustup", Source::Toolchain),
-    ("cargo", Source::Toolchain),
-    ("bpf-linker", Source::CargoInstall),
-    ("lb-agent", Source::Project),
-    ("lbadm", Source::Project),
-    ("lb-demo", Source::Project),
-    ("lb-bench", Source::Project),
-    ("policy-rc.d", Source::Project),
+    ("/usr/bin/epmd", Debian("erlang-base", Test)),
+    ("keepalived", Debian("keepalived", Test)),
+    ("bird", Debian("bird2", Test)),
+    ("haproxy", Debian("haproxy", Bench)),
+    ("sh", Base("dash")),
+    ("bash", Base("bash")),
+    ("cat", Base("coreutils")),
+    ("env", Base("coreutils")),
+    ("id", Base("coreutils")),
+    ("mkdir", Base("coreutils")),
+    ("mv", Base("coreutils")),
+    ("readlink", Base("coreutils")),
+    ("rm", Base("coreutils")),
+    ("rmdir", Base("coreutils")),
+    ("touch", Base("coreutils")),
+    ("tr", Base("coreutils")),
+    ("awk", Base("mawk")),
+    ("mount", Base("mount")),
+    ("umount", Base("mount")),
+    ("flock", Base("util-linux")),
+    ("nsenter", Base("util-linux")),
+    ("setpriv", Base("util-linux")),
+    ("unshare", Base("util-linux")),
+    ("apt-get", Base("apt")),
+    ("dpkg-query", Base("dpkg")),
+    ("rustup", Toolchain),
+    ("cargo", Toolchain),
+    ("bpf-linker", CargoInstall),
+    ("lb-agent", Project),
+    ("lbadm", Project),
+    ("lb-demo", Project),
+    ("lb-bench", Project),
+    ("policy-rc.d", Project),
+    ("debootstrap", Debian("debootstrap", FreshRoot)),
+    ("chroot", Base("coreutils")),
 ];
 
 /// Python modules the scripts under `tests/python` import, with where each comes from
-/// ([`Source::Base`] names no package here: Python's standard library, checked against
+/// ([`Base`] names no package here: Python's standard library, checked against
 /// `sys.stdlib_module_names` of `/usr/bin/python3`).
 pub const PYTHON_MODULES: &[(&str, Source)] = &[
-    ("pika", Source::Debian("python3-pika")),
-    ("argparse", Source::Base("")),
-    ("json", Source::Base("")),
-    ("signal", Source::Base("")),
-    ("sys", Source::Base("")),
-    ("threading", Source::Base("")),
-    ("time", Source::Base("")),
+    ("pika", Debian("python3-pika", Test)),
+    ("argparse", Base("")),
+    ("json", Base("")),
+    ("signal", Base("")),
+    ("sys", Base("")),
+    ("threading", Base("")),
+    ("time", Base("")),
 ];
 
 /// The sources scanned: everything the test command, the demo and the bench run. The
@@ -131,36 +144,17 @@ pub const SCANNED: Scope<'static> = Scope {
     config_scripts: &["tests"],
 };
 
-/// The Debian packages the dependency step installs: the build's and every
-/// [`Source::Debian`] package of [`PROGRAMS`] and [`PYTHON_MODULES`], each once.
-pub fn debian_packages() -> Vec<&'static str> {
-    packages(
-        |s| match s {
-            Source::Debian(p) => Some(p),
-            _ => None,
-        },
-        BUILD_PACKAGES,
-    )
-}
-
-/// The Debian packages `cargo xtask bench` installs besides [`debian_packages`].
-pub fn bench_packages() -> Vec<&'static str> {
-    packages(
-        |s| match s {
-            Source::BenchDebian(p) => Some(p),
-            _ => None,
-        },
-        &[],
-    )
-}
-
-fn packages(
-    pick: impl Fn(Source) -> Option<&'static str>,
-    first: &[&'static str],
-) -> Vec<&'static str> {
-    let mut out: Vec<&'static str> = first.to_vec();
+/// The Debian packages the dependency step of `step` installs: for [`Step::Test`] the
+/// build's, then every [`Source::Debian`] package of that step in [`PROGRAMS`] and
+/// [`PYTHON_MODULES`], each once.
+pub fn debian_packages(step: Step) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = match step {
+        Test => BUILD_PACKAGES.to_vec(),
+        Bench | FreshRoot => Vec::new(),
+    };
     for (_, source) in PROGRAMS.iter().chain(PYTHON_MODULES) {
-        if let Some(p) = pick(*source)
+        if let Debian(p, s) = *source
+            && s == step
             && !out.contains(&p)
         {
             out.push(p);
@@ -215,181 +209,11 @@ pub fn undeclared(root: &Path) -> Result<Vec<String>> {
     Ok(problems)
 }
 
-/// `cargo xtask check-programs`: the guard over the sources, then [`verify_installed`].
-pub fn check(root: &Path, bench: bool) -> Result<()> {
-    let problems = undeclared(root)?;
-    if !problems.is_empty() {
-        bail!(
-            "programs run without an install step:\n  {}",
-            problems.join("\n  ")
-        );
-    }
-    verify_installed(bench)
-}
-
-/// Checks on this machine, after the dependency step, that every declared program is there
-/// and comes from the package the table names, and that base packages are `required` ones.
-/// `bench`: the bench's packages are installed too.
-pub fn verify_installed(bench: bool) -> Result<()> {
-    let mut problems = Vec::new();
-    for (program, source) in PROGRAMS {
-        let package = match source {
-            Source::Debian(p) | Source::Base(p) => Some(*p),
-            Source::BenchDebian(p) if bench => Some(*p),
-            Source::Toolchain | Source::CargoInstall => None,
-            Source::BenchDebian(_) | Source::Project => continue,
-        };
-        let Some(path) = locate(program) else {
-            problems.push(format!("`{program}` is not on this machine ({source:?})"));
-            continue;
-        };
-        let Some(package) = package else { continue };
-        let owners = owners(&path)?;
-        if !owners.iter().any(|o| o == package) {
-            problems.push(format!(
-                "`{program}` ({}) is declared as coming from {package}, but dpkg says it belongs \
-                 to {}",
-                path.display(),
-                if owners.is_empty() {
-                    "no package".to_owned()
-                } else {
-                    owners.join(", ")
-                }
-            ));
-        }
-        if matches!(source, Source::Base(_)) {
-            let priority = dpkg_field(package, "Priority")?;
-            if priority != "required" {
-                problems.push(format!(
-                    "`{program}` is declared part of the base system, but its package {package} \
-                     has priority {priority:?}, not \"required\": install it in the dependency step"
-                ));
-            }
-        }
-    }
-    problems.extend(verify_python_modules()?);
-    if !problems.is_empty() {
-        bail!(
-            "the declared programs do not match this machine:\n  {}",
-            problems.join("\n  ")
-        );
-    }
-    println!(
-        "    {} programs and {} Python modules: each on the machine, from the package declared",
-        PROGRAMS.len(),
-        PYTHON_MODULES.len()
-    );
-    Ok(())
-}
-
-fn verify_python_modules() -> Result<Vec<String>> {
-    let mut problems = Vec::new();
-    let stdlib = Command::new("/usr/bin/python3")
-        .args([
-            "-c",
-            "import sys; print('\\n'.join(sorted(sys.stdlib_module_names)))",
-        ])
-        .output()
-        .context("running /usr/bin/python3")?;
-    let stdlib = String::from_utf8_lossy(&stdlib.stdout).into_owned();
-    for (module, source) in PYTHON_MODULES {
-        match source {
-            Source::Base(_) if !stdlib.lines().any(|l| l == *module) => problems.push(format!(
-                "Python module `{module}` is declared as standard library, but /usr/bin/python3 \
-                 does not list it"
-            )),
-            Source::Debian(package) => {
-                let out = Command::new("/usr/bin/python3")
-                    .args(["-c", &format!("import {module}; print({module}.__file__)")])
-                    .output()
-                    .context("running /usr/bin/python3")?;
-                let file = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-                if !out.status.success() {
-                    problems.push(format!("/usr/bin/python3 cannot import `{module}`"));
-                } else if !owners(Path::new(&file))?.iter().any(|o| o == package) {
-                    problems.push(format!(
-                        "Python module `{module}` ({file}) does not come from {package}"
-                    ));
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(problems)
-}
-
-/// Where a program is: itself when absolute, else the first executable of that name in
-/// PATH and the sbin folders (the tests run as root).
-fn locate(program: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let executable = |p: &Path| {
-        p.metadata()
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if program.starts_with('/') {
-        let p = PathBuf::from(program);
-        return executable(&p).then_some(p);
-    }
-    let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
-        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"])
-        .map(|dir| Path::new(dir).join(program))
-        .find(|p| executable(p))
-}
-
-/// The packages dpkg says own `path`, its canonical path (alternatives, symlinks) or their
-/// merged-/usr twins.
-fn owners(path: &Path) -> Result<Vec<String>> {
-    let mut candidates = vec![path.to_path_buf()];
-    if let Ok(real) = path.canonicalize() {
-        candidates.push(real);
-    }
-    for p in candidates.clone() {
-        let s = p.to_string_lossy().into_owned();
-        if let Some(rest) = s.strip_prefix("/usr") {
-            candidates.push(PathBuf::from(rest));
-        } else {
-            candidates.push(PathBuf::from(format!("/usr{s}")));
-        }
-    }
-    let mut owners = Vec::new();
-    for p in candidates {
-        let out = Command::new("dpkg-query")
-            .arg("-S")
-            .arg(&p)
-            .output()
-            .context("running dpkg-query")?;
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            if line.starts_with("diversion ") {
-                continue;
-            }
-            let Some((pkgs, _)) = line.split_once(": ") else {
-                continue;
-            };
-            for pkg in pkgs.split(", ") {
-                let pkg = pkg.split(':').next().unwrap_or(pkg).to_owned();
-                if !owners.contains(&pkg) {
-                    owners.push(pkg);
-                }
-            }
-        }
-    }
-    Ok(owners)
-}
-
-fn dpkg_field(package: &str, field: &str) -> Result<String> {
-    let out = Command::new("dpkg-query")
-        .args(["-W", &format!("-f=${{{field}}}"), package])
-        .output()
-        .context("running dpkg-query")?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn root() -> PathBuf {
+    fn root() -> std::path::PathBuf {
         crate::workspace_root()
     }
 
@@ -473,7 +297,7 @@ mod tests {
 
     #[test]
     fn packages_are_listed_once_and_the_build_libraries_first() {
-        let deb = debian_packages();
+        let deb = debian_packages(Test);
         assert_eq!(&deb[..3], BUILD_PACKAGES);
         for p in [
             "iproute2",
@@ -484,7 +308,8 @@ mod tests {
         ] {
             assert_eq!(deb.iter().filter(|d| **d == p).count(), 1, "{p}");
         }
-        assert_eq!(bench_packages(), ["haproxy"]);
+        assert_eq!(debian_packages(Bench), ["haproxy"]);
+        assert_eq!(debian_packages(FreshRoot), ["debootstrap"]);
         assert!(!deb.contains(&"haproxy"));
     }
 }

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::Result;
 
-use crate::{build_ebpf, deps, programs};
+use crate::{build_ebpf, deps, installed, programs};
 
 /// Runs the whole suite from `root`.
 pub fn run_all(root: &Path) -> Result<()> {
@@ -24,7 +24,7 @@ pub fn run_all(root: &Path) -> Result<()> {
 
     step("dependencies", &mut || deps::ensure_all())?;
     step("declared programs", &mut || {
-        programs::verify_installed(false)
+        installed::verify(&installed::System::Host, &[programs::Step::Test])
     })?;
     step("build eBPF object", &mut || {
         build_ebpf::build_ebpf(root).map(|_| ())

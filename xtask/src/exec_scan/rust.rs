@@ -148,7 +148,7 @@ struct Ctx<'a> {
     consts: &'a Consts,
     bindings: &'a HashMap<String, String>,
     vectors: &'a [String],
-    markers: &'a HashMap<usize, String>,
+    markers: &'a HashMap<usize, Vec<String>>,
 }
 
 impl Ctx<'_> {
@@ -165,7 +165,7 @@ impl Ctx<'_> {
     }
 
     /// The program a `// exec: NAME` comment names for a site on `line`.
-    fn marker(&self, line: usize) -> Option<&String> {
+    fn marker(&self, line: usize) -> Option<&Vec<String>> {
         (0..=2)
             .filter_map(|d| line.checked_sub(d))
             .find_map(|l| self.markers.get(&l))
@@ -252,7 +252,9 @@ impl Ctx<'_> {
         let mut own = Found::default();
         shell::scan(&placeholders_as_variables(script), line, &mut own);
         match self.marker(line) {
-            Some(name) if !own.unresolved.is_empty() => found.exec(name, line),
+            Some(names) if !own.unresolved.is_empty() => {
+                names.iter().for_each(|n| found.exec(n, line));
+            }
             _ => found.unresolved.append(&mut own.unresolved),
         }
         found.execs.append(&mut own.execs);
@@ -366,7 +368,7 @@ impl Ctx<'_> {
             }
             Elem::Fmt(t) | Elem::Other(t) => {
                 match self.marker(line) {
-                    Some(name) => found.exec(name, line),
+                    Some(names) => names.iter().for_each(|n| found.exec(n, line)),
                     None if strict => {
                         found.unresolved(line, format!("a program computed at run time: {t}"));
                     }
@@ -536,7 +538,7 @@ fn string_bindings(toks: &[Tok]) -> HashMap<String, String> {
 
 /// Splits Rust source into string literals, identifiers (and numbers) and punctuation,
 /// dropping comments; `// exec: NAME` comments are returned by line.
-fn lex(text: &str) -> (Vec<Tok>, HashMap<usize, String>) {
+fn lex(text: &str) -> (Vec<Tok>, HashMap<usize, Vec<String>>) {
     let c: Vec<char> = text.chars().collect();
     let mut toks = Vec::new();
     let mut markers = HashMap::new();
@@ -557,9 +559,14 @@ fn lex(text: &str) -> (Vec<Tok>, HashMap<usize, String>) {
                 .map_or(c.len(), |p| i + p);
             let comment: String = c[i + 2..end].iter().collect();
             let comment = comment.trim_start_matches('/').trim();
-            if let Some(name) = comment.strip_prefix("exec:") {
-                let name = name.split_whitespace().next().unwrap_or("").to_owned();
-                markers.insert(line, name);
+            // `// exec: a b (why)`: the names up to the explanation.
+            if let Some(names) = comment.strip_prefix("exec:") {
+                let names: Vec<String> = names
+                    .split_whitespace()
+                    .take_while(|w| !w.starts_with('('))
+                    .map(str::to_owned)
+                    .collect();
+                markers.insert(line, names);
             }
             i = end;
         } else if ch == '/' && at(i + 1) == '*' {
@@ -882,6 +889,11 @@ fn f() {
 
         let marked = "fn f() {\n    // exec: lb-bench (built by this workspace)\n    Command::new(&bin);\n}\n";
         assert_eq!(programs(marked), [("lb-bench".into(), 3)]);
+        let several = "fn f() {\n    // exec: sh readlink (what callers pass)\n    Command::new(program)\n}\n";
+        assert_eq!(
+            programs(several),
+            [("sh".into(), 3), ("readlink".into(), 3)]
+        );
     }
 
     #[test]
