@@ -35,6 +35,7 @@ use crate::{
     health::{
         CheckKey, CheckSpec, HealthChecker, HealthEvent, Probe, Timing, Transition, next_quorum,
     },
+    instance_lock::InstanceLock,
     load, metrics,
     netlink::{MacState, NeighEvent, NeighbourTracker, Netlink},
     plan::{Installed, Op},
@@ -71,6 +72,8 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
 }
 
 struct Agent {
+    /// This process's claim on the instance, held until it exits.
+    _lock: InstanceLock,
     opts: AgentOptions,
     config: Config,
     pin: PinDir,
@@ -108,6 +111,8 @@ impl Agent {
         }
         let root = opts.pin_root.clone().unwrap_or_else(|| PIN_ROOT.into());
         let pin = PinDir::new(root.join(&config.instance));
+        // Before the pins and the control socket are touched: they belong to the holder.
+        let lock = InstanceLock::acquire(pin.path())?;
         let netlink = Netlink::connect().await.context("opening rtnetlink")?;
         let link = netlink
             .link(&config.interface)
@@ -179,6 +184,7 @@ impl Agent {
         info!(socket = %config.control_socket.display(), "control socket ready for lbadm");
 
         let mut agent = Agent {
+            _lock: lock,
             opts,
             config,
             pin,

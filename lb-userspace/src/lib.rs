@@ -8,6 +8,7 @@ pub mod dataplane;
 pub mod desired;
 pub mod edit;
 pub mod health;
+pub mod instance_lock;
 pub mod ipvsadm;
 pub mod keepalived;
 pub mod load;

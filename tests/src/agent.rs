@@ -182,6 +182,47 @@ impl Agent {
         Ok(())
     }
 
+    /// The agent's PID while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Runs a second `lb-agent` on this agent's configuration and pin root, as an operator
+    /// starting one by hand next to the running one would, and waits (at most `limit`) for it
+    /// to exit: its exit code and stderr. A second agent still running then is killed and
+    /// reported as an error.
+    pub fn run_another(&self, limit: Duration) -> Result<(i32, String)> {
+        let err = self.dir.join("another.err");
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", self.netns))
+            .arg(bin("lb-agent"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--pin-root")
+            .arg(&self.pin_root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&err)?)
+            .spawn()
+            .context("starting a second lb-agent")?;
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "the second lb-agent still runs after {limit:?}:\n{}",
+                    fs::read_to_string(&err).unwrap_or_default()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        Ok((status.code().unwrap_or(-1), fs::read_to_string(&err)?))
+    }
+
     /// The log so far.
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()

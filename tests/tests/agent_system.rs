@@ -227,6 +227,20 @@ fn kill_9_and_restart_break_no_connection() {
         NewConns::start(&topo.client.ns, vip(&topo, PORT), Duration::from_millis(10)).unwrap();
     thread::sleep(Duration::from_millis(1000));
 
+    // A second agent for the same instance (an operator's by hand next to systemd's) is
+    // refused, naming the running one, and leaves it untouched.
+    let (code, err) = agent.run_another(Duration::from_secs(10)).unwrap();
+    let pid = agent.pid().unwrap();
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("another lb-agent runs this instance") && err.contains(&format!("PID {pid}")),
+        "{err}"
+    );
+    assert!(agent.pins().exists(), "the running agent's pins are gone");
+    let listing = agent.lbadm_ok(&["-L", "-n"]);
+    assert!(listing.contains("10.62.0.100:8080"), "{listing}");
+
+    // kill -9: its lock dies with it, so the restart below is not blocked.
     agent.kill9().unwrap();
     // No agent: the pinned program keeps forwarding.
     let during = new.report().ok();

@@ -95,6 +95,7 @@ pub const PROGRAMS: &[(&str, Source)] = &[
     ("rmdir", Base("coreutils")),
     ("touch", Base("coreutils")),
     ("tr", Base("coreutils")),
+    ("sleep", Base("coreutils")),
     ("awk", Base("mawk")),
     ("mount", Base("mount")),
     ("umount", Base("mount")),

@@ -394,18 +394,16 @@ impl Ctx<'_> {
                 }
             }
             _ if shell::is_wrapper(base) => {
-                let mut k = 0;
-                while let Some(e) = rest.get(k) {
-                    k += match e {
-                        Elem::Lit(s) => match shell::option_words(base, s) {
-                            0 => break,
-                            n => n,
-                        },
-                        // An option or assignment built at run time.
-                        Elem::Fmt(_) | Elem::Other(_) => 1,
-                        Elem::Project(_) => break,
-                    };
-                }
+                // A workspace binary is a program, whatever the wrapper's syntax.
+                let words: Vec<Option<&str>> = rest
+                    .iter()
+                    .map_while(|e| match e {
+                        Elem::Lit(s) => Some(Some(s.as_str())),
+                        Elem::Fmt(_) | Elem::Other(_) => Some(None),
+                        Elem::Project(_) => None,
+                    })
+                    .collect();
+                let k = shell::wrapped_program(base, &words).unwrap_or(words.len());
                 if k < rest.len() {
                     self.expand(&rest[k..], line, false, found);
                 }
@@ -821,6 +819,7 @@ fn f() {
     ns.command(&["unshare", "--mount", "--propagation", "private", "sh", "-c", &hide]);
     ns.exec(&["bash", "-c", "echo hi > /dev/udp/10.0.0.1/9 && curl -s x"]);
     ns.exec(&["timeout", "5", "env", "A=1", "socat", "-"]);
+    Command::new("flock").arg("--no-fork").arg(&dir).args(["sleep", "60"]);
 }
 "#;
         let hide = "let hide = format!(\"mount --bind /dev/null \\\"$(readlink -f \\\"$(command -v ip)\\\")\\\" && exec sh {script} status\");\n";
@@ -830,7 +829,7 @@ fn f() {
             [
                 "ip", "tcpdump", "nsenter", "lb-agent", "env", "sh", "setpriv", "tcpdump",
                 "unshare", "sh", "ip", "readlink", "mount", "sh", "bash", "curl", "timeout", "env",
-                "socat"
+                "socat", "flock", "sleep"
             ]
         );
     }

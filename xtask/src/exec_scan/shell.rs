@@ -20,16 +20,23 @@ const BUILTINS: &[&str] = &[
     "wait",
 ];
 
-/// Commands that run the program named by a later word: `(wrapper, options taking a value)`.
-const WRAPPERS: &[(&str, &[&str])] = &[
-    ("command", &[]),
-    ("exec", &[]),
-    ("env", &["-u", "-C", "--unset", "--chdir"]),
-    ("nohup", &[]),
-    ("nsenter", &["-t", "--target"]),
-    ("setpriv", &[]),
-    ("unshare", &["--propagation"]),
-    ("timeout", &["-s", "--signal", "-k", "--kill-after"]),
+/// Commands that run the program named by a later word: the wrapper, its options that take
+/// a value, and how many positional words come before the program (timeout's duration,
+/// flock's lock file).
+const WRAPPERS: &[(&str, &[&str], usize)] = &[
+    ("command", &[], 0),
+    ("exec", &[], 0),
+    ("env", &["-u", "-C", "--unset", "--chdir"], 0),
+    ("nohup", &[], 0),
+    ("nsenter", &["-t", "--target"], 0),
+    ("setpriv", &[], 0),
+    ("unshare", &["--propagation"], 0),
+    ("timeout", &["-s", "--signal", "-k", "--kill-after"], 1),
+    (
+        "flock",
+        &["-w", "--timeout", "-E", "--conflict-exit-code"],
+        1,
+    ),
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -410,40 +417,40 @@ fn commands(toks: &[Tok], functions: &[String], found: &mut Found) {
 
 /// For a wrapper at `toks[i]`, the index of the word naming the program it runs.
 fn wrapped(toks: &[Tok], i: usize, wrapper: &str) -> Option<usize> {
-    is_wrapper(wrapper).then_some(())?;
-    let mut j = i + 1;
-    while let Some(Tok::Word { text, .. }) = toks.get(j) {
-        match option_words(wrapper, text) {
-            0 => return Some(j),
-            n => j += n,
-        }
-    }
+    let words: Vec<Option<&str>> = toks[i + 1..]
+        .iter()
+        .map_while(|t| match t {
+            Tok::Word { text, dynamic, .. } => Some((!dynamic).then_some(text.as_str())),
+            Tok::Op(_) => None,
+        })
+        .collect();
     // `exec 9<file`, `command -v` at the end of a line: nothing is run.
-    (wrapper != "exec" && wrapper != "command").then_some(j)
+    wrapped_program(wrapper, &words).map(|k| i + 1 + k)
 }
 
 /// Whether `program` runs the program a later word names (see [`WRAPPERS`]).
 pub(super) fn is_wrapper(program: &str) -> bool {
-    WRAPPERS.iter().any(|(w, _)| *w == program)
+    WRAPPERS.iter().any(|(w, ..)| *w == program)
 }
 
-/// How many words an option of `wrapper` starting with `word` takes (2: it takes a value);
-/// 0 when `word` is no option but the program the wrapper runs.
-pub(super) fn option_words(wrapper: &str, word: &str) -> usize {
-    let valued = WRAPPERS
-        .iter()
-        .find(|(w, _)| *w == wrapper)
-        .map_or(&[][..], |(_, v)| v);
-    if valued.contains(&word) {
-        2
-    } else if word.starts_with('-')
-        || (wrapper == "env" && word.contains('='))
-        || (wrapper == "timeout" && word.starts_with(|c: char| c.is_ascii_digit()))
-    {
-        1
-    } else {
-        0
+/// Where, among the words after a wrapper, stands the program it runs: its options (and their
+/// values), `env`'s assignments, its leading positionals and words computed at run time
+/// (`None`) come first. `None` when no program follows.
+pub(super) fn wrapped_program(wrapper: &str, words: &[Option<&str>]) -> Option<usize> {
+    let &(_, valued, mut positionals) = WRAPPERS.iter().find(|(w, ..)| *w == wrapper)?;
+    let mut k = 0;
+    while let Some(word) = words.get(k) {
+        match word {
+            Some(w) if valued.contains(w) => k += 2,
+            Some(w) if w.starts_with('-') || (wrapper == "env" && w.contains('=')) => k += 1,
+            Some(_) if positionals == 0 => return Some(k),
+            _ => {
+                positionals = positionals.saturating_sub(1);
+                k += 1;
+            }
+        }
     }
+    None
 }
 
 /// The script of `sh -c SCRIPT` (and bash's, dash's), with its line, when it is literal.
@@ -515,13 +522,14 @@ mod tests {
     fn wrappers_name_the_program_they_run() {
         let s = "command -v flock >/dev/null\nexec 9<\"$dir\"\nexec sh x\nenv A=1 B=2 tcpdump -n\n\
                  unshare --mount --propagation private sh -c 'ethtool -k x'\ntimeout 5 curl -s u\n\
+                 flock -w 3 /run/x mkdir d\n\
                  mount --bind /dev/null \"$(command -v ip)\"\n";
         assert_eq!(
             programs(s),
             [
                 // A substitution runs before the command it is an argument of.
                 "ip", "flock", "sh", "env", "tcpdump", "unshare", "sh", "ethtool", "timeout",
-                "curl", "mount"
+                "curl", "flock", "mkdir", "mount"
             ]
         );
     }
