@@ -27,7 +27,7 @@ use tokio::{
 use tracing::{debug, error, info, warn};
 
 use crate::{
-    config::{Checker, Config},
+    config::{Checker, Config, ConfigError},
     control::{Request, Response, Snapshot},
     dataplane::{Attached, Dataplane, LoadOptions, Origin, PIN_ROOT, PinDir, ensure_bpffs},
     desired::{Observed, changes, desired_state},
@@ -64,9 +64,19 @@ pub struct AgentOptions {
     pub pin_root: Option<PathBuf>,
 }
 
+/// Returns the memory the allocator holds free to the system (glibc keeps what a large
+/// parse freed, so the agent's RSS would stay at its peak).
+fn release_free_memory() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Loads the configuration, starts the data plane and serves until SIGTERM or SIGINT.
 pub async fn run(opts: AgentOptions) -> Result<()> {
     let config = Config::from_file(&opts.config_path)?;
+    release_free_memory();
     let mut agent = Agent::start(opts, config).await?;
     agent.serve().await
 }
@@ -260,9 +270,27 @@ impl Agent {
         let mut candidates = interval(load::CANDIDATES_EVERY);
         candidates.set_missed_tick_behavior(MissedTickBehavior::Skip);
         info!(config = %self.opts.config_path.display(), "serving");
+        // A reload's file is read and parsed on a blocking thread, so that a large or slow
+        // file never stalls lbadm, the health events or SIGTERM. A SIGHUP that arrives
+        // meanwhile reloads once more when it is done (the file may have changed since).
+        let mut reading: Option<tokio::task::JoinHandle<Result<Config, ConfigError>>> = None;
+        let mut again = false;
         loop {
             tokio::select! {
-                _ = hup.recv() => self.reload().await,
+                _ = hup.recv() => {
+                    if reading.is_some() {
+                        again = true;
+                    } else {
+                        reading = Some(self.read_config());
+                    }
+                }
+                read = async { reading.as_mut().expect("guarded").await }, if reading.is_some() => {
+                    reading = None;
+                    self.reload(read).await;
+                    if std::mem::take(&mut again) {
+                        reading = Some(self.read_config());
+                    }
+                }
                 _ = term.recv() => return self.shutdown("SIGTERM").await,
                 _ = int.recv() => return self.shutdown("SIGINT").await,
                 Some(event) = self.neigh_events.recv() => {
@@ -516,12 +544,24 @@ impl Agent {
         }
     }
 
-    async fn reload(&mut self) {
+    /// Starts reading and parsing the configuration file for a reload, off the event loop.
+    fn read_config(&self) -> tokio::task::JoinHandle<Result<Config, ConfigError>> {
         let path = self.opts.config_path.clone();
         info!(config = %path.display(), "SIGHUP: reloading");
-        let result = match Config::from_file(&path) {
-            Ok(new) => self.apply_config(new, "reload").await,
-            Err(e) => Err(format!("\n{e}")),
+        tokio::task::spawn_blocking(move || {
+            let config = Config::from_file(&path);
+            // Parsing a large file leaves freed memory with the allocator: give it back.
+            release_free_memory();
+            config
+        })
+    }
+
+    /// Applies a configuration read for a reload, or reports why it was not.
+    async fn reload(&mut self, read: Result<Result<Config, ConfigError>, tokio::task::JoinError>) {
+        let result = match read {
+            Ok(Ok(new)) => self.apply_config(new, "reload").await,
+            Ok(Err(e)) => Err(format!("\n{e}")),
+            Err(e) => Err(format!(": reading the configuration failed: {e}")),
         };
         match result {
             Ok(()) => {

@@ -24,6 +24,8 @@
 
 mod check;
 mod emit;
+mod file;
+mod nesting;
 mod parse;
 mod reader;
 #[cfg(test)]
@@ -37,6 +39,7 @@ use std::{
     time::Duration,
 };
 
+pub use self::{file::MAX_CONFIG_BYTES, nesting::MAX_FLOW_DEPTH};
 use crate::{
     dataplane::AttachMode,
     plan::Limits,
@@ -422,15 +425,24 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
-    /// Reads and validates a configuration file.
+    /// Reads and validates a configuration file: a regular file of at most
+    /// [`MAX_CONFIG_BYTES`].
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::whole_file(path, format!("cannot read the file: {e}")))?;
+        let text = file::read(path).map_err(|m| ConfigError::whole_file(path, m))?;
         Self::from_yaml(&text, path)
     }
 
     /// Parses and validates a configuration; `file` is only used in error messages.
     pub fn from_yaml(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        if let Some((line, column)) = nesting::too_deep(text) {
+            return Err(ConfigError::whole_file(
+                file,
+                format!(
+                    "invalid YAML: collections nested more than {MAX_FLOW_DEPTH} deep ([ and {{ inside \
+                     each other) at line {line} column {column}"
+                ),
+            ));
+        }
         let syntax = |e: serde_yaml::Error| ConfigError::whole_file(file, syntax_message(&e));
         let mut doc: serde_yaml::Value = serde_yaml::from_str(text).map_err(syntax)?;
         // YAML merge keys (`<<: *defaults`) let several blocks share settings.

@@ -223,6 +223,18 @@ impl Agent {
         Ok((status.code().unwrap_or(-1), fs::read_to_string(&err)?))
     }
 
+    /// The agent's resident memory (VmRSS) in KiB, while it runs.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
     /// The log so far.
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
@@ -323,6 +335,7 @@ impl Drop for Agent {
         }
         // Whatever the agent left (kill -9, keep_forwarding_on_stop) goes now.
         let _ = Dataplane::remove_pins(&self.pins());
+        let _ = fs::remove_file(self.socket());
         let _ = fs::remove_dir(&self.pin_root);
         let _ = fs::remove_dir_all(&self.dir);
     }

@@ -242,6 +242,7 @@ fn kill_9_and_restart_break_no_connection() {
 
     // kill -9: its lock dies with it, so the restart below is not blocked.
     agent.kill9().unwrap();
+    assert!(agent.socket().exists(), "kill -9 leaves its socket");
     // No agent: the pinned program keeps forwarding.
     let during = new.report().ok();
     thread::sleep(Duration::from_millis(2000));
@@ -274,6 +275,12 @@ fn kill_9_and_restart_break_no_connection() {
         !second.contains(" added"),
         "adoption logged changes:\n{second}"
     );
+
+    // The test leaves no control socket behind, even after a kill -9.
+    agent.kill9().unwrap();
+    let socket = agent.socket();
+    drop(agent);
+    assert!(!socket.exists(), "{} left behind", socket.display());
 }
 
 #[test]
@@ -352,6 +359,83 @@ fn sigterm_detaches_unless_asked_to_keep_forwarding() {
         .wait_for_log_count("serving", 2, Duration::from_secs(20))
         .unwrap();
     request().expect("forwarding after adoption");
+}
+
+#[test]
+fn reloads_of_unreadable_huge_or_deep_files_are_refused_without_stalling_the_agent() {
+    let topo = DrTopology::new(69, 1).expect("topology");
+    let _servers = echo_servers(&topo);
+    let cfg = config(69, "", &[(PORT, &[(11, 1)])]);
+    let mut agent = Agent::start(&topo.director.ns, &cfg).unwrap();
+    let listing = || agent.lbadm_ok(&["-L", "-n"]);
+    let rejected = |n: usize| {
+        agent
+            .wait_for_log_count("reload rejected", n, Duration::from_secs(5))
+            .unwrap();
+    };
+
+    // A FIFO at the config path: refused at once, no writer needed.
+    std::fs::remove_file(&agent.config).unwrap();
+    let c = std::ffi::CString::new(agent.config.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    agent.signal(libc::SIGHUP).unwrap();
+    rejected(1);
+    assert!(
+        agent
+            .log_text()
+            .contains("it is a FIFO, not a regular file")
+    );
+    std::fs::remove_file(&agent.config).unwrap();
+
+    // 200 KB nested 100,000 deep: refused in a single pass, and lbadm is answered meanwhile.
+    let n = 100_000;
+    std::fs::write(
+        &agent.config,
+        format!("virtual_servers: {}{}", "[".repeat(n), "]".repeat(n)),
+    )
+    .unwrap();
+    let start = Instant::now();
+    agent.signal(libc::SIGHUP).unwrap();
+    assert!(listing().contains("10.69.0.100:8080"));
+    rejected(2);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(agent.log_text().contains("nested more than 32 deep"));
+
+    // Over the size limit: refused by its size. A 6 MiB list that parses as YAML and is no
+    // configuration: refused, and most of the memory the parse took is given back (measured
+    // here: 32 MiB stay with the agent, 64 MiB without returning free memory to the system).
+    let big = std::fs::File::create(&agent.config).unwrap();
+    big.set_len(8 << 20 | 1).unwrap();
+    drop(big);
+    agent.signal(libc::SIGHUP).unwrap();
+    rejected(3);
+    assert!(
+        agent
+            .log_text()
+            .contains("a configuration may have at most 8388608")
+    );
+    let before = agent.rss_kib().unwrap();
+    std::fs::write(&agent.config, "- 1\n".repeat((6 << 20) / 4)).unwrap();
+    agent.signal(libc::SIGHUP).unwrap();
+    agent
+        .wait_for_log_count("reload rejected", 4, Duration::from_secs(30))
+        .unwrap();
+    let after = agent.rss_kib().unwrap();
+    assert!(
+        after < before + 48 * 1024,
+        "RSS {before} KiB before, {after} KiB after a rejected 8 MiB file"
+    );
+
+    // The running configuration is untouched, and SIGTERM is handled at once.
+    assert!(listing().contains("10.69.0.100:8080"));
+    let start = Instant::now();
+    agent.stop().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(5));
 }
 
 #[test]
