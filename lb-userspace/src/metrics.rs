@@ -10,7 +10,11 @@
 //! OpenMetrics to a scraper that asks for it (`Accept: application/openmetrics-text`), as
 //! Prometheus does, and with the classic format to everyone else.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::{HashSet, VecDeque},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use prometheus_client::{
     collector::Collector,
@@ -21,7 +25,7 @@ use prometheus_client::{
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
+    sync::{Notify, Semaphore},
     time::timeout,
 };
 use tracing::{debug, warn};
@@ -425,18 +429,77 @@ struct ServerLimits {
     total: Duration,
     /// Longest request head.
     max_head: usize,
-    /// Clients served at once; more are closed at once.
+    /// Clients served at once. When all are taken, a new client takes the place of the one
+    /// that has waited longest without sending its request; if every client has sent its
+    /// request, the new one is closed.
     max_clients: usize,
 }
 
 impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
-            read: Duration::from_secs(10),
+            read: Duration::from_secs(2),
             total: Duration::from_secs(30),
             max_head: 8 << 10,
-            max_clients: 32,
+            max_clients: 64,
         }
+    }
+}
+
+/// The clients still sending their request head, oldest first, each with the signal that
+/// closes it to make room for a new one.
+#[derive(Default)]
+struct Idle {
+    next: u64,
+    waiting: VecDeque<(u64, Arc<Notify>)>,
+}
+
+impl Idle {
+    /// Registers a new client; its id and its eviction signal.
+    fn push(&mut self) -> (u64, Arc<Notify>) {
+        let id = self.next;
+        self.next += 1;
+        let evict = Arc::new(Notify::new());
+        self.waiting.push_back((id, Arc::clone(&evict)));
+        (id, evict)
+    }
+
+    /// The client has sent its head (or is gone): it can no longer be evicted.
+    fn remove(&mut self, id: u64) {
+        self.waiting.retain(|(i, _)| *i != id);
+    }
+
+    /// Signals the oldest waiting client to close; whether there was one.
+    fn evict_oldest(&mut self) -> bool {
+        match self.waiting.pop_front() {
+            Some((_, evict)) => {
+                // A stored permit: the client closes even if it is not waiting on it yet.
+                evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Removes a client from [`Idle`] when its exchange ends, however it ends.
+struct IdleGuard {
+    idle: Arc<Mutex<Idle>>,
+    id: u64,
+}
+
+impl IdleGuard {
+    fn done_waiting(&self) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(self.id);
+    }
+}
+
+impl Drop for IdleGuard {
+    fn drop(&mut self) {
+        self.done_waiting();
     }
 }
 
@@ -444,9 +507,11 @@ impl Default for ServerLimits {
 /// [`render`] of a fresh `source()` each time (OpenMetrics if the client asks for it).
 ///
 /// HTTP/1.1 without keep-alive: one request per connection. Any other path is 404, another
-/// method 405, a malformed or oversized request 400/431. A client gets 10 s to send its
-/// request and 30 s for the whole exchange; at most 32 are served at once. `source` runs on
-/// tokio's blocking pool, so it may take a lock.
+/// method 405, a malformed or oversized request 400/431. A client gets 2 s to send its
+/// request and 30 s for the whole exchange; at most 64 are served at once, and when all places
+/// are taken a new client replaces the one that has waited longest without sending a request,
+/// so idle or slow connections cannot keep a scraper out. `source` runs on tokio's blocking
+/// pool, so it may take a lock.
 pub async fn serve(listener: TcpListener, source: impl Fn() -> Snapshot + Send + Sync + 'static) {
     serve_with(listener, Arc::new(source), ServerLimits::default()).await;
 }
@@ -456,6 +521,7 @@ where
     F: Fn() -> Snapshot + Send + Sync + 'static,
 {
     let slots = Arc::new(Semaphore::new(limits.max_clients));
+    let idle = Arc::new(Mutex::new(Idle::default()));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -466,14 +532,37 @@ where
                 continue;
             }
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            debug!("metrics: too many clients, closing the connection from {peer}");
-            continue;
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                let evicted = idle
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .evict_oldest();
+                let freed = timeout(EVICTION_WAIT, Arc::clone(&slots).acquire_owned()).await;
+                match freed {
+                    Ok(Ok(slot)) if evicted => {
+                        debug!("metrics: full; closed the longest-idle client for {peer}");
+                        slot
+                    }
+                    Ok(Ok(slot)) => slot,
+                    _ => {
+                        debug!("metrics: too many clients, closing the connection from {peer}");
+                        continue;
+                    }
+                }
+            }
+        };
+        let (id, evict) = idle.lock().unwrap_or_else(|e| e.into_inner()).push();
+        let guard = IdleGuard {
+            idle: Arc::clone(&idle),
+            id,
         };
         let source = Arc::clone(&source);
         tokio::spawn(async move {
             let _slot = slot;
-            match timeout(limits.total, exchange(stream, source, limits)).await {
+            let exchange = exchange(stream, source, limits, &evict, &guard);
+            match timeout(limits.total, exchange).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => debug!("metrics: client {peer}: {e}"),
                 Err(_) => debug!("metrics: client {peer} too slow, closed"),
@@ -516,19 +605,28 @@ impl Answer {
     }
 }
 
-/// Serves one connection: reads a request head, answers, closes.
+/// How long a new client waits for the place of an evicted one.
+const EVICTION_WAIT: Duration = Duration::from_millis(200);
+
+/// Serves one connection: reads a request head (unless `evict` fires first), answers, closes.
 async fn exchange<F>(
     mut stream: TcpStream,
     source: Arc<F>,
     limits: ServerLimits,
+    evict: &Notify,
+    idle: &IdleGuard,
 ) -> std::io::Result<()>
 where
     F: Fn() -> Snapshot + Send + Sync + 'static,
 {
-    let head = match timeout(limits.read, read_head(&mut stream, limits.max_head)).await {
-        Ok(head) => head?,
-        Err(_) => Err(HeadError::Incomplete),
+    let head = tokio::select! {
+        read = timeout(limits.read, read_head(&mut stream, limits.max_head)) => match read {
+            Ok(head) => head?,
+            Err(_) => Err(HeadError::Incomplete),
+        },
+        () = evict.notified() => return Ok(()),
     };
+    idle.done_waiting();
     let head_only = matches!(&head, Ok(h) if h.method == "HEAD");
     let answer = match head {
         Err(HeadError::Incomplete) => return Ok(()),

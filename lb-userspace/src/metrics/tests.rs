@@ -441,6 +441,73 @@ async fn survives_garbage_and_slow_clients() {
     assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
 }
 
+/// A slowloris: every place taken by connections that never send a request, renewed as fast
+/// as they are closed. A scraper still gets its answer each time, promptly.
+#[tokio::test]
+async fn idle_connections_cannot_keep_a_scraper_out() {
+    let limits = ServerLimits {
+        read: Duration::from_secs(30),
+        total: Duration::from_secs(60),
+        max_head: 1024,
+        max_clients: 8,
+    };
+    let addr = start(limits).await;
+    let mut idle = Vec::new();
+    for round in 0..5 {
+        // Top the idle connections up to twice the places (the server closes the oldest).
+        while idle.len() < 2 * limits.max_clients {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let start = std::time::Instant::now();
+        let answer = exchange_raw(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200 OK\r\n"),
+            "round {round}: {answer:?}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(2), "round {round}");
+        // Forget the connections the server closed; the attacker opens new ones.
+        let mut open = Vec::new();
+        for mut s in idle.drain(..) {
+            let mut byte = [0u8; 1];
+            match tokio::time::timeout(Duration::from_millis(5), s.read(&mut byte)).await {
+                Ok(Ok(0) | Err(_)) => {}
+                _ => open.push(s),
+            }
+        }
+        assert!(
+            open.len() <= limits.max_clients,
+            "round {round}: {} open",
+            open.len()
+        );
+        idle = open;
+    }
+}
+
+#[test]
+fn the_oldest_idle_client_is_evicted_first_and_served_ones_never() {
+    let mut idle = Idle::default();
+    let (a, evict_a) = idle.push();
+    let (b, _) = idle.push();
+    let (_, evict_c) = idle.push();
+    idle.remove(b); // b sent its request: being served
+    assert!(idle.evict_oldest());
+    // a's permit is stored: it fires even though nobody waits yet.
+    let fired = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+        .block_on(async {
+            tokio::time::timeout(Duration::from_millis(50), evict_a.notified())
+                .await
+                .is_ok()
+        });
+    assert!(fired);
+    assert_eq!(a, 0);
+    assert!(idle.evict_oldest()); // c
+    drop(evict_c);
+    assert!(!idle.evict_oldest()); // only b, which is being served
+}
+
 #[test]
 fn head_parsing() {
     let h = parse_head(
