@@ -39,7 +39,10 @@ use std::{
     time::Duration,
 };
 
-pub use self::{file::MAX_CONFIG_BYTES, nesting::MAX_FLOW_DEPTH};
+pub use self::{
+    file::{MAX_CONFIG_BYTES, read as read_text},
+    nesting::MAX_FLOW_DEPTH,
+};
 use crate::{
     dataplane::AttachMode,
     plan::Limits,

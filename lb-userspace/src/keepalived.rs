@@ -57,7 +57,9 @@ pub struct Warning {
 
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: {}", self.line, self.message)
+        // Input text reaches a terminal and YAML comments through warnings: no control
+        // characters.
+        write!(f, "line {}: {}", self.line, comment_text(&self.message))
     }
 }
 
@@ -113,7 +115,34 @@ pub enum ImportError {
         /// Why (as `lb-agent --check-config` says it).
         message: String,
     },
+    /// Blocks nested deeper than keepalived's syntax ever needs.
+    #[error("line {line}: blocks nested more than {MAX_BLOCK_DEPTH} deep")]
+    TooDeep {
+        /// Line of the `{` that is one too deep.
+        line: usize,
+    },
+    /// `$NAME` expansion makes the text too large.
+    #[error(
+        "line {line}: expanding the $parameters makes the configuration larger than \
+         {MAX_EXPANDED_BYTES} bytes"
+    )]
+    ExpansionTooLarge {
+        /// Line where the limit was passed.
+        line: usize,
+    },
+    /// The importer wrote YAML that does not read back as written: a bug of the importer,
+    /// reported rather than printed.
+    #[error("the importer produced YAML that does not read back ({reason}); please report this")]
+    Unreadable {
+        /// What the YAML reader said.
+        reason: String,
+    },
 }
+
+/// The deepest block nesting read (keepalived's own configurations nest four deep).
+pub const MAX_BLOCK_DEPTH: usize = 32;
+/// The largest text `$NAME` expansion may make.
+pub const MAX_EXPANDED_BYTES: usize = crate::config::MAX_CONFIG_BYTES as usize;
 
 impl ImportError {
     /// The line of keepalived.conf the error is about, if it is about one.
@@ -123,8 +152,12 @@ impl ImportError {
             | ImportError::Unclosed { line, .. }
             | ImportError::StrayOpen { line }
             | ImportError::UnterminatedQuote { line }
-            | ImportError::Unsupported { line, .. } => Some(*line),
-            ImportError::NoInterface | ImportError::BadInterface { .. } => None,
+            | ImportError::Unsupported { line, .. }
+            | ImportError::TooDeep { line }
+            | ImportError::ExpansionTooLarge { line } => Some(*line),
+            ImportError::NoInterface
+            | ImportError::BadInterface { .. }
+            | ImportError::Unreadable { .. } => None,
         }
     }
 }
@@ -151,6 +184,7 @@ pub fn import_named(text: &str, interface: &str, source: &str) -> Result<Import,
     im.validate(&body, source)?;
     im.warnings.sort_by_key(|w| w.line);
     let yaml = format!("{}{}", header(source, &file, &im.warnings), body.out);
+    reads_back(&yaml, &body.out)?;
     Ok(Import {
         yaml,
         warnings: im.warnings,
@@ -209,6 +243,7 @@ fn parse(text: &str) -> Result<(Vec<Node>, Vec<Warning>), ImportError> {
     let mut tokens = Vec::new();
     let mut warnings = Vec::new();
     let mut defs: Vec<(String, String)> = Vec::new();
+    let mut budget = MAX_EXPANDED_BYTES;
     for (i, raw_line) in text.lines().enumerate() {
         let line = i + 1;
         let mut text = decomment(raw_line, line)?;
@@ -252,8 +287,12 @@ fn parse(text: &str) -> Result<(Vec<Node>, Vec<Warning>), ImportError> {
             continue;
         }
         if !defs.is_empty() && text.contains('$') {
-            text = substitute(&text, &defs);
+            text =
+                substitute(&text, &defs, budget).ok_or(ImportError::ExpansionTooLarge { line })?;
         }
+        budget = budget
+            .checked_sub(text.len())
+            .ok_or(ImportError::ExpansionTooLarge { line })?;
         split_braces(&text, line, &mut tokens);
     }
     Ok((build(tokens)?, warnings))
@@ -301,9 +340,10 @@ fn definition(text: &str) -> Option<(String, String)> {
     ok.then(|| (name.to_owned(), value.trim_matches(is_space).to_owned()))
 }
 
-/// Replaces `$NAME` and `${NAME}` by the values of the definitions made so far.
-fn substitute(text: &str, defs: &[(String, String)]) -> String {
-    let mut out = String::with_capacity(text.len());
+/// Replaces `$NAME` and `${NAME}` by the values of the definitions made so far; `None` when
+/// the result would be longer than `max` bytes.
+fn substitute(text: &str, defs: &[(String, String)], max: usize) -> Option<String> {
+    let mut out = String::with_capacity(text.len().min(max));
     let mut rest = text;
     while let Some(at) = rest.find('$') {
         out.push_str(&rest[..at]);
@@ -322,6 +362,9 @@ fn substitute(text: &str, defs: &[(String, String)]) -> String {
         };
         match defs.iter().find(|(n, _)| n == name) {
             Some((_, value)) if !name.is_empty() => {
+                if out.len() + value.len() > max {
+                    return None;
+                }
                 out.push_str(value);
                 rest = &after[used..];
             }
@@ -332,7 +375,7 @@ fn substitute(text: &str, defs: &[(String, String)]) -> String {
         }
     }
     out.push_str(rest);
-    out
+    (out.len() <= max).then_some(out)
 }
 
 /// Splits a comment-free line at every `{` and `}` outside double quotes.
@@ -397,6 +440,11 @@ fn build(tokens: Vec<Token>) -> Result<Vec<Node>, ImportError> {
     let mut open: Vec<(Node, Vec<Node>)> = Vec::new();
     let mut may_open = false;
     for token in tokens {
+        if let Token::Open(line) = token
+            && open.len() >= MAX_BLOCK_DEPTH
+        {
+            return Err(ImportError::TooDeep { line });
+        }
         let current = match open.last_mut() {
             Some((_, children)) => children,
             None => &mut top,
@@ -2227,7 +2275,7 @@ impl Map<'_> {
         let mut text = format!("{prefix}{key}: {value}");
         if let Some(c) = comment {
             text.push_str("   # ");
-            text.push_str(c);
+            text.push_str(&comment_text(c));
         }
         self.y.out.push_str(&text);
         self.y.out.push('\n');
@@ -2276,8 +2324,23 @@ impl Map<'_> {
         } else {
             self.indent
         };
-        self.y.raw(indent, &format!("# {text}"));
+        self.y.raw(indent, &format!("# {}", comment_text(text)));
     }
+}
+
+/// Text from the input made safe for a YAML comment: a control character (a line break, CR,
+/// NUL, an escape sequence) would end the comment or reach the terminal, so each is written as
+/// `\u{..}`.
+fn comment_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A string as a YAML scalar: plain when that is unambiguous, double-quoted otherwise.
@@ -2573,10 +2636,27 @@ fn inherit<T>(own: At<T>, real: At<T>, vs: At<T>) -> Option<(T, usize, Option<&'
 }
 
 /// The comment header: where the file comes from, and every warning.
+/// Checks that the YAML written reads back as the body it was made of: the header's comments
+/// add nothing and the body is YAML.
+fn reads_back(yaml: &str, body: &str) -> Result<(), ImportError> {
+    let read = |text: &str| {
+        serde_yaml::from_str::<serde_yaml::Value>(text).map_err(|e| ImportError::Unreadable {
+            reason: e.to_string(),
+        })
+    };
+    if read(yaml)? != read(body)? {
+        return Err(ImportError::Unreadable {
+            reason: "the header changes the document".to_owned(),
+        });
+    }
+    Ok(())
+}
+
 fn header(source: &str, file: &File, warnings: &[Warning]) -> String {
     let mut h = String::new();
     h.push_str(&format!(
-        "# lb-agent configuration generated from {source} by `lbadm import-keepalived`.\n"
+        "# lb-agent configuration generated from {} by `lbadm import-keepalived`.\n",
+        comment_text(source)
     ));
     h.push_str("#\n");
     h.push_str(
@@ -2652,6 +2732,68 @@ mod tests {
 
     fn w(words: &[&str]) -> Vec<String> {
         words.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn deep_blocks_are_refused_without_recursing() {
+        let text = format!("virtual_server 10.0.0.1 80 {}", "x {".repeat(400_000));
+        assert_eq!(
+            import(&text, "eth0").unwrap_err(),
+            ImportError::TooDeep { line: 1 }
+        );
+        let ok = format!(
+            "a {{{}{}",
+            "b {".repeat(MAX_BLOCK_DEPTH - 1),
+            "}".repeat(MAX_BLOCK_DEPTH)
+        );
+        assert!(parse(&ok).is_ok());
+        let deeper = format!(
+            "a {{{}{}",
+            "b {".repeat(MAX_BLOCK_DEPTH),
+            "}".repeat(MAX_BLOCK_DEPTH + 1)
+        );
+        assert!(matches!(parse(&deeper), Err(ImportError::TooDeep { .. })));
+    }
+
+    #[test]
+    fn parameter_expansion_is_bounded() {
+        let mut text = format!("$A={}\n", "x".repeat(100_000));
+        for _ in 0..100 {
+            text += &"$A ".repeat(1000);
+            text += "\n";
+        }
+        let start = std::time::Instant::now();
+        assert_eq!(
+            import(&text, "eth0").unwrap_err(),
+            ImportError::ExpansionTooLarge { line: 2 }
+        );
+        assert!(start.elapsed() < std::time::Duration::from_secs(2));
+        // Many small expansions add up too.
+        let mut many = format!("$A={}\n", "y".repeat(1000));
+        many += &"$A\n".repeat(MAX_EXPANDED_BYTES / 1000 + 1);
+        assert!(matches!(
+            import(&many, "eth0"),
+            Err(ImportError::ExpansionTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn control_characters_of_the_input_do_not_reach_the_yaml_or_the_terminal() {
+        let text = "virtual_server 10.0.0.1 80 {\n  lb_kind DR\n  bogus\r\x1b[31mred\x00 1\n  \
+                    real_server 10.0.0.2 80 {\n    weight 1\n  }\n}\n";
+        let import = import_named(text, "eth0", "evil\nname\r.conf").unwrap();
+        assert!(!import.warnings.is_empty());
+        for w in &import.warnings {
+            let shown = w.to_string();
+            assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        }
+        assert!(
+            !import.yaml.chars().any(|c| c.is_control() && c != '\n'),
+            "{}",
+            import.yaml
+        );
+        assert!(import.yaml.contains("evil\\u{a}name\\u{d}.conf"));
+        Config::from_yaml(&import.yaml, Path::new("x")).expect("lb-agent accepts it");
     }
 
     #[test]

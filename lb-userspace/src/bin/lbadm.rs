@@ -808,8 +808,9 @@ fn parse_weight(text: &str) -> Result<u32, Failure> {
 
 /// `import-keepalived`: the YAML on stdout, each warning on stderr as `FILE: line N: ...`.
 fn import_keepalived(file: &Path, interface: &str) -> Result<(), Failure> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| Failure::agent(format!("{}: {e}", file.display())))?;
+    // Bounded as the agent's own configuration: a regular file of at most 8 MiB.
+    let text = lb_userspace::config::read_text(file)
+        .map_err(|m| Failure::agent(format!("{}: {m}", file.display())))?;
     let name = file.display().to_string();
     let import = lb_userspace::keepalived::import_named(&text, interface, &name)
         .map_err(|e| Failure::agent(format!("{name}: {e}")))?;

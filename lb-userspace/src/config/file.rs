@@ -12,7 +12,8 @@ use std::{
 /// line in flow style; parsing one this size peaks at about 500 MB.
 pub const MAX_CONFIG_BYTES: u64 = 8 << 20;
 
-/// Reads the text of the configuration file at `path`, or says why not.
+/// Reads the text of the configuration file at `path` (also a keepalived.conf to import), or
+/// says why not.
 pub fn read(path: &Path) -> Result<String, String> {
     // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
     let file = OpenOptions::new()
