@@ -5,6 +5,7 @@
 //! that reading goes on; the caller then refuses the whole configuration.
 
 use std::{
+    collections::HashMap,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
     time::Duration,
@@ -323,13 +324,13 @@ fn virtual_servers(rd: &mut Reader, node: Option<Node<'_>>, limits: &Limits) -> 
     };
     let items = rd.list(&node);
     let mut out: Vec<VirtualServer> = Vec::new();
-    let mut seen: Vec<(ServiceKey, usize)> = Vec::new();
+    let mut seen: HashMap<ServiceKey, usize> = HashMap::new();
     for (i, item) in items.iter().enumerate() {
         let Some(vs) = virtual_server(rd, item, limits) else {
             continue;
         };
-        match seen.iter().find(|(k, _)| *k == vs.key) {
-            Some((_, first)) => {
+        match seen.get(&vs.key) {
+            Some(first) => {
                 let msg = format!(
                     "duplicate virtual server {}: virtual_servers[{first}] has the same vip, \
                      port and protocol",
@@ -337,7 +338,9 @@ fn virtual_servers(rd: &mut Reader, node: Option<Node<'_>>, limits: &Limits) -> 
                 );
                 rd.error(&item.path, msg);
             }
-            None => seen.push((vs.key, i)),
+            None => {
+                seen.insert(vs.key, i);
+            }
         }
         out.push(vs);
     }
@@ -716,20 +719,23 @@ fn real_servers(
         return Vec::new();
     };
     let mut out: Vec<RealServer> = Vec::new();
-    let mut seen: Vec<(RealKey, usize)> = Vec::new();
+    // Linear in the reals: a configuration may hold hundreds of thousands.
+    let mut seen: HashMap<RealKey, usize> = HashMap::new();
     for (i, item) in rd.list(&node).iter().enumerate() {
         let Some(real) = real_server(rd, item, svc) else {
             continue;
         };
-        match seen.iter().find(|(k, _)| *k == real.key) {
-            Some((_, first)) => {
+        match seen.get(&real.key) {
+            Some(first) => {
                 let msg = format!(
                     "duplicate real server {}: real_servers[{first}] is the same",
                     real.key
                 );
                 rd.error(&item.path, msg);
             }
-            None => seen.push((real.key, i)),
+            None => {
+                seen.insert(real.key, i);
+            }
         }
         out.push(real);
     }
