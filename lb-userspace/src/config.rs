@@ -22,6 +22,7 @@
 //!
 //! `configs/example.yaml` shows and explains every key.
 
+mod address;
 mod check;
 mod emit;
 mod file;
@@ -218,9 +219,10 @@ pub fn served_schedulers() -> String {
 impl FromStr for LbAlgo {
     type Err = LbAlgoError;
 
-    /// Parses an IPVS scheduler name, case-insensitively.
+    /// Parses an IPVS scheduler name, case-insensitively; white space around it is an
+    /// error (`"wrr "` names no scheduler).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let lower = s.trim().to_ascii_lowercase();
+        let lower = s.to_ascii_lowercase();
         if let Some(a) = LbAlgo::ALL.into_iter().find(|a| a.name() == lower) {
             Ok(a)
         } else if FOREIGN_SCHEDULERS.contains(&lower.as_str()) {

@@ -635,6 +635,8 @@ fn list_action(cli: &Cli, service: Option<ServiceKey>) -> Result<Action, Failure
 fn split_host_port(text: &str) -> Option<(&str, Option<&str>)> {
     if let Some(rest) = text.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
+        // Brackets are for IPv6 only, as with ipvsadm.
+        host.parse::<std::net::Ipv6Addr>().ok()?;
         return match after {
             "" => Some((host, None)),
             _ => Some((host, Some(after.strip_prefix(':')?))),

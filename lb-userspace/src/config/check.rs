@@ -6,6 +6,7 @@ use serde_yaml::Value;
 
 use super::{
     CheckTiming, Checker, HttpCheck, MiscCheck, TcpCheck, UrlCheck,
+    address::{ipv4_mapped, not_a_host},
     parse::Service,
     reader::{Fields, Node, Reader},
 };
@@ -126,9 +127,30 @@ struct Endpoint {
 /// `connect_ip`, `connect_port`, `bindto`, `bind_port`; `bindto` must be of the family of the
 /// address connected to (`connect_ip`, else the real's `addr`).
 fn endpoint(rd: &mut Reader, f: &Fields<'_>, addr: Option<IpAddr>) -> Endpoint {
-    let connect_ip = f.get("connect_ip").and_then(|n| rd.ip(&n));
+    let connect_ip = f.get("connect_ip").and_then(|n| {
+        let to = rd.ip(&n)?;
+        if not_a_host(to) || ipv4_mapped(to).is_some() {
+            let msg = format!("{to} is not a unicast address of another host a check can reach");
+            rd.error(&n.path, msg);
+        } else if let Some(real) = addr.filter(|a| a.is_ipv4() != to.is_ipv4()) {
+            let msg = format!(
+                "{to} and the real {real} are of different address families: the check would \
+                 test another host than the one that gets the traffic"
+            );
+            rd.error(&n.path, msg);
+        }
+        Some(to)
+    });
     let bindto = f.get("bindto").and_then(|n| {
         let from = rd.ip(&n)?;
+        let not_a_source = match from {
+            IpAddr::V4(a) => a.is_multicast() || a.is_broadcast(),
+            IpAddr::V6(a) => a.is_multicast(),
+        };
+        if not_a_source {
+            let msg = format!("{from} is a multicast or broadcast address, which sends nothing");
+            rd.error(&n.path, msg);
+        }
         if let Some(to) = connect_ip
             .or(addr)
             .filter(|to| to.is_ipv4() != from.is_ipv4())

@@ -14,7 +14,9 @@ use std::{
 use serde_yaml::Value;
 
 use super::{
-    Config, LbAlgo, RealServer, Timeouts, VirtualServer, check,
+    Config, LbAlgo, RealServer, Timeouts, VirtualServer,
+    address::{ipv4_mapped, not_a_host},
+    check,
     reader::{Fields, Node, Reader, describe},
 };
 use crate::{
@@ -597,16 +599,22 @@ fn hysteresis(rd: &mut Reader, f: &Fields<'_>, quorum: u32) -> u32 {
 /// Checks that `addr` can be a VIP or a real: a unicast host address, of the VIP's family when
 /// `vip` is given.
 fn check_address(rd: &mut Reader, path: &str, addr: IpAddr, vip: Option<IpAddr>) {
-    let not_host = match addr {
-        IpAddr::V4(a) => {
-            a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_broadcast()
-        }
-        IpAddr::V6(a) => a.is_unspecified() || a.is_loopback() || a.is_multicast(),
-    };
-    if not_host {
+    if not_a_host(addr) {
         rd.error(
             path,
             format!("{addr} is not a unicast address of another host"),
+        );
+    } else if let Some(v4) = ipv4_mapped(addr) {
+        rd.error(
+            path,
+            format!(
+                "{addr} is an IPv4-mapped IPv6 address, which no IPv6 packet carries: write {v4}"
+            ),
+        );
+    } else if vip == Some(addr) {
+        rd.error(
+            path,
+            format!("{addr} is the vip itself: a real or sorry server is another host"),
         );
     } else if let Some(vip) = vip.filter(|v| v.is_ipv4() != addr.is_ipv4()) {
         let msg = format!(

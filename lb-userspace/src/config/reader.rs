@@ -302,6 +302,15 @@ impl Reader {
                 self.error(&node.path, "must not be empty");
                 None
             }
+            // A C string (a path, a command line) ends at a NUL: the rest would be lost.
+            Value::String(s) if s.contains('\0') => {
+                let at = s.chars().take_while(|c| *c != '\0').count() + 1;
+                self.error(
+                    &node.path,
+                    format!("must not contain a NUL character (character {at})"),
+                );
+                None
+            }
             Value::String(s) => Some(s.clone()),
             _ => {
                 self.expected(node, "a string", Hint::Text);

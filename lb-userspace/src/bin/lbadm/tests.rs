@@ -512,6 +512,12 @@ fn usage_errors() {
         ("-A -t 10.0.0:80", "not an IP address"),
         ("-A -t [2001:db8::1:80", "expected VIP:PORT"),
         ("-A -t [2001:db8::1]80", "expected VIP:PORT"),
+        // Brackets are for IPv6 only.
+        (
+            "-A -t [10.0.0.1]:80",
+            "illegal virtual service `[10.0.0.1]:80` for -t: expected VIP:PORT",
+        ),
+        ("-a -t 10.0.0.1:80 -r [10.0.0.2]:80", "[10.0.0.2]:80"),
         ("-A -t 2001:db8::1", "the port is missing"),
         ("-A -t 0.0.0.0:80", "unicast"),
         ("-A -t 224.0.0.1:80", "unicast"),
@@ -626,6 +632,22 @@ fn help_and_version_are_not_errors() {
     }
     let e = Cli::try_parse_from(["lbadm", "-L", "-Z"]).unwrap_err();
     assert_eq!(e.exit_code(), 2);
+}
+
+#[test]
+fn white_space_around_a_scheduler_name_is_refused() {
+    for name in ["wrr ", " wrr", "w rr"] {
+        let cli = Cli::try_parse_from(["lbadm", "-A", "-t", "10.0.0.1:80", "-s", name]).unwrap();
+        let err = plan(&cli, &services_db()).unwrap_err();
+        assert_eq!(err.code, 2);
+        assert!(
+            err.message.contains(&format!(
+                "illegal scheduler for -s: unknown scheduler `{name}`"
+            )),
+            "{name:?}: {}",
+            err.message
+        );
+    }
 }
 
 #[test]
