@@ -26,6 +26,7 @@ mod address;
 mod check;
 mod emit;
 mod file;
+mod message;
 mod nesting;
 mod parse;
 mod reader;
@@ -383,11 +384,14 @@ pub struct FieldError {
 }
 
 impl fmt::Display for FieldError {
+    /// `path: message`, the input quoted in the message shortened and escaped
+    /// ([`message::shown`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let message = message::shown(&self.message);
         if self.path.is_empty() {
-            f.write_str(&self.message)
+            f.write_str(&message)
         } else {
-            write!(f, "{}: {}", self.path, self.message)
+            write!(f, "{}: {message}", self.path)
         }
     }
 }
@@ -448,7 +452,10 @@ impl Config {
                 ),
             ));
         }
-        let syntax = |e: serde_yaml::Error| ConfigError::whole_file(file, syntax_message(&e));
+        let syntax = |e: serde_yaml::Error| ConfigError {
+            file: file.to_path_buf(),
+            errors: vec![syntax_error(&e, text)],
+        };
         let mut doc: serde_yaml::Value = serde_yaml::from_str(text).map_err(syntax)?;
         // YAML merge keys (`<<: *defaults`) let several blocks share settings.
         doc.apply_merge().map_err(syntax)?;
@@ -480,10 +487,60 @@ impl Config {
     }
 }
 
-/// A YAML syntax error, with its line and column.
-fn syntax_message(e: &serde_yaml::Error) -> String {
+/// Whether a line holds YAML content (not blank, a comment or a directive).
+fn is_content(line: &str) -> bool {
+    let t = line.trim();
+    !(t.is_empty() || t.starts_with('#') || t.starts_with('%') || t == "---")
+}
+
+/// A YAML syntax error, with its line and column (and the field, for a number too large).
+fn syntax_error(e: &serde_yaml::Error, source: &str) -> FieldError {
+    let whole = |message| FieldError {
+        path: String::new(),
+        message,
+    };
     let text = e.to_string();
-    match e.location() {
+    if text.contains("more than one document") {
+        // serde_yaml gives no location: the second document starts at its `---` line.
+        let second = source
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| *l == "---" || l.starts_with("--- "))
+            .map(|(i, _)| i + 1)
+            .find(|&line| source.lines().take(line - 1).any(is_content));
+        return whole(match second {
+            Some(line) => format!(
+                "invalid YAML: the file holds more than one document (the second starts at \
+                 line {line}); a configuration is one document"
+            ),
+            None => "invalid YAML: the file holds more than one document; a configuration is \
+                     one document"
+                .to_owned(),
+        });
+    }
+    if let Some(number) = text
+        .strip_prefix("invalid type: integer `")
+        .or_else(|| text.split_once(": invalid type: integer `").map(|(_, r)| r))
+        .and_then(|r| r.split_once("` as u128"))
+        .map(|(n, _)| n)
+    {
+        let path = text
+            .split_once(": invalid type")
+            .map(|(p, _)| p.to_owned())
+            .unwrap_or_default();
+        let at = e
+            .location()
+            .map(|l| format!(" at line {} column {}", l.line(), l.column()))
+            .unwrap_or_default();
+        return FieldError {
+            path,
+            message: format!(
+                "the number `{number}` is too large for any field (the largest is {}){at}",
+                u64::MAX
+            ),
+        };
+    }
+    whole(match e.location() {
         Some(l) if !text.contains(" at line ") => {
             format!(
                 "invalid YAML: {text} at line {} column {}",
@@ -492,5 +549,5 @@ fn syntax_message(e: &serde_yaml::Error) -> String {
             )
         }
         _ => format!("invalid YAML: {text}"),
-    }
+    })
 }

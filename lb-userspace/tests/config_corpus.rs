@@ -60,10 +60,21 @@ fn check_corpus_file(file: &Path) -> Option<String> {
             "the message does not start with the file name:\n{shown}"
         ));
     }
+    // Every line the operator sees names the file, is one line of readable length, and
+    // carries no control character from the input.
+    for line in shown.lines() {
+        if !line.starts_with(&file.display().to_string())
+            || line.chars().count() > 400
+            || line.chars().any(char::is_control)
+        {
+            return Some(format!("a line is not a short, clean message:\n{line:?}"));
+        }
+    }
+    // The fragment is matched against the message as shown (excerpts cut, escaped).
     if !err
         .errors
         .iter()
-        .any(|e| e.path == path && e.message.contains(&fragment))
+        .any(|e| e.path == path && e.to_string().contains(&fragment))
     {
         return Some(format!(
             "no error at `{path}` containing {fragment:?}; got:\n{shown}"

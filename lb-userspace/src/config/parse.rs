@@ -162,8 +162,8 @@ fn interface_name(rd: &mut Reader, node: &Node<'_>) -> Option<String> {
         ))
     } else if name == "." || name == ".." || name.contains(['/', ':']) {
         Some("must not be `.` or `..` nor contain `/` or `:`".to_owned())
-    } else if name.chars().any(char::is_whitespace) {
-        Some("must not contain spaces".to_owned())
+    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("must not contain white space or control characters".to_owned())
     } else {
         None
     };
