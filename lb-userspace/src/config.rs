@@ -384,14 +384,14 @@ pub struct FieldError {
 }
 
 impl fmt::Display for FieldError {
-    /// `path: message`, the input quoted in the message shortened and escaped
-    /// ([`message::shown`]).
+    /// `path: message`, the input in both shortened and escaped ([`message::shown`],
+    /// [`message::path_shown`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let message = message::shown(&self.message);
         if self.path.is_empty() {
             f.write_str(&message)
         } else {
-            write!(f, "{}: {message}", self.path)
+            write!(f, "{}: {message}", message::path_shown(&self.path))
         }
     }
 }

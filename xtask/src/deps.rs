@@ -12,6 +12,8 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::programs::{self, Step};
 
+/// The cargo-fuzz release the fuzz targets are run with.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// The bpf-linker release that works with this machine's LLVM 22 and rustc.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -28,6 +30,7 @@ pub fn ensure_all() -> Result<()> {
     ensure_debian_packages(&programs::debian_packages(Step::Test))?;
     ensure_nightly_rust_src()?;
     ensure_bpf_linker()?;
+    ensure_cargo_fuzz()?;
     ensure_bpffs()?;
     Ok(())
 }
@@ -240,6 +243,29 @@ fn ensure_bpf_linker() -> Result<()> {
         // llvm-sys finds LLVM through the first, bpf-linker's build script through the second.
         .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX)
         .env("LLVM_PREFIX", LLVM_PREFIX))
+}
+
+/// cargo-fuzz, which builds the fuzz targets with nightly and libFuzzer and runs them.
+fn ensure_cargo_fuzz() -> Result<()> {
+    let works = Command::new("cargo-fuzz")
+        .arg("--version")
+        .output()
+        .map(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION)
+        })
+        .unwrap_or(false);
+    if works {
+        return Ok(());
+    }
+    println!("==> installing cargo-fuzz {CARGO_FUZZ_VERSION}");
+    run(Command::new("cargo").args([
+        "install",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+        "--locked",
+        "--force",
+    ]))
 }
 
 fn ensure_bpffs() -> Result<()> {

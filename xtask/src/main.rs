@@ -6,6 +6,7 @@ mod demo;
 mod deps;
 mod exec_scan;
 mod fresh_root;
+mod fuzz;
 mod installed;
 mod programs;
 mod test;
@@ -37,6 +38,15 @@ enum Cmd {
         /// The benchmark's packages are installed too (after `cargo xtask bench`).
         #[arg(long)]
         bench: bool,
+    },
+    /// Install what is missing, build the XDP object, and run the fuzz targets: each for
+    /// SECONDS (default 300), all of them or those named (needs root).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 300)]
+        seconds: u32,
+        /// Targets: config_yaml, keepalived_import, control_protocol, lbadm_args.
+        targets: Vec<String>,
     },
     /// Make a minimal Debian 12 root (debootstrap), install into it what the dependency steps
     /// install, and check every declared program in it (needs root; several minutes, about
@@ -71,6 +81,25 @@ fn main() -> Result<()> {
         Cmd::Test => test::run_all(&root)?,
         Cmd::CheckPrograms { bench } => installed::check(&root, bench)?,
         Cmd::FreshRoot => fresh_root::run(&root)?,
+        Cmd::Fuzz { seconds, targets } => {
+            let unknown: Vec<&String> = targets
+                .iter()
+                .filter(|t| !fuzz::TARGETS.contains(&t.as_str()))
+                .collect();
+            anyhow::ensure!(
+                unknown.is_empty(),
+                "unknown fuzz targets {unknown:?}; the targets are {}",
+                fuzz::TARGETS.join(", ")
+            );
+            let chosen: Vec<&str> = if targets.is_empty() {
+                fuzz::TARGETS.to_vec()
+            } else {
+                targets.iter().map(String::as_str).collect()
+            };
+            deps::ensure_all()?;
+            build_ebpf::build_ebpf(&root)?;
+            fuzz::run(&root, &chosen, seconds)?;
+        }
         Cmd::Demo => demo::run(&root)?,
         Cmd::Bench { smoke, only } => bench::run(&root, &bench::BenchArgs { smoke, only })?,
     }

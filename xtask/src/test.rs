@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::Result;
 
-use crate::{build_ebpf, deps, installed, programs};
+use crate::{build_ebpf, deps, fuzz, installed, programs};
 
 /// Runs the whole suite from `root`.
 pub fn run_all(root: &Path) -> Result<()> {
@@ -45,6 +45,9 @@ pub fn run_all(root: &Path) -> Result<()> {
     })?;
     step("tests", &mut || {
         deps::run(cargo(root).args(["test", "--all-targets", "--no-fail-fast"]))
+    })?;
+    step("fuzz (regressions, smoke)", &mut || {
+        fuzz::run(root, fuzz::TARGETS, fuzz::SMOKE_SECONDS)
     })?;
 
     println!("==> all checks passed");

@@ -51,7 +51,8 @@ const MAX_PERSISTENCE: u32 = 86_400 * 31;
     group(ArgGroup::new("command").multiple(false)),
     group(ArgGroup::new("service").multiple(false)),
 )]
-struct Cli {
+// pub(crate): the fuzz crate compiles this file as a module and drives `Cli` and `plan`.
+pub(crate) struct Cli {
     /// Control socket of the lb-agent instance.
     #[arg(long, value_name = "PATH", env = "LBADM_SOCKET", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
@@ -273,9 +274,9 @@ impl Action {
 
 /// Why lbadm stops, and with which exit status.
 #[derive(Debug, PartialEq)]
-struct Failure {
-    code: u8,
-    message: String,
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) message: String,
 }
 
 impl Failure {
@@ -438,14 +439,14 @@ impl Cli {
 
 /// An action and the warnings found while planning it.
 #[derive(Debug, PartialEq)]
-struct Planned {
+pub(crate) struct Planned {
     action: Action,
     warnings: Vec<String>,
 }
 
 /// Turns parsed arguments into an action, validating everything that can be validated
 /// without the agent.
-fn plan(cli: &Cli, services: &Services) -> Result<Planned, Failure> {
+pub(crate) fn plan(cli: &Cli, services: &Services) -> Result<Planned, Failure> {
     let mut warnings = Vec::new();
     let action = plan_action(cli, services, &mut warnings)?;
     Ok(Planned { action, warnings })

@@ -27,6 +27,23 @@ pub fn shown(message: &str) -> String {
     out
 }
 
+/// The longest field path shown, in characters (keys come from the input).
+pub const MAX_PATH: usize = 160;
+
+/// A field path as it is shown: control characters in its keys escaped, and a path longer
+/// than [`MAX_PATH`] cut in the middle.
+pub fn path_shown(path: &str) -> String {
+    let mut escaped = String::with_capacity(path.len().min(2 * MAX_PATH));
+    push_escaped(&mut escaped, path);
+    let len = escaped.chars().count();
+    if len <= MAX_PATH {
+        return escaped;
+    }
+    let head: String = escaped.chars().take(MAX_PATH / 2).collect();
+    let tail: String = escaped.chars().skip(len - MAX_PATH / 2 + 1).collect();
+    format!("{head}…{tail}")
+}
+
 /// An excerpt, cut if long, then its closing backtick (when `closed`) and its length.
 fn push_excerpt(out: &mut String, excerpt: &str, closed: bool) {
     let len = excerpt.chars().count();
@@ -75,6 +92,21 @@ mod tests {
             shown("interface name `eth0\nfoo\rbar\0` has \u{1b}[31m"),
             "interface name `eth0\\nfoo\\rbar\\0` has \\u{1b}[31m"
         );
+    }
+
+    #[test]
+    fn paths_are_escaped_and_cut_in_the_middle() {
+        assert_eq!(
+            path_shown("virtual_servers[0].port"),
+            "virtual_servers[0].port"
+        );
+        assert_eq!(path_shown("a.b\tc"), "a.b\\tc");
+        let long = format!("virtual_servers[3].{}.x", "\t".repeat(200));
+        let shown = path_shown(&long);
+        assert_eq!(shown.chars().count(), MAX_PATH);
+        assert!(shown.starts_with("virtual_servers[3].\\t\\t"), "{shown}");
+        assert!(shown.ends_with("\\t.x"), "{shown}");
+        assert!(!shown.chars().any(char::is_control));
     }
 
     #[test]

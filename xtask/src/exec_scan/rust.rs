@@ -388,6 +388,10 @@ impl Ctx<'_> {
             "ip" if lit(0) == Some("netns") && lit(1) == Some("exec") && rest.len() > 3 => {
                 self.expand(&rest[3..], line, false, found);
             }
+            // `rustup run TOOLCHAIN PROGRAM ...`
+            "rustup" if lit(0) == Some("run") && rest.len() > 2 => {
+                self.expand(&rest[2..], line, false, found);
+            }
             "sh" | "bash" | "dash" if lit(0) == Some("-c") => {
                 if let Some(Elem::Lit(script) | Elem::Fmt(script)) = rest.get(1) {
                     shell::scan(&placeholders_as_variables(script), line, found);
@@ -819,6 +823,7 @@ fn f() {
     ns.command(&["unshare", "--mount", "--propagation", "private", "sh", "-c", &hide]);
     ns.exec(&["bash", "-c", "echo hi > /dev/udp/10.0.0.1/9 && curl -s x"]);
     ns.exec(&["timeout", "5", "env", "A=1", "socat", "-"]);
+    Command::new("rustup").args(["run", "nightly", "cargo-fuzz", "fuzz", "run"]);
     Command::new("flock").arg("--no-fork").arg(&dir).args(["sleep", "60"]);
 }
 "#;
@@ -827,9 +832,29 @@ fn f() {
         assert_eq!(
             names(&src),
             [
-                "ip", "tcpdump", "nsenter", "lb-agent", "env", "sh", "setpriv", "tcpdump",
-                "unshare", "sh", "ip", "readlink", "mount", "sh", "bash", "curl", "timeout", "env",
-                "socat", "flock", "sleep"
+                "ip",
+                "tcpdump",
+                "nsenter",
+                "lb-agent",
+                "env",
+                "sh",
+                "setpriv",
+                "tcpdump",
+                "unshare",
+                "sh",
+                "ip",
+                "readlink",
+                "mount",
+                "sh",
+                "bash",
+                "curl",
+                "timeout",
+                "env",
+                "socat",
+                "rustup",
+                "cargo-fuzz",
+                "flock",
+                "sleep"
             ]
         );
     }
