@@ -37,7 +37,11 @@ use tracing::warn;
 use crate::plan::{Installed, Limits, Op};
 
 /// The XDP object, built by `cargo xtask build-ebpf` and embedded so that one binary deploys.
+#[cfg(not(lb_no_ebpf_object))]
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("LB_EBPF_OBJECT"));
+/// Empty: this build was made without the XDP object (see `build.rs`); loading fails.
+#[cfg(lb_no_ebpf_object)]
+pub static EBPF_OBJECT: &[u8] = &[];
 
 /// Errors from the data plane.
 #[derive(Debug, Error)]
@@ -56,6 +60,11 @@ pub enum DataplaneError {
         /// Cause.
         source: aya::maps::MapError,
     },
+    /// The library was built without the XDP object.
+    #[error(
+        "this build has no XDP object: run `cargo xtask build-ebpf`, then build lb-agent again"
+    )]
+    NoObject,
     /// A map or program is missing from the object, or has another type.
     #[error("{0} is missing from the XDP object or has an unexpected type")]
     Missing(&'static str),
@@ -412,6 +421,9 @@ impl Dataplane {
             .map_max_entries(names::SERVICE_STATS, l.max_services)
             .map_max_entries(names::REAL_STATS, l.max_reals)
             .override_global("AYA_LOG_LEVEL", &ebpf_log_level, false);
+        if EBPF_OBJECT.is_empty() {
+            return Err(DataplaneError::NoObject);
+        }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
         let program: &mut Xdp = ebpf
             .program_mut(names::PROGRAM)
@@ -1372,5 +1384,21 @@ impl<T> Drop for Mmap<T> {
         unsafe {
             libc::munmap(self.ptr.as_ptr().cast(), self.bytes);
         }
+    }
+}
+
+#[cfg(all(test, lb_no_ebpf_object))]
+mod tests {
+    use super::*;
+
+    /// Built without the object (`LB_EBPF_OBJECT` pointing nowhere, as the test command does
+    /// once), loading stops before any system call with an error that says what to do.
+    #[test]
+    fn without_the_object_loading_says_how_to_build_it() {
+        let err = Dataplane::load_with(Limits::default(), 0, None)
+            .err()
+            .unwrap();
+        assert!(matches!(err, DataplaneError::NoObject), "{err}");
+        assert!(err.to_string().contains("cargo xtask build-ebpf"));
     }
 }

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result, bail};
 
 use crate::deps;
 
@@ -34,26 +34,49 @@ pub fn run(root: &Path, targets: &[&str], seconds: u32) -> Result<()> {
         let corpus = root.join("target").join("fuzz-corpus").join(target);
         std::fs::create_dir_all(&corpus)?;
         println!("==> fuzz {target} for {seconds} s");
-        deps::run(
-            std::process::Command::new("rustup")
-                .current_dir(root)
-                .args([
-                    "run",
-                    "nightly",
-                    "cargo-fuzz",
-                    "fuzz",
-                    "run",
-                    "--fuzz-dir",
-                    "fuzz",
-                ])
-                .arg(target)
-                .arg(&corpus)
-                .arg(root.join("fuzz").join("seeds").join(target))
-                .arg("--")
-                .arg(format!("-max_total_time={seconds}"))
-                .arg("-rss_limit_mb=2048")
-                .arg("-print_final_stats=1"),
-        )?;
+        // libFuzzer reports every new input; its log goes to a file, and the summary (or, on
+        // a crash, the end of the log) to the terminal.
+        let log_path = root.join("target").join(format!("fuzz-{target}.log"));
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let status = std::process::Command::new("rustup")
+            .current_dir(root)
+            .args([
+                "run",
+                "nightly",
+                "cargo-fuzz",
+                "fuzz",
+                "run",
+                "--fuzz-dir",
+                "fuzz",
+            ])
+            .arg(target)
+            .arg(&corpus)
+            .arg(root.join("fuzz").join("seeds").join(target))
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-rss_limit_mb=2048")
+            .arg("-print_final_stats=1")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .status()
+            .context("starting cargo-fuzz")?;
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if !status.success() {
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("{}", lines[lines.len().saturating_sub(60)..].join("\n"));
+            bail!(
+                "fuzz target {target} failed ({status}); its log: {}; a crash's input is under \
+                 fuzz/artifacts/{target}/",
+                log_path.display()
+            );
+        }
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("Done ") || l.starts_with("stat::number_of_executed_units"))
+        {
+            println!("    {line}");
+        }
     }
     Ok(())
 }

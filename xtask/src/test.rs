@@ -46,6 +46,14 @@ pub fn run_all(root: &Path) -> Result<()> {
     step("tests", &mut || {
         deps::run(cargo(root).args(["test", "--all-targets", "--no-fail-fast"]))
     })?;
+    step("library without the XDP object", &mut || {
+        // The control plane builds and unit-tests without the eBPF build chain.
+        deps::run(
+            cargo(root)
+                .args(["test", "-p", "lb-userspace", "--lib"])
+                .env("LB_EBPF_OBJECT", root.join("target/no-such-xdp-object")),
+        )
+    })?;
     step("fuzz (regressions, smoke)", &mut || {
         fuzz::run(root, fuzz::TARGETS, fuzz::SMOKE_SECONDS)
     })?;
