@@ -1,9 +1,10 @@
 //! The contract between the XDP data plane (`lb-ebpf`) and the control plane (`lb-userspace`).
 //!
-//! Every map key and value, every constant both sides must agree on, and the hashes live here
-//! and nowhere else. Each type says who writes it and who reads it. All types are `#[repr(C)]`,
-//! `Copy`, free of implicit padding, and (for the memory-mapped arrays) a multiple of 8 bytes
-//! long, because the kernel lays array elements out on an 8-byte stride.
+//! Every map key and value, every constant both sides must agree on, the hashes and the
+//! decisions both sides make ([`decide`]) live here and nowhere else. Each type says who writes
+//! it and who reads it. All types are `#[repr(C)]`, `Copy`, free of implicit padding, and (for
+//! the memory-mapped arrays) a multiple of 8 bytes long, because the kernel lays array elements
+//! out on an 8-byte stride.
 //!
 //! # Why arrays
 //! Every table the data plane reads per packet is a `BPF_F_MMAPABLE` array: the verifier turns
@@ -27,9 +28,15 @@
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 #![warn(missing_docs)]
 
+pub mod decide;
 pub mod hash;
 pub mod set;
 pub mod tcp;
+
+pub use decide::{
+    FlowKey, LcCost, MAX_WEIGHT, VipKey, find_service, idle_first, least_conn_choice, masked6,
+    same6,
+};
 
 pub use hash::{
     Addr6, flow_hash4, flow_hash6, fragment_hash4, fragment_hash6, persist_hash4, persist_hash6,

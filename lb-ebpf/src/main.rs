@@ -22,13 +22,12 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use lb_common::{
-    Addr6, CONN_WAYS, Candidates, Conn, ConnSet4, ConnSet6, ConnState, Flow4Key, Flow6Key,
-    GlobalStats, Inserted, LC_CANDIDATES, LOOKUP_ROW, LookupRow, MAX_EXT_HDRS, NO_REAL,
-    PERSIST_WAYS, Persist4Key, Persist6Key, PersistSet4, PersistSet6, REAL_UP, Real, RealLoad,
-    SCHED_LC, SCHED_MAGLEV, SCHED_NQ, SCHED_WLC, SVC_F_HASH_SRC, SVC_F_PERSIST, Service, Set,
-    Settings, SlotData, TcpFlags, Template, TrafficStats, VIP_PROBES, VipBucket4, VipBucket6,
-    addr6, fragment_hash4, fragment_hash6, proto, source_hash4, source_hash6, table_slot,
-    vip_hash4, vip_hash6,
+    Addr6, CONN_WAYS, Candidates, Conn, ConnSet4, ConnSet6, ConnState, Flow4Key, Flow6Key, FlowKey,
+    GlobalStats, Inserted, LOOKUP_ROW, LookupRow, MAX_EXT_HDRS, NO_REAL, PERSIST_WAYS, Persist4Key,
+    Persist6Key, PersistSet4, PersistSet6, REAL_UP, Real, RealLoad, SCHED_MAGLEV, SVC_F_PERSIST,
+    Service, Set, Settings, SlotData, TcpFlags, Template, TrafficStats, Vip4Key, Vip6Key,
+    VipBucket4, VipBucket6, VipKey, addr6, find_service, fragment_hash4, fragment_hash6,
+    least_conn_choice, proto, same6, table_slot,
 };
 use network_types::{
     eth::EthHdr,
@@ -211,34 +210,29 @@ fn process(ctx: &XdpContext, settings: &Settings, g: &mut GlobalStats) -> Verdic
 
 /// What differs between IPv4 and IPv6 on the packet path: the address type, the keys and the
 /// tables. Everything else (services, reals, lookup tables, counts, counters) is shared, and
-/// the path below is written once for both.
+/// the path below is written once for both. What a key decides (its hashes, the persistence
+/// key, the VIP probe) is `lb_common::decide`'s, which the control plane calls too.
 trait Family {
     /// An address as stored in keys.
     type Addr: Copy;
     /// Connection-table key.
-    type Flow: SlotData;
+    type Flow: FlowKey<Addr = Self::Addr, Client = Self::Client>;
     /// Persistence-template key.
     type Client: SlotData;
+    /// VIP-table key.
+    type Vip: VipKey + 'static;
 
-    /// The connection-table key of a client->VIP 5-tuple (wire-order values).
-    fn flow(src: Self::Addr, dst: Self::Addr, sport: u16, dport: u16, proto: u8) -> Self::Flow;
-    /// The flow's hash (connection-table set, per-flow lookup-table slot).
-    fn flow_hash(flow: &Self::Flow) -> u32;
-    /// The flow's client address.
-    fn flow_src(flow: &Self::Flow) -> Self::Addr;
+    /// The VIP-table key of `(addr, port, proto)` (port in wire order; 0 = the fragment entry).
+    fn vip(addr: Self::Addr, port: u16, proto: u8) -> Self::Vip;
+    /// Bucket `idx` of the VIP table.
+    fn vip_bucket(idx: u32) -> Option<&'static <Self::Vip as VipKey>::Bucket>;
     /// The connection-table set of a flow hash.
     fn conn_set(settings: &Settings, hash: u32) -> Option<*mut Set<Self::Flow, Conn, CONN_WAYS>>;
-    /// The service of `(addr, port, proto)` (port in wire order; 0 = the fragment entry).
-    fn service(settings: &Settings, addr: Self::Addr, port: u16, proto: u8) -> Option<Svc>;
-    /// The persistence key of a client: its address under the service's granularity.
-    fn client(svc: &Svc, src: Self::Addr) -> Self::Client;
     /// The persistence-table set and tag of a client key.
     fn persist_set(
         settings: &Settings,
         client: &Self::Client,
     ) -> Option<(*mut Set<Self::Client, Template, PERSIST_WAYS>, u32)>;
-    /// Hash of the client address under the service's granularity (`sh`, persistence).
-    fn source_hash(svc: &Svc, src: Self::Addr) -> u32;
     /// Hash of a fragment's (source, destination, protocol).
     fn fragment_hash(src: Self::Addr, dst: Self::Addr, proto: u8) -> u32;
 }
@@ -250,61 +244,26 @@ impl Family for V4 {
     type Addr = u32;
     type Flow = Flow4Key;
     type Client = Persist4Key;
+    type Vip = Vip4Key;
 
     #[inline(always)]
-    fn flow(src: u32, dst: u32, sport: u16, dport: u16, proto: u8) -> Flow4Key {
-        Flow4Key {
-            src,
-            dst,
-            sport,
-            dport,
+    fn vip(addr: u32, port: u16, proto: u8) -> Vip4Key {
+        Vip4Key {
+            addr,
+            port,
             proto,
-            _pad: [0; 3],
+            _pad: 0,
         }
     }
 
     #[inline(always)]
-    fn flow_hash(flow: &Flow4Key) -> u32 {
-        flow.hash()
-    }
-
-    #[inline(always)]
-    fn flow_src(flow: &Flow4Key) -> u32 {
-        flow.src
+    fn vip_bucket(idx: u32) -> Option<&'static VipBucket4> {
+        VIPS4.get(idx)
     }
 
     #[inline(always)]
     fn conn_set(settings: &Settings, hash: u32) -> Option<*mut ConnSet4> {
         CONNS4.get_ptr_mut(hash & settings.conn_mask)
-    }
-
-    /// Linear probing in the active half of `VIPS4`, at most `VIP_PROBES` buckets; an empty
-    /// bucket ends the search.
-    #[inline(always)]
-    fn service(settings: &Settings, addr: u32, port: u16, proto: u8) -> Option<Svc> {
-        let home = vip_hash4(addr, port, proto);
-        let mut probe = 0;
-        while probe < VIP_PROBES {
-            let idx = settings.vip_base + (home.wrapping_add(probe) & settings.vip_mask);
-            let bucket = VIPS4.get(idx)?;
-            let key = &bucket.key;
-            if key.addr == addr && key.port == port && key.proto == proto {
-                return service_by_id(bucket.service_id);
-            }
-            if key.proto == 0 {
-                return None;
-            }
-            probe += 1;
-        }
-        None
-    }
-
-    #[inline(always)]
-    fn client(svc: &Svc, src: u32) -> Persist4Key {
-        Persist4Key {
-            service_id: svc.id,
-            client: src & svc.info.persist_mask4,
-        }
     }
 
     #[inline(always)]
@@ -314,11 +273,6 @@ impl Family for V4 {
             PERSIST4.get_ptr_mut(hash & settings.persist_mask)?,
             hash | 1,
         ))
-    }
-
-    #[inline(always)]
-    fn source_hash(svc: &Svc, src: u32) -> u32 {
-        source_hash4(src & svc.info.persist_mask4)
     }
 
     #[inline(always)]
@@ -334,61 +288,27 @@ impl Family for V6 {
     type Addr = Addr6;
     type Flow = Flow6Key;
     type Client = Persist6Key;
+    type Vip = Vip6Key;
 
     #[inline(always)]
-    fn flow(src: Addr6, dst: Addr6, sport: u16, dport: u16, proto: u8) -> Flow6Key {
-        Flow6Key {
-            src,
-            dst,
-            sport,
-            dport,
+    fn vip(addr: Addr6, port: u16, proto: u8) -> Vip6Key {
+        Vip6Key {
+            addr,
+            port,
             proto,
-            _pad: [0; 3],
+            _pad: 0,
         }
     }
 
+    /// The same `vip_base` flips both VIP tables.
     #[inline(always)]
-    fn flow_hash(flow: &Flow6Key) -> u32 {
-        flow.hash()
-    }
-
-    #[inline(always)]
-    fn flow_src(flow: &Flow6Key) -> Addr6 {
-        flow.src
+    fn vip_bucket(idx: u32) -> Option<&'static VipBucket6> {
+        VIPS6.get(idx)
     }
 
     #[inline(always)]
     fn conn_set(settings: &Settings, hash: u32) -> Option<*mut ConnSet6> {
         CONNS6.get_ptr_mut(hash & settings.conn6_mask)
-    }
-
-    /// As for IPv4, in the active half of `VIPS6` (the same `vip_base` flips both tables).
-    #[inline(always)]
-    fn service(settings: &Settings, addr: Addr6, port: u16, proto: u8) -> Option<Svc> {
-        let home = vip_hash6(&addr, port, proto);
-        let mut probe = 0;
-        while probe < VIP_PROBES {
-            let idx = settings.vip_base + (home.wrapping_add(probe) & settings.vip_mask);
-            let bucket = VIPS6.get(idx)?;
-            let key = &bucket.key;
-            if same6(&key.addr, &addr) && key.port == port && key.proto == proto {
-                return service_by_id(bucket.service_id);
-            }
-            if key.proto == 0 {
-                return None;
-            }
-            probe += 1;
-        }
-        None
-    }
-
-    #[inline(always)]
-    fn client(svc: &Svc, src: Addr6) -> Persist6Key {
-        Persist6Key {
-            service_id: svc.id,
-            _pad: 0,
-            client: masked6(&src, &svc.info.persist_mask6),
-        }
     }
 
     #[inline(always)]
@@ -401,30 +321,17 @@ impl Family for V6 {
     }
 
     #[inline(always)]
-    fn source_hash(svc: &Svc, src: Addr6) -> u32 {
-        source_hash6(&masked6(&src, &svc.info.persist_mask6))
-    }
-
-    #[inline(always)]
     fn fragment_hash(src: Addr6, dst: Addr6, proto: u8) -> u32 {
         fragment_hash6(&src, &dst, proto)
     }
 }
 
-/// Whether two IPv6 addresses are equal, without a call (an array comparison may become one).
+/// The service of `(addr, port, proto)` in the active half of the family's VIP table.
 #[inline(always)]
-fn same6(a: &Addr6, b: &Addr6) -> bool {
-    ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3])) == 0
-}
-
-#[inline(always)]
-fn masked6(a: &Addr6, mask: &Addr6) -> Addr6 {
-    [
-        a[0] & mask[0],
-        a[1] & mask[1],
-        a[2] & mask[2],
-        a[3] & mask[3],
-    ]
+fn service<F: Family>(settings: &Settings, addr: F::Addr, port: u16, proto: u8) -> Option<Svc> {
+    let key = F::vip(addr, port, proto);
+    let id = find_service(&key, settings.vip_base, settings.vip_mask, F::vip_bucket)?;
+    service_by_id(id)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -615,11 +522,11 @@ fn forward_flow<F: Family>(
     if dport == 0 {
         return Verdict::Pass;
     }
-    let Some(svc) = F::service(settings, pkt.dst, dport, pkt.proto) else {
+    let Some(svc) = service::<F>(settings, pkt.dst, dport, pkt.proto) else {
         return Verdict::Pass;
     };
-    let flow = F::flow(pkt.src, pkt.dst, sport, dport, pkt.proto);
-    let hash = F::flow_hash(&flow);
+    let flow = F::Flow::of(pkt.src, pkt.dst, sport, dport, pkt.proto);
+    let hash = flow.flow_hash();
     let Some(set) = F::conn_set(settings, hash) else {
         return Verdict::Pass;
     };
@@ -650,7 +557,7 @@ fn forward_flow<F: Family>(
         state: state as u8,
         _pad: [0; 3],
     };
-    let expired = |c: &Conn, stamp: u32| now.wrapping_sub(stamp) > settings.timeout(c.state);
+    let expired = |c: &Conn, stamp: u32| !settings.conn_live(c.state, stamp);
     // SAFETY: `set` points to a set in the connection-table map value.
     match unsafe { Set::insert(set, &flow, hash | 1, &entry, now, expired) } {
         Inserted::Busy => g.conn_insert_failed += 1,
@@ -674,7 +581,7 @@ fn forward_fragment<F: Family>(
     settings: &Settings,
     g: &mut GlobalStats,
 ) -> Verdict {
-    let Some(svc) = F::service(settings, pkt.dst, 0, pkt.proto) else {
+    let Some(svc) = service::<F>(settings, pkt.dst, 0, pkt.proto) else {
         return Verdict::Pass;
     };
     let Some(target) = table_pick(&svc, F::fragment_hash(pkt.src, pkt.dst, pkt.proto)) else {
@@ -792,14 +699,14 @@ fn forward_quoted<F: Family>(
     if vport == 0 {
         return Verdict::Pass;
     }
-    let Some(svc) = F::service(settings, vip, vport, proto) else {
+    let Some(svc) = service::<F>(settings, vip, vport, proto) else {
         return Verdict::Pass;
     };
-    let flow = F::flow(client, vip, cport, vport, proto);
-    let hash = F::flow_hash(&flow);
+    let flow = F::Flow::of(client, vip, cport, vport, proto);
+    let hash = flow.flow_hash();
     let target = match live_conn_real::<F>(&svc, &flow, hash, settings) {
         Some(target) => target,
-        None => match table_pick(&svc, flow_schedule_hash::<F>(&svc, &flow, hash)) {
+        None => match table_pick(&svc, flow.schedule_hash(svc.info, hash)) {
             Some(target) => target,
             None => return Verdict::DropNoReal,
         },
@@ -830,7 +737,7 @@ fn established_real<F: Family>(
     let found = unsafe { Set::find(set, flow, tag) }?;
     let now = settings.clock;
     let conn: Conn = found.value;
-    if now.wrapping_sub(found.stamp) > settings.timeout(conn.state) {
+    if !settings.conn_live(conn.state, found.stamp) {
         return None;
     }
     let Some(target) = usable_real(conn.real, svc.id) else {
@@ -853,7 +760,7 @@ fn established_real<F: Family>(
         }
         // Opening and closing keep the client's persistence template alive.
         if state != conn.state && svc.info.flags & SVC_F_PERSIST != 0 {
-            touch_template::<F>(svc, F::flow_src(flow), conn.real, settings);
+            touch_template::<F>(svc, flow, conn.real, settings);
         }
     }
     Some(target)
@@ -871,7 +778,7 @@ fn live_conn_real<F: Family>(
     // SAFETY: `set` points to a set in the connection-table map value.
     let found = unsafe { Set::find(set, flow, hash | 1) }?;
     let conn: Conn = found.value;
-    if settings.clock.wrapping_sub(found.stamp) > settings.timeout(conn.state) {
+    if !settings.conn_live(conn.state, found.stamp) {
         return None;
     }
     usable_real(conn.real, svc.id)
@@ -888,16 +795,14 @@ fn schedule<F: Family>(
     g: &mut GlobalStats,
 ) -> Option<Target> {
     if svc.info.flags & SVC_F_PERSIST == 0 {
-        return pick_new(svc, flow_schedule_hash::<F>(svc, flow, hash));
+        return pick_new(svc, flow.schedule_hash(svc.info, hash));
     }
-    let src = F::flow_src(flow);
-    let key = F::client(svc, src);
+    let key = flow.client(svc.id, svc.info);
     let (set, tag) = F::persist_set(settings, &key)?;
     let now = settings.clock;
-    let timeout = svc.info.persist_timeout;
     // SAFETY: `set` points to a set in the persistence map value.
     if let Some(t) = unsafe { Set::find(set, &key, tag) }
-        && now.wrapping_sub(t.stamp) <= timeout
+        && svc.info.template_live(now, t.stamp)
         && let Some(target) = usable_real(t.value.real, svc.id)
     {
         // SAFETY: `t.way` is a slot of `set`.
@@ -905,12 +810,12 @@ fn schedule<F: Family>(
         g.persist_hits += 1;
         return Some(target);
     }
-    let target = pick_new(svc, F::source_hash(svc, src))?;
+    let target = pick_new(svc, flow.source_hash(svc.info))?;
     let template = Template {
         real: target.idx,
         _pad: 0,
     };
-    let expired = |_: &Template, stamp: u32| now.wrapping_sub(stamp) > timeout;
+    let expired = |_: &Template, stamp: u32| !svc.info.template_live(now, stamp);
     // A failed insert only loses stickiness for the next connection; the flow still goes.
     // SAFETY: `set` points to a set in the persistence map value.
     let _ = unsafe { Set::insert(set, &key, tag, &template, now, expired) };
@@ -929,14 +834,8 @@ fn pick_new(svc: &Svc, hash: u32) -> Option<Target> {
 }
 
 /// IPVS's least-connection family over the service's candidates (see `lb_common::Candidates`):
-/// - `lc`: the least `active x 256 + inactive`;
-/// - `wlc`: the least `(active x 256 + inactive) / weight`;
-/// - `sed`: the least `(active + 1) / weight`;
-/// - `nq`: the first idle real (no active connection), else as `sed`.
-///
-/// Ratios are compared by cross-multiplication, as IPVS does. Candidates that are down, of
-/// weight 0 or of another service are skipped. The scan starts at a position taken from the
-/// flow's hash, so ties spread over the tied reals instead of piling onto the first.
+/// `lc`, `wlc`, `sed` and `nq`, with the costs of `lb_common::LcCost` and the scan of
+/// `lb_common::least_conn_choice`. Candidates that are down or of another service are skipped.
 ///
 /// A real's load is its connection-table entries by class, which this program keeps exact, less
 /// the stale ones the agent recounts every second (see `lb_common::RealLoad`): connections that
@@ -949,42 +848,11 @@ fn pick_new(svc: &Svc, hash: u32) -> Option<Target> {
 #[inline(always)]
 fn least_conn_pick(svc: &Svc, hash: u32) -> Option<Target> {
     let candidates = CANDIDATES.get(svc.id)?;
-    let sched = svc.info.sched;
-    let mut best: Option<Target> = None;
-    let (mut best_load, mut best_weight) = (0u64, 1u64);
-    let mut i = 0;
-    while i < LC_CANDIDATES {
-        let idx = candidates[(hash as usize).wrapping_add(i) & (LC_CANDIDATES - 1)];
-        i += 1;
-        if idx == NO_REAL {
-            continue;
-        }
-        let Some(target) = usable_real(idx, svc.id) else {
-            continue;
-        };
-        let weight = target.real.weight as u64;
-        let Some(load) = REAL_LOAD.get(idx) else {
-            continue;
-        };
-        if weight == 0 {
-            continue;
-        }
-        let (active, inactive) = load.live();
-        if sched == SCHED_NQ && active == 0 {
-            return Some(target);
-        }
-        let (cost, per) = match sched {
-            SCHED_LC => ((active << 8) + inactive, 1),
-            SCHED_WLC => ((active << 8) + inactive, weight),
-            _ => (active + 1, weight),
-        };
-        if best.is_none() || cost * best_weight < best_load * per {
-            best = Some(target);
-            best_load = cost;
-            best_weight = per;
-        }
-    }
-    best
+    least_conn_choice(svc.info.sched, candidates, hash, |idx| {
+        let target = usable_real(idx, svc.id)?;
+        let load = REAL_LOAD.get(idx)?;
+        Some((target, target.real.weight, load.live()))
+    })
 }
 
 /// Adds `delta` to the active or inactive count (by `state`) of real `idx`.
@@ -996,10 +864,10 @@ fn account(idx: u32, state: u8, delta: i64) {
     }
 }
 
-/// Refreshes the client's template if it still points at `real`.
+/// Refreshes the template of the flow's client if it still points at `real`.
 #[inline(always)]
-fn touch_template<F: Family>(svc: &Svc, src: F::Addr, real: u32, settings: &Settings) {
-    let key = F::client(svc, src);
+fn touch_template<F: Family>(svc: &Svc, flow: &F::Flow, real: u32, settings: &Settings) {
+    let key = flow.client(svc.id, svc.info);
     let Some((set, tag)) = F::persist_set(settings, &key) else {
         return;
     };
@@ -1010,17 +878,6 @@ fn touch_template<F: Family>(svc: &Svc, src: F::Addr, real: u32, settings: &Sett
         {
             Set::touch(set, t.way, &t.value, settings.clock);
         }
-    }
-}
-
-/// The hash that places a flow in the service's lookup table: by source for `sh` and
-/// persistent services, else the flow's 5-tuple hash.
-#[inline(always)]
-fn flow_schedule_hash<F: Family>(svc: &Svc, flow: &F::Flow, flow_hash: u32) -> u32 {
-    if svc.info.flags & (SVC_F_HASH_SRC | SVC_F_PERSIST) != 0 {
-        F::source_hash(svc, F::flow_src(flow))
-    } else {
-        flow_hash
     }
 }
 

@@ -170,17 +170,17 @@ pub struct TemplateEntry<K = Persist4Key> {
 pub type Template6Entry = TemplateEntry<Persist6Key>;
 
 /// A connection-table key of either family, as listings read it.
-pub trait FlowKey: Copy {
+pub trait ListedFlow: Copy {
     /// The client's address and port.
-    fn client(&self) -> SocketAddr;
+    fn client_socket(&self) -> SocketAddr;
     /// The VIP and port.
     fn virtual_addr(&self) -> SocketAddr;
     /// The IP protocol.
     fn proto(&self) -> u8;
 }
 
-impl FlowKey for Flow4Key {
-    fn client(&self) -> SocketAddr {
+impl ListedFlow for Flow4Key {
+    fn client_socket(&self) -> SocketAddr {
         socket(IpAddr::from(self.src.to_ne_bytes()), self.sport)
     }
 
@@ -193,8 +193,8 @@ impl FlowKey for Flow4Key {
     }
 }
 
-impl FlowKey for Flow6Key {
-    fn client(&self) -> SocketAddr {
+impl ListedFlow for Flow6Key {
+    fn client_socket(&self) -> SocketAddr {
         socket(IpAddr::from(addr6_bytes(&self.src)), self.sport)
     }
 
@@ -821,7 +821,7 @@ impl Dataplane {
     /// Real indices that a live (unexpired) entry of either connection table points at.
     pub fn reals_in_use(&self) -> BTreeSet<u32> {
         let s = self.settings();
-        let live = |stamp: u32, conn: &Conn| s.clock.wrapping_sub(stamp) <= s.timeout(conn.state);
+        let live = |stamp: u32, conn: &Conn| s.conn_live(conn.state, stamp);
         let v4 = self.conns4().into_iter().filter(|e| live(e.stamp, &e.conn));
         let v6 = self.conns6().into_iter().filter(|e| live(e.stamp, &e.conn));
         v4.map(|e| e.conn.real)

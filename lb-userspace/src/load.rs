@@ -20,8 +20,8 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use lb_common::{
-    Candidates, ConnState, LC_CANDIDATES, NO_REAL, RealLoad, SCHED_LC, SCHED_NQ, SCHED_WLC,
-    Settings,
+    Candidates, ConnState, LC_CANDIDATES, LcCost, NO_REAL, RealLoad, Settings, idle_first,
+    least_conn_choice,
 };
 
 use crate::dataplane::{ConnEntry, Dataplane, DataplaneError};
@@ -104,14 +104,13 @@ fn tally_into<K>(
     up_since: impl Fn(u32) -> Option<u32>,
     live: bool,
 ) {
-    let now = settings.clock;
     for e in entries {
         let Some(since) = up_since(e.conn.real) else {
             continue;
         };
-        let idle = now.wrapping_sub(e.stamp);
         // Ages rather than stamps, so that the comparison survives the clock wrapping.
-        let is_live = idle <= settings.timeout(e.conn.state) && idle <= now.wrapping_sub(since);
+        let is_live = settings.conn_live(e.conn.state, e.stamp)
+            && settings.idle(e.stamp) <= settings.idle(since);
         if is_live != live {
             continue;
         }
@@ -151,44 +150,37 @@ pub fn reconcile(dp: &mut Dataplane, reals: &[u32]) -> Result<Vec<(u32, Counts)>
 }
 
 /// The `LC_CANDIDATES` least loaded of `eligible` reals (index, weight > 0) under `sched`
-/// (`SCHED_*`), with the data plane's metric: `lc` by `active x 256 + inactive`, `wlc` by that over the
-/// weight, `sed` by `(active + 1) / weight`, `nq` idle reals first, then as `sed`. Ties go to
-/// the lower index. Unused slots are [`NO_REAL`].
+/// (`SCHED_*`), by the data plane's cost ([`LcCost`]); for `nq`, idle reals come first. Ties go
+/// to the lower index. Unused slots are [`NO_REAL`].
 pub fn least_loaded(
     sched: u32,
     eligible: &[(u32, u32)],
     load: impl Fn(u32) -> Counts,
 ) -> Candidates {
-    let mut ranked: Vec<(bool, u128, u128, u32)> = eligible
+    let mut ranked: Vec<(bool, LcCost, u32)> = eligible
         .iter()
         .filter(|&&(_, w)| w > 0)
         .map(|&(index, weight)| {
             let c = load(index);
-            let (cost, per) = match sched {
-                SCHED_LC => (c.active * 256 + c.inactive, 1),
-                SCHED_WLC => (c.active * 256 + c.inactive, u64::from(weight)),
-                _ => (c.active + 1, u64::from(weight)),
-            };
-            let busy = sched == SCHED_NQ && c.active > 0;
-            (busy, u128::from(cost), u128::from(per), index)
+            let cost = LcCost::of(sched, c.active, c.inactive, weight);
+            (!idle_first(sched, c.active), cost, index)
         })
         .collect();
-    // cost_a / per_a < cost_b / per_b  <=>  cost_a * per_b < cost_b * per_a (pers are > 0).
     ranked.sort_by(|a, b| {
         a.0.cmp(&b.0)
-            .then_with(|| (a.1 * b.2).cmp(&(b.1 * a.2)))
-            .then_with(|| a.3.cmp(&b.3))
+            .then_with(|| a.1.compare(&b.1))
+            .then_with(|| a.2.cmp(&b.2))
     });
     let mut out = [NO_REAL; LC_CANDIDATES];
     for (slot, r) in out.iter_mut().zip(&ranked) {
-        *slot = r.3;
+        *slot = r.2;
     }
     out
 }
 
 /// The real the data plane picks for a new flow with schedule hash `hash` among `candidates`
-/// (the same scan, in the same order): `usable(index)` gives the weight of a candidate that is
-/// up and belongs to the service, `load(index)` its counts.
+/// ([`least_conn_choice`], the program's own scan): `usable(index)` gives the weight of a
+/// candidate that is up and belongs to the service, `load(index)` its counts.
 pub fn pick(
     sched: u32,
     candidates: &Candidates,
@@ -196,35 +188,16 @@ pub fn pick(
     usable: impl Fn(u32) -> Option<u32>,
     load: impl Fn(u32) -> Counts,
 ) -> Option<u32> {
-    let mut best: Option<(u32, u128, u128)> = None;
-    for i in 0..LC_CANDIDATES {
-        let index = candidates[(hash as usize).wrapping_add(i) & (LC_CANDIDATES - 1)];
-        if index == NO_REAL {
-            continue;
-        }
-        let Some(weight) = usable(index).filter(|&w| w > 0) else {
-            continue;
-        };
+    least_conn_choice(sched, candidates, hash, |index| {
+        let weight = usable(index)?;
         let c = load(index);
-        if sched == SCHED_NQ && c.active == 0 {
-            return Some(index);
-        }
-        let (cost, per) = match sched {
-            SCHED_LC => (c.active * 256 + c.inactive, 1),
-            SCHED_WLC => (c.active * 256 + c.inactive, u64::from(weight)),
-            _ => (c.active + 1, u64::from(weight)),
-        };
-        let (cost, per) = (u128::from(cost), u128::from(per));
-        if best.is_none_or(|(_, bc, bp)| cost * bp < bc * per) {
-            best = Some((index, cost, per));
-        }
-    }
-    best.map(|(index, _, _)| index)
+        Some((index, weight, (c.active, c.inactive)))
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use lb_common::{Conn, Flow4Key, Flow6Key, SCHED_SED};
+    use lb_common::{Conn, Flow4Key, Flow6Key, SCHED_LC, SCHED_NQ, SCHED_SED, SCHED_WLC};
 
     use crate::dataplane::Conn6Entry;
 

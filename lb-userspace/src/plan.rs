@@ -33,7 +33,7 @@ use thiserror::Error;
 use crate::{
     maglev::{self, Backend, BackendId},
     state::{DesiredState, Protocol, RealKey, Scheduler, ServiceKey, ServiceSpec},
-    viptable::{self, VipKey},
+    viptable::{self, VipTableKey},
 };
 
 /// Capacities the maps were created with (set by the loader from configuration).
@@ -203,6 +203,21 @@ impl Default for ServiceParams {
             persist_mask4: u32::MAX,
             sched: lb_common::SCHED_MAGLEV,
             persist_mask6: [u32::MAX; 4],
+        }
+    }
+}
+
+impl ServiceParams {
+    /// The service's map entry with these parameters and the table at `(base, size)`: what
+    /// the data plane's decisions read (`lb_common::decide`).
+    pub fn entry(&self, (base, size): (u32, u32)) -> lb_common::Service {
+        lb_common::Service {
+            flags: self.flags,
+            persist_timeout: self.persist_timeout,
+            persist_mask4: self.persist_mask4,
+            sched: self.sched,
+            table: lb_common::Service::pack_table(base, size),
+            persist_mask6: self.persist_mask6,
         }
     }
 }
@@ -812,7 +827,7 @@ impl Installed {
 
 /// Adds a service's VIP table entry, and the fragment entry of its VIP and protocol if no
 /// lower port has it.
-fn add_vip<K: VipKey>(vips: &mut BTreeMap<K, u32>, key: K, id: u32) {
+fn add_vip<K: VipTableKey>(vips: &mut BTreeMap<K, u32>, key: K, id: u32) {
     vips.insert(key, id);
     // Services are visited in key order (VIP, port, protocol): for each VIP and protocol the
     // first one seen has the lowest port.

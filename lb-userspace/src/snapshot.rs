@@ -9,8 +9,8 @@ use std::{
 };
 
 use lb_common::{
-    Candidates, Conn, ConnState, Flow4Key, Flow6Key, Persist4Key, Persist6Key, REAL_UP, Real,
-    SVC_F_HASH_SRC, SVC_F_PERSIST, Settings, addr6_bytes, source_hash4, source_hash6, table_slot,
+    Candidates, Conn, ConnState, Flow4Key, Flow6Key, FlowKey, Persist4Key, Persist6Key, REAL_UP,
+    Real, SVC_F_PERSIST, Settings, addr6_bytes, table_slot,
 };
 
 use crate::{
@@ -20,7 +20,7 @@ use crate::{
         ServiceInfo, Snapshot, WhichAnswer,
     },
     dataplane::{
-        Conn6Entry, ConnEntry, Dataplane, FlowKey, PersistKey, Template6Entry, TemplateEntry,
+        Conn6Entry, ConnEntry, Dataplane, ListedFlow, PersistKey, Template6Entry, TemplateEntry,
     },
     health::{CheckKey, CheckStatus},
     load::{self, Counts},
@@ -215,12 +215,13 @@ pub fn snapshot(v: &View, with_conns: bool) -> Snapshot {
     let listing = with_conns.then_some(&mut conns);
     used += listed_conns(&entries6, &settings, &by_index, listing);
     if with_conns {
-        let timeout = |id: &u32| {
+        let entry = |id: &u32| {
             let key = by_id.get(id)?;
-            Some((*key, v.config.virtual_server(key)?.persistence?.timeout))
+            let inst = v.installed.services.get(key)?;
+            Some((*key, inst.params.entry(inst.table)))
         };
-        listed_templates(v.dp.persist4(), now, timeout, &by_index, &mut conns);
-        listed_templates(v.dp.persist6(), now, timeout, &by_index, &mut conns);
+        listed_templates(v.dp.persist4(), now, entry, &by_index, &mut conns);
+        listed_templates(v.dp.persist6(), now, entry, &by_index, &mut conns);
         conns.sort_by_key(|c| (c.virtual_addr, c.client, c.real));
     }
 
@@ -326,20 +327,18 @@ pub fn snapshot(v: &View, with_conns: bool) -> Snapshot {
 
 /// Counts the live entries of one connection table (returned) and, into `out`, lists those of
 /// reals the maps still reference (`-c`).
-fn listed_conns<K: FlowKey>(
+fn listed_conns<K: ListedFlow>(
     entries: &[ConnEntry<K>],
     settings: &Settings,
     by_index: &BTreeMap<u32, (ServiceKey, RealKey)>,
     mut out: Option<&mut Vec<ConnInfo>>,
 ) -> u64 {
-    let now = settings.clock;
     let mut used = 0;
     for e in entries {
-        let idle = now.wrapping_sub(e.stamp);
-        let timeout = settings.timeout(e.conn.state);
-        if idle > timeout {
+        if !settings.conn_live(e.conn.state, e.stamp) {
             continue;
         }
+        let (idle, timeout) = (settings.idle(e.stamp), settings.timeout(e.conn.state));
         used += 1;
         let (Some(out), Some((_, rk))) = (out.as_deref_mut(), by_index.get(&e.conn.real)) else {
             continue;
@@ -352,7 +351,7 @@ fn listed_conns<K: FlowKey>(
             },
             expire_secs: timeout - idle,
             state: ConnState::from_u8(e.conn.state).name().into(),
-            client: e.key.client(),
+            client: e.key.client_socket(),
             virtual_addr: e.key.virtual_addr(),
             real: SocketAddr::new(rk.addr, rk.port),
         });
@@ -361,22 +360,22 @@ fn listed_conns<K: FlowKey>(
 }
 
 /// Lists the live persistence templates of one table into `out`, as IPVS shows them: state
-/// NONE, client port 0. `service(id)` gives a service id's key and persistence timeout.
+/// NONE, client port 0. `service(id)` gives a service id's key and map entry.
 fn listed_templates<K: PersistKey>(
     templates: Vec<TemplateEntry<K>>,
     now: u32,
-    service: impl Fn(&u32) -> Option<(ServiceKey, u32)>,
+    service: impl Fn(&u32) -> Option<(ServiceKey, lb_common::Service)>,
     by_index: &BTreeMap<u32, (ServiceKey, RealKey)>,
     out: &mut Vec<ConnInfo>,
 ) {
     for t in templates {
-        let Some((key, timeout)) = service(&t.key.service_id()) else {
+        let Some((key, entry)) = service(&t.key.service_id()) else {
             continue;
         };
-        let idle = now.wrapping_sub(t.stamp);
-        if idle > timeout {
+        if !entry.template_live(now, t.stamp) {
             continue;
         }
+        let (idle, timeout) = (now.wrapping_sub(t.stamp), entry.persist_timeout);
         let Some((_, rk)) = by_index.get(&t.template.real) else {
             continue;
         };
@@ -469,73 +468,43 @@ struct Probe {
 
 impl Probe {
     /// Reads the tables for `client`'s flow to `service`, with the data plane's keys and
-    /// hashes for the family; an error if the client is not of the VIP's family.
+    /// hashes for the family ([`FlowKey`]); an error if the client is not of the VIP's family.
     fn read(
         t: &impl Tables,
         inst: &InstalledService,
         service: &ServiceKey,
         client: SocketAddr,
     ) -> Result<Probe, String> {
-        let p = inst.params;
+        let p = &inst.params.entry(inst.table);
         let persistent = p.flags & SVC_F_PERSIST != 0;
-        let by_source = p.flags & (SVC_F_HASH_SRC | SVC_F_PERSIST) != 0;
         let proto = service.proto.number();
         match (service.vip, client.ip()) {
             (IpAddr::V4(vip), IpAddr::V4(src)) => {
-                let flow = Flow4Key::from_parts(
-                    src.octets(),
-                    client.port(),
-                    vip.octets(),
-                    service.port,
-                    proto,
-                );
-                let masked = flow.src & p.persist_mask4;
-                let key = Persist4Key {
-                    service_id: inst.id,
-                    client: masked,
-                };
+                let (o, v) = (src.octets(), vip.octets());
+                let flow = Flow4Key::from_parts(o, client.port(), v, service.port, proto);
+                let key = flow.client(inst.id, p);
                 Ok(Probe {
                     conn: t.conn4(&flow).map(|e| (e.conn, e.stamp)),
                     template: persistent
                         .then(|| t.template4(&key))
                         .flatten()
                         .map(|e| (e.template.real, e.stamp)),
-                    network: IpAddr::from(masked.to_ne_bytes()),
-                    hash: if by_source {
-                        source_hash4(masked)
-                    } else {
-                        flow.hash()
-                    },
+                    network: IpAddr::from(key.client.to_ne_bytes()),
+                    hash: flow.schedule_hash(p, flow.hash()),
                 })
             }
             (IpAddr::V6(vip), IpAddr::V6(src)) => {
-                let flow = Flow6Key::from_parts(
-                    src.octets(),
-                    client.port(),
-                    vip.octets(),
-                    service.port,
-                    proto,
-                );
-                let m = p.persist_mask6;
-                let s = flow.src;
-                let masked = [s[0] & m[0], s[1] & m[1], s[2] & m[2], s[3] & m[3]];
-                let key = Persist6Key {
-                    service_id: inst.id,
-                    _pad: 0,
-                    client: masked,
-                };
+                let (o, v) = (src.octets(), vip.octets());
+                let flow = Flow6Key::from_parts(o, client.port(), v, service.port, proto);
+                let key = flow.client(inst.id, p);
                 Ok(Probe {
                     conn: t.conn6(&flow).map(|e| (e.conn, e.stamp)),
                     template: persistent
                         .then(|| t.template6(&key))
                         .flatten()
                         .map(|e| (e.template.real, e.stamp)),
-                    network: IpAddr::from(addr6_bytes(&masked)),
-                    hash: if by_source {
-                        source_hash6(&masked)
-                    } else {
-                        flow.hash()
-                    },
+                    network: IpAddr::from(addr6_bytes(&key.client)),
+                    hash: flow.schedule_hash(p, flow.hash()),
                 })
             }
             _ => Err(format!(
@@ -554,7 +523,18 @@ pub fn which(v: &View, service: &ServiceKey, client: SocketAddr) -> Result<Which
         .services
         .get(service)
         .ok_or_else(|| format!("{service}: no such service"))?;
-    which_in(v.dp, inst, service, client)
+    which_installed(v.dp, inst, service, client)
+}
+
+/// [`which`] for one installed service, read from the data plane's maps: the userspace side of
+/// the decisions the program makes (the agreement test runs both).
+pub fn which_installed(
+    dp: &Dataplane,
+    inst: &InstalledService,
+    service: &ServiceKey,
+    client: SocketAddr,
+) -> Result<WhichAnswer, String> {
+    which_in(dp, inst, service, client)
 }
 
 /// [`which`] over any [`Tables`].
@@ -581,8 +561,8 @@ fn which_in(
     let now = settings.clock;
     let probe = Probe::read(t, inst, service, client)?;
     if let Some((conn, stamp)) = probe.conn {
-        let idle = now.wrapping_sub(stamp);
-        if idle <= settings.timeout(conn.state) && weight(conn.real).is_some() {
+        let idle = settings.idle(stamp);
+        if settings.conn_live(conn.state, stamp) && weight(conn.real).is_some() {
             let state = ConnState::from_u8(conn.state).name();
             return Ok(WhichAnswer {
                 real: name(conn.real),
@@ -593,7 +573,7 @@ fn which_in(
     }
     let params = inst.params;
     if let Some((real, stamp)) = probe.template
-        && now.wrapping_sub(stamp) <= params.persist_timeout
+        && params.entry(inst.table).template_live(now, stamp)
         && weight(real).is_some()
     {
         return Ok(WhichAnswer {
@@ -674,11 +654,11 @@ fn result_and_reason(
 mod tests {
     use std::net::Ipv6Addr;
 
-    use lb_common::{Template, addr6};
+    use lb_common::{Template, addr6, source_hash6};
 
     use super::*;
     use crate::{
-        plan::{Limits, Op},
+        plan::{Limits, Op, ServiceParams},
         state::{DesiredState, Health, Persistence, RealSpec, Scheduler, ServiceSpec},
     };
 
@@ -1071,7 +1051,13 @@ mod tests {
                 template("2001:db8:2::", NOW - 301), // expired
             ],
             NOW,
-            |id| (*id == 2).then_some((key, 300)),
+            |id| {
+                let params = ServiceParams {
+                    persist_timeout: 300,
+                    ..ServiceParams::default()
+                };
+                (*id == 2).then_some((key, params.entry((0, 0))))
+            },
             &by_index,
             &mut out,
         );

@@ -1,11 +1,11 @@
 //! Layout of the data plane's VIP tables: open-addressing hash tables (linear probing) from
 //! [`Vip4Key`] (in `VIPS4`) or [`Vip6Key`] (in `VIPS6`) to service id, rebuilt whole on every
 //! change into the inactive half of the table. Both families share one layout, written once
-//! here over the [`VipKey`] trait.
+//! here over the [`VipTableKey`] trait; lookups use the data plane's own probe.
 
 use std::collections::BTreeMap;
 
-use lb_common::{VIP_PROBES, Vip4Key, Vip6Key, VipBucket4, VipBucket6, vip_hash4, vip_hash6};
+use lb_common::{VIP_PROBES, Vip4Key, Vip6Key, VipBucket4, VipBucket6, VipKey, find_service};
 use thiserror::Error;
 
 /// The VIP set does not fit the table within the probe limit.
@@ -20,35 +20,22 @@ pub struct VipTableFull {
     pub buckets: u32,
 }
 
-/// A key of a VIP table and the bucket type that holds it.
-pub trait VipKey: Copy + Ord {
-    /// One bucket of the table.
-    type Bucket: Copy;
-
+/// A key of a VIP table as the control plane lays tables out: the data plane's
+/// [`lb_common::VipKey`] (home bucket, emptiness, the probe), ordered, and able to build its
+/// buckets.
+pub trait VipTableKey: VipKey<Bucket: Copy> + Ord {
     /// The key of an empty bucket (ends a probe sequence).
     const EMPTY: Self;
-
-    /// The key's home bucket before masking: the data plane's VIP hash.
-    fn home(&self) -> u32;
 
     /// The key of the fragment entry of this key's VIP and protocol (port 0).
     fn fragment(&self) -> Self;
 
     /// A bucket holding this key and `service_id`.
     fn bucket(&self, service_id: u32) -> Self::Bucket;
-
-    /// The key and service id a bucket holds.
-    fn read(bucket: &Self::Bucket) -> (Self, u32);
 }
 
-impl VipKey for Vip4Key {
-    type Bucket = VipBucket4;
-
+impl VipTableKey for Vip4Key {
     const EMPTY: Self = Vip4Key::EMPTY;
-
-    fn home(&self) -> u32 {
-        vip_hash4(self.addr, self.port, self.proto)
-    }
 
     fn fragment(&self) -> Self {
         Vip4Key { port: 0, ..*self }
@@ -61,20 +48,10 @@ impl VipKey for Vip4Key {
             _pad: 0,
         }
     }
-
-    fn read(bucket: &VipBucket4) -> (Self, u32) {
-        (bucket.key, bucket.service_id)
-    }
 }
 
-impl VipKey for Vip6Key {
-    type Bucket = VipBucket6;
-
+impl VipTableKey for Vip6Key {
     const EMPTY: Self = Vip6Key::EMPTY;
-
-    fn home(&self) -> u32 {
-        vip_hash6(&self.addr, self.port, self.proto)
-    }
 
     fn fragment(&self) -> Self {
         Vip6Key { port: 0, ..*self }
@@ -85,10 +62,6 @@ impl VipKey for Vip6Key {
             key: *self,
             service_id,
         }
-    }
-
-    fn read(bucket: &VipBucket6) -> (Self, u32) {
-        (bucket.key, bucket.service_id)
     }
 }
 
@@ -101,7 +74,7 @@ pub fn buckets_for(max_services: u32) -> u32 {
 }
 
 /// The content of one half: every key at most `VIP_PROBES - 1` buckets after its home bucket.
-pub fn layout<K: VipKey>(
+pub fn layout<K: VipTableKey>(
     vips: &BTreeMap<K, u32>,
     buckets: u32,
 ) -> Result<Vec<K::Bucket>, VipTableFull> {
@@ -112,7 +85,7 @@ pub fn layout<K: VipKey>(
         let home = key.home();
         let free = (0..VIP_PROBES)
             .map(|probe| (home.wrapping_add(probe) & mask) as usize)
-            .find(|&i| K::read(&table[i]).0 == K::EMPTY)
+            .find(|&i| K::key_of(&table[i]).is_empty())
             .ok_or(VipTableFull {
                 keys: vips.len(),
                 buckets,
@@ -122,28 +95,18 @@ pub fn layout<K: VipKey>(
     Ok(table)
 }
 
-/// Looks a key up the way the data plane does (for tests and `lbadm --which`).
-pub fn lookup<K: VipKey>(table: &[K::Bucket], key: &K) -> Option<u32> {
+/// Looks a key up with the data plane's probe ([`find_service`]), for tests and `lbadm --which`.
+pub fn lookup<K: VipTableKey>(table: &[K::Bucket], key: &K) -> Option<u32> {
     let mask = table.len() as u32 - 1;
-    let home = key.home();
-    for probe in 0..VIP_PROBES {
-        let (k, service_id) = K::read(&table[(home.wrapping_add(probe) & mask) as usize]);
-        if k == *key {
-            return Some(service_id);
-        }
-        if k == K::EMPTY {
-            return None;
-        }
-    }
-    None
+    find_service(key, 0, mask, |i| table.get(i as usize))
 }
 
 /// The entries of a table (its non-empty buckets).
-pub fn entries<K: VipKey>(table: &[K::Bucket]) -> BTreeMap<K, u32> {
+pub fn entries<K: VipTableKey>(table: &[K::Bucket]) -> BTreeMap<K, u32> {
     table
         .iter()
-        .map(K::read)
-        .filter(|(k, _)| *k != K::EMPTY)
+        .filter(|b| !K::key_of(b).is_empty())
+        .map(|b| (*K::key_of(b), K::service_of(b)))
         .collect()
 }
 

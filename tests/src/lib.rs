@@ -7,5 +7,6 @@ pub mod lab;
 pub mod netns;
 pub mod packet;
 pub mod rabbitmq;
+pub mod rng;
 pub mod topo;
 pub mod traffic;

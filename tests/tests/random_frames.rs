@@ -19,6 +19,7 @@ use lb_tests::{
         tcp, tcp6, udp, udp6,
     },
     packet::{DIRECTOR_MAC, ExtHdr, Frame, Frame6, L4, flags, icmp_unreachable, icmp6_error},
+    rng::Rng,
 };
 use lb_userspace::{
     plan::Limits,
@@ -32,31 +33,6 @@ const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x100);
 const VIP6_2: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x101);
 const VIP6_EMPTY: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x102);
 const FRAMES: usize = 120_000;
-
-/// SplitMix64: small, seedable, good enough to drive a fuzzer.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
 
 /// What the oracle knows about the configuration.
 struct World {
@@ -282,7 +258,7 @@ fn valid_frame(rng: &mut Rng, world: &World) -> Vec<u8> {
     let sport = 1024 + rng.below(200) as u16;
     let mut frame = match rng.below(10) {
         0..=4 => {
-            let random_flags = rng.next() as u8;
+            let random_flags = rng.bits() as u8;
             let fl = rng.pick(&[
                 flags::SYN,
                 flags::ACK,
@@ -358,16 +334,16 @@ fn ext_header(rng: &mut Rng) -> ExtHdr {
         }
         12..=15 => {
             if rng.chance(50) {
-                ExtHdr::fragment(0, false, rng.next() as u32)
+                ExtHdr::fragment(0, false, rng.bits() as u32)
             } else {
-                ExtHdr::fragment(rng.below(8192) as u16, rng.chance(50), rng.next() as u32)
+                ExtHdr::fragment(rng.below(8192) as u16, rng.chance(50), rng.bits() as u32)
             }
         }
         16..=18 => {
             let n = 4 * rng.below(6) as usize;
             ExtHdr::Auth {
-                spi: rng.next() as u32,
-                seq: rng.next() as u32,
+                spi: rng.bits() as u32,
+                seq: rng.bits() as u32,
                 icv: rng.bytes(n),
             }
         }
@@ -403,7 +379,7 @@ fn valid_frame6(rng: &mut Rng, world: &World) -> Vec<u8> {
     let sport = 1024 + rng.below(200) as u16;
     let mut frame = match rng.below(10) {
         0..=3 => {
-            let random_flags = rng.next() as u8;
+            let random_flags = rng.bits() as u8;
             let fl = rng.pick(&[
                 flags::SYN,
                 flags::ACK,
@@ -459,7 +435,7 @@ fn valid_frame6(rng: &mut Rng, world: &World) -> Vec<u8> {
             .any(|h| matches!(h, ExtHdr::Fragment { .. }))
     {
         // One fragment of the datagram, as a host cuts it.
-        let frags = frame.fragments(rng.next() as u32, 8 + rng.below(40) as usize);
+        let frags = frame.fragments(rng.bits() as u32, 8 + rng.below(40) as usize);
         if !frags.is_empty() {
             return frags[rng.below(frags.len() as u64) as usize].clone();
         }
@@ -472,7 +448,7 @@ fn mutate(rng: &mut Rng, mut f: Vec<u8>) -> Vec<u8> {
         match rng.below(5) {
             0 => {
                 let i = rng.below(f.len() as u64) as usize;
-                f[i] = rng.next() as u8;
+                f[i] = rng.bits() as u8;
             }
             1 => {
                 let i = rng.below(f.len() as u64) as usize;
@@ -498,7 +474,7 @@ fn mutate(rng: &mut Rng, mut f: Vec<u8>) -> Vec<u8> {
                     f[i] = if rng.chance(30) {
                         rng.pick(&[0, 6, 17, 43, 44, 50, 51, 58, 60, 0x86, 0xdd, 0x08])
                     } else {
-                        rng.next() as u8
+                        rng.bits() as u8
                     };
                 }
             }
@@ -568,7 +544,7 @@ fn run(family: u8, default_seed: u64) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default_seed);
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let d = configuration();
     let mut lab = Lab::with_limits(Limits {
         max_services: 16,

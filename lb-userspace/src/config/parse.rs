@@ -765,7 +765,9 @@ fn real_server(rd: &mut Reader, node: &Node<'_>, svc: &Service) -> Option<RealSe
         .required(rd, "ip")
         .and_then(|n| member_address(rd, &n, svc));
     let port = service_port(rd, f.get("port"), svc);
-    let weight = f.get("weight").and_then(|n| rd.u32(&n, 0..=65_535));
+    let weight = f
+        .get("weight")
+        .and_then(|n| rd.u32(&n, 0..=lb_common::MAX_WEIGHT));
     let inhibit_on_failure = f.flag(rd, "inhibit_on_failure");
     let notify_up = f.get("notify_up").and_then(|n| rd.text(&n));
     let notify_down = f.get("notify_down").and_then(|n| rd.text(&n));

@@ -1,0 +1,510 @@
+//! The data plane's decisions, written once.
+//!
+//! The XDP program makes these per packet; the control plane makes the same ones to answer
+//! `lbadm --which`, to rank least-connection candidates and to recount loads. Both call the
+//! functions here, so they cannot drift:
+//!
+//! - entry liveness: when a connection entry or a persistence template has expired
+//!   ([`Settings::conn_live`], [`Service::template_live`]);
+//! - the VIP probe: how a `(VIP, port, protocol)` is found in a VIP table half
+//!   ([`find_service`]);
+//! - the schedule hash and the persistence key of a flow ([`FlowKey`]);
+//! - the least-connection cost and choice ([`LcCost`], [`least_conn_choice`]).
+//!
+//! Everything is `#[inline(always)]` and free of calls, loops without a constant bound and
+//! memory comparisons, so that the program's copy is as cheap as hand-written code.
+
+use core::cmp::Ordering;
+
+use crate::{
+    Addr6, Candidates, Flow4Key, Flow6Key, LC_CANDIDATES, NO_REAL, Persist4Key, Persist6Key,
+    SCHED_LC, SCHED_NQ, SCHED_WLC, SVC_F_HASH_SRC, SVC_F_PERSIST, Service, Settings, SlotData,
+    VIP_PROBES, Vip4Key, Vip6Key, VipBucket4, VipBucket6, source_hash4, source_hash6, vip_hash4,
+    vip_hash6,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Entry liveness
+
+impl Settings {
+    /// Seconds since `stamp` by the data-plane clock; ages rather than stamps are compared so
+    /// that every test survives the clock wrapping.
+    #[inline(always)]
+    pub const fn idle(&self, stamp: u32) -> u32 {
+        self.clock.wrapping_sub(stamp)
+    }
+
+    /// Whether a connection entry in state `state`, last used at `stamp`, is live: idle no
+    /// longer than its state's timeout.
+    #[inline(always)]
+    pub fn conn_live(&self, state: u8, stamp: u32) -> bool {
+        self.idle(stamp) <= self.timeout(state)
+    }
+}
+
+impl Service {
+    /// Whether a persistence template of this service last used at `stamp` is live at clock
+    /// second `now`: idle no longer than the persistence timeout.
+    #[inline(always)]
+    pub const fn template_live(&self, now: u32, stamp: u32) -> bool {
+        now.wrapping_sub(stamp) <= self.persist_timeout
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The VIP probe
+
+/// A key of a VIP table ([`Vip4Key`] in `VIPS4`, [`Vip6Key`] in `VIPS6`) and its bucket.
+pub trait VipKey: Copy {
+    /// One bucket of the table.
+    type Bucket;
+
+    /// The key's home bucket before masking.
+    fn home(&self) -> u32;
+    /// Whether two keys are the same (address, port and protocol), without a call.
+    fn same(&self, other: &Self) -> bool;
+    /// Whether this is the key of an empty bucket (protocol 0), which ends a probe sequence.
+    fn is_empty(&self) -> bool;
+    /// The key a bucket holds.
+    fn key_of(bucket: &Self::Bucket) -> &Self;
+    /// The service id a bucket holds.
+    fn service_of(bucket: &Self::Bucket) -> u32;
+}
+
+/// The service id of `key` in the table half whose bucket 0 is at `base` and whose size is
+/// `mask + 1`: linear probing from the key's home bucket, at most [`VIP_PROBES`] buckets; an
+/// empty bucket, or a bucket `bucket(index)` cannot give, ends the search.
+#[inline(always)]
+pub fn find_service<'t, K: VipKey + 't>(
+    key: &K,
+    base: u32,
+    mask: u32,
+    bucket: impl Fn(u32) -> Option<&'t K::Bucket>,
+) -> Option<u32> {
+    let home = key.home();
+    let mut probe = 0;
+    while probe < VIP_PROBES {
+        let b = bucket(base + (home.wrapping_add(probe) & mask))?;
+        let found = K::key_of(b);
+        if found.same(key) {
+            return Some(K::service_of(b));
+        }
+        if found.is_empty() {
+            return None;
+        }
+        probe += 1;
+    }
+    None
+}
+
+impl VipKey for Vip4Key {
+    type Bucket = VipBucket4;
+
+    #[inline(always)]
+    fn home(&self) -> u32 {
+        vip_hash4(self.addr, self.port, self.proto)
+    }
+
+    #[inline(always)]
+    fn same(&self, other: &Self) -> bool {
+        self.addr == other.addr && self.port == other.port && self.proto == other.proto
+    }
+
+    #[inline(always)]
+    fn is_empty(&self) -> bool {
+        self.proto == 0
+    }
+
+    #[inline(always)]
+    fn key_of(bucket: &VipBucket4) -> &Self {
+        &bucket.key
+    }
+
+    #[inline(always)]
+    fn service_of(bucket: &VipBucket4) -> u32 {
+        bucket.service_id
+    }
+}
+
+impl VipKey for Vip6Key {
+    type Bucket = VipBucket6;
+
+    #[inline(always)]
+    fn home(&self) -> u32 {
+        vip_hash6(&self.addr, self.port, self.proto)
+    }
+
+    #[inline(always)]
+    fn same(&self, other: &Self) -> bool {
+        same6(&self.addr, &other.addr) && self.port == other.port && self.proto == other.proto
+    }
+
+    #[inline(always)]
+    fn is_empty(&self) -> bool {
+        self.proto == 0
+    }
+
+    #[inline(always)]
+    fn key_of(bucket: &VipBucket6) -> &Self {
+        &bucket.key
+    }
+
+    #[inline(always)]
+    fn service_of(bucket: &VipBucket6) -> u32 {
+        bucket.service_id
+    }
+}
+
+/// Whether two IPv6 addresses are equal, without a call (an array comparison may become one
+/// in BPF).
+#[inline(always)]
+pub const fn same6(a: &Addr6, b: &Addr6) -> bool {
+    ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3])) == 0
+}
+
+/// `a & mask`, word by word.
+#[inline(always)]
+pub const fn masked6(a: &Addr6, mask: &Addr6) -> Addr6 {
+    [
+        a[0] & mask[0],
+        a[1] & mask[1],
+        a[2] & mask[2],
+        a[3] & mask[3],
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flow keys: the schedule hash and the persistence key
+
+/// A connection-table key ([`Flow4Key`], [`Flow6Key`]) and what scheduling derives from it.
+pub trait FlowKey: SlotData {
+    /// An address as stored in keys.
+    type Addr: Copy;
+    /// The persistence-template key of the family.
+    type Client: SlotData;
+
+    /// The key of a client->VIP 5-tuple (wire-order values).
+    fn of(src: Self::Addr, dst: Self::Addr, sport: u16, dport: u16, proto: u8) -> Self;
+    /// The flow hash: picks the connection-table set; the per-flow lookup-table slot.
+    fn flow_hash(&self) -> u32;
+    /// The client address.
+    fn src(&self) -> Self::Addr;
+    /// The persistence key of the flow's client: its address under the service's
+    /// granularity, inside service `service_id`.
+    fn client(&self, service_id: u32, svc: &Service) -> Self::Client;
+    /// Hash of the client address under the service's granularity (`sh`, persistence).
+    fn source_hash(&self, svc: &Service) -> u32;
+
+    /// The hash that places a new flow in the service's lookup table (or breaks
+    /// least-connection ties): by the masked source for `sh` and persistent services, else the
+    /// flow hash (`flow_hash`, passed in because the caller has it already).
+    #[inline(always)]
+    fn schedule_hash(&self, svc: &Service, flow_hash: u32) -> u32 {
+        if svc.flags & (SVC_F_HASH_SRC | SVC_F_PERSIST) != 0 {
+            self.source_hash(svc)
+        } else {
+            flow_hash
+        }
+    }
+}
+
+impl FlowKey for Flow4Key {
+    type Addr = u32;
+    type Client = Persist4Key;
+
+    #[inline(always)]
+    fn of(src: u32, dst: u32, sport: u16, dport: u16, proto: u8) -> Self {
+        Flow4Key {
+            src,
+            dst,
+            sport,
+            dport,
+            proto,
+            _pad: [0; 3],
+        }
+    }
+
+    #[inline(always)]
+    fn flow_hash(&self) -> u32 {
+        self.hash()
+    }
+
+    #[inline(always)]
+    fn src(&self) -> u32 {
+        self.src
+    }
+
+    #[inline(always)]
+    fn client(&self, service_id: u32, svc: &Service) -> Persist4Key {
+        Persist4Key {
+            service_id,
+            client: self.src & svc.persist_mask4,
+        }
+    }
+
+    #[inline(always)]
+    fn source_hash(&self, svc: &Service) -> u32 {
+        source_hash4(self.src & svc.persist_mask4)
+    }
+}
+
+impl FlowKey for Flow6Key {
+    type Addr = Addr6;
+    type Client = Persist6Key;
+
+    #[inline(always)]
+    fn of(src: Addr6, dst: Addr6, sport: u16, dport: u16, proto: u8) -> Self {
+        Flow6Key {
+            src,
+            dst,
+            sport,
+            dport,
+            proto,
+            _pad: [0; 3],
+        }
+    }
+
+    #[inline(always)]
+    fn flow_hash(&self) -> u32 {
+        self.hash()
+    }
+
+    #[inline(always)]
+    fn src(&self) -> Addr6 {
+        self.src
+    }
+
+    #[inline(always)]
+    fn client(&self, service_id: u32, svc: &Service) -> Persist6Key {
+        Persist6Key {
+            service_id,
+            _pad: 0,
+            client: masked6(&self.src, &svc.persist_mask6),
+        }
+    }
+
+    #[inline(always)]
+    fn source_hash(&self, svc: &Service) -> u32 {
+        source_hash6(&masked6(&self.src, &svc.persist_mask6))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Least connection
+
+/// The largest weight a real may have (ipvsadm's limit); configuration refuses more.
+pub const MAX_WEIGHT: u32 = 65_535;
+
+/// A real's cost under a least-connection scheduler, the ratio `cost / per` (IPVS compares
+/// such ratios by cross-multiplication):
+/// - `lc`: `active x 256 + inactive`;
+/// - `wlc`: `(active x 256 + inactive) / weight`;
+/// - `sed` and `nq`: `(active + 1) / weight`.
+///
+/// Counts are taken at most `u32::MAX` (a table never holds more entries) and weights at most
+/// [`MAX_WEIGHT`], so every product stays below 2^57: the arithmetic is 64-bit and exact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LcCost {
+    cost: u64,
+    per: u64,
+}
+
+impl LcCost {
+    /// The cost of a real with `active` and `inactive` live connections and weight `weight`
+    /// (> 0) under scheduler `sched` (`SCHED_*`, not Maglev).
+    #[inline(always)]
+    pub fn of(sched: u32, active: u64, inactive: u64, weight: u32) -> Self {
+        let active = active.min(u32::MAX as u64);
+        let inactive = inactive.min(u32::MAX as u64);
+        let weight = weight.min(MAX_WEIGHT) as u64;
+        let (cost, per) = match sched {
+            SCHED_LC => ((active << 8) + inactive, 1),
+            SCHED_WLC => ((active << 8) + inactive, weight),
+            _ => (active + 1, weight),
+        };
+        Self { cost, per }
+    }
+
+    /// Whether this cost is strictly below `other`.
+    #[inline(always)]
+    pub fn below(&self, other: &Self) -> bool {
+        self.cost * other.per < other.cost * self.per
+    }
+
+    /// The order of two costs (equal ratios compare equal).
+    pub fn compare(&self, other: &Self) -> Ordering {
+        (self.cost * other.per).cmp(&(other.cost * self.per))
+    }
+}
+
+/// Whether `nq` takes a real at once: it has no active connection.
+#[inline(always)]
+pub fn idle_first(sched: u32, active: u64) -> bool {
+    sched == SCHED_NQ && active == 0
+}
+
+/// The least-connection choice among a service's `candidates` for a new flow with schedule
+/// hash `hash`. `real(index)` gives a candidate that may take flows (up, of this service) as
+/// `(value, weight, (active, inactive))`, else `None`; candidates of weight 0 are skipped. The
+/// scan starts at a position taken from `hash`, so that ties spread over the tied reals; `nq`
+/// takes the first idle real it meets. Returns the chosen candidate's value.
+#[inline(always)]
+pub fn least_conn_choice<T>(
+    sched: u32,
+    candidates: &Candidates,
+    hash: u32,
+    real: impl Fn(u32) -> Option<(T, u32, (u64, u64))>,
+) -> Option<T> {
+    let mut best: Option<(T, LcCost)> = None;
+    let mut i = 0;
+    while i < LC_CANDIDATES {
+        let index = candidates[(hash as usize).wrapping_add(i) & (LC_CANDIDATES - 1)];
+        i += 1;
+        if index == NO_REAL {
+            continue;
+        }
+        let Some((value, weight, (active, inactive))) = real(index) else {
+            continue;
+        };
+        if weight == 0 {
+            continue;
+        }
+        if idle_first(sched, active) {
+            return Some(value);
+        }
+        let cost = LcCost::of(sched, active, inactive, weight);
+        let better = match &best {
+            None => true,
+            Some((_, b)) => cost.below(b),
+        };
+        if better {
+            best = Some((value, cost));
+        }
+    }
+    best.map(|(value, _)| value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{SCHED_SED, proto};
+
+    #[test]
+    fn lc_costs_follow_ipvs() {
+        // wlc: 1 active + 0 inactive at weight 2 (128) is below 1 active at weight 1 (256).
+        let a = LcCost::of(SCHED_WLC, 1, 0, 2);
+        let b = LcCost::of(SCHED_WLC, 1, 0, 1);
+        assert!(a.below(&b) && !b.below(&a));
+        // lc ignores the weight; one active connection weighs 256 inactive ones.
+        assert_eq!(
+            LcCost::of(SCHED_LC, 1, 0, 100).compare(&LcCost::of(SCHED_LC, 0, 256, 1)),
+            Ordering::Equal
+        );
+        // sed counts the new connection and ignores inactive ones.
+        assert!(LcCost::of(SCHED_SED, 0, 1000, 1).below(&LcCost::of(SCHED_SED, 1, 0, 1)));
+        // The largest inputs do not overflow.
+        let top = LcCost::of(SCHED_WLC, u64::MAX, u64::MAX, u32::MAX);
+        assert_eq!(top.compare(&top), Ordering::Equal);
+        assert!(LcCost::of(SCHED_WLC, 0, 0, 1).below(&top));
+    }
+
+    #[test]
+    fn the_choice_skips_unusable_and_weightless_reals_and_nq_takes_an_idle_one() {
+        let candidates = [3, NO_REAL, 5, 7, 0, 0, 0, 0];
+        let look = |i: u32| match i {
+            3 => Some((i, 1, (5, 0))),
+            5 => Some((i, 0, (0, 0))), // weight 0
+            7 => Some((i, 1, (2, 0))),
+            _ => None,
+        };
+        for hash in 0..8 {
+            assert_eq!(
+                least_conn_choice(SCHED_WLC, &candidates, hash, look),
+                Some(7)
+            );
+        }
+        let idle = |i: u32| Some((i, 1, (u64::from(i != 7), 0)));
+        assert_eq!(least_conn_choice(SCHED_NQ, &candidates, 0, idle), Some(7));
+        assert_eq!(least_conn_choice(SCHED_LC, &[NO_REAL; 8], 0, idle), None);
+    }
+
+    #[test]
+    fn vip_probe_stops_at_an_empty_bucket_and_wraps_in_its_half() {
+        let key = Vip4Key::from_parts([10, 0, 0, 1], 80, proto::TCP);
+        let mask = 15;
+        let home = key.home() & mask;
+        let mut table = [VipBucket4::EMPTY; 32];
+        // The second half (base 16): one other key at home, ours right after it.
+        let other = Vip4Key::from_parts([10, 0, 0, 2], 80, proto::TCP);
+        table[(16 + home) as usize] = VipBucket4 {
+            key: other,
+            service_id: 1,
+            _pad: 0,
+        };
+        table[(16 + ((home + 1) & mask)) as usize] = VipBucket4 {
+            key,
+            service_id: 2,
+            _pad: 0,
+        };
+        let at = |i: u32| table.get(i as usize);
+        assert_eq!(find_service(&key, 16, mask, at), Some(2));
+        assert_eq!(
+            find_service(&key, 0, mask, at),
+            None,
+            "the other half is empty"
+        );
+        table[(16 + home) as usize] = VipBucket4::EMPTY;
+        let at = |i: u32| table.get(i as usize);
+        assert_eq!(
+            find_service(&key, 16, mask, at),
+            None,
+            "an empty home ends it"
+        );
+    }
+
+    #[test]
+    fn persistence_keys_and_hashes_use_the_granularity() {
+        let svc = Service {
+            flags: SVC_F_PERSIST,
+            persist_timeout: 300,
+            persist_mask4: u32::from_ne_bytes([255, 255, 255, 0]),
+            sched: 0,
+            table: 0,
+            persist_mask6: [u32::MAX, 0, 0, 0],
+        };
+        let a = Flow4Key::from_parts([192, 168, 1, 7], 1000, [10, 0, 0, 1], 80, proto::TCP);
+        let b = Flow4Key::from_parts([192, 168, 1, 9], 2000, [10, 0, 0, 1], 80, proto::TCP);
+        assert_eq!(a.client(4, &svc), b.client(4, &svc));
+        assert_eq!(
+            a.schedule_hash(&svc, a.hash()),
+            b.schedule_hash(&svc, b.hash())
+        );
+        let plain = Service { flags: 0, ..svc };
+        assert_eq!(a.schedule_hash(&plain, a.hash()), a.hash());
+        let c = Flow6Key::from_parts([0x20; 16], 1, [1; 16], 443, proto::TCP);
+        let mut d_src = [0x20; 16];
+        d_src[15] = 0x21;
+        let d = Flow6Key::from_parts(d_src, 2, [1; 16], 443, proto::TCP);
+        assert_eq!(c.client(1, &svc), d.client(1, &svc));
+        assert_eq!(c.source_hash(&svc), d.source_hash(&svc));
+    }
+
+    #[test]
+    fn liveness_survives_the_clock_wrapping() {
+        let mut s = Settings::new([0; 6]);
+        s.clock = 5;
+        let est = crate::ConnState::Established as u8;
+        assert!(s.conn_live(est, u32::MAX - 10));
+        assert!(!s.conn_live(est, u32::MAX - 1000));
+        let svc = Service {
+            flags: SVC_F_PERSIST,
+            persist_timeout: 60,
+            persist_mask4: 0,
+            sched: 0,
+            table: 0,
+            persist_mask6: [0; 4],
+        };
+        assert!(svc.template_live(5, u32::MAX - 50));
+        assert!(!svc.template_live(5, u32::MAX - 60));
+    }
+}
