@@ -816,20 +816,35 @@ mod pod {
     // SAFETY: all of these are `#[repr(C)]`, made of integers and byte arrays, with explicit
     // padding fields, so every bit pattern is valid and there are no uninitialised bytes.
     unsafe impl aya::Pod for Settings {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for Vip4Key {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for VipBucket4 {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for Service {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for Real {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for Flow4Key {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for Conn {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for Persist4Key {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for Template {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for GlobalStats {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for TrafficStats {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for RealLoad {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for Vip6Key {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for VipBucket6 {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for Flow6Key {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for Persist6Key {}
     // SAFETY: a set is a lock word and an array of `Pod` slots, all explicitly padded.
     unsafe impl<K: aya::Pod, V: aya::Pod, const W: usize> aya::Pod for Set<K, V, W> {}

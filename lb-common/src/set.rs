@@ -346,6 +346,7 @@ mod tests {
             now: u32,
             expired: impl Fn(&u64, u32) -> bool,
         ) -> bool {
+            // SAFETY: the caller passes a valid set (a local in these tests).
             unsafe { S::insert(set, key, tag, value, now, expired) }.stored()
         }
     }
@@ -353,6 +354,7 @@ mod tests {
     #[test]
     fn insert_reports_the_value_it_replaced() {
         let mut s = empty();
+        // SAFETY: every set here is a local, valid for the whole block.
         unsafe {
             assert_eq!(
                 S::insert(&mut s, &7, 70, &1, 100, never),
@@ -382,6 +384,7 @@ mod tests {
     #[test]
     fn insert_then_find_and_update_in_place() {
         let mut s = empty();
+        // SAFETY: every set here is a local, valid for the whole block.
         unsafe {
             assert!(S::insert_ok(&mut s, &7, 70, &1, 100, never));
             let f = S::find(&s, &7, 70).unwrap();
@@ -399,6 +402,7 @@ mod tests {
     #[test]
     fn replacement_prefers_empty_then_expired_then_oldest() {
         let mut s = empty();
+        // SAFETY: every set here is a local, valid for the whole block.
         unsafe {
             for (k, now) in [(1u64, 10u32), (2, 20), (3, 30), (4, 40)] {
                 assert!(S::insert_ok(&mut s, &k, k as u32 + 1, &k, now, never));
@@ -429,11 +433,13 @@ mod tests {
     fn a_held_lock_refuses_writers() {
         let mut s = empty();
         s.lock = 1;
+        // SAFETY: every set here is a local, valid for the whole block.
         unsafe {
             assert!(!S::insert_ok(&mut s, &7, 70, &1, 100, never));
         }
         assert!(s.slots.iter().all(|x| x.tag == 0));
         s.lock = 0;
+        // SAFETY: every set here is a local, valid for the whole block.
         unsafe {
             assert!(S::insert_ok(&mut s, &7, 70, &1, 100, never));
         }
@@ -443,11 +449,13 @@ mod tests {
     #[test]
     fn torn_slot_reads_as_a_miss() {
         let mut s = empty();
+        // SAFETY: every set here is a local, valid for the whole block.
         unsafe {
             assert!(S::insert_ok(&mut s, &7, 70, &1, 100, never));
         }
         // A writer that has cleared the tag (mid-rewrite) hides the slot.
         s.slots.iter_mut().find(|x| x.key == 7).unwrap().tag = 0;
+        // SAFETY: every set here is a local, valid for the whole block.
         unsafe {
             assert!(S::find(&s, &7, 70).is_none());
         }

@@ -954,9 +954,12 @@ unsafe fn write_mac(dst: *mut u8, mac: &[u8; 6]) {
     }
 }
 
+/// Counts one forwarded frame of `bytes` IP bytes (and a new connection) in element `idx`.
 #[inline(always)]
 fn count(stats: &PerCpuArray<TrafficStats>, idx: u32, bytes: u32, new_conn: bool) {
     if let Some(s) = stats.get_ptr_mut(idx) {
+        // SAFETY: `s` points to this CPU's element of the map, which nothing else writes while
+        // this program runs on this CPU.
         let s = unsafe { &mut *s };
         s.packets += 1;
         s.bytes += bytes as u64;
@@ -978,8 +981,11 @@ fn service_by_id(id: u32) -> Option<Svc> {
     })
 }
 
+/// This CPU's director-wide counters.
 #[inline(always)]
 fn global_stats() -> Option<&'static mut GlobalStats> {
+    // SAFETY: `p` points to this CPU's element of the per-CPU map, which lives as long as the
+    // program and which nothing else writes while this program runs on this CPU.
     GLOBAL_STATS.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 

@@ -74,7 +74,7 @@ pub enum DataplaneError {
         /// Map name.
         map: &'static str,
         /// Cause.
-        source: std::io::Error,
+        source: io::Error,
     },
     /// An index outside a map.
     #[error("{map}: index {index} is out of range")]
@@ -1340,7 +1340,7 @@ impl<T: Copy> Mmap<T> {
         if ptr == libc::MAP_FAILED {
             return Err(DataplaneError::Mmap {
                 map: name,
-                source: std::io::Error::last_os_error(),
+                source: io::Error::last_os_error(),
             });
         }
         Ok(Self {

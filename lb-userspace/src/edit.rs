@@ -448,7 +448,7 @@ virtual_servers:
             .iter()
             .find(|v| v.key == svc(443))
             .expect("the new service");
-        assert_eq!(added.lb_algo, crate::config::LbAlgo::Wlc);
+        assert_eq!(added.lb_algo, LbAlgo::Wlc);
         let weight = Edit::EditReal {
             service: svc(80),
             real: real(11, 80),

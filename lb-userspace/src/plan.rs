@@ -210,13 +210,13 @@ impl Default for ServiceParams {
 impl ServiceParams {
     /// The service's map entry with these parameters and the table at `(base, size)`: what
     /// the data plane's decisions read (`lb_common::decide`).
-    pub fn entry(&self, (base, size): (u32, u32)) -> lb_common::Service {
-        lb_common::Service {
+    pub fn entry(&self, (base, size): (u32, u32)) -> Service {
+        Service {
             flags: self.flags,
             persist_timeout: self.persist_timeout,
             persist_mask4: self.persist_mask4,
             sched: self.sched,
-            table: lb_common::Service::pack_table(base, size),
+            table: Service::pack_table(base, size),
             persist_mask6: self.persist_mask6,
         }
     }

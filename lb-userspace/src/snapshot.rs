@@ -814,9 +814,7 @@ mod tests {
         let desired = DesiredState {
             services: [(key, spec)].into(),
         };
-        let (ops, inst) = crate::plan::Installed::new(limits)
-            .plan(&desired)
-            .expect("plan");
+        let (ops, inst) = Installed::new(limits).plan(&desired).expect("plan");
         let mut t = FakeTables {
             clock: NOW,
             ..FakeTables::default()

@@ -112,7 +112,7 @@ fn the_guides_file_converts_as_it_is() {
         .expect("configs/rabbitmq.yaml is valid");
     for vs in &mut expected.virtual_servers {
         for rs in &mut vs.real_servers {
-            let Some(lb_userspace::config::Checker::Tcp(c)) = &mut rs.check else {
+            let Some(Checker::Tcp(c)) = &mut rs.check else {
                 panic!("the guide's reals have TCP_CHECKs");
             };
             assert_eq!(c.timing.retry, 3);

@@ -638,7 +638,7 @@ pub fn send_frame(ns: &Netns, dev: &str, frame: &[u8]) -> Result<()> {
                 frame.len(),
                 0,
                 std::ptr::addr_of!(to).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                size_of::<libc::sockaddr_ll>() as u32,
             )
         };
         if sent < 0 {
@@ -996,7 +996,7 @@ pub fn udp_request(ns: &Netns, to: SocketAddr, payload: &str, timeout: Duration)
     let any: SocketAddr = if to.is_ipv4() {
         (Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        (Ipv6Addr::UNSPECIFIED, 0).into()
     };
     let socket = ns
         .try_enter(|| UdpSocket::bind(any))?

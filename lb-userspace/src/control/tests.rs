@@ -352,8 +352,8 @@ async fn client_and_server_helpers_agree() {
 
 #[test]
 fn os_reason_drops_the_code() {
-    let e = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
+    let e = io::Error::from_raw_os_error(libc::ECONNREFUSED);
     assert_eq!(os_reason(&e), "Connection refused");
-    let e = std::io::Error::other("plain");
+    let e = io::Error::other("plain");
     assert_eq!(os_reason(&e), "plain");
 }

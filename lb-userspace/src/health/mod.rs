@@ -170,7 +170,7 @@ impl Scheduler {
 
     async fn run(mut self, mut commands: UnboundedReceiver<Command>) {
         let mut running: FuturesUnordered<
-            std::pin::Pin<Box<dyn std::future::Future<Output = ProbeResult> + Send>>,
+            std::pin::Pin<Box<dyn Future<Output = ProbeResult> + Send>>,
         > = FuturesUnordered::new();
         loop {
             // Start every due probe that fits.

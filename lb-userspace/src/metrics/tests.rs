@@ -24,7 +24,7 @@ fn parse(text: &str) -> (HashMap<String, String>, Vec<Sample>) {
     let mut help: HashMap<String, String> = HashMap::new();
     let mut types: HashMap<String, String> = HashMap::new();
     let mut samples = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
     let is_name = |s: &str| {
         !s.is_empty()
             && s.chars()
@@ -469,7 +469,7 @@ async fn idle_connections_cannot_keep_a_scraper_out() {
         let mut open = Vec::new();
         for mut s in idle.drain(..) {
             let mut byte = [0u8; 1];
-            match tokio::time::timeout(Duration::from_millis(5), s.read(&mut byte)).await {
+            match timeout(Duration::from_millis(5), s.read(&mut byte)).await {
                 Ok(Ok(0) | Err(_)) => {}
                 _ => open.push(s),
             }
@@ -497,7 +497,7 @@ fn the_oldest_idle_client_is_evicted_first_and_served_ones_never() {
         .build()
         .unwrap()
         .block_on(async {
-            tokio::time::timeout(Duration::from_millis(50), evict_a.notified())
+            timeout(Duration::from_millis(50), evict_a.notified())
                 .await
                 .is_ok()
         });

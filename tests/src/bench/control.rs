@@ -562,9 +562,7 @@ fn health_in_namespace(params: &Params) -> Result<HealthReport> {
         checker_cpu_pct: checker_cpu.as_secs_f64() / secs * 100.0,
         listener_cpu_pct: listener_cpu.as_secs_f64() / secs * 100.0,
         machine_cpu_pct: busy / secs * 100.0,
-        others_pct: others
-            / secs
-            / std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
+        others_pct: others / secs / thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
             * 100.0,
         checker_us_per_probe: checker_us,
         checker_kernel_pct: sys_share(checker_split),

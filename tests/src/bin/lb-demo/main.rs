@@ -127,6 +127,7 @@ fn main() -> ExitCode {
 fn run() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     ensure!(
+        // SAFETY: geteuid has no preconditions and cannot fail.
         unsafe { libc::geteuid() } == 0,
         "lb-demo needs root: it creates network namespaces and loads XDP programs \
          (run it through `cargo xtask demo`)"
