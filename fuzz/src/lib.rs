@@ -7,7 +7,7 @@ use std::{path::Path, sync::OnceLock};
 use lb_userspace::{
     config::{Config, MAX_CONFIG_BYTES},
     control::{self, Request},
-    edit, keepalived,
+    reconcile::edit, keepalived,
 };
 
 // lbadm's argument parsing lives in its binary: the fuzz crate compiles that file as a module.
@@ -109,7 +109,7 @@ pub fn lbadm_args(data: &[u8]) {
     let Ok(cli) = <lbadm::Cli as clap::Parser>::try_parse_from(args) else {
         return;
     };
-    let services = lb_userspace::ipvsadm::Services::parse("http 80/tcp www\ndomain 53/udp\n");
+    let services = lb_userspace::observe::ipvsadm::Services::parse("http 80/tcp www\ndomain 53/udp\n");
     if let Err(failure) = lbadm::plan(&cli, &services) {
         assert_eq!(failure.code, 2, "{failure:?}");
         assert!(!failure.message.contains('\n'), "{failure:?}");

@@ -28,20 +28,21 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     config::{Checker, Config, ConfigError},
+    control::server::{ControlServer, Pending},
     control::{Request, Response, Snapshot},
+    dataplane::instance_lock::InstanceLock,
     dataplane::{Attached, Dataplane, LoadOptions, Origin, PIN_ROOT, PinDir, ensure_bpffs},
-    desired::{Observed, changes, desired_state},
-    edit,
     health::{
         CheckKey, CheckSpec, HealthChecker, HealthEvent, Probe, Timing, Transition, next_quorum,
     },
-    instance_lock::InstanceLock,
-    load, metrics,
+    model::{DesiredState, Health},
     netlink::{MacState, NeighEvent, NeighbourTracker, Netlink},
-    plan::{Installed, Op},
-    server::{ControlServer, Pending},
-    snapshot::{self, RATE_INTERVAL, RateEstimator, View},
-    state::{DesiredState, Health},
+    observe::metrics,
+    observe::snapshot::{self, RATE_INTERVAL, RateEstimator, View},
+    reconcile::desired::{Observed, changes, desired_state},
+    reconcile::edit,
+    reconcile::plan::{Installed, Op},
+    schedule::load,
 };
 
 /// How often the data plane's clock is advanced.
@@ -100,7 +101,7 @@ struct Agent {
     health: HealthChecker,
     health_events: UnboundedReceiver<HealthEvent>,
     /// Quorum state per service (absent: not evaluated yet, taken as held).
-    quorum: BTreeMap<crate::state::ServiceKey, bool>,
+    quorum: BTreeMap<crate::model::ServiceKey, bool>,
     /// Reloads applied and rejected since start.
     reloads: (u64, u64),
     /// The control socket (removed when the agent drops it).
@@ -472,7 +473,7 @@ impl Agent {
         if reals.is_empty() {
             return;
         }
-        match load::reconcile(&mut self.dp, &reals) {
+        match self.dp.reconcile_loads(&reals) {
             Ok(changed) => {
                 for (index, stale) in changed {
                     debug!(
@@ -666,7 +667,7 @@ impl Agent {
     }
 
     /// `ipvsadm -Z`: zero the counters of one service and its reals, or of everything.
-    fn zero(&mut self, service: Option<&crate::state::ServiceKey>) -> Result<(), String> {
+    fn zero(&mut self, service: Option<&crate::model::ServiceKey>) -> Result<(), String> {
         let mut ops = Vec::new();
         for (key, svc) in &self.installed.services {
             if service.is_some_and(|s| s != key) {

@@ -46,9 +46,8 @@ pub use self::{
     nesting::MAX_FLOW_DEPTH,
 };
 use crate::{
-    dataplane::AttachMode,
-    plan::Limits,
-    state::{Persistence, RealKey, Scheduler, ServiceKey},
+    model::{AttachMode, Limits},
+    model::{Persistence, RealKey, Scheduler, ServiceKey},
 };
 
 /// A validated `lb-agent` configuration.

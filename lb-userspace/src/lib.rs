@@ -1,22 +1,17 @@
 //! Control plane of the XDP direct-routing load balancer: the library behind `lb-agent` and
-//! `lbadm`.
+//! `lbadm`. ARCHITECTURE.md at the repository root maps its layers; each module below says
+//! what it owns. From the bottom: `model` (the shared vocabulary), `schedule`, `config`,
+//! `import`, `control` (the lbadm <-> agent protocol), `reconcile`, then the edges that do I/O
+//! (`dataplane`, `netlink`, `health`), `observe`, and `agent` on top.
 
 pub mod agent;
 pub mod config;
 pub mod control;
 pub mod dataplane;
-pub mod desired;
-pub mod edit;
 pub mod health;
-pub mod instance_lock;
-pub mod ipvsadm;
 pub mod keepalived;
-pub mod load;
-pub mod maglev;
-pub mod metrics;
+pub mod model;
 pub mod netlink;
-pub mod plan;
-pub mod server;
-pub mod snapshot;
-pub mod state;
-pub mod viptable;
+pub mod observe;
+pub mod reconcile;
+pub mod schedule;

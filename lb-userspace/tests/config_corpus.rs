@@ -17,7 +17,7 @@ use std::{
 
 use lb_userspace::{
     config::{Checker, Config, LbAlgo, UrlCheck},
-    state::{Protocol, ServiceKey},
+    model::{Protocol, ServiceKey},
 };
 
 /// The `.yaml` files of `dir`, sorted.

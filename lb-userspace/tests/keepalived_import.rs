@@ -15,7 +15,7 @@ use std::{
 use lb_userspace::{
     config::{Checker, Config, ConfigError, HttpCheck, LbAlgo, MiscCheck, TcpCheck, UrlCheck},
     keepalived::{Import, ImportError, Warning, import, import_named},
-    state::{Persistence, Protocol, RealKey},
+    model::{Persistence, Protocol, RealKey},
 };
 use serde_yaml::{Mapping, Value};
 

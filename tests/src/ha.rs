@@ -37,7 +37,10 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
-use lb_userspace::dataplane::{AttachMode, Dataplane, LoadOptions};
+use lb_userspace::{
+    dataplane::{Dataplane, LoadOptions},
+    model::AttachMode,
+};
 
 use crate::{
     agent::Agent,

@@ -5,11 +5,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lb_userspace::{
     dataplane::{Dataplane, LoadOptions, TestRunOutcome},
-    plan::{Installed, Limits, Op},
-    state::{
+    model::Limits,
+    model::{
         DesiredState, Health, Persistence, Protocol, RealKey, RealSpec, Scheduler, ServiceKey,
         ServiceSpec,
     },
+    reconcile::plan::{Installed, Op},
 };
 
 use crate::packet::{DIRECTOR_MAC, dst_mac};

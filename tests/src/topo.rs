@@ -5,7 +5,10 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context as _, Result};
-use lb_userspace::dataplane::{AttachMode, Dataplane, LoadOptions};
+use lb_userspace::{
+    dataplane::{Dataplane, LoadOptions},
+    model::AttachMode,
+};
 
 use crate::netns::{Host, Lan};
 

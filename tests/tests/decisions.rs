@@ -14,13 +14,13 @@ use lb_tests::{
     rng::Rng,
 };
 use lb_userspace::{
-    load::{self, Counts},
-    plan::Limits,
-    snapshot::which_installed,
-    state::{
+    model::Limits,
+    model::{
         DesiredState, Health, Persistence, Protocol, RealKey, Scheduler, ServiceKey, ServiceSpec,
     },
-    viptable,
+    observe::snapshot::which_installed,
+    schedule::load::{self, Counts},
+    schedule::viptable,
 };
 
 /// Configurations tried per run.

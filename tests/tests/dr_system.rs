@@ -18,7 +18,10 @@ use lb_tests::{
     lab::{Lab, desired, spec, tcp},
     netns::{Host, Lan, Netns},
 };
-use lb_userspace::dataplane::{AttachMode, Dataplane, LoadOptions};
+use lb_userspace::{
+    dataplane::{Dataplane, LoadOptions},
+    model::AttachMode,
+};
 
 const REPLY_BYTES: usize = 64 * 1024;
 

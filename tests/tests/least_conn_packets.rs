@@ -10,8 +10,8 @@ use lb_tests::{
     packet::{Frame, dst_mac, flags},
 };
 use lb_userspace::{
-    load,
-    state::{Health, Scheduler, ServiceKey, ServiceSpec},
+    model::{Health, Scheduler, ServiceKey, ServiceSpec},
+    schedule::load,
 };
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
@@ -371,13 +371,13 @@ fn stale_entries_stop_counting_and_overwritten_entries_leave_the_counts() {
     assert_eq!(load_of(&lab, R1), (10, 0));
     let reals = [index(&lab, R1), index(&lab, R2)];
     assert!(
-        load::reconcile(&mut lab.dp, &reals).unwrap().is_empty(),
+        lab.dp.reconcile_loads(&reals).unwrap().is_empty(),
         "nothing is stale yet"
     );
     // R1 goes down and comes back: its ten clients got resets from the real itself, which the
     // director never sees; their entries stay in the table but no longer count.
     let mut d = lab.desired.clone();
-    let health = |d: &mut lb_userspace::state::DesiredState, h| {
+    let health = |d: &mut lb_userspace::model::DesiredState, h| {
         d.services
             .get_mut(&svc())
             .unwrap()
@@ -392,7 +392,7 @@ fn stale_entries_stop_counting_and_overwritten_entries_leave_the_counts() {
     health(&mut d, Health::Up);
     lab.apply(&d);
     lab.advance_clock(1);
-    load::reconcile(&mut lab.dp, &reals).unwrap();
+    lab.dp.reconcile_loads(&reals).unwrap();
     assert_eq!(
         load_of(&lab, R1),
         (10, 0),
@@ -405,7 +405,7 @@ fn stale_entries_stop_counting_and_overwritten_entries_leave_the_counts() {
     assert_eq!(seen.get(&R1), Some(&10), "{seen:?}");
     // Past ESTABLISHED's timeout every entry has expired: nothing counts.
     lab.advance_clock(lb_common::Settings::new([0; 6]).timeout(ConnState::Established as u8) + 1);
-    load::reconcile(&mut lab.dp, &reals).unwrap();
+    lab.dp.reconcile_loads(&reals).unwrap();
     assert_eq!(live_of(&lab, R1), (0, 0));
     assert_eq!(live_of(&lab, R2), (0, 0));
     // A new connection that takes an expired entry's place takes it out of the counts: the

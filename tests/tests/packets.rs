@@ -11,7 +11,7 @@ use lb_tests::{
     },
     packet::{ETH_P_ARP, ETH_P_IPV6, Frame, L4, dst_mac, flags, icmp_unreachable},
 };
-use lb_userspace::state::{Health, Scheduler};
+use lb_userspace::model::{Health, Scheduler};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
 const OTHER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 200);

@@ -20,7 +20,7 @@ use lb_tests::{
         icmp6_too_big, icmp6_unreachable, neighbour_solicitation, nh,
     },
 };
-use lb_userspace::state::{Health, Scheduler, ServiceKey};
+use lb_userspace::model::{Health, Scheduler, ServiceKey};
 
 const VIP: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
 const OTHER_IP: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x200);
@@ -1268,7 +1268,7 @@ fn adding_and_removing_one_family_leaves_the_other_alone() {
 fn many_ipv6_vips_are_all_found() {
     // Enough VIPs that some share a home bucket and are found by probing, numbered as people
     // number them: subnet N, host N.
-    let mut lab = Lab::with_limits(lb_userspace::plan::Limits {
+    let mut lab = Lab::with_limits(lb_userspace::model::Limits {
         max_services: 64,
         max_table_size: 251,
         ..lb_tests::lab::test_limits()

@@ -22,8 +22,8 @@ use lb_tests::{
     rng::Rng,
 };
 use lb_userspace::{
-    plan::Limits,
-    state::{DesiredState, Health, ServiceKey},
+    model::Limits,
+    model::{DesiredState, Health, ServiceKey},
 };
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 100);

@@ -26,8 +26,8 @@ use clap::{ArgGroup, Parser, Subcommand};
 use lb_userspace::{
     config::LbAlgo,
     control::{self, Edit, Request, Response, Snapshot, WhichAnswer},
-    ipvsadm::{self, Format, JsonView, Services},
-    state::{Protocol, RealKey, ServiceKey},
+    model::{Protocol, RealKey, ServiceKey},
+    observe::ipvsadm::{self, Format, JsonView, Services},
 };
 
 /// Where `lb-agent` listens by default (instance `default`).

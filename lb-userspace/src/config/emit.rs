@@ -5,7 +5,7 @@ use std::{net::IpAddr, time::Duration};
 use serde_yaml::{Mapping, Value};
 
 use super::{CheckTiming, Checker, Config, RealServer, VirtualServer};
-use crate::{dataplane::AttachMode, state::RealKey};
+use crate::model::{AttachMode, RealKey};
 
 /// The whole configuration as a YAML document.
 pub(super) fn config(c: &Config) -> String {

@@ -20,10 +20,9 @@ use super::{
     reader::{Fields, Node, Reader, describe},
 };
 use crate::{
-    dataplane::AttachMode,
-    maglev::is_prime,
-    plan::Limits,
-    state::{Persistence, Protocol, RealKey, ServiceKey},
+    model::{AttachMode, Limits},
+    model::{Persistence, Protocol, RealKey, ServiceKey},
+    schedule::maglev::is_prime,
 };
 
 /// Keys of the document.

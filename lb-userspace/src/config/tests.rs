@@ -5,7 +5,7 @@ use std::{
 };
 
 use super::*;
-use crate::state::Protocol;
+use crate::model::Protocol;
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::from_yaml(text, Path::new("test.yaml"))

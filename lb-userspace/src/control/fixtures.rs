@@ -8,7 +8,7 @@ use super::{
 };
 use crate::{
     config::Timeouts,
-    state::{Protocol, RealKey, ServiceKey},
+    model::{Protocol, RealKey, ServiceKey},
 };
 
 pub fn ip(s: &str) -> IpAddr {

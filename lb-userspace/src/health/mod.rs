@@ -29,7 +29,7 @@ pub use self::{
     machine::{Machine, Outcome, Timing, Transition},
     probe::Probe,
 };
-use crate::state::{RealKey, ServiceKey};
+use crate::model::{RealKey, ServiceKey};
 
 /// A checker's identity: the real inside its service.
 pub type CheckKey = (ServiceKey, RealKey);
@@ -356,7 +356,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::state::Protocol;
+    use crate::model::Protocol;
 
     #[test]
     fn quorum_with_hysteresis() {

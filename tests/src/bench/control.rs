@@ -16,11 +16,11 @@ use lb_tests::{lab::mac_of, netns::Netns};
 use lb_userspace::{
     config::Config,
     dataplane::{Dataplane, LoadOptions},
-    desired::{Observed, desired_state},
     health::{CheckSpec, HealthChecker, Probe, Timing},
-    maglev::{Backend, BackendId, build},
-    plan::{Installed, Op},
-    state::{DesiredState, Protocol, RealKey, ServiceKey},
+    model::{DesiredState, Protocol, RealKey, ServiceKey},
+    reconcile::desired::{Observed, desired_state},
+    reconcile::plan::{Installed, Op},
+    schedule::maglev::{Backend, BackendId, build},
 };
 use tokio::io::AsyncReadExt as _;
 

@@ -31,8 +31,8 @@ use lb_tests::{
 };
 use lb_userspace::{
     dataplane::{TestRunOutcome, test_run},
-    plan::Limits,
-    state::{DesiredState, Scheduler, ServiceKey, ServiceSpec},
+    model::Limits,
+    model::{DesiredState, Scheduler, ServiceKey, ServiceSpec},
 };
 
 use super::{

@@ -36,8 +36,8 @@ use lb_tests::{
     netns::{Host, Lan, Netns},
 };
 use lb_userspace::{
-    dataplane::{AttachMode, Dataplane, LoadOptions},
-    plan::Limits,
+    dataplane::{Dataplane, LoadOptions},
+    model::{AttachMode, Limits},
 };
 
 use super::{

@@ -28,7 +28,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use lb_userspace::plan::Limits;
+use lb_userspace::model::Limits;
 
 use self::report::{Machine, Meta, Report};
 

@@ -1161,7 +1161,7 @@ fn control_md(o: &mut String, c: &ControlReport, src: &str) {
     let _ = writeln!(o, "### Maglev build\n");
     let _ = writeln!(
         o,
-        "`lb_userspace::maglev::build`, reals of weight 1, release build.\n"
+        "`lb_userspace::schedule::maglev::build`, reals of weight 1, release build.\n"
     );
     let _ = writeln!(
         o,

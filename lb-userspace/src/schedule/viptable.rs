@@ -65,14 +65,6 @@ impl VipTableKey for Vip6Key {
     }
 }
 
-/// Buckets per half for `max_services` services: each service and each fragment entry (at
-/// most one per service) fit, at a load of at most 1/8, where a probe sequence longer than
-/// `VIP_PROBES` practically never happens (and is refused, not silently lost, if it does).
-/// The IPv4 and IPv6 tables have the same size (one `vip_mask` serves both).
-pub fn buckets_for(max_services: u32) -> u32 {
-    (max_services * 2 * 8).next_power_of_two().max(16)
-}
-
 /// The content of one half: every key at most `VIP_PROBES - 1` buckets after its home bucket.
 pub fn layout<K: VipTableKey>(
     vips: &BTreeMap<K, u32>,
@@ -115,6 +107,7 @@ mod tests {
     use lb_common::addr6;
 
     use super::*;
+    use crate::model::vip_buckets_for as buckets_for;
 
     fn key(i: u32, port: u16) -> Vip4Key {
         Vip4Key::from_parts((0x0a00_0000 + i).to_be_bytes(), port, 6)

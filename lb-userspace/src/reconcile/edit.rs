@@ -13,7 +13,7 @@ use thiserror::Error;
 use crate::{
     config::Config,
     control::Edit,
-    state::{RealKey, ServiceKey},
+    model::{RealKey, ServiceKey},
 };
 
 /// Why an edit was refused; nothing changed.
@@ -170,8 +170,8 @@ fn service_key(v: &Value) -> Option<ServiceKey> {
     let vip: IpAddr = v.get("vip")?.as_str()?.parse().ok()?;
     let port = u16::try_from(v.get("port")?.as_u64()?).ok()?;
     let proto = match v.get("protocol")?.as_str()? {
-        "tcp" => crate::state::Protocol::Tcp,
-        "udp" => crate::state::Protocol::Udp,
+        "tcp" => crate::model::Protocol::Tcp,
+        "udp" => crate::model::Protocol::Udp,
         _ => return None,
     };
     Some(ServiceKey { vip, port, proto })
@@ -188,7 +188,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::{config::LbAlgo, state::Protocol};
+    use crate::{config::LbAlgo, model::Protocol};
 
     const YAML: &str = "
 interface: eth0

@@ -32,7 +32,7 @@ use tracing::{debug, warn};
 
 use crate::{
     control::{Counters, RealInfo, ServiceInfo, Snapshot},
-    state::ServiceKey,
+    model::ServiceKey,
 };
 
 /// Content type of [`render`]'s output.

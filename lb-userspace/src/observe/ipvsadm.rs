@@ -37,7 +37,7 @@ pub use self::resolve::{NumericResolver, Resolver, Services, SystemResolver};
 use crate::{
     config::Timeouts,
     control::{ConnInfo, GlobalInfo, RealInfo, ServiceInfo, Snapshot},
-    state::{Protocol, ServiceKey},
+    model::{Protocol, ServiceKey},
 };
 
 /// The IPVS version ipvsadm prints in its first line.

@@ -3,7 +3,7 @@
 
 use std::{cell::RefCell, collections::HashMap, ffi::CStr, net::IpAddr, path::Path};
 
-use crate::state::Protocol;
+use crate::model::Protocol;
 
 /// Turns addresses and ports into names; `None` means "print the number".
 pub trait Resolver {

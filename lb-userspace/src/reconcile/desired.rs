@@ -14,7 +14,7 @@ use std::{
 
 use crate::{
     config::Config,
-    state::{DesiredState, Health, RealKey, RealSpec, Scheduler, ServiceKey, ServiceSpec},
+    model::{DesiredState, Health, RealKey, RealSpec, Scheduler, ServiceKey, ServiceSpec},
 };
 
 /// What the agent has learned at run time.
@@ -194,7 +194,7 @@ mod tests {
     use std::{net::Ipv4Addr, path::Path};
 
     use super::*;
-    use crate::state::Protocol;
+    use crate::model::Protocol;
 
     const YAML: &str = "
 interface: eth0

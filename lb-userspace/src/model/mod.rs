@@ -1,7 +1,15 @@
 //! The desired state: what the data plane should do, independent of how maps are laid out.
 //!
 //! Configuration, health checks, neighbour resolution and runtime edits all end up here; the
-//! planner ([`crate::plan`]) turns the difference between two desired states into map updates.
+//! planner (`reconcile::plan`) turns the difference between two desired states into map updates.
+//! The capacities of the maps ([`Limits`]) and the table entries as read ([`ConnEntry`]) are
+//! the other words every layer shares.
+
+mod entries;
+mod limits;
+
+pub use entries::{Conn6Entry, ConnEntry, ListedFlow, PersistKey, Template6Entry, TemplateEntry};
+pub use limits::{AttachMode, Limits, vip_buckets_for};
 
 use std::{
     collections::BTreeMap,

@@ -12,7 +12,10 @@
 //! `"192.168.7.21:51514"`), protocols lower case (`"tcp"`).
 //!
 //! The [`Snapshot`] is everything `lbadm -L` and the metrics endpoint show: services, reals,
-//! counters, health and, on request, the connection table.
+//! counters, health and, on request, the connection table. The agent's end of the socket is
+//! [`server`].
+
+pub mod server;
 
 use std::{
     io::{self, BufRead, BufReader, Read, Write},
@@ -27,7 +30,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWr
 
 use crate::{
     config::Timeouts,
-    state::{Protocol, RealKey, ServiceKey},
+    model::{Protocol, RealKey, ServiceKey},
 };
 
 /// Longest message (one JSON line, without its newline) either side accepts.

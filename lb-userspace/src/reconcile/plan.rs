@@ -24,97 +24,16 @@ use std::{
 };
 
 use lb_common::{
-    Addr6, Candidates, LC_CANDIDATES, LOOKUP_ROW, NO_REAL, REAL_DOWN, REAL_UP, Real,
-    SVC_F_HASH_SRC, SVC_F_PERSIST, Service, Vip4Key, Vip6Key, VipBucket4, VipBucket6, addr6,
-    addr6_bytes,
+    Addr6, Candidates, LC_CANDIDATES, NO_REAL, REAL_DOWN, REAL_UP, Real, SVC_F_HASH_SRC,
+    SVC_F_PERSIST, Service, Vip4Key, Vip6Key, VipBucket4, VipBucket6, addr6, addr6_bytes,
 };
 use thiserror::Error;
 
 use crate::{
-    maglev::{self, Backend, BackendId},
-    state::{DesiredState, Protocol, RealKey, Scheduler, ServiceKey, ServiceSpec},
-    viptable::{self, VipTableKey},
+    model::{DesiredState, Limits, Protocol, RealKey, Scheduler, ServiceKey, ServiceSpec},
+    schedule::maglev::{self, Backend, BackendId},
+    schedule::viptable::{self, VipTableKey},
 };
-
-/// Capacities the maps were created with (set by the loader from configuration).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Limits {
-    /// Maximum number of virtual services.
-    pub max_services: u32,
-    /// Maximum number of reals over all services (index 0 is reserved, so one slot fewer).
-    pub max_reals: u32,
-    /// Largest Maglev table a service may use.
-    pub max_table_size: u32,
-    /// IPv4 connection-table entries (rounded up to a power of two).
-    pub conn_entries: u32,
-    /// IPv4 persistence-template entries (rounded up to a power of two).
-    pub persist_entries: u32,
-    /// IPv6 connection-table entries (rounded up to a power of two).
-    pub conn_entries6: u32,
-    /// IPv6 persistence-template entries (rounded up to a power of two).
-    pub persist_entries6: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_services: 64,
-            max_reals: 4096,
-            max_table_size: lb_common::DEFAULT_TABLE_SIZE,
-            conn_entries: 1 << 20,
-            persist_entries: 1 << 16,
-            conn_entries6: 1 << 18,
-            persist_entries6: 1 << 14,
-        }
-    }
-}
-
-impl Limits {
-    /// Slots reserved per table buffer: `max_table_size` rounded up to whole `LOOKUP` rows.
-    pub fn region_slots(&self) -> u32 {
-        self.max_table_size.div_ceil(LOOKUP_ROW) * LOOKUP_ROW
-    }
-
-    /// Flat slots of the `LOOKUP` array: two buffers per service.
-    pub fn lookup_slots(&self) -> u32 {
-        self.max_services * 2 * self.region_slots()
-    }
-
-    /// Flat slot index of slot 0 of buffer `buf` of service `id`.
-    pub fn region_base(&self, id: u32, buf: usize) -> u32 {
-        (id * 2 + buf as u32) * self.region_slots()
-    }
-
-    /// Buckets per half of the VIP table.
-    pub fn vip_buckets(&self) -> u32 {
-        viptable::buckets_for(self.max_services)
-    }
-
-    /// Sets of the IPv4 connection table.
-    pub fn conn_sets(&self) -> u32 {
-        sets(self.conn_entries, lb_common::CONN_WAYS)
-    }
-
-    /// Sets of the IPv4 persistence table.
-    pub fn persist_sets(&self) -> u32 {
-        sets(self.persist_entries, lb_common::PERSIST_WAYS)
-    }
-
-    /// Sets of the IPv6 connection table.
-    pub fn conn6_sets(&self) -> u32 {
-        sets(self.conn_entries6, lb_common::CONN_WAYS)
-    }
-
-    /// Sets of the IPv6 persistence table.
-    pub fn persist6_sets(&self) -> u32 {
-        sets(self.persist_entries6, lb_common::PERSIST_WAYS)
-    }
-}
-
-/// Sets of `ways` slots that hold `entries`, rounded up to a power of two.
-fn sets(entries: u32, ways: usize) -> u32 {
-    entries.div_ceil(ways as u32).next_power_of_two()
-}
 
 /// Why a desired state cannot be installed.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -935,7 +854,7 @@ mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     use super::*;
-    use crate::state::{Health, Persistence, RealSpec};
+    use crate::model::{Health, Persistence, RealSpec};
 
     const M: u32 = 251;
 

@@ -2,11 +2,12 @@
 //! from [`Limits`], maps its tables into memory, executes planned updates ([`Op`]), reads
 //! counters and tables back, and attaches the program to an interface.
 
+pub mod instance_lock;
+
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     fs, io,
     marker::PhantomData,
-    net::{IpAddr, SocketAddr},
     os::fd::{AsFd as _, AsRawFd as _},
     path::{Path, PathBuf},
     ptr::NonNull,
@@ -28,13 +29,17 @@ use lb_common::{
     Candidates, Conn, ConnSet4, ConnSet6, Flow4Key, Flow6Key, GlobalStats, LAYOUT_VERSION,
     LOOKUP_ROW, LookupRow, Persist4Key, Persist6Key, PersistSet4, PersistSet6, REAL_UP, Real,
     RealLoad, Service, Set, Settings, SlotData, Template, TrafficStats, VipBucket4, VipBucket6,
-    addr6_bytes, map_names as names,
+    map_names as names,
     set::{Found, Inserted},
 };
 use thiserror::Error;
 use tracing::warn;
 
-use crate::plan::{Installed, Limits, Op};
+use crate::{
+    model::{AttachMode, Conn6Entry, ConnEntry, Limits, Template6Entry, TemplateEntry},
+    reconcile::plan::{Installed, Op},
+    schedule::load::{self, Counts},
+};
 
 /// The XDP object, built by `cargo xtask build-ebpf` and embedded so that one binary deploys.
 #[cfg(not(lb_no_ebpf_object))]
@@ -107,17 +112,6 @@ pub enum DataplaneError {
 
 type Result<T, E = DataplaneError> = std::result::Result<T, E>;
 
-/// How to attach the program.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttachMode {
-    /// Native (driver) XDP.
-    Driver,
-    /// Generic (skb) XDP.
-    Skb,
-    /// Driver, else skb with a warning.
-    Auto,
-}
-
 /// Options for loading the program.
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
@@ -137,107 +131,6 @@ pub struct TestRunOutcome {
     pub frame: Vec<u8>,
     /// Average run time per repetition, as measured by the kernel.
     pub duration_ns: u64,
-}
-
-/// A connection-table entry as listed: of `CONNS4` ([`Flow4Key`], the default) or of `CONNS6`
-/// ([`Flow6Key`], see [`Conn6Entry`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnEntry<K = Flow4Key> {
-    /// The flow.
-    pub key: K,
-    /// Real and state.
-    pub conn: Conn,
-    /// Clock second of the last packet.
-    pub stamp: u32,
-}
-
-/// An entry of the IPv6 connection table.
-pub type Conn6Entry = ConnEntry<Flow6Key>;
-
-/// A persistence template as listed: of `PERSIST4` ([`Persist4Key`], the default) or of
-/// `PERSIST6` ([`Persist6Key`], see [`Template6Entry`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TemplateEntry<K = Persist4Key> {
-    /// Service and client network.
-    pub key: K,
-    /// Real.
-    pub template: Template,
-    /// Clock second of its last use.
-    pub stamp: u32,
-}
-
-/// A template of the IPv6 persistence table.
-pub type Template6Entry = TemplateEntry<Persist6Key>;
-
-/// A connection-table key of either family, as listings read it.
-pub trait ListedFlow: Copy {
-    /// The client's address and port.
-    fn client_socket(&self) -> SocketAddr;
-    /// The VIP and port.
-    fn virtual_addr(&self) -> SocketAddr;
-    /// The IP protocol.
-    fn proto(&self) -> u8;
-}
-
-impl ListedFlow for Flow4Key {
-    fn client_socket(&self) -> SocketAddr {
-        socket(IpAddr::from(self.src.to_ne_bytes()), self.sport)
-    }
-
-    fn virtual_addr(&self) -> SocketAddr {
-        socket(IpAddr::from(self.dst.to_ne_bytes()), self.dport)
-    }
-
-    fn proto(&self) -> u8 {
-        self.proto
-    }
-}
-
-impl ListedFlow for Flow6Key {
-    fn client_socket(&self) -> SocketAddr {
-        socket(IpAddr::from(addr6_bytes(&self.src)), self.sport)
-    }
-
-    fn virtual_addr(&self) -> SocketAddr {
-        socket(IpAddr::from(addr6_bytes(&self.dst)), self.dport)
-    }
-
-    fn proto(&self) -> u8 {
-        self.proto
-    }
-}
-
-/// A persistence-template key of either family, as listings read it.
-pub trait PersistKey: Copy {
-    /// The service id.
-    fn service_id(&self) -> u32;
-    /// The client network (the client address under the service's granularity).
-    fn client(&self) -> IpAddr;
-}
-
-impl PersistKey for Persist4Key {
-    fn service_id(&self) -> u32 {
-        self.service_id
-    }
-
-    fn client(&self) -> IpAddr {
-        IpAddr::from(self.client.to_ne_bytes())
-    }
-}
-
-impl PersistKey for Persist6Key {
-    fn service_id(&self) -> u32 {
-        self.service_id
-    }
-
-    fn client(&self) -> IpAddr {
-        IpAddr::from(addr6_bytes(&self.client))
-    }
-}
-
-/// An address and a network-order port.
-fn socket(addr: IpAddr, port_be: u16) -> SocketAddr {
-    SocketAddr::new(addr, u16::from_be(port_be))
 }
 
 /// The loaded program and its maps.
@@ -733,6 +626,33 @@ impl Dataplane {
             store_u64((&raw mut (*p).stale_inactive).cast(), inactive);
         }
         Ok(())
+    }
+
+    /// Counts the stale entries of `reals` (indices) in both connection tables and writes the
+    /// counts that changed beside the data plane's (see [`load`]). Returns the reals whose
+    /// stale counts changed, with the new counts, for logging and tests.
+    pub fn reconcile_loads(&mut self, reals: &[u32]) -> Result<Vec<(u32, Counts)>> {
+        let loads = reals
+            .iter()
+            .map(|&i| Ok((i, self.real_load(i)?)))
+            .collect::<Result<BTreeMap<u32, RealLoad>>>()?;
+        let settings = self.settings();
+        let up_since = |i| loads.get(&i).map(|l: &RealLoad| l.up_since);
+        let mut found = load::stale(self.conns4(), &settings, up_since);
+        load::stale_into(&mut found, self.conns6(), &settings, up_since);
+        let mut changed = Vec::new();
+        for (&index, real) in &loads {
+            let now = found.get(&index).copied().unwrap_or_default();
+            let before = Counts {
+                active: real.stale_active.max(0) as u64,
+                inactive: real.stale_inactive.max(0) as u64,
+            };
+            if now != before {
+                self.set_stale(index, now.active, now.inactive)?;
+                changed.push((index, now));
+            }
+        }
+        Ok(changed)
     }
 
     /// Adds `delta`'s `active` and `inactive` to a real's counts, atomically with respect to

@@ -19,13 +19,14 @@ use crate::{
         ConnInfo, Counters, Forward, GlobalInfo, HealthInfo, PersistInfo, Rates, RealInfo,
         ServiceInfo, Snapshot, WhichAnswer,
     },
-    dataplane::{
-        Conn6Entry, ConnEntry, Dataplane, ListedFlow, PersistKey, Template6Entry, TemplateEntry,
-    },
+    dataplane::Dataplane,
     health::{CheckKey, CheckStatus},
-    load::{self, Counts},
-    plan::{Installed, InstalledService},
-    state::{DesiredState, Protocol, RealKey, ServiceKey},
+    model::{
+        Conn6Entry, ConnEntry, DesiredState, ListedFlow, PersistKey, Protocol, RealKey, ServiceKey,
+        Template6Entry, TemplateEntry,
+    },
+    reconcile::plan::{Installed, InstalledService},
+    schedule::load::{self, Counts},
 };
 
 /// IPVS's rate estimator: counters sampled every two seconds, each rate smoothed as
@@ -658,8 +659,9 @@ mod tests {
 
     use super::*;
     use crate::{
-        plan::{Limits, Op, ServiceParams},
-        state::{DesiredState, Health, Persistence, RealSpec, Scheduler, ServiceSpec},
+        model::Limits,
+        model::{DesiredState, Health, Persistence, RealSpec, Scheduler, ServiceSpec},
+        reconcile::plan::{Op, ServiceParams},
     };
 
     fn checked(up: bool, ok: bool, detail: &str) -> CheckStatus {

@@ -6,8 +6,9 @@
 //! connection, and it cannot tell them apart: entries that expired without a last packet (a
 //! client that vanished, a UDP flow that ended), and connections a real lost while it was down
 //! (its clients got resets straight from the real, which the director never sees). So the agent
-//! counts those stale entries in both connection tables (IPv4 and IPv6) every [`RECONCILE_EVERY`] and after every change of the tables,
-//! and writes the numbers beside the counts ([`reconcile`]); a real's load is the difference.
+//! counts those stale entries in both connection tables (IPv4 and IPv6) every
+//! [`RECONCILE_EVERY`] and after every change of the tables, and writes the numbers beside the
+//! counts (`Dataplane::reconcile_loads`, with [`stale`]); a real's load is the difference.
 //!
 //! New connections do not disturb that count: they are neither expired nor stale. What can be
 //! off is what changed while the table was read (an entry expiring, or a stale entry being
@@ -24,7 +25,7 @@ use lb_common::{
     least_conn_choice,
 };
 
-use crate::dataplane::{ConnEntry, Dataplane, DataplaneError};
+use crate::model::ConnEntry;
 
 /// How often the counters are reconciled with the connection table.
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(1);
@@ -123,32 +124,6 @@ fn tally_into<K>(
     }
 }
 
-/// Counts the stale entries of `reals` (indices) and writes them to the data plane. Returns
-/// the reals whose stale counts changed, with the new counts, for logging and tests.
-pub fn reconcile(dp: &mut Dataplane, reals: &[u32]) -> Result<Vec<(u32, Counts)>, DataplaneError> {
-    let loads = reals
-        .iter()
-        .map(|&i| Ok((i, dp.real_load(i)?)))
-        .collect::<Result<BTreeMap<u32, RealLoad>, DataplaneError>>()?;
-    let settings = dp.settings();
-    let up_since = |i| loads.get(&i).map(|l: &RealLoad| l.up_since);
-    let mut found = stale(dp.conns4(), &settings, up_since);
-    stale_into(&mut found, dp.conns6(), &settings, up_since);
-    let mut changed = Vec::new();
-    for (&index, load) in &loads {
-        let now = found.get(&index).copied().unwrap_or_default();
-        let before = Counts {
-            active: load.stale_active.max(0) as u64,
-            inactive: load.stale_inactive.max(0) as u64,
-        };
-        if now != before {
-            dp.set_stale(index, now.active, now.inactive)?;
-            changed.push((index, now));
-        }
-    }
-    Ok(changed)
-}
-
 /// The `LC_CANDIDATES` least loaded of `eligible` reals (index, weight > 0) under `sched`
 /// (`SCHED_*`), by the data plane's cost ([`LcCost`]); for `nq`, idle reals come first. Ties go
 /// to the lower index. Unused slots are [`NO_REAL`].
@@ -199,7 +174,7 @@ pub fn pick(
 mod tests {
     use lb_common::{Conn, Flow4Key, Flow6Key, SCHED_LC, SCHED_NQ, SCHED_SED, SCHED_WLC};
 
-    use crate::dataplane::Conn6Entry;
+    use crate::model::Conn6Entry;
 
     use super::*;
 
