@@ -7,7 +7,7 @@ use std::{path::Path, sync::OnceLock};
 use lb_userspace::{
     config::{Config, MAX_CONFIG_BYTES},
     control::{self, Request},
-    reconcile::edit, keepalived,
+    reconcile::edit, import::keepalived,
 };
 
 // lbadm's argument parsing lives in its binary: the fuzz crate compiles that file as a module.

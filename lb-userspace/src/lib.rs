@@ -9,7 +9,7 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod health;
-pub mod keepalived;
+pub mod import;
 pub mod model;
 pub mod netlink;
 pub mod observe;

@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["model"],
     &["schedule"],
     &["config"],
-    &["keepalived"],
+    &["import"],
     &["control"],
     &["reconcile"],
     &["dataplane", "netlink", "health"],

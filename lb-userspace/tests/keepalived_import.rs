@@ -1,4 +1,4 @@
-//! `lb_userspace::keepalived`: keepalived.conf → lb-agent YAML.
+//! `lb_userspace::import::keepalived`: keepalived.conf → lb-agent YAML.
 //!
 //! The production guide's keepalived.conf must convert as it is, to the configuration of
 //! `configs/rabbitmq.yaml`, with exactly the expected warnings. The other tests cover every
@@ -14,7 +14,7 @@ use std::{
 
 use lb_userspace::{
     config::{Checker, Config, ConfigError, HttpCheck, LbAlgo, MiscCheck, TcpCheck, UrlCheck},
-    keepalived::{Import, ImportError, Warning, import, import_named},
+    import::keepalived::{Import, ImportError, Warning, import, import_named},
     model::{Persistence, Protocol, RealKey},
 };
 use serde_yaml::{Mapping, Value};

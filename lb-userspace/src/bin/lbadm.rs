@@ -815,7 +815,7 @@ fn import_keepalived(file: &Path, interface: &str) -> Result<(), Failure> {
     let text = lb_userspace::config::read_text(file)
         .map_err(|m| Failure::agent(format!("{}: {m}", file.display())))?;
     let name = file.display().to_string();
-    let import = lb_userspace::keepalived::import_named(&text, interface, &name)
+    let import = lb_userspace::import::keepalived::import_named(&text, interface, &name)
         .map_err(|e| Failure::agent(format!("{name}: {e}")))?;
     for w in &import.warnings {
         eprintln!("{name}: {w}");

@@ -1,0 +1,1326 @@
+//! Interpreting: statements → the services keepalived would run, with a warning for
+//! everything read differently from how it looks (unknown keywords with suggestions, invalid
+//! values, what lb-agent does not carry).
+
+use std::{collections::BTreeSet, net::IpAddr, ops::RangeInclusive};
+
+use super::{
+    ImportError, Warning,
+    keywords::{
+        CHECK_KEYWORDS, HTTP_KEYWORDS, KEEPALIVED_ONLY, KEEPALIVED_SCHEDULERS, MISC_KEYWORDS,
+        ROOT_KEYWORDS, RS_KEYWORDS, URL_KEYWORDS, VS_KEYWORDS,
+    },
+    lexer::{Node, script_words, shell_join},
+    parsed::{
+        At, Check, CheckKind, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PERSISTENCE_TIMEOUT, File, Real,
+        Service, Timing, Url, Vrrp, number,
+    },
+};
+
+/// An unknown keyword, reported once its block is read (so the report can say what the value
+/// it was probably meant for ended up as).
+struct Unknown {
+    line: usize,
+    word: String,
+    suggestion: Option<&'static str>,
+    has_block: bool,
+}
+
+/// Collects warnings while the file is interpreted.
+#[derive(Default)]
+pub(super) struct Importer {
+    pub(super) warnings: Vec<Warning>,
+}
+
+impl Importer {
+    pub(super) fn warn(&mut self, line: usize, message: impl Into<String>) {
+        self.warnings.push(Warning {
+            line,
+            message: message.into(),
+        });
+    }
+
+    /// The whole file.
+    pub(super) fn file(&mut self, nodes: &[Node]) -> File {
+        let scripts: BTreeSet<&str> = nodes
+            .iter()
+            .filter(|n| n.keyword() == "vrrp_script")
+            .filter_map(|n| n.word(1))
+            .collect();
+        let mut file = File::default();
+        let mut unknown = Vec::new();
+        for n in nodes {
+            match n.keyword() {
+                "virtual_server" => {
+                    if let Some(s) = self.service(n) {
+                        file.services.push(s);
+                    }
+                }
+                "virtual_server_group" => self.warn(
+                    n.line,
+                    format!(
+                        "virtual_server_group {} is not supported by lb-agent: not converted \
+                         (write one virtual_server per address and port)",
+                        n.word(1).unwrap_or("")
+                    ),
+                ),
+                "vrrp_instance" => file.vrrp.push(self.vrrp(n, &scripts)),
+                "include" => self.warn(
+                    n.line,
+                    format!(
+                        "include {} is not followed: import that file too and merge its \
+                         virtual_servers",
+                        n.words[1..].join(" ")
+                    ),
+                ),
+                kw => match KEEPALIVED_ONLY.iter().find(|(k, _)| *k == kw) {
+                    Some((_, advice)) => {
+                        let name = if n.block.is_some() {
+                            n.word(1).map(|w| format!(" {w}")).unwrap_or_default()
+                        } else {
+                            String::new()
+                        };
+                        self.warn(
+                            n.line,
+                            format!(
+                                "{kw}{name} is handled by keepalived, not by lb-agent: {advice}"
+                            ),
+                        );
+                    }
+                    None => unknown.push(self.unknown(n, ROOT_KEYWORDS)),
+                },
+            }
+        }
+        self.report_unknown(unknown, |_| None);
+        if nodes.is_empty() || file.services.is_empty() {
+            let line = nodes.first().map_or(1, |n| n.line);
+            self.warn(
+                line,
+                "no virtual_server to convert: the YAML has no virtual_servers",
+            );
+        }
+        self.check_vips(&file);
+        file
+    }
+
+    /// A `vrrp_instance`: not converted, but its interface and VIPs matter.
+    fn vrrp(&mut self, n: &Node, scripts: &BTreeSet<&str>) -> Vrrp {
+        let name = n.word(1).unwrap_or("").to_owned();
+        let mut vrrp = Vrrp {
+            name: name.clone(),
+            interface: None,
+            vips: Vec::new(),
+        };
+        for c in n.children() {
+            match c.keyword() {
+                "interface" => {
+                    if let Some(i) = c.word(1) {
+                        vrrp.interface = Some((i.to_owned(), c.line));
+                    }
+                }
+                "virtual_ipaddress" | "virtual_ipaddress_excluded" => {
+                    for a in c.children() {
+                        let addr = a.keyword();
+                        let addr = addr.split_once('/').map_or(addr, |(a, _)| a);
+                        vrrp.vips.push(addr.to_owned());
+                    }
+                }
+                "track_script" => {
+                    for s in c.children() {
+                        if !scripts.contains(s.keyword()) {
+                            self.warn(
+                                s.line,
+                                format!(
+                                    "vrrp_instance {name} tracks the script {}, which no \
+                                     vrrp_script in this file defines: keepalived ignores that \
+                                     track (not converted; fix it in keepalived.conf)",
+                                    s.keyword()
+                                ),
+                            );
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let owns = match vrrp.vips.len() {
+            0 => "it owns no VIP".to_owned(),
+            1 => format!("it owns the VIP {}", vrrp.vips[0]),
+            _ => format!("it owns the VIPs {}", vrrp.vips.join(", ")),
+        };
+        self.warn(
+            n.line,
+            format!(
+                "vrrp_instance {name} is handled by keepalived, not by lb-agent: keep running \
+                 keepalived for VRRP ({owns})"
+            ),
+        );
+        vrrp
+    }
+
+    /// With no interface given: the first vrrp_instance's.
+    pub(super) fn interface_from_vrrp(&mut self, file: &File) -> Result<String, ImportError> {
+        let found = file
+            .vrrp
+            .iter()
+            .find_map(|v| v.interface.clone().map(|i| (v, i)));
+        let Some((v, (name, line))) = found else {
+            return Err(ImportError::NoInterface);
+        };
+        self.warn(
+            line,
+            format!(
+                "no interface given: using {name}, the interface of vrrp_instance {} (the VIP \
+                 traffic must arrive there)",
+                v.name
+            ),
+        );
+        Ok(name)
+    }
+
+    /// Services whose VIP no vrrp_instance of the file holds (a file without vrrp_instance is
+    /// explained in the YAML header instead).
+    fn check_vips(&mut self, file: &File) {
+        if file.vrrp.is_empty() {
+            return;
+        }
+        let held: BTreeSet<IpAddr> = file
+            .vrrp
+            .iter()
+            .flat_map(|v| v.vips.iter())
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        let mut told = BTreeSet::new();
+        for s in &file.services {
+            if !held.contains(&s.vip) && told.insert(s.vip) {
+                self.warn(
+                    s.line,
+                    format!(
+                        "VIP {} is not a virtual_ipaddress of any vrrp_instance in this file: \
+                         with manage_vip: false, lb-agent expects keepalived or something else \
+                         to hold it (set manage_vip: true to have lb-agent add it)",
+                        s.vip
+                    ),
+                );
+            }
+        }
+    }
+
+    /// An unknown keyword, to report after its block is read.
+    fn unknown(&mut self, n: &Node, known: &[&'static str]) -> Unknown {
+        Unknown {
+            line: n.line,
+            word: n.keyword().to_owned(),
+            suggestion: suggest(n.keyword(), known),
+            has_block: n.block.is_some(),
+        }
+    }
+
+    /// Reports unknown keywords; `stays` says what the suggested keyword's value is.
+    fn report_unknown(&mut self, unknown: Vec<Unknown>, stays: impl Fn(&str) -> Option<String>) {
+        for u in unknown {
+            let mut msg = format!("unknown keyword \"{}\"", u.word);
+            if let Some(s) = u.suggestion {
+                msg.push_str(&format!(" (did you mean \"{s}\"?)"));
+            }
+            if u.has_block {
+                msg.push_str(
+                    ": ignored with its block (keepalived ignores the keyword but then reads the \
+                     block's lines into the enclosing block, which the block's `}` closes \
+                     early): fix the keyword",
+                );
+            } else {
+                msg.push_str(": ignored as keepalived does");
+                if let Some(what) = u.suggestion.and_then(&stays) {
+                    msg.push_str("; ");
+                    msg.push_str(&what);
+                }
+            }
+            self.warn(u.line, msg);
+        }
+    }
+
+    /// Word 1 of `n`, warning when it is missing or followed by more words.
+    fn value<'n>(&mut self, n: &'n Node, stays: &str) -> Option<&'n str> {
+        let Some(v) = n.word(1) else {
+            self.warn(
+                n.line,
+                format!(
+                    "{} has no value: ignored as keepalived does; {stays}",
+                    n.keyword()
+                ),
+            );
+            return None;
+        };
+        self.extra_words(n, 2);
+        self.no_block(n);
+        Some(v)
+    }
+
+    /// Warns about words after the first `used` ones.
+    fn extra_words(&mut self, n: &Node, used: usize) {
+        if n.words.len() > used {
+            self.warn(
+                n.line,
+                format!(
+                    "\"{}\" after {} is ignored, as keepalived ignores extra words (one keyword \
+                     per line)",
+                    n.words[used..].join(" "),
+                    n.words[..used].join(" ")
+                ),
+            );
+        }
+    }
+
+    /// Warns about a block after a keyword that takes none.
+    fn no_block(&mut self, n: &Node) {
+        if n.block.is_some() {
+            self.warn(
+                n.line,
+                format!(
+                    "{} takes no block: its block is ignored (keepalived would read the block's \
+                     lines into the enclosing block): remove the braces",
+                    n.keyword()
+                ),
+            );
+        }
+    }
+
+    /// A whole number in `range`, or a warning that keepalived ignores the value.
+    fn uint(&mut self, n: &Node, range: RangeInclusive<u64>, stays: &str) -> Option<u64> {
+        let v = self.value(n, stays)?;
+        match v.parse::<u64>() {
+            Ok(x) if range.contains(&x) => Some(x),
+            _ => {
+                let expected = format!("a whole number from {} to {}", range.start(), range.end());
+                self.invalid(n, v, &expected, stays);
+                None
+            }
+        }
+    }
+
+    /// A number of seconds (fractions allowed, as keepalived's timers).
+    fn seconds(&mut self, n: &Node, min: f64, stays: &str) -> Option<f64> {
+        let v = self.value(n, stays)?;
+        match v.parse::<f64>() {
+            Ok(x) if x.is_finite() && x >= min => Some(x),
+            _ => {
+                self.invalid(n, v, "a number of seconds", stays);
+                None
+            }
+        }
+    }
+
+    /// A port, 1 to 65535.
+    fn port(&mut self, n: &Node, stays: &str) -> Option<u16> {
+        let v = self.value(n, stays)?;
+        match v.parse::<u16>() {
+            Ok(p) if p > 0 => Some(p),
+            _ => {
+                self.invalid(n, v, "a port (1 to 65535)", stays);
+                None
+            }
+        }
+    }
+
+    /// An IP address.
+    fn address(&mut self, n: &Node, stays: &str) -> Option<IpAddr> {
+        let v = self.value(n, stays)?;
+        match v.parse::<IpAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.invalid(n, v, "an IP address", stays);
+                None
+            }
+        }
+    }
+
+    /// A flag with keepalived's optional `true|on|yes` / `false|off|no`.
+    fn flag(&mut self, n: &Node, stays: &str) -> Option<bool> {
+        self.no_block(n);
+        self.extra_words(n, 2);
+        match n.word(1) {
+            None => Some(true),
+            Some("true" | "on" | "yes") => Some(true),
+            Some("false" | "off" | "no") => Some(false),
+            Some(v) => {
+                self.invalid(n, v, "true/on/yes or false/off/no", stays);
+                None
+            }
+        }
+    }
+
+    /// A flag keepalived takes without a value (a value is ignored, as keepalived does).
+    fn bare_flag(&mut self, n: &Node) -> bool {
+        self.no_block(n);
+        self.extra_words(n, 1);
+        true
+    }
+
+    fn invalid(&mut self, n: &Node, v: &str, expected: &str, stays: &str) {
+        self.warn(
+            n.line,
+            format!(
+                "{} {v}: not {expected}, so keepalived ignores it; {stays}",
+                n.keyword()
+            ),
+        );
+    }
+
+    /// A keyword keepalived accepts but lb-agent does not carry.
+    fn not_carried(&mut self, n: &Node, why: &str) {
+        self.warn(
+            n.line,
+            format!("{} is not carried by lb-agent: ignored ({why})", n.raw),
+        );
+    }
+
+    /// A script: the command (word 1, split into arguments) as a `sh -c` line. Later words are
+    /// the user and group keepalived runs it as, which lb-agent does not do.
+    fn script(&mut self, n: &Node, stays: &str) -> Option<String> {
+        self.no_block(n);
+        let all = match script_words(&n.raw) {
+            Ok(w) => w,
+            Err(e) => {
+                self.warn(
+                    n.line,
+                    format!(
+                        "{}: {e}: keepalived ignores the script; {stays}",
+                        n.keyword()
+                    ),
+                );
+                return None;
+            }
+        };
+        let Some(command) = all.get(1) else {
+            self.warn(
+                n.line,
+                format!(
+                    "{} has no script: ignored as keepalived does; {stays}",
+                    n.keyword()
+                ),
+            );
+            return None;
+        };
+        let argv = match script_words(command) {
+            Ok(a) if !a.is_empty() => a,
+            Ok(_) => {
+                self.warn(
+                    n.line,
+                    format!(
+                        "{} has an empty script: ignored as keepalived does; {stays}",
+                        n.keyword()
+                    ),
+                );
+                return None;
+            }
+            Err(e) => {
+                self.warn(
+                    n.line,
+                    format!(
+                        "{}: {e}: keepalived ignores the script; {stays}",
+                        n.keyword()
+                    ),
+                );
+                return None;
+            }
+        };
+        if all.len() > 2 {
+            self.warn(
+                n.line,
+                format!(
+                    "{}: keepalived runs \"{}\" as user {} (the words after the script); \
+                     lb-agent runs its scripts as its own user. To pass arguments, quote the \
+                     whole command line",
+                    n.keyword(),
+                    command,
+                    all[2..].join(" and group ")
+                ),
+            );
+        }
+        Some(shell_join(&argv))
+    }
+
+    /// A `virtual_server` block; `None` when keepalived would not create it.
+    fn service(&mut self, n: &Node) -> Option<Service> {
+        let what = n.words[1..].join(" ");
+        match n.word(1) {
+            Some("fwmark") | Some("group") => {
+                self.warn(
+                    n.line,
+                    format!(
+                        "virtual_server {what} is not supported by lb-agent (it serves one \
+                         address and port per service): block skipped"
+                    ),
+                );
+                return None;
+            }
+            None => {
+                self.warn(
+                    n.line,
+                    "virtual_server without an address: block skipped, as keepalived does",
+                );
+                return None;
+            }
+            Some(_) => {}
+        }
+        let vip = n.word(1).and_then(|v| v.parse::<IpAddr>().ok());
+        let port = match n.word(2) {
+            None => Some(None),
+            Some(p) => p.parse::<u16>().ok().map(Some),
+        };
+        let (Some(vip), Some(port)) = (vip, port) else {
+            self.warn(
+                n.line,
+                format!(
+                    "virtual_server {what}: not an IP address and port, so keepalived skips the \
+                     block; not converted"
+                ),
+            );
+            return None;
+        };
+        self.extra_words(n, 3);
+        if n.block.is_none() {
+            self.warn(
+                n.line,
+                format!("virtual_server {what} has no block: converted with keepalived's defaults"),
+            );
+        }
+        let mut s = Service {
+            line: n.line,
+            vip,
+            port,
+            protocol: None,
+            lb_algo: None,
+            lb_kind: None,
+            persistence_timeout: None,
+            persistence_granularity: None,
+            delay_loop: None,
+            warmup: None,
+            alpha: None,
+            omega: None,
+            inhibit_on_failure: None,
+            quorum: None,
+            hysteresis: None,
+            quorum_up: None,
+            quorum_down: None,
+            sorry_server: None,
+            timing: Timing::default(),
+            reals: Vec::new(),
+            misspelled: Vec::new(),
+        };
+        let mut unknown = Vec::new();
+        for c in n.children() {
+            self.service_keyword(&mut s, c, &mut unknown);
+        }
+        s.misspelled = unknown
+            .iter()
+            .filter(|u| !u.has_block)
+            .filter_map(|u| Some((u.suggestion?, u.line, u.word.clone())))
+            .collect();
+        self.report_unknown(unknown, |k| service_stays(&s, k));
+        self.forwarding(&mut s);
+        self.after_service(&s);
+        Some(s)
+    }
+
+    fn service_keyword(&mut self, s: &mut Service, c: &Node, unknown: &mut Vec<Unknown>) {
+        let l = c.line;
+        match c.keyword() {
+            "delay_loop" => {
+                if let Some(v) = self.seconds(c, 1e-6, "delay_loop stays 60") {
+                    s.delay_loop = Some((v, l));
+                }
+            }
+            "lb_algo" | "lvs_sched" => {
+                let stays = format!("lb_algo stays {}", current(&s.lb_algo, "wlc"));
+                if let Some(v) = self.value(c, &stays) {
+                    if KEEPALIVED_SCHEDULERS.contains(&v) {
+                        s.lb_algo = Some((v.to_owned(), l));
+                    } else {
+                        let hint = if KEEPALIVED_SCHEDULERS.contains(&v.to_lowercase().as_str()) {
+                            " (scheduler names are lower case)"
+                        } else {
+                            ""
+                        };
+                        self.warn(
+                            l,
+                            format!(
+                                "{} {v} is not a keepalived scheduler{hint}: ignored as \
+                                 keepalived does; {stays}",
+                                c.keyword()
+                            ),
+                        );
+                    }
+                }
+            }
+            "lb_kind" | "lvs_method" => {
+                let stays = format!("lb_kind stays {}", current(&s.lb_kind, "NAT"));
+                if let Some(v) = self.value(c, &stays) {
+                    s.lb_kind = self
+                        .method(c, v, &stays)
+                        .map(|m| (m, l))
+                        .or(s.lb_kind.take());
+                }
+            }
+            "persistence_timeout" => {
+                if c.word(1).is_none() {
+                    self.no_block(c);
+                    s.persistence_timeout = Some((DEFAULT_PERSISTENCE_TIMEOUT, l));
+                } else if let Some(v) = self.uint(c, 1..=31_536_000, "persistence stays off") {
+                    s.persistence_timeout = Some((v, l));
+                }
+            }
+            "persistence_granularity" => {
+                let stays = granularity_stays(s.vip);
+                if let Some(v) = self.value(c, stays) {
+                    let (valid, expected) = match s.vip {
+                        IpAddr::V4(_) => (v.parse::<std::net::Ipv4Addr>().is_ok(), "a netmask"),
+                        IpAddr::V6(_) => (
+                            v.parse::<u8>().is_ok_and(|p| (1..=128).contains(&p)),
+                            "a prefix length from 1 to 128",
+                        ),
+                    };
+                    if valid {
+                        s.persistence_granularity = Some((v.to_owned(), l));
+                    } else {
+                        self.invalid(c, v, expected, stays);
+                    }
+                }
+            }
+            "protocol" => {
+                let stays = format!("protocol stays {}", current(&s.protocol, "TCP"));
+                if let Some(v) = self.value(c, &stays) {
+                    match v.to_ascii_uppercase().as_str() {
+                        "TCP" | "UDP" | "SCTP" => s.protocol = Some((v.to_ascii_lowercase(), l)),
+                        _ => self.warn(
+                            l,
+                            format!(
+                                "protocol {v} is not TCP, UDP or SCTP: ignored as keepalived \
+                                 does; {stays}"
+                            ),
+                        ),
+                    }
+                }
+            }
+            "alpha" => s.alpha = Some((self.bare_flag(c), l)),
+            "omega" => s.omega = Some((self.bare_flag(c), l)),
+            "inhibit_on_failure" => s.inhibit_on_failure = Some((self.bare_flag(c), l)),
+            "quorum" => {
+                // keepalived sets an invalid quorum to 1.
+                let q = self.uint(c, 1..=u64::from(u32::MAX), "quorum is set to 1");
+                s.quorum = Some((q.unwrap_or(1), l));
+            }
+            "hysteresis" => {
+                if let Some(v) = self.uint(c, 0..=u64::from(u32::MAX), "hysteresis stays 0") {
+                    s.hysteresis = Some((v, l));
+                }
+            }
+            "quorum_up" => {
+                if let Some(v) = self.script(c, "no script runs when quorum is gained") {
+                    s.quorum_up = s.quorum_up.take().or(Some((v, l)));
+                }
+            }
+            "quorum_down" => {
+                if let Some(v) = self.script(c, "no script runs when quorum is lost") {
+                    s.quorum_down = s.quorum_down.take().or(Some((v, l)));
+                }
+            }
+            "sorry_server" => {
+                self.no_block(c);
+                self.extra_words(c, 3);
+                let ip = c.word(1).and_then(|v| v.parse::<IpAddr>().ok());
+                let port = match c.word(2) {
+                    None => Some(None),
+                    Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).map(Some),
+                };
+                match (ip, port) {
+                    (Some(ip), Some(port)) => s.sorry_server = Some((ip, port, l)),
+                    _ => self.warn(
+                        l,
+                        format!(
+                            "{}: not an IP address and port, so keepalived ignores it; there is \
+                             no sorry server",
+                            c.raw
+                        ),
+                    ),
+                }
+            }
+            "warmup" => {
+                if let Some(v) = self.seconds(c, 0.0, "warmup stays 0") {
+                    s.warmup = Some((v, l));
+                }
+            }
+            "connect_timeout" | "retry" | "delay_before_retry" => {
+                self.timing(&mut s.timing, c, "inherited from keepalived's default");
+            }
+            "real_server" => {
+                if let Some(r) = self.real(c) {
+                    s.reals.push(r);
+                }
+            }
+            "ip_family" => {
+                let family = if s.vip.is_ipv4() { "inet" } else { "inet6" };
+                if c.word(1) != Some(family) {
+                    self.warn(
+                        l,
+                        format!("{}: the VIP {} is {family}: ignored", c.raw, s.vip),
+                    );
+                }
+            }
+            "ha_suspend" => self.not_carried(
+                c,
+                "lb-agent checks the reals whether or not this director holds the VIP",
+            ),
+            "virtualhost" => {
+                self.not_carried(c, "lb-agent's HTTP checks send the real's address as Host")
+            }
+            "smtp_alert" => self.not_carried(c, "lb-agent has no e-mail alerts; see its logs"),
+            "snmp_name" => self.not_carried(c, "lb-agent has no SNMP; see its metrics"),
+            "hashed" | "ops" | "flag-1" | "flag-2" | "flag-3" | "sh-port" | "sh-fallback"
+            | "mh-port" | "mh-fallback" => self.not_carried(
+                c,
+                "an IPVS scheduler flag; lb-agent's schedulers are described in its README",
+            ),
+            "persistence_engine" => {
+                self.not_carried(c, "lb-agent's persistence is by client address only")
+            }
+            "weight" => self.not_carried(c, "a virtual_server_group weight"),
+            "sorry_server_inhibit" | "sorry_server_lvs_method" => {
+                self.not_carried(c, "lb-agent forwards to the sorry server like to any real")
+            }
+            "nat_mask" => self.not_carried(c, "lb-agent does direct routing only"),
+            _ => unknown.push(self.unknown(c, VS_KEYWORDS)),
+        }
+    }
+
+    /// `lb_kind` / `lvs_method`: keepalived knows NAT, DR and TUN, in capitals.
+    fn method(&mut self, c: &Node, v: &str, stays: &str) -> Option<String> {
+        if matches!(v, "NAT" | "DR" | "TUN") {
+            return Some(v.to_owned());
+        }
+        let hint = if matches!(v.to_ascii_uppercase().as_str(), "NAT" | "DR" | "TUN") {
+            " (keepalived wants it in capitals)"
+        } else {
+            ""
+        };
+        self.warn(
+            c.line,
+            format!(
+                "{} {v} is not NAT, DR or TUN{hint}: ignored as keepalived does; {stays}",
+                c.keyword()
+            ),
+        );
+        None
+    }
+
+    /// The forwarding method of the service: a real's `lvs_method` overrides the service's, and
+    /// lb-agent has one per service.
+    fn forwarding(&mut self, s: &mut Service) {
+        let methods: BTreeSet<&str> = s
+            .reals
+            .iter()
+            .map(|r| {
+                r.method
+                    .as_ref()
+                    .or(s.lb_kind.as_ref())
+                    .map_or("NAT", |(m, _)| m.as_str())
+            })
+            .collect();
+        if methods.len() == 1 {
+            let only = methods.iter().next().copied().unwrap_or("NAT");
+            let line = s
+                .reals
+                .iter()
+                .find_map(|r| r.method.as_ref().map(|(_, l)| *l));
+            if s.lb_kind.as_ref().map(|(m, _)| m.as_str()) != Some(only)
+                && let Some(line) = line
+            {
+                // Every real overrides the service's method the same way.
+                s.lb_kind = Some((only.to_owned(), line));
+            }
+        } else if methods.len() > 1 {
+            let list: Vec<&str> = methods.into_iter().collect();
+            self.warn(
+                s.line,
+                format!(
+                    "the real servers use different forwarding methods ({}); lb-agent has one \
+                     per virtual server: lb_kind {} is used",
+                    list.join(", "),
+                    current(&s.lb_kind, "NAT")
+                ),
+            );
+        }
+    }
+
+    /// `connect_timeout`, `retry` or `delay_before_retry` into `t`.
+    fn timing(&mut self, t: &mut Timing, c: &Node, stays: &str) {
+        let l = c.line;
+        let stays = format!("{} {stays}", c.keyword());
+        match c.keyword() {
+            "connect_timeout" => {
+                if let Some(v) = self.seconds(c, 1e-6, &stays) {
+                    t.connect_timeout = Some((v, l));
+                }
+            }
+            "retry" | "nb_get_retry" => {
+                if let Some(v) = self.uint(c, 0..=u64::from(u32::MAX), &stays) {
+                    t.retry = Some((v, l));
+                }
+            }
+            "delay_before_retry" => {
+                if let Some(v) = self.seconds(c, 0.0, &stays) {
+                    t.delay_before_retry = Some((v, l));
+                }
+            }
+            _ => {
+                if let Some(v) = self.seconds(c, 0.0, &stays) {
+                    t.warmup = Some((v, l));
+                }
+            }
+        }
+    }
+
+    /// A `real_server` block; `None` when keepalived would skip it.
+    fn real(&mut self, n: &Node) -> Option<Real> {
+        let ip = n.word(1).and_then(|v| v.parse::<IpAddr>().ok());
+        let port = match n.word(2) {
+            None => Some(None),
+            Some(p) => p.parse::<u16>().ok().map(Some),
+        };
+        let (Some(ip), Some(port)) = (ip, port) else {
+            self.warn(
+                n.line,
+                format!(
+                    "{}: not an IP address and port, so keepalived skips this real server; not \
+                     converted",
+                    n.raw
+                ),
+            );
+            return None;
+        };
+        self.extra_words(n, 3);
+        let mut r = Real {
+            line: n.line,
+            ip,
+            port,
+            weight: None,
+            inhibit_on_failure: None,
+            notify_up: None,
+            notify_down: None,
+            method: None,
+            timing: Timing::default(),
+            delay_loop: None,
+            check: None,
+        };
+        let mut unknown = Vec::new();
+        for c in n.children() {
+            self.real_keyword(&mut r, c, &mut unknown);
+        }
+        self.report_unknown(unknown, |k| real_stays(&r, k));
+        Some(r)
+    }
+
+    fn real_keyword(&mut self, r: &mut Real, c: &Node, unknown: &mut Vec<Unknown>) {
+        let l = c.line;
+        match c.keyword() {
+            "weight" => {
+                let max = u64::from(i32::MAX.unsigned_abs());
+                if let Some(v) = self.uint(c, 0..=max, "weight stays 1") {
+                    r.weight = Some((v, l));
+                }
+            }
+            "inhibit_on_failure" => {
+                let stays = "inhibit_on_failure stays the virtual server's";
+                if let Some(v) = self.flag(c, stays) {
+                    r.inhibit_on_failure = Some((v, l));
+                }
+            }
+            "notify_up" => {
+                if let Some(v) = self.script(c, "no script runs when the real comes up") {
+                    r.notify_up = r.notify_up.take().or(Some((v, l)));
+                }
+            }
+            "notify_down" => {
+                if let Some(v) = self.script(c, "no script runs when the real goes down") {
+                    r.notify_down = r.notify_down.take().or(Some((v, l)));
+                }
+            }
+            "lvs_method" => {
+                let stays = "the real uses the virtual server's lb_kind";
+                if let Some(v) = self.value(c, stays) {
+                    r.method = self.method(c, v, stays).map(|m| (m, l)).or(r.method.take());
+                }
+            }
+            "connect_timeout" | "retry" | "delay_before_retry" | "warmup" => {
+                self.timing(&mut r.timing, c, "stays the virtual server's");
+            }
+            "delay_loop" => {
+                let stays = "the virtual server's delay_loop applies";
+                if let Some(v) = self.seconds(c, 1e-6, stays) {
+                    r.delay_loop = Some((v, l));
+                }
+            }
+            "alpha" => self.not_carried(
+                c,
+                "lb-agent's alpha is per virtual server: set alpha there to start every real down",
+            ),
+            "uthreshold" | "lthreshold" => {
+                self.not_carried(c, "lb-agent has no connection thresholds")
+            }
+            "smtp_alert" => self.not_carried(c, "lb-agent has no e-mail alerts; see its logs"),
+            "virtualhost" => {
+                self.not_carried(c, "lb-agent's HTTP checks send the real's address as Host")
+            }
+            "snmp_name" => self.not_carried(c, "lb-agent has no SNMP; see its metrics"),
+            kw @ ("TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK") => {
+                let check = self.check(c);
+                match (&r.check, check) {
+                    (None, check) => r.check = check,
+                    (Some(first), Some(_)) => self.warn(
+                        l,
+                        format!(
+                            "{kw} is a second checker of this real server, and lb-agent takes \
+                             one: only the {} of line {} is converted (keepalived needs every \
+                             checker to pass)",
+                            first.keyword, first.line
+                        ),
+                    ),
+                    (Some(_), None) => {}
+                }
+            }
+            kw @ ("SMTP_CHECK" | "DNS_CHECK" | "UDP_CHECK" | "PING_CHECK" | "FILE_CHECK"
+            | "BFD_CHECK") => self.warn(
+                l,
+                format!(
+                    "{kw} is not supported by lb-agent (it has tcp_check, http_get and \
+                     misc_check): not converted; without another checker the real is always up"
+                ),
+            ),
+            _ => unknown.push(self.unknown(c, RS_KEYWORDS)),
+        }
+    }
+
+    /// What can only be judged once the virtual server is read (keepalived resolves what
+    /// checkers inherit at the end): per-real and per-checker `delay_loop`, and the retry a
+    /// TCP_CHECK with `nb_get_retry` really ran with.
+    fn after_service(&mut self, s: &Service) {
+        let service = s.delay_loop.map_or(60.0, |(d, _)| d);
+        for r in &s.reals {
+            let ck = r.check.as_ref();
+            let own = [
+                (r.delay_loop, "its real_server"),
+                (ck.and_then(|c| c.delay_loop), ck.map_or("", |c| c.keyword)),
+            ];
+            for (v, of) in own {
+                if let Some((v, l)) = v.filter(|(v, _)| *v != service) {
+                    self.warn(
+                        l,
+                        format!(
+                            "delay_loop {} of {of} is not carried: lb-agent checks every real of \
+                             a virtual server every delay_loop ({} here)",
+                            number(v),
+                            number(service)
+                        ),
+                    );
+                }
+            }
+            let Some(ck) = ck else {
+                continue;
+            };
+            if let Some((v, l)) = ck.tcp_nb_get_retry {
+                let ran = ck
+                    .timing
+                    .retry
+                    .or(r.timing.retry)
+                    .or(s.timing.retry)
+                    .map_or(1, |(r, _)| r);
+                self.warn(
+                    l,
+                    format!(
+                        "unknown keyword \"nb_get_retry\" in TCP_CHECK (only HTTP_GET and SSL_GET \
+                         take this old name of retry): ignored as keepalived does; this check \
+                         ran with retry {ran} and is converted as it ran; write `retry: {v}` in \
+                         tcp_check if {v} retries were meant"
+                    ),
+                );
+            }
+        }
+    }
+
+    /// A checker block.
+    fn check(&mut self, n: &Node) -> Option<Check> {
+        let (kind, keyword, known): (CheckKind, &'static str, Vec<&'static str>) = match n.keyword()
+        {
+            "TCP_CHECK" => (CheckKind::Tcp, "TCP_CHECK", CHECK_KEYWORDS.to_vec()),
+            "HTTP_GET" => (
+                CheckKind::Http,
+                "HTTP_GET",
+                [CHECK_KEYWORDS, HTTP_KEYWORDS].concat(),
+            ),
+            "SSL_GET" => {
+                self.warn(
+                    n.line,
+                    "SSL_GET is not supported by lb-agent (no TLS checks): converted to a \
+                     tcp_check of the same address and port, which only opens a connection",
+                );
+                (
+                    CheckKind::Tcp,
+                    "SSL_GET",
+                    [CHECK_KEYWORDS, HTTP_KEYWORDS].concat(),
+                )
+            }
+            _ => (CheckKind::Misc, "MISC_CHECK", MISC_KEYWORDS.to_vec()),
+        };
+        self.extra_words(n, 1);
+        let mut ck = Check {
+            kind,
+            line: n.line,
+            keyword,
+            connect_ip: None,
+            connect_port: None,
+            bindto: None,
+            bind_port: None,
+            timing: Timing::default(),
+            urls: Vec::new(),
+            misc_path: None,
+            misc_timeout: None,
+            delay_loop: None,
+            tcp_nb_get_retry: None,
+        };
+        let mut unknown = Vec::new();
+        for c in n.children() {
+            self.check_keyword(&mut ck, c, &known, &mut unknown);
+        }
+        let timing = ck.timing.clone();
+        self.report_unknown(unknown, |k| check_stays(kind, &timing, k));
+        match kind {
+            CheckKind::Http if ck.urls.is_empty() => {
+                self.warn(
+                    n.line,
+                    "HTTP_GET has no url with a path, so keepalived drops this checker: not \
+                     converted",
+                );
+                None
+            }
+            CheckKind::Misc if ck.misc_path.is_none() => {
+                self.warn(
+                    n.line,
+                    "MISC_CHECK has no misc_path: not converted (without another checker the \
+                     real is always up)",
+                );
+                None
+            }
+            _ => Some(ck),
+        }
+    }
+
+    fn check_keyword(
+        &mut self,
+        ck: &mut Check,
+        c: &Node,
+        known: &[&'static str],
+        unknown: &mut Vec<Unknown>,
+    ) {
+        let l = c.line;
+        let misc = ck.kind == CheckKind::Misc;
+        match c.keyword() {
+            // keepalived knows no nb_get_retry in a TCP_CHECK; see `after_service`.
+            "nb_get_retry" if ck.keyword == "TCP_CHECK" => {
+                // Parsed only to quote it in the warning; keepalived ignores it.
+                let mut ignored = Timing::default();
+                self.timing(&mut ignored, c, "stays the real server's");
+                if let Some((v, at)) = ignored.retry.filter(|(_, at)| *at == l) {
+                    ck.tcp_nb_get_retry = Some((v, at));
+                }
+            }
+            kw if !known.contains(&kw) => unknown.push(self.unknown(c, known)),
+            "retry" | "delay_before_retry" if misc => {
+                self.not_carried(c, "lb-agent's misc_check is down at the first failing run")
+            }
+            "connect_timeout" | "retry" | "nb_get_retry" | "delay_before_retry" | "warmup" => {
+                self.timing(&mut ck.timing, c, "stays the real server's");
+            }
+            "connect_ip" => {
+                if let Some(a) = self.address(c, "the check connects to the real's address") {
+                    ck.connect_ip = Some((a, l));
+                }
+            }
+            "connect_port" => {
+                if let Some(p) = self.port(c, "the check connects to the real's port") {
+                    ck.connect_port = Some((p, l));
+                }
+            }
+            "bindto" => {
+                if let Some(a) = self.address(c, "the kernel picks the source address") {
+                    ck.bindto = Some((a, l));
+                }
+            }
+            "bind_port" => {
+                if let Some(p) = self.port(c, "the kernel picks the source port") {
+                    ck.bind_port = Some((p, l));
+                }
+            }
+            "delay_loop" => {
+                let stays = "the virtual server's delay_loop applies";
+                if let Some(v) = self.seconds(c, 1e-6, stays) {
+                    ck.delay_loop = Some((v, l));
+                }
+            }
+            // SSL_GET becomes a tcp_check (see `check`): its urls cannot be checked.
+            "url" if ck.keyword == "SSL_GET" => {}
+            "url" => {
+                if let Some(u) = self.url(c) {
+                    ck.urls.push(u);
+                }
+            }
+            "misc_path" => {
+                if let Some(p) = self.script(c, "the MISC_CHECK has no script") {
+                    ck.misc_path = Some((p, l));
+                }
+            }
+            "misc_timeout" => {
+                let stays = "misc_timeout stays the delay_loop";
+                if let Some(v) = self.uint(c, 0..=u64::from(u32::MAX), stays) {
+                    ck.misc_timeout = Some((v, l));
+                }
+            }
+            "misc_dynamic" => self.not_carried(
+                c,
+                "lb-agent does not set weights from the script's exit status; only 0 = up",
+            ),
+            "user" => self.not_carried(c, "lb-agent runs scripts as its own user"),
+            "alpha" => self.not_carried(
+                c,
+                "lb-agent's alpha is per virtual server: set alpha there to start every real down",
+            ),
+            "bind_if" => self.not_carried(c, "the route to the real picks the interface"),
+            "fwmark" => self.not_carried(c, "lb-agent does not mark check packets"),
+            "log_all_failures" => self.not_carried(c, "lb-agent logs every state change"),
+            "virtualhost" => {
+                self.not_carried(c, "lb-agent's HTTP checks send the real's address as Host")
+            }
+            _ => self.not_carried(c, "lb-agent's HTTP check sends a plain HTTP/1.0 GET"),
+        }
+    }
+
+    /// A `url` block; `None` without a path (keepalived drops it).
+    fn url(&mut self, n: &Node) -> Option<Url> {
+        self.extra_words(n, 1);
+        let mut u = Url {
+            line: n.line,
+            path: None,
+            status_code: None,
+            any_2xx: false,
+        };
+        let mut unknown = Vec::new();
+        for c in n.children() {
+            match c.keyword() {
+                "path" => {
+                    if let Some(p) = self.value(c, "the url has no path") {
+                        u.path = Some((p.to_owned(), c.line));
+                    }
+                }
+                "status_code" => self.status_code(&mut u, c),
+                "digest" => self.not_carried(
+                    c,
+                    "lb-agent checks the status code only, not an MD5 digest of the body",
+                ),
+                "virtualhost" => {
+                    self.not_carried(c, "lb-agent's HTTP checks send the real's address as Host")
+                }
+                "regex" | "regex_no_match" | "regex_options" | "regex_min_offset"
+                | "regex_max_offset" | "regex_stack" => {
+                    self.not_carried(c, "lb-agent checks the status code only, not the body")
+                }
+                _ => unknown.push(self.unknown(c, URL_KEYWORDS)),
+            }
+        }
+        self.report_unknown(unknown, |_| None);
+        if u.path.is_none() {
+            self.warn(
+                n.line,
+                "url has no path, so keepalived ignores it: not converted",
+            );
+            return None;
+        }
+        if u.status_code.is_none() {
+            u.any_2xx = true;
+            self.warn(
+                n.line,
+                "url has no status_code, so keepalived accepts any 2xx status; lb-agent checks \
+                 one status: 200 is used",
+            );
+        }
+        Some(u)
+    }
+
+    /// `status_code`: keepalived takes several codes and ranges (`200 201 300-399`); lb-agent
+    /// checks one.
+    fn status_code(&mut self, u: &mut Url, c: &Node) {
+        self.no_block(c);
+        let mut codes = Vec::new();
+        for w in &c.words[1..] {
+            let (lo, hi) = w.split_once('-').unwrap_or((w, w));
+            match (lo.parse::<u16>(), hi.parse::<u16>()) {
+                (Ok(lo), Ok(hi)) if (100..=599).contains(&lo) && lo <= hi && hi <= 599 => {
+                    codes.push((lo, hi));
+                }
+                _ => self.warn(
+                    c.line,
+                    format!("status_code {w} is not an HTTP status: ignored as keepalived does"),
+                ),
+            }
+        }
+        let Some(&(first, _)) = codes.first() else {
+            if c.words.len() == 1 {
+                self.warn(
+                    c.line,
+                    "status_code has no value: ignored as keepalived does",
+                );
+            }
+            return;
+        };
+        if codes.len() > 1 || codes[0].0 != codes[0].1 {
+            self.warn(
+                c.line,
+                format!(
+                    "{}: lb-agent checks one status code: {first} is used, the others are \
+                     not accepted",
+                    c.raw
+                ),
+            );
+        }
+        u.status_code = Some((first, c.line));
+    }
+}
+
+/// What a service's granularity stays when keepalived ignores a `persistence_granularity`.
+fn granularity_stays(vip: IpAddr) -> &'static str {
+    match vip {
+        IpAddr::V4(_) => "persistence_granularity stays 255.255.255.255",
+        IpAddr::V6(_) => "persistence_granularity stays 128",
+    }
+}
+
+/// `value`, else `default`, for messages.
+fn current(v: &At<String>, default: &str) -> String {
+    v.as_ref()
+        .map_or_else(|| default.to_owned(), |(s, _)| s.clone())
+}
+
+/// What a virtual server's `keyword` ended up as, for an unknown keyword that meant it.
+fn service_stays(s: &Service, keyword: &str) -> Option<String> {
+    let set = |line: usize, what: String| format!("{what} is set on line {line}");
+    Some(match keyword {
+        "protocol" => match &s.protocol {
+            Some((p, l)) => set(*l, format!("protocol {}", p.to_uppercase())),
+            None => "protocol stays TCP".to_owned(),
+        },
+        "lb_algo" | "lvs_sched" => match &s.lb_algo {
+            Some((a, l)) => set(*l, format!("lb_algo {a}")),
+            None => "lb_algo stays wlc".to_owned(),
+        },
+        "lb_kind" | "lvs_method" => match &s.lb_kind {
+            Some((k, l)) => set(*l, format!("lb_kind {k}")),
+            None => "lb_kind stays NAT".to_owned(),
+        },
+        "delay_loop" => match s.delay_loop {
+            Some((d, l)) => set(l, format!("delay_loop {}", number(d))),
+            None => "delay_loop stays 60".to_owned(),
+        },
+        "persistence_timeout" => match s.persistence_timeout {
+            Some((p, l)) => set(l, format!("persistence_timeout {p}")),
+            None => "persistence stays off".to_owned(),
+        },
+        "persistence_granularity" => granularity_stays(s.vip).to_owned(),
+        "quorum" => "quorum stays 1".to_owned(),
+        "hysteresis" => "hysteresis stays 0".to_owned(),
+        "alpha" | "omega" | "inhibit_on_failure" | "ha_suspend" => format!("{keyword} stays off"),
+        "sorry_server" => "there is no sorry server".to_owned(),
+        "warmup" => "warmup stays 0".to_owned(),
+        _ => return None,
+    })
+}
+
+/// What a real server's `keyword` ended up as, for an unknown keyword that meant it.
+fn real_stays(r: &Real, keyword: &str) -> Option<String> {
+    Some(match keyword {
+        "weight" => match r.weight {
+            Some((w, l)) => format!("weight {w} is set on line {l}"),
+            None => "weight stays 1".to_owned(),
+        },
+        "inhibit_on_failure" => "inhibit_on_failure stays the virtual server's".to_owned(),
+        "notify_up" => "no script runs when the real comes up".to_owned(),
+        "notify_down" => "no script runs when the real goes down".to_owned(),
+        _ => return None,
+    })
+}
+
+/// What a checker's `keyword` ended up as, for an unknown keyword that meant it.
+fn check_stays(kind: CheckKind, t: &Timing, keyword: &str) -> Option<String> {
+    Some(match keyword {
+        "connect_timeout" => match t.connect_timeout {
+            Some((v, l)) => format!("connect_timeout {} is set on line {l}", number(v)),
+            None => format!("connect_timeout stays {DEFAULT_CONNECT_TIMEOUT}"),
+        },
+        "retry" | "nb_get_retry" => match t.retry {
+            Some((v, l)) => format!("retry {v} is set on line {l}"),
+            None => "retry stays 1".to_owned(),
+        },
+        "delay_before_retry" => match (t.delay_before_retry, kind) {
+            (Some((v, l)), _) => format!("delay_before_retry {} is set on line {l}", number(v)),
+            (None, CheckKind::Http) => "delay_before_retry stays 3".to_owned(),
+            (None, _) => "delay_before_retry stays 1".to_owned(),
+        },
+        "connect_port" => "the check connects to the real server's port".to_owned(),
+        "connect_ip" => "the check connects to the real server's address".to_owned(),
+        _ => return None,
+    })
+}
+
+/// The keyword of `known` that `word` probably meant: the same but for case, or at most two
+/// edits away (one for short words).
+pub(super) fn suggest(word: &str, known: &[&'static str]) -> Option<&'static str> {
+    if let Some(k) = known.iter().find(|k| k.eq_ignore_ascii_case(word)) {
+        return Some(k);
+    }
+    let limit = if word.chars().count() <= 4 { 1 } else { 2 };
+    known
+        .iter()
+        .map(|k| {
+            (
+                edit_distance(&word.to_ascii_lowercase(), &k.to_ascii_lowercase()),
+                *k,
+            )
+        })
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Edits (insert, delete, substitute, swap two neighbours) from `a` to `b`.
+pub(super) fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
+}

@@ -1,0 +1,126 @@
+//! What the file describes, as keepalived would run it: the services, their real servers and
+//! checkers, each value with the keepalived line it was set on; and keepalived's defaults.
+
+use std::net::IpAddr;
+
+/// keepalived's checker defaults that lb-agent shares.
+pub(super) const DEFAULT_CONNECT_TIMEOUT: &str = "5";
+/// keepalived's `delay_before_retry` for HTTP_GET and SSL_GET (1 s for the other checkers).
+pub(super) const HTTP_DEFAULT_DELAY_BEFORE_RETRY: f64 = 3.0;
+/// keepalived's `persistence_timeout` when given without a value or implied by a granularity.
+pub(super) const DEFAULT_PERSISTENCE_TIMEOUT: u64 = 360;
+
+/// A value and the line it was set on.
+pub(super) type At<T> = Option<(T, usize)>;
+
+/// What the file describes: the services, and what keepalived keeps doing.
+#[derive(Default)]
+pub(super) struct File {
+    pub(super) services: Vec<Service>,
+    pub(super) vrrp: Vec<Vrrp>,
+}
+
+/// A `vrrp_instance`.
+pub(super) struct Vrrp {
+    pub(super) name: String,
+    pub(super) interface: At<String>,
+    pub(super) vips: Vec<String>,
+}
+
+/// A `virtual_server`.
+pub(super) struct Service {
+    pub(super) line: usize,
+    pub(super) vip: IpAddr,
+    pub(super) port: Option<u16>,
+    pub(super) protocol: At<String>,
+    pub(super) lb_algo: At<String>,
+    pub(super) lb_kind: At<String>,
+    pub(super) persistence_timeout: At<u64>,
+    pub(super) persistence_granularity: At<String>,
+    pub(super) delay_loop: At<f64>,
+    pub(super) warmup: At<f64>,
+    pub(super) alpha: At<bool>,
+    pub(super) omega: At<bool>,
+    pub(super) inhibit_on_failure: At<bool>,
+    pub(super) quorum: At<u64>,
+    pub(super) hysteresis: At<u64>,
+    pub(super) quorum_up: At<String>,
+    pub(super) quorum_down: At<String>,
+    pub(super) sorry_server: Option<(IpAddr, Option<u16>, usize)>,
+    pub(super) timing: Timing,
+    pub(super) reals: Vec<Real>,
+    /// Unknown keywords that probably meant one of ours: (meant, line, as written).
+    pub(super) misspelled: Vec<(&'static str, usize, String)>,
+}
+
+/// Checker timing, set on a checker or inherited from its real or virtual server.
+#[derive(Clone, Default)]
+pub(super) struct Timing {
+    pub(super) connect_timeout: At<f64>,
+    pub(super) retry: At<u64>,
+    pub(super) delay_before_retry: At<f64>,
+    pub(super) warmup: At<f64>,
+}
+
+/// A `real_server`.
+pub(super) struct Real {
+    pub(super) line: usize,
+    pub(super) ip: IpAddr,
+    pub(super) port: Option<u16>,
+    pub(super) weight: At<u64>,
+    pub(super) inhibit_on_failure: At<bool>,
+    pub(super) notify_up: At<String>,
+    pub(super) notify_down: At<String>,
+    pub(super) method: At<String>,
+    pub(super) timing: Timing,
+    /// keepalived's per-real `delay_loop` (lb-agent has one per service).
+    pub(super) delay_loop: At<f64>,
+    pub(super) check: Option<Check>,
+}
+
+/// The checker kinds lb-agent has.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum CheckKind {
+    Tcp,
+    Http,
+    Misc,
+}
+
+/// A `TCP_CHECK`, `HTTP_GET` (or `SSL_GET` as a TCP check) or `MISC_CHECK`.
+pub(super) struct Check {
+    pub(super) kind: CheckKind,
+    pub(super) line: usize,
+    /// The keepalived keyword (`SSL_GET` differs from `kind`).
+    pub(super) keyword: &'static str,
+    pub(super) connect_ip: At<IpAddr>,
+    pub(super) connect_port: At<u16>,
+    pub(super) bindto: At<IpAddr>,
+    pub(super) bind_port: At<u16>,
+    pub(super) timing: Timing,
+    pub(super) urls: Vec<Url>,
+    pub(super) misc_path: At<String>,
+    pub(super) misc_timeout: At<u64>,
+    /// keepalived's per-checker `delay_loop` (lb-agent has one per service).
+    pub(super) delay_loop: At<f64>,
+    /// Value and line of an `nb_get_retry` in a TCP_CHECK, which keepalived does not know (so
+    /// it is not applied).
+    pub(super) tcp_nb_get_retry: Option<(u64, usize)>,
+}
+
+/// One `url` of an HTTP_GET.
+pub(super) struct Url {
+    pub(super) line: usize,
+    pub(super) path: At<String>,
+    pub(super) status_code: At<u16>,
+    /// No status_code: keepalived accepts any 2xx.
+    pub(super) any_2xx: bool,
+}
+
+/// Seconds as keepalived wrote them: whole numbers without a fraction.
+pub(super) fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
