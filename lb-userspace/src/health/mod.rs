@@ -6,10 +6,12 @@
 //! thousands of reals are not probed in the same instant; later checks keep their own rhythm.
 //! State changes are sent to the agent, which feeds them into the same desired state ->
 //! plan -> maps path as a reload. A reload replaces the set of checkers; a (service, real)
-//! that stays keeps its state and counters.
+//! that stays keeps its state and counters. What to check comes from the configuration
+//! ([`spec`]).
 
 pub mod machine;
 pub mod probe;
+pub mod spec;
 
 use std::{
     cmp::Reverse,
@@ -28,6 +30,7 @@ use tokio::{
 pub use self::{
     machine::{Machine, Outcome, Timing, Transition},
     probe::Probe,
+    spec::check_specs,
 };
 use crate::model::{RealKey, ServiceKey};
 
@@ -337,18 +340,6 @@ impl Scheduler {
     }
 }
 
-/// keepalived's quorum with hysteresis: a service holds quorum while the total weight of its
-/// live reals is at least `quorum`; once held, it is lost only below `quorum - hysteresis`;
-/// once lost, it comes back only at `quorum + hysteresis`.
-pub fn next_quorum(previous: Option<bool>, live_weight: u64, quorum: u32, hysteresis: u32) -> bool {
-    let (q, h) = (u64::from(quorum), u64::from(hysteresis));
-    match previous {
-        None => live_weight >= q,
-        Some(true) => live_weight >= q.saturating_sub(h),
-        Some(false) => live_weight >= q + h,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -357,26 +348,6 @@ mod tests {
 
     use super::*;
     use crate::model::Protocol;
-
-    #[test]
-    fn quorum_with_hysteresis() {
-        // quorum 4, hysteresis 1: lost below 3, back at 5.
-        assert!(next_quorum(None, 4, 4, 1));
-        assert!(!next_quorum(None, 3, 4, 1));
-        assert!(
-            next_quorum(Some(true), 3, 4, 1),
-            "held until below quorum - hysteresis"
-        );
-        assert!(!next_quorum(Some(true), 2, 4, 1));
-        assert!(
-            !next_quorum(Some(false), 4, 4, 1),
-            "not back until quorum + hysteresis"
-        );
-        assert!(next_quorum(Some(false), 5, 4, 1));
-        // No hysteresis: plain threshold both ways.
-        assert!(!next_quorum(Some(true), 0, 1, 0));
-        assert!(next_quorum(Some(false), 1, 1, 0));
-    }
 
     fn key(port: u16) -> CheckKey {
         (
