@@ -738,10 +738,14 @@ pub const LC_CANDIDATES: usize = 8;
 /// loaded ones, refreshed every 100 ms; the data plane compares their live loads.
 pub type Candidates = [u32; LC_CANDIDATES];
 
-/// Director-wide counters (one per CPU; the control plane sums them). Written by the data
-/// plane only.
+/// Director-wide counters (one per CPU; the control plane sums them with [`GlobalStats::add`]).
+/// Written by the data plane only. This is their only field list: the control plane reports
+/// them as they are (`lbadm --json`, the metrics), so a new counter is a field here, its
+/// increment in the program and its metric.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "user", serde(default))]
 pub struct GlobalStats {
     /// Frames seen by the program.
     pub rx: u64,
@@ -771,7 +775,8 @@ pub struct GlobalStats {
     pub ext_hdr_passed: u64,
 }
 
-/// Traffic counters of one service or one real (one per CPU). Written by the data plane only.
+/// Traffic counters of one service or one real (one per CPU; the control plane sums them with
+/// [`TrafficStats::add`]). Written by the data plane only.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TrafficStats {
@@ -781,6 +786,29 @@ pub struct TrafficStats {
     pub bytes: u64,
     /// New connections scheduled.
     pub conns: u64,
+}
+
+impl GlobalStats {
+    /// Adds `other`'s counters to these (another CPU's, when summing).
+    pub fn add(&mut self, other: &Self) {
+        *self = add_words(self, other);
+    }
+}
+
+impl TrafficStats {
+    /// Adds `other`'s counters to these (another CPU's, when summing).
+    pub fn add(&mut self, other: &Self) {
+        *self = add_words(self, other);
+    }
+}
+
+/// The word-by-word (wrapping) sum of two values made only of `u64` counters.
+fn add_words<T: SlotData>(a: &T, b: &T) -> T {
+    let mut sum = a.to_words();
+    for (x, y) in sum.as_mut().iter_mut().zip(b.to_words().as_ref()) {
+        *x = x.wrapping_add(*y);
+    }
+    T::from_words(sum)
 }
 
 // SAFETY: each is plain data of the stated number of 8-byte words, with explicit padding, so
@@ -806,6 +834,14 @@ unsafe impl SlotData for Flow6Key {
 }
 // SAFETY: as above (24 bytes).
 unsafe impl SlotData for Persist6Key {
+    type Words = [u64; 3];
+}
+// SAFETY: twelve u64 counters.
+unsafe impl SlotData for GlobalStats {
+    type Words = [u64; 12];
+}
+// SAFETY: three u64 counters.
+unsafe impl SlotData for TrafficStats {
     type Words = [u64; 3];
 }
 
@@ -935,6 +971,30 @@ mod tests {
             persist_mask6: [u32::MAX; 4],
         };
         assert_eq!((svc.table_base(), svc.table_size()), (131_088, 65_537));
+    }
+
+    #[test]
+    fn counters_add_field_by_field() {
+        let mut a = GlobalStats {
+            rx: 1,
+            ext_hdr_passed: 2,
+            ..GlobalStats::default()
+        };
+        a.add(&GlobalStats {
+            rx: 10,
+            persist_hits: 5,
+            ext_hdr_passed: u64::MAX,
+            ..GlobalStats::default()
+        });
+        assert_eq!((a.rx, a.persist_hits, a.ext_hdr_passed), (11, 5, 1));
+        let mut t = TrafficStats {
+            packets: 1,
+            bytes: 2,
+            conns: 3,
+        };
+        let same = t;
+        t.add(&same);
+        assert_eq!((t.packets, t.bytes, t.conns), (2, 4, 6));
     }
 
     #[test]

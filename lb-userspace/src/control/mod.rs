@@ -210,31 +210,9 @@ pub struct ConnInfo {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct GlobalInfo {
-    /// Packets the program looked at.
-    pub rx: u64,
-    /// Packets passed to the kernel stack (not for a VIP).
-    pub passed: u64,
-    /// Packets forwarded to a real.
-    pub transmitted: u64,
-    /// Packets dropped because the service had no usable real.
-    pub drop_no_real: u64,
-    /// Connection-table lookups that found an entry.
-    pub conn_hits: u64,
-    /// Connection-table lookups that found none.
-    pub conn_misses: u64,
-    /// Flows moved to another real because theirs went away.
-    pub conn_rescheduled: u64,
-    /// New flows that could not be recorded (table full).
-    pub conn_insert_failed: u64,
-    /// IP fragments seen.
-    pub fragments: u64,
-    /// ICMP errors forwarded to the real of the flow they belong to.
-    pub icmp_forwarded: u64,
-    /// New flows placed by a persistence template.
-    pub persist_hits: u64,
-    /// IPv6 packets passed to the kernel because of their extension headers (too many, ESP,
-    /// or cut short).
-    pub ext_hdr_passed: u64,
+    /// The data plane's counters, summed over CPUs (their fields are this object's keys).
+    #[serde(flatten)]
+    pub dataplane: lb_common::GlobalStats,
     /// Live entries in the connection tables (IPv4 and IPv6) now.
     pub conn_table_used: u64,
     /// Successful configuration reloads.

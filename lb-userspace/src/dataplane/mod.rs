@@ -694,9 +694,10 @@ impl Dataplane {
                 map: names::GLOBAL_STATS,
                 source,
             })?;
-        Ok(per_cpu
-            .iter()
-            .fold(GlobalStats::default(), |a, s| sum_global(&a, s)))
+        Ok(per_cpu.iter().fold(GlobalStats::default(), |mut sum, s| {
+            sum.add(s);
+            sum
+        }))
     }
 
     /// Zeroes the director-wide counters (`ipvsadm -Z` of everything).
@@ -1190,30 +1191,10 @@ fn sum_traffic(
     let per_cpu = map
         .get(&index, 0)
         .map_err(|source| DataplaneError::Map { map: name, source })?;
-    Ok(per_cpu
-        .iter()
-        .fold(TrafficStats::default(), |a, s| TrafficStats {
-            packets: a.packets + s.packets,
-            bytes: a.bytes + s.bytes,
-            conns: a.conns + s.conns,
-        }))
-}
-
-fn sum_global(a: &GlobalStats, b: &GlobalStats) -> GlobalStats {
-    GlobalStats {
-        rx: a.rx + b.rx,
-        passed: a.passed + b.passed,
-        transmitted: a.transmitted + b.transmitted,
-        drop_no_real: a.drop_no_real + b.drop_no_real,
-        conn_hits: a.conn_hits + b.conn_hits,
-        conn_misses: a.conn_misses + b.conn_misses,
-        conn_rescheduled: a.conn_rescheduled + b.conn_rescheduled,
-        conn_insert_failed: a.conn_insert_failed + b.conn_insert_failed,
-        fragments: a.fragments + b.fragments,
-        icmp_forwarded: a.icmp_forwarded + b.icmp_forwarded,
-        persist_hits: a.persist_hits + b.persist_hits,
-        ext_hdr_passed: a.ext_hdr_passed + b.ext_hdr_passed,
-    }
+    Ok(per_cpu.iter().fold(TrafficStats::default(), |mut sum, s| {
+        sum.add(s);
+        sum
+    }))
 }
 
 /// A `BPF_F_MMAPABLE` array mapped into our address space as `len` elements of `T`. `T`'s size

@@ -311,77 +311,78 @@ impl SnapshotCollector {
     fn encode_global(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
         let snap = &self.0;
         let g = &snap.global;
+        let d = &g.dataplane;
         let none = || Labels::new();
         let one = |k: &'static str, v: &str| vec![(k, v.to_owned())];
         counter(
             enc,
             "packets_received",
             "Packets the XDP program looked at.",
-            [(none(), g.rx)],
+            [(none(), d.rx)],
         )?;
         counter(
             enc,
             "packets_passed",
             "Packets passed to the kernel stack (not for a virtual service).",
-            [(none(), g.passed)],
+            [(none(), d.passed)],
         )?;
         counter(
             enc,
             "packets_transmitted",
             "Packets forwarded to a real server.",
-            [(none(), g.transmitted)],
+            [(none(), d.transmitted)],
         )?;
         counter(
             enc,
             "packets_dropped",
             "Packets dropped, by reason (no_real: the service had no usable real server).",
-            [(one("reason", "no_real"), g.drop_no_real)],
+            [(one("reason", "no_real"), d.drop_no_real)],
         )?;
         counter(
             enc,
             "conn_table_lookups",
             "Connection-table lookups, by result.",
             [
-                (one("result", "hit"), g.conn_hits),
-                (one("result", "miss"), g.conn_misses),
+                (one("result", "hit"), d.conn_hits),
+                (one("result", "miss"), d.conn_misses),
             ],
         )?;
         counter(
             enc,
             "conn_rescheduled",
             "Flows moved to another real server because theirs went away.",
-            [(none(), g.conn_rescheduled)],
+            [(none(), d.conn_rescheduled)],
         )?;
         counter(
             enc,
             "conn_insert_failed",
             "New flows that could not be recorded in the connection table.",
-            [(none(), g.conn_insert_failed)],
+            [(none(), d.conn_insert_failed)],
         )?;
         counter(
             enc,
             "fragments",
             "IP fragments seen.",
-            [(none(), g.fragments)],
+            [(none(), d.fragments)],
         )?;
         counter(
             enc,
             "icmp_forwarded",
             "ICMP errors forwarded to the real server of their flow.",
-            [(none(), g.icmp_forwarded)],
+            [(none(), d.icmp_forwarded)],
         )?;
         counter(
             enc,
             "persistence_hits",
             "New flows placed by a persistence template.",
-            [(none(), g.persist_hits)],
+            [(none(), d.persist_hits)],
         )?;
         counter(
             enc,
             "ipv6_ext_hdr_passed",
             "IPv6 packets passed to the kernel stack because of their extension headers \
              (included in packets_passed).",
-            [(none(), g.ext_hdr_passed)],
+            [(none(), d.ext_hdr_passed)],
         )?;
         gauge(
             enc,

@@ -293,7 +293,6 @@ pub fn snapshot(v: &View, with_conns: bool) -> Snapshot {
     }
     services.sort_by_key(|s| s.key);
 
-    let g = v.dp.global_stats().unwrap_or_default();
     Snapshot {
         conn_table_size: (v.dp.limits().conn_sets() + v.dp.limits().conn6_sets())
             * lb_common::CONN_WAYS as u32,
@@ -301,18 +300,7 @@ pub fn snapshot(v: &View, with_conns: bool) -> Snapshot {
         services,
         conns: with_conns.then_some(conns),
         global: GlobalInfo {
-            rx: g.rx,
-            passed: g.passed,
-            transmitted: g.transmitted,
-            drop_no_real: g.drop_no_real,
-            conn_hits: g.conn_hits,
-            conn_misses: g.conn_misses,
-            conn_rescheduled: g.conn_rescheduled,
-            conn_insert_failed: g.conn_insert_failed,
-            fragments: g.fragments,
-            icmp_forwarded: g.icmp_forwarded,
-            persist_hits: g.persist_hits,
-            ext_hdr_passed: g.ext_hdr_passed,
+            dataplane: v.dp.global_stats().unwrap_or_default(),
             conn_table_used: used,
             reloads_ok: v.reloads.0,
             reloads_failed: v.reloads.1,

@@ -202,15 +202,15 @@ fn render_is_valid_and_exact() {
     let g = &snap.global;
     assert_eq!(
         value(&samples, "lb_packets_received_total", &[]),
-        g.rx as f64
+        g.dataplane.rx as f64
     );
     assert_eq!(
         value(&samples, "lb_packets_passed_total", &[]),
-        g.passed as f64
+        g.dataplane.passed as f64
     );
     assert_eq!(
         value(&samples, "lb_packets_transmitted_total", &[]),
-        g.transmitted as f64
+        g.dataplane.transmitted as f64
     );
     assert_eq!(
         value(
@@ -218,7 +218,7 @@ fn render_is_valid_and_exact() {
             "lb_packets_dropped_total",
             &[("reason", "no_real")]
         ),
-        g.drop_no_real as f64
+        g.dataplane.drop_no_real as f64
     );
     assert_eq!(
         value(
@@ -226,7 +226,7 @@ fn render_is_valid_and_exact() {
             "lb_conn_table_lookups_total",
             &[("result", "miss")]
         ),
-        g.conn_misses as f64
+        g.dataplane.conn_misses as f64
     );
     assert_eq!(
         value(&samples, "lb_conn_table_entries", &[]),
@@ -277,7 +277,7 @@ fn exact_lines() {
 #[test]
 fn ipv6_labels_are_plain_addresses() {
     let mut snap = sample();
-    snap.global.ext_hdr_passed = 17;
+    snap.global.dataplane.ext_hdr_passed = 17;
     let text = render(&snap);
     let (_, samples) = parse(&text);
     let svc = [
