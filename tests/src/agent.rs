@@ -165,13 +165,8 @@ impl Agent {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/var/run/netns/{}", self.netns))
-            .arg(bin("lb-agent"))
-            .arg("--config")
-            .arg(&self.config)
-            .arg("--pin-root")
-            .arg(&self.pin_root)
+        let child = self
+            .command()
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -180,6 +175,18 @@ impl Agent {
             .context("starting lb-agent")?;
         self.child = Some(child);
         Ok(())
+    }
+
+    /// `lb-agent` on this agent's configuration and pin root, inside its namespace.
+    fn command(&self) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/var/run/netns/{}", self.netns))
+            .arg(bin("lb-agent"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--pin-root")
+            .arg(&self.pin_root);
+        cmd
     }
 
     /// The agent's PID while it runs.
@@ -193,13 +200,8 @@ impl Agent {
     /// reported as an error.
     pub fn run_another(&self, limit: Duration) -> Result<(i32, String)> {
         let err = self.dir.join("another.err");
-        let mut child = Command::new("nsenter")
-            .arg(format!("--net=/var/run/netns/{}", self.netns))
-            .arg(bin("lb-agent"))
-            .arg("--config")
-            .arg(&self.config)
-            .arg("--pin-root")
-            .arg(&self.pin_root)
+        let mut child = self
+            .command()
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&err)?)

@@ -220,26 +220,12 @@ fn ensure_nightly_rust_src() -> Result<()> {
 }
 
 fn ensure_bpf_linker() -> Result<()> {
-    let works = Command::new("bpf-linker")
-        .arg("--version")
-        .output()
-        .map(|o| {
-            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
-        })
-        .unwrap_or(false);
-    if works {
+    if reports_version("bpf-linker", BPF_LINKER_VERSION) {
         return Ok(());
     }
     println!("==> building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (a few minutes, once)");
-    run(Command::new("cargo")
-        .args([
-            "install",
-            "bpf-linker",
-            "--version",
-            BPF_LINKER_VERSION,
-            "--locked",
-        ])
-        .args(["--no-default-features", "--features", "llvm-22", "--force"])
+    run(cargo_install("bpf-linker", BPF_LINKER_VERSION)
+        .args(["--no-default-features", "--features", "llvm-22"])
         // llvm-sys finds LLVM through the first, bpf-linker's build script through the second.
         .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX)
         .env("LLVM_PREFIX", LLVM_PREFIX))
@@ -247,25 +233,35 @@ fn ensure_bpf_linker() -> Result<()> {
 
 /// cargo-fuzz, which builds the fuzz targets with nightly and libFuzzer and runs them.
 fn ensure_cargo_fuzz() -> Result<()> {
-    let works = Command::new("cargo-fuzz")
-        .arg("--version")
-        .output()
-        .map(|o| {
-            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION)
-        })
-        .unwrap_or(false);
-    if works {
+    if reports_version("cargo-fuzz", CARGO_FUZZ_VERSION) {
         return Ok(());
     }
     println!("==> installing cargo-fuzz {CARGO_FUZZ_VERSION}");
-    run(Command::new("cargo").args([
+    run(&mut cargo_install("cargo-fuzz", CARGO_FUZZ_VERSION))
+}
+
+/// Whether `program --version` runs and names `version`.
+fn reports_version(program: &str, version: &str) -> bool {
+    // exec: bpf-linker cargo-fuzz
+    Command::new(program)
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(version))
+        .unwrap_or(false)
+}
+
+/// `cargo install` of exactly `version` of `krate`, with its lock file, over what is there.
+fn cargo_install(krate: &str, version: &str) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.args([
         "install",
-        "cargo-fuzz",
+        krate,
         "--version",
-        CARGO_FUZZ_VERSION,
+        version,
         "--locked",
         "--force",
-    ]))
+    ]);
+    cmd
 }
 
 fn ensure_bpffs() -> Result<()> {
