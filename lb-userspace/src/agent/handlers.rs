@@ -206,7 +206,7 @@ impl Agent {
                 let status = self.health.status();
                 match snapshot::which(&self.view(&status), &service, client) {
                     Ok(answer) => Response::Which(answer),
-                    Err(e) => Response::error(e),
+                    Err(e) => Response::error(e.to_string()),
                 }
             }
             Request::Zero { service } => match self.zero(service.as_ref()) {
