@@ -81,6 +81,27 @@ pub mod map_names {
     pub const LAYOUT: &str = "LAYOUT";
     /// The XDP program itself.
     pub const PROGRAM: &str = "lb_xdp";
+
+    /// The maps an instance pins (the log ring buffer, the program's read-only data and its
+    /// private `SCRATCH` map are not).
+    pub const PINNED: [&str; 16] = [
+        LAYOUT,
+        SETTINGS,
+        VIPS4,
+        VIPS6,
+        SERVICES,
+        LOOKUP,
+        REALS,
+        CONNS4,
+        PERSIST4,
+        CONNS6,
+        PERSIST6,
+        REAL_LOAD,
+        LC_CANDIDATES,
+        GLOBAL_STATS,
+        SERVICE_STATS,
+        REAL_STATS,
+    ];
 }
 
 /// The `LAYOUT` map: an array of `u32` recording how an instance's pinned maps were created, so
