@@ -9,7 +9,7 @@ use std::{
 };
 
 use super::{CheckSpec, Probe, Timing};
-use crate::config::{Checker, Config};
+use crate::config::{CheckTiming, Checker, Config};
 
 /// The checkers the configuration asks for, one per real with a check.
 pub fn check_specs(config: &Config) -> Vec<CheckSpec> {
@@ -17,85 +17,85 @@ pub fn check_specs(config: &Config) -> Vec<CheckSpec> {
     for vs in &config.virtual_servers {
         for rs in &vs.real_servers {
             let Some(check) = &rs.check else { continue };
-            // A source port alone binds to the unspecified address of the target's family.
-            let bind = |target: IpAddr, ip: Option<IpAddr>, port: Option<u16>| {
-                let unspecified = if target.is_ipv4() {
-                    IpAddr::from([0, 0, 0, 0])
-                } else {
-                    IpAddr::from([0u16; 8])
-                };
-                match (ip, port) {
-                    (None, None) => None,
-                    (ip, port) => Some(SocketAddr::new(
-                        ip.unwrap_or(unspecified),
-                        port.unwrap_or(0),
-                    )),
-                }
+            // Where a TCP or HTTP check connects (connect_ip/connect_port over the real's
+            // address) and from where.
+            let endpoint = |ip: Option<IpAddr>, port: Option<u16>, from, from_port| {
+                let target =
+                    SocketAddr::new(ip.unwrap_or(rs.key.addr), port.unwrap_or(rs.key.port));
+                (target, bind(target.ip(), from, from_port))
             };
-            let key = (vs.key, rs.key);
-            let spec = match check {
-                Checker::Tcp(c) => CheckSpec {
-                    key,
-                    probe: Probe::Tcp {
-                        target: SocketAddr::new(
-                            c.connect_ip.unwrap_or(rs.key.addr),
-                            c.connect_port.unwrap_or(rs.key.port),
-                        ),
-                        bind: bind(c.connect_ip.unwrap_or(rs.key.addr), c.bindto, c.bind_port),
-                    },
-                    timing: Timing {
-                        delay_loop: vs.delay_loop,
-                        retry: c.timing.retry,
-                        delay_before_retry: c.timing.delay_before_retry,
-                        connect_timeout: c.timing.connect_timeout,
-                    },
-                    alpha: vs.alpha,
-                    warmup: c.timing.warmup.or(vs.warmup),
-                },
-                Checker::Http(c) => CheckSpec {
-                    key,
-                    probe: Probe::Http {
-                        target: SocketAddr::new(
-                            c.connect_ip.unwrap_or(rs.key.addr),
-                            c.connect_port.unwrap_or(rs.key.port),
-                        ),
-                        bind: bind(c.connect_ip.unwrap_or(rs.key.addr), c.bindto, c.bind_port),
-                        urls: c
-                            .urls
-                            .iter()
-                            .map(|u| (u.path.clone(), u.status_code))
-                            .collect(),
-                    },
-                    timing: Timing {
-                        delay_loop: vs.delay_loop,
-                        retry: c.timing.retry,
-                        delay_before_retry: c.timing.delay_before_retry,
-                        connect_timeout: c.timing.connect_timeout,
-                    },
-                    alpha: vs.alpha,
-                    warmup: c.timing.warmup.or(vs.warmup),
-                },
+            let timing = |t: &CheckTiming| Timing {
+                delay_loop: vs.delay_loop,
+                retry: t.retry,
+                delay_before_retry: t.delay_before_retry,
+                connect_timeout: t.connect_timeout,
+            };
+            let (probe, timing, warmup) = match check {
+                Checker::Tcp(c) => {
+                    let (target, bind) =
+                        endpoint(c.connect_ip, c.connect_port, c.bindto, c.bind_port);
+                    (
+                        Probe::Tcp { target, bind },
+                        timing(&c.timing),
+                        c.timing.warmup,
+                    )
+                }
+                Checker::Http(c) => {
+                    let (target, bind) =
+                        endpoint(c.connect_ip, c.connect_port, c.bindto, c.bind_port);
+                    let urls = c
+                        .urls
+                        .iter()
+                        .map(|u| (u.path.clone(), u.status_code))
+                        .collect();
+                    (
+                        Probe::Http { target, bind, urls },
+                        timing(&c.timing),
+                        c.timing.warmup,
+                    )
+                }
                 // MISC_CHECK has no retries: the script decides at once.
-                Checker::Misc(c) => CheckSpec {
-                    key,
-                    probe: Probe::Misc {
+                Checker::Misc(c) => (
+                    Probe::Misc {
                         command: c.misc_path.clone(),
                         timeout: c.misc_timeout,
                     },
-                    timing: Timing {
+                    Timing {
                         delay_loop: vs.delay_loop,
                         retry: 0,
                         delay_before_retry: Duration::from_secs(1),
                         connect_timeout: c.misc_timeout,
                     },
-                    alpha: vs.alpha,
-                    warmup: c.warmup.or(vs.warmup),
-                },
+                    c.warmup,
+                ),
             };
-            specs.push(spec);
+            specs.push(CheckSpec {
+                key: (vs.key, rs.key),
+                probe,
+                timing,
+                alpha: vs.alpha,
+                warmup: warmup.or(vs.warmup),
+            });
         }
     }
     specs
+}
+
+/// The source address of a probe to `target`: `bindto` and/or `bind_port`; a source port
+/// alone binds to the unspecified address of the target's family.
+fn bind(target: IpAddr, ip: Option<IpAddr>, port: Option<u16>) -> Option<SocketAddr> {
+    let unspecified = if target.is_ipv4() {
+        IpAddr::from([0, 0, 0, 0])
+    } else {
+        IpAddr::from([0u16; 8])
+    };
+    match (ip, port) {
+        (None, None) => None,
+        (ip, port) => Some(SocketAddr::new(
+            ip.unwrap_or(unspecified),
+            port.unwrap_or(0),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -122,6 +122,20 @@ fn service(rng: &mut Rng, i: u32) -> (ServiceKey, ServiceSpec) {
     (key, s)
 }
 
+/// Maps for up to 16 services of small tables, and 1 to `most` random services (not applied).
+fn random_lab(rng: &mut Rng, most: u64) -> (Lab, Vec<(ServiceKey, ServiceSpec)>) {
+    let lab = Lab::with_limits(Limits {
+        max_services: 16,
+        max_reals: 256,
+        max_table_size: 251,
+        ..lb_tests::lab::test_limits()
+    });
+    let services = (0..1 + rng.below(most) as u32)
+        .map(|i| service(rng, i))
+        .collect();
+    (lab, services)
+}
+
 /// A client of the VIP's family; few networks, so that persistence groups clients.
 fn client(rng: &mut Rng, v6: bool) -> IpAddr {
     if v6 {
@@ -229,15 +243,7 @@ fn which_and_the_program_send_every_flow_to_the_same_real() {
     let mut rng = Rng::new(seed);
     let (mut compared, mut dropped, mut new_flows) = (0u32, 0u32, 0u32);
     for round in 0..ROUNDS {
-        let mut lab = Lab::with_limits(Limits {
-            max_services: 16,
-            max_reals: 256,
-            max_table_size: 251,
-            ..lb_tests::lab::test_limits()
-        });
-        let services: Vec<(ServiceKey, ServiceSpec)> = (0..1 + rng.below(6) as u32)
-            .map(|i| service(&mut rng, i))
-            .collect();
+        let (mut lab, services) = random_lab(&mut rng, 6);
         let keys: Vec<ServiceKey> = services.iter().map(|(k, _)| *k).collect();
         let mut state: DesiredState = desired(services);
         lab.apply(&state);
@@ -305,15 +311,7 @@ fn the_vip_probe_finds_the_same_services_in_userspace_and_in_the_program() {
     let seed = seed();
     let mut rng = Rng::new(seed ^ 0x71b);
     for round in 0..ROUNDS {
-        let mut lab = Lab::with_limits(Limits {
-            max_services: 16,
-            max_reals: 256,
-            max_table_size: 251,
-            ..lb_tests::lab::test_limits()
-        });
-        let services: Vec<(ServiceKey, ServiceSpec)> = (0..1 + rng.below(16) as u32)
-            .map(|i| service(&mut rng, i))
-            .collect();
+        let (mut lab, services) = random_lab(&mut rng, 16);
         lab.apply(&desired(services));
         let table4 = lab.dp.vip_table().unwrap();
         let table6 = lab.dp.vip_table6().unwrap();

@@ -44,13 +44,14 @@ fn a_failed_check_says_failed_once_and_why_once() {
     assert_eq!(result_and_reason(None, true), (None, None));
 }
 
-const NOW: u32 = 10_000;
+/// The clock of the snapshot and `which` tests.
+pub(super) const NOW: u32 = 10_000;
 
-fn v6(s: &str) -> Ipv6Addr {
+pub(super) fn v6(s: &str) -> Ipv6Addr {
     s.parse().unwrap()
 }
 
-fn svc6(port: u16) -> ServiceKey {
+pub(super) fn svc6(port: u16) -> ServiceKey {
     ServiceKey {
         vip: IpAddr::V6(v6("2001:db8::100")),
         port,
@@ -58,14 +59,14 @@ fn svc6(port: u16) -> ServiceKey {
     }
 }
 
-fn real6(last: u16) -> RealKey {
+pub(super) fn real6(last: u16) -> RealKey {
     RealKey {
         addr: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, last)),
         port: 443,
     }
 }
 
-fn conn(real: u32, state: ConnState, stamp: u32) -> (Conn, u32) {
+pub(super) fn conn(real: u32, state: ConnState, stamp: u32) -> (Conn, u32) {
     let conn = Conn {
         real,
         state: state as u8,

@@ -1,15 +1,12 @@
-use std::{
-    collections::BTreeMap,
-    net::{IpAddr, Ipv6Addr},
-};
+use std::collections::BTreeMap;
 
 use lb_common::{Template, addr6, source_hash6};
 
 use super::*;
+use crate::observe::snapshot::tests::{NOW, conn, real6, svc6, v6};
 use crate::{
     model::Limits,
     model::{DesiredState, Health, Persistence, RealSpec, Scheduler, ServiceSpec},
-    model::{Protocol, RealKey},
     reconcile::plan::{Installed, Op},
 };
 
@@ -94,27 +91,6 @@ impl Tables for FakeTables {
 }
 
 const M: u32 = 251;
-const NOW: u32 = 10_000;
-
-fn v6(s: &str) -> Ipv6Addr {
-    s.parse().unwrap()
-}
-
-fn svc6(port: u16) -> ServiceKey {
-    ServiceKey {
-        vip: IpAddr::V6(v6("2001:db8::100")),
-        port,
-        proto: Protocol::Tcp,
-    }
-}
-
-fn real6(last: u16) -> RealKey {
-    RealKey {
-        addr: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, last)),
-        port: 443,
-    }
-}
-
 /// Installs `spec` on `key` through the planner, with the ops applied to fresh tables.
 fn install(key: ServiceKey, spec: ServiceSpec) -> (FakeTables, InstalledService) {
     let limits = Limits {
@@ -152,15 +128,6 @@ fn spec(scheduler: Scheduler, reals: &[u16]) -> ServiceSpec {
             })
             .collect(),
     }
-}
-
-fn conn(real: u32, state: ConnState, stamp: u32) -> (Conn, u32) {
-    let conn = Conn {
-        real,
-        state: state as u8,
-        _pad: [0; 3],
-    };
-    (conn, stamp)
 }
 
 fn index(inst: &InstalledService, last: u16) -> u32 {
