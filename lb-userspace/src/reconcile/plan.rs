@@ -850,4 +850,6 @@ fn changed_slots(old: &[u32], new: &[u32]) -> Vec<(u32, u32)> {
 }
 
 #[cfg(test)]
+pub(crate) mod fake_maps;
+#[cfg(test)]
 mod tests;

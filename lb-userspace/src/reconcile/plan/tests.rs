@@ -1,6 +1,6 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::*;
+use super::{fake_maps::FakeMaps, *};
 use crate::model::{Health, Persistence, RealSpec};
 
 const M: u32 = 251;
@@ -98,46 +98,11 @@ fn dual(v4: Vec<(u16, ServiceSpec)>, v6: Vec<(u16, ServiceSpec)>) -> DesiredStat
     d
 }
 
-/// An in-memory model of the maps, checking after every op what a packet could see.
-#[derive(Default)]
-struct FakeMaps {
-    vips: Vec<VipBucket4>,
-    vips6: Vec<VipBucket6>,
-    params: BTreeMap<u32, ServiceParams>,
-    tables: BTreeMap<u32, (u32, u32)>,
-    reals: BTreeMap<u32, Real>,
-    lookup: BTreeMap<u32, u32>,
-    candidates: BTreeMap<u32, Candidates>,
-}
-
+/// The maps' model, checked after every op: what a packet could see.
 impl FakeMaps {
     fn apply(&mut self, ops: &[Op]) {
         for op in ops {
-            match op {
-                Op::ResetServiceStats(_) | Op::ResetRealStats(_) => {}
-                Op::SetReal { index, real } => {
-                    self.reals.insert(*index, *real);
-                }
-                Op::SetServiceParams { id, params } => {
-                    self.params.insert(*id, *params);
-                }
-                Op::WriteSlots { base, slots } => {
-                    for (off, v) in slots {
-                        self.lookup.insert(base + off, *v);
-                    }
-                }
-                Op::PublishTable { id, base, size } => {
-                    self.tables.insert(*id, (*base, *size));
-                }
-                Op::SetVips { v4, v6 } => {
-                    // Both halves become active with one flip.
-                    self.vips = v4.clone();
-                    self.vips6 = v6.clone();
-                }
-                Op::SetCandidates { id, reals } => {
-                    self.candidates.insert(*id, *reals);
-                }
-            }
+            self.apply_op(op);
             self.check_invariant();
         }
     }

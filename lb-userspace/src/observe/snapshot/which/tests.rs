@@ -7,40 +7,25 @@ use crate::observe::snapshot::tests::{NOW, conn, real6, svc6, v6};
 use crate::{
     model::Limits,
     model::{DesiredState, Health, Persistence, RealSpec, Scheduler, ServiceSpec},
-    reconcile::plan::{Installed, Op},
+    reconcile::plan::{Installed, Op, fake_maps::FakeMaps},
 };
 
 /// A model of the tables `which` reads, filled by the planner's ops.
 #[derive(Default)]
 struct FakeTables {
     clock: u32,
+    maps: FakeMaps,
     conns4: BTreeMap<Flow4Key, ConnEntry>,
     conns6: BTreeMap<Flow6Key, Conn6Entry>,
     templates4: BTreeMap<Persist4Key, TemplateEntry>,
     templates6: BTreeMap<Persist6Key, Template6Entry>,
-    reals: BTreeMap<u32, Real>,
     loads: BTreeMap<u32, Counts>,
-    candidates: BTreeMap<u32, Candidates>,
-    slots: BTreeMap<u32, u32>,
 }
 
 impl FakeTables {
     fn apply(&mut self, ops: &[Op]) {
         for op in ops {
-            match op {
-                Op::SetReal { index, real } => {
-                    self.reals.insert(*index, *real);
-                }
-                Op::WriteSlots { base, slots } => {
-                    for (off, r) in slots {
-                        self.slots.insert(base + off, *r);
-                    }
-                }
-                Op::SetCandidates { id, reals } => {
-                    self.candidates.insert(*id, *reals);
-                }
-                _ => {}
-            }
+            self.maps.apply_op(op);
         }
     }
 }
@@ -70,7 +55,7 @@ impl Tables for FakeTables {
     }
 
     fn real(&self, index: u32) -> Option<Real> {
-        self.reals.get(&index).copied()
+        self.maps.reals.get(&index).copied()
     }
 
     fn load(&self, index: u32) -> Counts {
@@ -78,12 +63,13 @@ impl Tables for FakeTables {
     }
 
     fn candidates(&self, id: u32) -> Result<Candidates, WhichError> {
-        Ok(self.candidates.get(&id).copied().unwrap_or_default())
+        Ok(self.maps.candidates.get(&id).copied().unwrap_or_default())
     }
 
     fn slot(&self, index: u32) -> Result<u32, WhichError> {
         Ok(self
-            .slots
+            .maps
+            .lookup
             .get(&index)
             .copied()
             .unwrap_or(lb_common::NO_REAL))
@@ -150,7 +136,7 @@ fn which_answers_ipv6_flows_from_the_connection_table_then_the_lookup_table() {
     let (base, size) = inst.table;
     assert_eq!(size, M);
     let slot = table_slot(flow.hash(), size);
-    let by_table = t.slots[&(base + slot)];
+    let by_table = t.maps.lookup[&(base + slot)];
     let a = which_in(&t, &inst, &key, client).unwrap();
     assert_eq!(a.source, "lookup table");
     assert_eq!(a.detail, format!("slot {slot} of {M}"));
@@ -180,7 +166,7 @@ fn which_answers_ipv6_flows_from_the_connection_table_then_the_lookup_table() {
         "lookup table"
     );
     t.conns6.get_mut(&flow).unwrap().stamp = NOW;
-    t.reals.get_mut(&other).unwrap().state = lb_common::REAL_DOWN;
+    t.maps.reals.get_mut(&other).unwrap().state = lb_common::REAL_DOWN;
     assert_eq!(
         which_in(&t, &inst, &key, client).unwrap().source,
         "lookup table"
@@ -238,7 +224,7 @@ fn which_follows_ipv6_persistence_by_prefix() {
         "lookup table"
     );
     // A drained real keeps its clients; an expired template does not.
-    t.reals.get_mut(&pinned).unwrap().weight = 0;
+    t.maps.reals.get_mut(&pinned).unwrap().weight = 0;
     assert_eq!(
         which_in(&t, &inst, &key, a).unwrap().real,
         Some(real6(0x13))
