@@ -42,7 +42,7 @@ use std::{
 };
 
 pub use self::{
-    file::{MAX_CONFIG_BYTES, read as read_text},
+    file::{FileError, MAX_CONFIG_BYTES, read as read_text},
     nesting::MAX_FLOW_DEPTH,
 };
 use crate::{
@@ -436,7 +436,7 @@ impl Config {
     /// Reads and validates a configuration file: a regular file of at most
     /// [`MAX_CONFIG_BYTES`].
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = file::read(path).map_err(|m| ConfigError::whole_file(path, m))?;
+        let text = file::read(path).map_err(|e| ConfigError::whole_file(path, e.to_string()))?;
         Self::from_yaml(&text, path)
     }
 

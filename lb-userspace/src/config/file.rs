@@ -3,7 +3,7 @@
 
 use std::{
     fs::{File, OpenOptions},
-    io::Read as _,
+    io::{self, Read as _},
     os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _},
     path::Path,
 };
@@ -12,18 +12,42 @@ use std::{
 /// line in flow style; parsing one this size peaks at about 500 MB.
 pub const MAX_CONFIG_BYTES: u64 = 8 << 20;
 
+/// Why a configuration file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// Opening or reading failed.
+    #[error("cannot read the file: {0}")]
+    Io(#[from] io::Error),
+    /// The path is not a regular file (a FIFO, a device, a socket, a directory).
+    #[error("cannot read the file: it is {0}, not a regular file")]
+    NotRegular(&'static str),
+    /// The file is larger than [`MAX_CONFIG_BYTES`].
+    #[error(
+        "the file has {0} bytes or more; a configuration may have at most {MAX_CONFIG_BYTES} \
+         (8 MiB)"
+    )]
+    TooLarge(u64),
+    /// The file is not UTF-8; where the first invalid byte is.
+    #[error("not UTF-8 text: invalid byte at line {line} column {column} (offset {offset})")]
+    NotUtf8 {
+        /// Line of the byte, from 1.
+        line: usize,
+        /// Column of the byte, from 1.
+        column: usize,
+        /// Byte offset in the file.
+        offset: usize,
+    },
+}
+
 /// Reads the text of the configuration file at `path` (also a keepalived.conf to import), or
 /// says why not.
-pub fn read(path: &Path) -> Result<String, String> {
+pub fn read(path: &Path) -> Result<String, FileError> {
     // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| format!("cannot read the file: {e}"))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot read the file: {e}"))?;
+        .open(path)?;
+    let meta = file.metadata()?;
     let kind = meta.file_type();
     let not_regular = if kind.is_fifo() {
         Some("a FIFO")
@@ -39,39 +63,30 @@ pub fn read(path: &Path) -> Result<String, String> {
         None
     };
     if let Some(what) = not_regular {
-        return Err(format!(
-            "cannot read the file: it is {what}, not a regular file"
-        ));
+        return Err(FileError::NotRegular(what));
     }
     if meta.len() > MAX_CONFIG_BYTES {
-        return Err(too_large(meta.len()));
+        return Err(FileError::TooLarge(meta.len()));
     }
     read_bounded(file)
 }
 
 /// Reads at most [`MAX_CONFIG_BYTES`] (the file may grow while it is read).
-fn read_bounded(file: File) -> Result<String, String> {
+fn read_bounded(file: File) -> Result<String, FileError> {
     let mut bytes = Vec::new();
-    file.take(MAX_CONFIG_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read the file: {e}"))?;
+    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(too_large(bytes.len() as u64));
+        return Err(FileError::TooLarge(bytes.len() as u64));
     }
     String::from_utf8(bytes).map_err(|e| {
-        let at = e.utf8_error().valid_up_to();
-        let text = &e.as_bytes()[..at];
-        let line = text.iter().filter(|&&b| b == b'\n').count() + 1;
-        let column = text.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
-        format!("not UTF-8 text: invalid byte at line {line} column {column} (offset {at})")
+        let offset = e.utf8_error().valid_up_to();
+        let text = &e.as_bytes()[..offset];
+        FileError::NotUtf8 {
+            line: text.iter().filter(|&&b| b == b'\n').count() + 1,
+            column: text.iter().rev().take_while(|&&b| b != b'\n').count() + 1,
+            offset,
+        }
     })
-}
-
-fn too_large(len: u64) -> String {
-    format!(
-        "the file has {len} bytes or more; a configuration may have at most {MAX_CONFIG_BYTES} \
-         (8 MiB)"
-    )
 }
 
 #[cfg(test)]
@@ -99,7 +114,7 @@ mod tests {
         // SAFETY: mkfifo reads a NUL-terminated path that outlives the call.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         let start = Instant::now();
-        let err = read(&path).unwrap_err();
+        let err = read(&path).unwrap_err().to_string();
         assert!(start.elapsed() < Duration::from_secs(1));
         assert_eq!(
             err,
@@ -111,11 +126,11 @@ mod tests {
     #[test]
     fn devices_and_directories_are_refused() {
         assert_eq!(
-            read(Path::new("/dev/zero")).unwrap_err(),
+            read(Path::new("/dev/zero")).unwrap_err().to_string(),
             "cannot read the file: it is a character device, not a regular file"
         );
         assert_eq!(
-            read(&std::env::temp_dir()).unwrap_err(),
+            read(&std::env::temp_dir()).unwrap_err().to_string(),
             "cannot read the file: it is a directory, not a regular file"
         );
     }
@@ -126,7 +141,7 @@ mod tests {
         let f = File::create(&path).unwrap();
         f.set_len(MAX_CONFIG_BYTES + 1).unwrap();
         assert_eq!(
-            read(&path).unwrap_err(),
+            read(&path).unwrap_err().to_string(),
             "the file has 8388609 bytes or more; a configuration may have at most 8388608 (8 MiB)"
         );
         f.set_len(MAX_CONFIG_BYTES).unwrap();
@@ -139,7 +154,7 @@ mod tests {
         let path = scratch("latin1.yaml");
         std::fs::write(&path, b"interface: eth0\nname: caf\xe9\n").unwrap();
         assert_eq!(
-            read(&path).unwrap_err(),
+            read(&path).unwrap_err().to_string(),
             "not UTF-8 text: invalid byte at line 2 column 10 (offset 25)"
         );
         std::fs::remove_file(&path).unwrap();
