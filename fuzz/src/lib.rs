@@ -7,12 +7,13 @@ use std::{path::Path, sync::OnceLock};
 use lb_userspace::{
     config::{Config, MAX_CONFIG_BYTES},
     control::{self, Request},
-    reconcile::edit, import::keepalived,
+    import::keepalived,
+    reconcile::edit,
 };
 
-// lbadm's argument parsing lives in its binary: the fuzz crate compiles that file as a module.
+// lbadm's argument parsing lives in its binary: the fuzz crate compiles its folder as a module.
 #[allow(dead_code, unused_imports, clippy::all)]
-#[path = "../../lb-userspace/src/bin/lbadm.rs"]
+#[path = "../../lb-userspace/src/bin/lbadm/main.rs"]
 mod lbadm;
 
 /// A configuration the edits of the control target apply to.
@@ -109,7 +110,8 @@ pub fn lbadm_args(data: &[u8]) {
     let Ok(cli) = <lbadm::Cli as clap::Parser>::try_parse_from(args) else {
         return;
     };
-    let services = lb_userspace::observe::ipvsadm::Services::parse("http 80/tcp www\ndomain 53/udp\n");
+    let services =
+        lb_userspace::observe::ipvsadm::Services::parse("http 80/tcp www\ndomain 53/udp\n");
     if let Err(failure) = lbadm::plan(&cli, &services) {
         assert_eq!(failure.code, 2, "{failure:?}");
         assert!(!failure.message.contains('\n'), "{failure:?}");

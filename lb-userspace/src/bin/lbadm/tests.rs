@@ -2,15 +2,21 @@
 use std::{
     io::{BufRead as _, BufReader},
     os::unix::net::UnixListener,
+    path::PathBuf,
     sync::atomic::{AtomicU32, Ordering},
 };
 
 use lb_userspace::{
-    config::Timeouts,
-    control::{Counters, Forward, GlobalInfo, HealthInfo, Rates, RealInfo, ServiceInfo},
+    config::{LbAlgo, Timeouts},
+    control::{
+        Counters, Edit, Forward, GlobalInfo, HealthInfo, Rates, RealInfo, Request, ServiceInfo,
+        Snapshot, WhichAnswer,
+    },
+    model::{Protocol, RealKey, ServiceKey},
+    observe::ipvsadm::Format,
 };
 
-use super::*;
+use super::{cli::DEFAULT_SOCKET, plan::Planned, *};
 
 fn services_db() -> Services {
     Services::parse("amqp 5672/tcp\nhttp 80/tcp www\ndomain 53/udp\n")
