@@ -2,6 +2,7 @@
 //! harness, network-namespace topologies, traffic generators and an `lb-agent` runner.
 
 pub mod agent;
+pub mod family;
 pub mod ha;
 pub mod lab;
 pub mod netns;

@@ -2,12 +2,16 @@
 //! (BPF_PROG_TEST_RUN), each asserting the action and every output byte. One test binary, so
 //! the program's loader and the control-plane library are linked once. Needs root.
 //!
-//! - [`ipv4`], [`ipv6`]: forwarding, parsing limits, fragments, ICMP errors, the connection
-//!   table, persistence, drain and down reals, counters, for each family;
+//! - [`common`]: forwarding, parsing limits, fragments, the connection table, drain and down
+//!   reals, scheduling and persistence, counters: written once over
+//!   [`lb_tests::family::Family`], run for each family (`common::v4::…`, `common::v6::…`);
+//! - [`ipv4`], [`ipv6`]: what is particular to each family (IPv4 options and header length,
+//!   IPv6 extension headers and neighbour discovery, ICMP errors, dual stack);
 //! - [`least_conn`]: the least-connection schedulers with known connection counts;
 //! - [`random_frames`]: random and mutated frames against an independent oracle;
 //! - [`decisions`]: the program and the control plane's copy of its decisions agree.
 
+mod common;
 mod decisions;
 mod ipv4;
 mod ipv6;
