@@ -5,7 +5,8 @@
 //! functions here, so they cannot drift:
 //!
 //! - entry liveness: when a connection entry or a persistence template has expired
-//!   ([`Settings::conn_live`], [`Service::template_live`]);
+//!   ([`Settings::conn_live`], [`Service::template_live`]), and which entry a new one may
+//!   replace ([`conn_eviction`], [`Service::template_eviction`]);
 //! - the VIP probe: how a `(VIP, port, protocol)` is found in a VIP table half
 //!   ([`find_service`]);
 //! - the schedule hash and the persistence key of a flow ([`FlowKey`]);
@@ -17,10 +18,10 @@
 use core::cmp::Ordering;
 
 use crate::{
-    Addr6, Candidates, Flow4Key, Flow6Key, LC_CANDIDATES, NO_REAL, Persist4Key, Persist6Key,
-    SCHED_LC, SCHED_NQ, SCHED_WLC, SVC_F_HASH_SRC, SVC_F_PERSIST, Service, Settings, SlotData,
-    VIP_PROBES, Vip4Key, Vip6Key, VipBucket4, VipBucket6, source_hash4, source_hash6, vip_hash4,
-    vip_hash6,
+    Addr6, Candidates, Conn, ConnState, Evict, Flow4Key, Flow6Key, LC_CANDIDATES, NO_REAL,
+    Persist4Key, Persist6Key, SCHED_LC, SCHED_NQ, SCHED_WLC, SVC_F_HASH_SRC, SVC_F_PERSIST,
+    Service, Settings, SlotData, VIP_PROBES, Vip4Key, Vip6Key, VipBucket4, VipBucket6,
+    source_hash4, source_hash6, vip_hash4, vip_hash6,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -48,6 +49,38 @@ impl Service {
     #[inline(always)]
     pub const fn template_live(&self, now: u32, stamp: u32) -> bool {
         now.wrapping_sub(stamp) <= self.persist_timeout
+    }
+}
+
+impl Service {
+    /// How a new template of this service may treat a used slot whose template was last used
+    /// at `stamp`: expired ones first, then the least recently used.
+    #[inline(always)]
+    pub const fn template_eviction(&self, now: u32, stamp: u32) -> Evict {
+        if self.template_live(now, stamp) {
+            Evict::Live
+        } else {
+            Evict::Expired
+        }
+    }
+}
+
+/// How a new connection entry in state `new_state` may treat a used slot holding `old`, last
+/// used at `stamp`: expired entries go first, then the least recently used unconfirmed ones
+/// (SYN_RECV, UDP flows, closing states: anything but ESTABLISHED). A live ESTABLISHED entry
+/// goes last, and never for an unconfirmed new entry, so that a flood of new flows, spoofed
+/// SYNs included, cannot push established connections out of the table.
+#[inline(always)]
+pub fn conn_eviction(settings: &Settings, new_state: u8, old: &Conn, stamp: u32) -> Evict {
+    let established = ConnState::Established as u8;
+    if !settings.conn_live(old.state, stamp) {
+        Evict::Expired
+    } else if old.state != established {
+        Evict::Live
+    } else if new_state == established {
+        Evict::Last
+    } else {
+        Evict::Protected
     }
 }
 
@@ -490,10 +523,36 @@ mod tests {
     }
 
     #[test]
+    fn unconfirmed_entries_never_evict_established_ones() {
+        let mut s = Settings::new([0; 6]);
+        s.clock = 1000;
+        let conn = |state: ConnState| Conn {
+            real: 1,
+            state: state as u8,
+            _pad: [0; 3],
+        };
+        let (syn, udp, est) = (
+            ConnState::SynRecv as u8,
+            ConnState::Udp as u8,
+            ConnState::Established as u8,
+        );
+        let live_est = conn(ConnState::Established);
+        assert_eq!(conn_eviction(&s, syn, &live_est, 990), Evict::Protected);
+        assert_eq!(conn_eviction(&s, udp, &live_est, 990), Evict::Protected);
+        assert_eq!(conn_eviction(&s, est, &live_est, 990), Evict::Last);
+        assert_eq!(
+            conn_eviction(&s, syn, &conn(ConnState::SynRecv), 990),
+            Evict::Live
+        );
+        // An expired established entry is free to take (900 s idle is its timeout).
+        assert_eq!(conn_eviction(&s, syn, &live_est, 99), Evict::Expired);
+    }
+
+    #[test]
     fn liveness_survives_the_clock_wrapping() {
         let mut s = Settings::new([0; 6]);
         s.clock = 5;
-        let est = crate::ConnState::Established as u8;
+        let est = ConnState::Established as u8;
         assert!(s.conn_live(est, u32::MAX - 10));
         assert!(!s.conn_live(est, u32::MAX - 1000));
         let svc = Service {

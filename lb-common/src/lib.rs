@@ -34,15 +34,15 @@ pub mod set;
 pub mod tcp;
 
 pub use decide::{
-    FlowKey, LcCost, MAX_WEIGHT, VipKey, find_service, idle_first, least_conn_choice, masked6,
-    same6,
+    FlowKey, LcCost, MAX_WEIGHT, VipKey, conn_eviction, find_service, idle_first,
+    least_conn_choice, masked6, same6,
 };
 
 pub use hash::{
     Addr6, flow_hash4, flow_hash6, fragment_hash4, fragment_hash6, persist_hash4, persist_hash6,
     source_hash4, source_hash6, table_slot, vip_hash4, vip_hash6,
 };
-pub use set::{Inserted, Set, Slot, SlotData};
+pub use set::{Evict, Inserted, Set, Slot, SlotData};
 pub use tcp::{ConnState, TcpFlags};
 
 /// Names of the maps in the eBPF object, shared so that the loader and the program agree.
@@ -145,7 +145,7 @@ pub const NO_REAL: u32 = 0;
 
 /// Version of the map layout. A restarted agent adopts pinned maps only if they were created
 /// with the same version; bump it whenever a map's key, value or meaning changes.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Default Maglev lookup table size (a prime, as in the Maglev paper).
 pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
@@ -785,6 +785,13 @@ pub struct GlobalStats {
     /// New entries not stored because another CPU was writing the same set (the frame is
     /// still forwarded; the flow's next packet stores it).
     pub conn_insert_failed: u64,
+    /// New entries not stored because every slot of their set held a live ESTABLISHED
+    /// connection that an unconfirmed entry may not evict (the frame is still forwarded).
+    pub conn_insert_refused: u64,
+    /// Live ESTABLISHED entries evicted to make room (by another ESTABLISHED one).
+    pub conn_evicted_established: u64,
+    /// Live entries in any other state evicted to make room.
+    pub conn_evicted_other: u64,
     /// IP fragments forwarded (scheduled by source, destination and protocol).
     pub fragments: u64,
     /// ICMP errors about a VIP flow forwarded to the flow's real.
@@ -857,9 +864,9 @@ unsafe impl SlotData for Flow6Key {
 unsafe impl SlotData for Persist6Key {
     type Words = [u64; 3];
 }
-// SAFETY: twelve u64 counters.
+// SAFETY: fifteen u64 counters.
 unsafe impl SlotData for GlobalStats {
-    type Words = [u64; 12];
+    type Words = [u64; 15];
 }
 // SAFETY: three u64 counters.
 unsafe impl SlotData for TrafficStats {
@@ -951,7 +958,7 @@ mod tests {
         ] {
             assert_eq!(size % 8, 0, "mmapable element of {size} bytes");
         }
-        assert_eq!(size_of::<GlobalStats>(), 12 * 8);
+        assert_eq!(size_of::<GlobalStats>(), 15 * 8);
         assert_eq!(size_of::<TrafficStats>(), 24);
     }
 

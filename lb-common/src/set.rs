@@ -202,8 +202,9 @@ impl<K: SlotData, V: SlotData, const W: usize> Set<K, V, W> {
     }
 
     /// Stores `key` -> `value` stamped `now`, in the slot already holding `key`, else an empty
-    /// slot, else one `expired` says is expired, else the least recently used one. Stores
-    /// nothing if another writer holds the set.
+    /// slot, else one `classify` says is expired, else the least recently used of those it says
+    /// may be evicted ([`Evict::Live`] before [`Evict::Last`]). Stores nothing if another writer holds the set ([`Inserted::Busy`]) or
+    /// if every other slot is protected from this insert ([`Inserted::Full`]).
     ///
     /// # Safety
     /// `set` must point to a valid set.
@@ -214,34 +215,53 @@ impl<K: SlotData, V: SlotData, const W: usize> Set<K, V, W> {
         tag: u32,
         value: &V,
         now: u32,
-        expired: impl Fn(&V, u32) -> bool,
+        classify: impl Fn(&V, u32) -> Evict,
     ) -> Inserted<V> {
         // SAFETY: `set` is valid (caller); the lock word is 8-byte aligned in the map value.
         if !unsafe { try_lock(addr_of_mut!((*set).lock)) } {
             return Inserted::Busy;
         }
         let want = key.to_words();
+        // Rank of the best victim so far: 0 = none (every slot protected).
         let mut victim = 0;
         let mut victim_rank = 0u64;
         let mut victim_used = false;
-        let mut way = 0;
-        while way < W {
+        let mut victim_live = false;
+        // Ties (slots last used in the same second, as under a flood) go to the first slot
+        // met; the scan starts at a slot taken from the new key's tag (its high bits: the low
+        // ones chose the set), so that successive inserts into a set do not all replace the
+        // same slot, which would always be the newest entry.
+        let start = (tag >> 16) as usize;
+        let mut i = 0;
+        while i < W {
+            let way = start.wrapping_add(i) % W;
+            i += 1;
             // SAFETY: `set` is valid and `way < W`.
             let slot = unsafe { Self::read_slot(set, way) };
-            let live = slot.filter(|f| !expired(&f.value, f.stamp));
+            let class = slot.map(|f| classify(&f.value, f.stamp));
             let rank = match slot {
                 Some(found) if same(&found.key.to_words(), &want) => u64::MAX,
                 None => u64::MAX - 1,
-                Some(_) if live.is_none() => u64::MAX - 2,
-                // Older slots rank higher; a rank fits in 33 bits.
-                Some(found) => now.wrapping_sub(found.stamp) as u64,
+                Some(_) if class == Some(Evict::Expired) => u64::MAX - 2,
+                Some(_) if class == Some(Evict::Protected) => 0,
+                // Older slots rank higher (an age fits in 32 bits); every `Live` slot before
+                // any `Last` one.
+                Some(found) if class == Some(Evict::Last) => {
+                    now.wrapping_sub(found.stamp) as u64 + 1
+                }
+                Some(found) => now.wrapping_sub(found.stamp) as u64 + (1 << 33),
             };
-            if way == 0 || rank > victim_rank {
+            if rank > victim_rank {
                 victim = way;
                 victim_rank = rank;
                 victim_used = slot.is_some();
+                victim_live = rank < u64::MAX - 2;
             }
-            way += 1;
+        }
+        if victim_rank == 0 {
+            // SAFETY: we hold the lock.
+            unsafe { unlock(addr_of_mut!((*set).lock)) };
+            return Inserted::Full;
         }
         // SAFETY: `set` is valid and `victim < W`; we hold the lock, so no other writer
         // touches this slot's key while we rewrite it.
@@ -255,9 +275,25 @@ impl<K: SlotData, V: SlotData, const W: usize> Set<K, V, W> {
             write_volatile(addr_of_mut!((*slot).stamp), now);
             write_volatile(addr_of_mut!((*slot).tag), tag);
             unlock(addr_of_mut!((*set).lock));
-            Inserted::Stored { replaced }
+            Inserted::Stored {
+                replaced,
+                evicted: victim_live,
+            }
         }
     }
+}
+
+/// How an insert may treat a used slot of another key (see [`Set::insert`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Evict {
+    /// Expired: free to take, before any live slot.
+    Expired,
+    /// Live, but may be evicted (the least recently used first).
+    Live,
+    /// Live, evicted only when no slot is [`Evict::Live`] (the least recently used first).
+    Last,
+    /// Live and protected from this insert.
+    Protected,
 }
 
 /// What [`Set::insert`] did.
@@ -265,11 +301,15 @@ impl<K: SlotData, V: SlotData, const W: usize> Set<K, V, W> {
 pub enum Inserted<V> {
     /// Another writer held the set: nothing stored.
     Busy,
+    /// Every slot of the set is protected from this insert: nothing stored.
+    Full,
     /// Stored; `replaced` is the value the slot held before (the same key's, an expired one's
     /// or an evicted one's), so the caller can account for it.
     Stored {
         /// The value overwritten, if the slot was in use.
         replaced: Option<V>,
+        /// Whether that was another key's live entry, evicted.
+        evicted: bool,
     },
 }
 
@@ -333,8 +373,14 @@ mod tests {
         }
     }
 
-    fn never(_: &u64, _: u32) -> bool {
-        false
+    /// Every used slot is live and may be evicted.
+    fn never(_: &u64, _: u32) -> Evict {
+        Evict::Live
+    }
+
+    /// Slots holding `v` are expired, the others live.
+    fn expired_if(v: u64) -> impl Fn(&u64, u32) -> Evict {
+        move |x, _| if *x == v { Evict::Expired } else { Evict::Live }
     }
 
     impl S {
@@ -344,10 +390,10 @@ mod tests {
             tag: u32,
             value: &u64,
             now: u32,
-            expired: impl Fn(&u64, u32) -> bool,
+            classify: impl Fn(&u64, u32) -> Evict,
         ) -> bool {
             // SAFETY: the caller passes a valid set (a local in these tests).
-            unsafe { S::insert(set, key, tag, value, now, expired) }.stored()
+            unsafe { S::insert(set, key, tag, value, now, classify) }.stored()
         }
     }
 
@@ -358,11 +404,17 @@ mod tests {
         unsafe {
             assert_eq!(
                 S::insert(&mut s, &7, 70, &1, 100, never),
-                Inserted::Stored { replaced: None }
+                Inserted::Stored {
+                    replaced: None,
+                    evicted: false
+                }
             );
             assert_eq!(
                 S::insert(&mut s, &7, 70, &2, 101, never),
-                Inserted::Stored { replaced: Some(1) },
+                Inserted::Stored {
+                    replaced: Some(1),
+                    evicted: false
+                },
                 "the same key's old value"
             );
             for k in 8..11u64 {
@@ -371,12 +423,18 @@ mod tests {
             // Full: the oldest (key 7, value 2) is evicted.
             assert_eq!(
                 S::insert(&mut s, &20, 20, &20, 103, never),
-                Inserted::Stored { replaced: Some(2) }
+                Inserted::Stored {
+                    replaced: Some(2),
+                    evicted: true
+                }
             );
             // An expired victim goes first, and is reported too: it was still counted.
             assert_eq!(
-                S::insert(&mut s, &21, 21, &21, 104, |v, _| *v == 9),
-                Inserted::Stored { replaced: Some(9) }
+                S::insert(&mut s, &21, 21, &21, 104, expired_if(9)),
+                Inserted::Stored {
+                    replaced: Some(9),
+                    evicted: false
+                }
             );
         }
     }
@@ -412,7 +470,7 @@ mod tests {
             assert!(S::find(&s, &1, 2).is_none());
             assert!(S::find(&s, &2, 3).is_some());
             // An expired slot goes before an older live one.
-            assert!(S::insert_ok(&mut s, &6, 7, &6, 60, |v, _| *v == 4));
+            assert!(S::insert_ok(&mut s, &6, 7, &6, 60, expired_if(4)));
             assert!(S::find(&s, &4, 5).is_none());
             assert!(S::find(&s, &2, 3).is_some());
             // Stamps wrap around u32.
@@ -425,6 +483,80 @@ mod tests {
             assert!(
                 S::find(&w, &1, 2).is_none(),
                 "slot stamped before the wrap is oldest"
+            );
+        }
+    }
+
+    #[test]
+    fn protected_slots_are_never_evicted_and_a_full_set_refuses() {
+        let mut s = empty();
+        // Odd values are protected from this insert.
+        let protect_odd = |v: &u64, _: u32| {
+            if v % 2 == 1 {
+                Evict::Protected
+            } else {
+                Evict::Live
+            }
+        };
+        // SAFETY: every set here is a local, valid for the whole block.
+        unsafe {
+            for (k, now) in [(1u64, 10u32), (2, 20), (3, 30), (5, 40)] {
+                assert!(S::insert_ok(&mut s, &k, k as u32, &k, now, never));
+            }
+            // The oldest (1) is protected: the oldest unprotected one (2) goes.
+            assert_eq!(
+                S::insert(&mut s, &7, 7, &7, 50, protect_odd),
+                Inserted::Stored {
+                    replaced: Some(2),
+                    evicted: true
+                }
+            );
+            // Now every slot is odd: nothing is stored, nothing changes.
+            let before = s;
+            assert_eq!(
+                S::insert(&mut s, &8, 8, &8, 60, protect_odd),
+                Inserted::Full
+            );
+            assert_eq!(s, before);
+            assert_eq!(s.lock, 0, "unlocked after a refusal");
+            // The same key is still updated in place, protected or not.
+            assert!(S::insert_ok(&mut s, &7, 7, &9, 70, protect_odd));
+            assert_eq!(S::find(&s, &7, 7).unwrap().value, 9);
+        }
+    }
+
+    #[test]
+    fn last_slots_go_only_when_no_live_one_is_left() {
+        let mut s = empty();
+        // Values above 100 are evicted last.
+        let keep_big = |v: &u64, _: u32| {
+            if *v > 100 { Evict::Last } else { Evict::Live }
+        };
+        // SAFETY: every set here is a local, valid for the whole block.
+        unsafe {
+            for (k, v, now) in [
+                (1u64, 101u64, 10u32),
+                (2, 2, 20),
+                (3, 103, 30),
+                (4, 104, 40),
+            ] {
+                assert!(S::insert_ok(&mut s, &k, k as u32, &v, now, never));
+            }
+            // The oldest (key 1) is kept for last: the only live one, key 2, goes.
+            assert_eq!(
+                S::insert(&mut s, &5, 5, &105, 50, keep_big),
+                Inserted::Stored {
+                    replaced: Some(2),
+                    evicted: true
+                }
+            );
+            // Only `Last` slots now: the least recently used of them, key 1, goes.
+            assert_eq!(
+                S::insert(&mut s, &6, 6, &6, 60, keep_big),
+                Inserted::Stored {
+                    replaced: Some(101),
+                    evicted: true
+                }
             );
         }
     }

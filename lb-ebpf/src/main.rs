@@ -26,8 +26,8 @@ use lb_common::{
     GlobalStats, Inserted, LOOKUP_ROW, LookupRow, MAX_EXT_HDRS, NO_REAL, PERSIST_WAYS, Persist4Key,
     Persist6Key, PersistSet4, PersistSet6, REAL_UP, Real, RealLoad, SCHED_MAGLEV, SVC_F_PERSIST,
     Service, Set, Settings, SlotData, TcpFlags, Template, TrafficStats, Vip4Key, Vip6Key,
-    VipBucket4, VipBucket6, VipKey, addr6, find_service, fragment_hash4, fragment_hash6,
-    least_conn_choice, proto, same6, table_slot,
+    VipBucket4, VipBucket6, VipKey, addr6, conn_eviction, find_service, fragment_hash4,
+    fragment_hash6, least_conn_choice, proto, same6, table_slot,
 };
 use network_types::{
     eth::EthHdr,
@@ -557,15 +557,23 @@ fn forward_flow<F: Family>(
         state: state as u8,
         _pad: [0; 3],
     };
-    let expired = |c: &Conn, stamp: u32| !settings.conn_live(c.state, stamp);
+    // An unconfirmed entry never pushes out an established connection (see
+    // `lb_common::conn_eviction`); without room it is not stored and the flow still goes.
+    let evict = |old: &Conn, stamp: u32| conn_eviction(settings, entry.state, old, stamp);
     // SAFETY: `set` points to a set in the connection-table map value.
-    match unsafe { Set::insert(set, &flow, hash | 1, &entry, now, expired) } {
+    match unsafe { Set::insert(set, &flow, hash | 1, &entry, now, evict) } {
         Inserted::Busy => g.conn_insert_failed += 1,
-        Inserted::Stored { replaced } => {
+        Inserted::Full => g.conn_insert_refused += 1,
+        Inserted::Stored { replaced, evicted } => {
             // The counts follow the table: the new entry in, whatever it overwrote out.
             account(target.idx, entry.state, 1);
             if let Some(old) = replaced {
                 account(old.real, old.state, -1);
+                if evicted && old.state == ConnState::Established as u8 {
+                    g.conn_evicted_established += 1;
+                } else if evicted {
+                    g.conn_evicted_other += 1;
+                }
             }
         }
     }
@@ -815,10 +823,10 @@ fn schedule<F: Family>(
         real: target.idx,
         _pad: 0,
     };
-    let expired = |_: &Template, stamp: u32| !svc.info.template_live(now, stamp);
+    let evict = |_: &Template, stamp: u32| svc.info.template_eviction(now, stamp);
     // A failed insert only loses stickiness for the next connection; the flow still goes.
     // SAFETY: `set` points to a set in the persistence map value.
-    let _ = unsafe { Set::insert(set, &key, tag, &template, now, expired) };
+    let _ = unsafe { Set::insert(set, &key, tag, &template, now, evict) };
     Some(target)
 }
 

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use aya::{maps::PerCpuValues, util::nr_cpus};
 use lb_common::{
-    Candidates, Conn, Flow4Key, Flow6Key, GlobalStats, REAL_UP, RealLoad, Service, Set, SlotData,
-    TrafficStats, map_names as names, set::Inserted,
+    Candidates, Conn, Evict, Flow4Key, Flow6Key, GlobalStats, REAL_UP, RealLoad, Service, Set,
+    SlotData, TrafficStats, map_names as names, set::Inserted,
 };
 
 use super::{Dataplane, DataplaneError, Result, mmap::Mmap, monotonic_seconds};
@@ -243,7 +243,8 @@ fn insert<K: SlotData, V: SlotData, const W: usize>(
         return false;
     };
     // SAFETY: `set` points at a mapped set.
-    let stored = unsafe { Set::<K, V, W>::insert(set, key, hash | 1, value, now, |_, _| false) };
+    let stored =
+        unsafe { Set::<K, V, W>::insert(set, key, hash | 1, value, now, |_, _| Evict::Live) };
     matches!(stored, Inserted::Stored { .. })
 }
 

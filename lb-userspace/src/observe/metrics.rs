@@ -356,8 +356,25 @@ impl SnapshotCollector {
         counter(
             enc,
             "conn_insert_failed",
-            "New flows that could not be recorded in the connection table.",
+            "New flows not recorded in the connection table because another CPU was writing \
+             the same set.",
             [(none(), d.conn_insert_failed)],
+        )?;
+        counter(
+            enc,
+            "conn_insert_refused",
+            "New, unconfirmed flows not recorded because every slot of their set held a live \
+             established connection (the flows were still forwarded).",
+            [(none(), d.conn_insert_refused)],
+        )?;
+        counter(
+            enc,
+            "conn_evicted",
+            "Live connection-table entries evicted to make room, by the evicted entry's state.",
+            [
+                (one("state", "established"), d.conn_evicted_established),
+                (one("state", "other"), d.conn_evicted_other),
+            ],
         )?;
         counter(
             enc,

@@ -9,10 +9,12 @@
 //!   IPv6 extension headers and neighbour discovery, ICMP errors, dual stack);
 //! - [`least_conn`]: the least-connection schedulers with known connection counts;
 //! - [`random_frames`]: random and mutated frames against an independent oracle;
-//! - [`decisions`]: the program and the control plane's copy of its decisions agree.
+//! - [`decisions`]: the program and the control plane's copy of its decisions agree;
+//! - [`flood`]: a spoofed SYN flood breaks no established connection, under every scheduler.
 
 mod common;
 mod decisions;
+mod flood;
 mod ipv4;
 mod ipv6;
 mod least_conn;
