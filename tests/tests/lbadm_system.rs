@@ -152,6 +152,15 @@ fn listings_match_the_connections_that_were_opened() {
         agent.lbadm_ok(&["-L", "--timeout"]).trim(),
         "Timeout (tcp tcpfin udp): 900 120 300"
     );
+    // --conn-table: the 40 connections' entries are live (30 open, 10 closing), nothing was
+    // refused or evicted.
+    let table = agent.lbadm_ok(&["-L", "--conn-table"]);
+    assert!(table.starts_with("Connection table: 40 of "), "{table}");
+    assert!(
+        table.contains("Refused inserts (set full of established connections): 0\n")
+            && table.contains("Evicted live entries: established 0, other 0\n"),
+        "{table}"
+    );
 
     // --health shows the checker state.
     let health = agent.lbadm_ok(&["-L", "-n", "--health"]);

@@ -429,6 +429,31 @@ pub fn timeouts(snap: &Snapshot) -> String {
     )
 }
 
+/// `lbadm -L --conn-table` (ours): how full the connection tables are and how they are
+/// coping: inserts refused to protect established connections, live entries evicted by state,
+/// inserts lost to a concurrent writer.
+pub fn conn_table(snap: &Snapshot) -> String {
+    let g = &snap.global;
+    let d = &g.dataplane;
+    let size = u64::from(snap.conn_table_size);
+    let percent = if size == 0 {
+        0.0
+    } else {
+        g.conn_table_used as f64 * 100.0 / size as f64
+    };
+    format!(
+        "Connection table: {} of {size} entries live ({percent:.1}%)\n\
+         Refused inserts (set full of established connections): {}\n\
+         Evicted live entries: established {}, other {}\n\
+         Inserts lost to a concurrent writer: {}\n",
+        g.conn_table_used,
+        d.conn_insert_refused,
+        d.conn_evicted_established,
+        d.conn_evicted_other,
+        d.conn_insert_failed,
+    )
+}
+
 /// Which part of the snapshot `--json` prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JsonView {
@@ -442,6 +467,9 @@ pub enum JsonView {
     Connections,
     /// `-L --timeout`: `{"tcp", "tcpfin", "udp"}`.
     Timeouts,
+    /// `-L --conn-table`: `{"size", "live", "insert_refused", "evicted_established",
+    /// "evicted_other", "insert_failed"}`.
+    ConnTable,
 }
 
 /// `--json`: the part of the snapshot a listing shows, pretty-printed, with the snapshot's
@@ -452,6 +480,15 @@ pub fn json(snap: &Snapshot, view: JsonView) -> String {
         conn_table_size: u32,
         services: Vec<&'a ServiceInfo>,
         global: &'a GlobalInfo,
+    }
+    #[derive(Serialize)]
+    struct ConnTableJson {
+        size: u32,
+        live: u64,
+        insert_refused: u64,
+        evicted_established: u64,
+        evicted_other: u64,
+        insert_failed: u64,
     }
     #[derive(Serialize)]
     struct TimeoutsJson {
@@ -475,6 +512,17 @@ pub fn json(snap: &Snapshot, view: JsonView) -> String {
         JsonView::Timeouts => {
             let Timeouts { tcp, tcpfin, udp } = snap.timeouts;
             serde_json::to_string_pretty(&TimeoutsJson { tcp, tcpfin, udp })
+        }
+        JsonView::ConnTable => {
+            let d = &snap.global.dataplane;
+            serde_json::to_string_pretty(&ConnTableJson {
+                size: snap.conn_table_size,
+                live: snap.global.conn_table_used,
+                insert_refused: d.conn_insert_refused,
+                evicted_established: d.conn_evicted_established,
+                evicted_other: d.conn_evicted_other,
+                insert_failed: d.conn_insert_failed,
+            })
         }
     };
     // Serializing plain data into a String cannot fail.

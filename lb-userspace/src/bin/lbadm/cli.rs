@@ -163,6 +163,9 @@ pub(crate) struct Cli {
     /// List the timeouts (tcp tcpfin udp).
     #[arg(long)]
     pub(super) timeout: bool,
+    /// List the connection table's fill and pressure (refused inserts, evictions).
+    #[arg(long = "conn-table")]
+    pub(super) conn_table: bool,
     /// List counters.
     #[arg(long)]
     pub(super) stats: bool,
@@ -245,6 +248,7 @@ pub(super) enum Opt {
     Forward,
     Weight,
     Timeout,
+    ConnTable,
     Stats,
     Rate,
     Exact,
@@ -265,6 +269,7 @@ impl Opt {
             Opt::Forward => "-g/--gatewaying",
             Opt::Weight => "-w/--weight",
             Opt::Timeout => "--timeout",
+            Opt::ConnTable => "--conn-table",
             Opt::Stats => "--stats",
             Opt::Rate => "--rate",
             Opt::Exact => "--exact",
@@ -287,7 +292,7 @@ pub(super) fn rules(cmd: Command) -> (&'static [Opt], &'static [Opt]) {
         Command::List => (
             &[],
             &[
-                Numeric, Connection, Service, Timeout, Stats, Rate, Exact, Json, Health,
+                Numeric, Connection, Service, Timeout, ConnTable, Stats, Rate, Exact, Json, Health,
             ],
         ),
         Command::Zero => (&[], &[Service]),
@@ -328,6 +333,7 @@ impl Cli {
             (self.gatewaying, Opt::Forward),
             (self.weight.is_some(), Opt::Weight),
             (self.timeout, Opt::Timeout),
+            (self.conn_table, Opt::ConnTable),
             (self.stats, Opt::Stats),
             (self.rate, Opt::Rate),
             (self.exact, Opt::Exact),

@@ -25,6 +25,8 @@ pub(super) enum Action {
     Connections { numeric: bool, json: bool },
     /// `-L --timeout`.
     Timeouts { json: bool },
+    /// `-L --conn-table`.
+    ConnTable { json: bool },
     /// `-Z`, `-A`/`-E`/`-D`/`-a`/`-e`/`-d`: the agent answers Ok or an error.
     Change(Request),
     /// `-S`.
@@ -43,7 +45,7 @@ impl Action {
     /// The request this action sends, if it sends one.
     pub(super) fn request(&self) -> Option<Request> {
         match self {
-            Action::List { .. } | Action::Timeouts { .. } => {
+            Action::List { .. } | Action::Timeouts { .. } | Action::ConnTable { .. } => {
                 Some(Request::Snapshot { conns: false })
             }
             Action::Connections { .. } => Some(Request::Snapshot { conns: true }),
@@ -224,6 +226,7 @@ fn list_action(cli: &Cli, service: Option<ServiceKey>) -> Result<Action, Failure
         (cli.connection, "-c/--connection"),
         (service.is_some(), "-t/-u"),
         (cli.timeout, "--timeout"),
+        (cli.conn_table, "--conn-table"),
     ];
     let chosen: Vec<&str> = views
         .iter()
@@ -234,11 +237,13 @@ fn list_action(cli: &Cli, service: Option<ServiceKey>) -> Result<Action, Failure
             "{second} cannot be used with {first} in -L/--list"
         )));
     }
-    if cli.connection || cli.timeout {
+    if cli.connection || cli.timeout || cli.conn_table {
         let view = if cli.connection {
             "-c/--connection"
-        } else {
+        } else if cli.timeout {
             "--timeout"
+        } else {
+            "--conn-table"
         };
         for (set, name) in [
             (cli.stats, "--stats"),
@@ -265,6 +270,8 @@ fn list_action(cli: &Cli, service: Option<ServiceKey>) -> Result<Action, Failure
         }
     } else if cli.timeout {
         Action::Timeouts { json: cli.json }
+    } else if cli.conn_table {
+        Action::ConnTable { json: cli.json }
     } else {
         Action::List {
             format: Format {

@@ -60,6 +60,14 @@ pub(super) fn render(action: &Action, resp: Response) -> Result<String, Failure>
                 ipvsadm::timeouts(&snap)
             }
         }
+        Action::ConnTable { json } => {
+            let snap = snapshot(resp)?;
+            if *json {
+                ipvsadm::json(&snap, JsonView::ConnTable)
+            } else {
+                ipvsadm::conn_table(&snap)
+            }
+        }
         Action::Change(_) => match resp {
             Response::Ok => String::new(),
             other => return Err(unexpected("ok", &other)),

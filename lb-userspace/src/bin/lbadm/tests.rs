@@ -175,6 +175,14 @@ fn list_commands() {
     assert_eq!(request("-L -n -c"), Request::Snapshot { conns: true });
     assert_eq!(action("-L --timeout"), Action::Timeouts { json: false });
     assert_eq!(request("-L --timeout"), Request::Snapshot { conns: false });
+    assert_eq!(
+        action("-L --conn-table --json"),
+        Action::ConnTable { json: true }
+    );
+    assert_eq!(
+        request("-L --conn-table"),
+        Request::Snapshot { conns: false }
+    );
 }
 
 #[test]
@@ -493,6 +501,15 @@ fn usage_errors() {
             "-L -t 10.0.0.1:80 --timeout",
             "--timeout cannot be used with -t/-u",
         ),
+        (
+            "-L --timeout --conn-table",
+            "--conn-table cannot be used with --timeout",
+        ),
+        (
+            "-L --conn-table --stats",
+            "--stats cannot be used with --conn-table",
+        ),
+        ("-Z --conn-table", "--conn-table"),
         ("-L -t 10.0.0.1:80 -u 10.0.0.1:80", "cannot be used with"),
         (
             "-A -t 10.0.0.1",

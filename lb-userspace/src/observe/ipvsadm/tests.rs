@@ -88,6 +88,13 @@ fn reference_timeout() {
 }
 
 #[test]
+fn sample_conn_table() {
+    let snap = fixtures::sample();
+    golden("sample-conn-table.txt", &conn_table(&snap));
+    golden("sample-conn-table.json", &json(&snap, JsonView::ConnTable));
+}
+
+#[test]
 fn sample_default_listing() {
     golden("sample-default.txt", &list(&fixtures::sample(), &numeric()));
 }
