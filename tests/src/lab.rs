@@ -99,6 +99,24 @@ impl Lab {
         self.installed.services[svc].id
     }
 
+    /// Sets the counts of real `index` to `(active, inactive)` connection-table entries, as if
+    /// it held them.
+    pub fn set_load(&mut self, index: u32, active: i64, inactive: i64) {
+        let now = self.dp.real_load(index).expect("real load");
+        let delta = lb_common::RealLoad {
+            active: active - now.active,
+            inactive: inactive - now.inactive,
+            ..Default::default()
+        };
+        self.dp.adjust_real_load(index, delta).expect("adjust load");
+    }
+
+    /// The counts of real `index`'s connection-table entries, as the data plane keeps them.
+    pub fn load_of(&self, index: u32) -> (i64, i64) {
+        let l = self.dp.real_load(index).expect("real load");
+        (l.active, l.inactive)
+    }
+
     /// Moves the data plane's clock forward.
     pub fn advance_clock(&mut self, seconds: u32) {
         let now = self.dp.clock();

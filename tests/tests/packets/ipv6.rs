@@ -10,7 +10,7 @@ use std::{
     net::{Ipv4Addr, Ipv6Addr},
 };
 
-use lb_common::{Flow6Key, RealLoad, proto};
+use lb_common::{Flow6Key, proto};
 use lb_tests::{
     family::{Family, V4, V6},
     lab::{
@@ -702,21 +702,11 @@ fn wlc_lab(reals: &[(Ipv6Addr, u32)]) -> Lab {
 
 fn set_load(lab: &mut Lab, r: Ipv6Addr, active: i64, inactive: i64) {
     let i = lab.real_index(&tcp6(VIP, 5672), &rk6(r, 5672));
-    let now = lab.dp.real_load(i).unwrap();
-    let delta = RealLoad {
-        active: active - now.active,
-        inactive: inactive - now.inactive,
-        ..RealLoad::default()
-    };
-    lab.dp.adjust_real_load(i, delta).unwrap();
+    lab.set_load(i, active, inactive);
 }
 
 fn load_of(lab: &Lab, r: Ipv6Addr) -> (i64, i64) {
-    let l = lab
-        .dp
-        .real_load(lab.real_index(&tcp6(VIP, 5672), &rk6(r, 5672)))
-        .unwrap();
-    (l.active, l.inactive)
+    lab.load_of(lab.real_index(&tcp6(VIP, 5672), &rk6(r, 5672)))
 }
 
 #[test]

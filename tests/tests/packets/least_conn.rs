@@ -62,19 +62,12 @@ fn index(lab: &Lab, r: Ipv4Addr) -> u32 {
 /// Sets a real's counts to `(active, inactive)`.
 fn set_load(lab: &mut Lab, r: Ipv4Addr, active: i64, inactive: i64) {
     let i = index(lab, r);
-    let now = lab.dp.real_load(i).unwrap();
-    let delta = RealLoad {
-        active: active - now.active,
-        inactive: inactive - now.inactive,
-        ..RealLoad::default()
-    };
-    lab.dp.adjust_real_load(i, delta).unwrap();
+    lab.set_load(i, active, inactive);
 }
 
 /// A real's counts of connection-table entries, as the data plane keeps them.
 fn load_of(lab: &Lab, r: Ipv4Addr) -> (i64, i64) {
-    let l = lab.dp.real_load(index(lab, r)).unwrap();
-    (l.active, l.inactive)
+    lab.load_of(index(lab, r))
 }
 
 /// A real's load as the schedulers see it: stale entries left out.
