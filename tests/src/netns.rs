@@ -615,7 +615,18 @@ impl Host {
 /// Sends `frame` exactly as given out of `dev` inside `ns` (an `AF_PACKET` socket), for tests
 /// that put hand-built frames on a wire.
 pub fn send_frame(ns: &Netns, dev: &str, frame: &[u8]) -> Result<()> {
+    send_frames(ns, dev, [frame])
+}
+
+/// Sends every frame of `frames`, exactly as given and in order, out of `dev` inside `ns`
+/// through one `AF_PACKET` socket (a flood of hand-built frames).
+pub fn send_frames<'f>(
+    ns: &Netns,
+    dev: &str,
+    frames: impl IntoIterator<Item = &'f [u8]> + Send,
+) -> Result<()> {
     let ifindex = ns.ifindex(dev)?;
+    let mut count = 0usize;
     ns.try_enter(|| -> io::Result<()> {
         // SAFETY: plain socket creation; the descriptor is owned by `fd` below.
         let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
@@ -624,35 +635,32 @@ pub fn send_frame(ns: &Netns, dev: &str, frame: &[u8]) -> Result<()> {
         }
         // SAFETY: `raw` is a new descriptor nobody else owns.
         let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-        // SAFETY: all-zero is a valid sockaddr_ll.
-        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        to.sll_family = libc::AF_PACKET as u16;
-        to.sll_ifindex = ifindex as i32;
-        to.sll_halen = 6;
-        to.sll_addr[..6].copy_from_slice(&frame[..6.min(frame.len())]);
-        // SAFETY: `frame` and `to` are valid for the lengths given.
-        let sent = unsafe {
-            libc::sendto(
-                fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                std::ptr::addr_of!(to).cast(),
-                size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
+        for frame in frames {
+            // SAFETY: all-zero is a valid sockaddr_ll.
+            let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            to.sll_family = libc::AF_PACKET as u16;
+            to.sll_ifindex = ifindex as i32;
+            to.sll_halen = 6;
+            to.sll_addr[..6].copy_from_slice(&frame[..6.min(frame.len())]);
+            // SAFETY: `frame` and `to` are valid for the lengths given.
+            let sent = unsafe {
+                libc::sendto(
+                    fd.as_raw_fd(),
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    std::ptr::addr_of!(to).cast(),
+                    size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            if sent < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            count += 1;
         }
         Ok(())
     })?
-    .with_context(|| {
-        format!(
-            "sending a {}-byte frame on {dev} in netns {}",
-            frame.len(),
-            ns.name()
-        )
-    })
+    .with_context(|| format!("sending frame {count} on {dev} in netns {}", ns.name()))
 }
 
 /// A packet capture in a namespace (`tcpdump -e -n -t -l`): one line per frame, link-layer

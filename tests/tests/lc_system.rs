@@ -5,6 +5,10 @@
 //! comes back from a restart it has no connections while the others keep theirs. Under wlc the
 //! next new connections fill it up until the reals are level; under Maglev hashing (wrr) it only
 //! gets its hash share and the load stays skewed.
+//!
+//! The other case that breaks least-connection flows is a missing connection entry: a spoofed
+//! SYN flood of ten times the connection table must not push the held connections' entries out
+//! (their next packets would be placed again by load, on another real).
 
 use std::{
     collections::BTreeMap,
@@ -187,4 +191,85 @@ fn wlc_levels_a_restarted_real_and_maglev_does_not() {
         !level(&maglev),
         "Maglev alone levelled the reals, the scenario shows nothing: {maglev:?}"
     );
+}
+
+/// Long-lived connections opened before the flood.
+const HELD: usize = 60;
+/// Connection-table entries of the flood scenario: the flood sends ten times as many SYNs.
+const FLOOD_TABLE: u32 = 4096;
+
+#[test]
+fn a_spoofed_syn_flood_breaks_no_established_wlc_connection() {
+    let net = 92;
+    let topo = DrTopology::new(net, 3).expect("topology");
+    let _servers: Vec<TcpEchoServer> = (1..=3)
+        .map(|i| echo(&topo.reals[i - 1].ns, &format!("real{i}")))
+        .collect();
+    let config = config(net, "wlc").replace(
+        "conn_entries: 65536",
+        &format!("conn_entries: {FLOOD_TABLE}"),
+    );
+    let agent = Agent::start(&topo.director.ns, &config).expect("agent");
+    let mut conns: Vec<(TcpLineClient, String)> = (0..HELD).map(|_| open(&topo)).collect();
+    let before = live_per_real(&mut conns);
+    assert_eq!(before.values().sum::<usize>(), HELD, "{before:?}");
+
+    // SYNs from spoofed sources in 100.64.0.0/10, sent by the client onto the LAN to the
+    // director's MAC, as an attacker next to the clients would; between batches the held
+    // connections exchange data, and must keep answering from their real.
+    let director_mac = topo.director.mac;
+    let client = &topo.client;
+    let mut rng = lb_tests::rng::Rng::new(0x5f00d);
+    let batches = 10;
+    for batch in 0..batches {
+        let frames: Vec<Vec<u8>> = (0..FLOOD_TABLE)
+            .map(|_| {
+                let src = Ipv4Addr::from(0x6440_0000 | (rng.bits() as u32 & 0x003f_ffff));
+                let sport = 1024 + (rng.bits() % 60_000) as u16;
+                let mut f = lb_tests::packet::Frame::tcp(
+                    src,
+                    sport,
+                    topo.vip,
+                    PORT,
+                    lb_tests::packet::flags::SYN,
+                );
+                f.src_mac = client.mac;
+                f.dst_mac = director_mac;
+                f.build()
+            })
+            .collect();
+        lb_tests::netns::send_frames(&client.ns, &client.ifname, frames.iter().map(Vec::as_slice))
+            .expect("flood");
+        let live = live_per_real(&mut conns);
+        assert_eq!(
+            live.values().sum::<usize>(),
+            HELD,
+            "after {} spoofed SYNs: {live:?}",
+            (batch + 1) * FLOOD_TABLE
+        );
+    }
+
+    // The flood went through the data plane, and established entries were never its victims.
+    let table = agent.lbadm_ok(&["-L", "--conn-table"]);
+    println!("{table}");
+    assert!(
+        table.contains("Evicted live entries: established 0, "),
+        "{table}"
+    );
+    let stats = agent.lbadm_ok(&["-L", "-n", "--stats", "--exact"]);
+    let svc = stats
+        .lines()
+        .find(|l| l.starts_with(&format!("TCP  10.{net}.0.100:{PORT}")))
+        .unwrap_or_else(|| panic!("{stats}"));
+    let conns_total: u64 = svc.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(
+        conns_total >= u64::from(FLOOD_TABLE * batches),
+        "the spoofed SYNs were scheduled: {svc}"
+    );
+
+    // New connections still open and keep their real.
+    let mut fresh: Vec<(TcpLineClient, String)> = (0..20).map(|_| open(&topo)).collect();
+    let fresh_live = live_per_real(&mut fresh);
+    assert_eq!(fresh_live.values().sum::<usize>(), 20, "{fresh_live:?}");
+    drop(conns);
 }
