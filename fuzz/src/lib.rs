@@ -9,6 +9,7 @@ use lb_userspace::{
     control::{self, Request},
     import::keepalived,
     reconcile::edit,
+    sync::wire,
 };
 
 // lbadm's argument parsing lives in its binary: the fuzz crate compiles its folder as a module.
@@ -62,6 +63,23 @@ pub fn keepalived_import(data: &[u8]) {
         let shown = w.to_string();
         assert!(!shown.chars().any(char::is_control), "{shown:?}");
     }
+}
+
+/// A director-sync datagram as a receiver reads it. The input is a datagram without its tag;
+/// the harness signs it with the fuzzing key, so the fuzzer reaches the record parser behind
+/// the authentication. Any bytes decode or are rejected, never a panic, and a datagram that
+/// decodes re-encodes to exactly its bytes (one encoding per meaning).
+pub fn sync_datagram(data: &[u8]) {
+    const INSTANCE: u64 = 0x5eed;
+    let key = wire::Key::new([0x5a; wire::KEY_LEN]);
+    let signed = &data[..data.len().min(wire::MAX_DATAGRAM - wire::TAG_LEN)];
+    let mut bytes = signed.to_vec();
+    bytes.extend_from_slice(&wire::tag(&key, signed));
+    if let Ok(d) = wire::decode(&bytes, &key, INSTANCE) {
+        assert_eq!(wire::encode(d.header, &d.records, &key), vec![bytes]);
+    }
+    // Unsigned, the same bytes are only ever refused.
+    let _ = wire::decode(data, &key, INSTANCE);
 }
 
 /// The control-socket protocol as the agent reads it: any byte stream gives requests or

@@ -39,6 +39,11 @@ fn control_protocol() {
 }
 
 #[test]
+fn sync_datagram() {
+    replay("sync_datagram", lb_fuzz::sync_datagram);
+}
+
+#[test]
 fn lbadm_args() {
     replay("lbadm_args", lb_fuzz::lbadm_args);
 }

@@ -2,7 +2,7 @@
 //! `lbadm`. ARCHITECTURE.md at the repository root maps its layers; each module below says
 //! what it owns. From the bottom: `model` (the shared vocabulary), `schedule`, `config`,
 //! `import`, `control` (the lbadm <-> agent protocol), `reconcile`, then the edges that do I/O
-//! (`dataplane`, `netlink`, `health`), `observe`, and `agent` on top.
+//! (`dataplane`, `netlink`, `health`, `sync`), `observe`, and `agent` on top.
 
 pub mod agent;
 pub mod config;
@@ -15,3 +15,4 @@ pub mod netlink;
 pub mod observe;
 pub mod reconcile;
 pub mod schedule;
+pub mod sync;

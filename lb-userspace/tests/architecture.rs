@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["import"],
     &["control"],
     &["reconcile"],
-    &["dataplane", "netlink", "health"],
+    &["dataplane", "netlink", "health", "sync"],
     &["observe"],
     &["agent"],
 ];

@@ -18,6 +18,7 @@ pub const TARGETS: &[&str] = &[
     "keepalived_import",
     "control_protocol",
     "lbadm_args",
+    "sync_datagram",
 ];
 
 /// Seconds each target runs in the test command.

@@ -45,7 +45,8 @@ enum Cmd {
         /// Seconds per target.
         #[arg(long, default_value_t = 300)]
         seconds: u32,
-        /// Targets: config_yaml, keepalived_import, control_protocol, lbadm_args.
+        /// Targets: config_yaml, keepalived_import, control_protocol, lbadm_args,
+        /// sync_datagram.
         targets: Vec<String>,
     },
     /// Make a minimal Debian 12 root (debootstrap), install into it what the dependency steps
