@@ -20,7 +20,7 @@ use core::cmp::Ordering;
 use crate::{
     Addr6, Candidates, Conn, ConnState, Evict, Flow4Key, Flow6Key, LC_CANDIDATES, NO_REAL,
     Persist4Key, Persist6Key, SCHED_LC, SCHED_NQ, SCHED_WLC, SVC_F_HASH_SRC, SVC_F_PERSIST,
-    Service, Settings, SlotData, VIP_PROBES, Vip4Key, Vip6Key, VipBucket4, VipBucket6,
+    Service, Settings, SlotData, SyncEvent, VIP_PROBES, Vip4Key, Vip6Key, VipBucket4, VipBucket6,
     source_hash4, source_hash6, vip_hash4, vip_hash6,
 };
 
@@ -227,6 +227,8 @@ pub trait FlowKey: SlotData {
     fn client(&self, service_id: u32, svc: &Service) -> Self::Client;
     /// Hash of the client address under the service's granularity (`sh`, persistence).
     fn source_hash(&self, svc: &Service) -> u32;
+    /// The director-sync announcement of this flow on real `real` in `state`.
+    fn sync_event(&self, real: u32, state: u8) -> SyncEvent;
 
     /// The hash that places a new flow in the service's lookup table (or breaks
     /// least-connection ties): by the masked source for `sh` and persistent services, else the
@@ -279,6 +281,11 @@ impl FlowKey for Flow4Key {
     fn source_hash(&self, svc: &Service) -> u32 {
         source_hash4(self.src & svc.persist_mask4)
     }
+
+    #[inline(always)]
+    fn sync_event(&self, real: u32, state: u8) -> SyncEvent {
+        SyncEvent::of4(self, real, state)
+    }
 }
 
 impl FlowKey for Flow6Key {
@@ -319,6 +326,11 @@ impl FlowKey for Flow6Key {
     #[inline(always)]
     fn source_hash(&self, svc: &Service) -> u32 {
         source_hash6(&masked6(&self.src, &svc.persist_mask6))
+    }
+
+    #[inline(always)]
+    fn sync_event(&self, real: u32, state: u8) -> SyncEvent {
+        SyncEvent::of6(self, real, state)
     }
 }
 

@@ -15,9 +15,10 @@
 use core::mem::size_of;
 
 use aya_ebpf::{
-    bindings::{BPF_F_MMAPABLE, xdp_action},
+    bindings::{BPF_F_MMAPABLE, BPF_RB_NO_WAKEUP, xdp_action},
+    helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
-    maps::{Array, PerCpuArray},
+    maps::{Array, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
@@ -25,9 +26,9 @@ use lb_common::{
     Addr6, CONN_WAYS, Candidates, Conn, ConnSet4, ConnSet6, ConnState, Flow4Key, Flow6Key, FlowKey,
     GlobalStats, Inserted, LOOKUP_ROW, LookupRow, MAX_EXT_HDRS, NO_REAL, PERSIST_WAYS, Persist4Key,
     Persist6Key, PersistSet4, PersistSet6, REAL_UP, Real, RealLoad, SCHED_MAGLEV, SVC_F_PERSIST,
-    Service, Set, Settings, SlotData, TcpFlags, Template, TrafficStats, Vip4Key, Vip6Key,
-    VipBucket4, VipBucket6, VipKey, addr6, conn_eviction, find_service, fragment_hash4,
-    fragment_hash6, least_conn_choice, proto, same6, table_slot,
+    SYNC_RING_BYTES, Service, Set, Settings, SlotData, SyncEvent, TcpFlags, Template, TrafficStats,
+    Vip4Key, Vip6Key, VipBucket4, VipBucket6, VipKey, addr6, conn_eviction, find_service,
+    fragment_hash4, fragment_hash6, least_conn_choice, proto, same6, table_slot,
 };
 use network_types::{
     eth::EthHdr,
@@ -78,6 +79,10 @@ static GLOBAL_STATS: PerCpuArray<GlobalStats> = PerCpuArray::with_max_entries(1,
 static SERVICE_STATS: PerCpuArray<TrafficStats> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "REAL_STATS")]
 static REAL_STATS: PerCpuArray<TrafficStats> = PerCpuArray::with_max_entries(1, 0);
+/// Flows this director confirmed, for the agent's director sync (`lb_common::sync`); written
+/// only while `Settings::sync` is set.
+#[map(name = "SYNC_RING")]
+static SYNC_RING: RingBuf = RingBuf::with_byte_size(SYNC_RING_BYTES, 0);
 
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -565,6 +570,9 @@ fn forward_flow<F: Family>(
         Inserted::Busy => g.conn_insert_failed += 1,
         Inserted::Full => g.conn_insert_refused += 1,
         Inserted::Stored { replaced, evicted } => {
+            if entry.state == ConnState::Established as u8 || entry.state == ConnState::Udp as u8 {
+                announce(&flow, &entry, settings, g);
+            }
             // The counts follow the table: the new entry in, whatever it overwrote out.
             account(target.idx, entry.state, 1);
             if let Some(old) = replaced {
@@ -765,6 +773,9 @@ fn established_real<F: Family>(
         if (state == ConnState::Established as u8) != (conn.state == ConnState::Established as u8) {
             account(conn.real, conn.state, -1);
             account(conn.real, state, 1);
+            if state == ConnState::Established as u8 {
+                announce(flow, &updated, settings, g);
+            }
         }
         // Opening and closing keep the client's persistence template alive.
         if state != conn.state && svc.info.flags & SVC_F_PERSIST != 0 {
@@ -869,6 +880,25 @@ fn account(idx: u32, state: u8, delta: i64) {
     if let Some(load) = REAL_LOAD.get_ptr_mut(idx) {
         // SAFETY: `load` points into the REAL_LOAD map value.
         unsafe { RealLoad::add(load, state, delta) };
+    }
+}
+
+/// Tells the agent's director sync that this director confirmed `flow` on `conn`'s real (a
+/// handshake completed, a UDP flow began), if sync is on. A full ring loses the announcement,
+/// never the frame.
+#[inline(always)]
+fn announce<K: FlowKey>(flow: &K, conn: &Conn, settings: &Settings, g: &mut GlobalStats) {
+    if settings.sync == 0 {
+        return;
+    }
+    let mut event = flow.sync_event(conn.real, conn.state);
+    // SAFETY: a helper without arguments that only reads the clock.
+    event.time = unsafe { bpf_ktime_get_ns() };
+    if SYNC_RING
+        .output::<SyncEvent>(&event, BPF_RB_NO_WAKEUP as u64)
+        .is_err()
+    {
+        g.sync_ring_full += 1;
     }
 }
 

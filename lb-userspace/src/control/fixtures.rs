@@ -130,6 +130,7 @@ pub fn snapshot(services: Vec<ServiceInfo>) -> Snapshot {
         services,
         conns: None,
         global: GlobalInfo::default(),
+        sync: None,
     }
 }
 
@@ -313,6 +314,7 @@ pub fn sample() -> Snapshot {
             icmp_forwarded: 4,
             persist_hits: 5,
             ext_hdr_passed: 7,
+            sync_ring_full: 11,
         },
         conn_table_used: 1234,
         reloads_ok: 6,

@@ -54,6 +54,9 @@ pub struct Snapshot {
     pub conns: Option<Vec<ConnInfo>>,
     /// Data-plane and agent-wide counters.
     pub global: GlobalInfo,
+    /// Director sync, when configured.
+    #[serde(default)]
+    pub sync: Option<Box<SyncInfo>>,
 }
 
 /// Serde mirror of [`Timeouts`], which lives in the configuration and has no serde of its own.
@@ -223,6 +226,81 @@ pub struct GlobalInfo {
     pub checks_run: u64,
     /// Sum of the durations of all health checks run, in milliseconds.
     pub check_latency_ms_sum: f64,
+}
+
+/// Director sync as the agent runs it (`lbadm -L --daemon`, the `lb_sync_*` metrics).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SyncInfo {
+    /// Director group id.
+    pub id: u32,
+    /// Interface multicast uses.
+    pub interface: String,
+    /// UDP port.
+    pub port: u16,
+    /// Multicast group, if any.
+    pub group: Option<std::net::IpAddr>,
+    /// Multicast TTL.
+    pub ttl: u8,
+    /// Unicast peers as configured.
+    pub peers: Vec<std::net::IpAddr>,
+    /// This agent's sender id (new each start).
+    pub sender: u64,
+    /// Datagrams sent (each destination counts).
+    pub sent_datagrams: u64,
+    /// Flow records sent (each destination counts).
+    pub sent_records: u64,
+    /// Sends that failed.
+    pub send_errors: u64,
+    /// Authentic datagrams accepted.
+    pub received_datagrams: u64,
+    /// Flow records in them.
+    pub received_records: u64,
+    /// Received flows stored as new entries.
+    pub stored: u64,
+    /// Received flows that were here already on the same real (refreshed).
+    pub refreshed: u64,
+    /// Received flows known here more recently on another real (left alone).
+    pub kept: u64,
+    /// Received flows for a service or real not configured here.
+    pub unplaced: u64,
+    /// Received flows whose table set had no room.
+    pub no_room: u64,
+    /// Datagrams rejected: the tag did not match (forged, corrupted, another key).
+    pub rejected_auth: u64,
+    /// Datagrams rejected as replays.
+    pub rejected_replay: u64,
+    /// Datagrams rejected as another director group's.
+    pub rejected_instance: u64,
+    /// Datagrams rejected as malformed (not this protocol or version).
+    pub rejected_malformed: u64,
+    /// Announcements whose real was gone before they could be sent.
+    pub dropped: u64,
+    /// Milliseconds from the program's confirmation of a flow to its datagram leaving: the
+    /// last batch's oldest.
+    pub lag_ms: f64,
+    /// The largest `lag_ms` since start.
+    pub lag_ms_max: f64,
+    /// Peers heard from, by sender.
+    pub heard: Vec<PeerInfo>,
+    /// The start-up resync's outcome.
+    pub resync: String,
+    /// The last error (a failed send, a rejected datagram), with its age.
+    pub last_error: Option<String>,
+}
+
+/// A peer agent this one has heard from.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PeerInfo {
+    /// Where its datagrams come from.
+    pub addr: Option<SocketAddr>,
+    /// Its sender id.
+    pub sender: u64,
+    /// Seconds since its last datagram.
+    pub last_heard_secs: f64,
+    /// Flow records received from it.
+    pub records: u64,
 }
 
 /// What `lbadm` asks the agent.

@@ -5,19 +5,21 @@
 //!
 //! Loading, adopting and attaching live here; `pins` holds the pin directory and its `LAYOUT`
 //! record, `mmap` the memory-mapped arrays, `write` the executor of planned updates and the
-//! other writers, `read` the readers.
+//! other writers, `read` the readers, `sync` the director-sync ring and the store of peers'
+//! flows.
 
 pub mod instance_lock;
 mod mmap;
 mod pins;
 mod read;
+mod sync;
 mod write;
 
 use std::{fs, io, path::PathBuf, time::Duration};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Map, MapData, PerCpuArray},
+    maps::{Map, MapData, PerCpuArray, RingBuf},
     programs::{
         TestRun, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -33,6 +35,7 @@ use thiserror::Error;
 use tracing::warn;
 
 pub use self::pins::{Attached, Origin, PIN_ROOT, PINNED_MAPS, PinDir};
+pub use self::sync::{PeerStore, announced};
 use self::{mmap::Mmap, pins::Layout};
 use crate::model::{AttachMode, Limits};
 
@@ -147,6 +150,7 @@ pub struct Dataplane {
     global_stats: PerCpuArray<MapData, GlobalStats>,
     service_stats: PerCpuArray<MapData, TrafficStats>,
     real_stats: PerCpuArray<MapData, TrafficStats>,
+    sync_ring: RingBuf<MapData>,
     link: Option<XdpLinkId>,
 }
 
@@ -345,6 +349,12 @@ impl Dataplane {
             global_stats: per_cpu(take(names::GLOBAL_STATS)?, names::GLOBAL_STATS)?,
             service_stats: per_cpu(take(names::SERVICE_STATS)?, names::SERVICE_STATS)?,
             real_stats: per_cpu(take(names::REAL_STATS)?, names::REAL_STATS)?,
+            sync_ring: RingBuf::try_from(take(names::SYNC_RING)?).map_err(|source| {
+                DataplaneError::Map {
+                    map: names::SYNC_RING,
+                    source,
+                }
+            })?,
             ebpf,
             limits: *l,
             link: None,

@@ -252,7 +252,7 @@ fn insert<K: SlotData, V: SlotData, const W: usize>(
 ///
 /// # Safety
 /// `p` must be valid and 4-byte aligned.
-unsafe fn store_u32(p: *mut u32, v: u32) {
+pub(super) unsafe fn store_u32(p: *mut u32, v: u32) {
     // SAFETY: guaranteed by the caller.
     unsafe { AtomicU32::from_ptr(p) }.store(v, Ordering::Release);
 }

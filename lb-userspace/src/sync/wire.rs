@@ -12,7 +12,7 @@
 //! Layout (integers big-endian):
 //! ```text
 //! magic "LBSY" | version u8 | kind u8 | records u16 | instance u64 | sender u64 | sequence u64
-//! record * records  (RECORD_LEN bytes each)
+//! record * records  (RECORD_LEN bytes each; kinds: 1 records, 2 state request, 3 state end)
 //! tag (TAG_LEN bytes: HMAC-SHA256 of everything before it, truncated)
 //! ```
 //! A record:
@@ -80,6 +80,9 @@ pub enum Kind {
     Records = 1,
     /// A director that starts asks its peers for everything they hold (no records).
     StateRequest = 2,
+    /// The last datagram of the answer to a state request (no records): the asking director
+    /// knows it has everything this peer holds.
+    StateEnd = 3,
 }
 
 /// A flow a peer placed: enough for any director to continue it on its real.
@@ -143,7 +146,7 @@ pub struct Datagram {
 
 /// Why a datagram was rejected. Every variant before [`WireError::Auth`] is decided on bytes
 /// alone; nothing after it is looked at unless the tag checks.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum WireError {
     /// Shorter than a header and a tag, longer than a datagram, or not a whole number of
     /// records.
@@ -277,6 +280,7 @@ pub fn decode(bytes: &[u8], key: &Key, instance: u64) -> Result<Datagram, WireEr
         kind: match signed[5] {
             1 => Kind::Records,
             2 => Kind::StateRequest,
+            3 => Kind::StateEnd,
             other => return Err(WireError::Kind(other)),
         },
         instance: u64_at(8),
@@ -296,10 +300,10 @@ pub fn decode(bytes: &[u8], key: &Key, instance: u64) -> Result<Datagram, WireEr
         .enumerate()
         .map(|(index, r)| record(r).map_err(|reason| WireError::Record { index, reason }))
         .collect::<Result<Vec<_>, _>>()?;
-    if header.kind == Kind::StateRequest && !records.is_empty() {
+    if header.kind != Kind::Records && !records.is_empty() {
         return Err(WireError::Record {
             index: 0,
-            reason: "a state request carries no records",
+            reason: "a state request or state end carries no records",
         });
     }
     Ok(Datagram { header, records })

@@ -10,7 +10,8 @@
 //! - [`least_conn`]: the least-connection schedulers with known connection counts;
 //! - [`random_frames`]: random and mutated frames against an independent oracle;
 //! - [`decisions`]: the program and the control plane's copy of its decisions agree;
-//! - [`flood`]: a spoofed SYN flood breaks no established connection, under every scheduler.
+//! - [`flood`]: a spoofed SYN flood breaks no established connection, under every scheduler;
+//! - [`sync`]: director sync's announcements and the flows peers announce.
 
 mod common;
 mod decisions;
@@ -19,3 +20,4 @@ mod ipv4;
 mod ipv6;
 mod least_conn;
 mod random_frames;
+mod sync;

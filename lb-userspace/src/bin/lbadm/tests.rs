@@ -728,6 +728,7 @@ fn snapshot() -> Snapshot {
         }],
         conns: Some(vec![]),
         global: GlobalInfo::default(),
+        sync: None,
     }
 }
 

@@ -182,6 +182,8 @@ pub fn snapshot(v: &View, with_conns: bool) -> Snapshot {
                 .map(|s| s.latency_total.as_secs_f64() * 1000.0)
                 .sum(),
         },
+        // Director sync is the agent's own, not the maps'; it fills this in.
+        sync: None,
     }
 }
 

@@ -1,0 +1,239 @@
+//! The data plane's side of director sync: the switch that makes the program announce the
+//! flows it confirms, the reader of those announcements (`SYNC_RING`), and the writer that
+//! stores the flows peers announce into this director's tables.
+//!
+//! A peer's flow is stored the way the program stores its own (the same slot rules and
+//! eviction classes, the real's connection counts adjusted), with one rule of its own: when
+//! both sides know the flow, the side that saw it more recently wins, so an old announcement
+//! never moves a flow this director is serving.
+
+use lb_common::{
+    Conn, ConnState, Flow4Key, Flow6Key, FlowKey, Inserted, Persist4Key, Persist6Key, RealLoad,
+    SVC_F_PERSIST, Set, SlotData, SyncEvent, Template, conn_eviction,
+};
+
+use super::{Dataplane, Result, mmap::Mmap, write::store_u32};
+
+/// What storing a peer's entry did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerStore {
+    /// Stored: the flow was unknown here, or known less recently on another real.
+    Stored,
+    /// Already here on the same real; its last-used time (and state) brought forward.
+    Refreshed,
+    /// Known here more recently on another real: left as it is.
+    Kept,
+    /// Its set is full of entries it may not evict, or another writer held the set.
+    NoRoom,
+}
+
+impl Dataplane {
+    /// Turns the program's flow announcements on or off (`Settings::sync`).
+    pub fn set_sync(&mut self, on: bool) -> Result<()> {
+        let s = self.settings.ptr(0)?;
+        // SAFETY: `s` points at the mapped settings; `sync` is an aligned u32.
+        unsafe { store_u32(&raw mut (*s).sync, u32::from(on)) };
+        Ok(())
+    }
+
+    /// Takes up to `max` announcements the program has written since the last call, oldest
+    /// first.
+    pub fn drain_sync_ring(&mut self, max: usize) -> Vec<SyncEvent> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(item) = self.sync_ring.next() else {
+                break;
+            };
+            if item.len() >= size_of::<SyncEvent>() {
+                // SAFETY: the record holds at least a `SyncEvent`'s bytes (checked), and every
+                // bit pattern is a valid `SyncEvent` (integers only).
+                out.push(unsafe { item.as_ptr().cast::<SyncEvent>().read_unaligned() });
+            }
+        }
+        out
+    }
+
+    /// Stores a peer's IPv4 flow on real `conn.real`, last used at clock second `stamp`; for a
+    /// persistent service (`service_id`) its client's template follows it.
+    pub fn store_peer_conn4(
+        &mut self,
+        key: &Flow4Key,
+        conn: &Conn,
+        stamp: u32,
+        service_id: u32,
+    ) -> Result<PeerStore> {
+        let sets = self.limits.conn_sets();
+        let stored = store_peer(self, &self.conns4, sets, key, conn, stamp)?;
+        if stored != PeerStore::Kept && stored != PeerStore::NoRoom {
+            let svc = self.service(service_id)?;
+            if svc.flags & SVC_F_PERSIST != 0 {
+                let client: Persist4Key = key.client(service_id, &svc);
+                let sets = self.limits.persist_sets();
+                store_template(self, &self.persist4, sets, &client, conn.real, stamp, &svc)?;
+            }
+        }
+        Ok(stored)
+    }
+
+    /// [`Dataplane::store_peer_conn4`] for an IPv6 flow.
+    pub fn store_peer_conn6(
+        &mut self,
+        key: &Flow6Key,
+        conn: &Conn,
+        stamp: u32,
+        service_id: u32,
+    ) -> Result<PeerStore> {
+        let sets = self.limits.conn6_sets();
+        let stored = store_peer(self, &self.conns6, sets, key, conn, stamp)?;
+        if stored != PeerStore::Kept && stored != PeerStore::NoRoom {
+            let svc = self.service(service_id)?;
+            if svc.flags & SVC_F_PERSIST != 0 {
+                let client: Persist6Key = key.client(service_id, &svc);
+                let sets = self.limits.persist6_sets();
+                store_template(self, &self.persist6, sets, &client, conn.real, stamp, &svc)?;
+            }
+        }
+        Ok(stored)
+    }
+}
+
+/// Stores a peer's entry for `key` in a connection table of `sets` sets (see [`PeerStore`]).
+fn store_peer<K: FlowKey>(
+    dp: &Dataplane,
+    map: &Mmap<Set<K, Conn, { lb_common::CONN_WAYS }>>,
+    sets: u32,
+    key: &K,
+    conn: &Conn,
+    stamp: u32,
+) -> Result<PeerStore> {
+    let settings = dp.settings();
+    let now = settings.clock;
+    let hash = key.flow_hash();
+    let set = map.ptr(hash & (sets - 1))?;
+    // SAFETY: `set` points at a mapped set of the table.
+    if let Some(found) = unsafe { Set::find(set, key, hash | 1) }
+        && settings.conn_live(found.value.state, found.stamp)
+    {
+        let local = found.value;
+        if local.real != conn.real {
+            if newer(found.stamp, stamp) {
+                return Ok(PeerStore::Kept);
+            }
+        } else {
+            if newer(found.stamp, stamp) {
+                return Ok(PeerStore::Refreshed);
+            }
+            // SAFETY: `found.way` is a slot of `set`.
+            unsafe { Set::touch(set, found.way, conn, stamp) };
+            recount(dp, conn, Some(local));
+            return Ok(PeerStore::Refreshed);
+        }
+    }
+    let evict = |old: &Conn, old_stamp: u32| conn_eviction(&settings, conn.state, old, old_stamp);
+    // SAFETY: `set` points at a mapped set of the table.
+    match unsafe { Set::insert(set, key, hash | 1, conn, now, evict) } {
+        Inserted::Busy | Inserted::Full => Ok(PeerStore::NoRoom),
+        Inserted::Stored { replaced, .. } => {
+            restamp(set, key, hash | 1, stamp, now);
+            recount(dp, conn, replaced);
+            Ok(PeerStore::Stored)
+        }
+    }
+}
+
+/// Points a persistent service's client template at `real` unless it was used here more
+/// recently for another real.
+fn store_template<K: SlotData + PersistHash>(
+    dp: &Dataplane,
+    map: &Mmap<Set<K, Template, { lb_common::PERSIST_WAYS }>>,
+    sets: u32,
+    key: &K,
+    real: u32,
+    stamp: u32,
+    svc: &lb_common::Service,
+) -> Result<()> {
+    let now = dp.clock();
+    let hash = key.persist_hash();
+    let set = map.ptr(hash & (sets - 1))?;
+    let template = Template { real, _pad: 0 };
+    // SAFETY: `set` points at a mapped set of the table.
+    if let Some(found) = unsafe { Set::find(set, key, hash | 1) }
+        && svc.template_live(now, found.stamp)
+    {
+        if newer(found.stamp, stamp) {
+            return Ok(());
+        }
+        // SAFETY: `found.way` is a slot of `set`.
+        unsafe { Set::touch(set, found.way, &template, stamp) };
+        return Ok(());
+    }
+    let evict = |_: &Template, old: u32| svc.template_eviction(now, old);
+    // SAFETY: `set` points at a mapped set of the table.
+    if unsafe { Set::insert(set, key, hash | 1, &template, now, evict) }.stored() {
+        restamp(set, key, hash | 1, stamp, now);
+    }
+    Ok(())
+}
+
+/// Whether a local entry last used at `local` is more recent than a peer's at `peer`.
+fn newer(local: u32, peer: u32) -> bool {
+    // Clock seconds wrap after 136 years; compare as the data plane does, by difference.
+    (local.wrapping_sub(peer) as i32) >= 0
+}
+
+/// Sets the last-used time of the just-inserted `key` to `stamp` (inserts stamp with the
+/// clock, so that the set's least-recently-used ranking stays right).
+fn restamp<K: SlotData, V: SlotData, const W: usize>(
+    set: *mut Set<K, V, W>,
+    key: &K,
+    tag: u32,
+    stamp: u32,
+    now: u32,
+) {
+    if stamp == now {
+        return;
+    }
+    // SAFETY: `set` points at a mapped set (caller); `found.way` is one of its slots.
+    unsafe {
+        if let Some(found) = Set::find(set, key, tag) {
+            Set::touch(set, found.way, &found.value, stamp);
+        }
+    }
+}
+
+/// The connection counts follow the table: `conn` in, what it replaced out.
+fn recount(dp: &Dataplane, conn: &Conn, replaced: Option<Conn>) {
+    let add = |real: u32, state: u8, delta: i64| {
+        if let Ok(p) = dp.real_load.ptr(real) {
+            // SAFETY: `p` points at a mapped `RealLoad`; `add` is atomic against the program.
+            unsafe { RealLoad::add(p, state, delta) };
+        }
+    };
+    add(conn.real, conn.state, 1);
+    if let Some(old) = replaced {
+        add(old.real, old.state, -1);
+    }
+}
+
+/// Persistence keys and their table hash.
+pub trait PersistHash {
+    /// The hash whose low bits pick the set.
+    fn persist_hash(&self) -> u32;
+}
+
+impl PersistHash for Persist4Key {
+    fn persist_hash(&self) -> u32 {
+        self.hash()
+    }
+}
+
+impl PersistHash for Persist6Key {
+    fn persist_hash(&self) -> u32 {
+        self.hash()
+    }
+}
+
+/// Whether a flow in `state` is one the program announces (see `lb_common::sync`).
+pub fn announced(state: u8) -> bool {
+    state == ConnState::Established as u8 || state == ConnState::Udp as u8
+}
