@@ -18,7 +18,8 @@
 //! Every problem is reported, not just the first, in document order, one per line as
 //! `file: path: message` (`file: message` for the file as a whole, such as a YAML syntax
 //! error), where the path names the field: `virtual_servers[1].real_servers[0].port`.
-//! Validation is pure: it looks at the file only, never at the system (interfaces, sockets).
+//! Validation is pure: it looks at the file only, never at the system (interfaces, sockets,
+//! the `sync` section's key file, which the agent reads when it starts).
 //!
 //! `configs/example.yaml` shows and explains every key.
 
@@ -71,6 +72,8 @@ pub struct Config {
     pub limits: Limits,
     /// Connection-table timeouts (`ipvsadm --set tcp tcpfin udp`).
     pub timeouts: Timeouts,
+    /// Director state sync (`sync:`); `None` when the section is absent: sync is off.
+    pub sync: Option<SyncConfig>,
     /// The services, in file order.
     pub virtual_servers: Vec<VirtualServer>,
 }
@@ -94,6 +97,44 @@ impl Default for Timeouts {
             udp: 300,
         }
     }
+}
+
+/// Director state sync (`sync:`): the agents of one director group share their connection
+/// entries, so that any director continues any flow on its real.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncConfig {
+    /// Director group id (`id`, 0..=255 like keepalived's syncid; default 0): datagrams of another group are rejected.
+    pub id: u32,
+    /// File holding the group's shared secret (`key_file`, required): at least 16 bytes after trimming whitespace.
+    pub key_file: PathBuf,
+    /// UDP port sent to and listened on (`port`, default 8849: not IPVS's 8848, whose format differs).
+    pub port: u16,
+    /// Multicast group (`group`), IPv4 or IPv6 multicast address; None = unicast peers only.
+    pub group: Option<IpAddr>,
+    /// Interface whose address multicast is sent from and joined on (`interface`; default: the top-level `interface`).
+    pub interface: Option<String>,
+    /// Unicast peers (`peers`: a list of addresses, the other directors).
+    pub peers: Vec<IpAddr>,
+    /// Multicast TTL / hop limit (`ttl`, 1..=255, default 1).
+    pub ttl: u8,
+    /// How long a starting agent waits for its peers' state before it serves (`startup_wait`, seconds, default 3, 0..=60).
+    pub startup_wait: Duration,
+    /// How often every live entry is announced again, so peers never let a long-lived idle connection expire (`refresh`, seconds, default 300; must be at least 10 and less than `timeouts.tcp`).
+    pub refresh: Duration,
+}
+
+impl SyncConfig {
+    /// `port` when not set.
+    pub const DEFAULT_PORT: u16 = 8849;
+    /// `ttl` when not set.
+    pub const DEFAULT_TTL: u8 = 1;
+    /// `startup_wait` when not set.
+    pub const DEFAULT_STARTUP_WAIT: Duration = Duration::from_secs(3);
+    /// `refresh` when not set.
+    pub const DEFAULT_REFRESH: Duration = Duration::from_secs(300);
+    /// The shortest secret `key_file` may hold, in bytes after trimming white space (checked by
+    /// the agent when it reads the file, not by validation).
+    pub const MIN_KEY_BYTES: usize = 16;
 }
 
 /// An IPVS scheduler name (`lb_algo` / `lvs_sched`).

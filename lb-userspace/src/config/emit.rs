@@ -4,7 +4,7 @@ use std::{net::IpAddr, time::Duration};
 
 use serde_yaml::{Mapping, Value};
 
-use super::{CheckTiming, Checker, Config, RealServer, VirtualServer};
+use super::{CheckTiming, Checker, Config, RealServer, SyncConfig, VirtualServer};
 use crate::model::{AttachMode, RealKey};
 
 /// The whole configuration as a YAML document.
@@ -34,6 +34,7 @@ pub(super) fn config(c: &Config) -> String {
     timeouts.put("tcpfin", c.timeouts.tcpfin);
     timeouts.put("udp", c.timeouts.udp);
     m.put("timeouts", timeouts);
+    m.put_opt("sync", c.sync.as_ref().map(sync));
     let services: Vec<Value> = c.virtual_servers.iter().map(virtual_server).collect();
     m.put("virtual_servers", services);
     // Serializing a tree of plain values cannot fail.
@@ -81,6 +82,21 @@ fn seconds(d: Duration) -> Value {
 
 fn ip(a: IpAddr) -> Value {
     Value::from(a.to_string())
+}
+
+fn sync(s: &SyncConfig) -> Value {
+    let mut m = Block::default();
+    m.put("id", s.id);
+    m.put("key_file", s.key_file.to_string_lossy().as_ref());
+    m.put("port", s.port);
+    m.put_opt("group", s.group.map(ip));
+    m.put_opt("interface", s.interface.as_deref());
+    let peers: Vec<Value> = s.peers.iter().copied().map(ip).collect();
+    m.put("peers", peers);
+    m.put("ttl", s.ttl);
+    m.put("startup_wait", seconds(s.startup_wait));
+    m.put("refresh", seconds(s.refresh));
+    m.into()
 }
 
 fn virtual_server(vs: &VirtualServer) -> Value {

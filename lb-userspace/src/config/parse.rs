@@ -14,7 +14,7 @@ use std::{
 use serde_yaml::Value;
 
 use super::{
-    Config, LbAlgo, RealServer, Timeouts, VirtualServer,
+    Config, LbAlgo, RealServer, SyncConfig, Timeouts, VirtualServer,
     address::{ipv4_mapped, not_a_host},
     check,
     reader::{Fields, Node, Reader, describe},
@@ -36,6 +36,7 @@ const TOP_KEYS: &[&str] = &[
     "metrics_listen",
     "limits",
     "timeouts",
+    "sync",
     "virtual_servers",
 ];
 /// Keys of `limits`.
@@ -50,6 +51,18 @@ const LIMIT_KEYS: &[&str] = &[
 ];
 /// Keys of `timeouts`.
 const TIMEOUT_KEYS: &[&str] = &["tcp", "tcpfin", "udp"];
+/// Keys of `sync`.
+const SYNC_KEYS: &[&str] = &[
+    "id",
+    "key_file",
+    "port",
+    "group",
+    "interface",
+    "peers",
+    "ttl",
+    "startup_wait",
+    "refresh",
+];
 /// Keys of a virtual server (aliases included).
 const VS_KEYS: &[&str] = &[
     "vip",
@@ -116,6 +129,12 @@ const MIN_TABLE_SIZE: u32 = 7;
 const MAX_TABLE_SIZE: u32 = 1_000_003;
 /// Default Maglev table size.
 const DEFAULT_TABLE_SIZE: u32 = lb_common::DEFAULT_TABLE_SIZE;
+/// Largest `sync.id` (keepalived's syncid is one byte).
+const MAX_SYNC_ID: u32 = 255;
+/// Longest `sync.startup_wait`, in seconds.
+const MAX_STARTUP_WAIT: u64 = 60;
+/// Shortest `sync.refresh`, in seconds.
+const MIN_REFRESH: u64 = 10;
 
 /// Reads the whole document; `None` only when a required value is missing (already reported).
 pub(super) fn config(rd: &mut Reader, root: &Node<'_>) -> Option<Config> {
@@ -136,6 +155,8 @@ pub(super) fn config(rd: &mut Reader, root: &Node<'_>) -> Option<Config> {
     let metrics_listen = f.get("metrics_listen").and_then(|n| listen_addr(rd, &n));
     let limits = limits(rd, f.get("limits"));
     let timeouts = timeouts(rd, f.get("timeouts"));
+    // `sync:` alone is the section with its defaults (and so misses its key_file), not off.
+    let sync = f.raw("sync").and_then(|n| sync(rd, &n, &timeouts));
     let virtual_servers = virtual_servers(rd, f.get("virtual_servers"), &limits);
     Some(Config {
         interface: interface?,
@@ -147,6 +168,7 @@ pub(super) fn config(rd: &mut Reader, root: &Node<'_>) -> Option<Config> {
         metrics_listen,
         limits,
         timeouts,
+        sync,
         virtual_servers,
     })
 }
@@ -316,6 +338,133 @@ fn timeouts(rd: &mut Reader, node: Option<Node<'_>>) -> Timeouts {
         tcpfin: secs("tcpfin", d.tcpfin),
         udp: secs("udp", d.udp),
     }
+}
+
+/// `sync`: director state sync. Every key is read (and every mistake reported) before giving
+/// up on a missing `key_file`.
+fn sync(rd: &mut Reader, node: &Node<'_>, timeouts: &Timeouts) -> Option<SyncConfig> {
+    let f = rd.fields(node, SYNC_KEYS)?;
+    let id = f.get("id").and_then(|n| rd.u32(&n, 0..=MAX_SYNC_ID));
+    let key_file = f.required(rd, "key_file").and_then(|n| rd.text(&n));
+    let port = f.get("port").and_then(|n| rd.port(&n));
+    let group = f.get("group").and_then(|n| sync_group(rd, &n));
+    let interface = f.get("interface").and_then(|n| interface_name(rd, &n));
+    let peers = f.get("peers");
+    // A list with items, or a mistaken value (reported as such): either way peers were meant.
+    let peers_given = peers
+        .as_ref()
+        .is_some_and(|n| n.value.as_sequence().is_none_or(|s| !s.is_empty()));
+    let peers = peers.map_or_else(Vec::new, |n| sync_peers(rd, &n));
+    if f.get("group").is_none() && !peers_given {
+        let msg = "needs a multicast `group`, a list of `peers`, or both: without either no \
+                   director hears another";
+        rd.error(&node.path, msg);
+    }
+    // Within 1..=255.
+    let ttl = f
+        .get("ttl")
+        .and_then(|n| rd.uint(&n, 1..=255))
+        .map(|t| t as u8);
+    let startup_wait = f
+        .get("startup_wait")
+        .and_then(|n| rd.seconds(&n, 0..=MAX_STARTUP_WAIT));
+    let refresh = sync_refresh(rd, &f, timeouts);
+    Some(SyncConfig {
+        id: id.unwrap_or(0),
+        key_file: PathBuf::from(key_file?),
+        port: port.unwrap_or(SyncConfig::DEFAULT_PORT),
+        group,
+        interface,
+        peers,
+        ttl: ttl.unwrap_or(SyncConfig::DEFAULT_TTL),
+        startup_wait: startup_wait.unwrap_or(SyncConfig::DEFAULT_STARTUP_WAIT),
+        refresh,
+    })
+}
+
+/// `sync.group`: an IPv4 or IPv6 multicast address.
+fn sync_group(rd: &mut Reader, node: &Node<'_>) -> Option<IpAddr> {
+    let addr = rd.ip(node)?;
+    if !addr.is_multicast() {
+        let msg = format!(
+            "{addr} is not a multicast address (224.0.0.0/4 or ff00::/8); list unicast \
+             directors in `peers`"
+        );
+        rd.error(&node.path, msg);
+        return None;
+    }
+    Some(addr)
+}
+
+/// `sync.peers`: the other directors, unicast addresses, each once.
+fn sync_peers(rd: &mut Reader, node: &Node<'_>) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    let mut seen: HashMap<IpAddr, usize> = HashMap::new();
+    for (i, item) in rd.list(node).iter().enumerate() {
+        let Some(addr) = rd.ip(item) else {
+            continue;
+        };
+        let not_unicast = match addr {
+            IpAddr::V4(a) => a.is_unspecified() || a.is_multicast() || a.is_broadcast(),
+            IpAddr::V6(a) => a.is_unspecified() || a.is_multicast(),
+        };
+        if not_unicast {
+            let mut msg = format!("{addr} is not the unicast address of a director");
+            if addr.is_multicast() {
+                msg.push_str(": a multicast address goes in `group`");
+            }
+            rd.error(&item.path, msg);
+            continue;
+        }
+        if let Some(v4) = ipv4_mapped(addr) {
+            let msg = format!(
+                "{addr} is an IPv4-mapped IPv6 address, which no IPv6 packet carries: write {v4}"
+            );
+            rd.error(&item.path, msg);
+            continue;
+        }
+        match seen.get(&addr) {
+            Some(first) => {
+                let msg = format!("duplicate peer {addr}: peers[{first}] is the same");
+                rd.error(&item.path, msg);
+            }
+            None => {
+                seen.insert(addr, i);
+                out.push(addr);
+            }
+        }
+    }
+    out
+}
+
+/// `sync.refresh`: at least [`MIN_REFRESH`] seconds and less than `timeouts.tcp`, so that a
+/// peer hears of an idle connection again before its entry would expire.
+fn sync_refresh(rd: &mut Reader, f: &Fields<'_>, timeouts: &Timeouts) -> Duration {
+    let default = SyncConfig::DEFAULT_REFRESH;
+    let tcp = u64::from(timeouts.tcp);
+    let Some(node) = f.get("refresh") else {
+        if default.as_secs() >= tcp {
+            let msg = format!(
+                "refresh is not set, and its default {} is not less than timeouts.tcp ({tcp}); \
+                 set a smaller refresh (at least {MIN_REFRESH})",
+                default.as_secs()
+            );
+            rd.error(&f.path_of("refresh"), msg);
+        }
+        return default;
+    };
+    let Some(refresh) = rd.seconds(&node, MIN_REFRESH..=DAY) else {
+        return default;
+    };
+    if refresh.as_secs() >= tcp {
+        let msg = format!(
+            "must be less than timeouts.tcp ({tcp}), found {}: a peer would let an idle \
+             connection expire before hearing of it again",
+            refresh.as_secs()
+        );
+        rd.error(&node.path, msg);
+    }
+    refresh
 }
 
 /// `virtual_servers`, with the checks across services.

@@ -229,6 +229,7 @@ fn defaults() {
         (c.timeouts.tcp, c.timeouts.tcpfin, c.timeouts.udp),
         (900, 120, 300)
     );
+    assert_eq!(c.sync, None, "no sync: section, no sync");
     assert!(c.virtual_servers.is_empty());
 
     let c = ok("interface: eth1\ninstance: blue\n");
@@ -1189,6 +1190,16 @@ limits:
   conn_entries6: 2048
   persist_entries6: 512
 timeouts: { tcp: 3600, tcpfin: 60, udp: 30 }
+sync:
+  id: 42
+  key_file: /etc/edge/sync.key
+  port: 9000
+  group: ff02::1:81
+  interface: bond0.200
+  peers: [10.9.0.2, "2001:db8:9::3"]
+  ttl: 4
+  startup_wait: 0
+  refresh: 1800
 virtual_servers:
   - vip: 10.1.0.1
     port: 53
@@ -1423,6 +1434,17 @@ fn every_key_is_read() {
             tcpfin: 60,
             udp: 30,
         },
+        sync: Some(SyncConfig {
+            id: 42,
+            key_file: "/etc/edge/sync.key".into(),
+            port: 9000,
+            group: Some(v4("ff02::1:81")),
+            interface: Some("bond0.200".into()),
+            peers: vec![v4("10.9.0.2"), v4("2001:db8:9::3")],
+            ttl: 4,
+            startup_wait: Duration::ZERO,
+            refresh: secs(1800),
+        }),
         virtual_servers: vec![dns, https, https6],
     };
     assert_eq!(ok(EVERY_KEY), expected);
@@ -1440,6 +1462,8 @@ fn to_yaml_round_trips() {
         ok(BRIEF_EXAMPLE),
         ok("interface: eth0\n"),
         ok(&service("", "")),
+        ok(&format!("{SYNC}group: 224.0.0.81\n")),
+        ok(&format!("{SYNC}peers: [10.0.0.2]\n")),
     ] {
         assert_eq!(ok(&c.to_yaml()), c);
     }
@@ -1456,6 +1480,9 @@ fn to_yaml_writes_keepalived_names() {
         "persistence_granularity: 64",
         "conn_entries6: 2048",
         "persist_entries6: 512",
+        "key_file: /etc/edge/sync.key",
+        "startup_wait: 0",
+        "refresh: 1800",
         "connect_timeout: 0.25",
         "misc_timeout: 5",
     ] {
@@ -1490,4 +1517,189 @@ fn type_errors_give_the_right_hint() {
         msg("interface: eth0\nmanage_vip: 1\n"),
         "expected true or false, found the number 1"
     );
+}
+
+/// A document with a `sync` section holding only its key file; the test appends the section's
+/// other keys, indented two spaces.
+const SYNC: &str = "interface: eth0\nsync:\n  key_file: /etc/lb-xdp/sync.key\n  ";
+
+#[test]
+fn sync_defaults() {
+    let c = ok(&format!("{SYNC}group: 224.0.0.81\n"));
+    assert_eq!(
+        c.sync,
+        Some(SyncConfig {
+            id: 0,
+            key_file: "/etc/lb-xdp/sync.key".into(),
+            port: 8849,
+            group: Some(v4("224.0.0.81")),
+            interface: None,
+            peers: Vec::new(),
+            ttl: 1,
+            startup_wait: secs(3),
+            refresh: secs(300),
+        })
+    );
+    // Unicast peers alone, of both families; the key file is not read (validation is pure).
+    let c = ok(&format!(
+        "{SYNC}peers:\n    - 10.0.0.2\n    - 2001:db8::3\n    - 127.0.0.1\n"
+    ));
+    let sync = c.sync.expect("sync");
+    assert_eq!(
+        sync.peers,
+        [v4("10.0.0.2"), v4("2001:db8::3"), v4("127.0.0.1")]
+    );
+    assert_eq!(sync.group, None);
+    // Both, and the limits of each range.
+    let c = ok(&format!(
+        "{SYNC}group: 239.1.2.3\n  peers: [10.0.0.2]\n  id: 255\n  ttl: 255\n  \
+         startup_wait: 60\n  refresh: 10\n  port: 1\n"
+    ));
+    let sync = c.sync.expect("sync");
+    assert_eq!((sync.id, sync.ttl, sync.port), (255, 255, 1));
+    assert_eq!((sync.startup_wait, sync.refresh), (secs(60), secs(10)));
+    // refresh must stay below timeouts.tcp, whose default is 900.
+    let c = ok(&format!("{SYNC}group: 224.0.0.81\n  refresh: 899\n"));
+    assert_eq!(c.sync.unwrap().refresh, secs(899));
+}
+
+#[test]
+fn sync_mistakes() {
+    let group = "group: 224.0.0.81\n";
+    // Without a group or peers no director hears another: the error names both keys.
+    for rest in ["id: 1\n", "peers: []\n", "peers:\n", "group:\n"] {
+        assert_error(
+            &format!("{SYNC}{rest}"),
+            "sync",
+            "needs a multicast `group`, a list of `peers`, or both",
+        );
+    }
+    assert_error(
+        "interface: eth0\nsync:\n",
+        "sync.key_file",
+        "missing required key `key_file`",
+    );
+    assert_error(
+        "interface: eth0\nsync:\n",
+        "sync",
+        "needs a multicast `group`",
+    );
+    assert_error(
+        &format!("interface: eth0\nsync:\n  key_file: ' '\n  {group}"),
+        "sync.key_file",
+        "must not be empty",
+    );
+    assert_error(
+        &format!("interface: eth0\nsync:\n  key_file:\n  {group}"),
+        "sync.key_file",
+        "`key_file` needs a value",
+    );
+    assert_error(
+        &format!("{SYNC}group: 10.0.0.1\n"),
+        "sync.group",
+        "10.0.0.1 is not a multicast address",
+    );
+    assert_error(
+        &format!("{SYNC}group: 2001:db8::1\n"),
+        "sync.group",
+        "is not a multicast address",
+    );
+    assert_error(
+        &format!("{SYNC}group: [224.0.0.81]\n"),
+        "sync.group",
+        "expected an IP address, found a list",
+    );
+    assert_error(
+        &format!("{SYNC}peers: [10.0.0.2, 224.0.0.81]\n"),
+        "sync.peers[1]",
+        "224.0.0.81 is not the unicast address of a director: a multicast address goes in `group`",
+    );
+    for bad in ["0.0.0.0", "'::'", "255.255.255.255"] {
+        assert_error(
+            &format!("{SYNC}peers: [{bad}]\n"),
+            "sync.peers[0]",
+            "is not the unicast address of a director",
+        );
+    }
+    assert_error(
+        &format!("{SYNC}peers: ['::ffff:10.0.0.2']\n"),
+        "sync.peers[0]",
+        "write 10.0.0.2",
+    );
+    assert_error(
+        &format!("{SYNC}peers: [10.0.0.2, 10.0.0.3, 10.0.0.2]\n"),
+        "sync.peers[2]",
+        "duplicate peer 10.0.0.2: peers[0] is the same",
+    );
+    assert_error(
+        &format!("{SYNC}peers: [director-2]\n"),
+        "sync.peers[0]",
+        "`director-2` is not a valid IP address",
+    );
+    assert_error(
+        &format!("{SYNC}peers: 10.0.0.2\n"),
+        "sync.peers",
+        "expected a list",
+    );
+    assert_error(
+        &format!("{SYNC}{group}  port: 0\n"),
+        "sync.port",
+        "must be between 1 and 65535, found 0",
+    );
+    assert_error(
+        &format!("{SYNC}{group}  id: 256\n"),
+        "sync.id",
+        "must be between 0 and 255, found 256",
+    );
+    assert_error(
+        &format!("{SYNC}{group}  id: -1\n"),
+        "sync.id",
+        "must be between 0 and 255, found -1",
+    );
+    for ttl in ["0", "256"] {
+        assert_error(
+            &format!("{SYNC}{group}  ttl: {ttl}\n"),
+            "sync.ttl",
+            &format!("must be between 1 and 255, found {ttl}"),
+        );
+    }
+    assert_error(
+        &format!("{SYNC}{group}  startup_wait: 61\n"),
+        "sync.startup_wait",
+        "must be between 0 and 60, found 61",
+    );
+    assert_error(
+        &format!("{SYNC}{group}  refresh: 9\n"),
+        "sync.refresh",
+        "must be between 10 and 86400, found 9",
+    );
+    assert_error(
+        &format!("{SYNC}{group}  refresh: 900\n"),
+        "sync.refresh",
+        "must be less than timeouts.tcp (900), found 900",
+    );
+    assert_error(
+        &format!("{SYNC}{group}timeouts: {{ tcp: 200 }}\n"),
+        "sync.refresh",
+        "refresh is not set, and its default 300 is not less than timeouts.tcp (200)",
+    );
+    assert_error(
+        &format!("{SYNC}{group}  interface: a/b\n"),
+        "sync.interface",
+        "interface name `a/b`",
+    );
+    assert_error(
+        &format!("{SYNC}{group}  gruop: 224.0.0.82\n"),
+        "sync.gruop",
+        "unknown key `gruop`; did you mean `group`?",
+    );
+    assert_error(
+        "interface: eth0\nsync: 224.0.0.81\n",
+        "sync",
+        "expected a mapping",
+    );
+    // Every mistake of the section is reported at once, nothing applied.
+    let errs = errors(&format!("{SYNC}group: 10.0.0.1\n  ttl: 0\n  port: 0\n"));
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["sync.group", "sync.ttl", "sync.port"], "{errs:#?}");
 }

@@ -8,14 +8,16 @@ use super::{
     ImportError, Warning,
     keywords::{
         CHECK_KEYWORDS, HTTP_KEYWORDS, KEEPALIVED_ONLY, KEEPALIVED_SCHEDULERS, MISC_KEYWORDS,
-        ROOT_KEYWORDS, RS_KEYWORDS, URL_KEYWORDS, VS_KEYWORDS,
+        ROOT_KEYWORDS, RS_KEYWORDS, SYNC_DAEMON_OPTIONS, URL_KEYWORDS, VS_KEYWORDS,
     },
     lexer::{Node, script_words, shell_join},
     parsed::{
-        At, Check, CheckKind, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PERSISTENCE_TIMEOUT, File, Real,
-        Service, Timing, Url, Vrrp, number,
+        At, Check, CheckKind, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PERSISTENCE_TIMEOUT, File,
+        IPVS_SYNC_GROUP, IPVS_SYNC_PORT, IPVS_SYNC_TTL, Real, SYNC_KEY_FILE, Service, SyncDaemon,
+        Timing, Url, Vrrp, number,
     },
 };
+use crate::config::SyncConfig;
 
 /// An unknown keyword, reported once its block is read (so the report can say what the value
 /// it was probably meant for ended up as).
@@ -49,6 +51,8 @@ impl Importer {
             .collect();
         let mut file = File::default();
         let mut unknown = Vec::new();
+        // The first lvs_sync_daemon or old lvs_sync_daemon_interface: keepalived's sync daemon.
+        let mut daemon = None;
         for n in nodes {
             match n.keyword() {
                 "virtual_server" => {
@@ -64,7 +68,7 @@ impl Importer {
                         n.word(1).unwrap_or("")
                     ),
                 ),
-                "vrrp_instance" => file.vrrp.push(self.vrrp(n, &scripts)),
+                "vrrp_instance" => file.vrrp.push(self.vrrp(n, &scripts, &mut daemon)),
                 "include" => self.warn(
                     n.line,
                     format!(
@@ -80,10 +84,16 @@ impl Importer {
                         } else {
                             String::new()
                         };
+                        let but = if kw == "global_defs" {
+                            self.global_defs(n, &mut daemon)
+                        } else {
+                            String::new()
+                        };
                         self.warn(
                             n.line,
                             format!(
-                                "{kw}{name} is handled by keepalived, not by lb-agent: {advice}"
+                                "{kw}{name} is handled by keepalived, not by lb-agent: \
+                                 {advice}{but}"
                             ),
                         );
                     }
@@ -92,6 +102,7 @@ impl Importer {
             }
         }
         self.report_unknown(unknown, |_| None);
+        file.sync = self.sync(&file.vrrp, daemon);
         if nodes.is_empty() || file.services.is_empty() {
             let line = nodes.first().map_or(1, |n| n.line);
             self.warn(
@@ -103,13 +114,20 @@ impl Importer {
         file
     }
 
-    /// A `vrrp_instance`: not converted, but its interface and VIPs matter.
-    fn vrrp(&mut self, n: &Node, scripts: &BTreeSet<&str>) -> Vrrp {
+    /// A `vrrp_instance`: not converted, but its interface and VIPs matter, and so does its old
+    /// `lvs_sync_daemon_interface` (into `daemon` unless keepalived already has one).
+    fn vrrp(
+        &mut self,
+        n: &Node,
+        scripts: &BTreeSet<&str>,
+        daemon: &mut Option<SyncDaemon>,
+    ) -> Vrrp {
         let name = n.word(1).unwrap_or("").to_owned();
         let mut vrrp = Vrrp {
             name: name.clone(),
             interface: None,
             vips: Vec::new(),
+            virtual_router_id: None,
         };
         for c in n.children() {
             match c.keyword() {
@@ -118,6 +136,20 @@ impl Importer {
                         vrrp.interface = Some((i.to_owned(), c.line));
                     }
                 }
+                // Checked by keepalived (1 to 255); only read here as the default sync id.
+                "virtual_router_id" => {
+                    if let Some(id) = c.word(1).and_then(|v| v.parse::<u8>().ok()) {
+                        vrrp.virtual_router_id = Some((id, c.line)).filter(|(id, _)| *id > 0);
+                    }
+                }
+                // keepalived's old form of `lvs_sync_daemon INTERFACE THIS_INSTANCE`.
+                "lvs_sync_daemon_interface" if !self.sync_already_set(c, daemon.as_ref()) => {
+                    if let Some(mut d) = self.sync_daemon_interface(c) {
+                        d.instance = Some(name.clone());
+                        *daemon = Some(d);
+                    }
+                }
+                "lvs_sync_daemon_interface" => {}
                 "virtual_ipaddress" | "virtual_ipaddress_excluded" => {
                     for a in c.children() {
                         let addr = a.keyword();
@@ -156,6 +188,266 @@ impl Importer {
             ),
         );
         vrrp
+    }
+
+    /// A `global_defs` block stays keepalived's, but for its `lvs_sync_daemon` (into `daemon`
+    /// unless keepalived already has one). Returns what to add to the block's warning.
+    fn global_defs(&mut self, n: &Node, daemon: &mut Option<SyncDaemon>) -> String {
+        let mut converted = None;
+        for c in n.children() {
+            if c.keyword() == "lvs_sync_daemon"
+                && !self.sync_already_set(c, daemon.as_ref())
+                && let Some(d) = self.sync_daemon(c)
+            {
+                converted = Some(d.line);
+                *daemon = Some(d);
+            }
+        }
+        converted.map_or_else(String::new, |line| {
+            format!(", but for its lvs_sync_daemon (line {line}), which becomes sync:")
+        })
+    }
+
+    /// Whether keepalived already runs a sync daemon, the first of the file: then it ignores
+    /// the line `n` (with a warning).
+    fn sync_already_set(&mut self, n: &Node, daemon: Option<&SyncDaemon>) -> bool {
+        let Some(first) = daemon else {
+            return false;
+        };
+        self.warn(
+            n.line,
+            format!(
+                "{} is ignored, as keepalived runs one sync daemon: the {} of line {} becomes \
+                 sync:",
+                n.keyword(),
+                first.keyword,
+                first.line
+            ),
+        );
+        true
+    }
+
+    /// The interface of an `lvs_sync_daemon` or `lvs_sync_daemon_interface` line; `None` (with a
+    /// warning) when keepalived ignores the line for it.
+    fn sync_interface(&mut self, n: &Node) -> Option<String> {
+        let kw = n.keyword();
+        let Some(name) = n.word(1) else {
+            self.warn(
+                n.line,
+                format!("{kw} has no interface: ignored as keepalived does; there is no sync:"),
+            );
+            return None;
+        };
+        // IPVS takes interface names of up to 15 bytes (IP_VS_IFNAME_MAXLEN with its NUL).
+        if name.len() > 15 {
+            self.warn(
+                n.line,
+                format!(
+                    "{kw}: the interface name {name} is {} bytes long, and keepalived ignores \
+                     the line for a name longer than 15; there is no sync:",
+                    name.len()
+                ),
+            );
+            return None;
+        }
+        Some(name.to_owned())
+    }
+
+    /// A sync daemon on `interface`, its options still unset.
+    fn new_sync_daemon(n: &Node, interface: String) -> SyncDaemon {
+        SyncDaemon {
+            line: n.line,
+            keyword: n.keyword().to_owned(),
+            raw: n.raw.clone(),
+            interface,
+            instance: None,
+            id: None,
+            id_note: None,
+            group: None,
+            ttl: None,
+        }
+    }
+
+    /// The old `lvs_sync_daemon_interface INTERFACE` of a vrrp_instance (the caller sets the
+    /// instance).
+    fn sync_daemon_interface(&mut self, n: &Node) -> Option<SyncDaemon> {
+        self.no_block(n);
+        self.extra_words(n, 2);
+        let interface = self.sync_interface(n)?;
+        Some(Self::new_sync_daemon(n, interface))
+    }
+
+    /// `lvs_sync_daemon INTERFACE [VRRP_INSTANCE] [id ID] [maxlen LEN] [port PORT] [ttl TTL]
+    /// [group ADDRESS]`, read as keepalived reads it: the options are looked for first, then a
+    /// word in third place names the VRRP instance and one in fourth place is the sync id; a
+    /// bad option is ignored and the rest applies. `None` when keepalived ignores the line.
+    fn sync_daemon(&mut self, n: &Node) -> Option<SyncDaemon> {
+        self.no_block(n);
+        let interface = self.sync_interface(n)?;
+        let mut d = Self::new_sync_daemon(n, interface);
+        let mut i = 2;
+        while let Some(word) = n.word(i) {
+            if SYNC_DAEMON_OPTIONS.contains(&word) {
+                self.sync_option(&mut d, n, word, n.word(i + 1));
+                i += 2;
+                continue;
+            }
+            match i {
+                2 => d.instance = Some(word.to_owned()),
+                3 => match word.parse::<u8>() {
+                    Ok(id) => d.id = Some((id, n.line)),
+                    Err(_) => {
+                        let meant = suggest(word, SYNC_DAEMON_OPTIONS)
+                            .map(|s| format!(" (did you mean \"{s}\"?)"))
+                            .unwrap_or_default();
+                        self.warn(
+                            n.line,
+                            format!(
+                                "{}: \"{word}\"{meant}, the fourth word, is read as the sync id \
+                                 and is not a whole number from 0 to 255, so keepalived ignores \
+                                 it; the sync id stays the VRRP instance's virtual_router_id",
+                                n.keyword()
+                            ),
+                        );
+                    }
+                },
+                _ => {
+                    let mut msg = format!("{}: unknown option \"{word}\"", n.keyword());
+                    if let Some(s) = suggest(word, SYNC_DAEMON_OPTIONS) {
+                        msg.push_str(&format!(" (did you mean \"{s}\"?)"));
+                    }
+                    msg.push_str(": ignored as keepalived does");
+                    self.warn(n.line, msg);
+                }
+            }
+            i += 1;
+        }
+        Some(d)
+    }
+
+    /// One option of an `lvs_sync_daemon` line and its value.
+    fn sync_option(&mut self, d: &mut SyncDaemon, n: &Node, option: &str, value: Option<&str>) {
+        let kw = n.keyword();
+        let stays = match option {
+            "inst" => "no VRRP instance is named".to_owned(),
+            "id" => "the sync id stays the VRRP instance's virtual_router_id".to_owned(),
+            "ttl" => format!("ttl stays {IPVS_SYNC_TTL}"),
+            "group" => format!("group stays IPVS's {IPVS_SYNC_GROUP}"),
+            _ => "it is not carried anyway".to_owned(),
+        };
+        let Some(v) = value else {
+            let msg = format!("{kw} {option} has no value: ignored as keepalived does; {stays}");
+            self.warn(n.line, msg);
+            return;
+        };
+        let invalid = |im: &mut Self, expected: &str| {
+            im.warn(
+                n.line,
+                format!("{kw} {option} {v}: not {expected}, so keepalived ignores it; {stays}"),
+            );
+        };
+        match option {
+            "inst" => match &d.instance {
+                Some(name) => self.warn(
+                    n.line,
+                    format!(
+                        "{kw} inst {v}: the VRRP instance is already {name}, so keepalived \
+                         ignores it"
+                    ),
+                ),
+                None => d.instance = Some(v.to_owned()),
+            },
+            "id" => match v.parse::<u8>() {
+                Ok(id) => d.id = Some((id, n.line)),
+                Err(_) => invalid(self, "a whole number from 0 to 255"),
+            },
+            "ttl" => match v.parse::<u8>() {
+                Ok(ttl) if ttl > 0 => d.ttl = Some((ttl, n.line)),
+                _ => invalid(self, "a whole number from 1 to 255"),
+            },
+            "group" => match v.parse::<IpAddr>() {
+                Ok(group) if group.is_multicast() => d.group = Some((group, n.line)),
+                Ok(_) => invalid(self, "a multicast address"),
+                Err(_) => invalid(self, "an IP address"),
+            },
+            "maxlen" => self.warn(
+                n.line,
+                format!(
+                    "{kw} maxlen {v} is not carried: lb-agent's sync datagrams always fit a \
+                     1500-byte MTU"
+                ),
+            ),
+            _ => self.warn(
+                n.line,
+                format!(
+                    "{kw} port {v} is not carried: it is a port of IPVS's sync format; \
+                     lb-agent's sync has its own, sync.port (default {})",
+                    SyncConfig::DEFAULT_PORT
+                ),
+            ),
+        }
+    }
+
+    /// The sync daemon keepalived runs (the first `lvs_sync_daemon` or
+    /// `lvs_sync_daemon_interface` of the file, the others being ignored as they are read), its
+    /// sync id resolved, with the note every conversion needs: lb-agent's sync is
+    /// authenticated, keepalived's is not.
+    fn sync(&mut self, vrrp: &[Vrrp], daemon: Option<SyncDaemon>) -> Option<SyncDaemon> {
+        let mut d = daemon?;
+        if d.id.is_none() {
+            d.id_note = Some("no sync id in keepalived.conf: see the warnings".to_owned());
+            let instance = d
+                .instance
+                .as_ref()
+                .map(|name| (name, vrrp.iter().find(|v| v.name == *name)));
+            let same = "every director needs the same sync.id";
+            match instance {
+                Some((name, Some(v))) => match v.virtual_router_id {
+                    Some(id) => {
+                        d.id = Some(id);
+                        d.id_note = Some(format!(
+                            "the virtual_router_id of vrrp_instance {name}, keepalived's default"
+                        ));
+                    }
+                    None => self.warn(
+                        d.line,
+                        format!(
+                            "{}: vrrp_instance {name} has no virtual_router_id to take the sync \
+                             id from: sync.id 0 is used; {same}",
+                            d.keyword
+                        ),
+                    ),
+                },
+                Some((name, None)) => self.warn(
+                    d.line,
+                    format!(
+                        "{}: vrrp_instance {name}, whose virtual_router_id is keepalived's default \
+                         sync id, is not in this file: sync.id 0 is used; {same}",
+                        d.keyword
+                    ),
+                ),
+                None => self.warn(
+                    d.line,
+                    format!(
+                        "{} names no VRRP instance and no id: sync.id 0 is used; {same}",
+                        d.keyword
+                    ),
+                ),
+            }
+        }
+        self.warn(
+            d.line,
+            format!(
+                "{} is converted to sync:, lb-agent's own director sync, on UDP port {} (not \
+                 IPVS's {IPVS_SYNC_PORT}). keepalived's sync has no authentication; lb-agent's \
+                 requires a shared secret: create {SYNC_KEY_FILE} with the same secret on every \
+                 director, for example `head -c 32 /dev/urandom | base64 > {SYNC_KEY_FILE}; \
+                 chmod 600 {SYNC_KEY_FILE}` on one, then copy the file to the others",
+                d.keyword,
+                SyncConfig::DEFAULT_PORT
+            ),
+        );
+        Some(d)
     }
 
     /// With no interface given: the first vrrp_instance's.

@@ -196,6 +196,9 @@ pub(super) const MISC_KEYWORDS: &[&str] = &[
     "log_all_failures",
 ];
 
+/// The options of `lvs_sync_daemon` after its interface (keepalived 2.x).
+pub(super) const SYNC_DAEMON_OPTIONS: &[&str] = &["inst", "id", "maxlen", "port", "ttl", "group"];
+
 /// IPVS schedulers keepalived accepts (names are lower case).
 pub(super) const KEEPALIVED_SCHEDULERS: &[&str] = &[
     "rr", "wrr", "lc", "wlc", "lblc", "sh", "mh", "dh", "fo", "ovf", "lblcr", "sed", "nq", "twos",

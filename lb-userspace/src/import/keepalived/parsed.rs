@@ -1,7 +1,7 @@
 //! What the file describes, as keepalived would run it: the services, their real servers and
 //! checkers, each value with the keepalived line it was set on; and keepalived's defaults.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// keepalived's checker defaults that lb-agent shares.
 pub(super) const DEFAULT_CONNECT_TIMEOUT: &str = "5";
@@ -9,6 +9,14 @@ pub(super) const DEFAULT_CONNECT_TIMEOUT: &str = "5";
 pub(super) const HTTP_DEFAULT_DELAY_BEFORE_RETRY: f64 = 3.0;
 /// keepalived's `persistence_timeout` when given without a value or implied by a granularity.
 pub(super) const DEFAULT_PERSISTENCE_TIMEOUT: u64 = 360;
+/// IPVS's sync multicast group, which keepalived's `lvs_sync_daemon` uses without `group`.
+pub(super) const IPVS_SYNC_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 81);
+/// IPVS's sync multicast TTL, which keepalived's `lvs_sync_daemon` uses without `ttl`.
+pub(super) const IPVS_SYNC_TTL: u8 = 1;
+/// IPVS's sync port (its datagrams are not lb-agent's).
+pub(super) const IPVS_SYNC_PORT: u16 = 8848;
+/// The `sync.key_file` the YAML names: the operator creates it on every director.
+pub(super) const SYNC_KEY_FILE: &str = "/etc/lb-xdp/sync.key";
 
 /// A value and the line it was set on.
 pub(super) type At<T> = Option<(T, usize)>;
@@ -18,6 +26,8 @@ pub(super) type At<T> = Option<(T, usize)>;
 pub(super) struct File {
     pub(super) services: Vec<Service>,
     pub(super) vrrp: Vec<Vrrp>,
+    /// The IPVS sync daemon keepalived runs, which becomes `sync:`.
+    pub(super) sync: Option<SyncDaemon>,
 }
 
 /// A `vrrp_instance`.
@@ -25,6 +35,27 @@ pub(super) struct Vrrp {
     pub(super) name: String,
     pub(super) interface: At<String>,
     pub(super) vips: Vec<String>,
+    /// keepalived's default sync id for an `lvs_sync_daemon` that follows this instance.
+    pub(super) virtual_router_id: At<u8>,
+}
+
+/// keepalived's `lvs_sync_daemon` (in `global_defs`) or the old `lvs_sync_daemon_interface` of
+/// a `vrrp_instance`: IPVS's connection sync, as keepalived would run it.
+pub(super) struct SyncDaemon {
+    pub(super) line: usize,
+    /// The keyword as written (`lvs_sync_daemon` or `lvs_sync_daemon_interface`).
+    pub(super) keyword: String,
+    /// The statement as written, for the YAML's comment.
+    pub(super) raw: String,
+    pub(super) interface: String,
+    /// The VRRP instance whose virtual_router_id is the default sync id.
+    pub(super) instance: Option<String>,
+    /// The sync id: as given, or once the file is read, the instance's virtual_router_id.
+    pub(super) id: At<u8>,
+    /// Where an id that was not given comes from, for the YAML's comment.
+    pub(super) id_note: Option<String>,
+    pub(super) group: At<IpAddr>,
+    pub(super) ttl: At<u8>,
 }
 
 /// A `virtual_server`.

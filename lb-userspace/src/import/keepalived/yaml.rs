@@ -8,11 +8,12 @@ use super::{
     ImportError, Warning,
     importer::Importer,
     parsed::{
-        At, CheckKind, DEFAULT_PERSISTENCE_TIMEOUT, File, HTTP_DEFAULT_DELAY_BEFORE_RETRY, Real,
-        Service, number,
+        At, CheckKind, DEFAULT_PERSISTENCE_TIMEOUT, File, HTTP_DEFAULT_DELAY_BEFORE_RETRY,
+        IPVS_SYNC_GROUP, IPVS_SYNC_PORT, IPVS_SYNC_TTL, Real, SYNC_KEY_FILE, Service, SyncDaemon,
+        number,
     },
 };
-use crate::config::Config;
+use crate::config::{Config, SyncConfig};
 
 /// The YAML under construction, with the keepalived line of every path written.
 #[derive(Default)]
@@ -204,6 +205,10 @@ pub(super) fn render(y: &mut Yaml, file: &File, interface: &str) {
     };
     root.kv("manage_vip", "false", first, Some(&owner));
     root.y.out.push('\n');
+    if let Some(d) = &file.sync {
+        sync(&mut root, d);
+        root.y.out.push('\n');
+    }
     if file.services.is_empty() {
         root.kv("virtual_servers", "[]", first, None);
         return;
@@ -217,6 +222,47 @@ pub(super) fn render(y: &mut Yaml, file: &File, interface: &str) {
             s.line, s.vip
         ));
         service(&mut m, s);
+    }
+}
+
+/// keepalived's IPVS sync daemon as lb-agent's `sync:`: its interface, sync id, group and TTL,
+/// lb-agent's own port, and the key file the operator creates.
+fn sync(m: &mut Map<'_>, d: &SyncDaemon) {
+    let mut s = m.map("sync", d.line);
+    s.comment(&format!("keepalived.conf line {}: {}", d.line, d.raw));
+    let (id, line) = d.id.unwrap_or((0, d.line));
+    s.kv("id", &id.to_string(), line, d.id_note.as_deref());
+    s.kv(
+        "key_file",
+        SYNC_KEY_FILE,
+        d.line,
+        Some("create it, with the same secret on every director"),
+    );
+    let port = format!("lb-agent's sync port, not IPVS's {IPVS_SYNC_PORT}");
+    s.kv(
+        "port",
+        &SyncConfig::DEFAULT_PORT.to_string(),
+        d.line,
+        Some(&port),
+    );
+    match d.group {
+        Some((group, l)) => s.kv("group", &yaml_ip(group), l, None),
+        None => s.kv(
+            "group",
+            &yaml_ip(IpAddr::V4(IPVS_SYNC_GROUP)),
+            d.line,
+            Some("IPVS's default"),
+        ),
+    }
+    s.kv("interface", &yaml_str(&d.interface), d.line, None);
+    match d.ttl {
+        Some((ttl, l)) => s.kv("ttl", &ttl.to_string(), l, None),
+        None => s.kv(
+            "ttl",
+            &IPVS_SYNC_TTL.to_string(),
+            d.line,
+            Some("IPVS's default"),
+        ),
     }
 }
 
@@ -459,11 +505,19 @@ pub(super) fn header(source: &str, file: &File, warnings: &[Warning]) -> String 
         comment_text(source)
     ));
     h.push_str("#\n");
-    h.push_str(
-        "# Only keepalived's virtual_server blocks are converted; each service and real server \
-         below\n# names its line in keepalived.conf. Check this file with\n#   lb-agent \
-         --check-config FILE\n",
-    );
+    if file.sync.is_some() {
+        h.push_str(
+            "# Only keepalived's virtual_server blocks and its lvs_sync_daemon (as sync:) are \
+             converted;\n# each service and real server below names its line in \
+             keepalived.conf. Check this file with\n#   lb-agent --check-config FILE\n",
+        );
+    } else {
+        h.push_str(
+            "# Only keepalived's virtual_server blocks are converted; each service and real \
+             server below\n# names its line in keepalived.conf. Check this file with\n#   \
+             lb-agent --check-config FILE\n",
+        );
+    }
     if file.vrrp.is_empty() {
         h.push_str(
             "# keepalived.conf has no vrrp_instance: something must still hold the VIPs on this\n\
