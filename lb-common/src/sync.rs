@@ -1,10 +1,11 @@
 //! What the data plane tells the agent's director sync: one [`SyncEvent`] per flow it
-//! confirms (a TCP connection reaching ESTABLISHED, a UDP flow's first datagram), written to
-//! the `SYNC_RING` ring buffer while `Settings::sync` is set.
+//! confirms (a TCP connection reaching ESTABLISHED, a UDP flow's first datagram) and one when
+//! a confirmed TCP connection leaves ESTABLISHED (FIN, RST), written to the `SYNC_RING` ring
+//! buffer while `Settings::sync` is set.
 //!
 //! Only confirmed flows are announced: a spoofed SYN flood creates entries but never completes a
 //! handshake, so it cannot flood the sync channel, and a peer only ever holds flows that carry
-//! data. The event names the flow by its 5-tuple and its real by this director's index; the
+//! data. The close lets peers count the connection as inactive, as this director does. The event names the flow by its 5-tuple and its real by this director's index; the
 //! agent translates the index into the real's address before anything leaves the machine.
 
 use crate::{Addr6, Flow4Key, Flow6Key};

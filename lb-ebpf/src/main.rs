@@ -773,9 +773,9 @@ fn established_real<F: Family>(
         if (state == ConnState::Established as u8) != (conn.state == ConnState::Established as u8) {
             account(conn.real, conn.state, -1);
             account(conn.real, state, 1);
-            if state == ConnState::Established as u8 {
-                announce(flow, &updated, settings, g);
-            }
+            // Peers learn when a handshake completes and when the connection closes, so
+            // their counts follow this director's.
+            announce(flow, &updated, settings, g);
         }
         // Opening and closing keep the client's persistence template alive.
         if state != conn.state && svc.info.flags & SVC_F_PERSIST != 0 {
@@ -883,8 +883,8 @@ fn account(idx: u32, state: u8, delta: i64) {
     }
 }
 
-/// Tells the agent's director sync that this director confirmed `flow` on `conn`'s real (a
-/// handshake completed, a UDP flow began), if sync is on. A full ring loses the announcement,
+/// Tells the agent's director sync about `flow` on `conn`'s real (a handshake completed, a UDP
+/// flow began, a connection closed), if sync is on. A full ring loses the announcement,
 /// never the frame.
 #[inline(always)]
 fn announce<K: FlowKey>(flow: &K, conn: &Conn, settings: &Settings, g: &mut GlobalStats) {

@@ -142,8 +142,20 @@ pub struct NewConns {
 }
 
 impl NewConns {
-    /// Starts opening connections from `ns` to `to`, one every `period` at most.
+    /// Starts opening connections from `ns` to `to`, one every `period` at most, each given
+    /// 3 seconds.
     pub fn start(ns: &Netns, to: SocketAddr, period: Duration) -> Result<Self> {
+        Self::start_with_timeout(ns, to, period, Duration::from_secs(3))
+    }
+
+    /// [`NewConns::start`] with `timeout` for each connection (connect and exchange): long
+    /// enough, a connection whose SYN is lost retransmits it until a takeover completes.
+    pub fn start_with_timeout(
+        ns: &Netns,
+        to: SocketAddr,
+        period: Duration,
+        timeout: Duration,
+    ) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let report = Arc::new(Mutex::new(NewConnReport::default()));
         let (flag, shared) = (stop.clone(), report.clone());
@@ -153,7 +165,7 @@ impl NewConns {
             let mut n = 0u64;
             while !flag.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                let result = tcp_request(&ns, to, &format!("new {n}"), Duration::from_secs(3));
+                let result = tcp_request(&ns, to, &format!("new {n}"), timeout);
                 let mut r = shared.lock().expect("report");
                 match result {
                     Ok(reply) => *r.per_real.entry(tag_of(&reply)).or_default() += 1,

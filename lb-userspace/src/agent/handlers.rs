@@ -36,6 +36,9 @@ pub enum Rejected {
     /// Planning or applying the new state failed.
     #[error("{0:#}")]
     Install(anyhow::Error),
+    /// The new `sync` section cannot be put into effect (key file, socket).
+    #[error("{0:#}")]
+    Sync(anyhow::Error),
 }
 
 /// Why `ipvsadm -Z` failed.
@@ -171,11 +174,33 @@ impl Agent {
         if new.limits != self.config.limits {
             warn!("limits changed: they take effect after a clean stop and start");
         }
+        // A changed `sync` section is opened first: if it cannot be, nothing changes.
+        let new_sync = if new.sync == self.config.sync {
+            None
+        } else {
+            match &new.sync {
+                Some(config) => Some(Some(
+                    super::director_sync::DirectorSync::open(config, &new.interface, self.ifindex)
+                        .map_err(Rejected::Sync)?,
+                )),
+                None => Some(None),
+            }
+        };
         let desired = desired_state(&new, &self.observed);
         let old = std::mem::replace(&mut self.config, new);
         if let Err(e) = self.install(desired, cause) {
             self.config = old;
             return Err(Rejected::Install(e));
+        }
+        if let Some(dsync) = new_sync {
+            // Dropping the old one closes its socket.
+            self.dsync = dsync;
+            if let Some(d) = &mut self.dsync {
+                d.set_directory(&self.installed);
+            }
+            if let Err(e) = self.dp.set_sync(self.dsync.is_some()) {
+                error!("switching the program's flow announcements failed: {e}");
+            }
         }
         self.dp.set_timeouts(timeouts(&self.config));
         self.tracker.track(real_addresses(&self.config));
@@ -243,7 +268,9 @@ impl Agent {
 
     pub(super) fn snapshot(&self, conns: bool) -> Snapshot {
         let status = self.health.status();
-        snapshot::snapshot(&self.view(&status), conns)
+        let mut snap = snapshot::snapshot(&self.view(&status), conns);
+        snap.sync = self.dsync.as_ref().map(|d| Box::new(d.info()));
+        snap
     }
 
     /// `ipvsadm -Z`: zero the counters of one service and its reals, or of everything.

@@ -39,6 +39,9 @@ impl Agent {
         }
         self.installed = next;
         self.desired = desired;
+        if let Some(dsync) = &mut self.dsync {
+            dsync.set_directory(&self.installed);
+        }
         // A real that came back must not look loaded with the connections it lost while down
         // until the next periodic recount.
         self.reconcile_loads();
@@ -125,6 +128,9 @@ impl Agent {
             return;
         }
         self.installed = next;
+        if let Some(dsync) = &mut self.dsync {
+            dsync.set_directory(&self.installed);
+        }
         for (service, real) in released {
             info!("real {real} of {service} released: its last connection is gone");
         }

@@ -10,6 +10,7 @@
 //! atomically), so a restart, even after `kill -9`, breaks no connection. SIGTERM/SIGINT remove
 //! the pins, which detaches the program, unless `keep_forwarding_on_stop` is set.
 
+mod director_sync;
 mod handlers;
 mod maps;
 mod vips;
@@ -114,6 +115,8 @@ struct Agent {
     latest: Option<Arc<Mutex<Snapshot>>>,
     /// Notify and quorum scripts (command, what) to run after the next sync.
     scripts: Vec<(String, String)>,
+    /// Director sync with the peers, when configured.
+    dsync: Option<director_sync::DirectorSync>,
 }
 
 impl Agent {
@@ -219,6 +222,7 @@ impl Agent {
             last_sample: std::time::Instant::now(),
             latest: None,
             scripts: Vec::new(),
+            dsync: None,
         };
         agent.update_quorum();
         // What the adopted maps already do is the baseline: only differences get logged.
@@ -228,6 +232,18 @@ impl Agent {
         agent
             .sync("start-up")
             .context("installing the configuration")?;
+        // Before the program is attached (or, adopted, before this agent serves): the peers'
+        // flows, so that this director continues them when traffic comes its way.
+        if let Some(config) = agent.config.sync.clone() {
+            let mut dsync =
+                director_sync::DirectorSync::open(&config, &agent.config.interface, agent.ifindex)?;
+            dsync.set_directory(&agent.installed);
+            agent.dp.set_sync(true)?;
+            dsync.resync(&mut agent.dp, config.startup_wait).await;
+            agent.dsync = Some(dsync);
+        } else {
+            agent.dp.set_sync(false)?;
+        }
         match agent
             .dp
             .attach_pinned(&agent.config.interface, agent.config.xdp_mode, &agent.pin)
@@ -271,6 +287,8 @@ impl Agent {
         reconcile.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut candidates = interval(load::CANDIDATES_EVERY);
         candidates.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut drain = interval(director_sync::DRAIN_EVERY);
+        drain.set_missed_tick_behavior(MissedTickBehavior::Skip);
         info!(config = %self.opts.config_path.display(), "serving");
         // A reload's file is read and parsed on a blocking thread, so that a large or slow
         // file never stalls lbadm, the health events or SIGTERM. A SIGHUP that arrives
@@ -321,6 +339,19 @@ impl Agent {
                 _ = rates.tick() => self.sample_rates(),
                 _ = reconcile.tick() => self.reconcile_loads(),
                 _ = candidates.tick() => self.refresh_candidates(),
+                _ = drain.tick(), if self.dsync.is_some() => {
+                    let dsync = self.dsync.as_mut().expect("guarded");
+                    dsync.drain(&mut self.dp).await;
+                }
+                inbound = async { self.dsync.as_mut().expect("guarded").recv().await },
+                    if self.dsync.is_some() =>
+                {
+                    let dsync = self.dsync.as_mut().expect("guarded");
+                    match inbound {
+                        Ok(inbound) => dsync.on_inbound(inbound, &mut self.dp),
+                        Err(e) => error!("director sync: receiving failed: {e}"),
+                    }
+                }
                 Some((request, reply)) = self.requests.recv() => {
                     let response = self.handle(request).await;
                     let _ = reply.send(response);

@@ -108,6 +108,10 @@ fn store_peer<K: FlowKey>(
 ) -> Result<PeerStore> {
     let settings = dp.settings();
     let now = settings.clock;
+    // A flow the peer used before its real became usable here still counts on it: the real
+    // was up on the peer (see `schedule::load` for why older entries would not count).
+    let since = dp.real_load(conn.real)?.up_since;
+    let stamp = if newer(since, stamp) { since } else { stamp };
     let hash = key.flow_hash();
     let set = map.ptr(hash & (sets - 1))?;
     // SAFETY: `set` points at a mapped set of the table.
@@ -120,7 +124,9 @@ fn store_peer<K: FlowKey>(
                 return Ok(PeerStore::Kept);
             }
         } else {
-            if newer(found.stamp, stamp) {
+            // Same real: the peer's state applies unless this director saw the flow later
+            // (a close announced in the second the flow was last used here must land).
+            if found.stamp != stamp && newer(found.stamp, stamp) {
                 return Ok(PeerStore::Refreshed);
             }
             // SAFETY: `found.way` is a slot of `set`.

@@ -59,7 +59,7 @@ pub enum Unplaced {
     /// The service is, but not with this real.
     #[error("real {1} is not in service {0} here")]
     Real(ServiceKey, RealKey),
-    /// A state a peer never announces.
+    /// A state no flow is announced in.
     #[error("state {0:?} is never announced")]
     State(ConnState),
 }
@@ -109,7 +109,8 @@ pub fn outgoing(event: &SyncEvent, idle: u16, dir: &Directory) -> Option<Record>
 /// Where a peer's flow goes here: the flow's key, and this director's indices of its service
 /// and real.
 pub fn incoming(conn: &SyncedConn, dir: &Directory) -> Result<Placed, Unplaced> {
-    if conn.state != ConnState::Established && conn.state != ConnState::Udp {
+    // Templates (state NONE) travel with their connections, never as flows.
+    if conn.state == ConnState::None {
         return Err(Unplaced::State(conn.state));
     }
     let place = dir.by_key.get(&(conn.service, conn.real)).ok_or_else(|| {
@@ -279,11 +280,8 @@ mod tests {
         assert!(matches!(incoming(&conn, &b), Err(Unplaced::Service(_))));
         conn.service = service("192.0.2.10", 5672);
         conn.real = real("10.0.0.1", 5672);
-        conn.state = ConnState::SynRecv;
-        assert_eq!(
-            incoming(&conn, &b),
-            Err(Unplaced::State(ConnState::SynRecv))
-        );
+        conn.state = ConnState::None;
+        assert_eq!(incoming(&conn, &b), Err(Unplaced::State(ConnState::None)));
         conn.state = ConnState::Established;
         conn.client = "[2001:db8::1]:5".parse().unwrap();
         assert!(matches!(incoming(&conn, &b), Err(Unplaced::Service(_))));

@@ -1,5 +1,5 @@
 //! Director sync at the packet level: which frames make the program announce a flow in
-//! `SYNC_RING` (confirmed flows only, never a SYN, so a spoofed flood cannot flood the sync
+//! `SYNC_RING` (confirmed flows and their close only, never a SYN, so a spoofed flood cannot flood the sync
 //! channel), and how a peer's flow stored by the agent steers the flow's next frames and
 //! counts. Needs root.
 
@@ -69,6 +69,12 @@ fn only_confirmed_flows_are_announced_and_only_while_sync_is_on() {
     assert_ne!(e.time, 0, "the confirmation is timed");
     expect_tx(&lab, &segment(CLIENT, 40_000, flags::ACK | flags::PSH));
     assert_eq!(lab.dp.drain_sync_ring(100), vec![]);
+    // The close is announced too (peers count the connection inactive), once.
+    expect_tx(&lab, &segment(CLIENT, 40_000, flags::FIN | flags::ACK));
+    expect_tx(&lab, &segment(CLIENT, 40_000, flags::ACK));
+    let events = lab.dp.drain_sync_ring(100);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].state, ConnState::FinWait as u8);
 
     // A spoofed SYN flood: entries, but no announcement.
     for i in 0..2000u32 {
