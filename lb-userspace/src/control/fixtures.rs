@@ -3,8 +3,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::{
-    ConnInfo, Counters, Forward, GlobalInfo, HealthInfo, PersistInfo, Rates, RealInfo, ServiceInfo,
-    Snapshot,
+    ConnInfo, Counters, Forward, GlobalInfo, HealthInfo, PeerInfo, PersistInfo, Rates, RealInfo,
+    ServiceInfo, Snapshot, SyncInfo,
 };
 use crate::{
     config::Timeouts,
@@ -180,9 +180,58 @@ pub fn reference() -> Snapshot {
     snap
 }
 
+/// Director sync of a director that has run a while: a multicast group and two unicast peers,
+/// both heard from (one recently, one not for over a minute), every outcome and rejection
+/// counted, a last error. The received records add up: per peer and per outcome.
+pub fn sync_info() -> SyncInfo {
+    SyncInfo {
+        id: 51,
+        interface: "eth0".into(),
+        port: 8848,
+        group: Some(ip("224.0.0.81")),
+        ttl: 1,
+        peers: vec![ip("10.0.0.2"), ip("10.0.0.3")],
+        sender: 0x5eed_0001_9a3c_77f1,
+        sent_datagrams: 48_213,
+        sent_records: 1_204_977,
+        send_errors: 2,
+        received_datagrams: 47_990,
+        received_records: 1_199_310,
+        stored: 1_150_002,
+        refreshed: 48_100,
+        kept: 1150,
+        unplaced: 54,
+        no_room: 4,
+        rejected_auth: 3,
+        rejected_replay: 1,
+        rejected_instance: 0,
+        rejected_malformed: 2,
+        dropped: 7,
+        lag_ms: 3.5,
+        lag_ms_max: 41.5,
+        heard: vec![
+            PeerInfo {
+                addr: Some(sa("10.0.0.2:8848")),
+                sender: 0x0c1d_2e3f_4a5b_6c7d,
+                last_heard_secs: 0.5,
+                records: 1_012_004,
+            },
+            PeerInfo {
+                addr: Some(sa("10.0.0.3:8848")),
+                sender: 0x00f0_0000_0000_0a0b,
+                last_heard_secs: 95.0,
+                records: 187_306,
+            },
+        ],
+        resync: "done: 18342 flows from 10.0.0.2 in 1.2 s".into(),
+        last_error: Some("send to 10.0.0.3:8848: No route to host (1m35s ago)".into()),
+    }
+}
+
 /// Several services in [`ServiceKey`] order (not ipvsadm's): persistence with a mask, UDP,
 /// IPv6, weight-0 reals, sorry servers (standby and active), every health shape, counters at
-/// every K/M/G/T boundary, connections of both protocols and families and a template.
+/// every K/M/G/T boundary, connections of both protocols and families and a template, and
+/// director sync ([`sync_info`]).
 pub fn sample() -> Snapshot {
     let mut dns = service(
         udp("10.0.0.53", 53),
@@ -322,6 +371,7 @@ pub fn sample() -> Snapshot {
         checks_run: 500,
         check_latency_ms_sum: 1250.5,
     };
+    snap.sync = Some(Box::new(sync_info()));
     snap.conns = Some(vec![
         conn(
             Protocol::Tcp,

@@ -24,7 +24,10 @@
 //! (which keep their widths and trailing spaces):
 //! `Checker` (10), `State` (8), `Since` (7), `Latency` (8), `Result` (10), `Reason`; an
 //! unknown value is `-`, and the line has no trailing space.
+//!
+//! `-L --daemon` (director sync) is [`daemons`], in its own file.
 
+mod daemon;
 mod resolve;
 #[cfg(test)]
 mod tests;
@@ -33,7 +36,10 @@ use std::{fmt::Write as _, net::IpAddr};
 
 use serde::Serialize;
 
-pub use self::resolve::{NumericResolver, Resolver, Services, SystemResolver};
+pub use self::{
+    daemon::daemons,
+    resolve::{NumericResolver, Resolver, Services, SystemResolver},
+};
 use crate::{
     config::Timeouts,
     control::{ConnInfo, GlobalInfo, RealInfo, ServiceInfo, Snapshot},
@@ -470,6 +476,8 @@ pub enum JsonView {
     /// `-L --conn-table`: `{"size", "live", "insert_refused", "evicted_established",
     /// "evicted_other", "insert_failed"}`.
     ConnTable,
+    /// `-L --daemon`: the snapshot's `sync` object, `null` when sync is off.
+    Daemon,
 }
 
 /// `--json`: the part of the snapshot a listing shows, pretty-printed, with the snapshot's
@@ -524,6 +532,7 @@ pub fn json(snap: &Snapshot, view: JsonView) -> String {
                 insert_failed: d.conn_insert_failed,
             })
         }
+        JsonView::Daemon => serde_json::to_string_pretty(&snap.sync),
     };
     // Serializing plain data into a String cannot fail.
     let mut text = text.unwrap_or_default();

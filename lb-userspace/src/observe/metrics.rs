@@ -2,7 +2,9 @@
 //!
 //! Every metric is named `lb_*`. Per-service metrics carry the labels `vip`, `port` and
 //! `protocol` (`tcp`/`udp`); per-real metrics add `real` (the real's address: in direct
-//! routing its port is the service's). Counters end in `_total`.
+//! routing its port is the service's). Counters end in `_total`. The director sync families
+//! (`lb_sync_*` except the data plane's `lb_sync_ring_full_total`) are there only while sync
+//! is on.
 //!
 //! The encoding is done by the `prometheus-client` crate (OpenMetrics text), from which
 //! [`render`] derives the classic Prometheus text format 0.0.4: counter families are named
@@ -177,7 +179,8 @@ impl Collector for SnapshotCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         self.encode_services(&mut enc)?;
         self.encode_reals(&mut enc)?;
-        self.encode_global(&mut enc)
+        self.encode_global(&mut enc)?;
+        self.encode_sync(&mut enc)
     }
 }
 
@@ -401,6 +404,13 @@ impl SnapshotCollector {
              (included in packets_passed).",
             [(none(), d.ext_hdr_passed)],
         )?;
+        counter(
+            enc,
+            "sync_ring_full",
+            "Flow announcements for director sync lost because the program's ring buffer was \
+             full (the flows were still forwarded).",
+            [(none(), d.sync_ring_full)],
+        )?;
         gauge(
             enc,
             "conn_table_entries",
@@ -433,6 +443,97 @@ impl SnapshotCollector {
             "health_check_duration_seconds",
             "Time spent in health checks.",
             [(none(), g.check_latency_ms_sum / 1000.0)],
+        )?;
+        Ok(())
+    }
+
+    /// Director sync families, only while sync is on.
+    fn encode_sync(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+        let Some(s) = self.0.sync.as_deref() else {
+            return Ok(());
+        };
+        let none = || Labels::new();
+        let one = |k: &'static str, v: &str| vec![(k, v.to_owned())];
+        counter(
+            enc,
+            "sync_sent_datagrams",
+            "Director sync datagrams sent (each destination counts).",
+            [(none(), s.sent_datagrams)],
+        )?;
+        counter(
+            enc,
+            "sync_sent_records",
+            "Flow records sent in director sync datagrams (each destination counts).",
+            [(none(), s.sent_records)],
+        )?;
+        counter(
+            enc,
+            "sync_send_errors",
+            "Director sync datagrams that could not be sent.",
+            [(none(), s.send_errors)],
+        )?;
+        counter(
+            enc,
+            "sync_received_datagrams",
+            "Authentic director sync datagrams accepted.",
+            [(none(), s.received_datagrams)],
+        )?;
+        counter(
+            enc,
+            "sync_received_records",
+            "Flow records in the accepted director sync datagrams.",
+            [(none(), s.received_records)],
+        )?;
+        counter(
+            enc,
+            "sync_received_flows",
+            "Flows received from peers, by outcome (stored: new entry; refreshed: here already \
+             on the same real; kept: known here more recently on another real; unplaced: service \
+             or real not configured here; no_room: the table set was full).",
+            [
+                (one("outcome", "stored"), s.stored),
+                (one("outcome", "refreshed"), s.refreshed),
+                (one("outcome", "kept"), s.kept),
+                (one("outcome", "unplaced"), s.unplaced),
+                (one("outcome", "no_room"), s.no_room),
+            ],
+        )?;
+        counter(
+            enc,
+            "sync_rejected",
+            "Director sync datagrams rejected, by reason (auth: the tag did not match; replay; \
+             instance: another director group's; malformed).",
+            [
+                (one("reason", "auth"), s.rejected_auth),
+                (one("reason", "replay"), s.rejected_replay),
+                (one("reason", "instance"), s.rejected_instance),
+                (one("reason", "malformed"), s.rejected_malformed),
+            ],
+        )?;
+        counter(
+            enc,
+            "sync_dropped",
+            "Flow announcements not sent because their real server was gone.",
+            [(none(), s.dropped)],
+        )?;
+        gauge(
+            enc,
+            "sync_lag_seconds",
+            "From a flow's confirmation to its datagram leaving, for the last batch's oldest \
+             flow.",
+            [(none(), s.lag_ms / 1000.0)],
+        )?;
+        gauge(
+            enc,
+            "sync_lag_max_seconds",
+            "The largest sync_lag_seconds since the agent started.",
+            [(none(), s.lag_ms_max / 1000.0)],
+        )?;
+        gauge(
+            enc,
+            "sync_peers",
+            "Peer agents heard from.",
+            [(none(), s.heard.len() as u64)],
         )?;
         Ok(())
     }

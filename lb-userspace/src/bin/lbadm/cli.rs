@@ -166,6 +166,9 @@ pub(crate) struct Cli {
     /// List the connection table's fill and pressure (refused inserts, evictions).
     #[arg(long = "conn-table")]
     pub(super) conn_table: bool,
+    /// List the sync daemons (director state sync) and their counters.
+    #[arg(long)]
+    pub(super) daemon: bool,
     /// List counters.
     #[arg(long)]
     pub(super) stats: bool,
@@ -249,6 +252,7 @@ pub(super) enum Opt {
     Weight,
     Timeout,
     ConnTable,
+    Daemon,
     Stats,
     Rate,
     Exact,
@@ -270,6 +274,7 @@ impl Opt {
             Opt::Weight => "-w/--weight",
             Opt::Timeout => "--timeout",
             Opt::ConnTable => "--conn-table",
+            Opt::Daemon => "--daemon",
             Opt::Stats => "--stats",
             Opt::Rate => "--rate",
             Opt::Exact => "--exact",
@@ -292,7 +297,8 @@ pub(super) fn rules(cmd: Command) -> (&'static [Opt], &'static [Opt]) {
         Command::List => (
             &[],
             &[
-                Numeric, Connection, Service, Timeout, ConnTable, Stats, Rate, Exact, Json, Health,
+                Numeric, Connection, Service, Timeout, ConnTable, Daemon, Stats, Rate, Exact, Json,
+                Health,
             ],
         ),
         Command::Zero => (&[], &[Service]),
@@ -334,6 +340,7 @@ impl Cli {
             (self.weight.is_some(), Opt::Weight),
             (self.timeout, Opt::Timeout),
             (self.conn_table, Opt::ConnTable),
+            (self.daemon, Opt::Daemon),
             (self.stats, Opt::Stats),
             (self.rate, Opt::Rate),
             (self.exact, Opt::Exact),

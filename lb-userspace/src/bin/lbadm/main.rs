@@ -8,6 +8,8 @@
 //! - `-E` without `-s` keeps the scheduler (ipvsadm resets it to its default, `wlc`, which
 //!   surprises more than it helps); without `-p` it turns persistence off, and `-e` without `-w` sets weight
 //!   1, both as ipvsadm;
+//! - `-L --daemon` prints both a master and a backup sync daemon line (every agent both sends
+//!   and receives), then our lines: peers, counters, lag, the start-up resync, the last error;
 //! - ours: `--json` on every listing, `--health` on `-L`, `--which -t|-u VIP:PORT --client
 //!   IP:PORT` to ask where a client's flow goes.
 //!

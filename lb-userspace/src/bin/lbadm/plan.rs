@@ -27,6 +27,8 @@ pub(super) enum Action {
     Timeouts { json: bool },
     /// `-L --conn-table`.
     ConnTable { json: bool },
+    /// `-L --daemon`.
+    Daemon { json: bool },
     /// `-Z`, `-A`/`-E`/`-D`/`-a`/`-e`/`-d`: the agent answers Ok or an error.
     Change(Request),
     /// `-S`.
@@ -45,9 +47,10 @@ impl Action {
     /// The request this action sends, if it sends one.
     pub(super) fn request(&self) -> Option<Request> {
         match self {
-            Action::List { .. } | Action::Timeouts { .. } | Action::ConnTable { .. } => {
-                Some(Request::Snapshot { conns: false })
-            }
+            Action::List { .. }
+            | Action::Timeouts { .. }
+            | Action::ConnTable { .. }
+            | Action::Daemon { .. } => Some(Request::Snapshot { conns: false }),
             Action::Connections { .. } => Some(Request::Snapshot { conns: true }),
             Action::Change(req) => Some(req.clone()),
             Action::Save => Some(Request::Save),
@@ -227,6 +230,7 @@ fn list_action(cli: &Cli, service: Option<ServiceKey>) -> Result<Action, Failure
         (service.is_some(), "-t/-u"),
         (cli.timeout, "--timeout"),
         (cli.conn_table, "--conn-table"),
+        (cli.daemon, "--daemon"),
     ];
     let chosen: Vec<&str> = views
         .iter()
@@ -237,13 +241,15 @@ fn list_action(cli: &Cli, service: Option<ServiceKey>) -> Result<Action, Failure
             "{second} cannot be used with {first} in -L/--list"
         )));
     }
-    if cli.connection || cli.timeout || cli.conn_table {
+    if cli.connection || cli.timeout || cli.conn_table || cli.daemon {
         let view = if cli.connection {
             "-c/--connection"
         } else if cli.timeout {
             "--timeout"
-        } else {
+        } else if cli.conn_table {
             "--conn-table"
+        } else {
+            "--daemon"
         };
         for (set, name) in [
             (cli.stats, "--stats"),
@@ -272,6 +278,8 @@ fn list_action(cli: &Cli, service: Option<ServiceKey>) -> Result<Action, Failure
         Action::Timeouts { json: cli.json }
     } else if cli.conn_table {
         Action::ConnTable { json: cli.json }
+    } else if cli.daemon {
+        Action::Daemon { json: cli.json }
     } else {
         Action::List {
             format: Format {

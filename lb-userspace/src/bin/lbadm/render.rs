@@ -68,6 +68,14 @@ pub(super) fn render(action: &Action, resp: Response) -> Result<String, Failure>
                 ipvsadm::conn_table(&snap)
             }
         }
+        Action::Daemon { json } => {
+            let snap = snapshot(resp)?;
+            if *json {
+                ipvsadm::json(&snap, JsonView::Daemon)
+            } else {
+                ipvsadm::daemons(&snap)
+            }
+        }
         Action::Change(_) => match resp {
             Response::Ok => String::new(),
             other => return Err(unexpected("ok", &other)),

@@ -9,8 +9,8 @@ use std::{
 use lb_userspace::{
     config::{LbAlgo, Timeouts},
     control::{
-        Counters, Edit, Forward, GlobalInfo, HealthInfo, Rates, RealInfo, Request, ServiceInfo,
-        Snapshot, WhichAnswer,
+        Counters, Edit, Forward, GlobalInfo, HealthInfo, PeerInfo, Rates, RealInfo, Request,
+        ServiceInfo, Snapshot, SyncInfo, WhichAnswer,
     },
     model::{Protocol, RealKey, ServiceKey},
     observe::ipvsadm::Format,
@@ -183,6 +183,19 @@ fn list_commands() {
         request("-L --conn-table"),
         Request::Snapshot { conns: false }
     );
+    for args in [
+        "-L --daemon",
+        "-l --daemon",
+        "-Ln --daemon",
+        "--daemon -L -n",
+    ] {
+        assert_eq!(action(args), Action::Daemon { json: false }, "{args}");
+    }
+    assert_eq!(
+        action("--list --daemon --json"),
+        Action::Daemon { json: true }
+    );
+    assert_eq!(request("-L --daemon"), Request::Snapshot { conns: false });
 }
 
 #[test]
@@ -510,6 +523,37 @@ fn usage_errors() {
             "--stats cannot be used with --conn-table",
         ),
         ("-Z --conn-table", "--conn-table"),
+        (
+            "-L -c --daemon",
+            "--daemon cannot be used with -c/--connection in -L/--list",
+        ),
+        (
+            "-L --daemon --timeout",
+            "--daemon cannot be used with --timeout in -L/--list",
+        ),
+        (
+            "-L --conn-table --daemon",
+            "--daemon cannot be used with --conn-table in -L/--list",
+        ),
+        (
+            "-L -t 10.0.0.1:80 --daemon",
+            "--daemon cannot be used with -t/-u in -L/--list",
+        ),
+        (
+            "-L --daemon --stats",
+            "--stats cannot be used with --daemon in -L/--list",
+        ),
+        (
+            "-L --daemon --rate",
+            "--rate cannot be used with --daemon in -L/--list",
+        ),
+        (
+            "-L --daemon --health",
+            "--health cannot be used with --daemon in -L/--list",
+        ),
+        ("-Z --daemon", "--daemon cannot be used with -Z/--zero"),
+        ("-S --daemon", "--daemon cannot be used with -S/--save"),
+        ("--daemon", "no command given"),
         ("-L -t 10.0.0.1:80 -u 10.0.0.1:80", "cannot be used with"),
         (
             "-A -t 10.0.0.1",
@@ -784,6 +828,54 @@ fn rendering_answers() {
         wrong,
         Failure::agent("unexpected answer from lb-agent: expected a snapshot, got ok")
     );
+}
+
+#[test]
+fn daemon_answers() {
+    // Sync off: nothing, as ipvsadm when no daemon runs; JSON null.
+    let off = || Response::Snapshot(snapshot());
+    assert_eq!(render(&action("-Ln --daemon"), off()).unwrap(), "");
+    assert_eq!(
+        render(&action("-L --daemon --json"), off()).unwrap(),
+        "null\n"
+    );
+
+    let sync = SyncInfo {
+        id: 7,
+        interface: "eth1".into(),
+        port: 8848,
+        ttl: 1,
+        peers: vec!["10.0.0.2".parse().unwrap()],
+        sender: 0xab,
+        heard: vec![PeerInfo {
+            addr: Some("10.0.0.2:8848".parse().unwrap()),
+            sender: 0xcd,
+            last_heard_secs: 2.0,
+            records: 10,
+        }],
+        resync: "done".into(),
+        ..SyncInfo::default()
+    };
+    let on = || {
+        Response::Snapshot(Snapshot {
+            sync: Some(Box::new(sync.clone())),
+            ..snapshot()
+        })
+    };
+    assert_eq!(
+        render(&action("-Ln --daemon"), on()).unwrap(),
+        "master sync daemon (mcast=eth1, syncid=7, maxlen=1452, port=8848, ttl=1)\n\
+         backup sync daemon (mcast=eth1, syncid=7, maxlen=1452, port=8848, ttl=1)\n\
+         peers: 10.0.0.2\n\
+         peer 10.0.0.2:8848 sender 00000000000000cd last heard 2s ago, 10 records\n\
+         sent: 0 datagrams, 0 records, 0 errors\n\
+         received: 0 datagrams, 0 records (stored 0, refreshed 0, kept 0, unplaced 0, no room 0)\n\
+         rejected: auth 0, replay 0, other group 0, malformed 0\n\
+         lag: last 0.0 ms, max 0.0 ms\n\
+         resync: done\n"
+    );
+    let text = render(&action("-L --daemon --json"), on()).unwrap();
+    assert_eq!(serde_json::from_str::<SyncInfo>(&text).unwrap(), sync);
 }
 
 #[test]

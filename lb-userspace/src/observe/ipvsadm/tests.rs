@@ -507,3 +507,88 @@ fn json_views() {
     let empty = fixtures::snapshot(vec![]);
     assert_eq!(json(&empty, JsonView::Connections), "[]\n");
 }
+
+/// The first two lines are ipvsadm's daemon lines (its order of options); the rest are ours.
+#[test]
+fn sample_daemon() {
+    let snap = fixtures::sample();
+    golden("sample-daemon.txt", &daemons(&snap));
+    let text = json(&snap, JsonView::Daemon);
+    golden("sample-daemon.json", &text);
+    let back: crate::control::SyncInfo = serde_json::from_str(&text).unwrap();
+    assert_eq!(Some(Box::new(back)), snap.sync);
+}
+
+#[test]
+fn daemon_with_a_group_and_peers() {
+    let out = daemons(&fixtures::sample());
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[..5],
+        [
+            "master sync daemon (mcast=eth0, syncid=51, maxlen=1452, group=224.0.0.81, port=8848, ttl=1)",
+            "backup sync daemon (mcast=eth0, syncid=51, maxlen=1452, group=224.0.0.81, port=8848, ttl=1)",
+            "peers: 10.0.0.2, 10.0.0.3",
+            "peer 10.0.0.2:8848 sender 0c1d2e3f4a5b6c7d last heard 0s ago, 1012004 records",
+            "peer 10.0.0.3:8848 sender 00f0000000000a0b last heard 1m35s ago, 187306 records",
+        ]
+    );
+    assert_eq!(
+        lines.last(),
+        Some(&"last error: send to 10.0.0.3:8848: No route to host (1m35s ago)")
+    );
+}
+
+#[test]
+fn daemon_without_a_group() {
+    let mut snap = fixtures::sample();
+    let sync = snap.sync.as_mut().unwrap();
+    sync.group = None;
+    sync.heard.clear();
+    sync.resync = String::new();
+    sync.last_error = None;
+    assert_eq!(
+        daemons(&snap),
+        "master sync daemon (mcast=eth0, syncid=51, maxlen=1452, port=8848, ttl=1)\n\
+         backup sync daemon (mcast=eth0, syncid=51, maxlen=1452, port=8848, ttl=1)\n\
+         peers: 10.0.0.2, 10.0.0.3\n\
+         sent: 48213 datagrams, 1204977 records, 2 errors\n\
+         received: 47990 datagrams, 1199310 records (stored 1150002, refreshed 48100, kept 1150, \
+         unplaced 54, no room 4)\n\
+         rejected: auth 3, replay 1, other group 0, malformed 2\n\
+         lag: last 3.5 ms, max 41.5 ms\n\
+         resync: -\n"
+    );
+}
+
+#[test]
+fn daemon_with_a_group_only() {
+    let mut snap = fixtures::sample();
+    let sync = snap.sync.as_mut().unwrap();
+    sync.group = Some(ip("ff02::1:8848"));
+    sync.peers.clear();
+    sync.heard[0].addr = None;
+    sync.heard[0].last_heard_secs = f64::NAN;
+    sync.lag_ms = f64::INFINITY;
+    let out = daemons(&snap);
+    assert!(
+        out.starts_with(
+            "master sync daemon (mcast=eth0, syncid=51, maxlen=1452, group=ff02::1:8848, port=8848, ttl=1)\n"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("\npeers: none\n"), "{out}");
+    assert!(
+        out.contains("\npeer - sender 0c1d2e3f4a5b6c7d last heard 0s ago, 1012004 records\n"),
+        "{out}"
+    );
+    assert!(out.contains("\nlag: last - ms, max 41.5 ms\n"), "{out}");
+}
+
+#[test]
+fn daemon_off_prints_nothing() {
+    let snap = fixtures::reference();
+    assert_eq!(snap.sync, None);
+    assert_eq!(daemons(&snap), "");
+    assert_eq!(json(&snap, JsonView::Daemon), "null\n");
+}

@@ -306,6 +306,104 @@ fn ipv6_labels_are_plain_addresses() {
 }
 
 #[test]
+fn sync_metrics() {
+    let snap = sample();
+    let sync = snap.sync.as_deref().unwrap();
+    let text = render(&snap);
+    let (types, samples) = parse(&text);
+    for (name, ty) in [
+        ("lb_sync_ring_full_total", "counter"),
+        ("lb_sync_sent_datagrams_total", "counter"),
+        ("lb_sync_sent_records_total", "counter"),
+        ("lb_sync_send_errors_total", "counter"),
+        ("lb_sync_received_datagrams_total", "counter"),
+        ("lb_sync_received_records_total", "counter"),
+        ("lb_sync_received_flows_total", "counter"),
+        ("lb_sync_rejected_total", "counter"),
+        ("lb_sync_dropped_total", "counter"),
+        ("lb_sync_lag_seconds", "gauge"),
+        ("lb_sync_lag_max_seconds", "gauge"),
+        ("lb_sync_peers", "gauge"),
+    ] {
+        assert_eq!(types.get(name).map(String::as_str), Some(ty), "{name}");
+    }
+    for (name, want) in [
+        (
+            "lb_sync_ring_full_total",
+            snap.global.dataplane.sync_ring_full,
+        ),
+        ("lb_sync_sent_datagrams_total", sync.sent_datagrams),
+        ("lb_sync_sent_records_total", sync.sent_records),
+        ("lb_sync_send_errors_total", sync.send_errors),
+        ("lb_sync_received_datagrams_total", sync.received_datagrams),
+        ("lb_sync_received_records_total", sync.received_records),
+        ("lb_sync_dropped_total", sync.dropped),
+        ("lb_sync_peers", sync.heard.len() as u64),
+    ] {
+        assert_eq!(value(&samples, name, &[]), want as f64, "{name}");
+    }
+    let flows = "lb_sync_received_flows_total";
+    for (outcome, want) in [
+        ("stored", sync.stored),
+        ("refreshed", sync.refreshed),
+        ("kept", sync.kept),
+        ("unplaced", sync.unplaced),
+        ("no_room", sync.no_room),
+    ] {
+        assert_eq!(
+            value(&samples, flows, &[("outcome", outcome)]),
+            want as f64,
+            "{outcome}"
+        );
+    }
+    let outcomes: f64 = samples
+        .iter()
+        .filter(|s| s.name == flows)
+        .map(|s| s.value)
+        .sum();
+    assert_eq!(outcomes, sync.received_records as f64);
+    for (reason, want) in [
+        ("auth", sync.rejected_auth),
+        ("replay", sync.rejected_replay),
+        ("instance", sync.rejected_instance),
+        ("malformed", sync.rejected_malformed),
+    ] {
+        assert_eq!(
+            value(&samples, "lb_sync_rejected_total", &[("reason", reason)]),
+            want as f64,
+            "{reason}"
+        );
+    }
+    for line in [
+        "# HELP lb_sync_ring_full_total Flow announcements for director sync lost because the \
+         program's ring buffer was full (the flows were still forwarded).",
+        "lb_sync_ring_full_total 11",
+        "# TYPE lb_sync_received_flows_total counter",
+        "lb_sync_received_flows_total{outcome=\"no_room\"} 4",
+        "lb_sync_rejected_total{reason=\"auth\"} 3",
+        "# TYPE lb_sync_lag_seconds gauge",
+        "lb_sync_lag_seconds 0.0035",
+        "lb_sync_lag_max_seconds 0.0415",
+        "lb_sync_peers 2",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+}
+
+#[test]
+fn sync_off_leaves_only_the_ring_counter() {
+    let mut snap = reference();
+    snap.global.dataplane.sync_ring_full = 5;
+    let (types, samples) = parse(&render(&snap));
+    let sync: Vec<&String> = types.keys().filter(|n| n.starts_with("lb_sync_")).collect();
+    assert_eq!(sync, ["lb_sync_ring_full_total"]);
+    assert_eq!(value(&samples, "lb_sync_ring_full_total", &[]), 5.0);
+}
+
+#[test]
 fn openmetrics_keeps_its_own_format() {
     let text = render_openmetrics(&reference());
     assert!(text.ends_with("# EOF\n"));
