@@ -189,12 +189,13 @@ fn assert_all_continued(what: &str, outcomes: &[ConnOutcome], since: Instant) {
     assert_eq!(idle, 0, "{what}: connections that never exchanged again");
 }
 
-/// Kills a director as a crash or power loss would: the agent SIGKILLed, its program
-/// detached and its maps gone (as after a reboot), its link down.
+/// Kills a director as a crash or power loss would: its link down first (nothing it does
+/// afterwards reaches the wire), then the agent SIGKILLed, its program detached and its maps
+/// gone, as after a reboot.
 fn crash(agent: &mut Agent, host: &Host) {
+    host.ns.ip(["link", "set", "eth0", "down"]).unwrap();
     agent.kill9().unwrap();
     Dataplane::remove_pins(&agent.pins()).unwrap();
-    host.ns.ip(["link", "set", "eth0", "down"]).unwrap();
 }
 
 /// Brings a crashed director back: link up, a fresh agent that asks its peer for its flows
@@ -393,6 +394,16 @@ fn vrrp_failover_and_return_break_no_least_connection_flow() {
         active_conns(&agents[0], sticky)
     );
     intruder_is_refused(&topo.client.ns, &agents[1], topo.directors[1].ip, topo.vip);
+    // What an operator sees on the backup.
+    let daemon = agents[1].lbadm_ok(&["-L", "-n", "--daemon"]);
+    assert!(
+        daemon.starts_with(&format!(
+            "master sync daemon (mcast=eth0, syncid={GROUP_ID}, maxlen=1452, port={SYNC_PORT}"
+        )) && daemon.contains(&format!("peers: {}", topo.directors[0].ip))
+            && daemon.contains("rejected: auth 1, replay 1, other group 1, malformed 1"),
+        "{daemon}"
+    );
+    println!("{daemon}");
 
     // New connections throughout, patient enough to ride out the takeover by retransmitting
     // their SYN.
@@ -407,8 +418,8 @@ fn vrrp_failover_and_return_break_no_least_connection_flow() {
 
     // The master dies.
     let killed = Instant::now();
-    master.kill9().unwrap();
     crash(&mut agents[0], &topo.directors[0]);
+    master.kill9().unwrap();
     time_until(Duration::from_secs(10), || topo.holds_vip(1)).expect("the backup took the VIP");
     assert!(
         long.wait_all_exchanged_since(killed, Duration::from_secs(30))
