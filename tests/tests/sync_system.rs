@@ -7,7 +7,8 @@
 //! - active/backup with keepalived's VRRP (the master dies, the backup takes the VIP, the old
 //!   master comes back and preempts; IPVS's sync cannot give flows back, keepalived issue 1966);
 //! - active-active behind a router's ECMP route (a director dies and the route loses it; it
-//!   comes back and the route rehashes flows onto it).
+//!   comes back and the route rehashes flows onto it), the directors meeting in a multicast
+//!   group rather than by a peer list.
 //!
 //! Every connection must survive both moves, and every new connection must succeed. On the way
 //! the test measures how long a confirmed flow takes to reach the peer, and sends the sync
@@ -58,13 +59,25 @@ const SECRET: &str = "the directors' shared secret, at least 16 bytes";
 /// The two scenarios each build six namespaces and carry 400 connections: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// The configuration of director `me`, whose peer is `peer`.
-fn agent_config(vip: Ipv4Addr, reals: &[Host], peer: Ipv4Addr, key_file: &str) -> String {
+/// How the directors reach each other.
+enum Reach {
+    /// By unicast to the other director's address.
+    Peer(Ipv4Addr),
+    /// By IPVS's multicast group on the LAN.
+    Group,
+}
+
+/// One director's configuration.
+fn agent_config(vip: Ipv4Addr, reals: &[Host], reach: Reach, key_file: &str) -> String {
+    let reach = match reach {
+        Reach::Peer(ip) => format!("peers: [{ip}]"),
+        Reach::Group => "group: 224.0.0.81".into(),
+    };
     let mut y = format!(
         "interface: eth0\nxdp_mode: driver\nmanage_vip: false\nlimits: {{ max_services: 8, \
          max_reals: 64, conn_entries: 65536, persist_entries: 4096 }}\n\
          sync:\n  id: {GROUP_ID}\n  key_file: {key_file}\n  port: {SYNC_PORT}\n  \
-         peers: [{peer}]\n  startup_wait: 3\nvirtual_servers:\n"
+         {reach}\n  startup_wait: 3\nvirtual_servers:\n"
     );
     for (port, extra) in [(PORT, ""), (STICKY_PORT, "    persistence_timeout: 50\n")] {
         y += &format!(
@@ -324,8 +337,10 @@ fn vrrp_failover_and_return_break_no_least_connection_flow() {
     let topo = VrrpTopology::new(74, 3).expect("topology");
     let _servers = echo_servers(&topo.reals, topo.vip);
     let key = KeyFile::new("vrrp");
-    let yaml =
-        |i: usize| agent_config(topo.vip, &topo.reals, topo.directors[1 - i].ip, &key.path());
+    let yaml = |i: usize| {
+        let peer = Reach::Peer(topo.directors[1 - i].ip);
+        agent_config(topo.vip, &topo.reals, peer, &key.path())
+    };
     let mut agents = [
         Agent::start(&topo.directors[0].ns, &yaml(0)).expect("agent on dir1"),
         Agent::start(&topo.directors[1].ns, &yaml(1)).expect("agent on dir2"),
@@ -490,8 +505,8 @@ fn ecmp_directors_share_flows_both_ways() {
     let topo = EcmpTopology::new(75, 3).expect("topology");
     let _servers = echo_servers(&topo.reals, topo.vip);
     let key = KeyFile::new("ecmp");
-    let yaml =
-        |i: usize| agent_config(topo.vip, &topo.reals, topo.directors[1 - i].ip, &key.path());
+    // Here the directors find each other by multicast, as IPVS's sync daemons do.
+    let yaml = |_: usize| agent_config(topo.vip, &topo.reals, Reach::Group, &key.path());
     let mut agents = [
         Agent::start(&topo.directors[0].ns, &yaml(0)).expect("agent on dir1"),
         Agent::start(&topo.directors[1].ns, &yaml(1)).expect("agent on dir2"),
