@@ -44,7 +44,7 @@ use lb_userspace::{
 
 use crate::{
     agent::Agent,
-    netns::{Host, Lan, Netns, TcpLineClient},
+    netns::{Host, Lan, Netns, TcpEchoServer, TcpLineClient},
 };
 
 /// The example configuration the VRRP test runs, with per-node values substituted.
@@ -770,4 +770,52 @@ pub fn output_of(cmd: &mut Command) -> Result<(bool, String)> {
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     Ok((out.status.success(), text))
+}
+
+/// Echo servers on every real for each of `ports`, bound to the VIP and tagged real1, real2, ...
+pub fn echo_servers(reals: &[Host], vip: Ipv4Addr, ports: &[u16]) -> Vec<TcpEchoServer> {
+    let mut servers = Vec::new();
+    for (i, real) in reals.iter().enumerate() {
+        for &port in ports {
+            servers.push(
+                TcpEchoServer::start(&real.ns, (vip, port).into(), &format!("real{}", i + 1))
+                    .expect("echo server"),
+            );
+        }
+    }
+    servers
+}
+
+/// Polls `f` every 10 ms until it holds; returns how long that took, or None after `limit`.
+pub fn time_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return Some(start.elapsed());
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// Sum of ActiveConn over the service's reals.
+pub fn active_total(agent: &Agent, service: SocketAddr) -> u64 {
+    active_conns(agent, service).values().sum()
+}
+
+/// Asserts that no connection broke and that each one exchanged after `since`.
+#[track_caller]
+pub fn assert_all_continued(what: &str, outcomes: &[ConnOutcome], since: Instant) {
+    let broken: Vec<_> = outcomes.iter().filter(|o| o.broken.is_some()).collect();
+    assert!(
+        broken.is_empty(),
+        "{what}: {} of {} connections broke: {broken:#?}",
+        broken.len(),
+        outcomes.len()
+    );
+    let idle = outcomes.iter().filter(|o| o.last_ok <= since).count();
+    assert_eq!(
+        idle, 0,
+        "{what}: connections that never exchanged after {since:?}"
+    );
 }

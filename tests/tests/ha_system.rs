@@ -23,10 +23,11 @@ use lb_tests::{
     agent::{Agent, bin},
     ha::{
         BIRD_EXAMPLE, ConnOutcome, EcmpTopology, KEEPALIVED_EXAMPLE, Keepalived, PatientConns,
-        VrrpNode, VrrpTopology, active_conns, conn_entries, keepalived_config, output_of,
-        summarize, tcp_counters, unique_vrid,
+        VrrpNode, VrrpTopology, active_conns, active_total, assert_all_continued, conn_entries,
+        echo_servers, keepalived_config, output_of, summarize, tcp_counters, time_until,
+        unique_vrid,
     },
-    netns::{Host, TcpEchoServer, format_mac, tcp_request},
+    netns::{Host, format_mac, tcp_request},
     traffic::{NewConnReport, NewConns},
 };
 
@@ -52,32 +53,6 @@ fn agent_config(vip: Ipv4Addr, reals: &[Host]) -> String {
     y
 }
 
-/// Echo servers on every real for both ports, tagged real1, real2, ...
-fn echo_servers(reals: &[Host], vip: Ipv4Addr) -> Vec<TcpEchoServer> {
-    let mut servers = Vec::new();
-    for (i, real) in reals.iter().enumerate() {
-        for port in [PORT, STICKY_PORT] {
-            servers.push(
-                TcpEchoServer::start(&real.ns, (vip, port).into(), &format!("real{}", i + 1))
-                    .expect("echo server"),
-            );
-        }
-    }
-    servers
-}
-
-/// Polls `f` every 10 ms until it holds; returns how long that took, or None after `limit`.
-fn time_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return Some(start.elapsed());
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    None
-}
-
 /// Prints how long the test has run at each phase (the suite's time budget is per test).
 struct Phases(Instant, &'static str);
 
@@ -97,27 +72,6 @@ impl Drop for Phases {
     }
 }
 
-/// Sum of ActiveConn over the service's reals.
-fn active_total(agent: &Agent, service: SocketAddr) -> u64 {
-    active_conns(agent, service).values().sum()
-}
-
-/// Asserts that no connection broke or moved and that each one exchanged after `since`.
-fn assert_all_continued(what: &str, outcomes: &[ConnOutcome], since: Instant) {
-    let broken: Vec<_> = outcomes.iter().filter(|o| o.broken.is_some()).collect();
-    assert!(
-        broken.is_empty(),
-        "{what}: {} of {} connections broke: {broken:#?}",
-        broken.len(),
-        outcomes.len()
-    );
-    let idle = outcomes.iter().filter(|o| o.last_ok <= since).count();
-    assert_eq!(
-        idle, 0,
-        "{what}: connections that never exchanged after the kill"
-    );
-}
-
 /// Failures of the new-connection stream as seconds after the kill (the stream started
 /// `started_before_kill` before it).
 fn failures_after_kill(new: &NewConnReport, started_before_kill: Duration) -> Vec<f64> {
@@ -132,7 +86,7 @@ fn vrrp_failover_keeps_established_connections_on_their_reals() {
     let phases = Phases(Instant::now(), "vrrp");
     let topo = VrrpTopology::new(70, 3).expect("topology");
     phases.mark("topology built");
-    let _servers = echo_servers(&topo.reals, topo.vip);
+    let _servers = echo_servers(&topo.reals, topo.vip, &[PORT, STICKY_PORT]);
     let yaml = agent_config(topo.vip, &topo.reals);
     let mut agents = [
         Agent::start(&topo.directors[0].ns, &yaml).expect("agent on dir1"),
@@ -330,7 +284,7 @@ fn ecmp_active_active_survives_losing_a_director() {
     let phases = Phases(Instant::now(), "ecmp");
     let topo = EcmpTopology::new(71, 3).expect("topology");
     phases.mark("topology built");
-    let _servers = echo_servers(&topo.reals, topo.vip);
+    let _servers = echo_servers(&topo.reals, topo.vip, &[PORT, STICKY_PORT]);
     let yaml = agent_config(topo.vip, &topo.reals);
     let mut agents = [
         Agent::start(&topo.directors[0].ns, &yaml).expect("agent on dir1"),

@@ -30,10 +30,11 @@ use lb_common::ConnState;
 use lb_tests::{
     agent::{Agent, bin},
     ha::{
-        ConnOutcome, EcmpTopology, KEEPALIVED_EXAMPLE, Keepalived, PatientConns, VrrpNode,
-        VrrpTopology, active_conns, conn_entries, keepalived_config, summarize, unique_vrid,
+        EcmpTopology, KEEPALIVED_EXAMPLE, Keepalived, PatientConns, VrrpNode, VrrpTopology,
+        active_conns, active_total, assert_all_continued, conn_entries, echo_servers,
+        keepalived_config, summarize, time_until, unique_vrid,
     },
-    netns::{Host, Netns, TcpEchoServer, TcpLineClient},
+    netns::{Host, Netns, TcpLineClient},
     traffic::{NewConnReport, NewConns},
 };
 use lb_userspace::{
@@ -91,20 +92,6 @@ fn agent_config(vip: Ipv4Addr, reals: &[Host], reach: Reach, key_file: &str) -> 
     y
 }
 
-/// Echo servers on every real for both ports, tagged real1, real2, ...
-fn echo_servers(reals: &[Host], vip: Ipv4Addr) -> Vec<TcpEchoServer> {
-    let mut servers = Vec::new();
-    for (i, real) in reals.iter().enumerate() {
-        for port in [PORT, STICKY_PORT] {
-            servers.push(
-                TcpEchoServer::start(&real.ns, (vip, port).into(), &format!("real{}", i + 1))
-                    .expect("echo server"),
-            );
-        }
-    }
-    servers
-}
-
 /// The key file, in a scratch directory removed on drop.
 struct KeyFile(PathBuf);
 
@@ -145,23 +132,6 @@ fn sync_info(agent: &Agent) -> SyncInfo {
     }
 }
 
-/// Sum of ActiveConn over the service's reals.
-fn active_total(agent: &Agent, service: SocketAddr) -> u64 {
-    active_conns(agent, service).values().sum()
-}
-
-/// Polls `f` every 10 ms until it holds; how long that took, or None after `limit`.
-fn time_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return Some(start.elapsed());
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    None
-}
-
 /// Opens `n` connections one at a time and, for each, measures how long after its first
 /// exchange the peer director's table lists it; the connections stay open until the
 /// returned clients are dropped.
@@ -189,17 +159,15 @@ fn sync_delays(
     (delays, clients)
 }
 
-/// Asserts that no connection broke and that each one exchanged after `since`.
-fn assert_all_continued(what: &str, outcomes: &[ConnOutcome], since: Instant) {
-    let broken: Vec<_> = outcomes.iter().filter(|o| o.broken.is_some()).collect();
-    assert!(
-        broken.is_empty(),
-        "{what}: {} of {} connections broke: {broken:#?}",
-        broken.len(),
-        outcomes.len()
-    );
-    let idle = outcomes.iter().filter(|o| o.last_ok <= since).count();
-    assert_eq!(idle, 0, "{what}: connections that never exchanged again");
+/// Waits until every connection of `groups` has exchanged after `since` (or broken).
+#[track_caller]
+fn wait_exchanged(groups: &[&PatientConns], since: Instant, what: &str) {
+    for g in groups {
+        assert!(
+            g.wait_all_exchanged_since(since, Duration::from_secs(30)),
+            "some connections never exchanged after {what}"
+        );
+    }
 }
 
 /// Kills a director as a crash or power loss would: its link down first (nothing it does
@@ -335,7 +303,7 @@ fn failures(new: &NewConnReport) -> Vec<String> {
 fn vrrp_failover_and_return_break_no_least_connection_flow() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let topo = VrrpTopology::new(74, 3).expect("topology");
-    let _servers = echo_servers(&topo.reals, topo.vip);
+    let _servers = echo_servers(&topo.reals, topo.vip, &[PORT, STICKY_PORT]);
     let key = KeyFile::new("vrrp");
     let yaml = |i: usize| {
         let peer = Reach::Peer(topo.directors[1 - i].ip);
@@ -436,11 +404,7 @@ fn vrrp_failover_and_return_break_no_least_connection_flow() {
     crash(&mut agents[0], &topo.directors[0]);
     master.kill9().unwrap();
     time_until(Duration::from_secs(10), || topo.holds_vip(1)).expect("the backup took the VIP");
-    assert!(
-        long.wait_all_exchanged_since(killed, Duration::from_secs(30))
-            && persistent.wait_all_exchanged_since(killed, Duration::from_secs(30)),
-        "some connections never exchanged after the kill"
-    );
+    wait_exchanged(&[&long, &persistent], killed, "the kill");
     let (_, gap_failover) = summarize(&long.outcomes());
 
     // It comes back from scratch, takes the backup's flows, then the VIP.
@@ -466,11 +430,7 @@ fn vrrp_failover_and_return_break_no_least_connection_flow() {
         topo.holds_vip(0) && !topo.holds_vip(1)
     })
     .expect("the old master took the VIP back");
-    assert!(
-        long.wait_all_exchanged_since(returned, Duration::from_secs(30))
-            && persistent.wait_all_exchanged_since(returned, Duration::from_secs(30)),
-        "some connections never exchanged after the return"
-    );
+    wait_exchanged(&[&long, &persistent], returned, "the return");
     thread::sleep(Duration::from_millis(1000));
     let new = new.finish();
     let long = long.finish();
@@ -503,7 +463,7 @@ fn vrrp_failover_and_return_break_no_least_connection_flow() {
 fn ecmp_directors_share_flows_both_ways() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let topo = EcmpTopology::new(75, 3).expect("topology");
-    let _servers = echo_servers(&topo.reals, topo.vip);
+    let _servers = echo_servers(&topo.reals, topo.vip, &[PORT, STICKY_PORT]);
     let key = KeyFile::new("ecmp");
     // Here the directors find each other by multicast, as IPVS's sync daemons do.
     let yaml = |_: usize| agent_config(topo.vip, &topo.reals, Reach::Group, &key.path());
@@ -552,11 +512,7 @@ fn ecmp_directors_share_flows_both_ways() {
     let killed = Instant::now();
     crash(&mut agents[0], &topo.directors[0]);
     topo.route_vip_via(&[1]).unwrap();
-    assert!(
-        long.wait_all_exchanged_since(killed, Duration::from_secs(30))
-            && persistent.wait_all_exchanged_since(killed, Duration::from_secs(30)),
-        "some connections never exchanged after the kill"
-    );
+    wait_exchanged(&[&long, &persistent], killed, "the kill");
 
     // It comes back from scratch and the route takes it back: the router rehashes about half
     // of the flows onto it, which it must continue on the reals director 2 used.
@@ -564,11 +520,7 @@ fn ecmp_directors_share_flows_both_ways() {
     let resync = sync_info(&agents[0]).resync;
     let returned = Instant::now();
     topo.route_vip_via(&[0, 1]).unwrap();
-    assert!(
-        long.wait_all_exchanged_since(returned, Duration::from_secs(30))
-            && persistent.wait_all_exchanged_since(returned, Duration::from_secs(30)),
-        "some connections never exchanged after the return"
-    );
+    wait_exchanged(&[&long, &persistent], returned, "the return");
     thread::sleep(Duration::from_millis(1500));
     let new = new.finish();
     let long = long.finish();

@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use lb_common::{SyncEvent, SyncedFlow};
+use lb_common::SyncEvent;
 use tokio::time::timeout;
 use tracing::{info, warn};
 
@@ -273,14 +273,7 @@ impl DirectorSync {
                 }
             };
             let stamp = now.saturating_sub(u32::from(conn.idle));
-            let result = match placed.flow {
-                SyncedFlow::V4(k) => {
-                    dp.store_peer_conn4(&k, &placed.conn, stamp, placed.service_id)
-                }
-                SyncedFlow::V6(k) => {
-                    dp.store_peer_conn6(&k, &placed.conn, stamp, placed.service_id)
-                }
-            };
+            let result = dp.store_peer_conn(&placed.flow, &placed.conn, stamp, placed.service_id);
             match result {
                 Ok(PeerStore::Stored) => self.info.stored += 1,
                 Ok(PeerStore::Refreshed) => self.info.refreshed += 1,

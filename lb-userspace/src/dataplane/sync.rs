@@ -8,8 +8,8 @@
 //! never moves a flow this director is serving.
 
 use lb_common::{
-    Conn, ConnState, Flow4Key, Flow6Key, FlowKey, Inserted, Persist4Key, Persist6Key, RealLoad,
-    SVC_F_PERSIST, Set, SlotData, SyncEvent, Template, conn_eviction,
+    Conn, ConnState, FlowKey, Inserted, Persist4Key, Persist6Key, RealLoad, SVC_F_PERSIST, Set,
+    SlotData, SyncEvent, SyncedFlow, Template, conn_eviction,
 };
 
 use super::{Dataplane, Result, mmap::Mmap, write::store_u32};
@@ -53,48 +53,69 @@ impl Dataplane {
         out
     }
 
-    /// Stores a peer's IPv4 flow on real `conn.real`, last used at clock second `stamp`; for a
+    /// Stores a peer's flow on real `conn.real`, last used at clock second `stamp`; for a
     /// persistent service (`service_id`) its client's template follows it.
-    pub fn store_peer_conn4(
+    pub fn store_peer_conn(
         &mut self,
-        key: &Flow4Key,
+        flow: &SyncedFlow,
         conn: &Conn,
         stamp: u32,
         service_id: u32,
     ) -> Result<PeerStore> {
-        let sets = self.limits.conn_sets();
-        let stored = store_peer(self, &self.conns4, sets, key, conn, stamp)?;
-        if stored != PeerStore::Kept && stored != PeerStore::NoRoom {
-            let svc = self.service(service_id)?;
-            if svc.flags & SVC_F_PERSIST != 0 {
-                let client: Persist4Key = key.client(service_id, &svc);
-                let sets = self.limits.persist_sets();
-                store_template(self, &self.persist4, sets, &client, conn.real, stamp, &svc)?;
+        let l = self.limits;
+        match flow {
+            SyncedFlow::V4(key) => {
+                let tables = (
+                    &self.conns4,
+                    l.conn_sets(),
+                    &self.persist4,
+                    l.persist_sets(),
+                );
+                store_peer_flow(self, tables, key, conn, stamp, service_id)
+            }
+            SyncedFlow::V6(key) => {
+                let tables = (
+                    &self.conns6,
+                    l.conn6_sets(),
+                    &self.persist6,
+                    l.persist6_sets(),
+                );
+                store_peer_flow(self, tables, key, conn, stamp, service_id)
             }
         }
-        Ok(stored)
     }
+}
 
-    /// [`Dataplane::store_peer_conn4`] for an IPv6 flow.
-    pub fn store_peer_conn6(
-        &mut self,
-        key: &Flow6Key,
-        conn: &Conn,
-        stamp: u32,
-        service_id: u32,
-    ) -> Result<PeerStore> {
-        let sets = self.limits.conn6_sets();
-        let stored = store_peer(self, &self.conns6, sets, key, conn, stamp)?;
-        if stored != PeerStore::Kept && stored != PeerStore::NoRoom {
-            let svc = self.service(service_id)?;
-            if svc.flags & SVC_F_PERSIST != 0 {
-                let client: Persist6Key = key.client(service_id, &svc);
-                let sets = self.limits.persist6_sets();
-                store_template(self, &self.persist6, sets, &client, conn.real, stamp, &svc)?;
-            }
+/// One family's connection table and persistence table, each with its number of sets.
+type FamilyTables<'a, K> = (
+    &'a Mmap<Set<K, Conn, { lb_common::CONN_WAYS }>>,
+    u32,
+    &'a Mmap<Set<<K as FlowKey>::Client, Template, { lb_common::PERSIST_WAYS }>>,
+    u32,
+);
+
+/// Stores a peer's flow, and for a persistent service its client's template (see
+/// [`Dataplane::store_peer_conn`]).
+fn store_peer_flow<K: FlowKey>(
+    dp: &Dataplane,
+    (conns, conn_sets, persist, persist_sets): FamilyTables<'_, K>,
+    key: &K,
+    conn: &Conn,
+    stamp: u32,
+    service_id: u32,
+) -> Result<PeerStore>
+where
+    K::Client: PersistHash,
+{
+    let stored = store_peer(dp, conns, conn_sets, key, conn, stamp)?;
+    if matches!(stored, PeerStore::Stored | PeerStore::Refreshed) {
+        let svc = dp.service(service_id)?;
+        if svc.flags & SVC_F_PERSIST != 0 {
+            let client = key.client(service_id, &svc);
+            store_template(dp, persist, persist_sets, &client, conn.real, stamp, &svc)?;
         }
-        Ok(stored)
     }
+    Ok(stored)
 }
 
 /// Stores a peer's entry for `key` in a connection table of `sets` sets (see [`PeerStore`]).

@@ -40,6 +40,11 @@ fn key(src: Ipv4Addr, sport: u16) -> Flow4Key {
     Flow4Key::from_parts(src.octets(), sport, VIP.octets(), PORT, proto::TCP)
 }
 
+/// A flow as a peer's announcement names it.
+fn v4(src: Ipv4Addr, sport: u16) -> SyncedFlow {
+    SyncedFlow::V4(key(src, sport))
+}
+
 fn index(lab: &Lab, r: Ipv4Addr) -> u32 {
     lab.real_index(&tcp(VIP, PORT), &rk(r, PORT))
 }
@@ -118,7 +123,7 @@ fn a_peers_flow_continues_on_the_peers_real_and_counts_there() {
     let now = lab.dp.clock();
     let stored = lab
         .dp
-        .store_peer_conn4(&key(CLIENT, 41_000), &peer, now, svc)
+        .store_peer_conn(&v4(CLIENT, 41_000), &peer, now, svc)
         .unwrap();
     assert_eq!(stored, PeerStore::Stored);
     assert_eq!(
@@ -134,7 +139,7 @@ fn a_peers_flow_continues_on_the_peers_real_and_counts_there() {
     // The same announcement again only refreshes it; the count does not move.
     let again = lab
         .dp
-        .store_peer_conn4(&key(CLIENT, 41_000), &peer, now, svc)
+        .store_peer_conn(&v4(CLIENT, 41_000), &peer, now, svc)
         .unwrap();
     assert_eq!(again, PeerStore::Refreshed);
     assert_eq!(lab.load_of(i3), (51, 0));
@@ -149,8 +154,8 @@ fn a_peers_flow_continues_on_the_peers_real_and_counts_there() {
     let stale = lab.dp.clock() - 3;
     let kept = lab
         .dp
-        .store_peer_conn4(
-            &key(CLIENT, 41_001),
+        .store_peer_conn(
+            &v4(CLIENT, 41_001),
             &lb_common::Conn { real: i2, ..peer },
             stale,
             svc,
@@ -181,7 +186,7 @@ fn a_peers_flow_of_a_persistent_service_brings_its_clients_template() {
     };
     let now = lab.dp.clock();
     lab.dp
-        .store_peer_conn4(&key(CLIENT, 42_000), &peer, now, svc)
+        .store_peer_conn(&v4(CLIENT, 42_000), &peer, now, svc)
         .unwrap();
     // The client's next connections follow the template to the same real.
     for sport in 42_001..42_006 {
