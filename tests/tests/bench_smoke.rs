@@ -14,7 +14,7 @@ use bench::{Options, Parts, report};
 fn every_benchmark_case_runs_and_produces_a_number() {
     let started = Instant::now();
     let mut opts = Options::new(true, "cargo test --test bench_smoke");
-    opts.parts = Parts::parse("dataplane,scaling,control,e2e").expect("parts");
+    opts.parts = Parts::parse("dataplane,scaling,sync,control,e2e").expect("parts");
     assert_eq!(opts.parts, Parts::ALL);
     assert!(
         opts.bench_ref.exists(),
@@ -26,6 +26,7 @@ fn every_benchmark_case_runs_and_produces_a_number() {
     let problems = bench::check_complete(&report);
     assert!(problems.is_empty(), "incomplete: {problems:#?}");
     assert!(report.dataplane.is_some() && report.scaling.is_some());
+    assert!(report.sync.is_some());
     assert!(report.control.is_some() && report.e2e.is_some());
 
     // The JSON round trip xtask relies on, and the Markdown it writes.
@@ -49,6 +50,15 @@ fn every_benchmark_case_runs_and_produces_a_number() {
         "### services",
         "### reals",
         "### connection table",
+        "## Director sync",
+        "### New flows with sync on and off",
+        "| syn | TCP SYN",
+        "| syn_wlc | TCP SYN",
+        "| first SYN |",
+        "| confirming ACK |",
+        "### Sync rate",
+        "bytes per flow",
+        "confirming packet (and SYN) with sync on <= 1.15x sync off",
         "### Maglev build",
         "### Reload with",
         "### Health checks",
@@ -62,12 +72,12 @@ fn every_benchmark_case_runs_and_produces_a_number() {
     }
     // Every target has a verdict, and every miss an explanation.
     let verdicts = report::verdicts(&back);
-    // 4 data plane, 3 scaling, 2 control plane, 2 end to end, 2 more with HAProxy.
+    // 4 data plane, 3 scaling, 1 sync, 2 control plane, 2 end to end, 2 more with HAProxy.
     let haproxy = back
         .e2e
         .as_ref()
         .is_some_and(|e| e.scenarios.iter().any(|s| s.key == "c"));
-    let expected = if haproxy { 13 } else { 11 };
+    let expected = if haproxy { 14 } else { 12 };
     assert_eq!(verdicts.len(), expected, "{verdicts:#?}");
     for v in &verdicts {
         assert!(v.met || v.why.is_some(), "{v:#?}");

@@ -19,7 +19,7 @@ use crate::{build_ebpf, deps};
 pub struct BenchArgs {
     /// Few iterations, tiny sizes.
     pub smoke: bool,
-    /// Only these parts (comma-separated: dataplane, scaling, control, e2e).
+    /// Only these parts (comma-separated: dataplane, scaling, sync, control, e2e).
     pub only: Option<String>,
 }
 

@@ -58,8 +58,8 @@ enum Cmd {
         /// Every case with few iterations and tiny sizes (writes under target/bench/).
         #[arg(long)]
         smoke: bool,
-        /// Only these parts, comma-separated: dataplane, scaling, control, e2e (writes under
-        /// target/bench/).
+        /// Only these parts, comma-separated: dataplane, scaling, sync, control, e2e (writes
+        /// under target/bench/).
         #[arg(long)]
         only: Option<String>,
     },

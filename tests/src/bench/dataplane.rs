@@ -15,8 +15,12 @@
 //! Before measuring, every subject is run once and its action and the program's counters are
 //! checked, so that each case measures the path it names (a hit counts a hit, a fragment a
 //! fragment, and so on).
+//!
+//! [`sync_cost`] measures the new-flow paths with director sync on beside sync off the same
+//! way, and the packet that confirms a flow, which only its first run does, one run per flow.
 
 use std::{
+    cell::RefCell,
     net::{Ipv4Addr, Ipv6Addr},
     path::Path,
     time::{Duration, Instant},
@@ -24,7 +28,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 use aya::{Ebpf, programs::Xdp};
-use lb_common::{Conn, ConnState, Flow4Key, Flow6Key, GlobalStats, proto};
+use lb_common::{Conn, ConnState, Flow4Key, Flow6Key, GlobalStats, SyncedFlow, proto};
 use lb_tests::{
     lab::{Lab, XDP_PASS, XDP_TX, desired, spec, spec6, tcp, tcp6, udp},
     packet::{Frame, Frame6, L4, flags, icmp_unreachable},
@@ -37,12 +41,15 @@ use lb_userspace::{
 
 use super::{
     OthersWatch, Params, iqr_pct, median, progress, quietest,
-    report::{DataplaneReport, DpCase, Sample, ScalingDim, ScalingReport, ScalingVariant},
+    report::{
+        ConfirmReport, DataplaneReport, DpCase, Sample, ScalingDim, ScalingReport, ScalingVariant,
+        SyncPair, SyncSynReport,
+    },
     spread, thread_cpu,
 };
 
 /// The VIP of the benchmark services.
-const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+pub(super) const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
 /// An address that is no VIP.
 const OTHER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 200);
 /// The client of the measured flows.
@@ -63,6 +70,8 @@ const M: u32 = 65_537;
 const WLC_PORT: u16 = 81;
 /// Client port of the measured TCP and UDP flows.
 const SPORT: u16 = 40_000;
+/// The first client of the flows the sync cases confirm.
+const CLIENTS_SYNC: Ipv4Addr = Ipv4Addr::new(172, 20, 0, 0);
 
 /// The reference programs: an empty XDP program and a MAC swap with XDP_TX.
 pub struct RefPrograms {
@@ -135,6 +144,8 @@ impl Counter {
 enum Target<'a> {
     /// The load balancer with its maps.
     Lab(&'a Lab),
+    /// The load balancer with its maps, director sync switched on or off before each call.
+    Sync(&'a RefCell<Lab>, bool),
     /// A reference program.
     Ref(&'a RefPrograms, &'static str),
 }
@@ -158,6 +169,11 @@ impl Subject<'_> {
     fn exec(&self, copy: usize, repeat: u32) -> Result<TestRunOutcome> {
         match self.targets[copy] {
             Target::Lab(lab) => Ok(lab.dp.test_run_repeat(&self.frame, repeat)?),
+            Target::Sync(lab, on) => {
+                let mut lab = lab.borrow_mut();
+                lab.dp.set_sync(on)?;
+                Ok(lab.dp.test_run_repeat(&self.frame, repeat)?)
+            }
             Target::Ref(refs, prog) => refs.run(prog, &self.frame, repeat),
         }
     }
@@ -168,6 +184,7 @@ impl Subject<'_> {
             let stats = || -> Result<Option<GlobalStats>> {
                 match target {
                     Target::Lab(lab) => Ok(Some(lab.dp.global_stats()?)),
+                    Target::Sync(lab, _) => Ok(Some(lab.borrow().dp.global_stats()?)),
                     Target::Ref(..) => Ok(None),
                 }
             };
@@ -269,7 +286,7 @@ fn sample(runs: &[RunResult]) -> Sample {
     }
 }
 
-fn flow(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, p: u8) -> Flow4Key {
+pub(super) fn flow(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, p: u8) -> Flow4Key {
     Flow4Key::from_parts(src.octets(), sport, dst.octets(), dport, p)
 }
 
@@ -326,7 +343,7 @@ fn establish(lab: &Lab, src: Ipv4Addr, dst: Ipv4Addr, dport: u16) -> Result<()> 
     Ok(())
 }
 
-fn lab(limits: Limits, state: &DesiredState) -> Lab {
+pub(super) fn lab(limits: Limits, state: &DesiredState) -> Lab {
     let mut lab = Lab::with_limits(limits);
     lab.apply(state);
     lab
@@ -334,7 +351,7 @@ fn lab(limits: Limits, state: &DesiredState) -> Lab {
 
 /// The basic cases: default limits (64 services, 4096 reals, M = 65537, 1M connection
 /// entries), 16 IPv4 services on 4 VIPs (one of them `wlc`) and one IPv6 service.
-fn basic_state() -> DesiredState {
+pub(super) fn basic_state() -> DesiredState {
     let mut services: Vec<(ServiceKey, ServiceSpec)> = vec![
         (
             tcp(VIP, 80),
@@ -839,5 +856,236 @@ pub fn scaling(params: &Params, bench_ref: &Path) -> Result<ScalingReport> {
         runs: params.runs,
         copies,
         dims,
+    })
+}
+
+/// `n` clients (address, port) of TCP flows to [`VIP`] port 80 that `lab`'s connection table
+/// holds without pushing any entry out: no set ends up with more than its 4 slots used,
+/// counting the entries already there (a table with the same limits and fewer entries holds
+/// them too).
+pub(super) fn fitting_flows(lab: &Lab, n: usize) -> Result<Vec<(Ipv4Addr, u16)>> {
+    let sets = lab.dp.limits().conn_sets();
+    let mut count = vec![0usize; sets as usize];
+    for e in lab.dp.conns4() {
+        count[(e.key.hash() & (sets - 1)) as usize] += 1;
+    }
+    let mut out = Vec::with_capacity(n);
+    let mut i: u32 = 0;
+    while out.len() < n {
+        ensure!(
+            i < 1 << 24,
+            "the connection table has no room for {n} more flows"
+        );
+        let (src, sport) = (addr(CLIENTS_SYNC, i / 50_000), 10_000 + (i % 50_000) as u16);
+        i += 1;
+        let used = &mut count[(flow(src, sport, VIP, 80, proto::TCP).hash() & (sets - 1)) as usize];
+        if *used < lb_common::CONN_WAYS {
+            *used += 1;
+            out.push((src, sport));
+        }
+    }
+    Ok(out)
+}
+
+/// The new-flow paths with director sync off and on (`Settings::sync`): the `syn` and
+/// `syn_wlc` cases through the repetitions, interleaved with the empty program as [`cases`]
+/// does, on `params.copies` copies each measured with sync off and with it on (switched before
+/// each call, so where the JIT put a copy's code and the kernel its maps weighs on both
+/// alike); then the confirming packet ([`confirm`]) on the same copies.
+pub fn sync_cost(params: &Params, bench_ref: &Path) -> Result<(SyncSynReport, ConfirmReport)> {
+    let copies = params.copies;
+    let refs = load_refs(bench_ref, copies)?;
+    let frames = BasicFrames::new();
+    let labs = (0..copies)
+        .map(|_| frames.lab(params.limits).map(RefCell::new))
+        .collect::<Result<Vec<_>>>()?;
+    let toggled = |name: &str, frame: &[u8], on: bool| Subject {
+        name: format!("{name}, sync {}", if on { "on" } else { "off" }),
+        frame: frame.to_vec(),
+        action: XDP_TX,
+        counter: Counter::ConnMiss,
+        targets: labs.iter().map(|lab| Target::Sync(lab, on)).collect(),
+    };
+    let subjects = vec![
+        ref_subject("empty", EMPTY, XDP_PASS, &frames.syn, &refs),
+        toggled("syn", &frames.syn, false),
+        toggled("syn", &frames.syn, true),
+        toggled("syn_wlc", &frames.syn_wlc, false),
+        toggled("syn_wlc", &frames.syn_wlc, true),
+    ];
+    let (results, others) = measure_quietly("sync: SYN paths", &subjects, params)?;
+    drop(subjects);
+    let mut labs: Vec<Lab> = labs.into_iter().map(RefCell::into_inner).collect();
+    // A SYN is never announced: the rings stay empty through millions of them.
+    for lab in &mut labs {
+        let events = lab.dp.drain_sync_ring(usize::MAX).len();
+        ensure!(events == 0, "sync: {events} SYNs were announced");
+    }
+    let samples: Vec<Sample> = results.iter().map(|r| sample(r)).collect();
+    let empty = samples[0].median_ns;
+    let pair = |name: &str, what: &str, off: &Sample, on: &Sample| SyncPair {
+        name: name.into(),
+        what: what.into(),
+        off: off.clone(),
+        on: on.clone(),
+        ratio: on.median_ns / off.median_ns,
+        net_ratio: (on.median_ns - empty) / (off.median_ns - empty),
+    };
+    let syn = SyncSynReport {
+        repeat: params.repeat,
+        runs: params.runs,
+        copies,
+        others_pct: others,
+        empty: samples[0].clone(),
+        pairs: vec![
+            pair(
+                "syn",
+                "TCP SYN: new connection (Maglev), entry written",
+                &samples[1],
+                &samples[2],
+            ),
+            pair(
+                "syn_wlc",
+                "TCP SYN to a wlc service of 10 reals",
+                &samples[3],
+                &samples[4],
+            ),
+        ],
+    };
+    let confirm = confirm(params, &refs, &mut labs)?;
+    Ok((syn, confirm))
+}
+
+/// The packet that confirms a flow (the ACK moving SYN_RECV to ESTABLISHED) does so only on
+/// its first run, so `BPF_PROG_TEST_RUN`'s repetitions cannot measure it: each of
+/// `params.sync_confirm_flows` flows with sync off and as many other flows with it on gets its
+/// SYN, and later its ACK, run once, and the empty program is run as often; each run's
+/// duration is the kernel's, so the syscall is not in it. Each chunk goes to the next copy,
+/// whose sync setting is switched for each turn: sync off, the empty program, sync on, and on
+/// every other round of the copies the other way round. A copy's first turn of a chunk runs
+/// slower (its table's memory has gone cold while the other copies ran), so each side goes
+/// first, on every copy, as often; and neither follows the other directly. After every turn
+/// the ring is drained: with
+/// sync on, exactly the turn's flows must have been announced, in order, as ESTABLISHED, by
+/// their ACKs; with it off, nothing.
+fn confirm(params: &Params, refs: &[RefPrograms], labs: &mut [Lab]) -> Result<ConfirmReport> {
+    // Every copy holds the same entries; alternate flows go to either side.
+    let both = fitting_flows(&labs[0], 2 * params.sync_confirm_flows)?;
+    let sides: [Vec<(Ipv4Addr, u16)>; 2] = [
+        both.iter().step_by(2).copied().collect(),
+        both.iter().skip(1).step_by(2).copied().collect(),
+    ];
+    let chunk = params.sync_confirm_chunk.max(1);
+    let copies = labs.len();
+    let established = ConnState::Established as u8;
+    let watch = OthersWatch::start(&[]);
+    // Kernel ns of every run: [SYN, ACK] x [empty, off, on].
+    let mut ns: [[Vec<f64>; 3]; 2] = Default::default();
+    let mut chunk_ratios = Vec::new();
+    let mut events = [0u64; 2];
+    for (phase, tcp_flags) in [flags::SYN, flags::ACK].into_iter().enumerate() {
+        for k in 0..sides[0].len().div_ceil(chunk) {
+            let copy = k % copies;
+            let lab = &mut labs[copy];
+            let mut medians = [f64::NAN; 3];
+            let order = if (k / copies).is_multiple_of(2) {
+                [1, 0, 2]
+            } else {
+                [2, 0, 1]
+            };
+            for side in order {
+                // The empty program runs the frames of the side off.
+                let flows = &sides[side.max(1) - 1];
+                let part = &flows[k * chunk..((k + 1) * chunk).min(flows.len())];
+                let frames: Vec<Vec<u8>> = part
+                    .iter()
+                    .map(|&(src, sport)| Frame::tcp(src, sport, VIP, 80, tcp_flags).build())
+                    .collect();
+                if side > 0 {
+                    lab.dp.set_sync(side == 2)?;
+                }
+                let mut runs = Vec::with_capacity(frames.len());
+                for frame in &frames {
+                    let (out, action) = if side == 0 {
+                        (refs[copy].run(EMPTY, frame, 1)?, XDP_PASS)
+                    } else {
+                        (lab.dp.test_run(frame)?, XDP_TX)
+                    };
+                    ensure!(
+                        out.action == action,
+                        "sync: confirming flows: action {} where {action} was expected",
+                        out.action
+                    );
+                    runs.push(out.duration_ns as f64);
+                }
+                medians[side] = median(&runs);
+                ns[phase][side].extend(runs);
+                if side == 0 {
+                    continue;
+                }
+                let announced = lab.dp.drain_sync_ring(usize::MAX);
+                events[side - 1] += announced.len() as u64;
+                if side == 1 || tcp_flags == flags::SYN {
+                    ensure!(
+                        announced.is_empty(),
+                        "sync: {} flows announced by SYNs or with sync off",
+                        announced.len()
+                    );
+                } else {
+                    ensure!(
+                        announced.len() == part.len(),
+                        "sync: {} announcements for {} confirmed flows",
+                        announced.len(),
+                        part.len()
+                    );
+                }
+                for (i, &(src, sport)) in part.iter().enumerate() {
+                    let key = flow(src, sport, VIP, 80, proto::TCP);
+                    if let Some(event) = announced.get(i) {
+                        ensure!(
+                            event.flow() == Some(SyncedFlow::V4(key)) && event.state == established,
+                            "sync: an announcement names another flow or state: {event:?}"
+                        );
+                    } else if tcp_flags == flags::ACK {
+                        ensure!(
+                            lab.dp
+                                .conn4(&key)
+                                .is_some_and(|e| e.conn.state == established),
+                            "sync: an ACK with sync off did not confirm its flow"
+                        );
+                    }
+                }
+            }
+            if tcp_flags == flags::ACK {
+                chunk_ratios.push(medians[2] / medians[1]);
+            }
+        }
+    }
+    let others = watch.pct();
+    for lab in labs.iter() {
+        let full = lab.dp.global_stats()?.sync_ring_full;
+        ensure!(full == 0, "sync: {full} announcements lost to a full ring");
+    }
+    let [syn, ack] = &ns;
+    let empty: Vec<f64> = syn[0].iter().chain(&ack[0]).copied().collect();
+    let empty_ns = median(&empty);
+    let (ack_off, ack_on) = (median(&ack[1]), median(&ack[2]));
+    let (syn_off, syn_on) = (median(&syn[1]), median(&syn[2]));
+    Ok(ConfirmReport {
+        flows: sides[1].len(),
+        chunk,
+        copies,
+        empty_ns,
+        syn_off_ns: syn_off,
+        syn_on_ns: syn_on,
+        ack_off_ns: ack_off,
+        ack_on_ns: ack_on,
+        ratio: ack_on / ack_off,
+        net_ratio: (ack_on - empty_ns) / (ack_off - empty_ns),
+        syn_ratio: syn_on / syn_off,
+        chunk_ratios,
+        events_on: events[1],
+        events_off: events[0],
+        others_pct: others,
     })
 }

@@ -1,9 +1,11 @@
 //! The benchmark harness behind `cargo xtask bench` (binary `lb-bench`).
 //!
-//! Four parts, each producing numbers only from what it measures in this run:
+//! Five parts, each producing numbers only from what it measures in this run:
 //! - [`dataplane`]: the real XDP program on realistic maps through `BPF_PROG_TEST_RUN`, next to
 //!   an empty program and a MAC-swapping floor measured the same way, interleaved; and how the
 //!   hit and SYN paths scale with services, reals and connection-table fill.
+//! - [`sync`]: director sync: the new-flow paths with sync on beside sync off, and the rate at
+//!   which one agent's confirmed flows reach a peer's table over loopback UDP.
 //! - [`control`]: Maglev builds, a reload of 1000 services (parse, plan, map writes), and the
 //!   CPU used by TCP health checks of 10,000 reals.
 //! - [`e2e`]: a client, a director and a real server in network namespaces: the same load sent
@@ -20,6 +22,7 @@ pub mod control;
 pub mod dataplane;
 pub mod e2e;
 pub mod report;
+pub mod sync;
 
 use std::{
     fs,
@@ -39,6 +42,8 @@ pub struct Parts {
     pub dataplane: bool,
     /// Scaling of the hit and SYN paths.
     pub scaling: bool,
+    /// Director sync.
+    pub sync: bool,
     /// Maglev, reload and health checks.
     pub control: bool,
     /// End to end in namespaces.
@@ -50,15 +55,17 @@ impl Parts {
     pub const ALL: Parts = Parts {
         dataplane: true,
         scaling: true,
+        sync: true,
         control: true,
         e2e: true,
     };
 
-    /// Parses a comma-separated list (`dataplane,scaling,control,e2e`).
+    /// Parses a comma-separated list (`dataplane,scaling,sync,control,e2e`).
     pub fn parse(list: &str) -> Result<Parts> {
         let mut p = Parts {
             dataplane: false,
             scaling: false,
+            sync: false,
             control: false,
             e2e: false,
         };
@@ -66,9 +73,10 @@ impl Parts {
             match part {
                 "dataplane" => p.dataplane = true,
                 "scaling" => p.scaling = true,
+                "sync" => p.sync = true,
                 "control" => p.control = true,
                 "e2e" => p.e2e = true,
-                other => bail!("unknown part {other:?} (dataplane, scaling, control, e2e)"),
+                other => bail!("unknown part {other:?} (dataplane, scaling, sync, control, e2e)"),
             }
         }
         Ok(p)
@@ -133,6 +141,14 @@ pub struct Params {
     pub scale_reals: Vec<u32>,
     /// Connection-table entries in the fill-scaling dimension.
     pub scale_conn_entries: u32,
+    /// Flows confirmed with sync on, and as many with it off, one ACK each.
+    pub sync_confirm_flows: usize,
+    /// Flows per turn of each side while confirming.
+    pub sync_confirm_chunk: usize,
+    /// Flows sent from one lab to another to measure the sync rate.
+    pub sync_rate_flows: usize,
+    /// Flows per drain of the ring while measuring the rate (at most the ring's 16,384).
+    pub sync_rate_chunk: usize,
     /// Reals of the Maglev builds.
     pub maglev_reals: Vec<u32>,
     /// Builds per Maglev size.
@@ -178,6 +194,10 @@ impl Params {
                 scale_services: vec![1, 4, 16],
                 scale_reals: vec![2, 10, 50],
                 scale_conn_entries: 4096,
+                sync_confirm_flows: 400,
+                sync_confirm_chunk: 100,
+                sync_rate_flows: 2000,
+                sync_rate_chunk: 500,
                 maglev_reals: vec![10, 100, 1000],
                 maglev_reps: 1,
                 reload_services: 10,
@@ -200,6 +220,10 @@ impl Params {
                 scale_services: vec![1, 100, 1000],
                 scale_reals: vec![2, 100, 10_000],
                 scale_conn_entries: 1 << 20,
+                sync_confirm_flows: 20_000,
+                sync_confirm_chunk: 1000,
+                sync_rate_flows: 200_000,
+                sync_rate_chunk: 8192,
                 maglev_reals: vec![10, 100, 1000],
                 maglev_reps: 21,
                 reload_services: 1000,
@@ -238,6 +262,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         },
         dataplane: None,
         scaling: None,
+        sync: None,
         control: None,
         e2e: None,
     };
@@ -261,6 +286,11 @@ pub fn run(opts: &Options) -> Result<Report> {
         quiet("scaling")?;
         progress("data plane: scaling");
         report.scaling = Some(dataplane::scaling(&params, &opts.bench_ref)?);
+    }
+    if opts.parts.sync {
+        quiet("sync")?;
+        progress("director sync");
+        report.sync = Some(sync::run(&params, &opts.bench_ref)?);
     }
     if opts.parts.control {
         quiet("control")?;

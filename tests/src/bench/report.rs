@@ -18,6 +18,8 @@ pub struct Report {
     pub dataplane: Option<DataplaneReport>,
     /// Scaling of the hit and SYN paths.
     pub scaling: Option<ScalingReport>,
+    /// Director sync: its cost on new flows, and its rate.
+    pub sync: Option<SyncReport>,
     /// Maglev, reload, health checks.
     pub control: Option<ControlReport>,
     /// End to end in namespaces.
@@ -161,6 +163,127 @@ pub struct ScalingVariant {
     pub hit_net_ns: f64,
     /// SYN path net of the empty program.
     pub syn_net_ns: f64,
+}
+
+/// Director sync: what it costs the data plane's new flows, and the rate at which one agent's
+/// confirmed flows reach a peer's tables.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SyncReport {
+    /// The SYN paths with sync off and on (`BPF_PROG_TEST_RUN`'s repetitions).
+    pub syn: SyncSynReport,
+    /// The confirming packet with sync off and on (each flow's once).
+    pub confirm: ConfirmReport,
+    /// The sync channel's rate: every attempt, the one kept (nothing lost) last.
+    pub rate: Vec<SyncRate>,
+}
+
+/// The SYN paths with sync off and on, measured like the data-plane cases.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SyncSynReport {
+    /// Repetitions per call.
+    pub repeat: u32,
+    /// Interleaved runs per case.
+    pub runs: usize,
+    /// Loaded copies of the program and its maps, each measured with sync off and on.
+    pub copies: usize,
+    /// CPU other processes used during the runs, % of all CPUs.
+    pub others_pct: f64,
+    /// The empty program in the same run.
+    pub empty: Sample,
+    /// `syn` and `syn_wlc`, each off and on.
+    pub pairs: Vec<SyncPair>,
+}
+
+/// One frame with sync off and on.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SyncPair {
+    /// The data-plane case's name.
+    pub name: String,
+    /// What the frame is.
+    pub what: String,
+    /// Sync off.
+    pub off: Sample,
+    /// Sync on.
+    pub on: Sample,
+    /// On / off, medians.
+    pub ratio: f64,
+    /// On / off, both net of the empty program.
+    pub net_ratio: f64,
+}
+
+/// The packet that confirms a flow (the ACK completing a handshake), which only its first run
+/// does: every flow's SYN and ACK run once, some flows with sync off and as many others with it
+/// on, the kernel's duration of each run kept.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConfirmReport {
+    /// Flows confirmed with sync on, and as many with it off.
+    pub flows: usize,
+    /// Flows per chunk (the sides take turns chunk by chunk).
+    pub chunk: usize,
+    /// Loaded copies the chunks are spread over (each runs both sides' turns of its chunks).
+    pub copies: usize,
+    /// The empty program run once per call, median kernel ns.
+    pub empty_ns: f64,
+    /// Each flow's SYN with sync off, median kernel ns.
+    pub syn_off_ns: f64,
+    /// Each flow's SYN with sync on, median kernel ns.
+    pub syn_on_ns: f64,
+    /// Each flow's confirming ACK with sync off, median kernel ns.
+    pub ack_off_ns: f64,
+    /// Each flow's confirming ACK with sync on, median kernel ns.
+    pub ack_on_ns: f64,
+    /// The ACK's on / off.
+    pub ratio: f64,
+    /// The ACK's on / off, both net of the empty program.
+    pub net_ratio: f64,
+    /// The SYN's on / off.
+    pub syn_ratio: f64,
+    /// The ACK's on / off medians of each chunk pair.
+    pub chunk_ratios: Vec<f64>,
+    /// Announcements drained with sync on (one per confirmed flow is required).
+    pub events_on: u64,
+    /// Announcements drained with sync off (none is required).
+    pub events_off: u64,
+    /// CPU other processes used meanwhile, % of all CPUs.
+    pub others_pct: f64,
+}
+
+/// One attempt at the sync rate: confirmed flows from one lab's ring to another lab's table
+/// over loopback UDP.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SyncRate {
+    /// Flows sent.
+    pub flows: usize,
+    /// Flows per drain of the ring.
+    pub chunk: usize,
+    /// Datagrams the sender lets be on the way (sent, not yet stored) at most; `None`: as
+    /// fast as it can.
+    pub window: Option<usize>,
+    /// Datagrams sent.
+    pub datagrams: u64,
+    /// Their bytes (UDP payload).
+    pub bytes: u64,
+    /// Datagram bytes per flow.
+    pub bytes_per_flow: f64,
+    /// With the IPv4 and UDP headers.
+    pub wire_bytes_per_flow: f64,
+    /// Time from the drains to the last store, summed over the chunks.
+    pub secs: f64,
+    /// Flows stored on the receiver (on their real) per second, end to end.
+    pub flows_per_s: f64,
+    /// CPU of the sending thread per flow sent, us (drain, translate, encode, send; loopback
+    /// delivery runs in it).
+    pub sender_us_per_flow: f64,
+    /// CPU of the receiving thread per flow received, us (receive, check, translate, store).
+    pub receiver_us_per_flow: f64,
+    /// The receiver's socket buffer, bytes (`net.core.rmem_default`: the channel sets none).
+    pub rcvbuf_bytes: usize,
+    /// Datagrams that never reached the receiver's checks.
+    pub dropped_datagrams: u64,
+    /// Flows missing afterwards from the receiver's table, or on another real.
+    pub lost: u64,
+    /// CPU other processes used meanwhile, % of all CPUs.
+    pub others_pct: f64,
 }
 
 /// Control-plane figures.
@@ -361,6 +484,47 @@ pub fn missing(r: &Report) -> Vec<String> {
             }
         }
     }
+    if let Some(y) = &r.sync {
+        num("sync: empty".into(), y.syn.empty.median_ns);
+        for name in ["syn", "syn_wlc"] {
+            match y.syn.pairs.iter().find(|p| p.name == name) {
+                Some(p) => {
+                    num(format!("sync: {name} on/off"), p.ratio);
+                    num(format!("sync: {name} on/off, net"), p.net_ratio);
+                }
+                None => out.push(format!("sync: {name} sync on beside off missing")),
+            }
+        }
+        let c = &y.confirm;
+        num("sync: confirming ACK, empty".into(), c.empty_ns);
+        num("sync: confirming ACK on/off".into(), c.ratio);
+        num("sync: confirming ACK on/off, net".into(), c.net_ratio);
+        num("sync: first SYN on/off".into(), c.syn_ratio);
+        if c.flows == 0 || c.events_on != c.flows as u64 || c.events_off != 0 {
+            out.push(format!(
+                "sync: {} flows confirmed, {} announced with sync on, {} with it off",
+                c.flows, c.events_on, c.events_off
+            ));
+        }
+        match y.rate.last() {
+            Some(rate) => {
+                num("sync: flows/s".into(), rate.flows_per_s);
+                num("sync: bytes per flow".into(), rate.bytes_per_flow);
+                num("sync: sender CPU per flow".into(), rate.sender_us_per_flow);
+                num(
+                    "sync: receiver CPU per flow".into(),
+                    rate.receiver_us_per_flow,
+                );
+                if rate.flows == 0 || rate.lost != 0 {
+                    out.push(format!(
+                        "sync: {} of {} flows lost in the kept attempt",
+                        rate.lost, rate.flows
+                    ));
+                }
+            }
+            None => out.push("sync: no rate".into()),
+        }
+    }
     if let Some(c) = &r.control {
         if c.maglev.len() != 3 {
             out.push("maglev: not 3 sizes".into());
@@ -508,6 +672,32 @@ pub fn verdicts(r: &Report) -> Vec<Verdict> {
                     .then(|| scaling_miss(d, r.dataplane.as_ref().map(|x| x.empty.median_ns))),
             });
         }
+    }
+    if let Some(y) = &r.sync {
+        let c = &y.confirm;
+        let syn = &y.syn.pairs;
+        let worst = syn
+            .iter()
+            .map(|p| p.ratio)
+            .fold(c.ratio.max(c.syn_ratio), f64::max);
+        let met = worst <= 1.15;
+        v.push(Verdict {
+            target: "confirming packet (and SYN) with sync on <= 1.15x sync off".into(),
+            measured: format!(
+                "ACK {}x ({} / {} ns, kernel; net of the empty program {}x), first SYN {}x, {}",
+                f(c.ratio, 3),
+                f(c.ack_on_ns, 0),
+                f(c.ack_off_ns, 0),
+                f(c.net_ratio, 2),
+                f(c.syn_ratio, 3),
+                syn.iter()
+                    .map(|p| format!("{} {}x", p.name, f(p.ratio, 3)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            met,
+            why: (!met).then(|| sync_miss(y)),
+        });
     }
     if let Some(c) = &r.control {
         if let Some(m) = c.maglev.iter().find(|m| m.reals == 1000) {
@@ -717,6 +907,62 @@ fn spread_why(
             last.label
         )
     }
+}
+
+fn sync_miss(y: &SyncReport) -> String {
+    let c = &y.confirm;
+    let lo = c.chunk_ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = c
+        .chunk_ratios
+        .iter()
+        .copied()
+        .fold(f64::NEG_INFINITY, f64::max);
+    let mut why = format!(
+        "With sync on the confirming ACK takes {} ns more than with it off ({} against {} ns, \
+         kernel medians over {} flows each; the empty program run the same way takes {} ns, \
+         so net of it {} against {} ns, {}x). That is the announcement, which only the ACK \
+         that completes a handshake makes: a clock read and a {}-byte record reserved, \
+         written and committed in the ring buffer. The chunks' ratios ranged from {}x to {}x.",
+        f(c.ack_on_ns - c.ack_off_ns, 0),
+        f(c.ack_on_ns, 0),
+        f(c.ack_off_ns, 0),
+        c.flows,
+        f(c.empty_ns, 0),
+        f(c.ack_on_ns - c.empty_ns, 0),
+        f(c.ack_off_ns - c.empty_ns, 0),
+        f(c.net_ratio, 2),
+        size_of::<lb_common::SyncEvent>(),
+        f(lo, 2),
+        f(hi, 2)
+    );
+    for p in y.syn.pairs.iter().filter(|p| p.ratio > 1.15) {
+        let list = |s: &Sample| {
+            s.copy_medians_ns
+                .iter()
+                .map(|x| f(*x, 1))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        why += &format!(
+            " The {} path makes no announcement with sync on (the ring stayed empty through \
+             every repetition), so its {}x is the loaded copies, not sync: the copies' medians \
+             are {} ns with sync off and {} ns with it on.",
+            p.name,
+            f(p.ratio, 3),
+            list(&p.off),
+            list(&p.on)
+        );
+    }
+    if c.syn_ratio > 1.15 {
+        why += &format!(
+            " A new flow's first SYN makes no announcement with sync on either (the ring \
+             stayed empty after every turn): {} against {} ns is the loaded copies and the \
+             machine, not sync.",
+            f(c.syn_on_ns, 0),
+            f(c.syn_off_ns, 0)
+        );
+    }
+    why
 }
 
 fn health_miss(h: &HealthReport) -> String {
@@ -965,6 +1211,9 @@ pub fn markdown(r: &Report) -> String {
     if let Some(s) = &r.scaling {
         scaling_md(&mut o, s, &src);
     }
+    if let Some(y) = &r.sync {
+        sync_md(&mut o, y, &src);
+    }
     if let Some(c) = &r.control {
         control_md(&mut o, c, &src);
     }
@@ -1153,6 +1402,195 @@ fn scaling_md(o: &mut String, s: &ScalingReport, src: &str) {
          in the CPU cache: these figures show that the paths do no work that grows with the \
          number of services, reals or connections, not the cost of cache misses under many \
          concurrent flows (the end-to-end test below has those).\n"
+    );
+}
+
+fn sync_md(o: &mut String, y: &SyncReport, src: &str) {
+    let _ = writeln!(o, "## Director sync\n");
+    let _ = writeln!(o, "### New flows with sync on and off\n");
+    let s = &y.syn;
+    let c = &y.confirm;
+    let _ = writeln!(
+        o,
+        "The data plane with director sync off and on (`Settings::sync`), on the maps of the \
+         data-plane cases, {} loaded copies, each measured with sync off and with it on (the \
+         setting is switched before each call), so where the JIT put a copy's code and the \
+         kernel its maps weighs on both alike. The SYN paths as the data-plane cases measure \
+         them: {} repetitions per call, {} calls per case interleaved with the empty program, \
+         CPU ns per repetition, median. The packet that confirms a flow (the ACK completing \
+         the handshake, which announces the flow with sync on) does so only on its first run, \
+         so repetitions cannot measure it: {} flows of distinct clients with sync off and as \
+         many others with it on each got their SYN and later their ACK run once (repeat 1); \
+         the kernel's duration of each run is kept (the syscall is outside it), and the empty \
+         program was run as often. They took turns {} flows at a time, each chunk on the \
+         next copy: sync off, the empty program, sync on, and on every other round of the \
+         copies the other way round (a copy's first turn runs slower, its memory having gone \
+         cold while the other copies ran, so each side goes first as often); medians over all \
+         runs. After every turn the ring was drained: after a turn with sync \
+         on it held exactly one announcement per flow its ACK confirmed ({} in all, in order, \
+         as ESTABLISHED), none for any SYN; after a turn with sync off nothing ({}).\n",
+        s.copies, s.repeat, s.runs, c.flows, c.chunk, c.events_on, c.events_off
+    );
+    let _ = writeln!(
+        o,
+        "| case | frame | sync off ns | sync on ns | on / off | on / off, net |\n\
+         | --- | --- | ---: | ---: | ---: | ---: |"
+    );
+    let empty = s.empty.median_ns;
+    for p in &s.pairs {
+        let _ = writeln!(
+            o,
+            "| {} | {}, repeated | {} | {} | {} | {} |",
+            p.name,
+            p.what,
+            f(p.off.median_ns, 1),
+            f(p.on.median_ns, 1),
+            f(p.ratio, 3),
+            f(p.net_ratio, 3)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "| empty | empty XDP program, repeated | {} | | | |",
+        f(empty, 1)
+    );
+    let net = |on: f64, off: f64| (on - c.empty_ns) / (off - c.empty_ns);
+    let _ = writeln!(
+        o,
+        "| first SYN | a new flow's SYN, once (kernel ns) | {} | {} | {} | {} |",
+        f(c.syn_off_ns, 0),
+        f(c.syn_on_ns, 0),
+        f(c.syn_ratio, 3),
+        f(net(c.syn_on_ns, c.syn_off_ns), 3)
+    );
+    let _ = writeln!(
+        o,
+        "| confirming ACK | the ACK completing its handshake, once (kernel ns) | {} | {} | {} \
+         | {} |",
+        f(c.ack_off_ns, 0),
+        f(c.ack_on_ns, 0),
+        f(c.ratio, 3),
+        f(c.net_ratio, 3)
+    );
+    let _ = writeln!(
+        o,
+        "| empty, once | empty XDP program, once (kernel ns) | {} | | | |",
+        f(c.empty_ns, 0)
+    );
+    let lo = c.chunk_ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = c
+        .chunk_ratios
+        .iter()
+        .copied()
+        .fold(f64::NEG_INFINITY, f64::max);
+    let _ = writeln!(
+        o,
+        "\nWith sync on the confirming ACK takes {} ns more (kernel medians): the \
+         announcement, a clock read and a {}-byte ring-buffer record. Each chunk's ratio of \
+         its two turns' medians ranged from {}x to {}x: a copy's first turn runs slower, which \
+         the alternating order cancels over all chunks, not within one. A run once includes the kernel's timer \
+         around it (the empty program's {} ns), which the repeated cases spread over their \
+         repetitions, and pays for memory that repetitions keep in the CPU cache (the flow's \
+         connection set above all), so it costs several times a repetition. Other processes used {}% of the machine's CPUs during the repeated \
+         runs, {}% during the single ones.\n\n{src}\n",
+        f(c.ack_on_ns - c.ack_off_ns, 0),
+        size_of::<lb_common::SyncEvent>(),
+        f(lo, 3),
+        f(hi, 3),
+        f(c.empty_ns, 0),
+        f(s.others_pct, 1),
+        f(c.others_pct, 1)
+    );
+
+    let _ = writeln!(o, "### Sync rate\n");
+    let Some(kept) = y.rate.last() else {
+        return;
+    };
+    let _ = writeln!(
+        o,
+        "One agent's confirmed flows into a peer's table, with the pieces the agent uses, \
+         between two labs with the same services in one process: the sender's program \
+         confirms {} flows (SYN, then ACK, untimed); then, timed until the chunk's last flow is \
+         stored, the sender drains its ring (announcements for {} flows at a time), translates \
+         them into records by address, encodes them into authenticated datagrams and sends \
+         them over loopback UDP, and the receiver, on its own thread, receives and checks each \
+         datagram (tag, group, replay), translates its records into its own real indices \
+         (which differ from the sender's) and stores the flows. Afterwards every flow must be \
+         in the receiver's table, ESTABLISHED, on the real it has on the sender. `flows/s` counts \
+         the flows stored; the figure is one agent pair's, both ends on this machine's CPUs. \
+         CPU is each thread's own (loopback delivery runs in the sender's).\n",
+        kept.flows, kept.chunk
+    );
+    let _ = writeln!(
+        o,
+        "| attempt | datagrams on the way | flows | datagrams | bytes per flow | with IPv4 + UDP \
+         headers | flows/s | sender CPU us/flow | receiver CPU us/flow | dropped datagrams | \
+         lost flows | others |\n\
+         | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for (i, r) in y.rate.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}% |",
+            i + 1,
+            r.window
+                .map_or("any (unpaced)".into(), |w| format!("at most {w}")),
+            r.flows,
+            r.datagrams,
+            f(r.bytes_per_flow, 1),
+            f(r.wire_bytes_per_flow, 1),
+            f(r.flows_per_s, 0),
+            f(r.sender_us_per_flow, 2),
+            f(r.receiver_us_per_flow, 2),
+            r.dropped_datagrams,
+            r.lost,
+            f(r.others_pct, 1)
+        );
+    }
+    let pacing = match (y.rate.first(), kept.window) {
+        (Some(first), Some(w)) => {
+            let slower = if first.receiver_us_per_flow > first.sender_us_per_flow {
+                format!(
+                    "The receiver is the slower end: {} us of CPU per flow against the \
+                     sender's {}.",
+                    f(first.receiver_us_per_flow, 2),
+                    f(first.sender_us_per_flow, 2)
+                )
+            } else {
+                format!(
+                    "The receiver spends less CPU per flow than the sender ({} against {} us), \
+                     so it fell behind for want of a CPU, not of speed: other processes used \
+                     {}% of the machine's CPUs meanwhile.",
+                    f(first.receiver_us_per_flow, 2),
+                    f(first.sender_us_per_flow, 2),
+                    f(first.others_pct, 0)
+                )
+            };
+            format!(
+                "Sent as fast as the sender could, a chunk's burst of {} datagrams overflowed \
+                 the receiver's socket buffer ({} bytes, the kernel's default): {} datagrams \
+                 dropped, {} flows lost. {slower} Paced to at most {w} datagrams sent but not \
+                 yet stored, nothing was lost: {} flows/s is the rate one agent pair sustains \
+                 here, and that pacing is its real limit.",
+                first.chunk.div_ceil(lb_userspace::sync::wire::MAX_RECORDS),
+                first.rcvbuf_bytes,
+                first.dropped_datagrams,
+                first.lost,
+                f(kept.flows_per_s, 0)
+            )
+        }
+        _ => format!(
+            "Sent as fast as the sender could, nothing was lost: the receiver's socket buffer \
+             took every chunk's burst, so {} flows/s is the rate one agent pair sustains here.",
+            f(kept.flows_per_s, 0)
+        ),
+    };
+    let _ = writeln!(
+        o,
+        "\n{pacing} A flow takes {} bytes of datagram ({} with the IPv4 and UDP headers).\n\n\
+         {src}\n",
+        f(kept.bytes_per_flow, 1),
+        f(kept.wire_bytes_per_flow, 1)
     );
 }
 

@@ -1,7 +1,7 @@
 //! `lb-bench`: the benchmark harness behind `cargo xtask bench` (needs root).
 //!
 //! ```text
-//! lb-bench [--smoke] [--only dataplane,scaling,control,e2e] [--json FILE] [--command CMD]
+//! lb-bench [--smoke] [--only dataplane,scaling,sync,control,e2e] [--json FILE] [--command CMD]
 //!          [--bench-ref OBJECT]
 //! lb-bench render FILE.json [--markdown OUT.md]
 //! ```
@@ -20,7 +20,7 @@ use anyhow::{Context as _, Result, bail};
 use bench::{Options, Parts, report};
 
 const USAGE: &str = "usage:
-  lb-bench [--smoke] [--only dataplane,scaling,control,e2e] [--json FILE] [--command CMD] [--bench-ref OBJECT]
+  lb-bench [--smoke] [--only dataplane,scaling,sync,control,e2e] [--json FILE] [--command CMD] [--bench-ref OBJECT]
   lb-bench render FILE.json [--markdown OUT.md]";
 
 fn main() -> ExitCode {
