@@ -44,7 +44,7 @@ pub use hash::{
     source_hash4, source_hash6, table_slot, vip_hash4, vip_hash6,
 };
 pub use set::{Evict, Inserted, Set, Slot, SlotData};
-pub use sync::{SyncEvent, SyncedFlow};
+pub use sync::{SYNC_SLOTS, SyncEvent, SyncSlot, SyncedFlow};
 pub use tcp::{ConnState, TcpFlags};
 
 /// Names of the maps in the eBPF object, shared so that the loader and the program agree.
@@ -81,14 +81,17 @@ pub mod map_names {
     pub const REAL_STATS: &str = "REAL_STATS";
     /// How the pinned maps were created ([`crate::layout`]); never read by the program.
     pub const LAYOUT: &str = "LAYOUT";
-    /// [`crate::SyncEvent`]s for the agent's director sync (BPF ring buffer).
+    /// [`crate::SyncSlot`]s: each CPU's ring of director-sync announcements (array).
     pub const SYNC_RING: &str = "SYNC_RING";
+    /// Per CPU, the number of announcements it has written to its ring (per-CPU array, one
+    /// element).
+    pub const SYNC_HEAD: &str = "SYNC_HEAD";
     /// The XDP program itself.
     pub const PROGRAM: &str = "lb_xdp";
 
     /// The maps an instance pins (the log ring buffer, the program's read-only data and its
     /// private `SCRATCH` map are not).
-    pub const PINNED: [&str; 17] = [
+    pub const PINNED: [&str; 18] = [
         LAYOUT,
         SETTINGS,
         VIPS4,
@@ -106,6 +109,7 @@ pub mod map_names {
         SERVICE_STATS,
         REAL_STATS,
         SYNC_RING,
+        SYNC_HEAD,
     ];
 }
 
@@ -152,11 +156,6 @@ pub const NO_REAL: u32 = 0;
 /// with the same version; bump it whenever a map's key, value or meaning changes.
 pub const LAYOUT_VERSION: u32 = 5;
 
-/// Bytes of the `SYNC_RING` ring buffer (a power of two, a multiple of the page size): room for
-/// 16,384 [`SyncEvent`]s (56 bytes and the kernel's 8-byte record header each), far more than
-/// arrive between two of the agent's reads.
-pub const SYNC_RING_BYTES: u32 = 1 << 20;
-
 /// Default Maglev lookup table size (a prime, as in the Maglev paper).
 pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
 
@@ -195,7 +194,7 @@ pub struct Settings {
     /// Sets in `PERSIST6` minus one (a power of two minus one).
     pub persist6_mask: u32,
     /// Non-zero: director sync is on, and the program announces every flow it confirms (see
-    /// [`SyncEvent`]) in `SYNC_RING`; zero: the ring is never touched.
+    /// [`sync`]) in `SYNC_RING`; zero: the ring is never touched.
     pub sync: u32,
     /// Idle timeout in seconds for each [`ConnState`], indexed by its value; entries past the
     /// last state are 0. Sixteen entries, so that `state & 15` is always a valid index and the
@@ -812,9 +811,6 @@ pub struct GlobalStats {
     /// IPv6 frames passed because of their extension headers: more than [`MAX_EXT_HDRS`], one
     /// that cannot be skipped (ESP), or one cut short by the end of the frame.
     pub ext_hdr_passed: u64,
-    /// Flow announcements for director sync lost because `SYNC_RING` was full (the agent
-    /// drains it too slowly); the flows themselves are forwarded.
-    pub sync_ring_full: u64,
 }
 
 /// Traffic counters of one service or one real (one per CPU; the control plane sums them with
@@ -880,7 +876,7 @@ unsafe impl SlotData for Persist6Key {
 }
 // SAFETY: fifteen u64 counters.
 unsafe impl SlotData for GlobalStats {
-    type Words = [u64; 16];
+    type Words = [u64; 15];
 }
 // SAFETY: three u64 counters.
 unsafe impl SlotData for TrafficStats {
@@ -924,6 +920,8 @@ mod pod {
     unsafe impl aya::Pod for Flow6Key {}
     // SAFETY: as above.
     unsafe impl aya::Pod for Persist6Key {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SyncSlot {}
     // SAFETY: a set is a lock word and an array of `Pod` slots, all explicitly padded.
     unsafe impl<K: aya::Pod, V: aya::Pod, const W: usize> aya::Pod for Set<K, V, W> {}
 }
@@ -972,8 +970,7 @@ mod tests {
         ] {
             assert_eq!(size % 8, 0, "mmapable element of {size} bytes");
         }
-        assert_eq!(size_of::<GlobalStats>(), 16 * 8);
-        assert_eq!(size_of::<SyncEvent>(), 56);
+        assert_eq!(size_of::<GlobalStats>(), 15 * 8);
         assert_eq!(size_of::<TrafficStats>(), 24);
     }
 

@@ -1,16 +1,40 @@
 //! What the data plane tells the agent's director sync: one [`SyncEvent`] per flow it
 //! confirms (a TCP connection reaching ESTABLISHED, a UDP flow's first datagram) and one when
-//! a confirmed TCP connection leaves ESTABLISHED (FIN, RST), written to the `SYNC_RING` ring
-//! buffer while `Settings::sync` is set.
+//! a confirmed TCP connection leaves ESTABLISHED (FIN, RST), while `Settings::sync` is set.
 //!
 //! Only confirmed flows are announced: a spoofed SYN flood creates entries but never completes a
 //! handshake, so it cannot flood the sync channel, and a peer only ever holds flows that carry
-//! data. The close lets peers count the connection as inactive, as this director does. The event names the flow by its 5-tuple and its real by this director's index; the
-//! agent translates the index into the real's address before anything leaves the machine.
+//! data. The close lets peers count the connection as inactive, as this director does. The
+//! event names the flow by its 5-tuple and its real by this director's index; the agent
+//! translates the index into the real's address before anything leaves the machine.
+//!
+//! The events go into one ring per CPU, [`SYNC_SLOTS`] [`SyncSlot`]s each in the
+//! memory-mapped `SYNC_RING` array (CPU `c`'s ring is elements `c * SYNC_SLOTS ..`), with the
+//! number of events each CPU has written in the per-CPU `SYNC_HEAD`. Only that CPU writes its
+//! ring, so the program takes no lock and calls no helper but the CPU id: event `n` goes to
+//! slot `n % SYNC_SLOTS`, its sequence number `n + 1` stored last. The agent reads the heads,
+//! then the slots it has not read, and keeps an event only if its slot's sequence number is
+//! the expected one before and after the copy; a slot overwritten meanwhile (the ring lapped
+//! the reader) counts as lost.
 
-use crate::{Addr6, Flow4Key, Flow6Key};
+use crate::{Addr6, Flow4Key, Flow6Key, SlotData};
 
-/// A confirmed flow, as the data plane announces it (56 bytes).
+/// Slots of each CPU's ring (a power of two): at the agent's 10 ms reads, room for 409,600
+/// confirmations per second per CPU.
+pub const SYNC_SLOTS: u32 = 4096;
+
+/// One slot of a CPU's ring (56 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncSlot {
+    /// The event's number on its CPU plus one; 0 while the slot is being written or before it
+    /// was ever written.
+    pub seq: u64,
+    /// The event.
+    pub event: SyncEvent,
+}
+
+/// A confirmed flow, as the data plane announces it (48 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyncEvent {
@@ -34,9 +58,11 @@ pub struct SyncEvent {
     pub src: Addr6,
     /// VIP (laid out as `src`).
     pub dst: Addr6,
-    /// When the flow was confirmed: `CLOCK_MONOTONIC` nanoseconds (0 when not taken), so the
-    /// agent can tell how long the announcement took to leave.
-    pub time: u64,
+}
+
+// SAFETY: 48 bytes of integers and explicit padding: six words, every bit pattern valid.
+unsafe impl SlotData for SyncEvent {
+    type Words = [u64; 6];
 }
 
 /// The flow key an event names, by family.
@@ -63,7 +89,6 @@ impl SyncEvent {
             _pad2: 0,
             src: [key.src, 0, 0, 0],
             dst: [key.dst, 0, 0, 0],
-            time: 0,
         }
     }
 
@@ -81,7 +106,6 @@ impl SyncEvent {
             _pad2: 0,
             src: key.src,
             dst: key.dst,
-            time: 0,
         }
     }
 
@@ -129,7 +153,8 @@ mod tests {
         );
         let e = SyncEvent::of6(&k6, 2, 8);
         assert_eq!(e.flow(), Some(SyncedFlow::V6(k6)));
-        assert_eq!(size_of::<SyncEvent>(), 56);
+        assert_eq!(size_of::<SyncEvent>(), 48);
+        assert_eq!(size_of::<SyncSlot>(), 56);
     }
 
     #[test]

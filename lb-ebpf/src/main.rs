@@ -15,10 +15,10 @@
 use core::mem::size_of;
 
 use aya_ebpf::{
-    bindings::{BPF_F_MMAPABLE, BPF_RB_NO_WAKEUP, xdp_action},
-    helpers::bpf_ktime_get_ns,
+    bindings::{BPF_F_MMAPABLE, xdp_action},
+    helpers::bpf_get_smp_processor_id,
     macros::{map, xdp},
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
@@ -26,7 +26,7 @@ use lb_common::{
     Addr6, CONN_WAYS, Candidates, Conn, ConnSet4, ConnSet6, ConnState, Flow4Key, Flow6Key, FlowKey,
     GlobalStats, Inserted, LOOKUP_ROW, LookupRow, MAX_EXT_HDRS, NO_REAL, PERSIST_WAYS, Persist4Key,
     Persist6Key, PersistSet4, PersistSet6, REAL_UP, Real, RealLoad, SCHED_MAGLEV, SVC_F_PERSIST,
-    SYNC_RING_BYTES, Service, Set, Settings, SlotData, SyncEvent, TcpFlags, Template, TrafficStats,
+    SYNC_SLOTS, Service, Set, Settings, SlotData, SyncSlot, TcpFlags, Template, TrafficStats,
     Vip4Key, Vip6Key, VipBucket4, VipBucket6, VipKey, addr6, conn_eviction, find_service,
     fragment_hash4, fragment_hash6, least_conn_choice, proto, same6, table_slot,
 };
@@ -79,10 +79,13 @@ static GLOBAL_STATS: PerCpuArray<GlobalStats> = PerCpuArray::with_max_entries(1,
 static SERVICE_STATS: PerCpuArray<TrafficStats> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "REAL_STATS")]
 static REAL_STATS: PerCpuArray<TrafficStats> = PerCpuArray::with_max_entries(1, 0);
-/// Flows this director confirmed, for the agent's director sync (`lb_common::sync`); written
-/// only while `Settings::sync` is set.
+/// Each CPU's ring of the flows this director confirmed, for the agent's director sync
+/// (`lb_common::sync`); written only while `Settings::sync` is set.
 #[map(name = "SYNC_RING")]
-static SYNC_RING: RingBuf = RingBuf::with_byte_size(SYNC_RING_BYTES, 0);
+static SYNC_RING: Array<SyncSlot> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+/// Per CPU, the number of announcements written to its ring.
+#[map(name = "SYNC_HEAD")]
+static SYNC_HEAD: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -571,7 +574,7 @@ fn forward_flow<F: Family>(
         Inserted::Full => g.conn_insert_refused += 1,
         Inserted::Stored { replaced, evicted } => {
             if entry.state == ConnState::Established as u8 || entry.state == ConnState::Udp as u8 {
-                announce(&flow, &entry, settings, g);
+                announce(&flow, &entry, settings);
             }
             // The counts follow the table: the new entry in, whatever it overwrote out.
             account(target.idx, entry.state, 1);
@@ -775,7 +778,7 @@ fn established_real<F: Family>(
             account(conn.real, state, 1);
             // Peers learn when a handshake completes and when the connection closes, so
             // their counts follow this director's.
-            announce(flow, &updated, settings, g);
+            announce(flow, &updated, settings);
         }
         // Opening and closing keep the client's persistence template alive.
         if state != conn.state && svc.info.flags & SVC_F_PERSIST != 0 {
@@ -884,21 +887,38 @@ fn account(idx: u32, state: u8, delta: i64) {
 }
 
 /// Tells the agent's director sync about `flow` on `conn`'s real (a handshake completed, a UDP
-/// flow began, a connection closed), if sync is on. A full ring loses the announcement,
-/// never the frame.
+/// flow began, a connection closed), if sync is on: the event goes to this CPU's next ring slot
+/// (see `lb_common::sync`), overwriting the oldest, which the agent has read long since.
 #[inline(always)]
-fn announce<K: FlowKey>(flow: &K, conn: &Conn, settings: &Settings, g: &mut GlobalStats) {
+fn announce<K: FlowKey>(flow: &K, conn: &Conn, settings: &Settings) {
     if settings.sync == 0 {
         return;
     }
-    let mut event = flow.sync_event(conn.real, conn.state);
-    // SAFETY: a helper without arguments that only reads the clock.
-    event.time = unsafe { bpf_ktime_get_ns() };
-    if SYNC_RING
-        .output::<SyncEvent>(&event, BPF_RB_NO_WAKEUP as u64)
-        .is_err()
-    {
-        g.sync_ring_full += 1;
+    let Some(head) = SYNC_HEAD.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: `head` points to this CPU's element, which only this CPU writes.
+    let n = unsafe { *head };
+    // SAFETY: a helper without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let index = cpu
+        .wrapping_mul(SYNC_SLOTS)
+        .wrapping_add(n as u32 & (SYNC_SLOTS - 1));
+    let Some(slot) = SYNC_RING.get_ptr_mut(index) else {
+        return;
+    };
+    let words = flow.sync_event(conn.real, conn.state).to_words();
+    // SAFETY: `slot` points to an element of this CPU's ring, which only this CPU writes; the
+    // sequence number is cleared first and stored last, so a reader never takes a half-written
+    // event for a whole one.
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*slot).seq, 0);
+        let event = (&raw mut (*slot).event).cast::<u64>();
+        for (i, w) in words.iter().enumerate() {
+            core::ptr::write_volatile(event.add(i), *w);
+        }
+        core::ptr::write_volatile(&raw mut (*slot).seq, n + 1);
+        *head = n + 1;
     }
 }
 

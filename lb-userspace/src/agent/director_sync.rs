@@ -65,6 +65,8 @@ pub(super) struct DirectorSync {
     peers: BTreeMap<u64, Peer>,
     answered: HashMap<u64, Instant>,
     last_refresh: Instant,
+    /// When the program's rings were last read.
+    last_drain: Instant,
     info: SyncInfo,
     last_error: Option<(Instant, String)>,
 }
@@ -114,6 +116,7 @@ impl DirectorSync {
             peers: BTreeMap::new(),
             answered: HashMap::new(),
             last_refresh: Instant::now(),
+            last_drain: Instant::now(),
             last_error: None,
         })
     }
@@ -176,23 +179,32 @@ impl DirectorSync {
     /// Takes the program's announcements and queues them for every destination; sends what
     /// is queued.
     pub(super) async fn drain(&mut self, dp: &mut Dataplane) {
-        let events = dp.drain_sync_ring(DRAIN_MAX);
-        if !events.is_empty() {
-            let now = monotonic_ns();
-            let oldest = events.iter().map(|e| e.time).filter(|&t| t != 0).min();
-            let records = self.records(events.iter().map(|e| (e, 0)));
-            let datagrams = self.channel.encode(Kind::Records, &records);
-            self.queue_records(datagrams, records.len(), None);
-            if let Some(t) = oldest {
-                self.info.lag_ms = now.saturating_sub(t) as f64 / 1e6;
-                self.info.lag_ms_max = self.info.lag_ms_max.max(self.info.lag_ms);
+        let started = Instant::now();
+        // An announcement read now was written after the previous read began at the earliest.
+        let waited = started.duration_since(self.last_drain);
+        self.last_drain = started;
+        let mut sent_events = false;
+        match dp.drain_sync_ring(DRAIN_MAX) {
+            Ok(drain) => {
+                self.info.overrun += drain.lost;
+                if !drain.events.is_empty() {
+                    let records = self.records(drain.events.iter().map(|e| (e, 0)));
+                    let datagrams = self.channel.encode(Kind::Records, &records);
+                    self.queue_records(datagrams, records.len(), None);
+                    sent_events = true;
+                }
             }
+            Err(e) => self.error(format!("reading the announcements: {e}")),
         }
         if self.last_refresh.elapsed() >= self.config.refresh {
             self.last_refresh = Instant::now();
             self.queue_dump(dp, None);
         }
         self.flush().await;
+        if sent_events {
+            self.info.lag_ms = (waited + started.elapsed()).as_secs_f64() * 1000.0;
+            self.info.lag_ms_max = self.info.lag_ms_max.max(self.info.lag_ms);
+        }
     }
 
     /// Waits for the next datagram (cancel-safe: nothing is lost when another branch wins).
@@ -413,15 +425,4 @@ fn random_sender() -> std::io::Result<u64> {
     let mut b = [0u8; 8];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut b)?;
     Ok(u64::from_ne_bytes(b))
-}
-
-/// `CLOCK_MONOTONIC` in nanoseconds, the clock the program stamps confirmations with.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec for the call to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

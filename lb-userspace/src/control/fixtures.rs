@@ -207,6 +207,7 @@ pub fn sync_info() -> SyncInfo {
         rejected_instance: 0,
         rejected_malformed: 2,
         dropped: 7,
+        overrun: 11,
         lag_ms: 3.5,
         lag_ms_max: 41.5,
         heard: vec![
@@ -363,7 +364,6 @@ pub fn sample() -> Snapshot {
             icmp_forwarded: 4,
             persist_hits: 5,
             ext_hdr_passed: 7,
-            sync_ring_full: 11,
         },
         conn_table_used: 1234,
         reloads_ok: 6,

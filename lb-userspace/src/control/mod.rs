@@ -276,8 +276,10 @@ pub struct SyncInfo {
     pub rejected_malformed: u64,
     /// Announcements whose real was gone before they could be sent.
     pub dropped: u64,
-    /// Milliseconds from the program's confirmation of a flow to its datagram leaving: the
-    /// last batch's oldest.
+    /// Announcements the program's rings overwrote before the agent read them.
+    pub overrun: u64,
+    /// Milliseconds a flow's announcement waited at most before its datagram left, in the last
+    /// batch: from the read before (the earliest it can have been written) to the send.
     pub lag_ms: f64,
     /// The largest `lag_ms` since start.
     pub lag_ms_max: f64,

@@ -19,23 +19,24 @@ use std::{fs, io, path::PathBuf, time::Duration};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Map, MapData, PerCpuArray, RingBuf},
+    maps::{Map, MapData, PerCpuArray},
     programs::{
         TestRun, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
         xdp::{XdpLink, XdpLinkId},
     },
+    util::nr_cpus,
 };
 use lb_common::{
     Candidates, ConnSet4, ConnSet6, GlobalStats, LAYOUT_VERSION, LOOKUP_ROW, LookupRow,
-    PersistSet4, PersistSet6, Real, RealLoad, Service, Settings, TrafficStats, VipBucket4,
-    VipBucket6, map_names as names,
+    PersistSet4, PersistSet6, Real, RealLoad, SYNC_SLOTS, Service, Settings, SyncSlot,
+    TrafficStats, VipBucket4, VipBucket6, map_names as names,
 };
 use thiserror::Error;
 use tracing::warn;
 
 pub use self::pins::{Attached, Origin, PIN_ROOT, PINNED_MAPS, PinDir};
-pub use self::sync::{PeerStore, announced};
+pub use self::sync::{PeerStore, SyncDrain, announced};
 use self::{mmap::Mmap, pins::Layout};
 use crate::model::{AttachMode, Limits};
 
@@ -150,7 +151,10 @@ pub struct Dataplane {
     global_stats: PerCpuArray<MapData, GlobalStats>,
     service_stats: PerCpuArray<MapData, TrafficStats>,
     real_stats: PerCpuArray<MapData, TrafficStats>,
-    sync_ring: RingBuf<MapData>,
+    sync_ring: Mmap<SyncSlot>,
+    sync_head: PerCpuArray<MapData, u64>,
+    /// Per CPU, the number of the next announcement to read from its ring.
+    sync_next: Vec<u64>,
     link: Option<XdpLinkId>,
 }
 
@@ -298,7 +302,9 @@ impl Dataplane {
                 loader.map_pin_path(name, pin.map(name));
             }
         }
+        let cpus = sync_cpus();
         loader
+            .map_max_entries(names::SYNC_RING, cpus * SYNC_SLOTS)
             .map_max_entries(names::VIPS4, 2 * l.vip_buckets())
             .map_max_entries(names::VIPS6, 2 * l.vip_buckets())
             .map_max_entries(names::SERVICES, l.max_services)
@@ -325,7 +331,7 @@ impl Dataplane {
 
         let mut take =
             |name: &'static str| ebpf.take_map(name).ok_or(DataplaneError::Missing(name));
-        Ok(Self {
+        let mut dp = Self {
             settings: Mmap::new(take(names::SETTINGS)?, names::SETTINGS, 1)?,
             vips4: Mmap::new(take(names::VIPS4)?, names::VIPS4, 2 * l.vip_buckets())?,
             vips6: Mmap::new(take(names::VIPS6)?, names::VIPS6, 2 * l.vip_buckets())?,
@@ -349,16 +355,15 @@ impl Dataplane {
             global_stats: per_cpu(take(names::GLOBAL_STATS)?, names::GLOBAL_STATS)?,
             service_stats: per_cpu(take(names::SERVICE_STATS)?, names::SERVICE_STATS)?,
             real_stats: per_cpu(take(names::REAL_STATS)?, names::REAL_STATS)?,
-            sync_ring: RingBuf::try_from(take(names::SYNC_RING)?).map_err(|source| {
-                DataplaneError::Map {
-                    map: names::SYNC_RING,
-                    source,
-                }
-            })?,
+            sync_ring: Mmap::new(take(names::SYNC_RING)?, names::SYNC_RING, cpus * SYNC_SLOTS)?,
+            sync_head: per_cpu(take(names::SYNC_HEAD)?, names::SYNC_HEAD)?,
+            sync_next: Vec::new(),
             ebpf,
             limits: *l,
             link: None,
-        })
+        };
+        dp.start_sync_reader()?;
+        Ok(dp)
     }
 
     /// Forwards the program's aya-log records to this process's logger (`tracing`, through
@@ -507,6 +512,11 @@ pub fn monotonic_seconds() -> u32 {
     // SAFETY: clock_gettime writes into `ts`.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     Duration::new(ts.tv_sec as u64, 0).as_secs() as u32
+}
+
+/// The CPUs the program may run on (the kernel's possible CPUs): one sync ring each.
+fn sync_cpus() -> u32 {
+    nr_cpus().map_or(1, |n| n.max(1) as u32)
 }
 
 fn per_cpu<T: aya::Pod>(map: Map, name: &'static str) -> Result<PerCpuArray<MapData, T>> {

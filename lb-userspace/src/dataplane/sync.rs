@@ -1,5 +1,5 @@
 //! The data plane's side of director sync: the switch that makes the program announce the
-//! flows it confirms, the reader of those announcements (`SYNC_RING`), and the writer that
+//! flows it confirms, the reader of those announcements (each CPU's ring in `SYNC_RING`), and the writer that
 //! stores the flows peers announce into this director's tables.
 //!
 //! A peer's flow is stored the way the program stores its own (the same slot rules and
@@ -8,11 +8,20 @@
 //! never moves a flow this director is serving.
 
 use lb_common::{
-    Conn, ConnState, FlowKey, Inserted, Persist4Key, Persist6Key, RealLoad, SVC_F_PERSIST, Set,
-    SlotData, SyncEvent, SyncedFlow, Template, conn_eviction,
+    Conn, ConnState, FlowKey, Inserted, Persist4Key, Persist6Key, RealLoad, SVC_F_PERSIST,
+    SYNC_SLOTS, Set, SlotData, SyncEvent, SyncedFlow, Template, conn_eviction,
 };
 
-use super::{Dataplane, Result, mmap::Mmap, write::store_u32};
+use super::{Dataplane, DataplaneError, Result, mmap::Mmap, write::store_u32};
+
+/// What one read of the announcement rings gave.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncDrain {
+    /// The announcements, each CPU's in the order written.
+    pub events: Vec<SyncEvent>,
+    /// Announcements overwritten before they were read (the agent read too late).
+    pub lost: u64,
+}
 
 /// What storing a peer's entry did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,21 +45,75 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Takes up to `max` announcements the program has written since the last call, oldest
-    /// first.
-    pub fn drain_sync_ring(&mut self, max: usize) -> Vec<SyncEvent> {
-        let mut out = Vec::new();
-        while out.len() < max {
-            let Some(item) = self.sync_ring.next() else {
-                break;
-            };
-            if item.len() >= size_of::<SyncEvent>() {
-                // SAFETY: the record holds at least a `SyncEvent`'s bytes (checked), and every
-                // bit pattern is a valid `SyncEvent` (integers only).
-                out.push(unsafe { item.as_ptr().cast::<SyncEvent>().read_unaligned() });
+    /// Places the reader of each CPU's ring at its oldest slot still held: on fresh maps, the
+    /// start; on adopted ones, what the program announced while no agent read (up to a ring).
+    pub(super) fn start_sync_reader(&mut self) -> Result<()> {
+        let slots = u64::from(SYNC_SLOTS);
+        self.sync_next = self
+            .sync_heads()?
+            .iter()
+            .map(|h| h.saturating_sub(slots))
+            .collect();
+        Ok(())
+    }
+
+    /// How many announcements each CPU has written.
+    fn sync_heads(&self) -> Result<Vec<u64>> {
+        let heads = self
+            .sync_head
+            .get(&0, 0)
+            .map_err(|source| DataplaneError::Map {
+                map: lb_common::map_names::SYNC_HEAD,
+                source,
+            })?;
+        Ok(heads.iter().copied().collect())
+    }
+
+    /// Takes up to `max` announcements the program has written since the last call (each
+    /// CPU's in order), and how many were overwritten before they could be read.
+    pub fn drain_sync_ring(&mut self, max: usize) -> Result<SyncDrain> {
+        let heads = self.sync_heads()?;
+        let slots = u64::from(SYNC_SLOTS);
+        if self.sync_next.len() != heads.len() {
+            self.start_sync_reader()?;
+        }
+        let mut drain = SyncDrain::default();
+        for (cpu, &head) in heads.iter().enumerate() {
+            let next = &mut self.sync_next[cpu];
+            // A ring recreated under us starts over.
+            if head < *next {
+                *next = head.saturating_sub(slots);
+            }
+            if head - *next > slots {
+                drain.lost += head - *next - slots;
+                *next = head - slots;
+            }
+            while *next < head && drain.events.len() < max {
+                let index = cpu as u32 * SYNC_SLOTS + (*next % slots) as u32;
+                let slot = self.sync_ring.ptr(index)?;
+                let want = *next + 1;
+                *next += 1;
+                // SAFETY: `slot` points at a mapped slot; the program writes the sequence
+                // number last, and on x86 its stores are seen in order, so a matching number
+                // before and after the copy means the event was whole.
+                let event = unsafe {
+                    let seq = &raw const (*slot).seq;
+                    if std::ptr::read_volatile(seq) != want {
+                        drain.lost += 1;
+                        continue;
+                    }
+                    let event = std::ptr::read_volatile(&raw const (*slot).event);
+                    std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+                    if std::ptr::read_volatile(seq) != want {
+                        drain.lost += 1;
+                        continue;
+                    }
+                    event
+                };
+                drain.events.push(event);
             }
         }
-        out
+        Ok(drain)
     }
 
     /// Stores a peer's flow on real `conn.real`, last used at clock second `stamp`; for a

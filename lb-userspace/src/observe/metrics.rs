@@ -3,8 +3,7 @@
 //! Every metric is named `lb_*`. Per-service metrics carry the labels `vip`, `port` and
 //! `protocol` (`tcp`/`udp`); per-real metrics add `real` (the real's address: in direct
 //! routing its port is the service's). Counters end in `_total`. The director sync families
-//! (`lb_sync_*` except the data plane's `lb_sync_ring_full_total`) are there only while sync
-//! is on.
+//! (`lb_sync_*`) are there only while sync is on.
 //!
 //! The encoding is done by the `prometheus-client` crate (OpenMetrics text), from which
 //! [`render`] derives the classic Prometheus text format 0.0.4: counter families are named
@@ -404,13 +403,6 @@ impl SnapshotCollector {
              (included in packets_passed).",
             [(none(), d.ext_hdr_passed)],
         )?;
-        counter(
-            enc,
-            "sync_ring_full",
-            "Flow announcements for director sync lost because the program's ring buffer was \
-             full (the flows were still forwarded).",
-            [(none(), d.sync_ring_full)],
-        )?;
         gauge(
             enc,
             "conn_table_entries",
@@ -515,6 +507,13 @@ impl SnapshotCollector {
             "sync_dropped",
             "Flow announcements not sent because their real server was gone.",
             [(none(), s.dropped)],
+        )?;
+        counter(
+            enc,
+            "sync_overrun",
+            "Flow announcements the program's per-CPU rings overwrote before the agent read them \
+             (the flows were still forwarded).",
+            [(none(), s.overrun)],
         )?;
         gauge(
             enc,

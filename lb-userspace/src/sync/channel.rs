@@ -18,6 +18,9 @@ use super::{
 
 /// The fewest bytes a shared secret may have.
 pub const MIN_SECRET: usize = 16;
+/// The receive buffer the socket asks for: room for several of a peer's bursts (up to 256
+/// datagrams every 10 ms) while the agent is busy; the kernel's default holds about 90.
+const RECV_BUFFER: usize = 8 << 20;
 
 /// Where the sync datagrams go and come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,6 +127,11 @@ impl Channel {
         let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
         let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
         socket.set_reuse_address(true)?;
+        // Past `net.core.rmem_max` only with CAP_NET_ADMIN (the agent runs as root); else the
+        // largest the system allows.
+        if force_recv_buffer(&socket, RECV_BUFFER).is_err() {
+            socket.set_recv_buffer_size(RECV_BUFFER)?;
+        }
         let bind: SocketAddr = if v6 {
             socket.set_only_v6(true)?;
             (Ipv6Addr::UNSPECIFIED, endpoint.port).into()
@@ -208,6 +216,27 @@ impl Channel {
             Err(e) => Inbound::Rejected(from, Rejection::Malformed(e)),
         };
         Ok(inbound)
+    }
+}
+
+/// Sets the receive buffer to `bytes` regardless of `net.core.rmem_max` (`SO_RCVBUFFORCE`).
+fn force_recv_buffer(socket: &Socket, bytes: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `value` is a valid c_int for the length passed; the fd is the open socket's.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const value).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

@@ -223,7 +223,7 @@ impl Params {
                 sync_confirm_flows: 20_000,
                 sync_confirm_chunk: 1000,
                 sync_rate_flows: 200_000,
-                sync_rate_chunk: 8192,
+                sync_rate_chunk: 4096,
                 maglev_reals: vec![10, 100, 1000],
                 maglev_reps: 21,
                 reload_services: 1000,

@@ -921,8 +921,8 @@ fn sync_miss(y: &SyncReport) -> String {
         "With sync on the confirming ACK takes {} ns more than with it off ({} against {} ns, \
          kernel medians over {} flows each; the empty program run the same way takes {} ns, \
          so net of it {} against {} ns, {}x). That is the announcement, which only the ACK \
-         that completes a handshake makes: a clock read and a {}-byte record reserved, \
-         written and committed in the ring buffer. The chunks' ratios ranged from {}x to {}x.",
+         that completes a handshake makes: the CPU id, then a {}-byte event and its sequence \
+         number stored in this CPU's ring. The chunks' ratios ranged from {}x to {}x.",
         f(c.ack_on_ns - c.ack_off_ns, 0),
         f(c.ack_on_ns, 0),
         f(c.ack_off_ns, 0),
@@ -1486,7 +1486,8 @@ fn sync_md(o: &mut String, y: &SyncReport, src: &str) {
     let _ = writeln!(
         o,
         "\nWith sync on the confirming ACK takes {} ns more (kernel medians): the \
-         announcement, a clock read and a {}-byte ring-buffer record. Each chunk's ratio of \
+         announcement: the CPU id, then a {}-byte event and its sequence number stored in \
+         this CPU's ring. Each chunk's ratio of \
          its two turns' medians ranged from {}x to {}x: a copy's first turn runs slower, which \
          the alternating order cancels over all chunks, not within one. A run once includes the kernel's timer \
          around it (the empty program's {} ns), which the repeated cases spread over their \

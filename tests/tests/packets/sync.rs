@@ -5,7 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use lb_common::{ConnState, Flow4Key, SyncEvent, SyncedFlow, proto};
+use lb_common::{ConnState, Flow4Key, SYNC_SLOTS, SyncEvent, SyncedFlow, proto};
 use lb_tests::{
     lab::{Lab, desired, expect_tx, mac_of, persistent, rk, spec, tcp, udp},
     packet::{Frame, flags},
@@ -45,6 +45,14 @@ fn v4(src: Ipv4Addr, sport: u16) -> SyncedFlow {
     SyncedFlow::V4(key(src, sport))
 }
 
+/// What the program announced since the last call; none may have been overwritten.
+#[track_caller]
+fn announced(lab: &mut Lab) -> Vec<SyncEvent> {
+    let drain = lab.dp.drain_sync_ring(usize::MAX).unwrap();
+    assert_eq!(drain.lost, 0, "announcements overwritten");
+    drain.events
+}
+
 fn index(lab: &Lab, r: Ipv4Addr) -> u32 {
     lab.real_index(&tcp(VIP, PORT), &rk(r, PORT))
 }
@@ -63,21 +71,20 @@ fn only_confirmed_flows_are_announced_and_only_while_sync_is_on() {
 
     // The handshake: the SYN is not announced, the ACK that completes it is, once.
     let real = real_of(expect_tx(&lab, &segment(CLIENT, 40_000, flags::SYN)));
-    assert_eq!(lab.dp.drain_sync_ring(100), vec![]);
+    assert_eq!(announced(&mut lab), vec![]);
     expect_tx(&lab, &segment(CLIENT, 40_000, flags::ACK));
-    let events = lab.dp.drain_sync_ring(100);
+    let events = announced(&mut lab);
     assert_eq!(events.len(), 1, "{events:?}");
     let e: SyncEvent = events[0];
     assert_eq!(e.flow(), Some(SyncedFlow::V4(key(CLIENT, 40_000))));
     assert_eq!(e.real, index(&lab, real));
     assert_eq!(e.state, ConnState::Established as u8);
-    assert_ne!(e.time, 0, "the confirmation is timed");
     expect_tx(&lab, &segment(CLIENT, 40_000, flags::ACK | flags::PSH));
-    assert_eq!(lab.dp.drain_sync_ring(100), vec![]);
+    assert_eq!(announced(&mut lab), vec![]);
     // The close is announced too (peers count the connection inactive), once.
     expect_tx(&lab, &segment(CLIENT, 40_000, flags::FIN | flags::ACK));
     expect_tx(&lab, &segment(CLIENT, 40_000, flags::ACK));
-    let events = lab.dp.drain_sync_ring(100);
+    let events = announced(&mut lab);
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].state, ConnState::FinWait as u8);
 
@@ -86,16 +93,16 @@ fn only_confirmed_flows_are_announced_and_only_while_sync_is_on() {
         let src = Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 0)) + i);
         expect_tx(&lab, &segment(src, 1024 + (i % 60_000) as u16, flags::SYN));
     }
-    assert_eq!(lab.dp.drain_sync_ring(10_000), vec![]);
+    assert_eq!(announced(&mut lab), vec![]);
 
     // A flow that arrives mid-stream (its entry lost) is confirmed at once.
     expect_tx(&lab, &segment(CLIENT, 40_001, flags::ACK));
-    assert_eq!(lab.dp.drain_sync_ring(100).len(), 1);
+    assert_eq!(announced(&mut lab).len(), 1);
 
     // A UDP flow on its first datagram.
     expect_tx(&lab, &Frame::udp(CLIENT, 5353, VIP, DNS).build());
     expect_tx(&lab, &Frame::udp(CLIENT, 5353, VIP, DNS).build());
-    let events = lab.dp.drain_sync_ring(100);
+    let events = announced(&mut lab);
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].state, ConnState::Udp as u8);
 
@@ -103,8 +110,33 @@ fn only_confirmed_flows_are_announced_and_only_while_sync_is_on() {
     lab.dp.set_sync(false).unwrap();
     expect_tx(&lab, &segment(CLIENT, 40_002, flags::SYN));
     expect_tx(&lab, &segment(CLIENT, 40_002, flags::ACK));
-    assert_eq!(lab.dp.drain_sync_ring(100), vec![]);
-    assert_eq!(lab.dp.global_stats().unwrap().sync_ring_full, 0);
+    assert_eq!(announced(&mut lab), vec![]);
+}
+
+#[test]
+fn a_reader_that_falls_a_ring_behind_learns_how_many_it_lost() {
+    let mut lab = lab(Scheduler::WeightedLeastConn);
+    lab.dp.set_sync(true).unwrap();
+    // More confirmations than all the CPUs' rings hold together, unread.
+    let cpus = aya::util::nr_cpus().unwrap() as u32;
+    let n = cpus * SYNC_SLOTS + 100;
+    for i in 0..n {
+        let src = Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 20, 0, 0)) + i);
+        expect_tx(&lab, &udp_frame(src));
+    }
+    let drain = lab.dp.drain_sync_ring(usize::MAX).unwrap();
+    assert_eq!(drain.events.len() as u64 + drain.lost, u64::from(n));
+    assert!(drain.lost >= 100, "{} lost", drain.lost);
+    // Every event read is whole: a UDP flow of this run, in state UDP.
+    assert!(drain.events.iter().all(|e| e.state == ConnState::Udp as u8
+        && matches!(e.flow(), Some(SyncedFlow::V4(k)) if k.dport == DNS.to_be())));
+    // And the next read starts where the program is.
+    expect_tx(&lab, &udp_frame(CLIENT));
+    assert_eq!(announced(&mut lab).len(), 1);
+}
+
+fn udp_frame(src: Ipv4Addr) -> Vec<u8> {
+    Frame::udp(src, 5353, VIP, DNS).build()
 }
 
 #[test]

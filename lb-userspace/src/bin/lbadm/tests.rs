@@ -868,7 +868,7 @@ fn daemon_answers() {
          backup sync daemon (mcast=eth1, syncid=7, maxlen=1452, port=8848, ttl=1)\n\
          peers: 10.0.0.2\n\
          peer 10.0.0.2:8848 sender 00000000000000cd last heard 2s ago, 10 records\n\
-         sent: 0 datagrams, 0 records, 0 errors\n\
+         sent: 0 datagrams, 0 records, 0 errors (not sent: real gone 0, overwritten unread 0)\n\
          received: 0 datagrams, 0 records (stored 0, refreshed 0, kept 0, unplaced 0, no room 0)\n\
          rejected: auth 0, replay 0, other group 0, malformed 0\n\
          lag: last 0.0 ms, max 0.0 ms\n\

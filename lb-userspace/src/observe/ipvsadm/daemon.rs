@@ -36,8 +36,9 @@ pub fn daemons(snap: &Snapshot) -> String {
     }
     let _ = writeln!(
         out,
-        "sent: {} datagrams, {} records, {} errors",
-        sync.sent_datagrams, sync.sent_records, sync.send_errors
+        "sent: {} datagrams, {} records, {} errors (not sent: real gone {}, overwritten \
+         unread {})",
+        sync.sent_datagrams, sync.sent_records, sync.send_errors, sync.dropped, sync.overrun
     );
     let _ = writeln!(
         out,

@@ -552,7 +552,8 @@ fn daemon_without_a_group() {
         "master sync daemon (mcast=eth0, syncid=51, maxlen=1452, port=8848, ttl=1)\n\
          backup sync daemon (mcast=eth0, syncid=51, maxlen=1452, port=8848, ttl=1)\n\
          peers: 10.0.0.2, 10.0.0.3\n\
-         sent: 48213 datagrams, 1204977 records, 2 errors\n\
+         sent: 48213 datagrams, 1204977 records, 2 errors (not sent: real gone 7, overwritten \
+         unread 11)\n\
          received: 47990 datagrams, 1199310 records (stored 1150002, refreshed 48100, kept 1150, \
          unplaced 54, no room 4)\n\
          rejected: auth 3, replay 1, other group 0, malformed 2\n\

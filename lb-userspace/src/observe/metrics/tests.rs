@@ -312,7 +312,7 @@ fn sync_metrics() {
     let text = render(&snap);
     let (types, samples) = parse(&text);
     for (name, ty) in [
-        ("lb_sync_ring_full_total", "counter"),
+        ("lb_sync_overrun_total", "counter"),
         ("lb_sync_sent_datagrams_total", "counter"),
         ("lb_sync_sent_records_total", "counter"),
         ("lb_sync_send_errors_total", "counter"),
@@ -328,10 +328,7 @@ fn sync_metrics() {
         assert_eq!(types.get(name).map(String::as_str), Some(ty), "{name}");
     }
     for (name, want) in [
-        (
-            "lb_sync_ring_full_total",
-            snap.global.dataplane.sync_ring_full,
-        ),
+        ("lb_sync_overrun_total", sync.overrun),
         ("lb_sync_sent_datagrams_total", sync.sent_datagrams),
         ("lb_sync_sent_records_total", sync.sent_records),
         ("lb_sync_send_errors_total", sync.send_errors),
@@ -375,9 +372,9 @@ fn sync_metrics() {
         );
     }
     for line in [
-        "# HELP lb_sync_ring_full_total Flow announcements for director sync lost because the \
-         program's ring buffer was full (the flows were still forwarded).",
-        "lb_sync_ring_full_total 11",
+        "# HELP lb_sync_overrun_total Flow announcements the program's per-CPU rings overwrote \
+         before the agent read them (the flows were still forwarded).",
+        "lb_sync_overrun_total 11",
         "# TYPE lb_sync_received_flows_total counter",
         "lb_sync_received_flows_total{outcome=\"no_room\"} 4",
         "lb_sync_rejected_total{reason=\"auth\"} 3",
@@ -394,13 +391,10 @@ fn sync_metrics() {
 }
 
 #[test]
-fn sync_off_leaves_only_the_ring_counter() {
-    let mut snap = reference();
-    snap.global.dataplane.sync_ring_full = 5;
-    let (types, samples) = parse(&render(&snap));
+fn sync_off_leaves_no_sync_family() {
+    let (types, _) = parse(&render(&reference()));
     let sync: Vec<&String> = types.keys().filter(|n| n.starts_with("lb_sync_")).collect();
-    assert_eq!(sync, ["lb_sync_ring_full_total"]);
-    assert_eq!(value(&samples, "lb_sync_ring_full_total", &[]), 5.0);
+    assert!(sync.is_empty(), "{sync:?}");
 }
 
 #[test]
