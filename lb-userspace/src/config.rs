@@ -119,7 +119,7 @@ pub struct SyncConfig {
     pub ttl: u8,
     /// How long a starting agent waits for its peers' state before it serves (`startup_wait`, seconds, default 3, 0..=60).
     pub startup_wait: Duration,
-    /// How often every live entry is announced again, so peers never let a long-lived idle connection expire (`refresh`, seconds, default 300; must be at least 10 and less than `timeouts.tcp`).
+    /// How often every live entry is announced again, so peers never let a long-lived idle connection expire (`refresh`, seconds, default 120; must be at least 10 and less than `timeouts.tcp` and `timeouts.udp`).
     pub refresh: Duration,
 }
 
@@ -131,7 +131,7 @@ impl SyncConfig {
     /// `startup_wait` when not set.
     pub const DEFAULT_STARTUP_WAIT: Duration = Duration::from_secs(3);
     /// `refresh` when not set.
-    pub const DEFAULT_REFRESH: Duration = Duration::from_secs(300);
+    pub const DEFAULT_REFRESH: Duration = Duration::from_secs(120);
     /// The shortest secret `key_file` may hold, in bytes after trimming white space (checked by
     /// the agent when it reads the file, not by validation).
     pub const MIN_KEY_BYTES: usize = 16;

@@ -437,15 +437,20 @@ fn sync_peers(rd: &mut Reader, node: &Node<'_>) -> Vec<IpAddr> {
     out
 }
 
-/// `sync.refresh`: at least [`MIN_REFRESH`] seconds and less than `timeouts.tcp`, so that a
-/// peer hears of an idle connection again before its entry would expire.
+/// `sync.refresh`: at least [`MIN_REFRESH`] seconds and less than the shorter of
+/// `timeouts.tcp` and `timeouts.udp`, so that a peer hears of an idle connection or UDP flow
+/// again before its entry would expire.
 fn sync_refresh(rd: &mut Reader, f: &Fields<'_>, timeouts: &Timeouts) -> Duration {
     let default = SyncConfig::DEFAULT_REFRESH;
-    let tcp = u64::from(timeouts.tcp);
+    let (bound, name) = if timeouts.udp < timeouts.tcp {
+        (u64::from(timeouts.udp), "timeouts.udp")
+    } else {
+        (u64::from(timeouts.tcp), "timeouts.tcp")
+    };
     let Some(node) = f.get("refresh") else {
-        if default.as_secs() >= tcp {
+        if default.as_secs() >= bound {
             let msg = format!(
-                "refresh is not set, and its default {} is not less than timeouts.tcp ({tcp}); \
+                "refresh is not set, and its default {} is not less than {name} ({bound}); \
                  set a smaller refresh (at least {MIN_REFRESH})",
                 default.as_secs()
             );
@@ -456,10 +461,10 @@ fn sync_refresh(rd: &mut Reader, f: &Fields<'_>, timeouts: &Timeouts) -> Duratio
     let Some(refresh) = rd.seconds(&node, MIN_REFRESH..=DAY) else {
         return default;
     };
-    if refresh.as_secs() >= tcp {
+    if refresh.as_secs() >= bound {
         let msg = format!(
-            "must be less than timeouts.tcp ({tcp}), found {}: a peer would let an idle \
-             connection expire before hearing of it again",
+            "must be less than {name} ({bound}), found {}: a peer would let an idle flow \
+             expire before hearing of it again",
             refresh.as_secs()
         );
         rd.error(&node.path, msg);

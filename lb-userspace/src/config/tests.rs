@@ -1199,7 +1199,7 @@ sync:
   peers: [10.9.0.2, "2001:db8:9::3"]
   ttl: 4
   startup_wait: 0
-  refresh: 1800
+  refresh: 20
 virtual_servers:
   - vip: 10.1.0.1
     port: 53
@@ -1443,7 +1443,7 @@ fn every_key_is_read() {
             peers: vec![v4("10.9.0.2"), v4("2001:db8:9::3")],
             ttl: 4,
             startup_wait: Duration::ZERO,
-            refresh: secs(1800),
+            refresh: secs(20),
         }),
         virtual_servers: vec![dns, https, https6],
     };
@@ -1482,7 +1482,7 @@ fn to_yaml_writes_keepalived_names() {
         "persist_entries6: 512",
         "key_file: /etc/edge/sync.key",
         "startup_wait: 0",
-        "refresh: 1800",
+        "refresh: 20",
         "connect_timeout: 0.25",
         "misc_timeout: 5",
     ] {
@@ -1537,7 +1537,7 @@ fn sync_defaults() {
             peers: Vec::new(),
             ttl: 1,
             startup_wait: secs(3),
-            refresh: secs(300),
+            refresh: secs(120),
         })
     );
     // Unicast peers alone, of both families; the key file is not read (validation is pure).
@@ -1558,9 +1558,9 @@ fn sync_defaults() {
     let sync = c.sync.expect("sync");
     assert_eq!((sync.id, sync.ttl, sync.port), (255, 255, 1));
     assert_eq!((sync.startup_wait, sync.refresh), (secs(60), secs(10)));
-    // refresh must stay below timeouts.tcp, whose default is 900.
-    let c = ok(&format!("{SYNC}group: 224.0.0.81\n  refresh: 899\n"));
-    assert_eq!(c.sync.unwrap().refresh, secs(899));
+    // refresh must stay below timeouts.tcp and timeouts.udp, whose defaults are 900 and 300.
+    let c = ok(&format!("{SYNC}group: 224.0.0.81\n  refresh: 299\n"));
+    assert_eq!(c.sync.unwrap().refresh, secs(299));
 }
 
 #[test]
@@ -1674,14 +1674,14 @@ fn sync_mistakes() {
         "must be between 10 and 86400, found 9",
     );
     assert_error(
-        &format!("{SYNC}{group}  refresh: 900\n"),
+        &format!("{SYNC}{group}  refresh: 300\n"),
         "sync.refresh",
-        "must be less than timeouts.tcp (900), found 900",
+        "must be less than timeouts.udp (300), found 300",
     );
     assert_error(
-        &format!("{SYNC}{group}timeouts: {{ tcp: 200 }}\n"),
+        &format!("{SYNC}{group}timeouts: {{ tcp: 100 }}\n"),
         "sync.refresh",
-        "refresh is not set, and its default 300 is not less than timeouts.tcp (200)",
+        "refresh is not set, and its default 120 is not less than timeouts.tcp (100)",
     );
     assert_error(
         &format!("{SYNC}{group}  interface: a/b\n"),

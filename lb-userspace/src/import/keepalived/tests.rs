@@ -264,7 +264,7 @@ fn imported_sync(id: u32, interface: &str) -> SyncConfig {
         peers: Vec::new(),
         ttl: 1,
         startup_wait: Duration::from_secs(3),
-        refresh: Duration::from_secs(300),
+        refresh: Duration::from_secs(120),
     }
 }
 
