@@ -372,8 +372,47 @@ pub struct TcpCheck {
     pub bindto: Option<IpAddr>,
     /// Source port of the check.
     pub bind_port: Option<u16>,
+    /// How the check probes (`probe`); `None` = the default for the real (see [`TcpProbe`]).
+    pub probe: Option<TcpProbe>,
     /// Timing.
     pub timing: CheckTiming,
+}
+
+/// How a `tcp_check` probes (`probe:`).
+///
+/// The default, where it can be done, is [`TcpProbe::Vip`]: the frame a client's packet
+/// becomes, so that a real whose VIP setup is broken (no VIP on `lo`, a firewall on it, the
+/// service bound to the real's own address) is taken out, while a connect to the real's
+/// address would pass; and half-open, so 10,000 reals cost a frame each, not a connection. It
+/// needs an IPv4 real on the director's LAN and the director's own source address: a
+/// `connect_ip`, `bindto` or `bind_port`, or an IPv6 real, make the default
+/// [`TcpProbe::Connect`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpProbe {
+    /// Half-open SYN to VIP:port through the real's MAC: the client's data path.
+    Vip,
+    /// Half-open SYN to the real's own address and port.
+    Syn,
+    /// A full TCP connect to the real (keepalived's TCP_CHECK).
+    Connect,
+}
+
+impl TcpProbe {
+    /// The YAML words.
+    pub const WORDS: [(&'static str, TcpProbe); 3] = [
+        ("vip", TcpProbe::Vip),
+        ("syn", TcpProbe::Syn),
+        ("connect", TcpProbe::Connect),
+    ];
+
+    /// The YAML word.
+    pub fn word(self) -> &'static str {
+        match self {
+            TcpProbe::Vip => "vip",
+            TcpProbe::Syn => "syn",
+            TcpProbe::Connect => "connect",
+        }
+    }
 }
 
 /// `http_get`: the real is up while every URL answers with its status code.

@@ -524,6 +524,7 @@ fn tcp_check_keywords() {
             connect_port: Some(8080),
             bindto: Some(ip("10.0.0.1")),
             bind_port: Some(40000),
+            probe: None,
             timing: lb_userspace::config::CheckTiming {
                 connect_timeout: secs(0.5),
                 retry: 2,

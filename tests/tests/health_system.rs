@@ -181,6 +181,84 @@ impl Drop for HttpStatusServer {
 }
 
 #[test]
+fn a_real_that_lost_its_vip_leaves_though_its_own_address_answers() {
+    let topo = DrTopology::new(76, 2).expect("topology");
+    let _servers = echo_all(&topo);
+    // The default tcp_check: a half-open SYN to the VIP through the real's MAC.
+    let reals = vec![(11, tcp_check().to_owned()), (12, tcp_check().to_owned())];
+    let agent = Agent::start(&topo.director.ns, &config(76, "", &reals)).unwrap();
+    let to: SocketAddr = (topo.vip, PORT).into();
+    let new = NewConns::start(&topo.client.ns, to, Duration::from_millis(10)).unwrap();
+    wait_until(Duration::from_secs(3), "both reals serve", || {
+        new.report().per_real.len() == 2
+    });
+    // Both reals' last probe was answered (the first ones may still be on their way).
+    wait_until(Duration::from_secs(3), "both checks answered", || {
+        agent
+            .lbadm_ok(&["-L", "-n", "--health"])
+            .matches("SYN-ACK")
+            .count()
+            == 2
+    });
+
+    // real1 loses the VIP from `lo` (a reboot without the real-server script, say): every
+    // client packet sent to it is dropped, while its own address still answers.
+    let vip = format!("{}/32", topo.vip);
+    topo.reals[0]
+        .ns
+        .ip(["addr", "del", vip.as_str(), "dev", "lo"])
+        .unwrap();
+    let broken = Instant::now();
+    let own: SocketAddr = (topo.reals[0].ip, PORT).into();
+    assert!(
+        lb_tests::netns::tcp_request(&topo.director.ns, own, "ping", Duration::from_secs(1))
+            .is_ok(),
+        "real1's own address stopped answering: a connect check would not see the fault"
+    );
+    agent
+        .wait_for_log(
+            "real 10.76.0.11:8080 of TCP 10.76.0.100:8080 failed its check: timeout",
+            BOUND + Duration::from_secs(1),
+        )
+        .unwrap();
+    let detected = broken.elapsed();
+    wait_until(Duration::from_secs(2), "real1 out of the listing", || {
+        !agent.lbadm_ok(&["-L", "-n"]).contains("10.76.0.11:")
+    });
+    // From then on no new connection fails: none is sent to real1.
+    let failures = new.report().failures.len();
+    thread::sleep(Duration::from_secs(2));
+    let after = new.report();
+    assert_eq!(
+        after.failures.len(),
+        failures,
+        "{:#?}",
+        &after.failures[failures..]
+    );
+    println!(
+        "data-path check: real1 without its VIP detected in {:.2} s (bound {BOUND:?}); {failures} \
+         new connections failed before",
+        detected.as_secs_f64()
+    );
+    assert!(
+        detected <= BOUND + Duration::from_millis(500),
+        "{detected:?}"
+    );
+
+    // The VIP back on `lo`: real1 serves again.
+    topo.reals[0]
+        .ns
+        .ip(["addr", "add", vip.as_str(), "dev", "lo"])
+        .unwrap();
+    let real1_before = new.report().per_real.get("real1").copied().unwrap_or(0);
+    wait_until(Duration::from_secs(5), "real1 back in rotation", || {
+        new.report().per_real.get("real1").copied().unwrap_or(0) > real1_before + 5
+    });
+    let new = new.finish();
+    assert!(new.failures.len() == failures, "{:#?}", new.failures);
+}
+
+#[test]
 fn an_http_check_with_the_wrong_status_takes_the_real_down() {
     let topo = DrTopology::new(71, 2).expect("topology");
     let _servers = echo_all(&topo);

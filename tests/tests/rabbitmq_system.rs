@@ -163,7 +163,7 @@ fn rabbitmq_through_the_vip_survives_a_stopped_node() {
         let h = health(&agent);
         h.len() == 6
             && h.iter()
-                .all(|r| r.state == "up" && r.line.contains("connected"))
+                .all(|r| r.state == "up" && r.line.contains("SYN-ACK"))
     });
 
     // Through the VIP: long-lived connections, then publish/consume cycles, from every client.

@@ -84,6 +84,12 @@ impl Agent {
     }
 
     pub(super) fn observe(&mut self, event: NeighEvent) {
+        let mut macs = self.probe_macs.write().expect("macs lock");
+        match event.state {
+            MacState::Resolved(mac) => macs.insert(event.ip, mac),
+            MacState::Unresolved(_) => macs.remove(&event.ip),
+        };
+        drop(macs);
         match event.state {
             MacState::Resolved(mac) => {
                 let old = self.observed.macs.insert(event.ip, mac);

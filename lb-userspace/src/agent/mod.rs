@@ -37,7 +37,7 @@ use crate::{
     control::server::{ControlServer, Pending},
     dataplane::instance_lock::InstanceLock,
     dataplane::{Attached, Dataplane, LoadOptions, Origin, PIN_ROOT, PinDir, ensure_bpffs},
-    health::{CheckKey, HealthChecker, HealthEvent, check_specs},
+    health::{CheckKey, HealthChecker, HealthEvent, Macs, ProbeContext, check_specs, syn},
     model::{DesiredState, Health},
     netlink::{MacState, NeighEvent, NeighbourTracker, Netlink},
     observe::metrics,
@@ -102,6 +102,8 @@ struct Agent {
     added_vips: BTreeSet<IpAddr>,
     health: HealthChecker,
     health_events: UnboundedReceiver<HealthEvent>,
+    /// The reals' MACs as the half-open health probes see them (kept from neighbour events).
+    probe_macs: Macs,
     /// Quorum state per service (absent: not evaluated yet, taken as held).
     quorum: BTreeMap<crate::model::ServiceKey, bool>,
     /// Reloads applied and rejected since start.
@@ -191,8 +193,33 @@ impl Agent {
             .filter(|_| origin != Origin::Created)
             .collect();
         let (health_tx, health_events) = tokio::sync::mpsc::unbounded_channel();
-        let health =
-            HealthChecker::start(check_specs(&config), known, health_tx, CHECK_CONCURRENCY);
+        let probe_macs = Macs::default();
+        probe_macs
+            .write()
+            .expect("macs lock")
+            .extend(observed.macs.iter().map(|(ip, mac)| (*ip, *mac)));
+        let iface = syn::Interface {
+            ifindex: link.index,
+            mac: link.mac,
+        };
+        let syn = match syn::SynProber::start(iface) {
+            Ok(prober) => Some(prober),
+            Err(e) => {
+                warn!("half-open tcp_check probes unavailable ({e}): they connect instead");
+                None
+            }
+        };
+        let ctx = ProbeContext {
+            syn,
+            macs: probe_macs.clone(),
+        };
+        let health = HealthChecker::start(
+            check_specs(&config),
+            known,
+            health_tx,
+            CHECK_CONCURRENCY,
+            ctx,
+        );
 
         let (control, requests) = ControlServer::start(&config.control_socket)
             .with_context(|| format!("control socket {}", config.control_socket.display()))?;
@@ -214,6 +241,7 @@ impl Agent {
             added_vips: BTreeSet::new(),
             health,
             health_events,
+            probe_macs,
             quorum: BTreeMap::new(),
             reloads: (0, 0),
             _control: control,

@@ -5,7 +5,7 @@ use std::{net::IpAddr, time::Duration};
 use serde_yaml::Value;
 
 use super::{
-    CheckTiming, Checker, HttpCheck, MiscCheck, TcpCheck, UrlCheck,
+    CheckTiming, Checker, HttpCheck, MiscCheck, TcpCheck, TcpProbe, UrlCheck,
     address::{ipv4_mapped, not_a_host},
     parse::Service,
     reader::{Fields, Node, Reader},
@@ -15,6 +15,7 @@ use super::{
 const CHECKERS: &[&str] = &["tcp_check", "http_get", "misc_check"];
 /// Keys of `tcp_check` (aliases included).
 const TCP_KEYS: &[&str] = &[
+    "probe",
     "connect_ip",
     "connect_port",
     "bindto",
@@ -78,11 +79,40 @@ pub(super) fn checker(
 fn tcp_check(rd: &mut Reader, node: &Node<'_>, addr: Option<IpAddr>) -> Option<Checker> {
     let f = rd.fields(node, TCP_KEYS)?;
     let ep = endpoint(rd, &f, addr);
+    let probe = f.get("probe").and_then(|n| {
+        let probe = rd.keyword(&n, "tcp_check probe", &TcpProbe::WORDS)?;
+        if probe != TcpProbe::Connect {
+            let why = if addr.is_some_and(|a| a.is_ipv6()) {
+                Some("the real is IPv6".to_string())
+            } else if let Some((key, _)) = [
+                ("connect_ip", ep.connect_ip.is_some()),
+                ("bindto", ep.bindto.is_some()),
+                ("bind_port", ep.bind_port.is_some()),
+            ]
+            .into_iter()
+            .find(|(_, set)| *set)
+            {
+                Some(format!("`{key}` is set"))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                let msg = format!(
+                    "a half-open probe (`{}`) goes from the director's own address to an IPv4 \
+                     real's MAC, and {why}; use `probe: connect`",
+                    probe.word()
+                );
+                rd.error(&n.path, msg);
+            }
+        }
+        Some(probe)
+    });
     Some(Checker::Tcp(TcpCheck {
         connect_ip: ep.connect_ip,
         connect_port: ep.connect_port,
         bindto: ep.bindto,
         bind_port: ep.bind_port,
+        probe,
         timing: timing(rd, &f),
     }))
 }

@@ -149,6 +149,7 @@ fn real_server(r: &RealServer) -> Value {
         None => {}
         Some(Checker::Tcp(c)) => {
             let mut t = Block::default();
+            t.put_opt("probe", c.probe.map(|p| p.word()));
             endpoint(&mut t, c.connect_ip, c.connect_port, c.bindto, c.bind_port);
             timing(&mut t, &c.timing);
             m.put("tcp_check", t);

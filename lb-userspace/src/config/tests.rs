@@ -178,6 +178,7 @@ fn the_example_of_the_brief_parses() {
                 connect_port: None,
                 bindto: None,
                 bind_port: None,
+                probe: None,
                 timing: CheckTiming {
                     connect_timeout: secs(3),
                     retry: 3,
@@ -324,6 +325,7 @@ fn every_key_of_a_checker() {
             connect_port: Some(8080),
             bindto: Some(v4("10.0.0.1")),
             bind_port: Some(40000),
+            probe: None,
             timing: CheckTiming {
                 connect_timeout: Duration::from_millis(500),
                 retry: 4,
@@ -1310,6 +1312,7 @@ fn every_key_is_read() {
         connect_port: Some(5353),
         bindto: Some(v4("10.9.0.1")),
         bind_port: Some(1053),
+        probe: None,
         timing: CheckTiming {
             connect_timeout: Duration::from_millis(250),
             retry: 2,
@@ -1702,4 +1705,59 @@ fn sync_mistakes() {
     let errs = errors(&format!("{SYNC}group: 10.0.0.1\n  ttl: 0\n  port: 0\n"));
     let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(paths, ["sync.group", "sync.ttl", "sync.port"], "{errs:#?}");
+}
+
+/// A service with one real carrying `check`, at `real`.
+fn with_check(real: &str, check: &str) -> String {
+    format!(
+        "interface: eth0\nvirtual_servers:\n  - vip: 192.168.0.10\n    port: 80\n    \
+         lb_kind: dr\n    real_servers:\n      - ip: {real}\n        tcp_check: {check}\n"
+    )
+}
+
+#[test]
+fn tcp_check_probe_modes() {
+    let probe = |c: &Config| match &c.virtual_servers[0].real_servers[0].check {
+        Some(Checker::Tcp(t)) => t.probe,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(probe(&ok(&with_check("192.168.0.2", "{}"))), None);
+    for (word, want) in [
+        ("vip", TcpProbe::Vip),
+        ("SYN", TcpProbe::Syn),
+        ("connect", TcpProbe::Connect),
+    ] {
+        let c = ok(&with_check("192.168.0.2", &format!("{{ probe: {word} }}")));
+        assert_eq!(probe(&c), Some(want));
+        // And back out of the YAML the same.
+        assert_eq!(probe(&ok(&c.to_yaml())), Some(want));
+    }
+    assert_error(
+        &with_check("192.168.0.2", "{ probe: half }"),
+        "virtual_servers[0].real_servers[0].tcp_check.probe",
+        "unknown tcp_check probe `half`; use vip, syn or connect",
+    );
+    // A half-open probe needs an IPv4 real reached from the director's own address.
+    assert_error(
+        &with_check("192.168.0.2", "{ probe: vip, bind_port: 1053 }"),
+        "virtual_servers[0].real_servers[0].tcp_check.probe",
+        "`bind_port` is set; use `probe: connect`",
+    );
+    assert_error(
+        &with_check("192.168.0.2", "{ probe: syn, connect_ip: 192.168.1.2 }"),
+        "virtual_servers[0].real_servers[0].tcp_check.probe",
+        "`connect_ip` is set",
+    );
+    let v6 = "interface: eth0\nvirtual_servers:\n  - vip: 2001:db8::10\n    port: 80\n    \
+              lb_kind: dr\n    real_servers:\n      - ip: 2001:db8::2\n        \
+              tcp_check: { probe: vip }\n";
+    assert_error(
+        v6,
+        "virtual_servers[0].real_servers[0].tcp_check.probe",
+        "the real is IPv6",
+    );
+    ok(&with_check(
+        "192.168.0.2",
+        "{ probe: connect, connect_ip: 192.168.1.2 }",
+    ));
 }

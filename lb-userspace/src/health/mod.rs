@@ -12,12 +12,14 @@
 pub mod machine;
 pub mod probe;
 pub mod spec;
+pub mod syn;
 
 use std::{
     cmp::Reverse,
-    collections::{BTreeMap, BinaryHeap},
+    collections::{BTreeMap, BinaryHeap, HashMap},
     hash::{DefaultHasher, Hash as _, Hasher as _},
-    sync::{Arc, Mutex},
+    net::IpAddr,
+    sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
 
@@ -33,6 +35,20 @@ pub use self::{
     spec::check_specs,
 };
 use crate::model::{RealKey, ServiceKey};
+
+/// The reals' MAC addresses as the neighbour table has them (kept by the agent), for the
+/// half-open probes that address frames themselves.
+pub type Macs = Arc<RwLock<HashMap<IpAddr, [u8; 6]>>>;
+
+/// What the probes share: the half-open prober (absent when the packet socket could not be
+/// opened) and the reals' MACs.
+#[derive(Clone, Default)]
+pub struct ProbeContext {
+    /// The half-open prober of the agent's interface.
+    pub syn: Option<Arc<syn::SynProber>>,
+    /// The reals' MACs.
+    pub macs: Macs,
+}
 
 /// A checker's identity: the real inside its service.
 pub type CheckKey = (ServiceKey, RealKey);
@@ -114,6 +130,7 @@ impl HealthChecker {
         known: BTreeMap<CheckKey, bool>,
         events: UnboundedSender<HealthEvent>,
         concurrency: usize,
+        ctx: ProbeContext,
     ) -> Self {
         let (commands, rx) = unbounded_channel();
         let status = Arc::new(Mutex::new(BTreeMap::new()));
@@ -127,6 +144,7 @@ impl HealthChecker {
             status: status.clone(),
             concurrency: concurrency.max(1),
             rng: 0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id()),
+            ctx: Arc::new(ctx),
         };
         let _ = commands.send(Command::Update(specs, known));
         tokio::spawn(scheduler.run(rx));
@@ -162,6 +180,7 @@ struct Scheduler {
     status: Arc<Mutex<BTreeMap<CheckKey, CheckStatus>>>,
     concurrency: usize,
     rng: u64,
+    ctx: Arc<ProbeContext>,
 }
 
 type ProbeResult = (CheckKey, u64, Outcome, Duration);
@@ -196,9 +215,10 @@ impl Scheduler {
                 let probe = entry.spec.probe.clone();
                 let limit = entry.spec.timing.connect_timeout;
                 let epoch = self.epoch;
+                let ctx = self.ctx.clone();
                 running.push(Box::pin(async move {
                     let started = epoch.elapsed();
-                    let outcome = probe.run(limit).await;
+                    let outcome = probe.run(limit, &ctx).await;
                     (key, generation, outcome, started)
                 }));
             }
@@ -395,7 +415,13 @@ mod tests {
             }
         });
         let (tx, mut rx) = unbounded_channel();
-        let checker = HealthChecker::start(vec![spec(addr, true)], BTreeMap::new(), tx, 8);
+        let checker = HealthChecker::start(
+            vec![spec(addr, true)],
+            BTreeMap::new(),
+            tx,
+            8,
+            ProbeContext::default(),
+        );
         // alpha: starts down, the first passing check brings it up.
         let up = next_event(&mut rx).await;
         assert_eq!(up.transition, Transition::Up);
@@ -455,7 +481,8 @@ mod tests {
         };
         let server = serve(listener);
         let (tx, mut rx) = unbounded_channel();
-        let checker = HealthChecker::start(vec![http], BTreeMap::new(), tx, 8);
+        let checker =
+            HealthChecker::start(vec![http], BTreeMap::new(), tx, 8, ProbeContext::default());
         let up = next_event(&mut rx).await;
         assert_eq!((up.key, up.transition), (key6, Transition::Up));
         assert_eq!(up.outcome.detail, "HTTP 200");
@@ -476,7 +503,13 @@ mod tests {
             l.local_addr().unwrap()
         };
         let (tx, mut rx) = unbounded_channel();
-        let checker = HealthChecker::start(vec![spec(closed, false)], BTreeMap::new(), tx, 8);
+        let checker = HealthChecker::start(
+            vec![spec(closed, false)],
+            BTreeMap::new(),
+            tx,
+            8,
+            ProbeContext::default(),
+        );
         assert_eq!(next_event(&mut rx).await.transition, Transition::Down);
         let before = checker.status()[&key(closed.port())].clone();
         // Same real, new timing: still down, counters continue, no new transition.
@@ -502,7 +535,13 @@ mod tests {
         };
         let (tx, mut rx) = unbounded_channel();
         let known = BTreeMap::from([(key(closed.port()), false)]);
-        let checker = HealthChecker::start(vec![spec(closed, false)], known, tx, 8);
+        let checker = HealthChecker::start(
+            vec![spec(closed, false)],
+            known,
+            tx,
+            8,
+            ProbeContext::default(),
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(!checker.status()[&key(closed.port())].up);
         assert!(rx.try_recv().is_err(), "already down: no Down event");
@@ -524,7 +563,7 @@ mod tests {
                 s
             })
             .collect();
-        let checker = HealthChecker::start(specs, BTreeMap::new(), tx, 4);
+        let checker = HealthChecker::start(specs, BTreeMap::new(), tx, 4, ProbeContext::default());
         tokio::time::sleep(Duration::from_millis(1250)).await;
         let done: u64 = checker.status().values().map(|s| s.checks).sum();
         assert!(done <= 4 * 6 + 4, "{done} probes finished with 4 slots");

@@ -5,7 +5,11 @@
 //! the server closes (a socket closed with unread data would send RST, which RabbitMQ's
 //! management listener logs as an error).
 
-use std::{net::SocketAddr, process::Stdio, time::Duration};
+use std::{
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    process::Stdio,
+    time::Duration,
+};
 
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -14,7 +18,7 @@ use tokio::{
     time::timeout,
 };
 
-use super::machine::Outcome;
+use super::{ProbeContext, machine::Outcome, syn::SynTarget};
 
 /// What to probe.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +39,14 @@ pub enum Probe {
         /// (path, expected status code).
         urls: Vec<(String, u16)>,
     },
+    /// A half-open SYN (see [`super::syn`]) to `target`, the VIP (the data path) or the real's
+    /// own address, through the MAC of `real`.
+    Syn {
+        /// Address and port the SYN goes to.
+        target: SocketAddrV4,
+        /// The real, whose MAC the frame goes to.
+        real: Ipv4Addr,
+    },
     /// Run `command` with `sh -c`; exit status 0 is up.
     Misc {
         /// The command line.
@@ -48,15 +60,38 @@ impl Probe {
     /// The keepalived name of the checker.
     pub fn kind(&self) -> &'static str {
         match self {
-            Probe::Tcp { .. } => "tcp_check",
+            Probe::Tcp { .. } | Probe::Syn { .. } => "tcp_check",
             Probe::Http { .. } => "http_get",
             Probe::Misc { .. } => "misc_check",
         }
     }
 
-    /// Runs the probe; network probes are bounded by `connect_timeout`.
-    pub async fn run(&self, connect_timeout: Duration) -> Outcome {
+    /// Runs the probe; network probes are bounded by `connect_timeout`. `ctx` has what the
+    /// half-open probe needs (the packet socket and the reals' MACs).
+    pub async fn run(&self, connect_timeout: Duration, ctx: &ProbeContext) -> Outcome {
         match self {
+            Probe::Syn { target, real } => {
+                let Some(prober) = &ctx.syn else {
+                    // No packet socket (no CAP_NET_RAW): a connect to the real proves the rest.
+                    let real = SocketAddr::from((*real, target.port()));
+                    return tcp(real, None, connect_timeout).await;
+                };
+                let mac = ctx
+                    .macs
+                    .read()
+                    .expect("macs lock")
+                    .get(&(*real).into())
+                    .copied();
+                let Some(mac) = mac else {
+                    return failed(format!("no MAC address for {real} yet"));
+                };
+                let target = SynTarget {
+                    to: *target,
+                    real: *real,
+                    mac,
+                };
+                prober.probe(target, connect_timeout).await
+            }
             Probe::Tcp { target, bind } => tcp(*target, *bind, connect_timeout).await,
             Probe::Http { target, bind, urls } => {
                 for (path, code) in urls {

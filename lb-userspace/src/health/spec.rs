@@ -1,15 +1,16 @@
-//! The checkers a configuration asks for: one [`CheckSpec`] per real with a check, with
-//! keepalived's defaults and inheritance (the virtual server's `delay_loop`, `alpha` and
+//! The checkers a configuration asks for: one [`CheckSpec`] per real with a check (a
+//! `tcp_check` half-open through the VIP unless told or unable, see
+//! [`crate::config::TcpProbe`]), with keepalived's defaults and inheritance (the virtual server's `delay_loop`, `alpha` and
 //! `warmup`; `connect_ip`/`connect_port` over the real's address; a source port alone binding
 //! to the unspecified address of the target's family).
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, SocketAddr, SocketAddrV4},
     time::Duration,
 };
 
 use super::{CheckSpec, Probe, Timing};
-use crate::config::{CheckTiming, Checker, Config};
+use crate::config::{CheckTiming, Checker, Config, TcpCheck, TcpProbe};
 
 /// The checkers the configuration asks for, one per real with a check.
 pub fn check_specs(config: &Config) -> Vec<CheckSpec> {
@@ -34,11 +35,19 @@ pub fn check_specs(config: &Config) -> Vec<CheckSpec> {
                 Checker::Tcp(c) => {
                     let (target, bind) =
                         endpoint(c.connect_ip, c.connect_port, c.bindto, c.bind_port);
-                    (
-                        Probe::Tcp { target, bind },
-                        timing(&c.timing),
-                        c.timing.warmup,
-                    )
+                    let port = target.port();
+                    let probe = match (tcp_probe(c, rs.key.addr), rs.key.addr, vs.key.vip) {
+                        (TcpProbe::Vip, IpAddr::V4(real), IpAddr::V4(vip)) => Probe::Syn {
+                            target: SocketAddrV4::new(vip, port),
+                            real,
+                        },
+                        (TcpProbe::Syn, IpAddr::V4(real), _) => Probe::Syn {
+                            target: SocketAddrV4::new(real, port),
+                            real,
+                        },
+                        _ => Probe::Tcp { target, bind },
+                    };
+                    (probe, timing(&c.timing), c.timing.warmup)
                 }
                 Checker::Http(c) => {
                     let (target, bind) =
@@ -79,6 +88,17 @@ pub fn check_specs(config: &Config) -> Vec<CheckSpec> {
         }
     }
     specs
+}
+
+/// How a `tcp_check` probes: as configured, else half-open through the VIP where that can be
+/// done (see [`TcpProbe`]), else a connect.
+fn tcp_probe(c: &TcpCheck, real: IpAddr) -> TcpProbe {
+    let own_path = c.connect_ip.is_some() || c.bindto.is_some() || c.bind_port.is_some();
+    c.probe.unwrap_or(if real.is_ipv4() && !own_path {
+        TcpProbe::Vip
+    } else {
+        TcpProbe::Connect
+    })
 }
 
 /// The source address of a probe to `target`: `bindto` and/or `bind_port`; a source port

@@ -16,7 +16,10 @@ use lb_tests::{lab::mac_of, netns::Netns};
 use lb_userspace::{
     config::Config,
     dataplane::{Dataplane, LoadOptions},
-    health::{CheckSpec, HealthChecker, Probe, Timing},
+    health::{
+        CheckSpec, HealthChecker, Macs, Probe, ProbeContext, Timing,
+        syn::{Interface, SynProber},
+    },
     model::{DesiredState, Protocol, RealKey, ServiceKey},
     reconcile::desired::{Observed, desired_state},
     reconcile::plan::{Installed, Op},
@@ -453,7 +456,15 @@ fn health_in_namespace(params: &Params) -> Result<HealthReport> {
                         port: target.port(),
                     },
                 ),
-                probe: Probe::Tcp { target, bind: None },
+                // The default tcp_check of an IPv4 real: half-open (here to the real's own
+                // address: the listener is on loopback, there is no VIP to go through).
+                probe: match target {
+                    SocketAddr::V4(to) => Probe::Syn {
+                        target: to,
+                        real: *to.ip(),
+                    },
+                    SocketAddr::V6(_) => Probe::Tcp { target, bind: None },
+                },
                 // keepalived's defaults but for delay_loop.
                 timing: Timing {
                     delay_loop,
@@ -486,9 +497,23 @@ fn health_in_namespace(params: &Params) -> Result<HealthReport> {
         .build()?;
     let (checks, failures, window, checker_cpu, checker_split, listener_cpu, busy, others) = rt
         .block_on(async {
+            // The agent's half-open prober, on this namespace's loopback (MACs are all zero
+            // there).
+            let lo = Interface {
+                ifindex: 1,
+                mac: [0; 6],
+            };
+            let macs = Macs::default();
+            macs.write()
+                .expect("macs")
+                .extend((0..reals).map(|i| (hc_target(i).ip(), [0u8; 6])));
+            let ctx = ProbeContext {
+                syn: Some(SynProber::start(lo)?),
+                macs,
+            };
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             // The agent's limit on probes in flight.
-            let checker = HealthChecker::start(specs, BTreeMap::new(), tx, 1024);
+            let checker = HealthChecker::start(specs, BTreeMap::new(), tx, 1024, ctx);
             let transitions = tokio::spawn(async move {
                 let mut n = 0u64;
                 while rx.recv().await.is_some() {
