@@ -983,9 +983,9 @@ fn health_miss(h: &HealthReport) -> String {
     };
     format!(
         "The checker spends {} us of CPU per probe, {}% of it in the kernel. A probe is a \
-         real TCP connection: socket, non-blocking connect, the handshake, shutdown (FIN), a \
-         read until the listener closes, close, plus the runtime's epoll registration. A \
-         minimal blocking loop doing only those socket calls, without any runtime, costs {} us \
+         half-open SYN on the packet socket, the SYN-ACK read back and a RST, plus the \
+         runtime's timer and wake-ups. A full TCP connection (socket, connect, handshake, FIN, \
+         close) in a minimal blocking loop, the previous probe, costs {} us \
          per probe here ({}% in the kernel); at {} probes/s that alone is {}% of one core. \
          {own} The target allows at most {} us per probe at this rate, less than the kernel's \
          own cost of one loopback TCP connection on this machine. Over loopback the \
@@ -1677,7 +1677,11 @@ fn control_md(o: &mut String, c: &ControlReport, src: &str) {
         o,
         "`HealthChecker` with {} `tcp_check` reals, delay_loop {} s, on a 2-worker tokio \
          runtime like the agent's, against one listener on 0.0.0.0 in a network namespace of \
-         its own (each real is a distinct address of 127.0.0.0/8). Measured over {:.1} s after \
+         its own (each real is a distinct address of 127.0.0.0/8). Each probe is the default \
+         `tcp_check` of an IPv4 real: half-open, a SYN written onto `lo` by the agent's packet \
+         socket, the listener's SYN-ACK read back through the socket's filter, a RST. The \
+         floor is the previous probe's cost, a full TCP connect and close, in a plain blocking \
+         loop. Measured over {:.1} s after \
          the first round of checks: CPU time of the checker's runtime threads (scheduler \
          accounting, so kernel work done on their behalf, loopback softirq included, counts), \
          of the listener's thread, and of the benchmark's process with the kernel's threads \
