@@ -121,6 +121,9 @@ struct Agent {
 
 impl Agent {
     async fn start(opts: AgentOptions, config: Config) -> Result<Self> {
+        // Reads the checks' password files: a missing one stops the start before anything
+        // is touched.
+        let specs = check_specs(&config)?;
         if ensure_bpffs().context("mounting bpffs on /sys/fs/bpf")? {
             info!("mounted bpffs on /sys/fs/bpf");
         }
@@ -182,7 +185,7 @@ impl Agent {
             wait_for_neighbours(&mut neigh_events, &mut observed, &ips).await;
         }
 
-        let known: BTreeMap<CheckKey, bool> = check_specs(&config)
+        let known: BTreeMap<CheckKey, bool> = specs
             .iter()
             .map(|spec| {
                 let down = observed.health.get(&spec.key) == Some(&Health::Down);
@@ -191,8 +194,7 @@ impl Agent {
             .filter(|_| origin != Origin::Created)
             .collect();
         let (health_tx, health_events) = tokio::sync::mpsc::unbounded_channel();
-        let health =
-            HealthChecker::start(check_specs(&config), known, health_tx, CHECK_CONCURRENCY);
+        let health = HealthChecker::start(specs, known, health_tx, CHECK_CONCURRENCY);
 
         let (control, requests) = ControlServer::start(&config.control_socket)
             .with_context(|| format!("control socket {}", config.control_socket.display()))?;
