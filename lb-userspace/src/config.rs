@@ -19,7 +19,8 @@
 //! `file: path: message` (`file: message` for the file as a whole, such as a YAML syntax
 //! error), where the path names the field: `virtual_servers[1].real_servers[0].port`.
 //! Validation is pure: it looks at the file only, never at the system (interfaces, sockets,
-//! the `sync` section's key file, which the agent reads when it starts).
+//! the `sync` section's key file and the `http_get` checks' password files, which the agent
+//! reads when it starts).
 //!
 //! `configs/example.yaml` shows and explains every key.
 
@@ -415,11 +416,17 @@ impl TcpProbe {
     }
 }
 
-/// `http_get`: the real is up while every URL answers with its status code.
+/// `http_get`: the real is up while every URL answers with one of its status codes (and, with
+/// a `digest`, with its body).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpCheck {
     /// URLs to fetch (at least one).
     pub urls: Vec<UrlCheck>,
+    /// `Host` header of the URLs without their own (`virtualhost`); `None` = the address and
+    /// port connected to.
+    pub virtualhost: Option<String>,
+    /// HTTP Basic authentication sent with every URL (`auth`; lb-agent's, keepalived has none).
+    pub auth: Option<HttpAuth>,
     /// Address to connect to; `None` = the real's.
     pub connect_ip: Option<IpAddr>,
     /// Port to connect to; `None` = the real's.
@@ -437,8 +444,117 @@ pub struct HttpCheck {
 pub struct UrlCheck {
     /// Request path, starting with `/`.
     pub path: String,
-    /// Expected HTTP status.
-    pub status_code: u16,
+    /// The statuses that pass (`status_code`; default any 2xx, as keepalived).
+    pub status_code: StatusCodes,
+    /// MD5 of the body, which must match when set (`digest`, 32 hexadecimal digits).
+    pub digest: Option<[u8; 16]>,
+    /// `Host` header of this URL (`virtualhost`), over the check's.
+    pub virtualhost: Option<String>,
+}
+
+/// The statuses a `url` accepts: codes and inclusive ranges (`200`, `200-299`, or a list of
+/// them), as keepalived's `status_code` takes them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusCodes(Vec<(u16, u16)>);
+
+impl StatusCodes {
+    /// Lowest HTTP status code.
+    pub const MIN: u16 = 100;
+    /// Highest HTTP status code.
+    pub const MAX: u16 = 599;
+
+    /// keepalived's default: any 2xx.
+    pub fn any_2xx() -> Self {
+        Self(vec![(200, 299)])
+    }
+
+    /// One code.
+    pub fn one(code: u16) -> Self {
+        Self(vec![(code, code)])
+    }
+
+    /// The codes and ranges (`(code, code)` for a code), in the order written; `None` when
+    /// the list is empty, a range is reversed or a code is outside 100..=599.
+    pub fn new(ranges: Vec<(u16, u16)>) -> Option<Self> {
+        let valid = |&(lo, hi): &(u16, u16)| Self::MIN <= lo && lo <= hi && hi <= Self::MAX;
+        (!ranges.is_empty() && ranges.iter().all(valid)).then_some(Self(ranges))
+    }
+
+    /// The codes and ranges, in the order written.
+    pub fn ranges(&self) -> &[(u16, u16)] {
+        &self.0
+    }
+
+    /// Whether `code` passes.
+    pub fn accepts(&self, code: u16) -> bool {
+        self.0.iter().any(|&(lo, hi)| (lo..=hi).contains(&code))
+    }
+}
+
+impl Default for StatusCodes {
+    fn default() -> Self {
+        Self::any_2xx()
+    }
+}
+
+impl fmt::Display for StatusCodes {
+    /// keepalived's form: `200`, `200-299`, `200 204 300-399`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, &(lo, hi)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            if lo == hi {
+                write!(f, "{lo}")?;
+            } else {
+                write!(f, "{lo}-{hi}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// HTTP Basic authentication of an `http_get` (`auth`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpAuth {
+    /// User name (`user`): no `:` (Basic authentication puts one after it), no control
+    /// characters.
+    pub user: String,
+    /// Where the password is.
+    pub password: Password,
+}
+
+/// The password of an [`HttpAuth`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Password {
+    /// Written in the configuration (`password`).
+    Inline(Secret),
+    /// Read from this file, white space trimmed, by the agent when it starts and on every
+    /// reload (`password_file`, an absolute path); validation does not read it.
+    File(PathBuf),
+}
+
+/// A secret string (a password): cloned and compared like a string, but its `Debug` shows
+/// nothing of it, so no log line or error built with `{:?}` can carry it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `text`.
+    pub fn new(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<hidden>)")
+    }
 }
 
 /// `misc_check`: the real is up while a command exits with status 0.
@@ -611,6 +727,13 @@ fn syntax_error(e: &serde_yaml::Error, source: &str) -> FieldError {
             .location()
             .map(|l| format!(" at line {} column {}", l.line(), l.column()))
             .unwrap_or_default();
+        if path.ends_with(".digest") {
+            // An MD5 digest of decimal digits only reads as a number.
+            return FieldError {
+                path,
+                message: format!("the digest `{number}` reads as a number: put it in quotes{at}"),
+            };
+        }
         return FieldError {
             path,
             message: format!(

@@ -16,7 +16,7 @@ use std::{
 };
 
 use lb_userspace::{
-    config::{Checker, Config, LbAlgo, UrlCheck},
+    config::{Checker, Config, HttpAuth, LbAlgo, Password, StatusCodes, UrlCheck},
     model::{Protocol, ServiceKey},
 };
 
@@ -157,38 +157,63 @@ fn rabbitmq_config_follows_the_production_guide() {
 #[test]
 fn rabbitmq_http_get_alternative_is_valid() {
     let text = fs::read_to_string(configs_dir().join("rabbitmq.yaml")).expect("rabbitmq.yaml");
-    // The commented alternative runs from its first `#  - vip:` line to the end of the file.
+    // The commented alternative runs from its first `#  - vip:` line to the end of the file,
+    // and replaces both services.
     let alternative: Vec<&str> = text
         .lines()
         .skip_while(|l| !l.starts_with("#  - vip:"))
         .map(|l| l.strip_prefix('#').unwrap_or(l))
         .collect();
     assert!(!alternative.is_empty(), "no commented alternative found");
-    let cut = text
-        .find("  # Management UI and HTTP API.")
-        .expect("the 15672 service");
+    let cut = text.find("virtual_servers:\n").expect("the services") + "virtual_servers:\n".len();
     let variant = format!("{}{}\n", &text[..cut], alternative.join("\n"));
     let config = Config::from_yaml(&variant, Path::new("rabbitmq-http_get.yaml"))
         .unwrap_or_else(|e| panic!("{e}\n--- from:\n{variant}"));
-    let key = ServiceKey {
-        vip: "192.168.0.10".parse().unwrap(),
-        port: 15672,
-        proto: Protocol::Tcp,
+    let password_file = Password::File("/etc/lb-xdp/rabbitmq-check.password".into());
+    let local_alarms = UrlCheck {
+        path: "/api/health/checks/local-alarms".into(),
+        status_code: StatusCodes::any_2xx(),
+        digest: None,
+        virtualhost: None,
     };
-    let vs = config.virtual_server(&key).expect("the 15672 service");
-    assert_eq!(vs.real_servers.len(), 3);
-    for r in &vs.real_servers {
-        let Some(Checker::Http(check)) = &r.check else {
-            panic!("real {} has no http_get", r.key);
+    for (port, urls) in [
+        (
+            5672,
+            vec![
+                UrlCheck {
+                    path: "/api/health/checks/port-listener/5672".into(),
+                    ..local_alarms.clone()
+                },
+                local_alarms.clone(),
+            ],
+        ),
+        (15672, vec![local_alarms.clone()]),
+    ] {
+        let key = ServiceKey {
+            vip: "192.168.0.10".parse().unwrap(),
+            port,
+            proto: Protocol::Tcp,
         };
-        assert_eq!(
-            check.urls,
-            [UrlCheck {
-                path: "/api/health/checks/alarms".into(),
-                status_code: 200
-            }]
-        );
-        assert_eq!(check.connect_port, Some(15672));
-        assert_eq!(check.timing.retry, 3);
+        let vs = config
+            .virtual_server(&key)
+            .unwrap_or_else(|| panic!("no service {key}"));
+        assert_eq!(vs.persistence.map(|p| p.timeout), Some(50));
+        assert_eq!(vs.real_servers.len(), 3);
+        for r in &vs.real_servers {
+            let Some(Checker::Http(check)) = &r.check else {
+                panic!("real {} of {key} has no http_get", r.key);
+            };
+            assert_eq!(check.urls, urls);
+            assert_eq!(
+                check.auth,
+                Some(HttpAuth {
+                    user: "lbcheck".into(),
+                    password: password_file.clone(),
+                })
+            );
+            // Both ask the management API.
+            assert_eq!(check.connect_port, Some(15672));
+            assert_eq!(check.timing.retry, 3);
+        }
     }
 }

@@ -13,7 +13,9 @@ use std::{
 };
 
 use lb_userspace::{
-    config::{Checker, Config, ConfigError, HttpCheck, LbAlgo, MiscCheck, TcpCheck, UrlCheck},
+    config::{
+        Checker, Config, ConfigError, HttpCheck, LbAlgo, MiscCheck, StatusCodes, TcpCheck, UrlCheck,
+    },
     import::keepalived::{Import, ImportError, Warning, import, import_named},
     model::{Persistence, Protocol, RealKey},
 };
@@ -426,30 +428,160 @@ fn keywords_lb_agent_does_not_carry_are_ignored_with_a_warning() {
     let text = service(
         "    ha_suspend\n    virtualhost www.example.org\n    smtp_alert\n    ops\n    \
          sorry_server_inhibit\n    real_server 10.0.0.2 80 {\n        uthreshold 100\n        \
-         HTTP_GET {\n            url {\n                path /\n                digest \
-         9b3a0c85a887a256d6939da88aabd8cd\n                status_code 200\n            }\n            \
-         virtualhost www.example.org\n        }\n    }",
+         HTTP_GET {\n            url {\n                path /\n                regex \
+         \"^OK\"\n                status_code 200\n            }\n            http_protocol \
+         1.1\n        }\n    }",
     );
     let (im, c) = accepted(&text);
     warned(&im, 4, &["ha_suspend is not carried by lb-agent: ignored"]);
-    warned(&im, 5, &["virtualhost www.example.org is not carried"]);
     warned(&im, 6, &["smtp_alert is not carried"]);
     warned(&im, 7, &["ops is not carried"]);
     warned(&im, 8, &["sorry_server_inhibit is not carried"]);
     warned(&im, 10, &["uthreshold 100 is not carried"]);
-    warned(&im, 14, &["digest", "not carried", "MD5"]);
-    warned(&im, 17, &["virtualhost www.example.org is not carried"]);
-    assert_eq!(im.warnings.len(), 8, "{}", shown(&im));
+    warned(
+        &im,
+        14,
+        &["regex", "not carried", "not regular expressions"],
+    );
+    warned(
+        &im,
+        17,
+        &["http_protocol 1.1 is not carried", "HTTP/1.0 GET"],
+    );
+    assert_eq!(im.warnings.len(), 7, "{}", shown(&im));
     let Some(Checker::Http(h)) = &c.virtual_servers[0].real_servers[0].check else {
         panic!("http_get expected");
     };
-    assert_eq!(
-        h.urls,
-        vec![UrlCheck {
-            path: "/".into(),
-            status_code: 200
-        }]
+    assert_eq!(h.urls, vec![url("/", StatusCodes::one(200))]);
+    // The virtual server's virtualhost is its HTTP checks' Host.
+    assert_eq!(h.virtualhost.as_deref(), Some("www.example.org"));
+}
+
+/// A url with `path` and `status_code`, without digest or virtualhost.
+fn url(path: &str, status_code: StatusCodes) -> UrlCheck {
+    UrlCheck {
+        path: path.into(),
+        status_code,
+        digest: None,
+        virtualhost: None,
+    }
+}
+
+#[test]
+fn http_get_digest_virtualhost_and_status_codes_convert() {
+    let text = service(
+        r#"    virtualhost vs.example.org
+    real_server 10.0.0.2 80 {
+        virtualhost rs.example.org
+        HTTP_GET {
+            url {
+                path /a
+                digest 9B3A0C85A887A256D6939DA88AABD8CD
+                virtualhost url.example.org
+                status_code 200-299 404
+                status_code 503
+            }
+            url {
+                path /b
+                digest 9b3a0c85
+                digest 9b3a0c85a887a256d6939da88aabd8cd
+                digest 00000000000000000000000000000000
+            }
+            virtualhost first.example.org
+            virtualhost check.example.org
+        }
+    }
+    real_server 10.0.0.3 80 {
+        HTTP_GET {
+            url {
+                path /c
+            }
+        }
+    }
+    real_server 10.0.0.4 80 {
+        virtualhost rs4.example.org:8080
+        HTTP_GET {
+            url {
+                path /d
+                virtualhost
+            }
+        }
+    }"#,
     );
+    let (im, c) = accepted(&text);
+    let reals = &c.virtual_servers[0].real_servers;
+    let http = |i: usize| match &reals[i].check {
+        Some(Checker::Http(h)) => h,
+        other => panic!("real {i}: http_get expected, got {other:?}"),
+    };
+    let md5 = [
+        0x9b, 0x3a, 0x0c, 0x85, 0xa8, 0x87, 0xa2, 0x56, 0xd6, 0x93, 0x9d, 0xa8, 0x8a, 0xab, 0xd8,
+        0xcd,
+    ];
+    assert_eq!(
+        http(0).urls,
+        vec![
+            UrlCheck {
+                digest: Some(md5),
+                virtualhost: Some("url.example.org".into()),
+                // Every status_code line adds to the codes, as keepalived's bit array.
+                ..url(
+                    "/a",
+                    StatusCodes::new(vec![(200, 299), (404, 404), (503, 503)]).unwrap()
+                )
+            },
+            UrlCheck {
+                digest: Some(md5),
+                ..url("/b", StatusCodes::any_2xx())
+            },
+        ]
+    );
+    // url over HTTP_GET over real_server over virtual_server, as keepalived picks the Host.
+    assert_eq!(http(0).virtualhost.as_deref(), Some("check.example.org"));
+    assert_eq!(http(1).virtualhost.as_deref(), Some("vs.example.org"));
+    assert_eq!(http(1).urls, vec![url("/c", StatusCodes::any_2xx())]);
+    assert_eq!(http(2).virtualhost.as_deref(), Some("rs4.example.org:8080"));
+    assert!(
+        im.yaml.contains("status_code: [200-299, 404, 503]\n"),
+        "{}",
+        im.yaml
+    );
+    assert!(
+        im.yaml
+            .contains("virtualhost: vs.example.org   # from the virtual_server\n"),
+        "{}",
+        im.yaml
+    );
+    assert!(
+        im.yaml
+            .contains("virtualhost: \"rs4.example.org:8080\"   # from the real_server\n"),
+        "{}",
+        im.yaml
+    );
+    warned(
+        &im,
+        17,
+        &[
+            "digest 9b3a0c85: not 32 hexadecimal digits",
+            "keepalived ignores it",
+        ],
+    );
+    warned(
+        &im,
+        19,
+        &["the url already has the digest of line 18", "ignored"],
+    );
+    warned(
+        &im,
+        22,
+        &["replaces the virtualhost first.example.org of line 21"],
+    );
+    warned(
+        &im,
+        37,
+        &["virtualhost has no value: ignored as keepalived does"],
+    );
+    assert_eq!(im.warnings.len(), 4, "{}", shown(&im));
 }
 
 #[test]
@@ -563,17 +695,16 @@ fn http_get_with_nested_url_blocks() {
     else {
         panic!("http_get expected");
     };
-    let url = |p: &str, s| UrlCheck {
-        path: p.into(),
-        status_code: s,
-    };
     assert_eq!(
         urls,
         &vec![
-            url("/healthz", 204),
-            url("/ready", 200),
-            url("/one-line", 200),
-            url("/api", 200)
+            url("/healthz", StatusCodes::one(204)),
+            url("/ready", StatusCodes::any_2xx()),
+            url("/one-line", StatusCodes::any_2xx()),
+            url(
+                "/api",
+                StatusCodes::new(vec![(200, 299), (404, 404)]).unwrap()
+            )
         ]
     );
     // nb_get_retry is HTTP_GET's old name of retry; keepalived's HTTP_GET retries every 3 s.
@@ -584,20 +715,14 @@ fn http_get_with_nested_url_blocks() {
         im.yaml
             .contains("keepalived's default for HTTP_GET and SSL_GET")
     );
-    warned(&im, 10, &["no status_code", "any 2xx", "200 is used"]);
-    // On one line, keepalived takes `path` and ignores the rest of the line.
+    // On one line, keepalived takes `path` and ignores the rest of the line (so that url
+    // accepts any 2xx, keepalived's default and lb-agent's).
     warned(
         &im,
         13,
         &["\"status_code 200\" after path /one-line is ignored"],
     );
-    warned(&im, 13, &["no status_code", "any 2xx"]);
-    warned(
-        &im,
-        16,
-        &["status_code 200-299 404", "one status code: 200 is used"],
-    );
-    assert_eq!(im.warnings.len(), 4, "{}", shown(&im));
+    assert_eq!(im.warnings.len(), 1, "{}", shown(&im));
 }
 
 #[test]

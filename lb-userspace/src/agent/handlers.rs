@@ -11,7 +11,7 @@ use crate::{
     config::{Config, ConfigError},
     control::{Request, Response, Snapshot},
     dataplane::DataplaneError,
-    health::{CheckKey, CheckStatus, HealthEvent, Transition, check_specs},
+    health::{CheckKey, CheckStatus, HealthEvent, PasswordFileError, Transition, check_specs},
     model::{Health, ServiceKey},
     netlink::{MacState, NeighEvent},
     observe::snapshot::{self, View},
@@ -39,6 +39,9 @@ pub enum Rejected {
     /// The new `sync` section cannot be put into effect (key file, socket).
     #[error("{0:#}")]
     Sync(anyhow::Error),
+    /// A check's password file cannot be read.
+    #[error("{0}")]
+    Checks(PasswordFileError),
 }
 
 /// Why `ipvsadm -Z` failed.
@@ -177,6 +180,8 @@ impl Agent {
         if new.interface != self.config.interface || new.instance != self.config.instance {
             return Err(Rejected::Identity);
         }
+        // The checks' password files are read first: if one cannot be, nothing changes.
+        let specs = check_specs(&new).map_err(Rejected::Checks)?;
         if new.limits != self.config.limits {
             warn!("limits changed: they take effect after a clean stop and start");
         }
@@ -210,7 +215,7 @@ impl Agent {
         }
         self.dp.set_timeouts(timeouts(&self.config));
         self.tracker.track(real_addresses(&self.config));
-        self.health.update(check_specs(&self.config));
+        self.health.update(specs);
         // Checks of reals that left the configuration no longer count.
         let config = &self.config;
         self.observed.health.retain(|(s, r), _| {

@@ -123,6 +123,9 @@ struct Agent {
 
 impl Agent {
     async fn start(opts: AgentOptions, config: Config) -> Result<Self> {
+        // Reads the checks' password files: a missing one stops the start before anything
+        // is touched.
+        let specs = check_specs(&config)?;
         if ensure_bpffs().context("mounting bpffs on /sys/fs/bpf")? {
             info!("mounted bpffs on /sys/fs/bpf");
         }
@@ -184,7 +187,7 @@ impl Agent {
             wait_for_neighbours(&mut neigh_events, &mut observed, &ips).await;
         }
 
-        let known: BTreeMap<CheckKey, bool> = check_specs(&config)
+        let known: BTreeMap<CheckKey, bool> = specs
             .iter()
             .map(|spec| {
                 let down = observed.health.get(&spec.key) == Some(&Health::Down);
@@ -213,13 +216,7 @@ impl Agent {
             syn,
             macs: probe_macs.clone(),
         };
-        let health = HealthChecker::start(
-            check_specs(&config),
-            known,
-            health_tx,
-            CHECK_CONCURRENCY,
-            ctx,
-        );
+        let health = HealthChecker::start(specs, known, health_tx, CHECK_CONCURRENCY, ctx);
 
         let (control, requests) = ControlServer::start(&config.control_socket)
             .with_context(|| format!("control socket {}", config.control_socket.display()))?;

@@ -1,14 +1,15 @@
 //! Health checkers of a real server: `tcp_check`, `http_get`, `misc_check`.
 
-use std::{net::IpAddr, time::Duration};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use serde_yaml::Value;
 
 use super::{
-    CheckTiming, Checker, HttpCheck, MiscCheck, TcpCheck, TcpProbe, UrlCheck,
+    CheckTiming, Checker, HttpAuth, HttpCheck, MiscCheck, Password, Secret, StatusCodes, TcpCheck,
+    TcpProbe, UrlCheck,
     address::{ipv4_mapped, not_a_host},
     parse::Service,
-    reader::{Fields, Node, Reader},
+    reader::{Fields, Node, Reader, describe},
 };
 
 /// The checker keys of a real server; at most one may be given.
@@ -29,6 +30,8 @@ const TCP_KEYS: &[&str] = &[
 /// Keys of `http_get` (aliases included).
 const HTTP_KEYS: &[&str] = &[
     "url",
+    "virtualhost",
+    "auth",
     "connect_ip",
     "connect_port",
     "bindto",
@@ -40,7 +43,9 @@ const HTTP_KEYS: &[&str] = &[
     "warmup",
 ];
 /// Keys of one `url`.
-const URL_KEYS: &[&str] = &["path", "status_code"];
+const URL_KEYS: &[&str] = &["path", "status_code", "digest", "virtualhost"];
+/// Keys of `auth`.
+const AUTH_KEYS: &[&str] = &["user", "password", "password_file"];
 /// Keys of `misc_check`.
 const MISC_KEYS: &[&str] = &["misc_path", "misc_timeout", "warmup"];
 
@@ -123,6 +128,9 @@ fn http_get(rd: &mut Reader, node: &Node<'_>, addr: Option<IpAddr>) -> Option<Ch
     let ep = endpoint(rd, &f, addr);
     Some(Checker::Http(HttpCheck {
         urls: urls(rd, &f),
+        virtualhost: f.get("virtualhost").and_then(|n| virtualhost(rd, &n)),
+        // `auth:` alone is the block without its required keys, not no authentication.
+        auth: f.raw("auth").and_then(|n| auth(rd, &n)),
         connect_ip: ep.connect_ip,
         connect_port: ep.connect_port,
         bindto: ep.bindto,
@@ -247,16 +255,210 @@ fn urls(rd: &mut Reader, f: &Fields<'_>) -> Vec<UrlCheck> {
     items.iter().filter_map(|n| url(rd, n)).collect()
 }
 
-/// One `url`: `path` (required) and `status_code` (default 200).
+/// One `url`: `path` (required), `status_code` (default any 2xx, as keepalived), `digest`
+/// and `virtualhost`.
 fn url(rd: &mut Reader, node: &Node<'_>) -> Option<UrlCheck> {
     let f = rd.fields(node, URL_KEYS)?;
     let path = f.required(rd, "path").and_then(|n| url_path(rd, &n));
-    let status = f.get("status_code").and_then(|n| rd.uint(&n, 100..=599));
+    let status = f.get("status_code").and_then(|n| status_codes(rd, &n));
+    let digest = f.get("digest").and_then(|n| digest(rd, &n));
+    let virtualhost = f.get("virtualhost").and_then(|n| virtualhost(rd, &n));
     Some(UrlCheck {
         path: path?,
-        // Within 100..=599.
-        status_code: status.map_or(200, |s| s as u16),
+        status_code: status.unwrap_or_default(),
+        digest,
+        virtualhost,
     })
+}
+
+/// What `status_code` takes, for messages.
+const STATUS_FORMS: &str = "a status code (like 200), a range (like 200-299) or a list of them";
+
+/// `status_code`: a code, a range `200-299`, keepalived's words (`"200 204 300-399"`), or a
+/// list of codes and ranges.
+fn status_codes(rd: &mut Reader, node: &Node<'_>) -> Option<StatusCodes> {
+    let items = match node.value {
+        Value::Sequence(_) => rd.list(node),
+        _ => vec![node.clone()],
+    };
+    let mut ranges = Vec::new();
+    let mut valid = true;
+    for item in &items {
+        match item.value {
+            Value::Number(_) => match rd.uint(item, STATUS_RANGE) {
+                // Within 100..=599.
+                Some(code) => ranges.push((code as u16, code as u16)),
+                None => valid = false,
+            },
+            Value::String(s) => {
+                for word in s.split_whitespace() {
+                    match status_word(word) {
+                        Ok(range) => ranges.push(range),
+                        Err(msg) => {
+                            rd.error(&item.path, msg);
+                            valid = false;
+                        }
+                    }
+                }
+            }
+            _ => {
+                let msg = format!("expected {STATUS_FORMS}, found {}", describe(item.value));
+                rd.error(&item.path, msg);
+                valid = false;
+            }
+        }
+    }
+    if !valid {
+        return None;
+    }
+    let codes = StatusCodes::new(ranges);
+    if codes.is_none() {
+        rd.error(&node.path, format!("needs {STATUS_FORMS}"));
+    }
+    codes
+}
+
+/// The status codes, as a range of whole numbers.
+const STATUS_RANGE: std::ops::RangeInclusive<u64> =
+    StatusCodes::MIN as u64..=StatusCodes::MAX as u64;
+
+/// One word of `status_code`: `204` or `200-299`.
+fn status_word(word: &str) -> Result<(u16, u16), String> {
+    let (min, max) = (StatusCodes::MIN, StatusCodes::MAX);
+    let (lo, hi) = word.split_once('-').unwrap_or((word, word));
+    let (Ok(lo), Ok(hi)) = (lo.parse::<u32>(), hi.parse::<u32>()) else {
+        return Err(format!(
+            "`{word}` is not a status code or a range like 200-299"
+        ));
+    };
+    let out = |n: u32| !(u32::from(min)..=u32::from(max)).contains(&n);
+    if let Some(n) = [lo, hi].into_iter().find(|&n| out(n)) {
+        return Err(format!(
+            "`{word}`: must be between {min} and {max}, found {n}"
+        ));
+    }
+    if lo > hi {
+        return Err(format!(
+            "`{word}` is not a range: write the lower code first, like {hi}-{lo}"
+        ));
+    }
+    // Both within 100..=599.
+    Ok((lo as u16, hi as u16))
+}
+
+/// `digest`: the MD5 of the body, 32 hexadecimal digits (either case, as keepalived reads it).
+fn digest(rd: &mut Reader, node: &Node<'_>) -> Option<[u8; 16]> {
+    const WANT: &str = "an MD5 digest is 32 hexadecimal digits, like the first word of \
+                        `curl -s URL | md5sum`";
+    let text = rd.text(node)?;
+    let hex = text.trim();
+    let len = hex.chars().count();
+    let problem = if len != 32 {
+        format!("`{hex}` is {len} characters long: {WANT}")
+    } else if let Some(c) = hex.chars().find(|c| !c.is_ascii_hexdigit()) {
+        format!("`{hex}` holds `{c}`, which is not a hexadecimal digit: {WANT}")
+    } else {
+        let mut out = [0u8; 16];
+        for (i, byte) in out.iter_mut().enumerate() {
+            // 32 ASCII hexadecimal digits: every pair parses.
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or_default();
+        }
+        return Some(out);
+    };
+    rd.error(&node.path, problem);
+    None
+}
+
+/// `virtualhost`: the `Host` header, a host name (with a port if the server wants one).
+fn virtualhost(rd: &mut Reader, node: &Node<'_>) -> Option<String> {
+    let host = rd.text(node)?;
+    let problem = if host.contains("://") || host.contains('/') {
+        "must be a host name only (like www.example.org or www.example.org:8080), not a URL"
+    } else if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        "must not contain white space or control characters"
+    } else {
+        return Some(host);
+    };
+    rd.error(&node.path, format!("`{host}` {problem}"));
+    None
+}
+
+/// `auth`: `user` and one of `password` (in the file) or `password_file` (read by the agent).
+fn auth(rd: &mut Reader, node: &Node<'_>) -> Option<HttpAuth> {
+    let f = rd.fields(node, AUTH_KEYS)?;
+    let user = f.required(rd, "user").and_then(|n| auth_user(rd, &n));
+    let inline = f.raw("password");
+    let file = f.raw("password_file");
+    let password = match (&inline, &file) {
+        (Some(_), Some(file)) => {
+            let msg = "give `password` or `password_file`, not both";
+            rd.error(&file.path, msg);
+            None
+        }
+        (Some(n), None) if n.is_null() => {
+            rd.error(&n.path, "`password` needs a value");
+            None
+        }
+        (Some(n), None) => password(rd, n).map(Password::Inline),
+        (None, Some(_)) => f
+            .required(rd, "password_file")
+            .and_then(|n| password_file(rd, &n))
+            .map(Password::File),
+        (None, None) => {
+            let msg = "missing `password_file` (a file holding the password, which the agent \
+                       reads) or `password`";
+            rd.error(&node.path, msg);
+            None
+        }
+    };
+    Some(HttpAuth {
+        user: user?,
+        password: password?,
+    })
+}
+
+/// `auth.user`: no `:` (it ends the user in Basic authentication), no control characters.
+fn auth_user(rd: &mut Reader, node: &Node<'_>) -> Option<String> {
+    let user = rd.text(node)?;
+    let problem = if user.contains(':') {
+        "must not contain `:`, which separates the user from the password in Basic \
+         authentication"
+    } else if user.chars().any(char::is_control) {
+        "must not contain control characters"
+    } else {
+        return Some(user);
+    };
+    rd.error(&node.path, format!("`{user}` {problem}"));
+    None
+}
+
+/// `auth.password`: a string without control characters. Messages never quote it.
+fn password(rd: &mut Reader, node: &Node<'_>) -> Option<Secret> {
+    let problem = match node.value {
+        Value::String(s) if s.is_empty() => "must not be empty",
+        Value::String(s) if s.chars().any(char::is_control) => {
+            "must not contain control characters (a line break, a tab, ...)"
+        }
+        Value::String(s) => return Some(Secret::new(s.as_str())),
+        Value::Number(_) | Value::Bool(_) => "expected a string (put the password in quotes)",
+        _ => "expected a string",
+    };
+    rd.error(&node.path, problem);
+    None
+}
+
+/// `auth.password_file`: an absolute path (the agent reads the file, not validation).
+fn password_file(rd: &mut Reader, node: &Node<'_>) -> Option<PathBuf> {
+    let path = rd.text(node)?;
+    let problem = if !path.starts_with('/') {
+        "must be an absolute path (starting with `/`)"
+    } else if path.ends_with('/') {
+        "must name a file, not a directory"
+    } else {
+        return Some(PathBuf::from(path));
+    };
+    rd.error(&node.path, format!("`{path}` {problem}"));
+    None
 }
 
 /// A request path: starts with `/`, no spaces or control characters.

@@ -4,7 +4,10 @@ use std::{net::IpAddr, time::Duration};
 
 use serde_yaml::{Mapping, Value};
 
-use super::{CheckTiming, Checker, Config, RealServer, SyncConfig, VirtualServer};
+use super::{
+    CheckTiming, Checker, Config, HttpAuth, Password, RealServer, StatusCodes, SyncConfig,
+    VirtualServer,
+};
 use crate::model::{AttachMode, RealKey};
 
 /// The whole configuration as a YAML document.
@@ -162,11 +165,15 @@ fn real_server(r: &RealServer) -> Value {
                 .map(|u| {
                     let mut b = Block::default();
                     b.put("path", u.path.as_str());
-                    b.put("status_code", u.status_code);
+                    b.put("status_code", status_codes(&u.status_code));
+                    b.put_opt("digest", u.digest.map(|d| hex(&d)));
+                    b.put_opt("virtualhost", u.virtualhost.as_deref());
                     b.into()
                 })
                 .collect();
             h.put("url", urls);
+            h.put_opt("virtualhost", c.virtualhost.as_deref());
+            h.put_opt("auth", c.auth.as_ref().map(auth));
             endpoint(&mut h, c.connect_ip, c.connect_port, c.bindto, c.bind_port);
             timing(&mut h, &c.timing);
             m.put("http_get", h);
@@ -180,6 +187,38 @@ fn real_server(r: &RealServer) -> Value {
         }
     }
     m.into()
+}
+
+/// A code as a number, a range as `200-299`, several as a list of those.
+fn status_codes(codes: &StatusCodes) -> Value {
+    let one = |&(lo, hi): &(u16, u16)| {
+        if lo == hi {
+            Value::from(lo)
+        } else {
+            Value::from(format!("{lo}-{hi}"))
+        }
+    };
+    match codes.ranges() {
+        [single] => one(single),
+        several => Value::Sequence(several.iter().map(one).collect()),
+    }
+}
+
+/// Lowercase hexadecimal.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `auth`: the password file as given; an inline password too, since the saved file is the
+/// operator's own (listings and logs never show it).
+fn auth(a: &HttpAuth) -> Value {
+    let mut b = Block::default();
+    b.put("user", a.user.as_str());
+    match &a.password {
+        Password::Inline(secret) => b.put("password", secret.expose()),
+        Password::File(path) => b.put("password_file", path.to_string_lossy().as_ref()),
+    }
+    b.into()
 }
 
 fn endpoint(

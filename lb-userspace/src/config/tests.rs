@@ -195,10 +195,9 @@ fn the_example_of_the_brief_parses() {
     assert_eq!(
         r[1].check,
         Some(Checker::Http(HttpCheck {
-            urls: vec![UrlCheck {
-                path: "/api/health".into(),
-                status_code: 200
-            }],
+            urls: vec![url("/api/health", StatusCodes::one(200))],
+            virtualhost: None,
+            auth: None,
             connect_ip: None,
             connect_port: Some(15672),
             bindto: None,
@@ -288,8 +287,18 @@ fn misc_timeout_defaults_to_delay_loop() {
     assert_eq!(m.warmup, None);
 }
 
+/// A url with `path` and `status_code`, without digest or virtualhost.
+fn url(path: &str, status_code: StatusCodes) -> UrlCheck {
+    UrlCheck {
+        path: path.into(),
+        status_code,
+        digest: None,
+        virtualhost: None,
+    }
+}
+
 #[test]
-fn http_status_code_defaults_to_200_and_url_may_be_a_list() {
+fn http_status_code_defaults_to_any_2xx_and_url_may_be_a_list() {
     let c = ok(&service(
         "",
         "http_get:\n  url:\n    - path: /a\n    - { path: /b, status_code: 204 }",
@@ -300,16 +309,262 @@ fn http_status_code_defaults_to_200_and_url_may_be_a_list() {
     assert_eq!(
         h.urls,
         vec![
-            UrlCheck {
-                path: "/a".into(),
-                status_code: 200
-            },
-            UrlCheck {
-                path: "/b".into(),
-                status_code: 204
-            },
+            url("/a", StatusCodes::any_2xx()),
+            url("/b", StatusCodes::one(204))
         ]
     );
+    assert!(h.urls[0].status_code.accepts(200) && h.urls[0].status_code.accepts(299));
+    assert!(!h.urls[0].status_code.accepts(300) && !h.urls[0].status_code.accepts(199));
+    assert_eq!((h.virtualhost.as_deref(), h.auth.as_ref()), (None, None));
+}
+
+/// The `http_get` of the real of [`service`] with `http_get`.
+fn http_get(http_get: &str) -> HttpCheck {
+    match ok(&service("", &format!("http_get: {http_get}")))
+        .virtual_servers
+        .remove(0)
+        .real_servers
+        .remove(0)
+        .check
+    {
+        Some(Checker::Http(h)) => h,
+        other => panic!("expected an http_get, got {other:?}"),
+    }
+}
+
+#[test]
+fn http_status_codes_as_keepalived_takes_them() {
+    let codes = |status: &str| {
+        http_get(&format!("{{ url: {{ path: /, status_code: {status} }} }}")).urls[0]
+            .status_code
+            .clone()
+    };
+    assert_eq!(codes("204"), StatusCodes::one(204));
+    assert_eq!(codes("\"204\""), StatusCodes::one(204));
+    assert_eq!(codes("200-299"), StatusCodes::any_2xx());
+    let list = StatusCodes::new(vec![(200, 200), (300, 399), (404, 404)]).unwrap();
+    assert_eq!(codes("[200, 300-399, 404]"), list);
+    assert_eq!(codes("\"200 300-399 404\""), list);
+    assert_eq!(codes("[\"200 300-399\", 404]"), list);
+    assert_eq!(list.to_string(), "200 300-399 404");
+    assert!(list.accepts(200) && list.accepts(350) && list.accepts(404));
+    assert!(!list.accepts(201) && !list.accepts(400) && !list.accepts(503));
+    // Without a value: keepalived's default.
+    assert_eq!(codes("~"), StatusCodes::any_2xx());
+}
+
+#[test]
+fn http_status_code_mistakes() {
+    let path = "virtual_servers[0].real_servers[0].http_get.url.status_code";
+    let bad = |status: &str, at: &str, fragment: &str| {
+        let text = service(
+            "",
+            &format!("http_get: {{ url: {{ path: /, status_code: {status} }} }}"),
+        );
+        assert_error(&text, &format!("{path}{at}"), fragment);
+        assert_eq!(errors(&text).len(), 1, "one mistake, one error: {status}");
+    };
+    bad(
+        "300-200",
+        "",
+        "`300-200` is not a range: write the lower code first, like 200-300",
+    );
+    bad("99", "", "must be between 100 and 599, found 99");
+    bad("600", "", "must be between 100 and 599, found 600");
+    bad(
+        "200-600",
+        "",
+        "`200-600`: must be between 100 and 599, found 600",
+    );
+    bad(
+        "\"200 2xx\"",
+        "",
+        "`2xx` is not a status code or a range like 200-299",
+    );
+    bad(
+        "[200, 1000]",
+        "[1]",
+        "must be between 100 and 599, found 1000",
+    );
+    bad(
+        "[200, [201]]",
+        "[1]",
+        "expected a status code (like 200), a range",
+    );
+    bad(
+        "[]",
+        "",
+        "needs a status code (like 200), a range (like 200-299) or a list",
+    );
+    bad("\" \"", "", "needs a status code");
+    bad(
+        "true",
+        "",
+        "expected a status code (like 200), a range (like 200-299) or a list of \
+         them, found the boolean true",
+    );
+}
+
+#[test]
+fn http_digest_and_virtualhost() {
+    let h = http_get(
+        "{ url: { path: /, digest: 0123456789ABCDEFabcdef0123456789, virtualhost: \
+         a.example.org }, virtualhost: '[2001:db8::1]:8080' }",
+    );
+    assert_eq!(
+        h.urls[0].digest,
+        Some([
+            0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45,
+            0x67, 0x89
+        ])
+    );
+    assert_eq!(h.urls[0].virtualhost.as_deref(), Some("a.example.org"));
+    assert_eq!(h.virtualhost.as_deref(), Some("[2001:db8::1]:8080"));
+    let path = "virtual_servers[0].real_servers[0].http_get";
+    let bad = |http: &str, at: &str, fragment: &str| {
+        let text = service("", &format!("http_get: {http}"));
+        assert_error(&text, &format!("{path}{at}"), fragment);
+        assert_eq!(errors(&text).len(), 1, "one mistake, one error: {http}");
+    };
+    let digest = |d: &str| format!("{{ url: {{ path: /, digest: {d} }} }}");
+    bad(
+        &digest("9b3a0c85a887a256d6939da88aabd8c"),
+        ".url.digest",
+        "`9b3a0c85a887a256d6939da88aabd8c` is 31 characters long: an MD5 digest is 32 \
+         hexadecimal digits",
+    );
+    bad(
+        &digest("9b3a0c85a887a256d6939da88aabd8cdd"),
+        ".url.digest",
+        "is 33 characters long",
+    );
+    bad(
+        &digest("9b3a0c85a887a256d6939da88aabd8cg"),
+        ".url.digest",
+        "holds `g`, which is not a hexadecimal digit",
+    );
+    bad(
+        &digest("12345678901234567890123456789012"),
+        ".url.digest",
+        "the digest `12345678901234567890123456789012` reads as a number: put it in quotes",
+    );
+    bad(
+        &digest("12345678901234567890123456789e12"),
+        ".url.digest",
+        "expected a string, found the number",
+    );
+    let quoted = http_get("{ url: { path: /, digest: '12345678901234567890123456789012' } }");
+    assert_eq!(quoted.urls[0].digest.map(|d| d[0]), Some(0x12));
+    bad(
+        "{ url: { path: / }, virtualhost: http://www.example.org/ }",
+        ".virtualhost",
+        "must be a host name only",
+    );
+    bad(
+        "{ url: { path: /, virtualhost: 'www example' } }",
+        ".url.virtualhost",
+        "must not contain white space",
+    );
+}
+
+#[test]
+fn http_basic_auth() {
+    let h = http_get("{ url: { path: / }, auth: { user: lbcheck, password_file: /etc/lb/p } }");
+    assert_eq!(
+        h.auth,
+        Some(HttpAuth {
+            user: "lbcheck".into(),
+            password: Password::File("/etc/lb/p".into()),
+        })
+    );
+    let h = http_get("{ url: { path: / }, auth: { user: guest, password: 'gu est' } }");
+    let auth = h.auth.unwrap();
+    assert_eq!(auth.password, Password::Inline(Secret::new("gu est")));
+    let shown = format!("{auth:?}");
+    assert!(
+        !shown.contains("gu est"),
+        "Debug shows the password: {shown}"
+    );
+    let path = "virtual_servers[0].real_servers[0].http_get.auth";
+    let bad = |auth: &str, at: &str, fragment: &str| {
+        let text = service(
+            "",
+            &format!("http_get: {{ url: {{ path: / }}, auth: {auth} }}"),
+        );
+        assert_error(&text, &format!("{path}{at}"), fragment);
+        assert_eq!(errors(&text).len(), 1, "one mistake, one error: {auth}");
+    };
+    bad(
+        "{ user: u, password_file: etc/lb/p }",
+        ".password_file",
+        "`etc/lb/p` must be an absolute path",
+    );
+    bad(
+        "{ user: u, password_file: /etc/lb/ }",
+        ".password_file",
+        "must name a file",
+    );
+    bad(
+        "{ password_file: /etc/lb/p }",
+        ".user",
+        "missing required key `user`",
+    );
+    bad("{ user: u }", "", "missing `password_file`");
+    let bare = service("", "http_get: { url: { path: / }, auth: ~ }");
+    assert_error(
+        &bare,
+        &format!("{path}.user"),
+        "missing required key `user`",
+    );
+    assert_error(&bare, path, "missing `password_file`");
+    bad(
+        "{ user: u, password: p, password_file: /etc/lb/p }",
+        ".password_file",
+        "give `password` or `password_file`, not both",
+    );
+    bad(
+        "{ user: 'a:b', password: p }",
+        ".user",
+        "must not contain `:`",
+    );
+    bad(
+        "{ user: u, password_file: }",
+        ".password_file",
+        "`password_file` needs a value",
+    );
+    bad(
+        "{ user: u, password: }",
+        ".password",
+        "`password` needs a value",
+    );
+    let typo = service(
+        "",
+        "http_get: { url: { path: / }, auth: { user: u, pasword: p } }",
+    );
+    assert_error(
+        &typo,
+        &format!("{path}.pasword"),
+        "did you mean `password`?",
+    );
+    // A password in error is never quoted back.
+    for (password, fragment) in [
+        ("12345", "expected a string (put the password in quotes)"),
+        ("\"sec\\nret\"", "must not contain control characters"),
+        ("''", "must not be empty"),
+    ] {
+        let text = service(
+            "",
+            &format!(
+                "http_get: {{ url: {{ path: / }}, auth: {{ user: u, password: {password} }} }}"
+            ),
+        );
+        assert_error(&text, &format!("{path}.password"), fragment);
+        let shown = parse(&text).unwrap_err().to_string();
+        assert!(
+            !shown.contains("12345") && !shown.contains("sec"),
+            "the password is shown: {shown}"
+        );
+    }
 }
 
 #[test]
@@ -1247,7 +1502,14 @@ virtual_servers:
     real_servers:
       - ip: 10.1.0.2
         http_get:
-          url: [{ path: /healthz }, { path: "/ready?x=1", status_code: 204 }]
+          url:
+            - path: /healthz
+              status_code: [200-204, 301, "400-499"]
+              digest: 9B3A0C85a887a256d6939da88aabd8cd
+              virtualhost: health.example.org
+            - { path: "/ready?x=1", status_code: 204 }
+          virtualhost: www.example.org:8443
+          auth: { user: lbcheck, password_file: /etc/edge/check.password }
           connect_port: 8443
           connect_timeout: 2
           retry: 0
@@ -1263,6 +1525,7 @@ virtual_servers:
       - ip: 2001:db8::2
         http_get:
           url: { path: /healthz }
+          auth: { user: monitor, password: "0123" }
           connect_ip: 2001:db8:1::2
           bindto: 2001:db8:1::1
 "#;
@@ -1323,14 +1586,21 @@ fn every_key_is_read() {
     let http = Checker::Http(HttpCheck {
         urls: vec![
             UrlCheck {
-                path: "/healthz".into(),
-                status_code: 200,
+                status_code: StatusCodes::new(vec![(200, 204), (301, 301), (400, 499)]).unwrap(),
+                digest: Some([
+                    0x9b, 0x3a, 0x0c, 0x85, 0xa8, 0x87, 0xa2, 0x56, 0xd6, 0x93, 0x9d, 0xa8, 0x8a,
+                    0xab, 0xd8, 0xcd,
+                ]),
+                virtualhost: Some("health.example.org".into()),
+                ..url("/healthz", StatusCodes::any_2xx())
             },
-            UrlCheck {
-                path: "/ready?x=1".into(),
-                status_code: 204,
-            },
+            url("/ready?x=1", StatusCodes::one(204)),
         ],
+        virtualhost: Some("www.example.org:8443".into()),
+        auth: Some(HttpAuth {
+            user: "lbcheck".into(),
+            password: Password::File("/etc/edge/check.password".into()),
+        }),
         connect_ip: None,
         connect_port: Some(8443),
         bindto: None,
@@ -1386,10 +1656,12 @@ fn every_key_is_read() {
         vec![real("10.1.0.2", 443, 1, http)],
     );
     let http6 = Checker::Http(HttpCheck {
-        urls: vec![UrlCheck {
-            path: "/healthz".into(),
-            status_code: 200,
-        }],
+        urls: vec![url("/healthz", StatusCodes::any_2xx())],
+        virtualhost: None,
+        auth: Some(HttpAuth {
+            user: "monitor".into(),
+            password: Password::Inline(Secret::new("0123")),
+        }),
         connect_ip: Some(v4("2001:db8:1::2")),
         connect_port: None,
         bindto: Some(v4("2001:db8:1::1")),
@@ -1488,6 +1760,12 @@ fn to_yaml_writes_keepalived_names() {
         "refresh: 20",
         "connect_timeout: 0.25",
         "misc_timeout: 5",
+        "status_code: 200-299",
+        "- 200-204\n",
+        "digest: 9b3a0c85a887a256d6939da88aabd8cd",
+        "virtualhost: www.example.org:8443",
+        "password_file: /etc/edge/check.password",
+        "password: '0123'",
     ] {
         assert!(yaml.contains(key), "{key} missing from:\n{yaml}");
     }

@@ -32,7 +32,7 @@ use tokio::{
 pub use self::{
     machine::{Machine, Outcome, Timing, Transition},
     probe::Probe,
-    spec::check_specs,
+    spec::{PasswordFileError, check_specs},
 };
 use crate::model::{RealKey, ServiceKey};
 
@@ -467,7 +467,13 @@ mod tests {
         http.probe = Probe::Http {
             target: addr,
             bind: None,
-            urls: vec![("/health".into(), 200)],
+            urls: vec![probe::HttpUrl {
+                path: "/health".into(),
+                host: probe::host_header(addr),
+                status: crate::config::StatusCodes::one(200),
+                digest: None,
+            }],
+            auth: None,
         };
         let serve = |listener: TcpListener| {
             tokio::spawn(async move {

@@ -3,7 +3,8 @@
 //!
 //! TCP and HTTP probes close with FIN, never RST: they shut down their side, then read until
 //! the server closes (a socket closed with unread data would send RST, which RabbitMQ's
-//! management listener logs as an error).
+//! management listener logs as an error). An HTTP probe with a `digest` reads the whole
+//! response first (its body up to [`MAX_BODY`]), then closes the same way.
 
 use std::{
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
@@ -11,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use md5::{Digest as _, Md5};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpSocket, TcpStream},
@@ -19,6 +21,7 @@ use tokio::{
 };
 
 use super::{ProbeContext, machine::Outcome, syn::SynTarget};
+use crate::config::{Secret, StatusCodes};
 
 /// What to probe.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,14 +33,16 @@ pub enum Probe {
         /// Source address and port.
         bind: Option<SocketAddr>,
     },
-    /// GET each path on `target`; all must answer with their status code.
+    /// GET each URL on `target`; every one must answer as it expects.
     Http {
         /// Address and port to connect to.
         target: SocketAddr,
         /// Source address and port.
         bind: Option<SocketAddr>,
-        /// (path, expected status code).
-        urls: Vec<(String, u16)>,
+        /// The URLs, in order.
+        urls: Vec<HttpUrl>,
+        /// Basic authentication sent with every URL.
+        auth: Option<Credentials>,
     },
     /// A half-open SYN (see [`super::syn`]) to `target`, the VIP (the data path) or the real's
     /// own address, through the MAC of `real`.
@@ -54,6 +59,36 @@ pub enum Probe {
         /// How long it may run.
         timeout: Duration,
     },
+}
+
+/// One URL of an HTTP probe and what it must answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpUrl {
+    /// Request path.
+    pub path: String,
+    /// The `Host` header.
+    pub host: String,
+    /// The statuses that pass.
+    pub status: StatusCodes,
+    /// The MD5 the body must have.
+    pub digest: Option<[u8; 16]>,
+}
+
+/// HTTP Basic authentication credentials (`Debug` hides the password).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: Secret,
+}
+
+impl Credentials {
+    /// The `Authorization` header's value: `Basic base64(user:password)` (RFC 7617).
+    fn header(&self) -> String {
+        let pair = format!("{}:{}", self.user, self.password.expose());
+        format!("Basic {}", base64(pair.as_bytes()))
+    }
 }
 
 impl Probe {
@@ -93,21 +128,60 @@ impl Probe {
                 prober.probe(target, connect_timeout).await
             }
             Probe::Tcp { target, bind } => tcp(*target, *bind, connect_timeout).await,
-            Probe::Http { target, bind, urls } => {
-                for (path, code) in urls {
-                    let outcome = http(*target, *bind, path, *code, connect_timeout).await;
+            Probe::Http {
+                target,
+                bind,
+                urls,
+                auth,
+            } => {
+                let mut first = None;
+                for url in urls {
+                    let mut outcome =
+                        http(*target, *bind, url, auth.as_ref(), connect_timeout).await;
                     if !outcome.ok {
+                        if urls.len() > 1 {
+                            // Say which URL failed.
+                            outcome.detail = format!("{}: {}", url.path, outcome.detail);
+                        }
                         return outcome;
                     }
+                    first.get_or_insert(outcome);
                 }
-                Outcome {
-                    ok: true,
-                    detail: format!("HTTP {}", urls.first().map_or(200, |u| u.1)),
-                }
+                first.unwrap_or_else(|| failed("no url to check"))
             }
             Probe::Misc { command, timeout } => misc(command, *timeout).await,
         }
     }
+}
+
+/// The `Host` header that names `target`: `192.0.2.1:80`, `[2001:db8::1]:80`.
+pub fn host_header(target: SocketAddr) -> String {
+    match target {
+        SocketAddr::V4(a) => a.to_string(),
+        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+    }
+}
+
+/// Base64 with padding (RFC 4648, the standard alphabet), as Basic authentication uses it.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 fn failed(detail: impl Into<String>) -> Outcome {
@@ -183,60 +257,176 @@ pub async fn tcp(target: SocketAddr, bind: Option<SocketAddr>, limit: Duration) 
     }
 }
 
-/// Longest response head the HTTP probe reads before deciding.
+/// Longest response head (status line and headers) the HTTP probe reads.
 const MAX_HEAD: usize = 64 * 1024;
+/// Longest body the HTTP probe reads to check a `digest`: 1 MiB.
+pub const MAX_BODY: usize = 1024 * 1024;
 
-/// `http_get`: up if `GET path` answers with status `expected`. The whole exchange is bounded
-/// by `limit`.
+/// `http_get` of one URL: up if `GET path` answers with one of the URL's statuses and, with a
+/// digest, a body of that MD5. The whole exchange is bounded by `limit`.
 pub async fn http(
     target: SocketAddr,
     bind: Option<SocketAddr>,
-    path: &str,
-    expected: u16,
+    url: &HttpUrl,
+    auth: Option<&Credentials>,
     limit: Duration,
 ) -> Outcome {
-    let exchange = async {
-        let mut stream: TcpStream = connect(target, bind, limit).await?;
-        let host = match target {
-            SocketAddr::V4(a) => a.to_string(),
-            SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
-        };
-        let request = format!(
-            "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: lb-agent\r\nConnection: close\r\n\r\n"
-        );
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| io_reason(&e))?;
-        let mut head = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !head.windows(2).any(|w| w == b"\r\n") {
-            let n = stream.read(&mut buf).await.map_err(|e| io_reason(&e))?;
-            if n == 0 {
-                return Err("connection closed before a status line".into());
-            }
-            head.extend_from_slice(&buf[..n]);
-            if head.len() > MAX_HEAD {
-                return Err("no status line".into());
-            }
-        }
-        let line = String::from_utf8_lossy(&head);
-        let code = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse::<u16>().ok())
-            .ok_or_else(|| "malformed status line".to_string())?;
-        close_politely(stream).await;
-        Ok::<u16, String>(code)
-    };
-    match timeout(limit, exchange).await {
-        Ok(Ok(code)) => Outcome {
-            ok: code == expected,
-            detail: format!("HTTP {code}"),
-        },
+    match timeout(limit, exchange(target, bind, url, auth, limit)).await {
+        Ok(Ok(outcome)) => outcome,
         Ok(Err(reason)) => failed(reason),
         Err(_) => failed("timeout"),
     }
+}
+
+/// The request, the response and the verdict; `Err` when no verdict on the response could be
+/// reached (connect, I/O, a malformed answer).
+async fn exchange(
+    target: SocketAddr,
+    bind: Option<SocketAddr>,
+    url: &HttpUrl,
+    auth: Option<&Credentials>,
+    limit: Duration,
+) -> Result<Outcome, String> {
+    let mut stream: TcpStream = connect(target, bind, limit).await?;
+    let authorization = auth
+        .map(|a| format!("Authorization: {}\r\n", a.header()))
+        .unwrap_or_default();
+    let request = format!(
+        "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: lb-agent\r\n{authorization}Connection: \
+         close\r\n\r\n",
+        url.path, url.host
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| io_reason(&e))?;
+    let mut response = Vec::new();
+    let line_end = read_until(&mut stream, &mut response, b"\r\n", "status line").await?;
+    let line = String::from_utf8_lossy(&response[..line_end]);
+    let code = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| "malformed status line".to_string())?;
+    let status = format!("HTTP {code}");
+    if !url.status.accepts(code) {
+        close_politely(stream).await;
+        return Ok(failed(format!("{status}, expected {}", url.status)));
+    }
+    let Some(want) = url.digest else {
+        close_politely(stream).await;
+        return Ok(Outcome {
+            ok: true,
+            detail: status,
+        });
+    };
+    let head_end = read_until(&mut stream, &mut response, b"\r\n\r\n", "response head").await? + 4;
+    let start = response.split_off(head_end);
+    let body = match read_body(&mut stream, &response, start).await {
+        Ok(body) => body,
+        Err(reason) => {
+            close_politely(stream).await;
+            return Ok(failed(format!("{status}, {reason}")));
+        }
+    };
+    close_politely(stream).await;
+    let got: [u8; 16] = Md5::digest(&body).into();
+    if got == want {
+        Ok(Outcome {
+            ok: true,
+            detail: status,
+        })
+    } else {
+        Ok(failed(format!(
+            "{status}, body MD5 {} is not the digest {}",
+            hex(&got),
+            hex(&want)
+        )))
+    }
+}
+
+/// Reads into `buf` until it holds `end`; the offset of `end` in `buf`. `what` names what
+/// `end` ends, for errors.
+async fn read_until(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    end: &[u8],
+    what: &str,
+) -> Result<usize, String> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(at) = buf.windows(end.len()).position(|w| w == end) {
+            return Ok(at);
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(format!("{what} longer than {} KiB", MAX_HEAD / 1024));
+        }
+        let n = stream.read(&mut chunk).await.map_err(|e| io_reason(&e))?;
+        if n == 0 {
+            return Err(format!("connection closed before the end of the {what}"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The body after `head`: its `Content-Length` bytes, or everything until the server closes;
+/// at most [`MAX_BODY`]. `body` is what came with the head. `Err` says why it cannot be
+/// checked.
+async fn read_body(
+    stream: &mut TcpStream,
+    head: &[u8],
+    mut body: Vec<u8>,
+) -> Result<Vec<u8>, String> {
+    let too_long = format!(
+        "body over {} MiB, the most read to check a digest",
+        MAX_BODY / (1024 * 1024)
+    );
+    let length = content_length(head);
+    if let Some(len) = length.filter(|&len| len > MAX_BODY) {
+        return Err(format!("Content-Length {len}: {too_long}"));
+    }
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if let Some(len) = length.filter(|&len| body.len() >= len) {
+            // What follows the announced length is not the body (keepalived ignores it too).
+            body.truncate(len);
+            return Ok(body);
+        }
+        if body.len() > MAX_BODY {
+            return Err(too_long);
+        }
+        let n = stream.read(&mut chunk).await.map_err(|e| io_reason(&e))?;
+        if n == 0 {
+            return match length {
+                Some(len) => Err(format!(
+                    "body ended after {} of the {len} bytes of its Content-Length",
+                    body.len()
+                )),
+                None => Ok(body),
+            };
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The `Content-Length` a response head announces, if it does.
+fn content_length(head: &[u8]) -> Option<usize> {
+    String::from_utf8_lossy(head)
+        .split("\r\n")
+        .skip(1)
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            if name.trim().eq_ignore_ascii_case("content-length") {
+                value.trim().parse().ok()
+            } else {
+                None
+            }
+        })
+}
+
+/// Lowercase hexadecimal.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `misc_check`: runs `command` with `sh -c` in its own process group; exit status 0 is up.
@@ -280,7 +470,11 @@ pub async fn misc(command: &str, limit: Duration) -> Outcome {
 mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
-    use tokio::{io::AsyncWriteExt as _, net::TcpListener};
+    use tokio::{
+        io::AsyncWriteExt as _,
+        net::TcpListener,
+        sync::mpsc::{UnboundedReceiver, unbounded_channel},
+    };
 
     use super::*;
 
@@ -327,45 +521,311 @@ mod tests {
         assert_eq!(server.await.unwrap().ip(), bind.ip());
     }
 
-    async fn http_server(status: u16) -> SocketAddr {
+    /// A URL of `path` that accepts `status`, without digest, for Host `test.example`.
+    fn url(path: &str, status: StatusCodes) -> HttpUrl {
+        HttpUrl {
+            path: path.into(),
+            host: "test.example".into(),
+            status,
+            digest: None,
+        }
+    }
+
+    fn ok(detail: &str) -> Outcome {
+        Outcome {
+            ok: true,
+            detail: detail.into(),
+        }
+    }
+
+    /// A server that answers each request with what `respond` makes of its head, then closes.
+    /// Each request's head, and whether the probe then closed with FIN (EOF, not RST), come out
+    /// of the receiver.
+    async fn server(
+        respond: impl Fn(&str) -> Vec<u8> + Send + 'static,
+    ) -> (SocketAddr, UnboundedReceiver<(String, bool)>) {
         let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
         let addr = l.local_addr().unwrap();
+        let (tx, rx) = unbounded_channel();
         tokio::spawn(async move {
             while let Ok((mut s, _)) = l.accept().await {
-                let mut req = vec![0u8; 1024];
-                let n = s.read(&mut req).await.unwrap_or(0);
-                let line = String::from_utf8_lossy(&req[..n]).to_string();
-                let body = if line.starts_with("GET /health HTTP/1.0\r\n") {
-                    "ok"
-                } else {
-                    "bad"
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&req).into_owned();
+                let _ = s.write_all(&respond(&head)).await;
+                let _ = s.shutdown().await;
+                let fin = loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) => break true,
+                        Ok(_) => {}
+                        Err(_) => break false,
+                    }
                 };
-                let resp = format!("HTTP/1.0 {status} X\r\nContent-Length: 2\r\n\r\n{body}");
-                let _ = s.write_all(resp.as_bytes()).await;
+                let _ = tx.send((head, fin));
             }
         });
-        addr
+        (addr, rx)
+    }
+
+    /// A response of `status` with `body`, with a Content-Length or without.
+    fn response(status: u16, body: &[u8], content_length: bool) -> Vec<u8> {
+        let mut r = format!("HTTP/1.0 {status} X\r\nContent-Type: text/plain\r\n");
+        if content_length {
+            r.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        r.push_str("\r\n");
+        let mut r = r.into_bytes();
+        r.extend_from_slice(body);
+        r
+    }
+
+    async fn http_server(status: u16) -> SocketAddr {
+        server(move |head| {
+            let body = if head.starts_with("GET /health HTTP/1.0\r\n") {
+                "ok"
+            } else {
+                "bad"
+            };
+            response(status, body.as_bytes(), true)
+        })
+        .await
+        .0
     }
 
     #[tokio::test]
     async fn http_status_decides() {
         let good = http_server(200).await;
+        let want_200 = url("/health", StatusCodes::one(200));
         assert_eq!(
-            http(good, None, "/health", 200, LIMIT).await,
-            Outcome {
-                ok: true,
-                detail: "HTTP 200".into()
-            }
+            http(good, None, &want_200, None, LIMIT).await,
+            ok("HTTP 200")
         );
         let bad = http_server(503).await;
         assert_eq!(
-            http(bad, None, "/health", 200, LIMIT).await,
-            failed("HTTP 503")
+            http(bad, None, &want_200, None, LIMIT).await,
+            failed("HTTP 503, expected 200")
         );
         assert_eq!(
-            http(closed_port().await, None, "/", 200, LIMIT).await,
+            http(closed_port().await, None, &want_200, None, LIMIT).await,
             failed("connect refused")
         );
+    }
+
+    #[tokio::test]
+    async fn http_status_lists_and_ranges() {
+        let (addr, mut seen) = server(|head| {
+            let status = head
+                .strip_prefix("GET /")
+                .and_then(|rest| rest.get(..3))
+                .and_then(|code| code.parse().ok())
+                .unwrap_or(500);
+            response(status, b"", true)
+        })
+        .await;
+        let list = StatusCodes::new(vec![(200, 200), (300, 399)]).unwrap();
+        let check = |path: &str, status: &StatusCodes| {
+            let u = url(path, status.clone());
+            async move { http(addr, None, &u, None, LIMIT).await }
+        };
+        assert_eq!(check("/204", &StatusCodes::any_2xx()).await, ok("HTTP 204"));
+        assert_eq!(
+            check("/302", &StatusCodes::any_2xx()).await,
+            failed("HTTP 302, expected 200-299")
+        );
+        assert_eq!(check("/200", &list).await, ok("HTTP 200"));
+        assert_eq!(check("/302", &list).await, ok("HTTP 302"));
+        assert_eq!(
+            check("/204", &list).await,
+            failed("HTTP 204, expected 200 300-399")
+        );
+        assert_eq!(
+            check("/404", &list).await,
+            failed("HTTP 404, expected 200 300-399")
+        );
+        for _ in 0..6 {
+            let (_, fin) = seen.recv().await.unwrap();
+            assert!(fin, "the probe closed with FIN");
+        }
+        // Every URL must pass; the failing one is named.
+        let probe = Probe::Http {
+            target: addr,
+            bind: None,
+            urls: vec![
+                url("/200", StatusCodes::any_2xx()),
+                url("/503", StatusCodes::any_2xx()),
+            ],
+            auth: None,
+        };
+        assert_eq!(
+            probe.run(LIMIT, &ProbeContext::default()).await,
+            failed("/503: HTTP 503, expected 200-299")
+        );
+        let Probe::Http { urls, .. } = &probe else {
+            unreachable!()
+        };
+        let passing = Probe::Http {
+            target: addr,
+            bind: None,
+            urls: vec![urls[0].clone(), url("/301", list)],
+            auth: None,
+        };
+        assert_eq!(
+            passing.run(LIMIT, &ProbeContext::default()).await,
+            ok("HTTP 200")
+        );
+    }
+
+    /// The MD5 of "The quick brown fox jumps over the lazy dog".
+    const FOX_MD5: [u8; 16] = [
+        0x9e, 0x10, 0x7d, 0x9d, 0x37, 0x2b, 0xb6, 0x82, 0x6b, 0xd8, 0x1d, 0x35, 0x42, 0xa4, 0x19,
+        0xd6,
+    ];
+
+    #[tokio::test]
+    async fn http_digest_matches_the_whole_body() {
+        let fox = b"The quick brown fox jumps over the lazy dog";
+        let (addr, mut seen) = server(move |head| match head.split_whitespace().nth(1) {
+            // Announced, and in several writes' worth of bytes after the head.
+            Some("/length") => response(200, fox, true),
+            // Until the server closes.
+            Some("/eof") => response(200, fox, false),
+            // What follows the announced length is not the body.
+            Some("/trailing") => {
+                let mut r = response(200, fox, true);
+                r.extend_from_slice(b"junk");
+                r
+            }
+            Some("/short") => {
+                let mut r = response(200, fox, true);
+                r.truncate(r.len() - 3);
+                r
+            }
+            _ => response(200, b"hello", true),
+        })
+        .await;
+        let digest = |path: &str| HttpUrl {
+            digest: Some(FOX_MD5),
+            ..url(path, StatusCodes::any_2xx())
+        };
+        for path in ["/length", "/eof", "/trailing"] {
+            assert_eq!(
+                http(addr, None, &digest(path), None, LIMIT).await,
+                ok("HTTP 200"),
+                "{path}"
+            );
+        }
+        assert_eq!(
+            http(addr, None, &digest("/other"), None, LIMIT).await,
+            failed(
+                "HTTP 200, body MD5 5d41402abc4b2a76b9719d911017c592 is not the digest \
+                 9e107d9d372bb6826bd81d3542a419d6"
+            )
+        );
+        assert_eq!(
+            http(addr, None, &digest("/short"), None, LIMIT).await,
+            failed("HTTP 200, body ended after 40 of the 43 bytes of its Content-Length")
+        );
+        for _ in 0..5 {
+            let (_, fin) = seen.recv().await.unwrap();
+            assert!(fin, "the probe read the response and closed with FIN");
+        }
+    }
+
+    #[tokio::test]
+    async fn http_body_over_1_mib_is_down() {
+        let (addr, _seen) = server(|head| match head.split_whitespace().nth(1) {
+            Some("/max") => response(200, &vec![b'x'; MAX_BODY], false),
+            Some("/over") => response(200, &vec![b'x'; MAX_BODY + 1], false),
+            // Announced too long: not even read.
+            _ => response(200, &vec![b'x'; MAX_BODY + 1], true),
+        })
+        .await;
+        let max_md5: [u8; 16] = Md5::digest(vec![b'x'; MAX_BODY]).into();
+        let digest = |path: &str| HttpUrl {
+            digest: Some(max_md5),
+            ..url(path, StatusCodes::any_2xx())
+        };
+        assert_eq!(
+            http(addr, None, &digest("/max"), None, LIMIT).await,
+            ok("HTTP 200")
+        );
+        assert_eq!(
+            http(addr, None, &digest("/over"), None, LIMIT).await,
+            failed("HTTP 200, body over 1 MiB, the most read to check a digest")
+        );
+        assert_eq!(
+            http(addr, None, &digest("/announced"), None, LIMIT).await,
+            failed(
+                "HTTP 200, Content-Length 1048577: body over 1 MiB, the most read to check a \
+                 digest"
+            )
+        );
+        // Without a digest the body is not checked, whatever its size.
+        let plain = url("/over", StatusCodes::any_2xx());
+        assert_eq!(http(addr, None, &plain, None, LIMIT).await, ok("HTTP 200"));
+    }
+
+    #[tokio::test]
+    async fn http_basic_auth_and_virtualhost() {
+        // RabbitMQ's management API: 401 without valid credentials.
+        let (addr, mut seen) = server(|head| {
+            let authorized =
+                head.contains("\r\nAuthorization: Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==\r\n");
+            response(if authorized { 200 } else { 401 }, b"{}", true)
+        })
+        .await;
+        let alarms = HttpUrl {
+            host: "www.example.org".into(),
+            ..url("/api/health/checks/alarms", StatusCodes::any_2xx())
+        };
+        assert_eq!(
+            http(addr, None, &alarms, None, LIMIT).await,
+            failed("HTTP 401, expected 200-299")
+        );
+        let (request, fin) = seen.recv().await.unwrap();
+        assert!(fin);
+        assert!(!request.contains("Authorization"), "{request:?}");
+        // RFC 7617's example.
+        let credentials = Credentials {
+            user: "Aladdin".into(),
+            password: Secret::new("open sesame"),
+        };
+        assert!(!format!("{credentials:?}").contains("sesame"));
+        assert_eq!(
+            http(addr, None, &alarms, Some(&credentials), LIMIT).await,
+            ok("HTTP 200")
+        );
+        let (request, fin) = seen.recv().await.unwrap();
+        assert!(fin);
+        assert_eq!(
+            request,
+            "GET /api/health/checks/alarms HTTP/1.0\r\nHost: www.example.org\r\nUser-Agent: \
+             lb-agent\r\nAuthorization: Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==\r\nConnection: \
+             close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn base64_as_rfc_4648() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded, "{plain:?}");
+        }
+        assert_eq!(base64(&[0xfb, 0xff, 0xbf]), "+/+/");
+        assert_eq!(base64("lbcheck:päss".as_bytes()), "bGJjaGVjazpww6Rzcw==");
     }
 
     #[tokio::test]
@@ -377,8 +837,9 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(10)).await;
         });
         let t = std::time::Instant::now();
+        let any = url("/", StatusCodes::any_2xx());
         assert_eq!(
-            http(addr, None, "/", 200, Duration::from_millis(300)).await,
+            http(addr, None, &any, None, Duration::from_millis(300)).await,
             failed("timeout")
         );
         assert!(t.elapsed() < Duration::from_secs(2));
@@ -428,8 +889,12 @@ mod tests {
             String::from_utf8_lossy(&req[..n]).into_owned()
         });
         let bind = SocketAddr::from((Ipv6Addr::LOCALHOST, 0));
+        let ready = HttpUrl {
+            host: host_header(addr),
+            ..url("/ready", StatusCodes::one(204))
+        };
         assert_eq!(
-            http(addr, Some(bind), "/ready", 204, LIMIT).await,
+            http(addr, Some(bind), &ready, None, LIMIT).await,
             Outcome {
                 ok: true,
                 detail: "HTTP 204".into()

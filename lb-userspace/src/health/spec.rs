@@ -2,21 +2,56 @@
 //! `tcp_check` half-open through the VIP unless told or unable, see
 //! [`crate::config::TcpProbe`]), with keepalived's defaults and inheritance (the virtual server's `delay_loop`, `alpha` and
 //! `warmup`; `connect_ip`/`connect_port` over the real's address; a source port alone binding
-//! to the unspecified address of the target's family).
+//! to the unspecified address of the target's family; a url's `virtualhost` over its
+//! `http_get`'s, over the address connected to).
+//!
+//! Building them reads every `http_get.auth.password_file`, so it happens when the agent
+//! starts and on every reload (validation never reads files).
 
 use std::{
+    fmt,
+    io::Read as _,
     net::{IpAddr, SocketAddr, SocketAddrV4},
+    path::{Path, PathBuf},
     time::Duration,
 };
 
-use super::{CheckSpec, Probe, Timing};
-use crate::config::{CheckTiming, Checker, Config, TcpCheck, TcpProbe};
+use super::{
+    CheckSpec, Probe, Timing,
+    probe::{Credentials, HttpUrl, host_header},
+};
+use crate::config::{
+    CheckTiming, Checker, Config, HttpCheck, Password, Secret, TcpCheck, TcpProbe,
+};
 
-/// The checkers the configuration asks for, one per real with a check.
-pub fn check_specs(config: &Config) -> Vec<CheckSpec> {
+/// The largest password file read, in bytes: it holds one password.
+pub const MAX_PASSWORD_FILE: u64 = 4096;
+
+/// A password file that cannot be used; names the field, the file and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PasswordFileError {
+    /// The field (`virtual_servers[0].real_servers[1].http_get.auth.password_file`).
+    pub field: String,
+    /// The file.
+    pub path: PathBuf,
+    /// Why.
+    pub reason: String,
+}
+
+impl fmt::Display for PasswordFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.field, self.path.display(), self.reason)
+    }
+}
+
+impl std::error::Error for PasswordFileError {}
+
+/// The checkers the configuration asks for, one per real with a check. Reads the password
+/// files of `http_get.auth`; the first that cannot be read is the error.
+pub fn check_specs(config: &Config) -> Result<Vec<CheckSpec>, PasswordFileError> {
     let mut specs = Vec::new();
-    for vs in &config.virtual_servers {
-        for rs in &vs.real_servers {
+    for (v, vs) in config.virtual_servers.iter().enumerate() {
+        for (r, rs) in vs.real_servers.iter().enumerate() {
             let Some(check) = &rs.check else { continue };
             // Where a TCP or HTTP check connects (connect_ip/connect_port over the real's
             // address) and from where.
@@ -52,13 +87,14 @@ pub fn check_specs(config: &Config) -> Vec<CheckSpec> {
                 Checker::Http(c) => {
                     let (target, bind) =
                         endpoint(c.connect_ip, c.connect_port, c.bindto, c.bind_port);
-                    let urls = c
-                        .urls
-                        .iter()
-                        .map(|u| (u.path.clone(), u.status_code))
-                        .collect();
+                    let field = format!("virtual_servers[{v}].real_servers[{r}].http_get");
                     (
-                        Probe::Http { target, bind, urls },
+                        Probe::Http {
+                            target,
+                            bind,
+                            urls: http_urls(c, target),
+                            auth: credentials(c, &field)?,
+                        },
                         timing(&c.timing),
                         c.timing.warmup,
                     )
@@ -87,7 +123,72 @@ pub fn check_specs(config: &Config) -> Vec<CheckSpec> {
             });
         }
     }
-    specs
+    Ok(specs)
+}
+
+/// The URLs of `check` as probed at `target`: each with its `Host`.
+fn http_urls(check: &HttpCheck, target: SocketAddr) -> Vec<HttpUrl> {
+    check
+        .urls
+        .iter()
+        .map(|u| HttpUrl {
+            path: u.path.clone(),
+            host: u
+                .virtualhost
+                .clone()
+                .or_else(|| check.virtualhost.clone())
+                .unwrap_or_else(|| host_header(target)),
+            status: u.status_code.clone(),
+            digest: u.digest,
+        })
+        .collect()
+}
+
+/// The credentials of `check`'s `auth`, its password file read; `field` is the check's path.
+fn credentials(check: &HttpCheck, field: &str) -> Result<Option<Credentials>, PasswordFileError> {
+    let Some(auth) = &check.auth else {
+        return Ok(None);
+    };
+    let password = match &auth.password {
+        Password::Inline(secret) => secret.clone(),
+        Password::File(path) => read_password(path).map_err(|reason| PasswordFileError {
+            field: format!("{field}.auth.password_file"),
+            path: path.clone(),
+            reason,
+        })?,
+    };
+    Ok(Some(Credentials {
+        user: auth.user.clone(),
+        password,
+    }))
+}
+
+/// The password `path` holds: its text with white space trimmed, one line, not empty. Errors
+/// never quote the file's content.
+pub fn read_password(path: &Path) -> Result<Secret, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(MAX_PASSWORD_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_PASSWORD_FILE {
+        return Err(format!(
+            "larger than {MAX_PASSWORD_FILE} bytes: the file must hold the password only"
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| "is not UTF-8 text".to_owned())?;
+    let password = text.trim();
+    if password.is_empty() {
+        return Err("is empty: write the password into it".to_owned());
+    }
+    if password.chars().any(char::is_control) {
+        return Err(
+            "holds control characters within the password (several lines?): the file must \
+             hold the password only"
+                .to_owned(),
+        );
+    }
+    Ok(Secret::new(password))
 }
 
 /// How a `tcp_check` probes: as configured, else half-open through the VIP where that can be
@@ -123,6 +224,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::config::StatusCodes;
 
     const DUAL: &str = "
 interface: eth0
@@ -155,7 +257,11 @@ virtual_servers:
     #[test]
     fn ipv6_reals_get_ipv6_probes() {
         let config = Config::from_yaml(DUAL, Path::new("dual.yaml")).unwrap();
-        let probes: Vec<Probe> = check_specs(&config).into_iter().map(|s| s.probe).collect();
+        let probes: Vec<Probe> = check_specs(&config)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.probe)
+            .collect();
         assert_eq!(
             probes,
             [
@@ -170,7 +276,13 @@ virtual_servers:
                 Probe::Http {
                     target: socket("[2001:db8:1::3]:443"),
                     bind: Some(socket("[2001:db8:1::1]:0")),
-                    urls: vec![("/healthz".into(), 200)],
+                    urls: vec![HttpUrl {
+                        path: "/healthz".into(),
+                        host: "[2001:db8:1::3]:443".into(),
+                        status: StatusCodes::any_2xx(),
+                        digest: None,
+                    }],
+                    auth: None,
                 },
                 Probe::Misc {
                     command: "curl -6 -sf http://[2001:db8::4]/".into(),
@@ -178,5 +290,123 @@ virtual_servers:
                 },
             ]
         );
+    }
+
+    /// One real with `http_get`, at virtual_servers[1].real_servers[1].
+    fn http_config(http_get: &str) -> Config {
+        let text = format!(
+            "interface: eth0\nvirtual_servers:\n  - {{ vip: 192.168.0.10, port: 80, lb_kind: dr }}\n  \
+             - vip: 192.168.0.10\n    port: 8080\n    lb_kind: dr\n    real_servers:\n      \
+             - {{ ip: 192.168.0.2 }}\n      - ip: 192.168.0.3\n        http_get: {http_get}\n"
+        );
+        Config::from_yaml(&text, Path::new("http.yaml")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn http_probe(config: &Config) -> Result<Probe, PasswordFileError> {
+        Ok(check_specs(config)?.remove(0).probe)
+    }
+
+    /// A file in the temporary directory, removed when dropped.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, content: &[u8]) -> Self {
+            let path = std::env::temp_dir()
+                .join(format!("lb-userspace-spec-{}-{name}", std::process::id()));
+            std::fs::write(&path, content).unwrap();
+            Self(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn virtualhost_of_the_url_over_the_check_over_the_address() {
+        let config = http_config(
+            "{ url: [{ path: /a, virtualhost: a.example.org }, { path: /b, status_code: \
+             [200, 300-399], digest: 9B3A0C85A887A256D6939DA88AABD8CD }], virtualhost: \
+             www.example.org, connect_port: 8081 }",
+        );
+        let Probe::Http { urls, auth, .. } = http_probe(&config).unwrap() else {
+            panic!("an http probe");
+        };
+        assert_eq!(auth, None);
+        let hosts: Vec<&str> = urls.iter().map(|u| u.host.as_str()).collect();
+        assert_eq!(hosts, ["a.example.org", "www.example.org"]);
+        assert_eq!(urls[1].status.to_string(), "200 300-399");
+        assert_eq!(
+            urls[1].digest,
+            Some([
+                0x9b, 0x3a, 0x0c, 0x85, 0xa8, 0x87, 0xa2, 0x56, 0xd6, 0x93, 0x9d, 0xa8, 0x8a, 0xab,
+                0xd8, 0xcd
+            ])
+        );
+        let config = http_config("{ url: { path: /a }, connect_port: 8081 }");
+        let Probe::Http { urls, .. } = http_probe(&config).unwrap() else {
+            panic!("an http probe");
+        };
+        assert_eq!(urls[0].host, "192.168.0.3:8081");
+    }
+
+    #[test]
+    fn the_password_comes_from_the_file_trimmed_or_inline() {
+        let file = TempFile::new("password", b"  s3cret:with colon \n");
+        let config = http_config(&format!(
+            "{{ url: {{ path: / }}, auth: {{ user: lbcheck, password_file: {} }} }}",
+            file.0.display()
+        ));
+        let Probe::Http { auth, .. } = http_probe(&config).unwrap() else {
+            panic!("an http probe");
+        };
+        let auth = auth.expect("credentials");
+        assert_eq!(auth.user, "lbcheck");
+        assert_eq!(auth.password.expose(), "s3cret:with colon");
+        assert!(
+            !format!("{auth:?}").contains("s3cret"),
+            "Debug shows the password: {auth:?}"
+        );
+        let config = http_config("{ url: { path: / }, auth: { user: u, password: 'p w' } }");
+        let Probe::Http { auth, .. } = http_probe(&config).unwrap() else {
+            panic!("an http probe");
+        };
+        assert_eq!(auth.unwrap().password.expose(), "p w");
+    }
+
+    #[test]
+    fn a_password_file_that_cannot_be_used_names_the_field() {
+        let field = "virtual_servers[1].real_servers[1].http_get.auth.password_file";
+        let error = |path: &Path| {
+            let config = http_config(&format!(
+                "{{ url: {{ path: / }}, auth: {{ user: u, password_file: {} }} }}",
+                path.display()
+            ));
+            let e = http_probe(&config).unwrap_err();
+            assert_eq!((e.field.as_str(), e.path.as_path()), (field, path));
+            e.to_string()
+        };
+        let missing = std::env::temp_dir().join("lb-userspace-spec-no-such-file");
+        let shown = error(&missing);
+        assert!(
+            shown.starts_with(&format!("{field} {}: ", missing.display()))
+                && shown.contains("No such file"),
+            "{shown}"
+        );
+        let empty = TempFile::new("empty", b" \n\t\n");
+        assert!(error(&empty.0).ends_with(": is empty: write the password into it"));
+        let two = TempFile::new("two-lines", b"first-secret\nsecond-secret\n");
+        let shown = error(&two.0);
+        assert!(shown.contains("control characters"), "{shown}");
+        assert!(
+            !shown.contains("secret"),
+            "the content is not shown: {shown}"
+        );
+        let big = TempFile::new("big", &[b'x'; MAX_PASSWORD_FILE as usize + 1]);
+        assert!(error(&big.0).contains("larger than 4096 bytes"));
+        let binary = TempFile::new("binary", &[0xff, 0xfe]);
+        assert!(error(&binary.0).ends_with("is not UTF-8 text"));
     }
 }

@@ -314,7 +314,7 @@ fn own_cpu_clock() -> libc::clockid_t {
 
 /// User and system CPU seconds of thread `tid` of this process (scheduler-tick split).
 fn task_times(tid: libc::pid_t) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+    let stat = fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<f64> = rest
         .split_whitespace()

@@ -797,6 +797,7 @@ impl Importer {
             quorum_up: None,
             quorum_down: None,
             sorry_server: None,
+            virtualhost: None,
             timing: Timing::default(),
             reals: Vec::new(),
             misspelled: Vec::new(),
@@ -964,9 +965,7 @@ impl Importer {
                 c,
                 "lb-agent checks the reals whether or not this director holds the VIP",
             ),
-            "virtualhost" => {
-                self.not_carried(c, "lb-agent's HTTP checks send the real's address as Host")
-            }
+            "virtualhost" => self.virtualhost(&mut s.virtualhost, c),
             "smtp_alert" => self.not_carried(c, "lb-agent has no e-mail alerts; see its logs"),
             "snmp_name" => self.not_carried(c, "lb-agent has no SNMP; see its metrics"),
             "hashed" | "ops" | "flag-1" | "flag-2" | "flag-3" | "sh-port" | "sh-fallback"
@@ -1101,6 +1100,7 @@ impl Importer {
             notify_up: None,
             notify_down: None,
             method: None,
+            virtualhost: None,
             timing: Timing::default(),
             delay_loop: None,
             check: None,
@@ -1161,9 +1161,7 @@ impl Importer {
                 self.not_carried(c, "lb-agent has no connection thresholds")
             }
             "smtp_alert" => self.not_carried(c, "lb-agent has no e-mail alerts; see its logs"),
-            "virtualhost" => {
-                self.not_carried(c, "lb-agent's HTTP checks send the real's address as Host")
-            }
+            "virtualhost" => self.virtualhost(&mut r.virtualhost, c),
             "snmp_name" => self.not_carried(c, "lb-agent has no SNMP; see its metrics"),
             kw @ ("TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK") => {
                 let check = self.check(c);
@@ -1274,6 +1272,7 @@ impl Importer {
             bindto: None,
             bind_port: None,
             timing: Timing::default(),
+            virtualhost: None,
             urls: Vec::new(),
             misc_path: None,
             misc_timeout: None,
@@ -1389,9 +1388,11 @@ impl Importer {
             "bind_if" => self.not_carried(c, "the route to the real picks the interface"),
             "fwmark" => self.not_carried(c, "lb-agent does not mark check packets"),
             "log_all_failures" => self.not_carried(c, "lb-agent logs every state change"),
-            "virtualhost" => {
-                self.not_carried(c, "lb-agent's HTTP checks send the real's address as Host")
-            }
+            "virtualhost" if ck.keyword == "SSL_GET" => self.not_carried(
+                c,
+                "the SSL_GET is converted to a tcp_check, which sends no request",
+            ),
+            "virtualhost" => self.virtualhost(&mut ck.virtualhost, c),
             _ => self.not_carried(c, "lb-agent's HTTP check sends a plain HTTP/1.0 GET"),
         }
     }
@@ -1403,7 +1404,8 @@ impl Importer {
             line: n.line,
             path: None,
             status_code: None,
-            any_2xx: false,
+            digest: None,
+            virtualhost: None,
         };
         let mut unknown = Vec::new();
         for c in n.children() {
@@ -1414,17 +1416,14 @@ impl Importer {
                     }
                 }
                 "status_code" => self.status_code(&mut u, c),
-                "digest" => self.not_carried(
-                    c,
-                    "lb-agent checks the status code only, not an MD5 digest of the body",
-                ),
-                "virtualhost" => {
-                    self.not_carried(c, "lb-agent's HTTP checks send the real's address as Host")
-                }
+                "digest" => self.digest(&mut u, c),
+                "virtualhost" => self.virtualhost(&mut u.virtualhost, c),
                 "regex" | "regex_no_match" | "regex_options" | "regex_min_offset"
-                | "regex_max_offset" | "regex_stack" => {
-                    self.not_carried(c, "lb-agent checks the status code only, not the body")
-                }
+                | "regex_max_offset" | "regex_stack" => self.not_carried(
+                    c,
+                    "lb-agent checks the status code and the body's MD5 digest, not regular \
+                     expressions",
+                ),
                 _ => unknown.push(self.unknown(c, URL_KEYWORDS)),
             }
         }
@@ -1436,19 +1435,11 @@ impl Importer {
             );
             return None;
         }
-        if u.status_code.is_none() {
-            u.any_2xx = true;
-            self.warn(
-                n.line,
-                "url has no status_code, so keepalived accepts any 2xx status; lb-agent checks \
-                 one status: 200 is used",
-            );
-        }
         Some(u)
     }
 
-    /// `status_code`: keepalived takes several codes and ranges (`200 201 300-399`); lb-agent
-    /// checks one.
+    /// `status_code`: codes and ranges (`200 201 300-399`); a later `status_code` line adds
+    /// to the earlier ones, as in keepalived.
     fn status_code(&mut self, u: &mut Url, c: &Node) {
         self.no_block(c);
         let mut codes = Vec::new();
@@ -1464,7 +1455,7 @@ impl Importer {
                 ),
             }
         }
-        let Some(&(first, _)) = codes.first() else {
+        if codes.is_empty() {
             if c.words.len() == 1 {
                 self.warn(
                     c.line,
@@ -1472,18 +1463,54 @@ impl Importer {
                 );
             }
             return;
+        }
+        match &mut u.status_code {
+            Some((earlier, _)) => earlier.extend(codes),
+            None => u.status_code = Some((codes, c.line)),
+        }
+    }
+
+    /// `digest`: 32 hexadecimal digits; keepalived ignores another length or a non-hex digit,
+    /// and keeps the first of two digests.
+    fn digest(&mut self, u: &mut Url, c: &Node) {
+        let stays = "the body is not checked";
+        let Some(v) = self.value(c, stays) else {
+            return;
         };
-        if codes.len() > 1 || codes[0].0 != codes[0].1 {
+        if let Some((_, first)) = &u.digest {
             self.warn(
                 c.line,
                 format!(
-                    "{}: lb-agent checks one status code: {first} is used, the others are \
-                     not accepted",
+                    "digest {v}: the url already has the digest of line {first}, which \
+                     keepalived keeps: ignored"
+                ),
+            );
+            return;
+        }
+        if v.len() != 32 || !v.chars().all(|ch| ch.is_ascii_hexdigit()) {
+            self.invalid(c, v, "32 hexadecimal digits (an MD5 digest)", stays);
+            return;
+        }
+        u.digest = Some((v.to_ascii_lowercase(), c.line));
+    }
+
+    /// `virtualhost` of a virtual server, real server, HTTP_GET or url: the `Host` its HTTP
+    /// checks send. A second one replaces the first, as in keepalived.
+    fn virtualhost(&mut self, slot: &mut At<String>, c: &Node) {
+        let stays = "the Host header comes from the enclosing block, else is the address checked";
+        let Some(v) = self.value(c, stays) else {
+            return;
+        };
+        if let Some((old, line)) = slot.take() {
+            self.warn(
+                c.line,
+                format!(
+                    "{}: replaces the virtualhost {old} of line {line}, as keepalived does",
                     c.raw
                 ),
             );
         }
-        u.status_code = Some((first, c.line));
+        *slot = Some((v.to_owned(), c.line));
     }
 }
 

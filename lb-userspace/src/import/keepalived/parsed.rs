@@ -78,6 +78,8 @@ pub(super) struct Service {
     pub(super) quorum_up: At<String>,
     pub(super) quorum_down: At<String>,
     pub(super) sorry_server: Option<(IpAddr, Option<u16>, usize)>,
+    /// The `Host` of the HTTP checks of its reals that set none.
+    pub(super) virtualhost: At<String>,
     pub(super) timing: Timing,
     pub(super) reals: Vec<Real>,
     /// Unknown keywords that probably meant one of ours: (meant, line, as written).
@@ -103,6 +105,8 @@ pub(super) struct Real {
     pub(super) notify_up: At<String>,
     pub(super) notify_down: At<String>,
     pub(super) method: At<String>,
+    /// The `Host` of its HTTP check, unless the check sets one.
+    pub(super) virtualhost: At<String>,
     pub(super) timing: Timing,
     /// keepalived's per-real `delay_loop` (lb-agent has one per service).
     pub(super) delay_loop: At<f64>,
@@ -128,6 +132,8 @@ pub(super) struct Check {
     pub(super) bindto: At<IpAddr>,
     pub(super) bind_port: At<u16>,
     pub(super) timing: Timing,
+    /// The `Host` of its urls that set none (HTTP_GET).
+    pub(super) virtualhost: At<String>,
     pub(super) urls: Vec<Url>,
     pub(super) misc_path: At<String>,
     pub(super) misc_timeout: At<u64>,
@@ -142,9 +148,12 @@ pub(super) struct Check {
 pub(super) struct Url {
     pub(super) line: usize,
     pub(super) path: At<String>,
-    pub(super) status_code: At<u16>,
-    /// No status_code: keepalived accepts any 2xx.
-    pub(super) any_2xx: bool,
+    /// Codes and ranges (`(code, code)` for a code) of every `status_code` line; none:
+    /// keepalived's any 2xx, lb-agent's default too. The line is the first's.
+    pub(super) status_code: At<Vec<(u16, u16)>>,
+    /// MD5 of the body, lowercase hexadecimal.
+    pub(super) digest: At<String>,
+    pub(super) virtualhost: At<String>,
 }
 
 /// Seconds as keepalived wrote them: whole numbers without a fraction.

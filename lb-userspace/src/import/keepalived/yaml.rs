@@ -416,16 +416,23 @@ fn real(m: &mut Map<'_>, s: &Service, r: &Real) {
                     if let Some((p, l)) = &u.path {
                         um.kv("path", &yaml_str(p), *l, None);
                     }
-                    match u.status_code {
-                        Some((code, l)) => um.kv("status_code", &code.to_string(), l, None),
-                        None if u.any_2xx => um.kv(
-                            "status_code",
-                            "200",
-                            u.line,
-                            Some("keepalived accepted any 2xx"),
-                        ),
-                        None => {}
+                    if let Some((codes, l)) = &u.status_code {
+                        um.kv("status_code", &status_codes(codes), *l, None);
                     }
+                    if let Some((d, l)) = &u.digest {
+                        um.kv("digest", &yaml_str(d), *l, None);
+                    }
+                    if let Some((h, l)) = &u.virtualhost {
+                        um.kv("virtualhost", &yaml_str(h), *l, None);
+                    }
+                }
+                let host = inherit(
+                    ck.virtualhost.clone(),
+                    r.virtualhost.clone(),
+                    s.virtualhost.clone(),
+                );
+                if let Some((h, l, from)) = host {
+                    c.kv("virtualhost", &yaml_str(&h), l, from);
                 }
             }
             if let Some((a, l)) = ck.connect_ip {
@@ -471,6 +478,24 @@ fn real(m: &mut Map<'_>, s: &Service, r: &Real) {
                 c.kv("warmup", &number(w), l, None);
             }
         }
+    }
+}
+
+/// `status_code`: `200`, `200-299`, or a list of those (`[200-299, 404]`).
+fn status_codes(codes: &[(u16, u16)]) -> String {
+    let words: Vec<String> = codes
+        .iter()
+        .map(|&(lo, hi)| {
+            if lo == hi {
+                lo.to_string()
+            } else {
+                format!("{lo}-{hi}")
+            }
+        })
+        .collect();
+    match &words[..] {
+        [one] => one.clone(),
+        _ => format!("[{}]", words.join(", ")),
     }
 }
 
