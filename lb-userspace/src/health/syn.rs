@@ -14,8 +14,9 @@
 //! - **How replies are matched.** Every probe leaves from one local port, reserved by a bound
 //!   TCP socket that never listens (so the kernel neither hands it out nor accepts on it), with
 //!   a random initial sequence number; a reply belongs to the probe whose (address, port,
-//!   sequence + 1) it acknowledges. A SYN-ACK is answered with a RST, so the real forgets the
-//!   half-open connection at once.
+//!   sequence + 1) it acknowledges. The real forgets the half-open connection at once: the
+//!   director's kernel resets a SYN-ACK from the real's own address (the port does not
+//!   listen), and the prober resets one from the VIP itself.
 //!
 //! IPv4 only; other probes connect.
 
@@ -145,8 +146,13 @@ impl SynProber {
         self.pending.lock().expect("pending lock").remove(&key);
         match reply {
             Ok(Ok(Reply::SynAck)) => {
-                // The real forgets the half-open connection (a lost RST only makes it resend
-                // its SYN-ACK, which the director's kernel then resets).
+                // Through the VIP the real forgets the half-open connection only by this RST:
+                // the director's kernel drops a SYN-ACK from a VIP it holds (a martian) or
+                // sends its RST the VIP's way. To the real's own address the kernel's RST (the
+                // reserved port does not listen) already does it.
+                if target.to.ip() == &target.real {
+                    return up();
+                }
                 let rst = frame(
                     &self.iface,
                     &target,
@@ -157,10 +163,7 @@ impl SynProber {
                     RST,
                 );
                 let _ = self.send(&rst).await;
-                Outcome {
-                    ok: true,
-                    detail: "SYN-ACK".into(),
-                }
+                up()
             }
             Ok(Ok(Reply::Reset)) => down("connect refused".into()),
             Ok(Err(_)) | Err(_) => down("timeout".into()),
@@ -208,6 +211,13 @@ impl SynProber {
             }
             return Err(e);
         }
+    }
+}
+
+fn up() -> Outcome {
+    Outcome {
+        ok: true,
+        detail: "SYN-ACK".into(),
     }
 }
 

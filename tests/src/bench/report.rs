@@ -983,7 +983,7 @@ fn health_miss(h: &HealthReport) -> String {
     };
     format!(
         "The checker spends {} us of CPU per probe, {}% of it in the kernel. A probe is a \
-         half-open SYN on the packet socket, the SYN-ACK read back and a RST, plus the \
+         half-open SYN on the packet socket and the SYN-ACK read back (the kernel resets it), plus the \
          runtime's timer and wake-ups. A full TCP connection (socket, connect, handshake, FIN, \
          close) in a minimal blocking loop, the previous probe, costs {} us \
          per probe here ({}% in the kernel); at {} probes/s that alone is {}% of one core. \
@@ -1679,7 +1679,7 @@ fn control_md(o: &mut String, c: &ControlReport, src: &str) {
          runtime like the agent's, against one listener on 0.0.0.0 in a network namespace of \
          its own (each real is a distinct address of 127.0.0.0/8). Each probe is the default \
          `tcp_check` of an IPv4 real: half-open, a SYN written onto `lo` by the agent's packet \
-         socket, the listener's SYN-ACK read back through the socket's filter, a RST. The \
+         socket, the listener's SYN-ACK read back through the socket's filter. The \
          floor is the previous probe's cost, a full TCP connect and close, in a plain blocking \
          loop. Measured over {:.1} s after \
          the first round of checks: CPU time of the checker's runtime threads (scheduler \
