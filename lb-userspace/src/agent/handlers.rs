@@ -11,7 +11,9 @@ use crate::{
     config::{Config, ConfigError},
     control::{Request, Response, Snapshot},
     dataplane::DataplaneError,
-    health::{CheckKey, CheckStatus, HealthEvent, Transition, check_specs},
+    health::{
+        CheckKey, CheckStatus, HealthEvent, Transition, amqp::read_password_files, check_specs,
+    },
     model::{Health, ServiceKey},
     netlink::{MacState, NeighEvent},
     observe::snapshot::{self, View},
@@ -39,6 +41,9 @@ pub enum Rejected {
     /// The new `sync` section cannot be put into effect (key file, socket).
     #[error("{0:#}")]
     Sync(anyhow::Error),
+    /// An `amqp_check`'s `password_file` cannot be read.
+    #[error("{0:#}")]
+    Password(anyhow::Error),
 }
 
 /// Why `ipvsadm -Z` failed.
@@ -174,6 +179,9 @@ impl Agent {
         if new.limits != self.config.limits {
             warn!("limits changed: they take effect after a clean stop and start");
         }
+        // Password files are read before anything changes: one that cannot be, refuses all.
+        let mut specs = check_specs(&new);
+        read_password_files(&mut specs).map_err(Rejected::Password)?;
         // A changed `sync` section is opened first: if it cannot be, nothing changes.
         let new_sync = if new.sync == self.config.sync {
             None
@@ -204,7 +212,7 @@ impl Agent {
         }
         self.dp.set_timeouts(timeouts(&self.config));
         self.tracker.track(real_addresses(&self.config));
-        self.health.update(check_specs(&self.config));
+        self.health.update(specs);
         // Checks of reals that left the configuration no longer count.
         let config = &self.config;
         self.observed.health.retain(|(s, r), _| {

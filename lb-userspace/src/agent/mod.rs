@@ -37,7 +37,7 @@ use crate::{
     control::server::{ControlServer, Pending},
     dataplane::instance_lock::InstanceLock,
     dataplane::{Attached, Dataplane, LoadOptions, Origin, PIN_ROOT, PinDir, ensure_bpffs},
-    health::{CheckKey, HealthChecker, HealthEvent, check_specs},
+    health::{CheckKey, HealthChecker, HealthEvent, amqp::read_password_files, check_specs},
     model::{DesiredState, Health},
     netlink::{MacState, NeighEvent, NeighbourTracker, Netlink},
     observe::metrics,
@@ -190,9 +190,10 @@ impl Agent {
             })
             .filter(|_| origin != Origin::Created)
             .collect();
+        let mut specs = check_specs(&config);
+        read_password_files(&mut specs)?;
         let (health_tx, health_events) = tokio::sync::mpsc::unbounded_channel();
-        let health =
-            HealthChecker::start(check_specs(&config), known, health_tx, CHECK_CONCURRENCY);
+        let health = HealthChecker::start(specs, known, health_tx, CHECK_CONCURRENCY);
 
         let (control, requests) = ControlServer::start(&config.control_socket)
             .with_context(|| format!("control socket {}", config.control_socket.display()))?;
