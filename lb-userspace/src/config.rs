@@ -19,8 +19,8 @@
 //! `file: path: message` (`file: message` for the file as a whole, such as a YAML syntax
 //! error), where the path names the field: `virtual_servers[1].real_servers[0].port`.
 //! Validation is pure: it looks at the file only, never at the system (interfaces, sockets,
-//! the `sync` section's key file and the `http_get` checks' password files, which the agent
-//! reads when it starts).
+//! the `sync` section's key file and the checks' password files (`http_get.auth` and
+//! `amqp_check`), which the agent reads when it starts).
 //!
 //! `configs/example.yaml` shows and explains every key.
 
@@ -327,7 +327,8 @@ pub struct RealServer {
     pub check: Option<Checker>,
 }
 
-/// A health checker (keepalived `TCP_CHECK`, `HTTP_GET`, `MISC_CHECK`).
+/// A health checker (keepalived `TCP_CHECK`, `HTTP_GET`, `MISC_CHECK`, and `amqp_check`,
+/// which keepalived does not have).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Checker {
     /// TCP connect.
@@ -336,6 +337,8 @@ pub enum Checker {
     Http(HttpCheck),
     /// External command.
     Misc(MiscCheck),
+    /// AMQP 0-9-1 handshake, login and publish.
+    Amqp(AmqpCheck),
 }
 
 /// Timing shared by the network checkers.
@@ -566,6 +569,71 @@ pub struct MiscCheck {
     pub misc_timeout: Duration,
     /// Random start delay of up to this much.
     pub warmup: Option<Duration>,
+}
+
+/// `amqp_check`: the real is up while it speaks AMQP 0-9-1: it answers the protocol header with
+/// connection.start and, with `login`, lets the check log in and open its vhost (and, with
+/// `alarm`, publish). What the check sends and why is in `health::amqp`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AmqpCheck {
+    /// Address to connect to; `None` = the real's.
+    pub connect_ip: Option<IpAddr>,
+    /// Port to connect to; `None` = the real's.
+    pub connect_port: Option<u16>,
+    /// Source address of the check.
+    pub bindto: Option<IpAddr>,
+    /// Source port of the check.
+    pub bind_port: Option<u16>,
+    /// Log in (`login: true`); `None` (`login: false`, the default) = stop at connection.start.
+    pub login: Option<AmqpLogin>,
+    /// Timing; the whole exchange is bounded by `connect_timeout`.
+    pub timing: CheckTiming,
+}
+
+/// The login of an `amqp_check` (`login: true`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AmqpLogin {
+    /// `user` (required with `login`).
+    pub user: String,
+    /// `password` or `password_file` (one of them, required with `login`).
+    pub password: AmqpPassword,
+    /// `vhost` opened after the login (default `/`).
+    pub vhost: String,
+    /// `alarm`: also publish one unroutable message, so that a node with a memory or disk
+    /// alarm (which blocks publishers) fails (default false).
+    pub alarm: bool,
+}
+
+impl AmqpLogin {
+    /// `vhost` when not set.
+    pub const DEFAULT_VHOST: &str = "/";
+    /// Longest `user`, in bytes.
+    pub const MAX_USER: usize = 255;
+    /// Longest password, in bytes (connection.start-ok, which carries it, must fit in AMQP's
+    /// smallest frame, 4096 bytes).
+    pub const MAX_PASSWORD: usize = 1024;
+    /// Longest `vhost`, in bytes (an AMQP short string).
+    pub const MAX_VHOST: usize = 255;
+}
+
+/// Where the password of an `amqp_check` comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum AmqpPassword {
+    /// `password`: in the configuration itself.
+    Text(String),
+    /// `password_file`: an absolute path; the agent reads the file when it starts and at each
+    /// reload (validation does not look at it).
+    File(PathBuf),
+}
+
+impl fmt::Debug for AmqpPassword {
+    /// The path of a file, never a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AmqpPassword::Text(_) => f.write_str("Text(<hidden>)"),
+            AmqpPassword::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
 }
 
 /// One problem in a configuration file.

@@ -16,7 +16,9 @@ use std::{
 };
 
 use lb_userspace::{
-    config::{Checker, Config, HttpAuth, LbAlgo, Password, StatusCodes, UrlCheck},
+    config::{
+        AmqpLogin, AmqpPassword, Checker, Config, HttpAuth, LbAlgo, Password, StatusCodes, UrlCheck,
+    },
     model::{Protocol, ServiceKey},
 };
 
@@ -143,13 +145,30 @@ fn rabbitmq_config_follows_the_production_guide() {
         assert_eq!(reals, ["192.168.0.2", "192.168.0.3", "192.168.0.4"]);
         for r in &vs.real_servers {
             assert_eq!((r.key.port, r.weight), (port, 1));
-            let Some(Checker::Tcp(check)) = &r.check else {
-                panic!("{key}: real {} has no tcp_check", r.key);
+            // The guide's TCP_CHECK, and on 5672 an amqp_check that logs in, with its timing.
+            let (connect_port, timing) = match &r.check {
+                Some(Checker::Tcp(check)) if port == 15672 => (check.connect_port, check.timing),
+                Some(Checker::Amqp(check)) if port == 5672 => {
+                    assert_eq!(
+                        check.login,
+                        Some(AmqpLogin {
+                            user: "lb-health".into(),
+                            password: AmqpPassword::File(
+                                "/etc/lb-xdp/rabbitmq-health.password".into()
+                            ),
+                            vhost: "/".into(),
+                            alarm: false,
+                        }),
+                        "a login; no alarm check, which would fail every node of a cluster"
+                    );
+                    (check.connect_port, check.timing)
+                }
+                other => panic!("{key}: real {} has {other:?}", r.key),
             };
-            assert_eq!(check.connect_port, Some(port));
-            assert_eq!(check.timing.connect_timeout, Duration::from_secs(3));
-            assert_eq!(check.timing.retry, 3);
-            assert_eq!(check.timing.delay_before_retry, Duration::from_secs(3));
+            assert_eq!(connect_port, Some(port));
+            assert_eq!(timing.connect_timeout, Duration::from_secs(3));
+            assert_eq!(timing.retry, 3);
+            assert_eq!(timing.delay_before_retry, Duration::from_secs(3));
         }
     }
 }

@@ -109,11 +109,23 @@ fn guide_texts() -> Vec<(String, String)> {
 fn the_guides_file_converts_as_it_is() {
     // configs/rabbitmq.yaml is what the guide meant (retry 3); keepalived ignored the
     // guide's `nb_get_retry 3` inside TCP_CHECK, so what it ran, and what the import gives,
-    // has keepalived's default retry 1.
+    // has keepalived's default retry 1. On 5672 the file logs in with an amqp_check where the
+    // guide (and so the import) has a TCP_CHECK with the same address, port and timing.
     let mut expected = Config::from_file(Path::new(&repo_file("configs/rabbitmq.yaml")))
         .expect("configs/rabbitmq.yaml is valid");
     for vs in &mut expected.virtual_servers {
         for rs in &mut vs.real_servers {
+            if let Some(Checker::Amqp(a)) = &rs.check {
+                assert_eq!(vs.key.port, 5672);
+                rs.check = Some(Checker::Tcp(TcpCheck {
+                    connect_ip: a.connect_ip,
+                    connect_port: a.connect_port,
+                    bindto: a.bindto,
+                    bind_port: a.bind_port,
+                    probe: None,
+                    timing: a.timing,
+                }));
+            }
             let Some(Checker::Tcp(c)) = &mut rs.check else {
                 panic!("the guide's reals have TCP_CHECKs");
             };

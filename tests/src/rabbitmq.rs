@@ -58,6 +58,11 @@ pub const MANAGEMENT_PORT: u16 = 15672;
 pub const USER: &str = "lbtest";
 /// Its password.
 pub const PASSWORD: &str = "lbtest-secret";
+/// The monitoring user `amqp_check` logs in as (configs/rabbitmq.yaml's), created by
+/// [`RabbitNode::add_monitor_user`].
+pub const MONITOR_USER: &str = "lb-health";
+/// Its password.
+pub const MONITOR_PASSWORD: &str = "lb-health-secret";
 
 /// Fails with a clear message when what the RabbitMQ tests need is not installed.
 pub fn require_installed() -> Result<()> {
@@ -376,6 +381,100 @@ impl RabbitNode {
             );
         }
         Ok(())
+    }
+
+    /// Runs `rabbitmqctl -n <node> <args>` in the node's namespace with `stdin` as its input;
+    /// its standard output, or an error with everything it printed. Bounded by 60 s.
+    pub fn ctl(&self, args: &[&str], stdin: &str) -> Result<String> {
+        let mut argv = vec![RABBITMQCTL, "-n", &self.nodename];
+        argv.extend_from_slice(args);
+        let mut cmd = self.ns.command(&argv);
+        self.env(&mut cmd);
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting rabbitmqctl {args:?}"))?;
+        if let Some(mut input) = child.stdin.take() {
+            input.write_all(stdin.as_bytes())?;
+        }
+        if !wait_exit(&mut child, Duration::from_secs(60)) {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("rabbitmqctl {args:?} on {} took over 60 s", self.nodename);
+        }
+        let out = child.wait_with_output()?;
+        ensure!(
+            out.status.success(),
+            "rabbitmqctl {args:?} on {} failed ({}): {}{}",
+            self.nodename,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Creates [`MONITOR_USER`] as configs/rabbitmq.yaml tells the operator to (the password
+    /// on standard input), with the permissions `amqp_check` with `alarm` needs: to log in to
+    /// `/` and to publish to the default exchange (`amq.default`), nothing else.
+    pub fn add_monitor_user(&self) -> Result<()> {
+        self.ctl(
+            &["add_user", MONITOR_USER],
+            &format!("{MONITOR_PASSWORD}\n"),
+        )?;
+        self.ctl(
+            &[
+                "set_permissions",
+                "-p",
+                "/",
+                MONITOR_USER,
+                "^$",
+                "^amq\\.default$",
+                "^$",
+            ],
+            "",
+        )?;
+        Ok(())
+    }
+
+    /// `rabbitmqctl set_vm_memory_high_watermark <fraction>`: a tiny fraction (0.0001) raises
+    /// the memory alarm at once, RabbitMQ's default (0.4) clears it.
+    pub fn set_memory_watermark(&self, fraction: &str) -> Result<()> {
+        self.ctl(&["set_vm_memory_high_watermark", fraction], "")
+            .map(drop)
+    }
+
+    /// The node's resource alarms, as `rabbitmqctl status` lists them (`memory`, `disk`), empty
+    /// without one.
+    pub fn alarms(&self) -> Result<Vec<String>> {
+        let out = self.ctl(&["status", "--formatter", "json"], "")?;
+        let status: Value = serde_json::from_str(&out)
+            .with_context(|| format!("rabbitmqctl status printed {out:?}"))?;
+        Ok(status["alarms"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| a.as_str().map_or_else(|| a.to_string(), str::to_owned))
+            .collect())
+    }
+
+    /// The state of each connection of `user` on the node (`running`, `blocked`, ...).
+    pub fn connection_states(&self, user: &str) -> Result<Vec<String>> {
+        let out = self.ctl(
+            &["list_connections", "user", "state", "--formatter", "json"],
+            "",
+        )?;
+        let conns: Value = serde_json::from_str(&out)
+            .with_context(|| format!("rabbitmqctl list_connections printed {out:?}"))?;
+        Ok(conns
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["user"] == user)
+            .map(|c| c["state"].as_str().unwrap_or("?").to_owned())
+            .collect())
     }
 
     /// Asks the node to stop (SIGTERM to its process group: a graceful shutdown) without

@@ -11,7 +11,10 @@ use crate::{
     config::{Config, ConfigError},
     control::{Request, Response, Snapshot},
     dataplane::DataplaneError,
-    health::{CheckKey, CheckStatus, HealthEvent, PasswordFileError, Transition, check_specs},
+    health::{
+        CheckKey, CheckStatus, HealthEvent, PasswordFileError, Transition,
+        amqp::read_password_files, check_specs,
+    },
     model::{Health, ServiceKey},
     netlink::{MacState, NeighEvent},
     observe::snapshot::{self, View},
@@ -42,6 +45,9 @@ pub enum Rejected {
     /// A check's password file cannot be read.
     #[error("{0}")]
     Checks(PasswordFileError),
+    /// An `amqp_check`'s `password_file` cannot be read.
+    #[error("{0:#}")]
+    Password(anyhow::Error),
 }
 
 /// Why `ipvsadm -Z` failed.
@@ -181,7 +187,8 @@ impl Agent {
             return Err(Rejected::Identity);
         }
         // The checks' password files are read first: if one cannot be, nothing changes.
-        let specs = check_specs(&new).map_err(Rejected::Checks)?;
+        let mut specs = check_specs(&new).map_err(Rejected::Checks)?;
+        read_password_files(&mut specs).map_err(Rejected::Password)?;
         if new.limits != self.config.limits {
             warn!("limits changed: they take effect after a clean stop and start");
         }

@@ -37,7 +37,10 @@ use crate::{
     control::server::{ControlServer, Pending},
     dataplane::instance_lock::InstanceLock,
     dataplane::{Attached, Dataplane, LoadOptions, Origin, PIN_ROOT, PinDir, ensure_bpffs},
-    health::{CheckKey, HealthChecker, HealthEvent, Macs, ProbeContext, check_specs, syn},
+    health::{
+        CheckKey, HealthChecker, HealthEvent, Macs, ProbeContext, amqp::read_password_files,
+        check_specs, syn,
+    },
     model::{DesiredState, Health},
     netlink::{MacState, NeighEvent, NeighbourTracker, Netlink},
     observe::metrics,
@@ -125,7 +128,7 @@ impl Agent {
     async fn start(opts: AgentOptions, config: Config) -> Result<Self> {
         // Reads the checks' password files: a missing one stops the start before anything
         // is touched.
-        let specs = check_specs(&config)?;
+        let mut specs = check_specs(&config)?;
         if ensure_bpffs().context("mounting bpffs on /sys/fs/bpf")? {
             info!("mounted bpffs on /sys/fs/bpf");
         }
@@ -195,6 +198,7 @@ impl Agent {
             })
             .filter(|_| origin != Origin::Created)
             .collect();
+        read_password_files(&mut specs)?;
         let (health_tx, health_events) = tokio::sync::mpsc::unbounded_channel();
         let probe_macs = Macs::default();
         probe_macs

@@ -1,19 +1,23 @@
-//! Health checkers of a real server: `tcp_check`, `http_get`, `misc_check`.
+//! Health checkers of a real server: `tcp_check`, `http_get`, `misc_check`, `amqp_check`.
 
-use std::{net::IpAddr, path::PathBuf, time::Duration};
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde_yaml::Value;
 
 use super::{
-    CheckTiming, Checker, HttpAuth, HttpCheck, MiscCheck, Password, Secret, StatusCodes, TcpCheck,
-    TcpProbe, UrlCheck,
+    AmqpCheck, AmqpLogin, AmqpPassword, CheckTiming, Checker, HttpAuth, HttpCheck, MiscCheck,
+    Password, Secret, StatusCodes, TcpCheck, TcpProbe, UrlCheck,
     address::{ipv4_mapped, not_a_host},
     parse::Service,
     reader::{Fields, Node, Reader, describe},
 };
 
 /// The checker keys of a real server; at most one may be given.
-const CHECKERS: &[&str] = &["tcp_check", "http_get", "misc_check"];
+const CHECKERS: &[&str] = &["tcp_check", "http_get", "misc_check", "amqp_check"];
 /// Keys of `tcp_check` (aliases included).
 const TCP_KEYS: &[&str] = &[
     "probe",
@@ -48,6 +52,26 @@ const URL_KEYS: &[&str] = &["path", "status_code", "digest", "virtualhost"];
 const AUTH_KEYS: &[&str] = &["user", "password", "password_file"];
 /// Keys of `misc_check`.
 const MISC_KEYS: &[&str] = &["misc_path", "misc_timeout", "warmup"];
+/// Keys of `amqp_check` (aliases included).
+const AMQP_KEYS: &[&str] = &[
+    "connect_ip",
+    "connect_port",
+    "bindto",
+    "bind_port",
+    "connect_timeout",
+    "retry",
+    "nb_get_retry",
+    "delay_before_retry",
+    "warmup",
+    "login",
+    "user",
+    "password",
+    "password_file",
+    "vhost",
+    "alarm",
+];
+/// The keys of `amqp_check` that only mean something with `login: true`.
+const AMQP_LOGIN_KEYS: &[&str] = &["user", "password", "password_file", "vhost"];
 
 /// Longest `warmup`, in seconds.
 const MAX_WARMUP: u64 = 86_400;
@@ -73,6 +97,7 @@ pub(super) fn checker(
         let check = match key {
             "tcp_check" => tcp_check(rd, &node, addr),
             "http_get" => http_get(rd, &node, addr),
+            "amqp_check" => amqp_check(rd, &node, addr),
             _ => misc_check(rd, &node, svc),
         };
         first.get_or_insert((key, check));
@@ -152,6 +177,101 @@ fn misc_check(rd: &mut Reader, node: &Node<'_>, svc: &Service) -> Option<Checker
         misc_timeout: timeout.unwrap_or(svc.delay_loop),
         warmup,
     }))
+}
+
+/// `amqp_check`: `tcp_check`'s keys, and a login with `login: true`.
+fn amqp_check(rd: &mut Reader, node: &Node<'_>, addr: Option<IpAddr>) -> Option<Checker> {
+    let f = rd.fields(node, AMQP_KEYS)?;
+    let ep = endpoint(rd, &f, addr);
+    let timing = timing(rd, &f);
+    Some(Checker::Amqp(AmqpCheck {
+        connect_ip: ep.connect_ip,
+        connect_port: ep.connect_port,
+        bindto: ep.bindto,
+        bind_port: ep.bind_port,
+        login: amqp_login(rd, &f),
+        timing,
+    }))
+}
+
+/// `login`, `user`, `password` or `password_file`, `vhost`, `alarm`. Without `login: true` the
+/// others are mistakes (the check would not use them); with it, `user` and one password are
+/// required.
+fn amqp_login(rd: &mut Reader, f: &Fields<'_>) -> Option<AmqpLogin> {
+    let login = f.flag(rd, "login").unwrap_or(false);
+    let alarm = f.flag(rd, "alarm");
+    if !login {
+        for (key, node) in f.present(AMQP_LOGIN_KEYS) {
+            let msg = format!(
+                "`{key}` needs `login: true`: without a login the check stops at \
+                 connection.start"
+            );
+            rd.error(&node.path, msg);
+        }
+        if alarm == Some(true) {
+            let msg = "`alarm: true` needs `login: true`: only a logged-in client can publish, \
+                       and publishing is what a resource alarm blocks";
+            rd.error(&f.path_of("alarm"), msg);
+        }
+        return None;
+    }
+    let user = f
+        .required(rd, "user")
+        .and_then(|n| bounded_text(rd, &n, AmqpLogin::MAX_USER));
+    let password = match (f.raw("password"), f.raw("password_file")) {
+        (Some(_), Some(file)) => {
+            rd.error(&file.path, "give `password` or `password_file`, not both");
+            None
+        }
+        (None, None) => {
+            let msg = "`login: true` needs `password` or `password_file` (a file that only root \
+                       reads keeps the password out of this one)";
+            rd.error(&f.path_of("password"), msg);
+            None
+        }
+        (Some(_), None) => f
+            .required(rd, "password")
+            .and_then(|n| bounded_text(rd, &n, AmqpLogin::MAX_PASSWORD))
+            .map(AmqpPassword::Text),
+        (None, Some(_)) => f
+            .required(rd, "password_file")
+            .and_then(|n| absolute_path(rd, &n))
+            .map(AmqpPassword::File),
+    };
+    let vhost = f
+        .get("vhost")
+        .and_then(|n| bounded_text(rd, &n, AmqpLogin::MAX_VHOST));
+    Some(AmqpLogin {
+        user: user?,
+        password: password?,
+        vhost: vhost.unwrap_or_else(|| AmqpLogin::DEFAULT_VHOST.to_owned()),
+        alarm: alarm.unwrap_or(false),
+    })
+}
+
+/// A string of at most `max` bytes.
+fn bounded_text(rd: &mut Reader, node: &Node<'_>, max: usize) -> Option<String> {
+    let text = rd.text(node)?;
+    if text.len() > max {
+        let msg = format!("is {} bytes long; at most {max} are allowed", text.len());
+        rd.error(&node.path, msg);
+        return None;
+    }
+    Some(text)
+}
+
+/// An absolute path of a file the agent reads (itself, when it starts and at each reload).
+fn absolute_path(rd: &mut Reader, node: &Node<'_>) -> Option<PathBuf> {
+    let text = rd.text(node)?;
+    if !Path::new(&text).is_absolute() {
+        let msg = format!(
+            "`{text}` must be an absolute path (the agent reads the file when it starts and at \
+             each reload, whatever its working directory)"
+        );
+        rd.error(&node.path, msg);
+        return None;
+    }
+    Some(PathBuf::from(text))
 }
 
 /// Where a network check connects to and from.

@@ -5,8 +5,8 @@ use std::{net::IpAddr, time::Duration};
 use serde_yaml::{Mapping, Value};
 
 use super::{
-    CheckTiming, Checker, Config, HttpAuth, Password, RealServer, StatusCodes, SyncConfig,
-    VirtualServer,
+    AmqpCheck, AmqpPassword, CheckTiming, Checker, Config, HttpAuth, Password, RealServer,
+    StatusCodes, SyncConfig, VirtualServer,
 };
 use crate::model::{AttachMode, RealKey};
 
@@ -185,6 +185,7 @@ fn real_server(r: &RealServer) -> Value {
             b.put_opt("warmup", c.warmup.map(seconds));
             m.put("misc_check", b);
         }
+        Some(Checker::Amqp(c)) => m.put("amqp_check", amqp_check(c)),
     }
     m.into()
 }
@@ -217,6 +218,23 @@ fn auth(a: &HttpAuth) -> Value {
     match &a.password {
         Password::Inline(secret) => b.put("password", secret.expose()),
         Password::File(path) => b.put("password_file", path.to_string_lossy().as_ref()),
+    }
+    b.into()
+}
+
+fn amqp_check(c: &AmqpCheck) -> Value {
+    let mut b = Block::default();
+    endpoint(&mut b, c.connect_ip, c.connect_port, c.bindto, c.bind_port);
+    timing(&mut b, &c.timing);
+    b.put("login", c.login.is_some());
+    if let Some(login) = &c.login {
+        b.put("user", login.user.as_str());
+        match &login.password {
+            AmqpPassword::Text(p) => b.put("password", p.as_str()),
+            AmqpPassword::File(p) => b.put("password_file", p.to_string_lossy().as_ref()),
+        }
+        b.put("vhost", login.vhost.as_str());
+        b.put("alarm", login.alarm);
     }
     b.into()
 }

@@ -2039,3 +2039,196 @@ fn tcp_check_probe_modes() {
         "{ probe: connect, connect_ip: 192.168.1.2 }",
     ));
 }
+
+/// The amqp_check of the real of [`service`], the block's keys appended (in flow style).
+fn amqp(keys: &str) -> String {
+    service("", &format!("amqp_check: {{ {keys} }}"))
+}
+
+/// The checker of the first real.
+fn first_check(c: &Config) -> &Checker {
+    c.virtual_servers[0].real_servers[0]
+        .check
+        .as_ref()
+        .expect("a checker")
+}
+
+#[test]
+fn amqp_check_defaults() {
+    let c = ok(&service("", "amqp_check:"));
+    assert_eq!(
+        first_check(&c),
+        &Checker::Amqp(AmqpCheck {
+            connect_ip: None,
+            connect_port: None,
+            bindto: None,
+            bind_port: None,
+            login: None,
+            timing: CheckTiming::default(),
+        })
+    );
+    let c = ok(&amqp(
+        "login: true, user: lb-health, password_file: /etc/lb-xdp/amqp.password",
+    ));
+    let Checker::Amqp(check) = first_check(&c) else {
+        panic!("{c:?}")
+    };
+    assert_eq!(
+        check.login,
+        Some(AmqpLogin {
+            user: "lb-health".into(),
+            password: AmqpPassword::File("/etc/lb-xdp/amqp.password".into()),
+            vhost: "/".into(),
+            alarm: false,
+        })
+    );
+}
+
+#[test]
+fn amqp_check_every_key() {
+    let c = ok(&amqp(
+        "connect_ip: 10.0.0.2, connect_port: 5673, bindto: 10.0.0.1, bind_port: 1056, \
+         connect_timeout: 1.5, nb_get_retry: 2, delay_before_retry: 0.5, warmup: 3, \
+         login: true, user: monitor, password: 's3cret word', vhost: /shop, alarm: true",
+    ));
+    assert_eq!(
+        first_check(&c),
+        &Checker::Amqp(AmqpCheck {
+            connect_ip: Some(v4("10.0.0.2")),
+            connect_port: Some(5673),
+            bindto: Some(v4("10.0.0.1")),
+            bind_port: Some(1056),
+            login: Some(AmqpLogin {
+                user: "monitor".into(),
+                password: AmqpPassword::Text("s3cret word".into()),
+                vhost: "/shop".into(),
+                alarm: true,
+            }),
+            timing: CheckTiming {
+                connect_timeout: Duration::from_millis(1500),
+                retry: 2,
+                delay_before_retry: Duration::from_millis(500),
+                warmup: Some(secs(3)),
+            },
+        })
+    );
+    // Written back whole, and read back the same.
+    let yaml = c.to_yaml();
+    assert_eq!(ok(&yaml), c, "{yaml}");
+    for key in [
+        "login: true",
+        "user: monitor",
+        "password: s3cret word",
+        "vhost: /shop",
+        "alarm: true",
+        "connect_timeout: 1.5",
+    ] {
+        assert!(yaml.contains(key), "{key} missing from:\n{yaml}");
+    }
+    let c = ok(&amqp("login: true, user: u, password_file: /etc/pw"));
+    let yaml = c.to_yaml();
+    assert!(yaml.contains("password_file: /etc/pw"), "{yaml}");
+    assert_eq!(ok(&yaml), c);
+    let c = ok(&service("", "amqp_check:"));
+    assert!(c.to_yaml().contains("login: false"));
+    assert_eq!(ok(&c.to_yaml()), c);
+    // The password never shows in a debug print of the configuration.
+    let c = ok(&amqp("login: true, user: u, password: s3cret"));
+    assert!(!format!("{c:?}").contains("s3cret"));
+}
+
+#[test]
+fn amqp_check_mistakes() {
+    let at = "virtual_servers[0].real_servers[0].amqp_check";
+    assert_error(
+        &amqp("user: monitor"),
+        &format!("{at}.user"),
+        "`user` needs `login: true`: without a login the check stops at connection.start",
+    );
+    assert_error(
+        &amqp("login: false, password_file: /etc/pw, vhost: /"),
+        &format!("{at}.vhost"),
+        "`vhost` needs `login: true`",
+    );
+    assert_error(
+        &amqp("alarm: true"),
+        &format!("{at}.alarm"),
+        "`alarm: true` needs `login: true`: only a logged-in client can publish",
+    );
+    // alarm: false says nothing wrong.
+    ok(&amqp("alarm: false"));
+    assert_error(
+        &amqp("login: true, password: x"),
+        &format!("{at}.user"),
+        "missing required key `user`",
+    );
+    assert_error(
+        &amqp("login: true, user: u"),
+        &format!("{at}.password"),
+        "`login: true` needs `password` or `password_file`",
+    );
+    assert_error(
+        &amqp("login: true, user: u, password: x, password_file: /etc/pw"),
+        &format!("{at}.password_file"),
+        "give `password` or `password_file`, not both",
+    );
+    assert_error(
+        &amqp("login: true, user: u, password_file: etc/pw"),
+        &format!("{at}.password_file"),
+        "`etc/pw` must be an absolute path",
+    );
+    assert_error(
+        &amqp("login: true, user: u, password:"),
+        &format!("{at}.password"),
+        "`password` needs a value",
+    );
+    assert_error(
+        &amqp("login: true, user: u, password: 12345"),
+        &format!("{at}.password"),
+        "expected a string, found the number 12345 (put it in quotes)",
+    );
+    assert_error(
+        &amqp(&format!(
+            "login: true, user: {}, password: x",
+            "u".repeat(256)
+        )),
+        &format!("{at}.user"),
+        "is 256 bytes long; at most 255 are allowed",
+    );
+    assert_error(
+        &amqp(&format!(
+            "login: true, user: u, password: {}",
+            "p".repeat(1025)
+        )),
+        &format!("{at}.password"),
+        "is 1025 bytes long; at most 1024 are allowed",
+    );
+    assert_error(
+        &amqp(&format!(
+            "login: true, user: u, password: x, vhost: {}",
+            "v".repeat(256)
+        )),
+        &format!("{at}.vhost"),
+        "at most 255 are allowed",
+    );
+    assert_error(
+        &amqp("login: yes"),
+        &format!("{at}.login"),
+        "(only true and false are booleans)",
+    );
+    assert_error(
+        &amqp("login: true, user: u, password: x, vhots: /"),
+        &format!("{at}.vhots"),
+        "did you mean `vhost`?",
+    );
+    assert_error(
+        &amqp("connect_ip: 2001:db8::2"),
+        &format!("{at}.connect_ip"),
+        "different address families",
+    );
+    assert_error(
+        &service("", "tcp_check:\namqp_check:"),
+        "virtual_servers[0].real_servers[0].amqp_check",
+        "a real server takes one checker, and `tcp_check` is already set",
+    );
+}

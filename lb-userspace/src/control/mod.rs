@@ -144,7 +144,7 @@ impl std::fmt::Display for Forward {
 /// Health of a real as its checker sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HealthInfo {
-    /// `"tcp_check"`, `"http_get"`, `"misc_check"` or `"none"`.
+    /// `"tcp_check"`, `"http_get"`, `"misc_check"`, `"amqp_check"` or `"none"`.
     pub checker: String,
     /// `"up"`, `"down"` or `"draining"`.
     pub state: String,

@@ -1,8 +1,8 @@
-//! The probes: a TCP connect, an HTTP GET, a script. Each returns an [`Outcome`] within its
-//! timeout and never leaves anything behind.
+//! The probes: a TCP connect, an HTTP GET, a script, an AMQP handshake ([`super::amqp`]). Each
+//! returns an [`Outcome`] within its timeout and never leaves anything behind.
 //!
-//! TCP and HTTP probes close with FIN, never RST: they shut down their side, then read until
-//! the server closes (a socket closed with unread data would send RST, which RabbitMQ's
+//! TCP, HTTP and AMQP probes close with FIN, never RST: they shut down their side, then read
+//! until the server closes (a socket closed with unread data would send RST, which RabbitMQ's
 //! management listener logs as an error). An HTTP probe with a `digest` reads the whole
 //! response first (its body up to [`MAX_BODY`]), then closes the same way.
 
@@ -20,7 +20,7 @@ use tokio::{
     time::timeout,
 };
 
-use super::{ProbeContext, machine::Outcome, syn::SynTarget};
+use super::{ProbeContext, amqp, machine::Outcome, syn::SynTarget};
 use crate::config::{Secret, StatusCodes};
 
 /// What to probe.
@@ -58,6 +58,16 @@ pub enum Probe {
         command: String,
         /// How long it may run.
         timeout: Duration,
+    },
+    /// Speak AMQP 0-9-1 to `target`: connection.start, and with `login` a login, the vhost
+    /// and (`alarm`) a publish.
+    Amqp {
+        /// Address and port to connect to.
+        target: SocketAddr,
+        /// Source address and port.
+        bind: Option<SocketAddr>,
+        /// `None`: connection.start is enough.
+        login: Option<amqp::Login>,
     },
 }
 
@@ -98,6 +108,7 @@ impl Probe {
             Probe::Tcp { .. } | Probe::Syn { .. } => "tcp_check",
             Probe::Http { .. } => "http_get",
             Probe::Misc { .. } => "misc_check",
+            Probe::Amqp { .. } => "amqp_check",
         }
     }
 
@@ -150,6 +161,11 @@ impl Probe {
                 first.unwrap_or_else(|| failed("no url to check"))
             }
             Probe::Misc { command, timeout } => misc(command, *timeout).await,
+            Probe::Amqp {
+                target,
+                bind,
+                login,
+            } => amqp::check(*target, *bind, login.as_ref(), connect_timeout).await,
         }
     }
 }
@@ -184,7 +200,7 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-fn failed(detail: impl Into<String>) -> Outcome {
+pub(super) fn failed(detail: impl Into<String>) -> Outcome {
     Outcome {
         ok: false,
         detail: detail.into(),
@@ -192,7 +208,7 @@ fn failed(detail: impl Into<String>) -> Outcome {
 }
 
 /// Why a connect or exchange failed, in an operator's words.
-fn io_reason(e: &std::io::Error) -> String {
+pub(super) fn io_reason(e: &std::io::Error) -> String {
     use std::io::ErrorKind as K;
     match e.kind() {
         K::ConnectionRefused => "connect refused".into(),
@@ -206,7 +222,7 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-async fn connect(
+pub(super) async fn connect(
     target: SocketAddr,
     bind: Option<SocketAddr>,
     limit: Duration,
@@ -230,7 +246,7 @@ async fn connect(
 
 /// Sends FIN, then reads until the peer closes (or a short grace period ends), so the socket is
 /// closed without RST.
-async fn close_politely(mut stream: TcpStream) {
+pub(super) async fn close_politely(mut stream: TcpStream) {
     let _ = stream.shutdown().await;
     let mut sink = [0u8; 4096];
     let drain = async {

@@ -7,6 +7,8 @@
 //!
 //! Building them reads every `http_get.auth.password_file`, so it happens when the agent
 //! starts and on every reload (validation never reads files).
+//! An `amqp_check`'s `password_file` is named, not read: [`amqp::read_password_files`]
+//! reads it.
 
 use std::{
     fmt,
@@ -17,7 +19,7 @@ use std::{
 };
 
 use super::{
-    CheckSpec, Probe, Timing,
+    CheckSpec, Probe, Timing, amqp,
     probe::{Credentials, HttpUrl, host_header},
 };
 use crate::config::{
@@ -94,6 +96,20 @@ pub fn check_specs(config: &Config) -> Result<Vec<CheckSpec>, PasswordFileError>
                             bind,
                             urls: http_urls(c, target),
                             auth: credentials(c, &field)?,
+                        },
+                        timing(&c.timing),
+                        c.timing.warmup,
+                    )
+                }
+                Checker::Amqp(c) => {
+                    let (target, bind) =
+                        endpoint(c.connect_ip, c.connect_port, c.bindto, c.bind_port);
+                    let login = c.login.as_ref().map(amqp::Login::from);
+                    (
+                        Probe::Amqp {
+                            target,
+                            bind,
+                            login,
                         },
                         timing(&c.timing),
                         c.timing.warmup,
@@ -408,5 +424,53 @@ virtual_servers:
         assert!(error(&big.0).contains("larger than 4096 bytes"));
         let binary = TempFile::new("binary", &[0xff, 0xfe]);
         assert!(error(&binary.0).ends_with("is not UTF-8 text"));
+    }
+
+    #[test]
+    fn amqp_checks_carry_their_login_and_name_their_password_file() {
+        let yaml = "
+interface: eth0
+virtual_servers:
+  - vip: 192.168.0.10
+    port: 5672
+    lb_kind: dr
+    real_servers:
+      - ip: 192.168.0.2
+        amqp_check: { connect_timeout: 3, bind_port: 1056 }
+      - ip: 192.168.0.3
+        amqp_check:
+          connect_port: 5673
+          login: true
+          user: lb-health
+          password_file: /etc/lb-xdp/amqp.password
+          vhost: /shop
+          alarm: true
+";
+        let config = Config::from_yaml(yaml, Path::new("amqp.yaml")).unwrap();
+        let specs = check_specs(&config).unwrap();
+        let probes: Vec<&Probe> = specs.iter().map(|s| &s.probe).collect();
+        assert_eq!(
+            probes,
+            [
+                &Probe::Amqp {
+                    target: socket("192.168.0.2:5672"),
+                    bind: Some(socket("0.0.0.0:1056")),
+                    login: None,
+                },
+                &Probe::Amqp {
+                    target: socket("192.168.0.3:5673"),
+                    bind: None,
+                    login: Some(amqp::Login {
+                        user: "lb-health".into(),
+                        password: amqp::Password::File("/etc/lb-xdp/amqp.password".into(), None),
+                        vhost: "/shop".into(),
+                        alarm: true,
+                    }),
+                },
+            ]
+        );
+        assert_eq!(specs[0].probe.kind(), "amqp_check");
+        assert_eq!(specs[0].timing.connect_timeout, Duration::from_secs(3));
+        assert_eq!(specs[1].timing.delay_loop, Duration::from_secs(60));
     }
 }

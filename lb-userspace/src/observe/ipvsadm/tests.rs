@@ -187,6 +187,28 @@ fn health_keeps_ipvsadm_columns() {
 }
 
 #[test]
+fn amqp_check_fits_the_checker_column() {
+    let mut snap = fixtures::sample();
+    // The web service's first real, up with a tcp_check in the sample.
+    let real = &mut snap.services[1].reals[0];
+    assert_eq!(real.health.checker, "tcp_check");
+    real.health.checker = "amqp_check".into();
+    real.health.last_result = Some("no alarm".into());
+    let fmt = Format {
+        health: true,
+        ..numeric()
+    };
+    let text = list(&snap, &fmt);
+    let amqp = text.lines().find(|l| l.contains("amqp_check")).unwrap();
+    let tcp = text.lines().find(|l| l.contains("tcp_check")).unwrap();
+    let column = amqp.find("amqp_check").unwrap();
+    assert_eq!(tcp.find("tcp_check"), Some(column), "{amqp}\n{tcp}");
+    // The longest checker name still leaves a space before the state.
+    assert_eq!(&amqp[column..column + 14], "amqp_check up ", "{amqp}");
+    assert!(amqp.contains(" no alarm "), "{amqp}");
+}
+
+#[test]
 fn one_service() {
     let fmt = Format {
         only: Some(tcp("10.0.0.100", 443)),
