@@ -327,7 +327,7 @@ pub struct RealServer {
     pub check: Option<Checker>,
 }
 
-/// A health checker (keepalived `TCP_CHECK`, `HTTP_GET`, `MISC_CHECK`).
+/// A health checker (keepalived `TCP_CHECK`, `HTTP_GET`, `MISC_CHECK`, `UDP_CHECK`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Checker {
     /// TCP connect.
@@ -336,6 +336,8 @@ pub enum Checker {
     Http(HttpCheck),
     /// External command.
     Misc(MiscCheck),
+    /// A UDP datagram and, if required, its reply.
+    Udp(UdpCheck),
 }
 
 /// Timing shared by the network checkers.
@@ -566,6 +568,31 @@ pub struct MiscCheck {
     pub misc_timeout: Duration,
     /// Random start delay of up to this much.
     pub warmup: Option<Duration>,
+}
+
+/// Longest `udp_check` `payload` and `require_reply` pattern, in bytes: one datagram.
+pub const MAX_UDP_PAYLOAD: usize = 1400;
+
+/// `udp_check` (keepalived's UDP_CHECK): sends `payload` in one datagram. Without
+/// `require_reply` the real is up unless an ICMP port unreachable comes back; with it, up only
+/// when a reply arrives (starting with its bytes, if it has any).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UdpCheck {
+    /// Address to send to; `None` = the real's.
+    pub connect_ip: Option<IpAddr>,
+    /// Port to send to; `None` = the real's.
+    pub connect_port: Option<u16>,
+    /// Source address of the check.
+    pub bindto: Option<IpAddr>,
+    /// Source port of the check.
+    pub bind_port: Option<u16>,
+    /// The datagram's bytes (keepalived's hex `payload`); empty by default.
+    pub payload: Vec<u8>,
+    /// `None`: no reply needed; `Some(prefix)`: a reply is needed, and it must start with
+    /// `prefix` (empty: any reply).
+    pub require_reply: Option<Vec<u8>>,
+    /// Timing.
+    pub timing: CheckTiming,
 }
 
 /// One problem in a configuration file.

@@ -1272,3 +1272,40 @@ fn warnings_display_with_their_line() {
     };
     assert_eq!(w.to_string(), "line 42: something");
 }
+
+#[test]
+fn udp_check_converts() {
+    let text = service(
+        "    real_server 10.0.0.2 80 {\n        UDP_CHECK {\n            payload 00FF10\n            \
+         require_reply C0\n            connect_port 53\n            connect_timeout 2\n            \
+         retry 2\n            min_reply_length 4\n        }\n    }\n    \
+         real_server 10.0.0.3 80 {\n        UDP_CHECK {\n            require_reply\n        }\n    }\n    \
+         real_server 10.0.0.4 80 {\n        UDP_CHECK {\n            payload 0g\n        }\n    }",
+    );
+    let (im, config) = accepted(&text);
+    let checks: Vec<_> = config.virtual_servers[0]
+        .real_servers
+        .iter()
+        .map(|r| match &r.check {
+            Some(Checker::Udp(u)) => u.clone(),
+            other => panic!("not a udp_check: {other:?}"),
+        })
+        .collect();
+    assert_eq!(checks[0].payload, [0x00, 0xff, 0x10]);
+    assert_eq!(checks[0].require_reply, Some(vec![0xc0]));
+    assert_eq!(checks[0].connect_port, Some(53));
+    assert_eq!(checks[0].timing.connect_timeout, secs(2.0));
+    assert_eq!(checks[0].timing.retry, 2);
+    assert_eq!(checks[0].timing.delay_before_retry, secs(1.0));
+    assert_eq!(checks[1].require_reply, Some(Vec::new()));
+    assert!(checks[1].payload.is_empty());
+    assert_eq!(checks[2].payload, Vec::<u8>::new());
+    assert_eq!(checks[2].require_reply, None);
+    warned(&im, 11, &["min_reply_length 4 is not carried"]);
+    warned(
+        &im,
+        21,
+        &["payload 0g: not hexadecimal digits", "empty datagram"],
+    );
+    assert_eq!(im.warnings.len(), 2, "{}", shown(&im));
+}

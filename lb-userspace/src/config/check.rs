@@ -1,19 +1,19 @@
-//! Health checkers of a real server: `tcp_check`, `http_get`, `misc_check`.
+//! Health checkers of a real server: `tcp_check`, `http_get`, `misc_check`, `udp_check`.
 
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use serde_yaml::Value;
 
 use super::{
-    CheckTiming, Checker, HttpAuth, HttpCheck, MiscCheck, Password, Secret, StatusCodes, TcpCheck,
-    TcpProbe, UrlCheck,
+    CheckTiming, Checker, HttpAuth, HttpCheck, MAX_UDP_PAYLOAD, MiscCheck, Password, Secret,
+    StatusCodes, TcpCheck, TcpProbe, UdpCheck, UrlCheck,
     address::{ipv4_mapped, not_a_host},
     parse::Service,
     reader::{Fields, Node, Reader, describe},
 };
 
 /// The checker keys of a real server; at most one may be given.
-const CHECKERS: &[&str] = &["tcp_check", "http_get", "misc_check"];
+const CHECKERS: &[&str] = &["tcp_check", "http_get", "misc_check", "udp_check"];
 /// Keys of `tcp_check` (aliases included).
 const TCP_KEYS: &[&str] = &[
     "probe",
@@ -46,6 +46,20 @@ const HTTP_KEYS: &[&str] = &[
 const URL_KEYS: &[&str] = &["path", "status_code", "digest", "virtualhost"];
 /// Keys of `auth`.
 const AUTH_KEYS: &[&str] = &["user", "password", "password_file"];
+/// Keys of `udp_check` (aliases included).
+const UDP_KEYS: &[&str] = &[
+    "payload",
+    "require_reply",
+    "connect_ip",
+    "connect_port",
+    "bindto",
+    "bind_port",
+    "connect_timeout",
+    "retry",
+    "nb_get_retry",
+    "delay_before_retry",
+    "warmup",
+];
 /// Keys of `misc_check`.
 const MISC_KEYS: &[&str] = &["misc_path", "misc_timeout", "warmup"];
 
@@ -73,6 +87,7 @@ pub(super) fn checker(
         let check = match key {
             "tcp_check" => tcp_check(rd, &node, addr),
             "http_get" => http_get(rd, &node, addr),
+            "udp_check" => udp_check(rd, &node, addr),
             _ => misc_check(rd, &node, svc),
         };
         first.get_or_insert((key, check));
@@ -137,6 +152,63 @@ fn http_get(rd: &mut Reader, node: &Node<'_>, addr: Option<IpAddr>) -> Option<Ch
         bind_port: ep.bind_port,
         timing: timing(rd, &f),
     }))
+}
+
+/// `udp_check`.
+fn udp_check(rd: &mut Reader, node: &Node<'_>, addr: Option<IpAddr>) -> Option<Checker> {
+    let f = rd.fields(node, UDP_KEYS)?;
+    let ep = endpoint(rd, &f, addr);
+    let payload = f.get("payload").and_then(|n| hex_bytes(rd, &n));
+    let require_reply = f.get("require_reply").and_then(|n| match n.value {
+        Value::Bool(true) => Some(Some(Vec::new())),
+        Value::Bool(false) => Some(None),
+        _ => hex_bytes(rd, &n).map(Some),
+    });
+    Some(Checker::Udp(UdpCheck {
+        connect_ip: ep.connect_ip,
+        connect_port: ep.connect_port,
+        bindto: ep.bindto,
+        bind_port: ep.bind_port,
+        payload: payload.unwrap_or_default(),
+        require_reply: require_reply.flatten(),
+        timing: timing(rd, &f),
+    }))
+}
+
+/// Bytes as keepalived writes them: hexadecimal digits, two per byte (either case), at most
+/// [`MAX_UDP_PAYLOAD`] bytes.
+fn hex_bytes(rd: &mut Reader, node: &Node<'_>) -> Option<Vec<u8>> {
+    const WANT: &str = "expected hexadecimal digits, two per byte, in quotes (like \"0a1b\")";
+    let hex = match node.value {
+        Value::String(s) => s.trim(),
+        Value::Number(_) => {
+            let msg = format!("{WANT}: a number loses its leading zeros");
+            rd.error(&node.path, msg);
+            return None;
+        }
+        other => {
+            rd.error(&node.path, format!("{WANT}, found {}", describe(other)));
+            return None;
+        }
+    };
+    let problem = if let Some(c) = hex.chars().find(|c| !c.is_ascii_hexdigit()) {
+        format!("`{hex}` holds `{c}`, which is not a hexadecimal digit: {WANT}")
+    } else if hex.len() % 2 == 1 {
+        format!("`{hex}` has an odd number of digits: {WANT}")
+    } else if hex.len() / 2 > MAX_UDP_PAYLOAD {
+        format!(
+            "{} bytes: at most {MAX_UDP_PAYLOAD} (one datagram)",
+            hex.len() / 2
+        )
+    } else {
+        let bytes = (0..hex.len() / 2)
+            // ASCII hexadecimal digits: every pair parses.
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or_default())
+            .collect();
+        return Some(bytes);
+    };
+    rd.error(&node.path, problem);
+    None
 }
 
 /// `misc_check`; `misc_timeout` defaults to the service's `delay_loop`.

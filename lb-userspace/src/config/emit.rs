@@ -185,6 +185,25 @@ fn real_server(r: &RealServer) -> Value {
             b.put_opt("warmup", c.warmup.map(seconds));
             m.put("misc_check", b);
         }
+        Some(Checker::Udp(c)) => {
+            let mut u = Block::default();
+            if !c.payload.is_empty() {
+                u.put("payload", hex(&c.payload));
+            }
+            u.put_opt(
+                "require_reply",
+                c.require_reply.as_ref().map(|p| -> Value {
+                    if p.is_empty() {
+                        true.into()
+                    } else {
+                        hex(p).into()
+                    }
+                }),
+            );
+            endpoint(&mut u, c.connect_ip, c.connect_port, c.bindto, c.bind_port);
+            timing(&mut u, &c.timing);
+            m.put("udp_check", u);
+        }
     }
     m.into()
 }

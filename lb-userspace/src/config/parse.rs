@@ -98,6 +98,7 @@ const REAL_KEYS: &[&str] = &[
     "tcp_check",
     "http_get",
     "misc_check",
+    "udp_check",
 ];
 
 /// `xdp_mode` values.

@@ -2039,3 +2039,111 @@ fn tcp_check_probe_modes() {
         "{ probe: connect, connect_ip: 192.168.1.2 }",
     ));
 }
+
+/// The check of the one real of `service("", real)`.
+fn the_check(real: &str) -> Option<Checker> {
+    ok(&service("", real)).virtual_servers[0].real_servers[0]
+        .check
+        .clone()
+}
+
+#[test]
+fn udp_check_keys_and_round_trip() {
+    let real = "udp_check:\n  payload: \"00FFa0\"\n  require_reply: \"c0\"\n  \
+                connect_ip: 10.0.0.9\n  connect_port: 5353\n  bindto: 10.0.0.1\n  \
+                bind_port: 40000\n  connect_timeout: 0.5\n  retry: 4\n  \
+                delay_before_retry: 1.25\n  warmup: 9";
+    let want = Checker::Udp(UdpCheck {
+        connect_ip: Some(v4("10.0.0.9")),
+        connect_port: Some(5353),
+        bindto: Some(v4("10.0.0.1")),
+        bind_port: Some(40000),
+        payload: vec![0x00, 0xff, 0xa0],
+        require_reply: Some(vec![0xc0]),
+        timing: CheckTiming {
+            connect_timeout: Duration::from_millis(500),
+            retry: 4,
+            delay_before_retry: Duration::from_millis(1250),
+            warmup: Some(secs(9)),
+        },
+    });
+    assert_eq!(the_check(real), Some(want));
+    let defaults = Checker::Udp(UdpCheck {
+        connect_ip: None,
+        connect_port: None,
+        bindto: None,
+        bind_port: None,
+        payload: Vec::new(),
+        require_reply: None,
+        timing: CheckTiming::default(),
+    });
+    assert_eq!(the_check("udp_check:"), Some(defaults.clone()));
+    assert_eq!(
+        the_check("udp_check: { require_reply: false }"),
+        Some(defaults)
+    );
+    let Some(Checker::Udp(any)) = the_check("udp_check: { require_reply: true }") else {
+        panic!("not a udp_check")
+    };
+    assert_eq!(any.require_reply, Some(Vec::new()));
+    for real in [
+        real,
+        "udp_check: { require_reply: true }",
+        "udp_check: { payload: '1234' }",
+        "udp_check:",
+    ] {
+        let c = ok(&service("", real));
+        let yaml = c.to_yaml();
+        assert_eq!(ok(&yaml), c, "canonical form:\n{yaml}");
+    }
+}
+
+#[test]
+fn udp_check_mistakes() {
+    let at = "virtual_servers[0].real_servers[0].udp_check";
+    for (real, key, fragment) in [
+        (
+            "{ payload: 1234 }",
+            "payload",
+            "a number loses its leading zeros",
+        ),
+        (
+            "{ payload: '0g' }",
+            "payload",
+            "`0g` holds `g`, which is not a hexadecimal digit",
+        ),
+        (
+            "{ payload: 'abc' }",
+            "payload",
+            "`abc` has an odd number of digits",
+        ),
+        ("{ payload: [1] }", "payload", "expected hexadecimal digits"),
+        ("{ require_reply: 'xy' }", "require_reply", "`xy` holds `x`"),
+        ("{ require_reply: 7 }", "require_reply", "in quotes"),
+        (
+            "{ connect_ip: 2001:db8::1 }",
+            "connect_ip",
+            "different address families",
+        ),
+        ("{ connect_timeout: 0 }", "connect_timeout", ""),
+        ("{ retry: 101 }", "retry", ""),
+        ("{ paylod: '00' }", "paylod", "payload"),
+    ] {
+        assert_error(
+            &service("", &format!("udp_check: {real}")),
+            &format!("{at}.{key}"),
+            fragment,
+        );
+    }
+    let long = format!("udp_check: {{ payload: '{}' }}", "00".repeat(1401));
+    assert_error(
+        &service("", &long),
+        &format!("{at}.payload"),
+        "1401 bytes: at most 1400 (one datagram)",
+    );
+    assert_error(
+        &service("", "udp_check: {}\ntcp_check: {}"),
+        "virtual_servers[0].real_servers[0].tcp_check",
+        "a real server takes one checker, and `udp_check` is already set",
+    );
+}

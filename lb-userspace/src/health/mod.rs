@@ -13,6 +13,7 @@ pub mod machine;
 pub mod probe;
 pub mod spec;
 pub mod syn;
+pub mod udp;
 
 use std::{
     cmp::Reverse,

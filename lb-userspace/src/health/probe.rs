@@ -59,6 +59,17 @@ pub enum Probe {
         /// How long it may run.
         timeout: Duration,
     },
+    /// Send `payload` to `target` (see [`super::udp`]).
+    Udp {
+        /// Address and port to send to.
+        target: SocketAddr,
+        /// Source address and port.
+        bind: Option<SocketAddr>,
+        /// The datagram.
+        payload: Vec<u8>,
+        /// `None`: up unless port unreachable; `Some(prefix)`: a reply starting with it.
+        require_reply: Option<Vec<u8>>,
+    },
 }
 
 /// One URL of an HTTP probe and what it must answer.
@@ -98,6 +109,7 @@ impl Probe {
             Probe::Tcp { .. } | Probe::Syn { .. } => "tcp_check",
             Probe::Http { .. } => "http_get",
             Probe::Misc { .. } => "misc_check",
+            Probe::Udp { .. } => "udp_check",
         }
     }
 
@@ -150,6 +162,15 @@ impl Probe {
                 first.unwrap_or_else(|| failed("no url to check"))
             }
             Probe::Misc { command, timeout } => misc(command, *timeout).await,
+            Probe::Udp {
+                target,
+                bind,
+                payload,
+                require_reply,
+            } => {
+                let reply = require_reply.as_deref();
+                super::udp::udp(*target, *bind, payload, reply, connect_timeout).await
+            }
         }
     }
 }

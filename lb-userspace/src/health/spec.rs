@@ -99,6 +99,17 @@ pub fn check_specs(config: &Config) -> Result<Vec<CheckSpec>, PasswordFileError>
                         c.timing.warmup,
                     )
                 }
+                Checker::Udp(c) => {
+                    let (target, bind) =
+                        endpoint(c.connect_ip, c.connect_port, c.bindto, c.bind_port);
+                    let probe = Probe::Udp {
+                        target,
+                        bind,
+                        payload: c.payload.clone(),
+                        require_reply: c.require_reply.clone(),
+                    };
+                    (probe, timing(&c.timing), c.timing.warmup)
+                }
                 // MISC_CHECK has no retries: the script decides at once.
                 Checker::Misc(c) => (
                     Probe::Misc {

@@ -402,11 +402,11 @@ fn real(m: &mut Map<'_>, s: &Service, r: &Real) {
                 c.kv("warmup", &number(w), l, None);
             }
         }
-        CheckKind::Tcp | CheckKind::Http => {
-            let key = if ck.kind == CheckKind::Http {
-                "http_get"
-            } else {
-                "tcp_check"
+        CheckKind::Tcp | CheckKind::Http | CheckKind::Udp => {
+            let key = match ck.kind {
+                CheckKind::Http => "http_get",
+                CheckKind::Udp => "udp_check",
+                _ => "tcp_check",
             };
             let mut c = m.map(key, ck.line);
             if ck.kind == CheckKind::Http {
@@ -434,6 +434,14 @@ fn real(m: &mut Map<'_>, s: &Service, r: &Real) {
                 if let Some((h, l, from)) = host {
                     c.kv("virtualhost", &yaml_str(&h), l, from);
                 }
+            }
+            if let Some((p, l)) = &ck.payload {
+                c.kv("payload", &yaml_quoted(p), *l, None);
+            }
+            match &ck.require_reply {
+                Some((Some(p), l)) => c.kv("require_reply", &yaml_quoted(p), *l, None),
+                Some((None, l)) => c.kv("require_reply", "true", *l, None),
+                None => {}
             }
             if let Some((a, l)) = ck.connect_ip {
                 c.kv("connect_ip", &yaml_ip(a), l, None);
@@ -466,7 +474,7 @@ fn real(m: &mut Map<'_>, s: &Service, r: &Real) {
             );
             match delay {
                 Some((d, l, from)) => c.kv("delay_before_retry", &number(d), l, from),
-                None if ck.keyword != "TCP_CHECK" => c.kv(
+                None if ck.kind == CheckKind::Http || ck.keyword == "SSL_GET" => c.kv(
                     "delay_before_retry",
                     &number(HTTP_DEFAULT_DELAY_BEFORE_RETRY),
                     ck.line,
