@@ -327,7 +327,8 @@ pub struct RealServer {
     pub check: Option<Checker>,
 }
 
-/// A health checker (keepalived `TCP_CHECK`, `HTTP_GET`, `MISC_CHECK`, `UDP_CHECK`).
+/// A health checker (keepalived `TCP_CHECK`, `HTTP_GET`, `MISC_CHECK`, `UDP_CHECK`,
+/// `DNS_CHECK`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Checker {
     /// TCP connect.
@@ -338,6 +339,8 @@ pub enum Checker {
     Misc(MiscCheck),
     /// A UDP datagram and, if required, its reply.
     Udp(UdpCheck),
+    /// A DNS query answered without error.
+    Dns(DnsCheck),
 }
 
 /// Timing shared by the network checkers.
@@ -593,6 +596,80 @@ pub struct UdpCheck {
     pub require_reply: Option<Vec<u8>>,
     /// Timing.
     pub timing: CheckTiming,
+}
+
+/// `dns_check` (keepalived's DNS_CHECK): a query over UDP; the real is up when the answer has
+/// the query's id and RCODE NOERROR.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsCheck {
+    /// Address to query; `None` = the real's.
+    pub connect_ip: Option<IpAddr>,
+    /// Port to query; `None` = 53 (keepalived's default), not the real's.
+    pub connect_port: Option<u16>,
+    /// Source address of the check.
+    pub bindto: Option<IpAddr>,
+    /// Source port of the check.
+    pub bind_port: Option<u16>,
+    /// The query's type (`type`); SOA by default, as keepalived.
+    pub query_type: DnsType,
+    /// The name asked about, with or without its final dot; `.` by default.
+    pub name: String,
+    /// Timing.
+    pub timing: CheckTiming,
+}
+
+/// The query types of `dns_check` (keepalived's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DnsType {
+    /// IPv4 address.
+    A,
+    /// Name server.
+    Ns,
+    /// Canonical name.
+    Cname,
+    /// Start of authority (keepalived's default).
+    #[default]
+    Soa,
+    /// Mail exchanger.
+    Mx,
+    /// Text.
+    Txt,
+    /// IPv6 address.
+    Aaaa,
+}
+
+impl DnsType {
+    /// The YAML words.
+    pub const WORDS: [(&'static str, DnsType); 7] = [
+        ("A", DnsType::A),
+        ("NS", DnsType::Ns),
+        ("CNAME", DnsType::Cname),
+        ("SOA", DnsType::Soa),
+        ("MX", DnsType::Mx),
+        ("TXT", DnsType::Txt),
+        ("AAAA", DnsType::Aaaa),
+    ];
+
+    /// The YAML word.
+    pub fn word(self) -> &'static str {
+        Self::WORDS
+            .iter()
+            .find(|(_, t)| *t == self)
+            .map_or("SOA", |(w, _)| w)
+    }
+
+    /// The TYPE on the wire (RFC 1035 3.2.2, RFC 3596).
+    pub fn code(self) -> u16 {
+        match self {
+            DnsType::A => 1,
+            DnsType::Ns => 2,
+            DnsType::Cname => 5,
+            DnsType::Soa => 6,
+            DnsType::Mx => 15,
+            DnsType::Txt => 16,
+            DnsType::Aaaa => 28,
+        }
+    }
 }
 
 /// One problem in a configuration file.

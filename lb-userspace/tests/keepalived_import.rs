@@ -1309,3 +1309,34 @@ fn udp_check_converts() {
     );
     assert_eq!(im.warnings.len(), 2, "{}", shown(&im));
 }
+
+#[test]
+fn dns_check_converts() {
+    let text = "virtual_server 10.0.0.1 53 {\n    lb_algo rr\n    lb_kind DR\n    protocol UDP\n    \
+         real_server 10.0.0.2 53 {\n        DNS_CHECK {\n            type aaaa\n            \
+         name www.example.org\n            connect_timeout 2\n        }\n    }\n    \
+         real_server 10.0.0.3 53 {\n        DNS_CHECK {\n            type PTR\n        }\n    }\n}\n";
+    let (im, config) = accepted(text);
+    let checks: Vec<_> = config.virtual_servers[0]
+        .real_servers
+        .iter()
+        .map(|r| match &r.check {
+            Some(Checker::Dns(d)) => d.clone(),
+            other => panic!("not a dns_check: {other:?}"),
+        })
+        .collect();
+    use lb_userspace::config::DnsType;
+    assert_eq!(checks[0].query_type, DnsType::Aaaa);
+    assert_eq!(checks[0].name, "www.example.org");
+    assert_eq!(checks[0].timing.connect_timeout, secs(2.0));
+    assert_eq!(
+        (checks[1].query_type, checks[1].name.as_str()),
+        (DnsType::Soa, ".")
+    );
+    warned(
+        &im,
+        14,
+        &["type PTR: not A, NS, CNAME, SOA, MX, TXT or AAAA", "SOA"],
+    );
+    assert_eq!(im.warnings.len(), 1, "{}", shown(&im));
+}

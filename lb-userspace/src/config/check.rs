@@ -1,19 +1,26 @@
-//! Health checkers of a real server: `tcp_check`, `http_get`, `misc_check`, `udp_check`.
+//! Health checkers of a real server: `tcp_check`, `http_get`, `misc_check`, `udp_check`,
+//! `dns_check`.
 
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use serde_yaml::Value;
 
 use super::{
-    CheckTiming, Checker, HttpAuth, HttpCheck, MAX_UDP_PAYLOAD, MiscCheck, Password, Secret,
-    StatusCodes, TcpCheck, TcpProbe, UdpCheck, UrlCheck,
+    CheckTiming, Checker, DnsCheck, DnsType, HttpAuth, HttpCheck, MAX_UDP_PAYLOAD, MiscCheck,
+    Password, Secret, StatusCodes, TcpCheck, TcpProbe, UdpCheck, UrlCheck,
     address::{ipv4_mapped, not_a_host},
     parse::Service,
     reader::{Fields, Node, Reader, describe},
 };
 
 /// The checker keys of a real server; at most one may be given.
-const CHECKERS: &[&str] = &["tcp_check", "http_get", "misc_check", "udp_check"];
+const CHECKERS: &[&str] = &[
+    "tcp_check",
+    "http_get",
+    "misc_check",
+    "udp_check",
+    "dns_check",
+];
 /// Keys of `tcp_check` (aliases included).
 const TCP_KEYS: &[&str] = &[
     "probe",
@@ -60,6 +67,20 @@ const UDP_KEYS: &[&str] = &[
     "delay_before_retry",
     "warmup",
 ];
+/// Keys of `dns_check` (aliases included).
+const DNS_KEYS: &[&str] = &[
+    "type",
+    "name",
+    "connect_ip",
+    "connect_port",
+    "bindto",
+    "bind_port",
+    "connect_timeout",
+    "retry",
+    "nb_get_retry",
+    "delay_before_retry",
+    "warmup",
+];
 /// Keys of `misc_check`.
 const MISC_KEYS: &[&str] = &["misc_path", "misc_timeout", "warmup"];
 
@@ -88,6 +109,7 @@ pub(super) fn checker(
             "tcp_check" => tcp_check(rd, &node, addr),
             "http_get" => http_get(rd, &node, addr),
             "udp_check" => udp_check(rd, &node, addr),
+            "dns_check" => dns_check(rd, &node, addr),
             _ => misc_check(rd, &node, svc),
         };
         first.get_or_insert((key, check));
@@ -173,6 +195,50 @@ fn udp_check(rd: &mut Reader, node: &Node<'_>, addr: Option<IpAddr>) -> Option<C
         require_reply: require_reply.flatten(),
         timing: timing(rd, &f),
     }))
+}
+
+/// `dns_check`.
+fn dns_check(rd: &mut Reader, node: &Node<'_>, addr: Option<IpAddr>) -> Option<Checker> {
+    let f = rd.fields(node, DNS_KEYS)?;
+    let ep = endpoint(rd, &f, addr);
+    let query_type = f
+        .get("type")
+        .and_then(|n| rd.keyword(&n, "dns_check type", &DnsType::WORDS));
+    let name = f.get("name").and_then(|n| dns_name(rd, &n));
+    Some(Checker::Dns(DnsCheck {
+        connect_ip: ep.connect_ip,
+        connect_port: ep.connect_port,
+        bindto: ep.bindto,
+        bind_port: ep.bind_port,
+        query_type: query_type.unwrap_or_default(),
+        name: name.unwrap_or_else(|| ".".to_owned()),
+        timing: timing(rd, &f),
+    }))
+}
+
+/// `dns_check.name`: a domain name a query can carry (RFC 1035 2.3.4): labels of 1 to 63
+/// bytes, at most 253 characters without the final dot, no white space or control
+/// characters; `.` is the root.
+fn dns_name(rd: &mut Reader, node: &Node<'_>) -> Option<String> {
+    let name = rd.text(node)?;
+    let bare = name.strip_suffix('.').unwrap_or(&name);
+    let problem = if name.is_empty() {
+        "must not be empty (the root is `.`)".to_owned()
+    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        "must not contain white space or control characters".to_owned()
+    } else if !name.is_ascii() {
+        "must be ASCII (write an internationalized name in its xn-- form)".to_owned()
+    } else if bare.len() > 253 {
+        format!("is {} characters long: at most 253", bare.len())
+    } else if !bare.is_empty() && bare.split('.').any(|l| l.is_empty() || l.len() > 63) {
+        "has an empty label or one over 63 characters (labels are 1 to 63 characters between \
+         dots)"
+            .to_owned()
+    } else {
+        return Some(name);
+    };
+    rd.error(&node.path, format!("`{name}` {problem}"));
+    None
 }
 
 /// Bytes as keepalived writes them: hexadecimal digits, two per byte (either case), at most

@@ -204,6 +204,14 @@ fn real_server(r: &RealServer) -> Value {
             timing(&mut u, &c.timing);
             m.put("udp_check", u);
         }
+        Some(Checker::Dns(c)) => {
+            let mut d = Block::default();
+            d.put("type", c.query_type.word());
+            d.put("name", c.name.as_str());
+            endpoint(&mut d, c.connect_ip, c.connect_port, c.bindto, c.bind_port);
+            timing(&mut d, &c.timing);
+            m.put("dns_check", d);
+        }
     }
     m.into()
 }

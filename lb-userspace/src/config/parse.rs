@@ -99,6 +99,7 @@ const REAL_KEYS: &[&str] = &[
     "http_get",
     "misc_check",
     "udp_check",
+    "dns_check",
 ];
 
 /// `xdp_mode` values.

@@ -2147,3 +2147,80 @@ fn udp_check_mistakes() {
         "a real server takes one checker, and `udp_check` is already set",
     );
 }
+
+#[test]
+fn dns_check_keys_defaults_and_round_trip() {
+    let real = "dns_check:\n  type: aaaa\n  name: www.example.org.\n  connect_ip: 10.0.0.9\n  \
+                connect_port: 5353\n  bindto: 10.0.0.1\n  bind_port: 40000\n  \
+                connect_timeout: 0.5\n  retry: 4\n  delay_before_retry: 1.25\n  warmup: 9";
+    let want = Checker::Dns(DnsCheck {
+        connect_ip: Some(v4("10.0.0.9")),
+        connect_port: Some(5353),
+        bindto: Some(v4("10.0.0.1")),
+        bind_port: Some(40000),
+        query_type: DnsType::Aaaa,
+        name: "www.example.org.".into(),
+        timing: CheckTiming {
+            connect_timeout: Duration::from_millis(500),
+            retry: 4,
+            delay_before_retry: Duration::from_millis(1250),
+            warmup: Some(secs(9)),
+        },
+    });
+    assert_eq!(the_check(real), Some(want));
+    assert_eq!(
+        the_check("dns_check:"),
+        Some(Checker::Dns(DnsCheck {
+            connect_ip: None,
+            connect_port: None,
+            bindto: None,
+            bind_port: None,
+            query_type: DnsType::Soa,
+            name: ".".into(),
+            timing: CheckTiming::default(),
+        }))
+    );
+    for (word, t) in DnsType::WORDS {
+        let c = ok(&service("", &format!("dns_check: {{ type: {word} }}")));
+        let yaml = c.to_yaml();
+        assert!(yaml.contains(&format!("type: {}", t.word())), "{yaml}");
+        assert_eq!(ok(&yaml), c, "canonical form:\n{yaml}");
+    }
+    for real in [real, "dns_check:", "dns_check: { name: example.org }"] {
+        let c = ok(&service("", real));
+        assert_eq!(ok(&c.to_yaml()), c);
+    }
+}
+
+#[test]
+fn dns_check_mistakes() {
+    let at = "virtual_servers[0].real_servers[0].dns_check";
+    let long_label = "a".repeat(64);
+    let long_name = format!("{}.org", ["abcdefghi"; 26].join("."));
+    for (real, key, fragment) in [
+        (
+            "{ type: PTR }".to_owned(),
+            "type",
+            "unknown dns_check type `PTR`; use A, NS, CNAME, SOA, MX, TXT or AAAA",
+        ),
+        ("{ type: 1 }".to_owned(), "type", "dns_check type"),
+        ("{ name: '' }".to_owned(), "name", "must not be empty"),
+        ("{ name: 'a b' }".to_owned(), "name", "white space"),
+        ("{ name: 'a..b' }".to_owned(), "name", "empty label"),
+        (format!("{{ name: {long_label}.org }}"), "name", "over 63"),
+        (format!("{{ name: {long_name} }}"), "name", "at most 253"),
+        ("{ name: 'bücher.example' }".to_owned(), "name", "xn--"),
+        (
+            "{ connect_ip: 2001:db8::1 }".to_owned(),
+            "connect_ip",
+            "different address families",
+        ),
+        ("{ typ: A }".to_owned(), "typ", "type"),
+    ] {
+        assert_error(
+            &service("", &format!("dns_check: {real}")),
+            &format!("{at}.{key}"),
+            fragment,
+        );
+    }
+}

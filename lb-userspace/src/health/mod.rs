@@ -9,6 +9,7 @@
 //! that stays keeps its state and counters. What to check comes from the configuration
 //! ([`spec`]).
 
+pub mod dns;
 pub mod machine;
 pub mod probe;
 pub mod spec;

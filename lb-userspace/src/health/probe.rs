@@ -21,7 +21,7 @@ use tokio::{
 };
 
 use super::{ProbeContext, machine::Outcome, syn::SynTarget};
-use crate::config::{Secret, StatusCodes};
+use crate::config::{DnsType, Secret, StatusCodes};
 
 /// What to probe.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,6 +70,17 @@ pub enum Probe {
         /// `None`: up unless port unreachable; `Some(prefix)`: a reply starting with it.
         require_reply: Option<Vec<u8>>,
     },
+    /// Ask `target` for `name`'s `qtype` records (see [`super::dns`]).
+    Dns {
+        /// Address and port to query.
+        target: SocketAddr,
+        /// Source address and port.
+        bind: Option<SocketAddr>,
+        /// The name asked about.
+        name: String,
+        /// The query's type.
+        qtype: DnsType,
+    },
 }
 
 /// One URL of an HTTP probe and what it must answer.
@@ -110,6 +121,7 @@ impl Probe {
             Probe::Http { .. } => "http_get",
             Probe::Misc { .. } => "misc_check",
             Probe::Udp { .. } => "udp_check",
+            Probe::Dns { .. } => "dns_check",
         }
     }
 
@@ -171,6 +183,12 @@ impl Probe {
                 let reply = require_reply.as_deref();
                 super::udp::udp(*target, *bind, payload, reply, connect_timeout).await
             }
+            Probe::Dns {
+                target,
+                bind,
+                name,
+                qtype,
+            } => super::dns::dns(*target, *bind, name, *qtype, connect_timeout).await,
         }
     }
 }

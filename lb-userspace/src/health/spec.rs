@@ -24,6 +24,9 @@ use crate::config::{
     CheckTiming, Checker, Config, HttpCheck, Password, Secret, TcpCheck, TcpProbe,
 };
 
+/// The port a `dns_check` queries without `connect_port` (keepalived's).
+pub const DNS_PORT: u16 = 53;
+
 /// The largest password file read, in bytes: it holds one password.
 pub const MAX_PASSWORD_FILE: u64 = 4096;
 
@@ -107,6 +110,18 @@ pub fn check_specs(config: &Config) -> Result<Vec<CheckSpec>, PasswordFileError>
                         bind,
                         payload: c.payload.clone(),
                         require_reply: c.require_reply.clone(),
+                    };
+                    (probe, timing(&c.timing), c.timing.warmup)
+                }
+                Checker::Dns(c) => {
+                    // keepalived's DNS_CHECK queries port 53, not the real's port.
+                    let port = Some(c.connect_port.unwrap_or(DNS_PORT));
+                    let (target, bind) = endpoint(c.connect_ip, port, c.bindto, c.bind_port);
+                    let probe = Probe::Dns {
+                        target,
+                        bind,
+                        name: c.name.clone(),
+                        qtype: c.query_type,
                     };
                     (probe, timing(&c.timing), c.timing.warmup)
                 }
@@ -419,5 +434,56 @@ virtual_servers:
         assert!(error(&big.0).contains("larger than 4096 bytes"));
         let binary = TempFile::new("binary", &[0xff, 0xfe]);
         assert!(error(&binary.0).ends_with("is not UTF-8 text"));
+    }
+
+    #[test]
+    fn udp_and_dns_checks_become_their_probes() {
+        let yaml = "
+interface: eth0
+virtual_servers:
+  - vip: 192.168.0.10
+    port: 5353
+    protocol: udp
+    lb_kind: dr
+    real_servers:
+      - ip: 192.168.0.2
+        udp_check: { payload: '00ff', require_reply: true }
+      - ip: 192.168.0.3
+        dns_check: { type: A, name: example.org }
+      - ip: 192.168.0.4
+        dns_check: { connect_ip: 192.168.1.4, connect_port: 5300, bind_port: 1053 }
+";
+        let config = Config::from_yaml(yaml, Path::new("udp.yaml")).unwrap();
+        let probes: Vec<Probe> = check_specs(&config)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.probe)
+            .collect();
+        assert_eq!(
+            probes,
+            [
+                Probe::Udp {
+                    target: socket("192.168.0.2:5353"),
+                    bind: None,
+                    payload: vec![0, 0xff],
+                    require_reply: Some(Vec::new()),
+                },
+                // keepalived's DNS_CHECK asks port 53, whatever the service's port.
+                Probe::Dns {
+                    target: socket("192.168.0.3:53"),
+                    bind: None,
+                    name: "example.org".into(),
+                    qtype: crate::config::DnsType::A,
+                },
+                Probe::Dns {
+                    target: socket("192.168.1.4:5300"),
+                    bind: Some(socket("0.0.0.0:1053")),
+                    name: ".".into(),
+                    qtype: crate::config::DnsType::Soa,
+                },
+            ]
+        );
+        assert_eq!(probes[0].kind(), "udp_check");
+        assert_eq!(probes[1].kind(), "dns_check");
     }
 }

@@ -7,8 +7,9 @@ use std::{collections::BTreeSet, net::IpAddr, ops::RangeInclusive};
 use super::{
     ImportError, Warning,
     keywords::{
-        CHECK_KEYWORDS, HTTP_KEYWORDS, KEEPALIVED_ONLY, KEEPALIVED_SCHEDULERS, MISC_KEYWORDS,
-        ROOT_KEYWORDS, RS_KEYWORDS, SYNC_DAEMON_OPTIONS, UDP_KEYWORDS, URL_KEYWORDS, VS_KEYWORDS,
+        CHECK_KEYWORDS, DNS_KEYWORDS, HTTP_KEYWORDS, KEEPALIVED_ONLY, KEEPALIVED_SCHEDULERS,
+        MISC_KEYWORDS, ROOT_KEYWORDS, RS_KEYWORDS, SYNC_DAEMON_OPTIONS, UDP_KEYWORDS, URL_KEYWORDS,
+        VS_KEYWORDS,
     },
     lexer::{Node, script_words, shell_join},
     parsed::{
@@ -1163,7 +1164,7 @@ impl Importer {
             "smtp_alert" => self.not_carried(c, "lb-agent has no e-mail alerts; see its logs"),
             "virtualhost" => self.virtualhost(&mut r.virtualhost, c),
             "snmp_name" => self.not_carried(c, "lb-agent has no SNMP; see its metrics"),
-            kw @ ("TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" | "UDP_CHECK") => {
+            kw @ ("TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" | "UDP_CHECK" | "DNS_CHECK") => {
                 let check = self.check(c);
                 match (&r.check, check) {
                     (None, check) => r.check = check,
@@ -1179,12 +1180,12 @@ impl Importer {
                     (Some(_), None) => {}
                 }
             }
-            kw @ ("SMTP_CHECK" | "DNS_CHECK" | "PING_CHECK" | "FILE_CHECK" | "BFD_CHECK") => self
+            kw @ ("SMTP_CHECK" | "PING_CHECK" | "FILE_CHECK" | "BFD_CHECK") => self
                 .warn(
                     l,
                     format!(
                         "{kw} is not supported by lb-agent (it has tcp_check, http_get, \
-                         misc_check and udp_check): not converted; without another checker the \
+                         misc_check, udp_check and dns_check): not converted; without another checker the \
                          real is always up"
                     ),
                 ),
@@ -1266,6 +1267,11 @@ impl Importer {
                 "UDP_CHECK",
                 [CHECK_KEYWORDS, UDP_KEYWORDS].concat(),
             ),
+            "DNS_CHECK" => (
+                CheckKind::Dns,
+                "DNS_CHECK",
+                [CHECK_KEYWORDS, DNS_KEYWORDS].concat(),
+            ),
             _ => (CheckKind::Misc, "MISC_CHECK", MISC_KEYWORDS.to_vec()),
         };
         self.extra_words(n, 1);
@@ -1285,6 +1291,8 @@ impl Importer {
             delay_loop: None,
             payload: None,
             require_reply: None,
+            dns_type: None,
+            dns_name: None,
             tcp_nb_get_retry: None,
         };
         let mut unknown = Vec::new();
@@ -1402,6 +1410,20 @@ impl Importer {
                             ck.require_reply = Some((Some(hex), l));
                         }
                     }
+                }
+            }
+            "type" => {
+                let stays = "the query stays of type SOA";
+                if let Some(v) = self.value(c, stays) {
+                    match DNS_TYPES.iter().find(|t| t.eq_ignore_ascii_case(v)) {
+                        Some(t) => ck.dns_type = Some((t, l)),
+                        None => self.invalid(c, v, "A, NS, CNAME, SOA, MX, TXT or AAAA", stays),
+                    }
+                }
+            }
+            "name" => {
+                if let Some(v) = self.value(c, "the query stays for the root, \".\"") {
+                    ck.dns_name = Some((v.to_owned(), l));
                 }
             }
             "min_reply_length" | "max_reply_length" => self.not_carried(
@@ -1645,6 +1667,9 @@ fn check_stays(kind: CheckKind, t: &Timing, keyword: &str) -> Option<String> {
         _ => return None,
     })
 }
+
+/// DNS_CHECK's query types (keepalived's, upper case).
+const DNS_TYPES: [&str; 7] = ["A", "NS", "CNAME", "SOA", "MX", "TXT", "AAAA"];
 
 /// The keyword of `known` that `word` probably meant: the same but for case, or at most two
 /// edits away (one for short words).

@@ -190,6 +190,9 @@ pub(super) const UDP_KEYWORDS: &[&str] = &[
     "max_reply_length",
 ];
 
+/// Keywords DNS_CHECK adds.
+pub(super) const DNS_KEYWORDS: &[&str] = &["type", "name"];
+
 /// Keywords of a MISC_CHECK.
 pub(super) const MISC_KEYWORDS: &[&str] = &[
     "misc_path",

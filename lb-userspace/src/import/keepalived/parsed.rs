@@ -120,9 +120,11 @@ pub(super) enum CheckKind {
     Http,
     Misc,
     Udp,
+    Dns,
 }
 
-/// A `TCP_CHECK`, `HTTP_GET` (or `SSL_GET` as a TCP check), `MISC_CHECK` or `UDP_CHECK`.
+/// A `TCP_CHECK`, `HTTP_GET` (or `SSL_GET` as a TCP check), `MISC_CHECK`, `UDP_CHECK` or
+/// `DNS_CHECK`.
 pub(super) struct Check {
     pub(super) kind: CheckKind,
     pub(super) line: usize,
@@ -144,6 +146,10 @@ pub(super) struct Check {
     pub(super) payload: At<String>,
     /// UDP_CHECK's `require_reply`, with its pattern (lowercase hexadecimal) if it has one.
     pub(super) require_reply: At<Option<String>>,
+    /// DNS_CHECK's `type`, upper case.
+    pub(super) dns_type: At<&'static str>,
+    /// DNS_CHECK's `name`.
+    pub(super) dns_name: At<String>,
     /// Value and line of an `nb_get_retry` in a TCP_CHECK, which keepalived does not know (so
     /// it is not applied).
     pub(super) tcp_nb_get_retry: Option<(u64, usize)>,

@@ -402,10 +402,11 @@ fn real(m: &mut Map<'_>, s: &Service, r: &Real) {
                 c.kv("warmup", &number(w), l, None);
             }
         }
-        CheckKind::Tcp | CheckKind::Http | CheckKind::Udp => {
+        CheckKind::Tcp | CheckKind::Http | CheckKind::Udp | CheckKind::Dns => {
             let key = match ck.kind {
                 CheckKind::Http => "http_get",
                 CheckKind::Udp => "udp_check",
+                CheckKind::Dns => "dns_check",
                 _ => "tcp_check",
             };
             let mut c = m.map(key, ck.line);
@@ -434,6 +435,12 @@ fn real(m: &mut Map<'_>, s: &Service, r: &Real) {
                 if let Some((h, l, from)) = host {
                     c.kv("virtualhost", &yaml_str(&h), l, from);
                 }
+            }
+            if let Some((t, l)) = ck.dns_type {
+                c.kv("type", t, l, None);
+            }
+            if let Some((n, l)) = &ck.dns_name {
+                c.kv("name", &yaml_quoted(n), *l, None);
             }
             if let Some((p, l)) = &ck.payload {
                 c.kv("payload", &yaml_quoted(p), *l, None);
