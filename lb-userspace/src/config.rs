@@ -328,7 +328,7 @@ pub struct RealServer {
 }
 
 /// A health checker (keepalived `TCP_CHECK`, `HTTP_GET`, `MISC_CHECK`, `UDP_CHECK`,
-/// `DNS_CHECK`).
+/// `DNS_CHECK`, `PING_CHECK`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Checker {
     /// TCP connect.
@@ -341,6 +341,8 @@ pub enum Checker {
     Udp(UdpCheck),
     /// A DNS query answered without error.
     Dns(DnsCheck),
+    /// An ICMP echo answered.
+    Ping(PingCheck),
 }
 
 /// Timing shared by the network checkers.
@@ -594,6 +596,18 @@ pub struct UdpCheck {
     /// `None`: no reply needed; `Some(prefix)`: a reply is needed, and it must start with
     /// `prefix` (empty: any reply).
     pub require_reply: Option<Vec<u8>>,
+    /// Timing.
+    pub timing: CheckTiming,
+}
+
+/// `ping_check` (keepalived's PING_CHECK): the real is up while it answers an ICMP echo
+/// (ICMPv6 for an IPv6 real) within `connect_timeout`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PingCheck {
+    /// Address to ping; `None` = the real's.
+    pub connect_ip: Option<IpAddr>,
+    /// Source address of the check.
+    pub bindto: Option<IpAddr>,
     /// Timing.
     pub timing: CheckTiming,
 }

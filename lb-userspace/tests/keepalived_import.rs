@@ -1340,3 +1340,21 @@ fn dns_check_converts() {
     );
     assert_eq!(im.warnings.len(), 1, "{}", shown(&im));
 }
+
+#[test]
+fn ping_check_converts() {
+    let text = service(
+        "    real_server 10.0.0.2 80 {\n        PING_CHECK {\n            connect_ip 10.0.1.2\n            \
+         connect_port 80\n            connect_timeout 1\n            retry 3\n        }\n    }",
+    );
+    let (im, config) = accepted(&text);
+    let Some(Checker::Ping(p)) = &config.virtual_servers[0].real_servers[0].check else {
+        panic!("not a ping_check:\n{}", im.yaml)
+    };
+    assert_eq!(p.connect_ip, Some(ip("10.0.1.2")));
+    assert_eq!(p.bindto, None);
+    assert_eq!(p.timing.connect_timeout, secs(1.0));
+    assert_eq!(p.timing.retry, 3);
+    warned(&im, 7, &["connect_port 80 is not carried", "no port"]);
+    assert_eq!(im.warnings.len(), 1, "{}", shown(&im));
+}

@@ -1,5 +1,5 @@
 //! Health checkers of a real server: `tcp_check`, `http_get`, `misc_check`, `udp_check`,
-//! `dns_check`.
+//! `dns_check`, `ping_check`.
 
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
@@ -7,7 +7,7 @@ use serde_yaml::Value;
 
 use super::{
     CheckTiming, Checker, DnsCheck, DnsType, HttpAuth, HttpCheck, MAX_UDP_PAYLOAD, MiscCheck,
-    Password, Secret, StatusCodes, TcpCheck, TcpProbe, UdpCheck, UrlCheck,
+    Password, PingCheck, Secret, StatusCodes, TcpCheck, TcpProbe, UdpCheck, UrlCheck,
     address::{ipv4_mapped, not_a_host},
     parse::Service,
     reader::{Fields, Node, Reader, describe},
@@ -20,6 +20,7 @@ const CHECKERS: &[&str] = &[
     "misc_check",
     "udp_check",
     "dns_check",
+    "ping_check",
 ];
 /// Keys of `tcp_check` (aliases included).
 const TCP_KEYS: &[&str] = &[
@@ -81,6 +82,16 @@ const DNS_KEYS: &[&str] = &[
     "delay_before_retry",
     "warmup",
 ];
+/// Keys of `ping_check` (aliases included): no ports.
+const PING_KEYS: &[&str] = &[
+    "connect_ip",
+    "bindto",
+    "connect_timeout",
+    "retry",
+    "nb_get_retry",
+    "delay_before_retry",
+    "warmup",
+];
 /// Keys of `misc_check`.
 const MISC_KEYS: &[&str] = &["misc_path", "misc_timeout", "warmup"];
 
@@ -110,6 +121,7 @@ pub(super) fn checker(
             "http_get" => http_get(rd, &node, addr),
             "udp_check" => udp_check(rd, &node, addr),
             "dns_check" => dns_check(rd, &node, addr),
+            "ping_check" => ping_check(rd, &node, addr),
             _ => misc_check(rd, &node, svc),
         };
         first.get_or_insert((key, check));
@@ -193,6 +205,17 @@ fn udp_check(rd: &mut Reader, node: &Node<'_>, addr: Option<IpAddr>) -> Option<C
         bind_port: ep.bind_port,
         payload: payload.unwrap_or_default(),
         require_reply: require_reply.flatten(),
+        timing: timing(rd, &f),
+    }))
+}
+
+/// `ping_check`.
+fn ping_check(rd: &mut Reader, node: &Node<'_>, addr: Option<IpAddr>) -> Option<Checker> {
+    let f = rd.fields(node, PING_KEYS)?;
+    let ep = endpoint(rd, &f, addr);
+    Some(Checker::Ping(PingCheck {
+        connect_ip: ep.connect_ip,
+        bindto: ep.bindto,
         timing: timing(rd, &f),
     }))
 }

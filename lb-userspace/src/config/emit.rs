@@ -212,6 +212,12 @@ fn real_server(r: &RealServer) -> Value {
             timing(&mut d, &c.timing);
             m.put("dns_check", d);
         }
+        Some(Checker::Ping(c)) => {
+            let mut p = Block::default();
+            endpoint(&mut p, c.connect_ip, None, c.bindto, None);
+            timing(&mut p, &c.timing);
+            m.put("ping_check", p);
+        }
     }
     m.into()
 }

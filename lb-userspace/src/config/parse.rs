@@ -100,6 +100,7 @@ const REAL_KEYS: &[&str] = &[
     "misc_check",
     "udp_check",
     "dns_check",
+    "ping_check",
 ];
 
 /// `xdp_mode` values.

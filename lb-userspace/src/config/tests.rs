@@ -2224,3 +2224,53 @@ fn dns_check_mistakes() {
         );
     }
 }
+
+#[test]
+fn ping_check_keys_mistakes_and_round_trip() {
+    let real = "ping_check:\n  connect_ip: 10.0.0.9\n  bindto: 10.0.0.1\n  connect_timeout: 0.5\n  \
+                nb_get_retry: 4\n  delay_before_retry: 1.25\n  warmup: 9";
+    let want = Checker::Ping(PingCheck {
+        connect_ip: Some(v4("10.0.0.9")),
+        bindto: Some(v4("10.0.0.1")),
+        timing: CheckTiming {
+            connect_timeout: Duration::from_millis(500),
+            retry: 4,
+            delay_before_retry: Duration::from_millis(1250),
+            warmup: Some(secs(9)),
+        },
+    });
+    assert_eq!(the_check(real), Some(want));
+    assert_eq!(
+        the_check("ping_check:"),
+        Some(Checker::Ping(PingCheck {
+            connect_ip: None,
+            bindto: None,
+            timing: CheckTiming::default(),
+        }))
+    );
+    for real in [real, "ping_check:"] {
+        let c = ok(&service("", real));
+        assert_eq!(ok(&c.to_yaml()), c);
+    }
+    let at = "virtual_servers[0].real_servers[0].ping_check";
+    for (real, key, fragment) in [
+        ("{ connect_port: 80 }", "connect_port", "unknown key"),
+        ("{ bind_port: 80 }", "bind_port", "unknown key"),
+        (
+            "{ connect_ip: 224.0.0.1 }",
+            "connect_ip",
+            "is not a unicast address",
+        ),
+        (
+            "{ bindto: 2001:db8::1 }",
+            "bindto",
+            "the address families differ",
+        ),
+    ] {
+        assert_error(
+            &service("", &format!("ping_check: {real}")),
+            &format!("{at}.{key}"),
+            fragment,
+        );
+    }
+}

@@ -11,6 +11,7 @@
 
 pub mod dns;
 pub mod machine;
+pub mod ping;
 pub mod probe;
 pub mod spec;
 pub mod syn;

@@ -7,7 +7,7 @@
 //! response first (its body up to [`MAX_BODY`]), then closes the same way.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
     process::Stdio,
     time::Duration,
 };
@@ -81,6 +81,13 @@ pub enum Probe {
         /// The query's type.
         qtype: DnsType,
     },
+    /// An ICMP echo to `target` (see [`super::ping`]).
+    Ping {
+        /// The address pinged.
+        target: IpAddr,
+        /// Source address.
+        bind: Option<IpAddr>,
+    },
 }
 
 /// One URL of an HTTP probe and what it must answer.
@@ -122,6 +129,7 @@ impl Probe {
             Probe::Misc { .. } => "misc_check",
             Probe::Udp { .. } => "udp_check",
             Probe::Dns { .. } => "dns_check",
+            Probe::Ping { .. } => "ping_check",
         }
     }
 
@@ -189,6 +197,9 @@ impl Probe {
                 name,
                 qtype,
             } => super::dns::dns(*target, *bind, name, *qtype, connect_timeout).await,
+            Probe::Ping { target, bind } => {
+                super::ping::ping(*target, *bind, connect_timeout).await
+            }
         }
     }
 }

@@ -125,6 +125,14 @@ pub fn check_specs(config: &Config) -> Result<Vec<CheckSpec>, PasswordFileError>
                     };
                     (probe, timing(&c.timing), c.timing.warmup)
                 }
+                Checker::Ping(c) => (
+                    Probe::Ping {
+                        target: c.connect_ip.unwrap_or(rs.key.addr),
+                        bind: c.bindto,
+                    },
+                    timing(&c.timing),
+                    c.timing.warmup,
+                ),
                 // MISC_CHECK has no retries: the script decides at once.
                 Checker::Misc(c) => (
                     Probe::Misc {

@@ -1164,7 +1164,8 @@ impl Importer {
             "smtp_alert" => self.not_carried(c, "lb-agent has no e-mail alerts; see its logs"),
             "virtualhost" => self.virtualhost(&mut r.virtualhost, c),
             "snmp_name" => self.not_carried(c, "lb-agent has no SNMP; see its metrics"),
-            kw @ ("TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" | "UDP_CHECK" | "DNS_CHECK") => {
+            kw @ ("TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" | "UDP_CHECK" | "DNS_CHECK"
+            | "PING_CHECK") => {
                 let check = self.check(c);
                 match (&r.check, check) {
                     (None, check) => r.check = check,
@@ -1180,12 +1181,12 @@ impl Importer {
                     (Some(_), None) => {}
                 }
             }
-            kw @ ("SMTP_CHECK" | "PING_CHECK" | "FILE_CHECK" | "BFD_CHECK") => self
+            kw @ ("SMTP_CHECK" | "FILE_CHECK" | "BFD_CHECK") => self
                 .warn(
                     l,
                     format!(
                         "{kw} is not supported by lb-agent (it has tcp_check, http_get, \
-                         misc_check, udp_check and dns_check): not converted; without another checker the \
+                         misc_check, udp_check, dns_check and ping_check): not converted; without another checker the \
                          real is always up"
                     ),
                 ),
@@ -1272,6 +1273,7 @@ impl Importer {
                 "DNS_CHECK",
                 [CHECK_KEYWORDS, DNS_KEYWORDS].concat(),
             ),
+            "PING_CHECK" => (CheckKind::Ping, "PING_CHECK", CHECK_KEYWORDS.to_vec()),
             _ => (CheckKind::Misc, "MISC_CHECK", MISC_KEYWORDS.to_vec()),
         };
         self.extra_words(n, 1);
@@ -1352,6 +1354,9 @@ impl Importer {
                 if let Some(a) = self.address(c, "the check connects to the real's address") {
                     ck.connect_ip = Some((a, l));
                 }
+            }
+            "connect_port" | "bind_port" if ck.kind == CheckKind::Ping => {
+                self.not_carried(c, "an ICMP echo has no port")
             }
             "connect_port" => {
                 if let Some(p) = self.port(c, "the check connects to the real's port") {

@@ -121,10 +121,11 @@ pub(super) enum CheckKind {
     Misc,
     Udp,
     Dns,
+    Ping,
 }
 
-/// A `TCP_CHECK`, `HTTP_GET` (or `SSL_GET` as a TCP check), `MISC_CHECK`, `UDP_CHECK` or
-/// `DNS_CHECK`.
+/// A `TCP_CHECK`, `HTTP_GET` (or `SSL_GET` as a TCP check), `MISC_CHECK`, `UDP_CHECK`,
+/// `DNS_CHECK` or `PING_CHECK`.
 pub(super) struct Check {
     pub(super) kind: CheckKind,
     pub(super) line: usize,

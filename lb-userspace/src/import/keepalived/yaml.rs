@@ -402,8 +402,9 @@ fn real(m: &mut Map<'_>, s: &Service, r: &Real) {
                 c.kv("warmup", &number(w), l, None);
             }
         }
-        CheckKind::Tcp | CheckKind::Http | CheckKind::Udp | CheckKind::Dns => {
+        CheckKind::Tcp | CheckKind::Http | CheckKind::Udp | CheckKind::Dns | CheckKind::Ping => {
             let key = match ck.kind {
+                CheckKind::Ping => "ping_check",
                 CheckKind::Http => "http_get",
                 CheckKind::Udp => "udp_check",
                 CheckKind::Dns => "dns_check",
