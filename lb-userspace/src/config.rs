@@ -328,7 +328,7 @@ pub struct RealServer {
 }
 
 /// A health checker (keepalived `TCP_CHECK`, `HTTP_GET`, `MISC_CHECK`, `UDP_CHECK`,
-/// `DNS_CHECK`, `PING_CHECK`).
+/// `DNS_CHECK`, `PING_CHECK`, `SMTP_CHECK`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Checker {
     /// TCP connect.
@@ -343,6 +343,8 @@ pub enum Checker {
     Dns(DnsCheck),
     /// An ICMP echo answered.
     Ping(PingCheck),
+    /// An SMTP greeting and HELO answered.
+    Smtp(SmtpCheck),
 }
 
 /// Timing shared by the network checkers.
@@ -596,6 +598,24 @@ pub struct UdpCheck {
     /// `None`: no reply needed; `Some(prefix)`: a reply is needed, and it must start with
     /// `prefix` (empty: any reply).
     pub require_reply: Option<Vec<u8>>,
+    /// Timing.
+    pub timing: CheckTiming,
+}
+
+/// `smtp_check` (keepalived's SMTP_CHECK): the real is up while it greets with 2xx and
+/// answers `HELO` with 250.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmtpCheck {
+    /// Address to connect to; `None` = the real's.
+    pub connect_ip: Option<IpAddr>,
+    /// Port to connect to; `None` = the real's.
+    pub connect_port: Option<u16>,
+    /// Source address of the check.
+    pub bindto: Option<IpAddr>,
+    /// Source port of the check.
+    pub bind_port: Option<u16>,
+    /// The name sent with `HELO`; `None` = the director's host name (keepalived's default).
+    pub helo_name: Option<String>,
     /// Timing.
     pub timing: CheckTiming,
 }

@@ -1152,7 +1152,7 @@ fn checkers_lb_agent_lacks_or_has_once() {
     let text = service(
         "    real_server 10.0.0.2 80 {\n        TCP_CHECK {\n        }\n        HTTP_GET {\n            \
          url {\n                path /\n                status_code 200\n            }\n        }\n    }\n    \
-         real_server 10.0.0.3 80 {\n        SMTP_CHECK {\n        }\n    }\n    \
+         real_server 10.0.0.3 80 {\n        BFD_CHECK {\n        }\n    }\n    \
          real_server 10.0.0.4 443 {\n        SSL_GET {\n            url {\n                path /\n            \
          }\n            connect_port 443\n        }\n    }",
     );
@@ -1165,7 +1165,7 @@ fn checkers_lb_agent_lacks_or_has_once() {
             "only the TCP_CHECK of line 5",
         ],
     );
-    warned(&im, 15, &["SMTP_CHECK is not supported", "always up"]);
+    warned(&im, 15, &["BFD_CHECK is not supported", "always up"]);
     warned(&im, 19, &["SSL_GET is not supported", "tcp_check"]);
     // The 443 real of a port-80 service is refused (direct routing keeps the port).
     warned(
@@ -1356,5 +1356,30 @@ fn ping_check_converts() {
     assert_eq!(p.timing.connect_timeout, secs(1.0));
     assert_eq!(p.timing.retry, 3);
     warned(&im, 7, &["connect_port 80 is not carried", "no port"]);
+    assert_eq!(im.warnings.len(), 1, "{}", shown(&im));
+}
+
+#[test]
+fn smtp_check_converts() {
+    let text = service(
+        "    real_server 10.0.0.2 80 {\n        SMTP_CHECK {\n            helo_name lb.example.org\n            \
+         connect_port 25\n            connect_timeout 3\n            host {\n                \
+         connect_ip 10.0.0.9\n            }\n        }\n    }\n    \
+         real_server 10.0.0.3 80 {\n        SMTP_CHECK {\n        }\n    }",
+    );
+    let (im, config) = accepted(&text);
+    let checks: Vec<_> = config.virtual_servers[0]
+        .real_servers
+        .iter()
+        .map(|r| match &r.check {
+            Some(Checker::Smtp(c)) => c.clone(),
+            other => panic!("not an smtp_check: {other:?}"),
+        })
+        .collect();
+    assert_eq!(checks[0].helo_name.as_deref(), Some("lb.example.org"));
+    assert_eq!(checks[0].connect_port, Some(25));
+    assert_eq!(checks[0].timing.connect_timeout, secs(3.0));
+    assert_eq!(checks[1].helo_name, None);
+    warned(&im, 9, &["host", "is not carried", "one address"]);
     assert_eq!(im.warnings.len(), 1, "{}", shown(&im));
 }

@@ -1,5 +1,5 @@
 //! Health checkers of a real server: `tcp_check`, `http_get`, `misc_check`, `udp_check`,
-//! `dns_check`, `ping_check`.
+//! `dns_check`, `ping_check`, `smtp_check`.
 
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
@@ -7,7 +7,7 @@ use serde_yaml::Value;
 
 use super::{
     CheckTiming, Checker, DnsCheck, DnsType, HttpAuth, HttpCheck, MAX_UDP_PAYLOAD, MiscCheck,
-    Password, PingCheck, Secret, StatusCodes, TcpCheck, TcpProbe, UdpCheck, UrlCheck,
+    Password, PingCheck, Secret, SmtpCheck, StatusCodes, TcpCheck, TcpProbe, UdpCheck, UrlCheck,
     address::{ipv4_mapped, not_a_host},
     parse::Service,
     reader::{Fields, Node, Reader, describe},
@@ -21,6 +21,7 @@ const CHECKERS: &[&str] = &[
     "udp_check",
     "dns_check",
     "ping_check",
+    "smtp_check",
 ];
 /// Keys of `tcp_check` (aliases included).
 const TCP_KEYS: &[&str] = &[
@@ -92,6 +93,19 @@ const PING_KEYS: &[&str] = &[
     "delay_before_retry",
     "warmup",
 ];
+/// Keys of `smtp_check` (aliases included).
+const SMTP_KEYS: &[&str] = &[
+    "helo_name",
+    "connect_ip",
+    "connect_port",
+    "bindto",
+    "bind_port",
+    "connect_timeout",
+    "retry",
+    "nb_get_retry",
+    "delay_before_retry",
+    "warmup",
+];
 /// Keys of `misc_check`.
 const MISC_KEYS: &[&str] = &["misc_path", "misc_timeout", "warmup"];
 
@@ -122,6 +136,7 @@ pub(super) fn checker(
             "udp_check" => udp_check(rd, &node, addr),
             "dns_check" => dns_check(rd, &node, addr),
             "ping_check" => ping_check(rd, &node, addr),
+            "smtp_check" => smtp_check(rd, &node, addr),
             _ => misc_check(rd, &node, svc),
         };
         first.get_or_insert((key, check));
@@ -207,6 +222,36 @@ fn udp_check(rd: &mut Reader, node: &Node<'_>, addr: Option<IpAddr>) -> Option<C
         require_reply: require_reply.flatten(),
         timing: timing(rd, &f),
     }))
+}
+
+/// `smtp_check`.
+fn smtp_check(rd: &mut Reader, node: &Node<'_>, addr: Option<IpAddr>) -> Option<Checker> {
+    let f = rd.fields(node, SMTP_KEYS)?;
+    let ep = endpoint(rd, &f, addr);
+    Some(Checker::Smtp(SmtpCheck {
+        connect_ip: ep.connect_ip,
+        connect_port: ep.connect_port,
+        bindto: ep.bindto,
+        bind_port: ep.bind_port,
+        helo_name: f.get("helo_name").and_then(|n| helo_name(rd, &n)),
+        timing: timing(rd, &f),
+    }))
+}
+
+/// `smtp_check.helo_name`: one word of at most 255 characters, no control characters.
+fn helo_name(rd: &mut Reader, node: &Node<'_>) -> Option<String> {
+    let name = rd.text(node)?;
+    let problem = if name.is_empty() {
+        "must not be empty".to_owned()
+    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        "must be one word, without white space or control characters".to_owned()
+    } else if name.len() > 255 {
+        format!("is {} bytes long: at most 255", name.len())
+    } else {
+        return Some(name);
+    };
+    rd.error(&node.path, format!("`{name}` {problem}"));
+    None
 }
 
 /// `ping_check`.

@@ -218,6 +218,13 @@ fn real_server(r: &RealServer) -> Value {
             timing(&mut p, &c.timing);
             m.put("ping_check", p);
         }
+        Some(Checker::Smtp(c)) => {
+            let mut s = Block::default();
+            s.put_opt("helo_name", c.helo_name.as_deref());
+            endpoint(&mut s, c.connect_ip, c.connect_port, c.bindto, c.bind_port);
+            timing(&mut s, &c.timing);
+            m.put("smtp_check", s);
+        }
     }
     m.into()
 }

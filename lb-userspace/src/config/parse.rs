@@ -101,6 +101,7 @@ const REAL_KEYS: &[&str] = &[
     "udp_check",
     "dns_check",
     "ping_check",
+    "smtp_check",
 ];
 
 /// `xdp_mode` values.

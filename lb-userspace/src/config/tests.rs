@@ -2274,3 +2274,66 @@ fn ping_check_keys_mistakes_and_round_trip() {
         );
     }
 }
+
+#[test]
+fn smtp_check_keys_mistakes_and_round_trip() {
+    let real = "smtp_check:\n  helo_name: director.example.org\n  connect_ip: 10.0.0.9\n  \
+                connect_port: 587\n  bindto: 10.0.0.1\n  bind_port: 40000\n  \
+                connect_timeout: 0.5\n  retry: 4\n  delay_before_retry: 1.25\n  warmup: 9";
+    let want = Checker::Smtp(SmtpCheck {
+        connect_ip: Some(v4("10.0.0.9")),
+        connect_port: Some(587),
+        bindto: Some(v4("10.0.0.1")),
+        bind_port: Some(40000),
+        helo_name: Some("director.example.org".into()),
+        timing: CheckTiming {
+            connect_timeout: Duration::from_millis(500),
+            retry: 4,
+            delay_before_retry: Duration::from_millis(1250),
+            warmup: Some(secs(9)),
+        },
+    });
+    assert_eq!(the_check(real), Some(want));
+    assert_eq!(
+        the_check("smtp_check:"),
+        Some(Checker::Smtp(SmtpCheck {
+            connect_ip: None,
+            connect_port: None,
+            bindto: None,
+            bind_port: None,
+            helo_name: None,
+            timing: CheckTiming::default(),
+        }))
+    );
+    for real in [real, "smtp_check:"] {
+        let c = ok(&service("", real));
+        assert_eq!(ok(&c.to_yaml()), c);
+    }
+    let at = "virtual_servers[0].real_servers[0].smtp_check";
+    let long = "a".repeat(256);
+    for (real, key, fragment) in [
+        (
+            "{ helo_name: 'a b' }".to_owned(),
+            "helo_name",
+            "must be one word",
+        ),
+        (
+            "{ helo_name: '' }".to_owned(),
+            "helo_name",
+            "must not be empty",
+        ),
+        (
+            format!("{{ helo_name: {long} }}"),
+            "helo_name",
+            "at most 255",
+        ),
+        ("{ connect_port: 0 }".to_owned(), "connect_port", ""),
+        ("{ helo: x }".to_owned(), "helo", "helo_name"),
+    ] {
+        assert_error(
+            &service("", &format!("smtp_check: {real}")),
+            &format!("{at}.{key}"),
+            fragment,
+        );
+    }
+}

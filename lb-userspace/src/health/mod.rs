@@ -13,6 +13,7 @@ pub mod dns;
 pub mod machine;
 pub mod ping;
 pub mod probe;
+pub mod smtp;
 pub mod spec;
 pub mod syn;
 pub mod udp;

@@ -81,6 +81,15 @@ pub enum Probe {
         /// The query's type.
         qtype: DnsType,
     },
+    /// Greeting, `HELO helo`, `QUIT` with `target` (see [`super::smtp`]).
+    Smtp {
+        /// Address and port to connect to.
+        target: SocketAddr,
+        /// Source address and port.
+        bind: Option<SocketAddr>,
+        /// The name sent with `HELO`.
+        helo: String,
+    },
     /// An ICMP echo to `target` (see [`super::ping`]).
     Ping {
         /// The address pinged.
@@ -130,6 +139,7 @@ impl Probe {
             Probe::Udp { .. } => "udp_check",
             Probe::Dns { .. } => "dns_check",
             Probe::Ping { .. } => "ping_check",
+            Probe::Smtp { .. } => "smtp_check",
         }
     }
 
@@ -197,6 +207,9 @@ impl Probe {
                 name,
                 qtype,
             } => super::dns::dns(*target, *bind, name, *qtype, connect_timeout).await,
+            Probe::Smtp { target, bind, helo } => {
+                super::smtp::smtp(*target, *bind, helo, connect_timeout).await
+            }
             Probe::Ping { target, bind } => {
                 super::ping::ping(*target, *bind, connect_timeout).await
             }
@@ -242,7 +255,7 @@ fn failed(detail: impl Into<String>) -> Outcome {
 }
 
 /// Why a connect or exchange failed, in an operator's words.
-fn io_reason(e: &std::io::Error) -> String {
+pub(super) fn io_reason(e: &std::io::Error) -> String {
     use std::io::ErrorKind as K;
     match e.kind() {
         K::ConnectionRefused => "connect refused".into(),
@@ -256,7 +269,7 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-async fn connect(
+pub(super) async fn connect(
     target: SocketAddr,
     bind: Option<SocketAddr>,
     limit: Duration,
@@ -280,7 +293,7 @@ async fn connect(
 
 /// Sends FIN, then reads until the peer closes (or a short grace period ends), so the socket is
 /// closed without RST.
-async fn close_politely(mut stream: TcpStream) {
+pub(super) async fn close_politely(mut stream: TcpStream) {
     let _ = stream.shutdown().await;
     let mut sink = [0u8; 4096];
     let drain = async {

@@ -8,8 +8,8 @@ use super::{
     ImportError, Warning,
     keywords::{
         CHECK_KEYWORDS, DNS_KEYWORDS, HTTP_KEYWORDS, KEEPALIVED_ONLY, KEEPALIVED_SCHEDULERS,
-        MISC_KEYWORDS, ROOT_KEYWORDS, RS_KEYWORDS, SYNC_DAEMON_OPTIONS, UDP_KEYWORDS, URL_KEYWORDS,
-        VS_KEYWORDS,
+        MISC_KEYWORDS, ROOT_KEYWORDS, RS_KEYWORDS, SMTP_KEYWORDS, SYNC_DAEMON_OPTIONS,
+        UDP_KEYWORDS, URL_KEYWORDS, VS_KEYWORDS,
     },
     lexer::{Node, script_words, shell_join},
     parsed::{
@@ -1164,8 +1164,8 @@ impl Importer {
             "smtp_alert" => self.not_carried(c, "lb-agent has no e-mail alerts; see its logs"),
             "virtualhost" => self.virtualhost(&mut r.virtualhost, c),
             "snmp_name" => self.not_carried(c, "lb-agent has no SNMP; see its metrics"),
-            kw @ ("TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" | "UDP_CHECK" | "DNS_CHECK"
-            | "PING_CHECK") => {
+            kw @ ("TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" | "UDP_CHECK"
+            | "DNS_CHECK" | "PING_CHECK" | "SMTP_CHECK") => {
                 let check = self.check(c);
                 match (&r.check, check) {
                     (None, check) => r.check = check,
@@ -1181,15 +1181,15 @@ impl Importer {
                     (Some(_), None) => {}
                 }
             }
-            kw @ ("SMTP_CHECK" | "FILE_CHECK" | "BFD_CHECK") => self
-                .warn(
-                    l,
-                    format!(
-                        "{kw} is not supported by lb-agent (it has tcp_check, http_get, \
-                         misc_check, udp_check, dns_check and ping_check): not converted; without another checker the \
+            kw @ ("FILE_CHECK" | "BFD_CHECK") => self.warn(
+                l,
+                format!(
+                    "{kw} is not supported by lb-agent (it has tcp_check, http_get, \
+                         misc_check, udp_check, dns_check, ping_check and smtp_check): not \
+                         converted; without another checker the \
                          real is always up"
-                    ),
                 ),
+            ),
             _ => unknown.push(self.unknown(c, RS_KEYWORDS)),
         }
     }
@@ -1274,6 +1274,11 @@ impl Importer {
                 [CHECK_KEYWORDS, DNS_KEYWORDS].concat(),
             ),
             "PING_CHECK" => (CheckKind::Ping, "PING_CHECK", CHECK_KEYWORDS.to_vec()),
+            "SMTP_CHECK" => (
+                CheckKind::Smtp,
+                "SMTP_CHECK",
+                [CHECK_KEYWORDS, SMTP_KEYWORDS].concat(),
+            ),
             _ => (CheckKind::Misc, "MISC_CHECK", MISC_KEYWORDS.to_vec()),
         };
         self.extra_words(n, 1);
@@ -1295,6 +1300,7 @@ impl Importer {
             require_reply: None,
             dns_type: None,
             dns_name: None,
+            helo_name: None,
             tcp_nb_get_retry: None,
         };
         let mut unknown = Vec::new();
@@ -1431,6 +1437,17 @@ impl Importer {
                     ck.dns_name = Some((v.to_owned(), l));
                 }
             }
+            "helo_name" => {
+                let stays = "HELO names this director's host";
+                if let Some(v) = self.value(c, stays) {
+                    ck.helo_name = Some((v.to_owned(), l));
+                }
+            }
+            "host" => self.not_carried(
+                c,
+                "lb-agent's smtp_check checks one address: write its connect_ip and \
+                 connect_port in the SMTP_CHECK",
+            ),
             "min_reply_length" | "max_reply_length" => self.not_carried(
                 c,
                 "lb-agent's udp_check checks the start of the reply (require_reply), not its length",

@@ -193,6 +193,9 @@ pub(super) const UDP_KEYWORDS: &[&str] = &[
 /// Keywords DNS_CHECK adds.
 pub(super) const DNS_KEYWORDS: &[&str] = &["type", "name"];
 
+/// Keywords SMTP_CHECK adds.
+pub(super) const SMTP_KEYWORDS: &[&str] = &["helo_name", "host"];
+
 /// Keywords of a MISC_CHECK.
 pub(super) const MISC_KEYWORDS: &[&str] = &[
     "misc_path",

@@ -122,10 +122,11 @@ pub(super) enum CheckKind {
     Udp,
     Dns,
     Ping,
+    Smtp,
 }
 
 /// A `TCP_CHECK`, `HTTP_GET` (or `SSL_GET` as a TCP check), `MISC_CHECK`, `UDP_CHECK`,
-/// `DNS_CHECK` or `PING_CHECK`.
+/// `DNS_CHECK`, `PING_CHECK` or `SMTP_CHECK`.
 pub(super) struct Check {
     pub(super) kind: CheckKind,
     pub(super) line: usize,
@@ -151,6 +152,8 @@ pub(super) struct Check {
     pub(super) dns_type: At<&'static str>,
     /// DNS_CHECK's `name`.
     pub(super) dns_name: At<String>,
+    /// SMTP_CHECK's `helo_name`.
+    pub(super) helo_name: At<String>,
     /// Value and line of an `nb_get_retry` in a TCP_CHECK, which keepalived does not know (so
     /// it is not applied).
     pub(super) tcp_nb_get_retry: Option<(u64, usize)>,

@@ -402,8 +402,14 @@ fn real(m: &mut Map<'_>, s: &Service, r: &Real) {
                 c.kv("warmup", &number(w), l, None);
             }
         }
-        CheckKind::Tcp | CheckKind::Http | CheckKind::Udp | CheckKind::Dns | CheckKind::Ping => {
+        CheckKind::Tcp
+        | CheckKind::Http
+        | CheckKind::Udp
+        | CheckKind::Dns
+        | CheckKind::Ping
+        | CheckKind::Smtp => {
             let key = match ck.kind {
+                CheckKind::Smtp => "smtp_check",
                 CheckKind::Ping => "ping_check",
                 CheckKind::Http => "http_get",
                 CheckKind::Udp => "udp_check",
@@ -436,6 +442,9 @@ fn real(m: &mut Map<'_>, s: &Service, r: &Real) {
                 if let Some((h, l, from)) = host {
                     c.kv("virtualhost", &yaml_str(&h), l, from);
                 }
+            }
+            if let Some((h, l)) = &ck.helo_name {
+                c.kv("helo_name", &yaml_quoted(h), *l, None);
             }
             if let Some((t, l)) = ck.dns_type {
                 c.kv("type", t, l, None);
