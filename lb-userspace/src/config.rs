@@ -327,8 +327,8 @@ pub struct RealServer {
     pub check: Option<Checker>,
 }
 
-/// A health checker (keepalived `TCP_CHECK`, `HTTP_GET`, `MISC_CHECK`, and `amqp_check`,
-/// which keepalived does not have).
+/// A health checker (keepalived `TCP_CHECK`, `HTTP_GET`, `MISC_CHECK`, `UDP_CHECK`,
+/// `DNS_CHECK`, `PING_CHECK`, `SMTP_CHECK`, and `amqp_check`, which keepalived does not have).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Checker {
     /// TCP connect.
@@ -339,6 +339,14 @@ pub enum Checker {
     Misc(MiscCheck),
     /// AMQP 0-9-1 handshake, login and publish.
     Amqp(AmqpCheck),
+    /// A UDP datagram and, if required, its reply.
+    Udp(UdpCheck),
+    /// A DNS query answered without error.
+    Dns(DnsCheck),
+    /// An ICMP echo answered.
+    Ping(PingCheck),
+    /// An SMTP greeting and HELO answered.
+    Smtp(SmtpCheck),
 }
 
 /// Timing shared by the network checkers.
@@ -632,6 +640,135 @@ impl fmt::Debug for AmqpPassword {
         match self {
             AmqpPassword::Text(_) => f.write_str("Text(<hidden>)"),
             AmqpPassword::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
+}
+
+/// Longest `udp_check` `payload` and `require_reply` pattern, in bytes: one datagram.
+pub const MAX_UDP_PAYLOAD: usize = 1400;
+
+/// `udp_check` (keepalived's UDP_CHECK): sends `payload` in one datagram. Without
+/// `require_reply` the real is up unless an ICMP port unreachable comes back; with it, up only
+/// when a reply arrives (starting with its bytes, if it has any).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UdpCheck {
+    /// Address to send to; `None` = the real's.
+    pub connect_ip: Option<IpAddr>,
+    /// Port to send to; `None` = the real's.
+    pub connect_port: Option<u16>,
+    /// Source address of the check.
+    pub bindto: Option<IpAddr>,
+    /// Source port of the check.
+    pub bind_port: Option<u16>,
+    /// The datagram's bytes (keepalived's hex `payload`); empty by default.
+    pub payload: Vec<u8>,
+    /// `None`: no reply needed; `Some(prefix)`: a reply is needed, and it must start with
+    /// `prefix` (empty: any reply).
+    pub require_reply: Option<Vec<u8>>,
+    /// Timing.
+    pub timing: CheckTiming,
+}
+
+/// `smtp_check` (keepalived's SMTP_CHECK): the real is up while it greets with 2xx and
+/// answers `HELO` with 250.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmtpCheck {
+    /// Address to connect to; `None` = the real's.
+    pub connect_ip: Option<IpAddr>,
+    /// Port to connect to; `None` = the real's.
+    pub connect_port: Option<u16>,
+    /// Source address of the check.
+    pub bindto: Option<IpAddr>,
+    /// Source port of the check.
+    pub bind_port: Option<u16>,
+    /// The name sent with `HELO`; `None` = the director's host name (keepalived's default).
+    pub helo_name: Option<String>,
+    /// Timing.
+    pub timing: CheckTiming,
+}
+
+/// `ping_check` (keepalived's PING_CHECK): the real is up while it answers an ICMP echo
+/// (ICMPv6 for an IPv6 real) within `connect_timeout`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PingCheck {
+    /// Address to ping; `None` = the real's.
+    pub connect_ip: Option<IpAddr>,
+    /// Source address of the check.
+    pub bindto: Option<IpAddr>,
+    /// Timing.
+    pub timing: CheckTiming,
+}
+
+/// `dns_check` (keepalived's DNS_CHECK): a query over UDP; the real is up when the answer has
+/// the query's id and RCODE NOERROR.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsCheck {
+    /// Address to query; `None` = the real's.
+    pub connect_ip: Option<IpAddr>,
+    /// Port to query; `None` = 53 (keepalived's default), not the real's.
+    pub connect_port: Option<u16>,
+    /// Source address of the check.
+    pub bindto: Option<IpAddr>,
+    /// Source port of the check.
+    pub bind_port: Option<u16>,
+    /// The query's type (`type`); SOA by default, as keepalived.
+    pub query_type: DnsType,
+    /// The name asked about, with or without its final dot; `.` by default.
+    pub name: String,
+    /// Timing.
+    pub timing: CheckTiming,
+}
+
+/// The query types of `dns_check` (keepalived's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DnsType {
+    /// IPv4 address.
+    A,
+    /// Name server.
+    Ns,
+    /// Canonical name.
+    Cname,
+    /// Start of authority (keepalived's default).
+    #[default]
+    Soa,
+    /// Mail exchanger.
+    Mx,
+    /// Text.
+    Txt,
+    /// IPv6 address.
+    Aaaa,
+}
+
+impl DnsType {
+    /// The YAML words.
+    pub const WORDS: [(&'static str, DnsType); 7] = [
+        ("A", DnsType::A),
+        ("NS", DnsType::Ns),
+        ("CNAME", DnsType::Cname),
+        ("SOA", DnsType::Soa),
+        ("MX", DnsType::Mx),
+        ("TXT", DnsType::Txt),
+        ("AAAA", DnsType::Aaaa),
+    ];
+
+    /// The YAML word.
+    pub fn word(self) -> &'static str {
+        Self::WORDS
+            .iter()
+            .find(|(_, t)| *t == self)
+            .map_or("SOA", |(w, _)| w)
+    }
+
+    /// The TYPE on the wire (RFC 1035 3.2.2, RFC 3596).
+    pub fn code(self) -> u16 {
+        match self {
+            DnsType::A => 1,
+            DnsType::Ns => 2,
+            DnsType::Cname => 5,
+            DnsType::Soa => 6,
+            DnsType::Mx => 15,
+            DnsType::Txt => 16,
+            DnsType::Aaaa => 28,
         }
     }
 }

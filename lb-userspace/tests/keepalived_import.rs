@@ -1164,7 +1164,7 @@ fn checkers_lb_agent_lacks_or_has_once() {
     let text = service(
         "    real_server 10.0.0.2 80 {\n        TCP_CHECK {\n        }\n        HTTP_GET {\n            \
          url {\n                path /\n                status_code 200\n            }\n        }\n    }\n    \
-         real_server 10.0.0.3 80 {\n        SMTP_CHECK {\n        }\n    }\n    \
+         real_server 10.0.0.3 80 {\n        BFD_CHECK {\n        }\n    }\n    \
          real_server 10.0.0.4 443 {\n        SSL_GET {\n            url {\n                path /\n            \
          }\n            connect_port 443\n        }\n    }",
     );
@@ -1177,7 +1177,7 @@ fn checkers_lb_agent_lacks_or_has_once() {
             "only the TCP_CHECK of line 5",
         ],
     );
-    warned(&im, 15, &["SMTP_CHECK is not supported", "always up"]);
+    warned(&im, 15, &["BFD_CHECK is not supported", "always up"]);
     warned(&im, 19, &["SSL_GET is not supported", "tcp_check"]);
     // The 443 real of a port-80 service is refused (direct routing keeps the port).
     warned(
@@ -1283,4 +1283,115 @@ fn warnings_display_with_their_line() {
         message: "something".into(),
     };
     assert_eq!(w.to_string(), "line 42: something");
+}
+
+#[test]
+fn udp_check_converts() {
+    let text = service(
+        "    real_server 10.0.0.2 80 {\n        UDP_CHECK {\n            payload 00FF10\n            \
+         require_reply C0\n            connect_port 53\n            connect_timeout 2\n            \
+         retry 2\n            min_reply_length 4\n        }\n    }\n    \
+         real_server 10.0.0.3 80 {\n        UDP_CHECK {\n            require_reply\n        }\n    }\n    \
+         real_server 10.0.0.4 80 {\n        UDP_CHECK {\n            payload 0g\n        }\n    }",
+    );
+    let (im, config) = accepted(&text);
+    let checks: Vec<_> = config.virtual_servers[0]
+        .real_servers
+        .iter()
+        .map(|r| match &r.check {
+            Some(Checker::Udp(u)) => u.clone(),
+            other => panic!("not a udp_check: {other:?}"),
+        })
+        .collect();
+    assert_eq!(checks[0].payload, [0x00, 0xff, 0x10]);
+    assert_eq!(checks[0].require_reply, Some(vec![0xc0]));
+    assert_eq!(checks[0].connect_port, Some(53));
+    assert_eq!(checks[0].timing.connect_timeout, secs(2.0));
+    assert_eq!(checks[0].timing.retry, 2);
+    assert_eq!(checks[0].timing.delay_before_retry, secs(1.0));
+    assert_eq!(checks[1].require_reply, Some(Vec::new()));
+    assert!(checks[1].payload.is_empty());
+    assert_eq!(checks[2].payload, Vec::<u8>::new());
+    assert_eq!(checks[2].require_reply, None);
+    warned(&im, 11, &["min_reply_length 4 is not carried"]);
+    warned(
+        &im,
+        21,
+        &["payload 0g: not hexadecimal digits", "empty datagram"],
+    );
+    assert_eq!(im.warnings.len(), 2, "{}", shown(&im));
+}
+
+#[test]
+fn dns_check_converts() {
+    let text = "virtual_server 10.0.0.1 53 {\n    lb_algo rr\n    lb_kind DR\n    protocol UDP\n    \
+         real_server 10.0.0.2 53 {\n        DNS_CHECK {\n            type aaaa\n            \
+         name www.example.org\n            connect_timeout 2\n        }\n    }\n    \
+         real_server 10.0.0.3 53 {\n        DNS_CHECK {\n            type PTR\n        }\n    }\n}\n";
+    let (im, config) = accepted(text);
+    let checks: Vec<_> = config.virtual_servers[0]
+        .real_servers
+        .iter()
+        .map(|r| match &r.check {
+            Some(Checker::Dns(d)) => d.clone(),
+            other => panic!("not a dns_check: {other:?}"),
+        })
+        .collect();
+    use lb_userspace::config::DnsType;
+    assert_eq!(checks[0].query_type, DnsType::Aaaa);
+    assert_eq!(checks[0].name, "www.example.org");
+    assert_eq!(checks[0].timing.connect_timeout, secs(2.0));
+    assert_eq!(
+        (checks[1].query_type, checks[1].name.as_str()),
+        (DnsType::Soa, ".")
+    );
+    warned(
+        &im,
+        14,
+        &["type PTR: not A, NS, CNAME, SOA, MX, TXT or AAAA", "SOA"],
+    );
+    assert_eq!(im.warnings.len(), 1, "{}", shown(&im));
+}
+
+#[test]
+fn ping_check_converts() {
+    let text = service(
+        "    real_server 10.0.0.2 80 {\n        PING_CHECK {\n            connect_ip 10.0.1.2\n            \
+         connect_port 80\n            connect_timeout 1\n            retry 3\n        }\n    }",
+    );
+    let (im, config) = accepted(&text);
+    let Some(Checker::Ping(p)) = &config.virtual_servers[0].real_servers[0].check else {
+        panic!("not a ping_check:\n{}", im.yaml)
+    };
+    assert_eq!(p.connect_ip, Some(ip("10.0.1.2")));
+    assert_eq!(p.bindto, None);
+    assert_eq!(p.timing.connect_timeout, secs(1.0));
+    assert_eq!(p.timing.retry, 3);
+    warned(&im, 7, &["connect_port 80 is not carried", "no port"]);
+    assert_eq!(im.warnings.len(), 1, "{}", shown(&im));
+}
+
+#[test]
+fn smtp_check_converts() {
+    let text = service(
+        "    real_server 10.0.0.2 80 {\n        SMTP_CHECK {\n            helo_name lb.example.org\n            \
+         connect_port 25\n            connect_timeout 3\n            host {\n                \
+         connect_ip 10.0.0.9\n            }\n        }\n    }\n    \
+         real_server 10.0.0.3 80 {\n        SMTP_CHECK {\n        }\n    }",
+    );
+    let (im, config) = accepted(&text);
+    let checks: Vec<_> = config.virtual_servers[0]
+        .real_servers
+        .iter()
+        .map(|r| match &r.check {
+            Some(Checker::Smtp(c)) => c.clone(),
+            other => panic!("not an smtp_check: {other:?}"),
+        })
+        .collect();
+    assert_eq!(checks[0].helo_name.as_deref(), Some("lb.example.org"));
+    assert_eq!(checks[0].connect_port, Some(25));
+    assert_eq!(checks[0].timing.connect_timeout, secs(3.0));
+    assert_eq!(checks[1].helo_name, None);
+    warned(&im, 9, &["host", "is not carried", "one address"]);
+    assert_eq!(im.warnings.len(), 1, "{}", shown(&im));
 }

@@ -1,4 +1,5 @@
-//! Health checkers of a real server: `tcp_check`, `http_get`, `misc_check`, `amqp_check`.
+//! Health checkers of a real server: `tcp_check`, `http_get`, `misc_check`, `udp_check`,
+//! `dns_check`, `ping_check`, `smtp_check`, `amqp_check`.
 
 use std::{
     net::IpAddr,
@@ -9,15 +10,25 @@ use std::{
 use serde_yaml::Value;
 
 use super::{
-    AmqpCheck, AmqpLogin, AmqpPassword, CheckTiming, Checker, HttpAuth, HttpCheck, MiscCheck,
-    Password, Secret, StatusCodes, TcpCheck, TcpProbe, UrlCheck,
+    AmqpCheck, AmqpLogin, AmqpPassword, CheckTiming, Checker, DnsCheck, DnsType, HttpAuth,
+    HttpCheck, MAX_UDP_PAYLOAD, MiscCheck, Password, PingCheck, Secret, SmtpCheck, StatusCodes,
+    TcpCheck, TcpProbe, UdpCheck, UrlCheck,
     address::{ipv4_mapped, not_a_host},
     parse::Service,
     reader::{Fields, Node, Reader, describe},
 };
 
 /// The checker keys of a real server; at most one may be given.
-const CHECKERS: &[&str] = &["tcp_check", "http_get", "misc_check", "amqp_check"];
+const CHECKERS: &[&str] = &[
+    "tcp_check",
+    "http_get",
+    "misc_check",
+    "udp_check",
+    "dns_check",
+    "ping_check",
+    "smtp_check",
+    "amqp_check",
+];
 /// Keys of `tcp_check` (aliases included).
 const TCP_KEYS: &[&str] = &[
     "probe",
@@ -50,6 +61,57 @@ const HTTP_KEYS: &[&str] = &[
 const URL_KEYS: &[&str] = &["path", "status_code", "digest", "virtualhost"];
 /// Keys of `auth`.
 const AUTH_KEYS: &[&str] = &["user", "password", "password_file"];
+/// Keys of `udp_check` (aliases included).
+const UDP_KEYS: &[&str] = &[
+    "payload",
+    "require_reply",
+    "connect_ip",
+    "connect_port",
+    "bindto",
+    "bind_port",
+    "connect_timeout",
+    "retry",
+    "nb_get_retry",
+    "delay_before_retry",
+    "warmup",
+];
+/// Keys of `dns_check` (aliases included).
+const DNS_KEYS: &[&str] = &[
+    "type",
+    "name",
+    "connect_ip",
+    "connect_port",
+    "bindto",
+    "bind_port",
+    "connect_timeout",
+    "retry",
+    "nb_get_retry",
+    "delay_before_retry",
+    "warmup",
+];
+/// Keys of `ping_check` (aliases included): no ports.
+const PING_KEYS: &[&str] = &[
+    "connect_ip",
+    "bindto",
+    "connect_timeout",
+    "retry",
+    "nb_get_retry",
+    "delay_before_retry",
+    "warmup",
+];
+/// Keys of `smtp_check` (aliases included).
+const SMTP_KEYS: &[&str] = &[
+    "helo_name",
+    "connect_ip",
+    "connect_port",
+    "bindto",
+    "bind_port",
+    "connect_timeout",
+    "retry",
+    "nb_get_retry",
+    "delay_before_retry",
+    "warmup",
+];
 /// Keys of `misc_check`.
 const MISC_KEYS: &[&str] = &["misc_path", "misc_timeout", "warmup"];
 /// Keys of `amqp_check` (aliases included).
@@ -98,6 +160,10 @@ pub(super) fn checker(
             "tcp_check" => tcp_check(rd, &node, addr),
             "http_get" => http_get(rd, &node, addr),
             "amqp_check" => amqp_check(rd, &node, addr),
+            "udp_check" => udp_check(rd, &node, addr),
+            "dns_check" => dns_check(rd, &node, addr),
+            "ping_check" => ping_check(rd, &node, addr),
+            "smtp_check" => smtp_check(rd, &node, addr),
             _ => misc_check(rd, &node, svc),
         };
         first.get_or_insert((key, check));
@@ -162,6 +228,148 @@ fn http_get(rd: &mut Reader, node: &Node<'_>, addr: Option<IpAddr>) -> Option<Ch
         bind_port: ep.bind_port,
         timing: timing(rd, &f),
     }))
+}
+
+/// `udp_check`.
+fn udp_check(rd: &mut Reader, node: &Node<'_>, addr: Option<IpAddr>) -> Option<Checker> {
+    let f = rd.fields(node, UDP_KEYS)?;
+    let ep = endpoint(rd, &f, addr);
+    let payload = f.get("payload").and_then(|n| hex_bytes(rd, &n));
+    let require_reply = f.get("require_reply").and_then(|n| match n.value {
+        Value::Bool(true) => Some(Some(Vec::new())),
+        Value::Bool(false) => Some(None),
+        _ => hex_bytes(rd, &n).map(Some),
+    });
+    Some(Checker::Udp(UdpCheck {
+        connect_ip: ep.connect_ip,
+        connect_port: ep.connect_port,
+        bindto: ep.bindto,
+        bind_port: ep.bind_port,
+        payload: payload.unwrap_or_default(),
+        require_reply: require_reply.flatten(),
+        timing: timing(rd, &f),
+    }))
+}
+
+/// `smtp_check`.
+fn smtp_check(rd: &mut Reader, node: &Node<'_>, addr: Option<IpAddr>) -> Option<Checker> {
+    let f = rd.fields(node, SMTP_KEYS)?;
+    let ep = endpoint(rd, &f, addr);
+    Some(Checker::Smtp(SmtpCheck {
+        connect_ip: ep.connect_ip,
+        connect_port: ep.connect_port,
+        bindto: ep.bindto,
+        bind_port: ep.bind_port,
+        helo_name: f.get("helo_name").and_then(|n| helo_name(rd, &n)),
+        timing: timing(rd, &f),
+    }))
+}
+
+/// `smtp_check.helo_name`: one word of at most 255 characters, no control characters.
+fn helo_name(rd: &mut Reader, node: &Node<'_>) -> Option<String> {
+    let name = rd.text(node)?;
+    let problem = if name.is_empty() {
+        "must not be empty".to_owned()
+    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        "must be one word, without white space or control characters".to_owned()
+    } else if name.len() > 255 {
+        format!("is {} bytes long: at most 255", name.len())
+    } else {
+        return Some(name);
+    };
+    rd.error(&node.path, format!("`{name}` {problem}"));
+    None
+}
+
+/// `ping_check`.
+fn ping_check(rd: &mut Reader, node: &Node<'_>, addr: Option<IpAddr>) -> Option<Checker> {
+    let f = rd.fields(node, PING_KEYS)?;
+    let ep = endpoint(rd, &f, addr);
+    Some(Checker::Ping(PingCheck {
+        connect_ip: ep.connect_ip,
+        bindto: ep.bindto,
+        timing: timing(rd, &f),
+    }))
+}
+
+/// `dns_check`.
+fn dns_check(rd: &mut Reader, node: &Node<'_>, addr: Option<IpAddr>) -> Option<Checker> {
+    let f = rd.fields(node, DNS_KEYS)?;
+    let ep = endpoint(rd, &f, addr);
+    let query_type = f
+        .get("type")
+        .and_then(|n| rd.keyword(&n, "dns_check type", &DnsType::WORDS));
+    let name = f.get("name").and_then(|n| dns_name(rd, &n));
+    Some(Checker::Dns(DnsCheck {
+        connect_ip: ep.connect_ip,
+        connect_port: ep.connect_port,
+        bindto: ep.bindto,
+        bind_port: ep.bind_port,
+        query_type: query_type.unwrap_or_default(),
+        name: name.unwrap_or_else(|| ".".to_owned()),
+        timing: timing(rd, &f),
+    }))
+}
+
+/// `dns_check.name`: a domain name a query can carry (RFC 1035 2.3.4): labels of 1 to 63
+/// bytes, at most 253 characters without the final dot, no white space or control
+/// characters; `.` is the root.
+fn dns_name(rd: &mut Reader, node: &Node<'_>) -> Option<String> {
+    let name = rd.text(node)?;
+    let bare = name.strip_suffix('.').unwrap_or(&name);
+    let problem = if name.is_empty() {
+        "must not be empty (the root is `.`)".to_owned()
+    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        "must not contain white space or control characters".to_owned()
+    } else if !name.is_ascii() {
+        "must be ASCII (write an internationalized name in its xn-- form)".to_owned()
+    } else if bare.len() > 253 {
+        format!("is {} characters long: at most 253", bare.len())
+    } else if !bare.is_empty() && bare.split('.').any(|l| l.is_empty() || l.len() > 63) {
+        "has an empty label or one over 63 characters (labels are 1 to 63 characters between \
+         dots)"
+            .to_owned()
+    } else {
+        return Some(name);
+    };
+    rd.error(&node.path, format!("`{name}` {problem}"));
+    None
+}
+
+/// Bytes as keepalived writes them: hexadecimal digits, two per byte (either case), at most
+/// [`MAX_UDP_PAYLOAD`] bytes.
+fn hex_bytes(rd: &mut Reader, node: &Node<'_>) -> Option<Vec<u8>> {
+    const WANT: &str = "expected hexadecimal digits, two per byte, in quotes (like \"0a1b\")";
+    let hex = match node.value {
+        Value::String(s) => s.trim(),
+        Value::Number(_) => {
+            let msg = format!("{WANT}: a number loses its leading zeros");
+            rd.error(&node.path, msg);
+            return None;
+        }
+        other => {
+            rd.error(&node.path, format!("{WANT}, found {}", describe(other)));
+            return None;
+        }
+    };
+    let problem = if let Some(c) = hex.chars().find(|c| !c.is_ascii_hexdigit()) {
+        format!("`{hex}` holds `{c}`, which is not a hexadecimal digit: {WANT}")
+    } else if hex.len() % 2 == 1 {
+        format!("`{hex}` has an odd number of digits: {WANT}")
+    } else if hex.len() / 2 > MAX_UDP_PAYLOAD {
+        format!(
+            "{} bytes: at most {MAX_UDP_PAYLOAD} (one datagram)",
+            hex.len() / 2
+        )
+    } else {
+        let bytes = (0..hex.len() / 2)
+            // ASCII hexadecimal digits: every pair parses.
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or_default())
+            .collect();
+        return Some(bytes);
+    };
+    rd.error(&node.path, problem);
+    None
 }
 
 /// `misc_check`; `misc_timeout` defaults to the service's `delay_loop`.

@@ -186,6 +186,46 @@ fn real_server(r: &RealServer) -> Value {
             m.put("misc_check", b);
         }
         Some(Checker::Amqp(c)) => m.put("amqp_check", amqp_check(c)),
+        Some(Checker::Udp(c)) => {
+            let mut u = Block::default();
+            if !c.payload.is_empty() {
+                u.put("payload", hex(&c.payload));
+            }
+            u.put_opt(
+                "require_reply",
+                c.require_reply.as_ref().map(|p| -> Value {
+                    if p.is_empty() {
+                        true.into()
+                    } else {
+                        hex(p).into()
+                    }
+                }),
+            );
+            endpoint(&mut u, c.connect_ip, c.connect_port, c.bindto, c.bind_port);
+            timing(&mut u, &c.timing);
+            m.put("udp_check", u);
+        }
+        Some(Checker::Dns(c)) => {
+            let mut d = Block::default();
+            d.put("type", c.query_type.word());
+            d.put("name", c.name.as_str());
+            endpoint(&mut d, c.connect_ip, c.connect_port, c.bindto, c.bind_port);
+            timing(&mut d, &c.timing);
+            m.put("dns_check", d);
+        }
+        Some(Checker::Ping(c)) => {
+            let mut p = Block::default();
+            endpoint(&mut p, c.connect_ip, None, c.bindto, None);
+            timing(&mut p, &c.timing);
+            m.put("ping_check", p);
+        }
+        Some(Checker::Smtp(c)) => {
+            let mut s = Block::default();
+            s.put_opt("helo_name", c.helo_name.as_deref());
+            endpoint(&mut s, c.connect_ip, c.connect_port, c.bindto, c.bind_port);
+            timing(&mut s, &c.timing);
+            m.put("smtp_check", s);
+        }
     }
     m.into()
 }

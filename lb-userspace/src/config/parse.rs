@@ -99,6 +99,10 @@ const REAL_KEYS: &[&str] = &[
     "http_get",
     "misc_check",
     "amqp_check",
+    "udp_check",
+    "dns_check",
+    "ping_check",
+    "smtp_check",
 ];
 
 /// `xdp_mode` values.

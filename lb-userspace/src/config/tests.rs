@@ -2232,3 +2232,301 @@ fn amqp_check_mistakes() {
         "a real server takes one checker, and `tcp_check` is already set",
     );
 }
+
+/// The check of the one real of `service("", real)`.
+fn the_check(real: &str) -> Option<Checker> {
+    ok(&service("", real)).virtual_servers[0].real_servers[0]
+        .check
+        .clone()
+}
+
+#[test]
+fn udp_check_keys_and_round_trip() {
+    let real = "udp_check:\n  payload: \"00FFa0\"\n  require_reply: \"c0\"\n  \
+                connect_ip: 10.0.0.9\n  connect_port: 5353\n  bindto: 10.0.0.1\n  \
+                bind_port: 40000\n  connect_timeout: 0.5\n  retry: 4\n  \
+                delay_before_retry: 1.25\n  warmup: 9";
+    let want = Checker::Udp(UdpCheck {
+        connect_ip: Some(v4("10.0.0.9")),
+        connect_port: Some(5353),
+        bindto: Some(v4("10.0.0.1")),
+        bind_port: Some(40000),
+        payload: vec![0x00, 0xff, 0xa0],
+        require_reply: Some(vec![0xc0]),
+        timing: CheckTiming {
+            connect_timeout: Duration::from_millis(500),
+            retry: 4,
+            delay_before_retry: Duration::from_millis(1250),
+            warmup: Some(secs(9)),
+        },
+    });
+    assert_eq!(the_check(real), Some(want));
+    let defaults = Checker::Udp(UdpCheck {
+        connect_ip: None,
+        connect_port: None,
+        bindto: None,
+        bind_port: None,
+        payload: Vec::new(),
+        require_reply: None,
+        timing: CheckTiming::default(),
+    });
+    assert_eq!(the_check("udp_check:"), Some(defaults.clone()));
+    assert_eq!(
+        the_check("udp_check: { require_reply: false }"),
+        Some(defaults)
+    );
+    let Some(Checker::Udp(any)) = the_check("udp_check: { require_reply: true }") else {
+        panic!("not a udp_check")
+    };
+    assert_eq!(any.require_reply, Some(Vec::new()));
+    for real in [
+        real,
+        "udp_check: { require_reply: true }",
+        "udp_check: { payload: '1234' }",
+        "udp_check:",
+    ] {
+        let c = ok(&service("", real));
+        let yaml = c.to_yaml();
+        assert_eq!(ok(&yaml), c, "canonical form:\n{yaml}");
+    }
+}
+
+#[test]
+fn udp_check_mistakes() {
+    let at = "virtual_servers[0].real_servers[0].udp_check";
+    for (real, key, fragment) in [
+        (
+            "{ payload: 1234 }",
+            "payload",
+            "a number loses its leading zeros",
+        ),
+        (
+            "{ payload: '0g' }",
+            "payload",
+            "`0g` holds `g`, which is not a hexadecimal digit",
+        ),
+        (
+            "{ payload: 'abc' }",
+            "payload",
+            "`abc` has an odd number of digits",
+        ),
+        ("{ payload: [1] }", "payload", "expected hexadecimal digits"),
+        ("{ require_reply: 'xy' }", "require_reply", "`xy` holds `x`"),
+        ("{ require_reply: 7 }", "require_reply", "in quotes"),
+        (
+            "{ connect_ip: 2001:db8::1 }",
+            "connect_ip",
+            "different address families",
+        ),
+        ("{ connect_timeout: 0 }", "connect_timeout", ""),
+        ("{ retry: 101 }", "retry", ""),
+        ("{ paylod: '00' }", "paylod", "payload"),
+    ] {
+        assert_error(
+            &service("", &format!("udp_check: {real}")),
+            &format!("{at}.{key}"),
+            fragment,
+        );
+    }
+    let long = format!("udp_check: {{ payload: '{}' }}", "00".repeat(1401));
+    assert_error(
+        &service("", &long),
+        &format!("{at}.payload"),
+        "1401 bytes: at most 1400 (one datagram)",
+    );
+    assert_error(
+        &service("", "udp_check: {}\ntcp_check: {}"),
+        "virtual_servers[0].real_servers[0].tcp_check",
+        "a real server takes one checker, and `udp_check` is already set",
+    );
+}
+
+#[test]
+fn dns_check_keys_defaults_and_round_trip() {
+    let real = "dns_check:\n  type: aaaa\n  name: www.example.org.\n  connect_ip: 10.0.0.9\n  \
+                connect_port: 5353\n  bindto: 10.0.0.1\n  bind_port: 40000\n  \
+                connect_timeout: 0.5\n  retry: 4\n  delay_before_retry: 1.25\n  warmup: 9";
+    let want = Checker::Dns(DnsCheck {
+        connect_ip: Some(v4("10.0.0.9")),
+        connect_port: Some(5353),
+        bindto: Some(v4("10.0.0.1")),
+        bind_port: Some(40000),
+        query_type: DnsType::Aaaa,
+        name: "www.example.org.".into(),
+        timing: CheckTiming {
+            connect_timeout: Duration::from_millis(500),
+            retry: 4,
+            delay_before_retry: Duration::from_millis(1250),
+            warmup: Some(secs(9)),
+        },
+    });
+    assert_eq!(the_check(real), Some(want));
+    assert_eq!(
+        the_check("dns_check:"),
+        Some(Checker::Dns(DnsCheck {
+            connect_ip: None,
+            connect_port: None,
+            bindto: None,
+            bind_port: None,
+            query_type: DnsType::Soa,
+            name: ".".into(),
+            timing: CheckTiming::default(),
+        }))
+    );
+    for (word, t) in DnsType::WORDS {
+        let c = ok(&service("", &format!("dns_check: {{ type: {word} }}")));
+        let yaml = c.to_yaml();
+        assert!(yaml.contains(&format!("type: {}", t.word())), "{yaml}");
+        assert_eq!(ok(&yaml), c, "canonical form:\n{yaml}");
+    }
+    for real in [real, "dns_check:", "dns_check: { name: example.org }"] {
+        let c = ok(&service("", real));
+        assert_eq!(ok(&c.to_yaml()), c);
+    }
+}
+
+#[test]
+fn dns_check_mistakes() {
+    let at = "virtual_servers[0].real_servers[0].dns_check";
+    let long_label = "a".repeat(64);
+    let long_name = format!("{}.org", ["abcdefghi"; 26].join("."));
+    for (real, key, fragment) in [
+        (
+            "{ type: PTR }".to_owned(),
+            "type",
+            "unknown dns_check type `PTR`; use A, NS, CNAME, SOA, MX, TXT or AAAA",
+        ),
+        ("{ type: 1 }".to_owned(), "type", "dns_check type"),
+        ("{ name: '' }".to_owned(), "name", "must not be empty"),
+        ("{ name: 'a b' }".to_owned(), "name", "white space"),
+        ("{ name: 'a..b' }".to_owned(), "name", "empty label"),
+        (format!("{{ name: {long_label}.org }}"), "name", "over 63"),
+        (format!("{{ name: {long_name} }}"), "name", "at most 253"),
+        ("{ name: 'bücher.example' }".to_owned(), "name", "xn--"),
+        (
+            "{ connect_ip: 2001:db8::1 }".to_owned(),
+            "connect_ip",
+            "different address families",
+        ),
+        ("{ typ: A }".to_owned(), "typ", "type"),
+    ] {
+        assert_error(
+            &service("", &format!("dns_check: {real}")),
+            &format!("{at}.{key}"),
+            fragment,
+        );
+    }
+}
+
+#[test]
+fn ping_check_keys_mistakes_and_round_trip() {
+    let real = "ping_check:\n  connect_ip: 10.0.0.9\n  bindto: 10.0.0.1\n  connect_timeout: 0.5\n  \
+                nb_get_retry: 4\n  delay_before_retry: 1.25\n  warmup: 9";
+    let want = Checker::Ping(PingCheck {
+        connect_ip: Some(v4("10.0.0.9")),
+        bindto: Some(v4("10.0.0.1")),
+        timing: CheckTiming {
+            connect_timeout: Duration::from_millis(500),
+            retry: 4,
+            delay_before_retry: Duration::from_millis(1250),
+            warmup: Some(secs(9)),
+        },
+    });
+    assert_eq!(the_check(real), Some(want));
+    assert_eq!(
+        the_check("ping_check:"),
+        Some(Checker::Ping(PingCheck {
+            connect_ip: None,
+            bindto: None,
+            timing: CheckTiming::default(),
+        }))
+    );
+    for real in [real, "ping_check:"] {
+        let c = ok(&service("", real));
+        assert_eq!(ok(&c.to_yaml()), c);
+    }
+    let at = "virtual_servers[0].real_servers[0].ping_check";
+    for (real, key, fragment) in [
+        ("{ connect_port: 80 }", "connect_port", "unknown key"),
+        ("{ bind_port: 80 }", "bind_port", "unknown key"),
+        (
+            "{ connect_ip: 224.0.0.1 }",
+            "connect_ip",
+            "is not a unicast address",
+        ),
+        (
+            "{ bindto: 2001:db8::1 }",
+            "bindto",
+            "the address families differ",
+        ),
+    ] {
+        assert_error(
+            &service("", &format!("ping_check: {real}")),
+            &format!("{at}.{key}"),
+            fragment,
+        );
+    }
+}
+
+#[test]
+fn smtp_check_keys_mistakes_and_round_trip() {
+    let real = "smtp_check:\n  helo_name: director.example.org\n  connect_ip: 10.0.0.9\n  \
+                connect_port: 587\n  bindto: 10.0.0.1\n  bind_port: 40000\n  \
+                connect_timeout: 0.5\n  retry: 4\n  delay_before_retry: 1.25\n  warmup: 9";
+    let want = Checker::Smtp(SmtpCheck {
+        connect_ip: Some(v4("10.0.0.9")),
+        connect_port: Some(587),
+        bindto: Some(v4("10.0.0.1")),
+        bind_port: Some(40000),
+        helo_name: Some("director.example.org".into()),
+        timing: CheckTiming {
+            connect_timeout: Duration::from_millis(500),
+            retry: 4,
+            delay_before_retry: Duration::from_millis(1250),
+            warmup: Some(secs(9)),
+        },
+    });
+    assert_eq!(the_check(real), Some(want));
+    assert_eq!(
+        the_check("smtp_check:"),
+        Some(Checker::Smtp(SmtpCheck {
+            connect_ip: None,
+            connect_port: None,
+            bindto: None,
+            bind_port: None,
+            helo_name: None,
+            timing: CheckTiming::default(),
+        }))
+    );
+    for real in [real, "smtp_check:"] {
+        let c = ok(&service("", real));
+        assert_eq!(ok(&c.to_yaml()), c);
+    }
+    let at = "virtual_servers[0].real_servers[0].smtp_check";
+    let long = "a".repeat(256);
+    for (real, key, fragment) in [
+        (
+            "{ helo_name: 'a b' }".to_owned(),
+            "helo_name",
+            "must be one word",
+        ),
+        (
+            "{ helo_name: '' }".to_owned(),
+            "helo_name",
+            "must not be empty",
+        ),
+        (
+            format!("{{ helo_name: {long} }}"),
+            "helo_name",
+            "at most 255",
+        ),
+        ("{ connect_port: 0 }".to_owned(), "connect_port", ""),
+        ("{ helo: x }".to_owned(), "helo", "helo_name"),
+    ] {
+        assert_error(
+            &service("", &format!("smtp_check: {real}")),
+            &format!("{at}.{key}"),
+            fragment,
+        );
+    }
+}

@@ -144,7 +144,8 @@ impl std::fmt::Display for Forward {
 /// Health of a real as its checker sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HealthInfo {
-    /// `"tcp_check"`, `"http_get"`, `"misc_check"`, `"amqp_check"` or `"none"`.
+    /// The checker's keepalived name (`"tcp_check"`, `"http_get"`, `"misc_check"`,
+    /// `"udp_check"`, ...), `"amqp_check"`, or `"none"`.
     pub checker: String,
     /// `"up"`, `"down"` or `"draining"`.
     pub state: String,

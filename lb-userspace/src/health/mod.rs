@@ -10,10 +10,14 @@
 //! ([`spec`]).
 
 pub mod amqp;
+pub mod dns;
 pub mod machine;
+pub mod ping;
 pub mod probe;
+pub mod smtp;
 pub mod spec;
 pub mod syn;
+pub mod udp;
 
 use std::{
     cmp::Reverse,

@@ -7,7 +7,7 @@
 //! response first (its body up to [`MAX_BODY`]), then closes the same way.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
     process::Stdio,
     time::Duration,
 };
@@ -21,7 +21,7 @@ use tokio::{
 };
 
 use super::{ProbeContext, amqp, machine::Outcome, syn::SynTarget};
-use crate::config::{Secret, StatusCodes};
+use crate::config::{DnsType, Secret, StatusCodes};
 
 /// What to probe.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,6 +69,44 @@ pub enum Probe {
         /// `None`: connection.start is enough.
         login: Option<amqp::Login>,
     },
+    /// Send `payload` to `target` (see [`super::udp`]).
+    Udp {
+        /// Address and port to send to.
+        target: SocketAddr,
+        /// Source address and port.
+        bind: Option<SocketAddr>,
+        /// The datagram.
+        payload: Vec<u8>,
+        /// `None`: up unless port unreachable; `Some(prefix)`: a reply starting with it.
+        require_reply: Option<Vec<u8>>,
+    },
+    /// Ask `target` for `name`'s `qtype` records (see [`super::dns`]).
+    Dns {
+        /// Address and port to query.
+        target: SocketAddr,
+        /// Source address and port.
+        bind: Option<SocketAddr>,
+        /// The name asked about.
+        name: String,
+        /// The query's type.
+        qtype: DnsType,
+    },
+    /// Greeting, `HELO helo`, `QUIT` with `target` (see [`super::smtp`]).
+    Smtp {
+        /// Address and port to connect to.
+        target: SocketAddr,
+        /// Source address and port.
+        bind: Option<SocketAddr>,
+        /// The name sent with `HELO`.
+        helo: String,
+    },
+    /// An ICMP echo to `target` (see [`super::ping`]).
+    Ping {
+        /// The address pinged.
+        target: IpAddr,
+        /// Source address.
+        bind: Option<IpAddr>,
+    },
 }
 
 /// One URL of an HTTP probe and what it must answer.
@@ -109,6 +147,10 @@ impl Probe {
             Probe::Http { .. } => "http_get",
             Probe::Misc { .. } => "misc_check",
             Probe::Amqp { .. } => "amqp_check",
+            Probe::Udp { .. } => "udp_check",
+            Probe::Dns { .. } => "dns_check",
+            Probe::Ping { .. } => "ping_check",
+            Probe::Smtp { .. } => "smtp_check",
         }
     }
 
@@ -166,6 +208,27 @@ impl Probe {
                 bind,
                 login,
             } => amqp::check(*target, *bind, login.as_ref(), connect_timeout).await,
+            Probe::Udp {
+                target,
+                bind,
+                payload,
+                require_reply,
+            } => {
+                let reply = require_reply.as_deref();
+                super::udp::udp(*target, *bind, payload, reply, connect_timeout).await
+            }
+            Probe::Dns {
+                target,
+                bind,
+                name,
+                qtype,
+            } => super::dns::dns(*target, *bind, name, *qtype, connect_timeout).await,
+            Probe::Smtp { target, bind, helo } => {
+                super::smtp::smtp(*target, *bind, helo, connect_timeout).await
+            }
+            Probe::Ping { target, bind } => {
+                super::ping::ping(*target, *bind, connect_timeout).await
+            }
         }
     }
 }

@@ -26,6 +26,18 @@ use crate::config::{
     CheckTiming, Checker, Config, HttpCheck, Password, Secret, TcpCheck, TcpProbe,
 };
 
+/// The port a `dns_check` queries without `connect_port` (keepalived's).
+pub const DNS_PORT: u16 = 53;
+
+/// This director's host name, keepalived's default `helo_name`; `localhost` if it has none.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty() && !n.contains(char::is_whitespace))
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
 /// The largest password file read, in bytes: it holds one password.
 pub const MAX_PASSWORD_FILE: u64 = 4096;
 
@@ -114,6 +126,44 @@ pub fn check_specs(config: &Config) -> Result<Vec<CheckSpec>, PasswordFileError>
                         timing(&c.timing),
                         c.timing.warmup,
                     )
+                }
+                Checker::Udp(c) => {
+                    let (target, bind) =
+                        endpoint(c.connect_ip, c.connect_port, c.bindto, c.bind_port);
+                    let probe = Probe::Udp {
+                        target,
+                        bind,
+                        payload: c.payload.clone(),
+                        require_reply: c.require_reply.clone(),
+                    };
+                    (probe, timing(&c.timing), c.timing.warmup)
+                }
+                Checker::Dns(c) => {
+                    // keepalived's DNS_CHECK queries port 53, not the real's port.
+                    let port = Some(c.connect_port.unwrap_or(DNS_PORT));
+                    let (target, bind) = endpoint(c.connect_ip, port, c.bindto, c.bind_port);
+                    let probe = Probe::Dns {
+                        target,
+                        bind,
+                        name: c.name.clone(),
+                        qtype: c.query_type,
+                    };
+                    (probe, timing(&c.timing), c.timing.warmup)
+                }
+                Checker::Ping(c) => (
+                    Probe::Ping {
+                        target: c.connect_ip.unwrap_or(rs.key.addr),
+                        bind: c.bindto,
+                    },
+                    timing(&c.timing),
+                    c.timing.warmup,
+                ),
+                Checker::Smtp(c) => {
+                    let (target, bind) =
+                        endpoint(c.connect_ip, c.connect_port, c.bindto, c.bind_port);
+                    let helo = c.helo_name.clone().unwrap_or_else(host_name);
+                    let probe = Probe::Smtp { target, bind, helo };
+                    (probe, timing(&c.timing), c.timing.warmup)
                 }
                 // MISC_CHECK has no retries: the script decides at once.
                 Checker::Misc(c) => (
@@ -472,5 +522,104 @@ virtual_servers:
         assert_eq!(specs[0].probe.kind(), "amqp_check");
         assert_eq!(specs[0].timing.connect_timeout, Duration::from_secs(3));
         assert_eq!(specs[1].timing.delay_loop, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn udp_and_dns_checks_become_their_probes() {
+        let yaml = "
+interface: eth0
+virtual_servers:
+  - vip: 192.168.0.10
+    port: 5353
+    protocol: udp
+    lb_kind: dr
+    real_servers:
+      - ip: 192.168.0.2
+        udp_check: { payload: '00ff', require_reply: true }
+      - ip: 192.168.0.3
+        dns_check: { type: A, name: example.org }
+      - ip: 192.168.0.4
+        dns_check: { connect_ip: 192.168.1.4, connect_port: 5300, bind_port: 1053 }
+";
+        let config = Config::from_yaml(yaml, Path::new("udp.yaml")).unwrap();
+        let probes: Vec<Probe> = check_specs(&config)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.probe)
+            .collect();
+        assert_eq!(
+            probes,
+            [
+                Probe::Udp {
+                    target: socket("192.168.0.2:5353"),
+                    bind: None,
+                    payload: vec![0, 0xff],
+                    require_reply: Some(Vec::new()),
+                },
+                // keepalived's DNS_CHECK asks port 53, whatever the service's port.
+                Probe::Dns {
+                    target: socket("192.168.0.3:53"),
+                    bind: None,
+                    name: "example.org".into(),
+                    qtype: crate::config::DnsType::A,
+                },
+                Probe::Dns {
+                    target: socket("192.168.1.4:5300"),
+                    bind: Some(socket("0.0.0.0:1053")),
+                    name: ".".into(),
+                    qtype: crate::config::DnsType::Soa,
+                },
+            ]
+        );
+        assert_eq!(probes[0].kind(), "udp_check");
+        assert_eq!(probes[1].kind(), "dns_check");
+    }
+
+    #[test]
+    fn ping_and_smtp_checks_become_their_probes() {
+        let yaml = "
+interface: eth0
+virtual_servers:
+  - vip: 192.168.0.10
+    port: 25
+    lb_kind: dr
+    real_servers:
+      - ip: 192.168.0.2
+        ping_check: { bindto: 192.168.0.1 }
+      - ip: 192.168.0.3
+        smtp_check: { helo_name: lb.example.org }
+      - ip: 192.168.0.4
+        smtp_check: { connect_port: 2525 }
+";
+        let config = Config::from_yaml(yaml, Path::new("smtp.yaml")).unwrap();
+        let probes: Vec<Probe> = check_specs(&config)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.probe)
+            .collect();
+        let host = host_name();
+        assert!(!host.is_empty() && !host.contains(' '), "{host:?}");
+        assert_eq!(
+            probes,
+            [
+                Probe::Ping {
+                    target: "192.168.0.2".parse().unwrap(),
+                    bind: Some("192.168.0.1".parse().unwrap()),
+                },
+                Probe::Smtp {
+                    target: socket("192.168.0.3:25"),
+                    bind: None,
+                    helo: "lb.example.org".into(),
+                },
+                // keepalived's default HELO name: this director's host name.
+                Probe::Smtp {
+                    target: socket("192.168.0.4:2525"),
+                    bind: None,
+                    helo: host,
+                },
+            ]
+        );
+        let kinds: Vec<&str> = probes.iter().map(Probe::kind).collect();
+        assert_eq!(kinds, ["ping_check", "smtp_check", "smtp_check"]);
     }
 }

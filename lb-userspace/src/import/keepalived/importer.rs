@@ -7,8 +7,9 @@ use std::{collections::BTreeSet, net::IpAddr, ops::RangeInclusive};
 use super::{
     ImportError, Warning,
     keywords::{
-        CHECK_KEYWORDS, HTTP_KEYWORDS, KEEPALIVED_ONLY, KEEPALIVED_SCHEDULERS, MISC_KEYWORDS,
-        ROOT_KEYWORDS, RS_KEYWORDS, SYNC_DAEMON_OPTIONS, URL_KEYWORDS, VS_KEYWORDS,
+        CHECK_KEYWORDS, DNS_KEYWORDS, HTTP_KEYWORDS, KEEPALIVED_ONLY, KEEPALIVED_SCHEDULERS,
+        MISC_KEYWORDS, ROOT_KEYWORDS, RS_KEYWORDS, SMTP_KEYWORDS, SYNC_DAEMON_OPTIONS,
+        UDP_KEYWORDS, URL_KEYWORDS, VS_KEYWORDS,
     },
     lexer::{Node, script_words, shell_join},
     parsed::{
@@ -17,7 +18,7 @@ use super::{
         Timing, Url, Vrrp, number,
     },
 };
-use crate::config::SyncConfig;
+use crate::config::{MAX_UDP_PAYLOAD, SyncConfig};
 
 /// An unknown keyword, reported once its block is read (so the report can say what the value
 /// it was probably meant for ended up as).
@@ -1163,7 +1164,8 @@ impl Importer {
             "smtp_alert" => self.not_carried(c, "lb-agent has no e-mail alerts; see its logs"),
             "virtualhost" => self.virtualhost(&mut r.virtualhost, c),
             "snmp_name" => self.not_carried(c, "lb-agent has no SNMP; see its metrics"),
-            kw @ ("TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK") => {
+            kw @ ("TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" | "UDP_CHECK"
+            | "DNS_CHECK" | "PING_CHECK" | "SMTP_CHECK") => {
                 let check = self.check(c);
                 match (&r.check, check) {
                     (None, check) => r.check = check,
@@ -1179,12 +1181,13 @@ impl Importer {
                     (Some(_), None) => {}
                 }
             }
-            kw @ ("SMTP_CHECK" | "DNS_CHECK" | "UDP_CHECK" | "PING_CHECK" | "FILE_CHECK"
-            | "BFD_CHECK") => self.warn(
+            kw @ ("FILE_CHECK" | "BFD_CHECK") => self.warn(
                 l,
                 format!(
-                    "{kw} is not supported by lb-agent (it has tcp_check, http_get and \
-                     misc_check): not converted; without another checker the real is always up"
+                    "{kw} is not supported by lb-agent (it has tcp_check, http_get, \
+                         misc_check, udp_check, dns_check, ping_check and smtp_check): not \
+                         converted; without another checker the \
+                         real is always up"
                 ),
             ),
             _ => unknown.push(self.unknown(c, RS_KEYWORDS)),
@@ -1260,6 +1263,22 @@ impl Importer {
                     [CHECK_KEYWORDS, HTTP_KEYWORDS].concat(),
                 )
             }
+            "UDP_CHECK" => (
+                CheckKind::Udp,
+                "UDP_CHECK",
+                [CHECK_KEYWORDS, UDP_KEYWORDS].concat(),
+            ),
+            "DNS_CHECK" => (
+                CheckKind::Dns,
+                "DNS_CHECK",
+                [CHECK_KEYWORDS, DNS_KEYWORDS].concat(),
+            ),
+            "PING_CHECK" => (CheckKind::Ping, "PING_CHECK", CHECK_KEYWORDS.to_vec()),
+            "SMTP_CHECK" => (
+                CheckKind::Smtp,
+                "SMTP_CHECK",
+                [CHECK_KEYWORDS, SMTP_KEYWORDS].concat(),
+            ),
             _ => (CheckKind::Misc, "MISC_CHECK", MISC_KEYWORDS.to_vec()),
         };
         self.extra_words(n, 1);
@@ -1277,6 +1296,11 @@ impl Importer {
             misc_path: None,
             misc_timeout: None,
             delay_loop: None,
+            payload: None,
+            require_reply: None,
+            dns_type: None,
+            dns_name: None,
+            helo_name: None,
             tcp_nb_get_retry: None,
         };
         let mut unknown = Vec::new();
@@ -1337,6 +1361,9 @@ impl Importer {
                     ck.connect_ip = Some((a, l));
                 }
             }
+            "connect_port" | "bind_port" if ck.kind == CheckKind::Ping => {
+                self.not_carried(c, "an ICMP echo has no port")
+            }
             "connect_port" => {
                 if let Some(p) = self.port(c, "the check connects to the real's port") {
                     ck.connect_port = Some((p, l));
@@ -1376,6 +1403,55 @@ impl Importer {
                     ck.misc_timeout = Some((v, l));
                 }
             }
+            "payload" => {
+                let stays = "the check sends an empty datagram";
+                if let Some(v) = self.value(c, stays)
+                    && let Some(hex) = self.hex(c, v, stays)
+                {
+                    ck.payload = Some((hex, l));
+                }
+            }
+            "require_reply" => {
+                self.extra_words(c, 2);
+                let stays = "no reply is required";
+                match c.word(1) {
+                    None => ck.require_reply = Some((None, l)),
+                    Some(v) => {
+                        if let Some(hex) = self.hex(c, v, stays) {
+                            ck.require_reply = Some((Some(hex), l));
+                        }
+                    }
+                }
+            }
+            "type" => {
+                let stays = "the query stays of type SOA";
+                if let Some(v) = self.value(c, stays) {
+                    match DNS_TYPES.iter().find(|t| t.eq_ignore_ascii_case(v)) {
+                        Some(t) => ck.dns_type = Some((t, l)),
+                        None => self.invalid(c, v, "A, NS, CNAME, SOA, MX, TXT or AAAA", stays),
+                    }
+                }
+            }
+            "name" => {
+                if let Some(v) = self.value(c, "the query stays for the root, \".\"") {
+                    ck.dns_name = Some((v.to_owned(), l));
+                }
+            }
+            "helo_name" => {
+                let stays = "HELO names this director's host";
+                if let Some(v) = self.value(c, stays) {
+                    ck.helo_name = Some((v.to_owned(), l));
+                }
+            }
+            "host" => self.not_carried(
+                c,
+                "lb-agent's smtp_check checks one address: write its connect_ip and \
+                 connect_port in the SMTP_CHECK",
+            ),
+            "min_reply_length" | "max_reply_length" => self.not_carried(
+                c,
+                "lb-agent's udp_check checks the start of the reply (require_reply), not its length",
+            ),
             "misc_dynamic" => self.not_carried(
                 c,
                 "lb-agent does not set weights from the script's exit status; only 0 = up",
@@ -1494,6 +1570,22 @@ impl Importer {
         u.digest = Some((v.to_ascii_lowercase(), c.line));
     }
 
+    /// A UDP_CHECK's hexadecimal bytes (`payload`, `require_reply`): lowercase, or `None` with
+    /// a warning when keepalived would not read them.
+    fn hex(&mut self, c: &Node, v: &str, stays: &str) -> Option<String> {
+        let valid = !v.is_empty()
+            && v.len().is_multiple_of(2)
+            && v.len() / 2 <= MAX_UDP_PAYLOAD
+            && v.chars().all(|ch| ch.is_ascii_hexdigit());
+        if !valid {
+            let expected =
+                format!("hexadecimal digits, two per byte, at most {MAX_UDP_PAYLOAD} bytes");
+            self.invalid(c, v, &expected, stays);
+            return None;
+        }
+        Some(v.to_ascii_lowercase())
+    }
+
     /// `virtualhost` of a virtual server, real server, HTTP_GET or url: the `Host` its HTTP
     /// checks send. A second one replaces the first, as in keepalived.
     fn virtualhost(&mut self, slot: &mut At<String>, c: &Node) {
@@ -1597,6 +1689,9 @@ fn check_stays(kind: CheckKind, t: &Timing, keyword: &str) -> Option<String> {
         _ => return None,
     })
 }
+
+/// DNS_CHECK's query types (keepalived's, upper case).
+const DNS_TYPES: [&str; 7] = ["A", "NS", "CNAME", "SOA", "MX", "TXT", "AAAA"];
 
 /// The keyword of `known` that `word` probably meant: the same but for case, or at most two
 /// edits away (one for short words).

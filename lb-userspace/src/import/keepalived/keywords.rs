@@ -182,6 +182,20 @@ pub(super) const URL_KEYWORDS: &[&str] = &[
     "regex_stack",
 ];
 
+/// Keywords UDP_CHECK adds.
+pub(super) const UDP_KEYWORDS: &[&str] = &[
+    "payload",
+    "require_reply",
+    "min_reply_length",
+    "max_reply_length",
+];
+
+/// Keywords DNS_CHECK adds.
+pub(super) const DNS_KEYWORDS: &[&str] = &["type", "name"];
+
+/// Keywords SMTP_CHECK adds.
+pub(super) const SMTP_KEYWORDS: &[&str] = &["helo_name", "host"];
+
 /// Keywords of a MISC_CHECK.
 pub(super) const MISC_KEYWORDS: &[&str] = &[
     "misc_path",

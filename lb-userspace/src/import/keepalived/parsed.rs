@@ -119,9 +119,14 @@ pub(super) enum CheckKind {
     Tcp,
     Http,
     Misc,
+    Udp,
+    Dns,
+    Ping,
+    Smtp,
 }
 
-/// A `TCP_CHECK`, `HTTP_GET` (or `SSL_GET` as a TCP check) or `MISC_CHECK`.
+/// A `TCP_CHECK`, `HTTP_GET` (or `SSL_GET` as a TCP check), `MISC_CHECK`, `UDP_CHECK`,
+/// `DNS_CHECK`, `PING_CHECK` or `SMTP_CHECK`.
 pub(super) struct Check {
     pub(super) kind: CheckKind,
     pub(super) line: usize,
@@ -139,6 +144,16 @@ pub(super) struct Check {
     pub(super) misc_timeout: At<u64>,
     /// keepalived's per-checker `delay_loop` (lb-agent has one per service).
     pub(super) delay_loop: At<f64>,
+    /// UDP_CHECK's `payload`, lowercase hexadecimal.
+    pub(super) payload: At<String>,
+    /// UDP_CHECK's `require_reply`, with its pattern (lowercase hexadecimal) if it has one.
+    pub(super) require_reply: At<Option<String>>,
+    /// DNS_CHECK's `type`, upper case.
+    pub(super) dns_type: At<&'static str>,
+    /// DNS_CHECK's `name`.
+    pub(super) dns_name: At<String>,
+    /// SMTP_CHECK's `helo_name`.
+    pub(super) helo_name: At<String>,
     /// Value and line of an `nb_get_retry` in a TCP_CHECK, which keepalived does not know (so
     /// it is not applied).
     pub(super) tcp_nb_get_retry: Option<(u64, usize)>,

@@ -402,11 +402,19 @@ fn real(m: &mut Map<'_>, s: &Service, r: &Real) {
                 c.kv("warmup", &number(w), l, None);
             }
         }
-        CheckKind::Tcp | CheckKind::Http => {
-            let key = if ck.kind == CheckKind::Http {
-                "http_get"
-            } else {
-                "tcp_check"
+        CheckKind::Tcp
+        | CheckKind::Http
+        | CheckKind::Udp
+        | CheckKind::Dns
+        | CheckKind::Ping
+        | CheckKind::Smtp => {
+            let key = match ck.kind {
+                CheckKind::Smtp => "smtp_check",
+                CheckKind::Ping => "ping_check",
+                CheckKind::Http => "http_get",
+                CheckKind::Udp => "udp_check",
+                CheckKind::Dns => "dns_check",
+                _ => "tcp_check",
             };
             let mut c = m.map(key, ck.line);
             if ck.kind == CheckKind::Http {
@@ -434,6 +442,23 @@ fn real(m: &mut Map<'_>, s: &Service, r: &Real) {
                 if let Some((h, l, from)) = host {
                     c.kv("virtualhost", &yaml_str(&h), l, from);
                 }
+            }
+            if let Some((h, l)) = &ck.helo_name {
+                c.kv("helo_name", &yaml_quoted(h), *l, None);
+            }
+            if let Some((t, l)) = ck.dns_type {
+                c.kv("type", t, l, None);
+            }
+            if let Some((n, l)) = &ck.dns_name {
+                c.kv("name", &yaml_quoted(n), *l, None);
+            }
+            if let Some((p, l)) = &ck.payload {
+                c.kv("payload", &yaml_quoted(p), *l, None);
+            }
+            match &ck.require_reply {
+                Some((Some(p), l)) => c.kv("require_reply", &yaml_quoted(p), *l, None),
+                Some((None, l)) => c.kv("require_reply", "true", *l, None),
+                None => {}
             }
             if let Some((a, l)) = ck.connect_ip {
                 c.kv("connect_ip", &yaml_ip(a), l, None);
@@ -466,7 +491,7 @@ fn real(m: &mut Map<'_>, s: &Service, r: &Real) {
             );
             match delay {
                 Some((d, l, from)) => c.kv("delay_before_retry", &number(d), l, from),
-                None if ck.keyword != "TCP_CHECK" => c.kv(
+                None if ck.kind == CheckKind::Http || ck.keyword == "SSL_GET" => c.kv(
                     "delay_before_retry",
                     &number(HTTP_DEFAULT_DELAY_BEFORE_RETRY),
                     ck.line,
