@@ -126,9 +126,10 @@ struct Agent {
 
 impl Agent {
     async fn start(opts: AgentOptions, config: Config) -> Result<Self> {
-        // Reads the checks' password files: a missing one stops the start before anything
-        // is touched.
+        // Reads the checks' password files (http_get's, then amqp_check's): a missing one
+        // stops the start before anything is touched.
         let mut specs = check_specs(&config)?;
+        read_password_files(&mut specs)?;
         if ensure_bpffs().context("mounting bpffs on /sys/fs/bpf")? {
             info!("mounted bpffs on /sys/fs/bpf");
         }
@@ -198,7 +199,6 @@ impl Agent {
             })
             .filter(|_| origin != Origin::Created)
             .collect();
-        read_password_files(&mut specs)?;
         let (health_tx, health_events) = tokio::sync::mpsc::unbounded_channel();
         let probe_macs = Macs::default();
         probe_macs
