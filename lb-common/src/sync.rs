@@ -17,7 +17,14 @@
 //! the expected one before and after the copy; a slot overwritten meanwhile (the ring lapped
 //! the reader) counts as lost.
 
-use crate::{Addr6, Flow4Key, Flow6Key, SlotData};
+use crate::{Addr6, ConnState, Flow4Key, Flow6Key, SlotData};
+
+/// Whether an entry in `state` is a confirmed flow: one the program announces when it creates
+/// it, and one a full announcement (a refresh, an answer to a state request) restates.
+#[inline(always)]
+pub fn confirmed(state: u8) -> bool {
+    state == ConnState::Established as u8 || state == ConnState::Udp as u8
+}
 
 /// Slots of each CPU's ring (a power of two): at the agent's 10 ms reads, room for 409,600
 /// confirmations per second per CPU.

@@ -573,7 +573,7 @@ fn forward_flow<F: Family>(
         Inserted::Busy => g.conn_insert_failed += 1,
         Inserted::Full => g.conn_insert_refused += 1,
         Inserted::Stored { replaced, evicted } => {
-            if entry.state == ConnState::Established as u8 || entry.state == ConnState::Udp as u8 {
+            if lb_common::sync::confirmed(entry.state) {
                 announce(&flow, &entry, settings);
             }
             // The counts follow the table: the new entry in, whatever it overwrote out.

@@ -13,14 +13,14 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use lb_common::SyncEvent;
+use lb_common::{SyncEvent, sync::confirmed};
 use tokio::time::timeout;
 use tracing::{info, warn};
 
 use crate::{
     config::SyncConfig,
     control::{PeerInfo, SyncInfo},
-    dataplane::{Dataplane, PeerStore, announced},
+    dataplane::{Dataplane, PeerStore},
     reconcile::plan::Installed,
     sync::{
         channel::{Channel, Endpoint, Inbound, Rejection, key_of_secret},
@@ -304,7 +304,7 @@ impl DirectorSync {
     fn queue_dump(&mut self, dp: &Dataplane, to: Option<SocketAddr>) {
         let settings = dp.settings();
         let now = settings.clock;
-        let live = |state: u8, stamp: u32| announced(state) && settings.conn_live(state, stamp);
+        let live = |state: u8, stamp: u32| confirmed(state) && settings.conn_live(state, stamp);
         let mut events: Vec<(SyncEvent, u16)> = Vec::new();
         for e in dp.conns4() {
             if live(e.conn.state, e.stamp) {

@@ -36,7 +36,7 @@ use thiserror::Error;
 use tracing::warn;
 
 pub use self::pins::{Attached, Origin, PIN_ROOT, PINNED_MAPS, PinDir};
-pub use self::sync::{PeerStore, SyncDrain, announced};
+pub use self::sync::{PeerStore, SyncDrain};
 use self::{mmap::Mmap, pins::Layout};
 use crate::model::{AttachMode, Limits};
 

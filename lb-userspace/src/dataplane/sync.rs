@@ -8,11 +8,12 @@
 //! never moves a flow this director is serving.
 
 use lb_common::{
-    Conn, ConnState, FlowKey, Inserted, Persist4Key, Persist6Key, RealLoad, SVC_F_PERSIST,
-    SYNC_SLOTS, Set, SlotData, SyncEvent, SyncedFlow, Template, conn_eviction,
+    Conn, FlowKey, Inserted, RealLoad, SVC_F_PERSIST, SYNC_SLOTS, Set, SlotData, SyncEvent,
+    SyncedFlow, Template, conn_eviction,
 };
 
 use super::{Dataplane, DataplaneError, Result, mmap::Mmap, write::store_u32};
+use crate::model::PersistKey;
 
 /// What one read of the announcement rings gave.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -168,7 +169,7 @@ fn store_peer_flow<K: FlowKey>(
     service_id: u32,
 ) -> Result<PeerStore>
 where
-    K::Client: PersistHash,
+    K::Client: PersistKey,
 {
     let stored = store_peer(dp, conns, conn_sets, key, conn, stamp)?;
     if matches!(stored, PeerStore::Stored | PeerStore::Refreshed) {
@@ -233,7 +234,7 @@ fn store_peer<K: FlowKey>(
 
 /// Points a persistent service's client template at `real` unless it was used here more
 /// recently for another real.
-fn store_template<K: SlotData + PersistHash>(
+fn store_template<K: SlotData + PersistKey>(
     dp: &Dataplane,
     map: &Mmap<Set<K, Template, { lb_common::PERSIST_WAYS }>>,
     sets: u32,
@@ -243,7 +244,7 @@ fn store_template<K: SlotData + PersistHash>(
     svc: &lb_common::Service,
 ) -> Result<()> {
     let now = dp.clock();
-    let hash = key.persist_hash();
+    let hash = key.table_hash();
     let set = map.ptr(hash & (sets - 1))?;
     let template = Template { real, _pad: 0 };
     // SAFETY: `set` points at a mapped set of the table.
@@ -303,27 +304,4 @@ fn recount(dp: &Dataplane, conn: &Conn, replaced: Option<Conn>) {
     if let Some(old) = replaced {
         add(old.real, old.state, -1);
     }
-}
-
-/// Persistence keys and their table hash.
-pub trait PersistHash {
-    /// The hash whose low bits pick the set.
-    fn persist_hash(&self) -> u32;
-}
-
-impl PersistHash for Persist4Key {
-    fn persist_hash(&self) -> u32 {
-        self.hash()
-    }
-}
-
-impl PersistHash for Persist6Key {
-    fn persist_hash(&self) -> u32 {
-        self.hash()
-    }
-}
-
-/// Whether a flow in `state` is one the program announces (see `lb_common::sync`).
-pub fn announced(state: u8) -> bool {
-    state == ConnState::Established as u8 || state == ConnState::Udp as u8
 }

@@ -73,17 +73,24 @@ impl ListedFlow for Flow6Key {
     }
 }
 
-/// A persistence-template key of either family, as listings read it.
+/// A persistence-template key of either family, as listings read it and as the table places
+/// it.
 pub trait PersistKey: Copy {
     /// The service id.
     fn service_id(&self) -> u32;
     /// The client network (the client address under the service's granularity).
     fn client(&self) -> IpAddr;
+    /// The hash whose low bits pick the key's set in its persistence table.
+    fn table_hash(&self) -> u32;
 }
 
 impl PersistKey for Persist4Key {
     fn service_id(&self) -> u32 {
         self.service_id
+    }
+
+    fn table_hash(&self) -> u32 {
+        self.hash()
     }
 
     fn client(&self) -> IpAddr {
@@ -94,6 +101,10 @@ impl PersistKey for Persist4Key {
 impl PersistKey for Persist6Key {
     fn service_id(&self) -> u32 {
         self.service_id
+    }
+
+    fn table_hash(&self) -> u32 {
+        self.hash()
     }
 
     fn client(&self) -> IpAddr {
