@@ -396,8 +396,9 @@ pub struct TcpCheck {
 /// becomes, so that a real whose VIP setup is broken (no VIP on `lo`, a firewall on it, the
 /// service bound to the real's own address) is taken out, while a connect to the real's
 /// address would pass; and half-open, so 10,000 reals cost a frame each, not a connection. It
-/// needs an IPv4 real on the director's LAN and the director's own source address: a
-/// `connect_ip`, `bindto` or `bind_port`, or an IPv6 real, make the default
+/// needs an IPv4 real on the director's LAN and the director's own source address, and tests
+/// the service's port: a `connect_ip`, `connect_port` (another port may be a listener bound to
+/// the real's own address only), `bindto` or `bind_port`, or an IPv6 real, make the default
 /// [`TcpProbe::Connect`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TcpProbe {
@@ -427,6 +428,35 @@ impl TcpProbe {
     }
 }
 
+/// Which way an `http_get`'s requests go (`probe:`).
+///
+/// The default, where it can be done, is [`HttpProbe::Vip`], as for a `tcp_check` (see
+/// [`TcpProbe`]): the requests go to VIP:port through the real's MAC, as a client's do, over a
+/// connection the agent carries itself. It needs an IPv4 real on the director's LAN, the
+/// director's own source address and the service's port: a `connect_ip`, `connect_port`,
+/// `bindto` or `bind_port`, or an IPv6 real, make the default [`HttpProbe::Connect`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpProbe {
+    /// To VIP:port through the real's MAC: the client's data path.
+    Vip,
+    /// A TCP connection to the real's own address (keepalived's HTTP_GET).
+    Connect,
+}
+
+impl HttpProbe {
+    /// The YAML words.
+    pub const WORDS: [(&'static str, HttpProbe); 2] =
+        [("vip", HttpProbe::Vip), ("connect", HttpProbe::Connect)];
+
+    /// The YAML word.
+    pub fn word(self) -> &'static str {
+        match self {
+            HttpProbe::Vip => "vip",
+            HttpProbe::Connect => "connect",
+        }
+    }
+}
+
 /// `http_get`: the real is up while every URL answers with one of its status codes (and, with
 /// a `digest`, with its body).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -438,6 +468,9 @@ pub struct HttpCheck {
     pub virtualhost: Option<String>,
     /// HTTP Basic authentication sent with every URL (`auth`; lb-agent's, keepalived has none).
     pub auth: Option<HttpAuth>,
+    /// Which way the requests go (`probe`); `None` = the default for the real (see
+    /// [`HttpProbe`]).
+    pub probe: Option<HttpProbe>,
     /// Address to connect to; `None` = the real's.
     pub connect_ip: Option<IpAddr>,
     /// Port to connect to; `None` = the real's.

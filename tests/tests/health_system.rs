@@ -184,21 +184,35 @@ impl Drop for HttpStatusServer {
 fn a_real_that_lost_its_vip_leaves_though_its_own_address_answers() {
     let topo = DrTopology::new(76, 2).expect("topology");
     let _servers = echo_all(&topo);
-    // The default tcp_check: a half-open SYN to the VIP through the real's MAC.
+    let _http: Vec<_> = topo
+        .reals
+        .iter()
+        .map(|r| HttpStatusServer::start(&r.ns, HEALTH_PORT, 200))
+        .collect();
+    // The default tcp_check: a half-open SYN to the VIP through the real's MAC. The default
+    // http_get of a second service: its requests go the same way.
     let reals = vec![(11, tcp_check().to_owned()), (12, tcp_check().to_owned())];
-    let agent = Agent::start(&topo.director.ns, &config(76, "", &reals)).unwrap();
+    let mut yaml = config(76, "", &reals);
+    yaml += &format!(
+        "  - vip: 10.76.0.100\n    port: {HEALTH_PORT}\n    lb_algo: wrr\n    lb_kind: dr\n    \
+         delay_loop: 1\n    real_servers:\n"
+    );
+    for last in [11, 12] {
+        yaml += &format!(
+            "      - {{ ip: 10.76.0.{last}, http_get: {{ url: {{ path: /health }}, \
+             connect_timeout: 1, retry: 1, delay_before_retry: 1 }} }}\n"
+        );
+    }
+    let agent = Agent::start(&topo.director.ns, &yaml).unwrap();
     let to: SocketAddr = (topo.vip, PORT).into();
     let new = NewConns::start(&topo.client.ns, to, Duration::from_millis(10)).unwrap();
     wait_until(Duration::from_secs(3), "both reals serve", || {
         new.report().per_real.len() == 2
     });
-    // Both reals' last probe was answered (the first ones may still be on their way).
+    // Both reals' last probes were answered (the first ones may still be on their way).
     wait_until(Duration::from_secs(3), "both checks answered", || {
-        agent
-            .lbadm_ok(&["-L", "-n", "--health"])
-            .matches("SYN-ACK")
-            .count()
-            == 2
+        let health = agent.lbadm_ok(&["-L", "-n", "--health"]);
+        health.matches("SYN-ACK").count() == 2 && health.matches("HTTP 200").count() == 2
     });
 
     // real1 loses the VIP from `lo` (a reboot without the real-server script, say): every
@@ -222,6 +236,13 @@ fn a_real_that_lost_its_vip_leaves_though_its_own_address_answers() {
         )
         .unwrap();
     let detected = broken.elapsed();
+    agent
+        .wait_for_log(
+            "real 10.76.0.11:8081 of TCP 10.76.0.100:8081 failed its check: timeout",
+            BOUND + Duration::from_secs(1) - detected.min(BOUND),
+        )
+        .unwrap();
+    let http_detected = broken.elapsed();
     wait_until(Duration::from_secs(2), "real1 out of the listing", || {
         !agent.lbadm_ok(&["-L", "-n"]).contains("10.76.0.11:")
     });
@@ -236,13 +257,21 @@ fn a_real_that_lost_its_vip_leaves_though_its_own_address_answers() {
         &after.failures[failures..]
     );
     println!(
-        "data-path check: real1 without its VIP detected in {:.2} s (bound {BOUND:?}); {failures} \
-         new connections failed before",
-        detected.as_secs_f64()
+        "data-path checks: real1 without its VIP detected in {:.2} s by tcp_check, {:.2} s by \
+         http_get (bound {BOUND:?}); {failures} new connections failed before",
+        detected.as_secs_f64(),
+        http_detected.as_secs_f64()
     );
+    for d in [detected, http_detected] {
+        assert!(d <= BOUND + Duration::from_millis(500), "{d:?}");
+    }
+    // real2 stayed up all along.
     assert!(
-        detected <= BOUND + Duration::from_millis(500),
-        "{detected:?}"
+        !agent
+            .log_text()
+            .contains("real 10.76.0.12:8081 of TCP 10.76.0.100:8081 failed"),
+        "{}",
+        agent.log_text()
     );
 
     // The VIP back on `lo`: real1 serves again.
@@ -254,8 +283,123 @@ fn a_real_that_lost_its_vip_leaves_though_its_own_address_answers() {
     wait_until(Duration::from_secs(5), "real1 back in rotation", || {
         new.report().per_real.get("real1").copied().unwrap_or(0) > real1_before + 5
     });
+    agent
+        .wait_for_log(
+            "real 10.76.0.11:8081 of TCP 10.76.0.100:8081 passed its check: HTTP 200",
+            Duration::from_secs(5),
+        )
+        .unwrap();
     let new = new.finish();
     assert!(new.failures.len() == failures, "{:#?}", new.failures);
+}
+
+/// An HTTP server in `ns` on `port` answering every request with `body`, counting how each
+/// connection ended: the client's FIN, or a reset.
+struct BodyServer {
+    body: Arc<std::sync::Mutex<Vec<u8>>>,
+    closed: Arc<AtomicU16>,
+    reset: Arc<AtomicU16>,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl BodyServer {
+    fn start(ns: &Netns, port: u16, body: Vec<u8>) -> Self {
+        let listener = ns
+            .enter(move || TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)))
+            .unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let body = Arc::new(std::sync::Mutex::new(body));
+        let (closed, reset) = (Arc::new(AtomicU16::new(0)), Arc::new(AtomicU16::new(0)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (b, c, r, st) = (body.clone(), closed.clone(), reset.clone(), stop.clone());
+        let thread = thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                conn.set_nonblocking(false).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut buf = [0u8; 2048];
+                let _ = conn.read(&mut buf);
+                let body = b.lock().unwrap().clone();
+                let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                let _ = conn.write_all(head.as_bytes());
+                let _ = conn.write_all(&body);
+                // The client closes: with a FIN (read gives 0) or a reset.
+                loop {
+                    match conn.read(&mut buf) {
+                        Ok(0) => {
+                            c.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                            r.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+        });
+        Self {
+            body,
+            closed,
+            reset,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for BodyServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn an_http_check_through_the_vip_reads_a_whole_body_and_closes_cleanly() {
+    use md5::{Digest as _, Md5};
+    let topo = DrTopology::new(77, 1).expect("topology");
+    // 300 kB: hundreds of segments, more than one receive window.
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let digest: String = Md5::digest(&body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let server = BodyServer::start(&topo.reals[0].ns, HEALTH_PORT, body);
+    let yaml = format!(
+        "interface: eth0\nxdp_mode: driver\nvirtual_servers:\n  - vip: 10.77.0.100\n    port: \
+         {HEALTH_PORT}\n    lb_kind: dr\n    delay_loop: 1\n    real_servers:\n      - {{ ip: \
+         10.77.0.11, http_get: {{ url: {{ path: /big, digest: {digest} }}, connect_timeout: 2, \
+         retry: 1, delay_before_retry: 1 }} }}\n"
+    );
+    let agent = Agent::start(&topo.director.ns, &yaml).unwrap();
+    wait_until(Duration::from_secs(4), "three checks passed", || {
+        server.closed.load(Ordering::Relaxed) >= 3
+    });
+    let health = agent.lbadm_ok(&["-L", "-n", "--health"]);
+    assert!(health.contains("HTTP 200"), "{health}");
+    assert_eq!(
+        server.reset.load(Ordering::Relaxed),
+        0,
+        "a check reset its connection"
+    );
+    // Another body: the digest no longer matches and the real leaves.
+    server.body.lock().unwrap()[150_000] ^= 1;
+    agent
+        .wait_for_log(
+            "real 10.77.0.11:8081 of TCP 10.77.0.100:8081 failed its check: HTTP 200, body MD5",
+            BOUND + Duration::from_secs(2),
+        )
+        .unwrap();
+    assert_eq!(server.reset.load(Ordering::Relaxed), 0);
 }
 
 #[test]

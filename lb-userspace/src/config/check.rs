@@ -11,8 +11,8 @@ use serde_yaml::Value;
 
 use super::{
     AmqpCheck, AmqpLogin, AmqpPassword, CheckTiming, Checker, DnsCheck, DnsType, HttpAuth,
-    HttpCheck, MAX_UDP_PAYLOAD, MiscCheck, Password, PingCheck, Secret, SmtpCheck, StatusCodes,
-    TcpCheck, TcpProbe, UdpCheck, UrlCheck,
+    HttpCheck, HttpProbe, MAX_UDP_PAYLOAD, MiscCheck, Password, PingCheck, Secret, SmtpCheck,
+    StatusCodes, TcpCheck, TcpProbe, UdpCheck, UrlCheck,
     address::{ipv4_mapped, not_a_host},
     parse::Service,
     reader::{Fields, Node, Reader, describe},
@@ -44,6 +44,7 @@ const TCP_KEYS: &[&str] = &[
 ];
 /// Keys of `http_get` (aliases included).
 const HTTP_KEYS: &[&str] = &[
+    "probe",
     "url",
     "virtualhost",
     "auth",
@@ -178,28 +179,7 @@ fn tcp_check(rd: &mut Reader, node: &Node<'_>, addr: Option<IpAddr>) -> Option<C
     let probe = f.get("probe").and_then(|n| {
         let probe = rd.keyword(&n, "tcp_check probe", &TcpProbe::WORDS)?;
         if probe != TcpProbe::Connect {
-            let why = if addr.is_some_and(|a| a.is_ipv6()) {
-                Some("the real is IPv6".to_string())
-            } else if let Some((key, _)) = [
-                ("connect_ip", ep.connect_ip.is_some()),
-                ("bindto", ep.bindto.is_some()),
-                ("bind_port", ep.bind_port.is_some()),
-            ]
-            .into_iter()
-            .find(|(_, set)| *set)
-            {
-                Some(format!("`{key}` is set"))
-            } else {
-                None
-            };
-            if let Some(why) = why {
-                let msg = format!(
-                    "a half-open probe (`{}`) goes from the director's own address to an IPv4 \
-                     real's MAC, and {why}; use `probe: connect`",
-                    probe.word()
-                );
-                rd.error(&n.path, msg);
-            }
+            own_packets(rd, &n, probe.word(), addr, &ep);
         }
         Some(probe)
     });
@@ -213,15 +193,47 @@ fn tcp_check(rd: &mut Reader, node: &Node<'_>, addr: Option<IpAddr>) -> Option<C
     }))
 }
 
+/// A probe that writes its own packets (`word`) goes from the director's own address to an
+/// IPv4 real's MAC: an error on `n` if the real or the endpoint says otherwise.
+fn own_packets(rd: &mut Reader, n: &Node<'_>, word: &str, addr: Option<IpAddr>, ep: &Endpoint) {
+    let why = if addr.is_some_and(|a| a.is_ipv6()) {
+        Some("the real is IPv6".to_string())
+    } else {
+        [
+            ("connect_ip", ep.connect_ip.is_some()),
+            ("bindto", ep.bindto.is_some()),
+            ("bind_port", ep.bind_port.is_some()),
+        ]
+        .into_iter()
+        .find(|(_, set)| *set)
+        .map(|(key, _)| format!("`{key}` is set"))
+    };
+    if let Some(why) = why {
+        let msg = format!(
+            "a probe that writes its own packets (`{word}`) goes from the director's own \
+             address to an IPv4 real's MAC, and {why}; use `probe: connect`"
+        );
+        rd.error(&n.path, msg);
+    }
+}
+
 /// `http_get`.
 fn http_get(rd: &mut Reader, node: &Node<'_>, addr: Option<IpAddr>) -> Option<Checker> {
     let f = rd.fields(node, HTTP_KEYS)?;
     let ep = endpoint(rd, &f, addr);
+    let probe = f.get("probe").and_then(|n| {
+        let probe = rd.keyword(&n, "http_get probe", &HttpProbe::WORDS)?;
+        if probe == HttpProbe::Vip {
+            own_packets(rd, &n, probe.word(), addr, &ep);
+        }
+        Some(probe)
+    });
     Some(Checker::Http(HttpCheck {
         urls: urls(rd, &f),
         virtualhost: f.get("virtualhost").and_then(|n| virtualhost(rd, &n)),
         // `auth:` alone is the block without its required keys, not no authentication.
         auth: f.raw("auth").and_then(|n| auth(rd, &n)),
+        probe,
         connect_ip: ep.connect_ip,
         connect_port: ep.connect_port,
         bindto: ep.bindto,

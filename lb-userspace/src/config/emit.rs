@@ -171,6 +171,7 @@ fn real_server(r: &RealServer) -> Value {
                     b.into()
                 })
                 .collect();
+            h.put_opt("probe", c.probe.map(|p| p.word()));
             h.put("url", urls);
             h.put_opt("virtualhost", c.virtualhost.as_deref());
             h.put_opt("auth", c.auth.as_ref().map(auth));

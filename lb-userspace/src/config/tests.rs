@@ -198,6 +198,7 @@ fn the_example_of_the_brief_parses() {
             urls: vec![url("/api/health", StatusCodes::one(200))],
             virtualhost: None,
             auth: None,
+            probe: None,
             connect_ip: None,
             connect_port: Some(15672),
             bindto: None,
@@ -1597,6 +1598,7 @@ fn every_key_is_read() {
             url("/ready?x=1", StatusCodes::one(204)),
         ],
         virtualhost: Some("www.example.org:8443".into()),
+        probe: None,
         auth: Some(HttpAuth {
             user: "lbcheck".into(),
             password: Password::File("/etc/edge/check.password".into()),
@@ -1662,6 +1664,7 @@ fn every_key_is_read() {
             user: "monitor".into(),
             password: Password::Inline(Secret::new("0123")),
         }),
+        probe: None,
         connect_ip: Some(v4("2001:db8:1::2")),
         connect_port: None,
         bindto: Some(v4("2001:db8:1::1")),
@@ -2037,6 +2040,39 @@ fn tcp_check_probe_modes() {
     ok(&with_check(
         "192.168.0.2",
         "{ probe: connect, connect_ip: 192.168.1.2 }",
+    ));
+}
+
+#[test]
+fn http_get_probe_modes() {
+    let http = |check: &str| {
+        format!(
+            "interface: eth0\nvirtual_servers:\n  - vip: 192.168.0.10\n    port: 80\n    \
+             lb_kind: dr\n    real_servers:\n      - ip: 192.168.0.2\n        http_get: {check}\n"
+        )
+    };
+    let probe = |c: &Config| match &c.virtual_servers[0].real_servers[0].check {
+        Some(Checker::Http(h)) => h.probe,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(probe(&ok(&http("{ url: { path: / } }"))), None);
+    for (word, want) in [("vip", HttpProbe::Vip), ("Connect", HttpProbe::Connect)] {
+        let c = ok(&http(&format!("{{ url: {{ path: / }}, probe: {word} }}")));
+        assert_eq!(probe(&c), Some(want));
+        assert_eq!(probe(&ok(&c.to_yaml())), Some(want));
+    }
+    assert_error(
+        &http("{ url: { path: / }, probe: syn }"),
+        "virtual_servers[0].real_servers[0].http_get.probe",
+        "unknown http_get probe `syn`; use vip or connect",
+    );
+    assert_error(
+        &http("{ url: { path: / }, probe: vip, bindto: 192.168.0.1 }"),
+        "virtual_servers[0].real_servers[0].http_get.probe",
+        "`bindto` is set; use `probe: connect`",
+    );
+    ok(&http(
+        "{ url: { path: / }, probe: vip, connect_port: 8080 }",
     ));
 }
 

@@ -11,13 +11,16 @@
 
 pub mod amqp;
 pub mod dns;
+pub mod frame;
 pub mod machine;
 pub mod ping;
 pub mod probe;
 pub mod smtp;
 pub mod spec;
 pub mod syn;
+pub mod tcp_session;
 pub mod udp;
+pub mod vip_stream;
 
 use std::{
     cmp::Reverse,
@@ -479,6 +482,7 @@ mod tests {
                 digest: None,
             }],
             auth: None,
+            vip: None,
         };
         let serve = |listener: TcpListener| {
             tokio::spawn(async move {

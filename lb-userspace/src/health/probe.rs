@@ -14,13 +14,18 @@ use std::{
 
 use md5::{Digest as _, Md5};
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
     net::{TcpSocket, TcpStream},
     process::Command,
     time::timeout,
 };
 
-use super::{ProbeContext, amqp, machine::Outcome, syn::SynTarget};
+use super::{
+    ProbeContext, amqp,
+    machine::Outcome,
+    syn::{Interface, SynTarget},
+    vip_stream::VipStream,
+};
 use crate::config::{DnsType, Secret, StatusCodes};
 
 /// What to probe.
@@ -43,6 +48,9 @@ pub enum Probe {
         urls: Vec<HttpUrl>,
         /// Basic authentication sent with every URL.
         auth: Option<Credentials>,
+        /// When set, the requests go to this VIP:port through the MAC of the real at
+        /// `target`'s address, as a client's do ([`super::vip_stream`]).
+        vip: Option<SocketAddrV4>,
     },
     /// A half-open SYN (see [`super::syn`]) to `target`, the VIP (the data path) or the real's
     /// own address, through the MAC of `real`.
@@ -164,19 +172,9 @@ impl Probe {
                     let real = SocketAddr::from((*real, target.port()));
                     return tcp(real, None, connect_timeout).await;
                 };
-                let mac = ctx
-                    .macs
-                    .read()
-                    .expect("macs lock")
-                    .get(&(*real).into())
-                    .copied();
-                let Some(mac) = mac else {
-                    return failed(format!("no MAC address for {real} yet"));
-                };
-                let target = SynTarget {
-                    to: *target,
-                    real: *real,
-                    mac,
+                let target = match syn_target(*target, *real, ctx) {
+                    Ok(target) => target,
+                    Err(outcome) => return outcome,
                 };
                 prober.probe(target, connect_timeout).await
             }
@@ -186,11 +184,24 @@ impl Probe {
                 bind,
                 urls,
                 auth,
+                vip,
             } => {
+                let route = match (vip, target.ip()) {
+                    (Some(vip), IpAddr::V4(real)) if ctx.syn.is_some() => {
+                        match vip_route(*vip, real, ctx) {
+                            Ok(route) => route,
+                            Err(outcome) => return outcome,
+                        }
+                    }
+                    // No packet socket (no CAP_NET_RAW): the real's own address.
+                    _ => Route::Connect {
+                        target: *target,
+                        bind: *bind,
+                    },
+                };
                 let mut first = None;
                 for url in urls {
-                    let mut outcome =
-                        http(*target, *bind, url, auth.as_ref(), connect_timeout).await;
+                    let mut outcome = http_on(&route, url, auth.as_ref(), connect_timeout).await;
                     if !outcome.ok {
                         if urls.len() > 1 {
                             // Say which URL failed.
@@ -231,6 +242,57 @@ impl Probe {
             }
         }
     }
+}
+
+/// Where a probe to `to` through the MAC of `real` goes; down if the MAC is not known yet.
+fn syn_target(to: SocketAddrV4, real: Ipv4Addr, ctx: &ProbeContext) -> Result<SynTarget, Outcome> {
+    let mac = ctx
+        .macs
+        .read()
+        .expect("macs lock")
+        .get(&real.into())
+        .copied();
+    let mac = mac.ok_or_else(|| failed(format!("no MAC address for {real} yet")))?;
+    Ok(SynTarget { to, real, mac })
+}
+
+/// The way to VIP:port through the MAC of `real`, from the address the kernel would use to
+/// reach it.
+fn vip_route(vip: SocketAddrV4, real: Ipv4Addr, ctx: &ProbeContext) -> Result<Route, Outcome> {
+    let prober = ctx.syn.as_ref().expect("a vip route needs the prober");
+    let target = syn_target(vip, real, ctx)?;
+    let source = prober
+        .source_for(real)
+        .map_err(|e| failed(format!("no route to {real}: {e}")))?;
+    Ok(Route::Vip {
+        iface: prober.interface(),
+        target,
+        source,
+        isn: prober.next_isn(),
+    })
+}
+
+/// How an exchange reaches the real.
+pub enum Route {
+    /// A kernel TCP connection to `target`, from `bind` if given.
+    Connect {
+        /// Address and port.
+        target: SocketAddr,
+        /// Source address and port.
+        bind: Option<SocketAddr>,
+    },
+    /// VIP:port through the real's MAC, over a connection the agent carries
+    /// ([`VipStream`]).
+    Vip {
+        /// The director's interface.
+        iface: Interface,
+        /// VIP:port and the real's MAC.
+        target: SynTarget,
+        /// The director's address toward the real.
+        source: Ipv4Addr,
+        /// The SYN's sequence number.
+        isn: u32,
+    },
 }
 
 /// The `Host` header that names `target`: `192.0.2.1:80`, `[2001:db8::1]:80`.
@@ -309,7 +371,7 @@ pub(super) async fn connect(
 
 /// Sends FIN, then reads until the peer closes (or a short grace period ends), so the socket is
 /// closed without RST.
-pub(super) async fn close_politely(mut stream: TcpStream) {
+pub(super) async fn close_politely<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
     let _ = stream.shutdown().await;
     let mut sink = [0u8; 4096];
     let drain = async {
@@ -341,8 +403,7 @@ const MAX_HEAD: usize = 64 * 1024;
 /// Longest body the HTTP probe reads to check a `digest`: 1 MiB.
 pub const MAX_BODY: usize = 1024 * 1024;
 
-/// `http_get` of one URL: up if `GET path` answers with one of the URL's statuses and, with a
-/// digest, a body of that MD5. The whole exchange is bounded by `limit`.
+/// `http_get` of one URL over a connection to `target` (from `bind`): see [`http_on`].
 pub async fn http(
     target: SocketAddr,
     bind: Option<SocketAddr>,
@@ -350,23 +411,50 @@ pub async fn http(
     auth: Option<&Credentials>,
     limit: Duration,
 ) -> Outcome {
-    match timeout(limit, exchange(target, bind, url, auth, limit)).await {
+    http_on(&Route::Connect { target, bind }, url, auth, limit).await
+}
+
+/// `http_get` of one URL: up if `GET path` answers with one of the URL's statuses and, with a
+/// digest, a body of that MD5. The whole exchange, connect included, is bounded by `limit`.
+pub async fn http_on(
+    route: &Route,
+    url: &HttpUrl,
+    auth: Option<&Credentials>,
+    limit: Duration,
+) -> Outcome {
+    let run = async {
+        match route {
+            Route::Connect { target, bind } => {
+                let stream = connect(*target, *bind, limit).await?;
+                exchange(stream, url, auth).await
+            }
+            Route::Vip {
+                iface,
+                target,
+                source,
+                isn,
+            } => {
+                let stream = VipStream::connect(*iface, *target, *source, *isn)
+                    .await
+                    .map_err(|e| io_reason(&e))?;
+                exchange(stream, url, auth).await
+            }
+        }
+    };
+    match timeout(limit, run).await {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(reason)) => failed(reason),
         Err(_) => failed("timeout"),
     }
 }
 
-/// The request, the response and the verdict; `Err` when no verdict on the response could be
-/// reached (connect, I/O, a malformed answer).
-async fn exchange(
-    target: SocketAddr,
-    bind: Option<SocketAddr>,
+/// The request, the response and the verdict on `stream`; `Err` when no verdict on the
+/// response could be reached (I/O, a malformed answer).
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     url: &HttpUrl,
     auth: Option<&Credentials>,
-    limit: Duration,
 ) -> Result<Outcome, String> {
-    let mut stream: TcpStream = connect(target, bind, limit).await?;
     let authorization = auth
         .map(|a| format!("Authorization: {}\r\n", a.header()))
         .unwrap_or_default();
@@ -426,8 +514,8 @@ async fn exchange(
 
 /// Reads into `buf` until it holds `end`; the offset of `end` in `buf`. `what` names what
 /// `end` ends, for errors.
-async fn read_until(
-    stream: &mut TcpStream,
+async fn read_until<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut Vec<u8>,
     end: &[u8],
     what: &str,
@@ -451,8 +539,8 @@ async fn read_until(
 /// The body after `head`: its `Content-Length` bytes, or everything until the server closes;
 /// at most [`MAX_BODY`]. `body` is what came with the head. `Err` says why it cannot be
 /// checked.
-async fn read_body(
-    stream: &mut TcpStream,
+async fn read_body<S: AsyncRead + Unpin>(
+    stream: &mut S,
     head: &[u8],
     mut body: Vec<u8>,
 ) -> Result<Vec<u8>, String> {
@@ -740,6 +828,7 @@ mod tests {
                 url("/503", StatusCodes::any_2xx()),
             ],
             auth: None,
+            vip: None,
         };
         assert_eq!(
             probe.run(LIMIT, &ProbeContext::default()).await,
@@ -753,6 +842,7 @@ mod tests {
             bind: None,
             urls: vec![urls[0].clone(), url("/301", list)],
             auth: None,
+            vip: None,
         };
         assert_eq!(
             passing.run(LIMIT, &ProbeContext::default()).await,

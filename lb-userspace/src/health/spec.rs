@@ -23,7 +23,7 @@ use super::{
     probe::{Credentials, HttpUrl, host_header},
 };
 use crate::config::{
-    CheckTiming, Checker, Config, HttpCheck, Password, Secret, TcpCheck, TcpProbe,
+    CheckTiming, Checker, Config, HttpCheck, HttpProbe, Password, Secret, TcpCheck, TcpProbe,
 };
 
 /// The port a `dns_check` queries without `connect_port` (keepalived's).
@@ -102,12 +102,21 @@ pub fn check_specs(config: &Config) -> Result<Vec<CheckSpec>, PasswordFileError>
                     let (target, bind) =
                         endpoint(c.connect_ip, c.connect_port, c.bindto, c.bind_port);
                     let field = format!("virtual_servers[{v}].real_servers[{r}].http_get");
+                    let vip = match (http_probe(c, rs.key.addr), vs.key.vip) {
+                        (HttpProbe::Vip, IpAddr::V4(vip)) => {
+                            Some(SocketAddrV4::new(vip, target.port()))
+                        }
+                        _ => None,
+                    };
+                    // A client names the VIP.
+                    let host = vip.map_or(target, SocketAddr::V4);
                     (
                         Probe::Http {
                             target,
                             bind,
-                            urls: http_urls(c, target),
+                            urls: http_urls(c, host),
                             auth: credentials(c, &field)?,
+                            vip,
                         },
                         timing(&c.timing),
                         c.timing.warmup,
@@ -260,12 +269,40 @@ pub fn read_password(path: &Path) -> Result<Secret, String> {
 /// How a `tcp_check` probes: as configured, else half-open through the VIP where that can be
 /// done (see [`TcpProbe`]), else a connect.
 fn tcp_probe(c: &TcpCheck, real: IpAddr) -> TcpProbe {
-    let own_path = c.connect_ip.is_some() || c.bindto.is_some() || c.bind_port.is_some();
-    c.probe.unwrap_or(if real.is_ipv4() && !own_path {
+    let own = [
+        c.connect_ip.is_some(),
+        c.connect_port.is_some(),
+        c.bindto.is_some(),
+        c.bind_port.is_some(),
+    ];
+    c.probe.unwrap_or(if data_path_by_default(real, own) {
         TcpProbe::Vip
     } else {
         TcpProbe::Connect
     })
+}
+
+/// How an `http_get` goes: as asked, else through the VIP where that is done (see
+/// [`HttpProbe`]), else a connect.
+fn http_probe(c: &HttpCheck, real: IpAddr) -> HttpProbe {
+    let own = [
+        c.connect_ip.is_some(),
+        c.connect_port.is_some(),
+        c.bindto.is_some(),
+        c.bind_port.is_some(),
+    ];
+    c.probe.unwrap_or(if data_path_by_default(real, own) {
+        HttpProbe::Vip
+    } else {
+        HttpProbe::Connect
+    })
+}
+
+/// A check follows the data path by default when it tests what a client uses, from where the
+/// director sends: an IPv4 real, none of `connect_ip`, `connect_port`, `bindto`, `bind_port`
+/// (`own`). A check of another port may test a listener bound to the real's own address only.
+fn data_path_by_default(real: IpAddr, own: [bool; 4]) -> bool {
+    real.is_ipv4() && !own.contains(&true)
 }
 
 /// The source address of a probe to `target`: `bindto` and/or `bind_port`; a source port
@@ -349,6 +386,7 @@ virtual_servers:
                         digest: None,
                     }],
                     auth: None,
+                    vip: None,
                 },
                 Probe::Misc {
                     command: "curl -6 -sf http://[2001:db8::4]/".into(),
@@ -416,6 +454,60 @@ virtual_servers:
             panic!("an http probe");
         };
         assert_eq!(urls[0].host, "192.168.0.3:8081");
+    }
+
+    #[test]
+    fn checks_of_the_service_port_follow_the_data_path_by_default() {
+        let vip = "192.168.0.10:8080".parse().unwrap();
+        // http_get of the service's port: to the VIP, which the Host header names.
+        let Probe::Http {
+            target,
+            urls,
+            vip: through,
+            ..
+        } = http_probe(&http_config("{ url: { path: / } }")).unwrap()
+        else {
+            panic!("an http probe");
+        };
+        assert_eq!((target, through), (socket("192.168.0.3:8080"), Some(vip)));
+        assert_eq!(urls[0].host, "192.168.0.10:8080");
+        // Another port, or asked to connect: the real's own address.
+        for check in [
+            "{ url: { path: / }, connect_port: 8081 }",
+            "{ url: { path: / }, probe: connect }",
+        ] {
+            let Probe::Http { vip, .. } = http_probe(&http_config(check)).unwrap() else {
+                panic!("an http probe");
+            };
+            assert_eq!(vip, None, "{check}");
+        }
+        // The same rule for tcp_check: half-open through the VIP unless another port is
+        // checked.
+        let tcp = |check: &str| {
+            let text = format!(
+                "interface: eth0\nvirtual_servers:\n  - vip: 192.168.0.10\n    port: 8080\n    \
+                 lb_kind: dr\n    real_servers:\n      - ip: 192.168.0.3\n        \
+                 tcp_check: {check}\n"
+            );
+            let config = Config::from_yaml(&text, Path::new("tcp.yaml")).unwrap();
+            check_specs(&config).unwrap().remove(0).probe
+        };
+        let real = std::net::Ipv4Addr::new(192, 168, 0, 3);
+        assert_eq!(tcp("{}"), Probe::Syn { target: vip, real });
+        assert_eq!(
+            tcp("{ connect_port: 8081 }"),
+            Probe::Tcp {
+                target: socket("192.168.0.3:8081"),
+                bind: None
+            }
+        );
+        assert_eq!(
+            tcp("{ connect_port: 8081, probe: vip }"),
+            Probe::Syn {
+                target: "192.168.0.10:8081".parse().unwrap(),
+                real
+            }
+        );
     }
 
     #[test]

@@ -170,7 +170,13 @@ impl SynProber {
         }
     }
 
-    fn next_isn(&self) -> u32 {
+    /// The interface the probes leave from.
+    pub(super) fn interface(&self) -> Interface {
+        self.iface
+    }
+
+    /// A random initial sequence number.
+    pub(super) fn next_isn(&self) -> u32 {
         let mut s = self.rng.lock().expect("rng lock");
         *s ^= *s << 13;
         *s ^= *s >> 7;
@@ -179,7 +185,7 @@ impl SynProber {
     }
 
     /// The address the kernel would send from to reach `real` (cached).
-    fn source_for(&self, real: Ipv4Addr) -> io::Result<Ipv4Addr> {
+    pub(super) fn source_for(&self, real: Ipv4Addr) -> io::Result<Ipv4Addr> {
         if let Some(s) = self.sources.lock().expect("sources lock").get(&real) {
             return Ok(*s);
         }
