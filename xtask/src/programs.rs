@@ -62,6 +62,8 @@ pub const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd
 ///   [`PYTHON_MODULES`]): `tests/tests/rabbitmq_system.rs` runs three RabbitMQ nodes, an AMQP
 ///   client and management API requests through the VIP;
 /// - keepalived, bird2: director high availability (`tests/tests/ha_system.rs`);
+/// - dnsmasq, python3-aiosmtpd: real DNS and SMTP servers for keepalived's checkers
+///   (`tests/tests/checker_peers.rs`);
 /// - haproxy: the proxy the end-to-end benchmark compares against.
 pub const PROGRAMS: &[(&str, Source)] = &[
     ("ip", Debian("iproute2", Test)),
@@ -81,6 +83,7 @@ pub const PROGRAMS: &[(&str, Source)] = &[
     ),
     ("/usr/bin/epmd", Debian("erlang-base", Test)),
     ("keepalived", Debian("keepalived", Test)),
+    ("dnsmasq", Debian("dnsmasq-base", Test)),
     ("bird", Debian("bird2", Test)),
     ("haproxy", Debian("haproxy", Bench)),
     ("sh", Base("dash")),
@@ -123,6 +126,7 @@ pub const PROGRAMS: &[(&str, Source)] = &[
 /// `sys.stdlib_module_names` of `/usr/bin/python3`).
 pub const PYTHON_MODULES: &[(&str, Source)] = &[
     ("pika", Debian("python3-pika", Test)),
+    ("aiosmtpd", Debian("python3-aiosmtpd", Test)),
     ("argparse", Base("")),
     ("json", Base("")),
     ("signal", Base("")),
