@@ -397,8 +397,8 @@ pub struct TcpCheck {
 /// service bound to the real's own address) is taken out, while a connect to the real's
 /// address would pass; and half-open, so 10,000 reals cost a frame each, not a connection. It
 /// needs an IPv4 real on the director's LAN and the director's own source address, and tests
-/// the service's port: a `connect_ip`, `connect_port` (another port may be a listener bound to
-/// the real's own address only), `bindto` or `bind_port`, or an IPv6 real, make the default
+/// the service's port: a `connect_ip`, `connect_port` of another port (it may be a listener
+/// bound to the real's own address only), `bindto` or `bind_port`, or an IPv6 real, make the default
 /// [`TcpProbe::Connect`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TcpProbe {
@@ -433,8 +433,9 @@ impl TcpProbe {
 /// The default, where it can be done, is [`HttpProbe::Vip`], as for a `tcp_check` (see
 /// [`TcpProbe`]): the requests go to VIP:port through the real's MAC, as a client's do, over a
 /// connection the agent carries itself. It needs an IPv4 real on the director's LAN, the
-/// director's own source address and the service's port: a `connect_ip`, `connect_port`,
-/// `bindto` or `bind_port`, or an IPv6 real, make the default [`HttpProbe::Connect`].
+/// director's own source address and the service's port: a `connect_ip`, `connect_port` (another
+/// than the real's port), `bindto` or `bind_port`, or an IPv6 real, make the default
+/// [`HttpProbe::Connect`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HttpProbe {
     /// To VIP:port through the real's MAC: the client's data path.

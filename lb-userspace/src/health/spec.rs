@@ -22,8 +22,11 @@ use super::{
     CheckSpec, Probe, Timing, amqp,
     probe::{Credentials, HttpUrl, host_header},
 };
-use crate::config::{
-    CheckTiming, Checker, Config, HttpCheck, HttpProbe, Password, Secret, TcpCheck, TcpProbe,
+use crate::{
+    config::{
+        CheckTiming, Checker, Config, HttpCheck, HttpProbe, Password, Secret, TcpCheck, TcpProbe,
+    },
+    model::RealKey,
 };
 
 /// The port a `dns_check` queries without `connect_port` (keepalived's).
@@ -85,7 +88,7 @@ pub fn check_specs(config: &Config) -> Result<Vec<CheckSpec>, PasswordFileError>
                     let (target, bind) =
                         endpoint(c.connect_ip, c.connect_port, c.bindto, c.bind_port);
                     let port = target.port();
-                    let probe = match (tcp_probe(c, rs.key.addr), rs.key.addr, vs.key.vip) {
+                    let probe = match (tcp_probe(c, rs.key), rs.key.addr, vs.key.vip) {
                         (TcpProbe::Vip, IpAddr::V4(real), IpAddr::V4(vip)) => Probe::Syn {
                             target: SocketAddrV4::new(vip, port),
                             real,
@@ -102,7 +105,7 @@ pub fn check_specs(config: &Config) -> Result<Vec<CheckSpec>, PasswordFileError>
                     let (target, bind) =
                         endpoint(c.connect_ip, c.connect_port, c.bindto, c.bind_port);
                     let field = format!("virtual_servers[{v}].real_servers[{r}].http_get");
-                    let vip = match (http_probe(c, rs.key.addr), vs.key.vip) {
+                    let vip = match (http_probe(c, rs.key), vs.key.vip) {
                         (HttpProbe::Vip, IpAddr::V4(vip)) => {
                             Some(SocketAddrV4::new(vip, target.port()))
                         }
@@ -268,14 +271,14 @@ pub fn read_password(path: &Path) -> Result<Secret, String> {
 
 /// How a `tcp_check` probes: as configured, else half-open through the VIP where that can be
 /// done (see [`TcpProbe`]), else a connect.
-fn tcp_probe(c: &TcpCheck, real: IpAddr) -> TcpProbe {
+fn tcp_probe(c: &TcpCheck, real: RealKey) -> TcpProbe {
     let own = [
         c.connect_ip.is_some(),
-        c.connect_port.is_some(),
+        c.connect_port.is_some_and(|p| p != real.port),
         c.bindto.is_some(),
         c.bind_port.is_some(),
     ];
-    c.probe.unwrap_or(if data_path_by_default(real, own) {
+    c.probe.unwrap_or(if data_path_by_default(real.addr, own) {
         TcpProbe::Vip
     } else {
         TcpProbe::Connect
@@ -284,14 +287,14 @@ fn tcp_probe(c: &TcpCheck, real: IpAddr) -> TcpProbe {
 
 /// How an `http_get` goes: as asked, else through the VIP where that is done (see
 /// [`HttpProbe`]), else a connect.
-fn http_probe(c: &HttpCheck, real: IpAddr) -> HttpProbe {
+fn http_probe(c: &HttpCheck, real: RealKey) -> HttpProbe {
     let own = [
         c.connect_ip.is_some(),
-        c.connect_port.is_some(),
+        c.connect_port.is_some_and(|p| p != real.port),
         c.bindto.is_some(),
         c.bind_port.is_some(),
     ];
-    c.probe.unwrap_or(if data_path_by_default(real, own) {
+    c.probe.unwrap_or(if data_path_by_default(real.addr, own) {
         HttpProbe::Vip
     } else {
         HttpProbe::Connect
@@ -299,8 +302,9 @@ fn http_probe(c: &HttpCheck, real: IpAddr) -> HttpProbe {
 }
 
 /// A check follows the data path by default when it tests what a client uses, from where the
-/// director sends: an IPv4 real, none of `connect_ip`, `connect_port`, `bindto`, `bind_port`
-/// (`own`). A check of another port may test a listener bound to the real's own address only.
+/// director sends: an IPv4 real, none of `connect_ip`, `connect_port` (unless it is the real's
+/// own port), `bindto`, `bind_port` (`own`). A check of another port may test a listener bound
+/// to the real's own address only.
 fn data_path_by_default(real: IpAddr, own: [bool; 4]) -> bool {
     real.is_ipv4() && !own.contains(&true)
 }
@@ -494,6 +498,11 @@ virtual_servers:
         };
         let real = std::net::Ipv4Addr::new(192, 168, 0, 3);
         assert_eq!(tcp("{}"), Probe::Syn { target: vip, real });
+        // The real's own port named again is still the service's port.
+        assert_eq!(
+            tcp("{ connect_port: 8080 }"),
+            Probe::Syn { target: vip, real }
+        );
         assert_eq!(
             tcp("{ connect_port: 8081 }"),
             Probe::Tcp {
