@@ -281,6 +281,7 @@ impl Agent {
             macs: &self.observed.macs,
             rates: &self.rates,
             reloads: self.reloads,
+            quorum: &self.quorum,
         }
     }
 

@@ -76,6 +76,7 @@ pub fn service(key: ServiceKey, scheduler: &str, reals: Vec<RealInfo>) -> Servic
         rate: Rates::default(),
         reals,
         sorry_server_active: false,
+        quorum_held: true,
     }
 }
 
@@ -316,6 +317,7 @@ pub fn sample() -> Snapshot {
         ],
     );
     api.sorry_server_active = true;
+    api.quorum_held = false;
     api.reals[0].health = HealthInfo {
         reason: Some("timeout".into()),
         latency_ms: Some(5000.0),

@@ -85,6 +85,15 @@ pub struct ServiceInfo {
     pub reals: Vec<RealInfo>,
     /// Whether the sorry server currently replaces the reals (quorum lost).
     pub sorry_server_active: bool,
+    /// Whether the service holds keepalived's quorum (the weight of its live reals is at least
+    /// `quorum`, with `hysteresis`); while it does not, its reals get no new connections.
+    #[serde(default = "held")]
+    pub quorum_held: bool,
+}
+
+/// A service holds quorum unless told otherwise (an older agent's snapshot).
+fn held() -> bool {
+    true
 }
 
 /// Persistence of a service.

@@ -229,6 +229,15 @@ impl SnapshotCollector {
         )?;
         gauge(
             enc,
+            "service_quorum_held",
+            "1 while the service holds its quorum (live weight at least `quorum`), else 0: its \
+             real servers then get no new connections.",
+            services
+                .iter()
+                .map(|s| (service_labels(&s.key), u64::from(s.quorum_held))),
+        )?;
+        gauge(
+            enc,
             "service_sorry_server_active",
             "1 while the sorry server replaces the real servers (quorum lost), else 0.",
             services

@@ -769,6 +769,7 @@ fn snapshot() -> Snapshot {
                 sorry_server: false,
             }],
             sorry_server_active: false,
+            quorum_held: true,
         }],
         conns: Some(vec![]),
         global: GlobalInfo::default(),

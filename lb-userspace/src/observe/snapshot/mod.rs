@@ -55,6 +55,8 @@ pub struct View<'a> {
     pub rates: &'a RateEstimator,
     /// Reloads applied and rejected.
     pub reloads: (u64, u64),
+    /// Which services hold quorum (a service not in it has not been evaluated yet: it does).
+    pub quorum: &'a BTreeMap<ServiceKey, bool>,
 }
 
 /// Reads the state for `lbadm`; the connection entries only when `with_conns`.
@@ -160,6 +162,7 @@ pub fn snapshot(v: &View, with_conns: bool) -> Snapshot {
                     .real_servers
                     .iter()
                     .any(|r| Some(r.key) == vs.sorry_server),
+            quorum_held: v.quorum.get(&vs.key).copied().unwrap_or(true),
         });
     }
     services.sort_by_key(|s| s.key);
