@@ -64,6 +64,8 @@ pub const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd
 /// - keepalived, bird2: director high availability (`tests/tests/ha_system.rs`);
 /// - dnsmasq, python3-aiosmtpd: real DNS and SMTP servers for keepalived's checkers
 ///   (`tests/tests/checker_peers.rs`);
+/// - prometheus (promtool): the shipped alert rules and their unit tests
+///   (`lb-userspace/tests/monitoring.rs`);
 /// - haproxy: the proxy the end-to-end benchmark compares against.
 pub const PROGRAMS: &[(&str, Source)] = &[
     ("ip", Debian("iproute2", Test)),
@@ -84,6 +86,7 @@ pub const PROGRAMS: &[(&str, Source)] = &[
     ("/usr/bin/epmd", Debian("erlang-base", Test)),
     ("keepalived", Debian("keepalived", Test)),
     ("dnsmasq", Debian("dnsmasq-base", Test)),
+    ("promtool", Debian("prometheus", Test)),
     ("bird", Debian("bird2", Test)),
     ("haproxy", Debian("haproxy", Bench)),
     ("sh", Base("dash")),

@@ -614,3 +614,107 @@ fn head_parsing() {
     assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\n"), Some(18));
     assert_eq!(head_end(b"GET / HTTP/1.1\r\n"), None);
 }
+
+/// Every `lb_*` name in `text` (a PromQL expression or a series selector).
+fn metric_names(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("lb_") {
+        let starts_name = rest[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'));
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if starts_name {
+            out.push(name.clone());
+        }
+        rest = &rest[at + name.len()..];
+    }
+    out
+}
+
+/// Every string value under the key `key`, anywhere in `v`.
+fn strings_under(v: &serde_json::Value, key: &str, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                match v {
+                    serde_json::Value::String(s) if k == key => out.push(s.clone()),
+                    _ => strings_under(v, key, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| strings_under(v, key, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_dashboard_and_the_alerts_use_only_exported_metrics() {
+    // Every family the agent exports, sync included (the sample has it).
+    let text = render(&sample());
+    let exported: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert!(exported.contains(&"lb_service_quorum_held"), "{exported:?}");
+    let configs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(configs.join("grafana/lb-xdp.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let mut exprs = Vec::new();
+    strings_under(&dashboard, "expr", &mut exprs);
+    assert!(exprs.len() >= 15, "{} queries", exprs.len());
+    // Panels: unique ids, inside the 24-column grid, every query on the dashboard's input.
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut ids: Vec<u64> = panels.iter().map(|p| p["id"].as_u64().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), panels.len(), "panel ids repeat");
+    for p in panels {
+        let grid = &p["gridPos"];
+        let (x, w) = (grid["x"].as_u64().unwrap(), grid["w"].as_u64().unwrap());
+        assert!(x + w <= 24, "{} leaves the grid", p["title"]);
+        if p["type"] != "row" {
+            assert_eq!(p["datasource"]["uid"], "${DS_PROMETHEUS}", "{}", p["title"]);
+        }
+    }
+
+    let rules: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(configs.join("prometheus/lb-xdp-alerts.yml")).unwrap(),
+    )
+    .expect("the rules are YAML");
+    let alerts: Vec<&serde_yaml::Value> = rules["groups"][0]["rules"]
+        .as_sequence()
+        .expect("rules")
+        .iter()
+        .collect();
+    assert!(alerts.len() >= 5);
+    for rule in &alerts {
+        exprs.push(rule["expr"].as_str().expect("expr").to_owned());
+    }
+
+    let mut used: Vec<String> = exprs.iter().flat_map(|e| metric_names(e)).collect();
+    used.sort();
+    used.dedup();
+    let unknown: Vec<&String> = used
+        .iter()
+        .filter(|n| !exported.contains(&n.as_str()))
+        .collect();
+    assert!(unknown.is_empty(), "not exported by the agent: {unknown:?}");
+    assert!(used.len() >= 15, "{used:?}");
+}
+
+#[test]
+fn metric_names_are_found_in_expressions() {
+    assert_eq!(
+        metric_names("sum(rate(lb_a_total[5m])) / on (x) lb_b{y=\"lb_c\"} + xlb_d"),
+        ["lb_a_total", "lb_b", "lb_c"]
+    );
+}
