@@ -62,7 +62,9 @@ pub const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd
 ///   [`PYTHON_MODULES`]): `tests/tests/rabbitmq_system.rs` runs three RabbitMQ nodes, an AMQP
 ///   client and management API requests through the VIP;
 /// - keepalived, bird2: director high availability (`tests/tests/ha_system.rs`);
-/// - haproxy: the proxy the end-to-end benchmark compares against.
+/// - haproxy: the proxy the end-to-end benchmark compares against;
+/// - openssl: certificates and the TLS server `ssl_get`'s probe tests talk to
+///   (`lb-userspace/src/health/tls/tests.rs`).
 pub const PROGRAMS: &[(&str, Source)] = &[
     ("ip", Debian("iproute2", Test)),
     ("bridge", Debian("iproute2", Test)),
@@ -83,6 +85,7 @@ pub const PROGRAMS: &[(&str, Source)] = &[
     ("keepalived", Debian("keepalived", Test)),
     ("bird", Debian("bird2", Test)),
     ("haproxy", Debian("haproxy", Bench)),
+    ("/usr/bin/openssl", Debian("openssl", Test)),
     ("sh", Base("dash")),
     ("bash", Base("bash")),
     ("cat", Base("coreutils")),

@@ -17,6 +17,7 @@ pub mod probe;
 pub mod smtp;
 pub mod spec;
 pub mod syn;
+pub mod tls;
 pub mod udp;
 
 use std::{
@@ -37,7 +38,7 @@ use tokio::{
 pub use self::{
     machine::{Machine, Outcome, Timing, Transition},
     probe::Probe,
-    spec::{PasswordFileError, check_specs},
+    spec::{CheckFileError, check_specs},
 };
 use crate::model::{RealKey, ServiceKey};
 
@@ -479,6 +480,7 @@ mod tests {
                 digest: None,
             }],
             auth: None,
+            tls: None,
         };
         let serve = |listener: TcpListener| {
             tokio::spawn(async move {

@@ -1,10 +1,12 @@
-//! The probes: a TCP connect, an HTTP GET, a script, an AMQP handshake ([`super::amqp`]). Each
-//! returns an [`Outcome`] within its timeout and never leaves anything behind.
+//! The probes: a TCP connect, an HTTP GET (over TLS for `ssl_get`, see [`super::tls`]), a
+//! script, an AMQP handshake ([`super::amqp`]). Each returns an [`Outcome`] within its timeout
+//! and never leaves anything behind.
 //!
-//! TCP, HTTP and AMQP probes close with FIN, never RST: they shut down their side, then read
-//! until the server closes (a socket closed with unread data would send RST, which RabbitMQ's
-//! management listener logs as an error). An HTTP probe with a `digest` reads the whole
-//! response first (its body up to [`MAX_BODY`]), then closes the same way.
+//! TCP, HTTP and AMQP probes close with FIN, never RST: they shut down their side (after TLS's
+//! close_notify), then read until the server closes (a socket closed with unread data would
+//! send RST, which RabbitMQ's management listener logs as an error). An HTTP probe with a
+//! `digest` reads the whole response first (its body up to [`MAX_BODY`]), then closes the same
+//! way.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
@@ -14,13 +16,13 @@ use std::{
 
 use md5::{Digest as _, Md5};
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
     net::{TcpSocket, TcpStream},
     process::Command,
     time::timeout,
 };
 
-use super::{ProbeContext, amqp, machine::Outcome, syn::SynTarget};
+use super::{ProbeContext, amqp, machine::Outcome, syn::SynTarget, tls::TlsClient};
 use crate::config::{DnsType, Secret, StatusCodes};
 
 /// What to probe.
@@ -43,6 +45,8 @@ pub enum Probe {
         urls: Vec<HttpUrl>,
         /// Basic authentication sent with every URL.
         auth: Option<Credentials>,
+        /// `ssl_get`: each GET over a TLS connection made by this client.
+        tls: Option<TlsClient>,
     },
     /// A half-open SYN (see [`super::syn`]) to `target`, the VIP (the data path) or the real's
     /// own address, through the MAC of `real`.
@@ -144,7 +148,8 @@ impl Probe {
     pub fn kind(&self) -> &'static str {
         match self {
             Probe::Tcp { .. } | Probe::Syn { .. } => "tcp_check",
-            Probe::Http { .. } => "http_get",
+            Probe::Http { tls: None, .. } => "http_get",
+            Probe::Http { tls: Some(_), .. } => "ssl_get",
             Probe::Misc { .. } => "misc_check",
             Probe::Amqp { .. } => "amqp_check",
             Probe::Udp { .. } => "udp_check",
@@ -186,11 +191,12 @@ impl Probe {
                 bind,
                 urls,
                 auth,
+                tls,
             } => {
                 let mut first = None;
                 for url in urls {
-                    let mut outcome =
-                        http(*target, *bind, url, auth.as_ref(), connect_timeout).await;
+                    let (auth, tls) = (auth.as_ref(), tls.as_ref());
+                    let mut outcome = get(*target, *bind, url, auth, tls, connect_timeout).await;
                     if !outcome.ok {
                         if urls.len() > 1 {
                             // Say which URL failed.
@@ -307,9 +313,9 @@ pub(super) async fn connect(
     }
 }
 
-/// Sends FIN, then reads until the peer closes (or a short grace period ends), so the socket is
-/// closed without RST.
-pub(super) async fn close_politely(mut stream: TcpStream) {
+/// Sends FIN (after TLS's close_notify on a TLS stream), then reads until the peer closes (or
+/// a short grace period ends), so the socket is closed without RST.
+pub(super) async fn close_politely<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
     let _ = stream.shutdown().await;
     let mut sink = [0u8; 4096];
     let drain = async {
@@ -350,23 +356,63 @@ pub async fn http(
     auth: Option<&Credentials>,
     limit: Duration,
 ) -> Outcome {
-    match timeout(limit, exchange(target, bind, url, auth, limit)).await {
+    get(target, bind, url, auth, None, limit).await
+}
+
+/// `ssl_get` of one URL: [`http`] over a TLS connection made by `tls`.
+pub async fn https(
+    target: SocketAddr,
+    bind: Option<SocketAddr>,
+    url: &HttpUrl,
+    auth: Option<&Credentials>,
+    tls: &TlsClient,
+    limit: Duration,
+) -> Outcome {
+    get(target, bind, url, auth, Some(tls), limit).await
+}
+
+/// [`http`], or [`https`] with `tls`.
+async fn get(
+    target: SocketAddr,
+    bind: Option<SocketAddr>,
+    url: &HttpUrl,
+    auth: Option<&Credentials>,
+    tls: Option<&TlsClient>,
+    limit: Duration,
+) -> Outcome {
+    match timeout(limit, exchange(target, bind, url, auth, tls, limit)).await {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(reason)) => failed(reason),
         Err(_) => failed("timeout"),
     }
 }
 
-/// The request, the response and the verdict; `Err` when no verdict on the response could be
-/// reached (connect, I/O, a malformed answer).
+/// The connection (and TLS handshake), the request, the response and the verdict; `Err` when
+/// no verdict on the response could be reached (connect, handshake, I/O, a malformed answer).
 async fn exchange(
     target: SocketAddr,
     bind: Option<SocketAddr>,
     url: &HttpUrl,
     auth: Option<&Credentials>,
+    tls: Option<&TlsClient>,
     limit: Duration,
 ) -> Result<Outcome, String> {
-    let mut stream: TcpStream = connect(target, bind, limit).await?;
+    let stream = connect(target, bind, limit).await?;
+    match tls {
+        None => request(stream, url, auth).await,
+        Some(tls) => {
+            let name = tls.server_name(&url.host, target);
+            request(tls.connect(stream, name).await?, url, auth).await
+        }
+    }
+}
+
+/// `GET url` on `stream` and the verdict on the response.
+async fn request<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    url: &HttpUrl,
+    auth: Option<&Credentials>,
+) -> Result<Outcome, String> {
     let authorization = auth
         .map(|a| format!("Authorization: {}\r\n", a.header()))
         .unwrap_or_default();
@@ -424,10 +470,21 @@ async fn exchange(
     }
 }
 
+/// Reads into `buf`; 0 at the end of the stream. A TLS peer that closes without close_notify
+/// ends the stream too (many servers do, and keepalived does not mind): a `Content-Length`
+/// still tells a cut body.
+async fn read_some<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut [u8]) -> Result<usize, String> {
+    match stream.read(buf).await {
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
+        Err(e) => Err(io_reason(&e)),
+    }
+}
+
 /// Reads into `buf` until it holds `end`; the offset of `end` in `buf`. `what` names what
 /// `end` ends, for errors.
-async fn read_until(
-    stream: &mut TcpStream,
+async fn read_until<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut Vec<u8>,
     end: &[u8],
     what: &str,
@@ -440,7 +497,7 @@ async fn read_until(
         if buf.len() > MAX_HEAD {
             return Err(format!("{what} longer than {} KiB", MAX_HEAD / 1024));
         }
-        let n = stream.read(&mut chunk).await.map_err(|e| io_reason(&e))?;
+        let n = read_some(stream, &mut chunk).await?;
         if n == 0 {
             return Err(format!("connection closed before the end of the {what}"));
         }
@@ -451,8 +508,8 @@ async fn read_until(
 /// The body after `head`: its `Content-Length` bytes, or everything until the server closes;
 /// at most [`MAX_BODY`]. `body` is what came with the head. `Err` says why it cannot be
 /// checked.
-async fn read_body(
-    stream: &mut TcpStream,
+async fn read_body<S: AsyncRead + Unpin>(
+    stream: &mut S,
     head: &[u8],
     mut body: Vec<u8>,
 ) -> Result<Vec<u8>, String> {
@@ -474,7 +531,7 @@ async fn read_body(
         if body.len() > MAX_BODY {
             return Err(too_long);
         }
-        let n = stream.read(&mut chunk).await.map_err(|e| io_reason(&e))?;
+        let n = read_some(stream, &mut chunk).await?;
         if n == 0 {
             return match length {
                 Some(len) => Err(format!(
@@ -740,6 +797,7 @@ mod tests {
                 url("/503", StatusCodes::any_2xx()),
             ],
             auth: None,
+            tls: None,
         };
         assert_eq!(
             probe.run(LIMIT, &ProbeContext::default()).await,
@@ -753,6 +811,7 @@ mod tests {
             bind: None,
             urls: vec![urls[0].clone(), url("/301", list)],
             auth: None,
+            tls: None,
         };
         assert_eq!(
             passing.run(LIMIT, &ProbeContext::default()).await,
