@@ -424,7 +424,7 @@ async fn request<S: AsyncRead + AsyncWrite + Unpin>(
     stream
         .write_all(request.as_bytes())
         .await
-        .map_err(|e| io_reason(&e))?;
+        .map_err(|e| stream_reason(&e))?;
     let mut response = Vec::new();
     let line_end = read_until(&mut stream, &mut response, b"\r\n", "status line").await?;
     let line = String::from_utf8_lossy(&response[..line_end]);
@@ -477,7 +477,19 @@ async fn read_some<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut [u8]) -> Resu
     match stream.read(buf).await {
         Ok(n) => Ok(n),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
-        Err(e) => Err(io_reason(&e)),
+        Err(e) => Err(stream_reason(&e)),
+    }
+}
+
+/// Why reading or writing a stream failed: [`io_reason`], or what TLS said (an alert of the
+/// server after the handshake, such as a client certificate it wanted).
+fn stream_reason(e: &std::io::Error) -> String {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => format!("TLS: {tls}"),
+        None => io_reason(e),
     }
 }
 

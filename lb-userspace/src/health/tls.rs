@@ -157,6 +157,8 @@ impl TlsClient {
         }
         let bare = match host.strip_prefix('[') {
             Some(v6) => v6.split(']').next().unwrap_or(v6),
+            // An IPv6 address without brackets has no port.
+            None if host.parse::<IpAddr>().is_ok() => host,
             None => host.rsplit_once(':').map_or(host, |(h, _)| h),
         };
         if let Ok(ip) = bare.parse::<IpAddr>() {

@@ -393,8 +393,11 @@ async fn the_client_certificate_goes_to_a_server_that_requires_one() {
     let (_server, addr) = pki.server(&["-Verify", "1", "-CAfile", "ca.pem"]).await;
     let url = page(&host_header(addr), StatusCodes::one(200), Some(PAGE_MD5));
     let anonymous = client(TlsCheck::default());
-    let outcome = https(addr, None, &url, None, &anonymous, LIMIT).await;
-    assert!(!outcome.ok, "{outcome:?}");
+    // TLS 1.3: the server says so after the handshake, with an alert.
+    assert_down(
+        https(addr, None, &url, None, &anonymous, LIMIT).await,
+        &["TLS", "received fatal alert"],
+    );
     let with_certificate = client(TlsCheck {
         client: Some(TlsClientFiles {
             certificate_file: pki.path("client.pem"),
@@ -498,6 +501,7 @@ fn the_server_name_is_sni_name_else_the_host_else_the_address() {
         dns("www.example.org")
     );
     assert_eq!(plain.server_name("192.0.2.7:443", target), ip("192.0.2.7"));
+    assert_eq!(plain.server_name("2001:db8::1", target), ip("2001:db8::1"));
     assert_eq!(
         plain.server_name("[2001:db8::1]:443", target),
         ip("2001:db8::1")
