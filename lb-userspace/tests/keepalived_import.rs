@@ -1266,6 +1266,23 @@ fn ssl_get_converts_with_sni_and_the_global_ssl_client_certificate() {
         panic!("http_get expected");
     };
     assert!(plain.tls.is_none());
+    // Keys in the order of configs/example.yaml's ssl_get (its HTTPS service).
+    let ours: Value = serde_yaml::from_str(&im.yaml).unwrap();
+    let example: Value =
+        serde_yaml::from_str(&fs::read_to_string(repo_file("configs/example.yaml")).unwrap())
+            .unwrap();
+    // (The example's ssl_get leaves out the keys it shares with http_get, such as the timing.)
+    let reference = "virtual_servers/2/real_servers/0/ssl_get";
+    for (path, what) in [("", "ssl_get"), ("/tls", "ssl_get.tls")] {
+        let theirs = keys_at(&example, &format!("{reference}{path}"));
+        let mut keys = keys_at(
+            &ours,
+            &format!("virtual_servers/0/real_servers/0/ssl_get{path}"),
+        );
+        keys.retain(|k| theirs.contains(k));
+        assert!(keys.len() >= 2, "{what}: {keys:?}");
+        in_order(&keys, &theirs, what);
+    }
     // The YAML says where the client certificate comes from.
     assert!(
         im.yaml.contains(
