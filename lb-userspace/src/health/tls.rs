@@ -102,8 +102,17 @@ impl TlsClient {
                         .map_err(|e| file_error("ca_file", path, e.to_string()))?;
                 builder.with_webpki_verifier(verifier)
             }
-            // Validation has seen to it that `verify` comes with `ca_file` (and only then).
-            _ => builder
+            // Validation refuses this; a check built otherwise fails closed, not open.
+            (None, true) => {
+                return Err(CheckFileError {
+                    field: format!("{field}.ca_file"),
+                    path: Default::default(),
+                    reason: "missing: `verify: true` needs the authorities to verify with"
+                        .to_owned(),
+                });
+            }
+            // keepalived's trust (validation keeps `ca_file` for `verify: true`).
+            (_, false) => builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AnyCertificate(
                     provider.signature_verification_algorithms,

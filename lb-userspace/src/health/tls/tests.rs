@@ -516,6 +516,13 @@ fn the_server_name_is_sni_name_else_the_host_else_the_address() {
         named.server_name("www.example.org", target),
         dns("api.example.org")
     );
+    // verify without authorities fails closed, whoever built the settings.
+    let unverifiable = TlsCheck {
+        verify: true,
+        ..TlsCheck::default()
+    };
+    let e = TlsClient::new(&unverifiable, "ssl_get.tls").unwrap_err();
+    assert_eq!(e.field, "ssl_get.tls.ca_file");
     // Equal when built from the same settings and files, whatever the client objects.
     assert_eq!(plain, client(TlsCheck::default()));
     assert_ne!(plain, named);
