@@ -20,7 +20,7 @@
 //! error), where the path names the field: `virtual_servers[1].real_servers[0].port`.
 //! Validation is pure: it looks at the file only, never at the system (interfaces, sockets,
 //! the `sync` section's key file and the checks' password files (`http_get.auth` and
-//! `amqp_check`), which the agent reads when it starts).
+//! `amqp_check`) and TLS files (`ssl_get.tls`), which the agent reads when it starts).
 //!
 //! `configs/example.yaml` shows and explains every key.
 
@@ -327,13 +327,14 @@ pub struct RealServer {
     pub check: Option<Checker>,
 }
 
-/// A health checker (keepalived `TCP_CHECK`, `HTTP_GET`, `MISC_CHECK`, `UDP_CHECK`,
-/// `DNS_CHECK`, `PING_CHECK`, `SMTP_CHECK`, and `amqp_check`, which keepalived does not have).
+/// A health checker (keepalived `TCP_CHECK`, `HTTP_GET` and `SSL_GET`, `MISC_CHECK`,
+/// `UDP_CHECK`, `DNS_CHECK`, `PING_CHECK`, `SMTP_CHECK`, and `amqp_check`, which keepalived does
+/// not have).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Checker {
     /// TCP connect.
     Tcp(TcpCheck),
-    /// HTTP GET of one or more URLs.
+    /// HTTP GET of one or more URLs (`http_get`), or HTTPS (`ssl_get`: `tls` is set).
     Http(HttpCheck),
     /// External command.
     Misc(MiscCheck),
@@ -459,7 +460,8 @@ impl HttpProbe {
 }
 
 /// `http_get`: the real is up while every URL answers with one of its status codes (and, with
-/// a `digest`, with its body).
+/// a `digest`, with its body). `ssl_get` is the same over TLS, as keepalived's SSL_GET is its
+/// HTTP_GET over TLS: [`HttpCheck::tls`] is set.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpCheck {
     /// URLs to fetch (at least one).
@@ -472,6 +474,8 @@ pub struct HttpCheck {
     /// Which way the requests go (`probe`); `None` = the default for the real (see
     /// [`HttpProbe`]).
     pub probe: Option<HttpProbe>,
+    /// `None` for `http_get`; an `ssl_get`'s TLS settings.
+    pub tls: Option<TlsCheck>,
     /// Address to connect to; `None` = the real's.
     pub connect_ip: Option<IpAddr>,
     /// Port to connect to; `None` = the real's.
@@ -482,6 +486,49 @@ pub struct HttpCheck {
     pub bind_port: Option<u16>,
     /// Timing.
     pub timing: CheckTiming,
+}
+
+impl HttpCheck {
+    /// The YAML key of the checker: `http_get`, or `ssl_get` with TLS.
+    pub fn key(&self) -> &'static str {
+        if self.tls.is_some() {
+            "ssl_get"
+        } else {
+            "http_get"
+        }
+    }
+}
+
+/// The TLS of an `ssl_get`. keepalived's SSL_GET accepts any server certificate (it never asks
+/// OpenSSL to verify), and so does the default here; `verify: true` checks it against
+/// `ca_file`. The files are read by the agent when it starts and at each reload, never by
+/// validation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TlsCheck {
+    /// Send the server name in the handshake (SNI; keepalived's `enable_sni`, default false):
+    /// `sni_name`, else the URL's `virtualhost`, else the check's. Without such a name (an
+    /// address is not a name) none is sent, as keepalived.
+    pub enable_sni: bool,
+    /// The name SNI sends (keepalived's `sni_name`; it turns `enable_sni` on).
+    pub sni_name: Option<String>,
+    /// Verify the server's certificate chain against `ca_file`, and its name (`tls.verify`,
+    /// default false as keepalived): the SNI name, else the address connected to.
+    pub verify: bool,
+    /// PEM certificates of the authorities trusted with `verify` (`tls.ca_file`, an absolute
+    /// path; keepalived's global `ssl { ca }`).
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate to present when the server asks for one (`tls.certificate_file`
+    /// and `tls.key_file`; keepalived's global `ssl { certificate key }`).
+    pub client: Option<TlsClientFiles>,
+}
+
+/// The client certificate of an `ssl_get` (`tls.certificate_file` and `tls.key_file`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TlsClientFiles {
+    /// PEM certificate chain, the client's first (absolute path).
+    pub certificate_file: PathBuf,
+    /// PEM private key, unencrypted (PKCS#8, PKCS#1 or SEC1; absolute path).
+    pub key_file: PathBuf,
 }
 
 /// One `url` of an `http_get`.

@@ -1178,7 +1178,6 @@ fn checkers_lb_agent_lacks_or_has_once() {
         ],
     );
     warned(&im, 15, &["BFD_CHECK is not supported", "always up"]);
-    warned(&im, 19, &["SSL_GET is not supported", "tcp_check"]);
     // The 443 real of a port-80 service is refused (direct routing keeps the port).
     warned(
         &im,
@@ -1190,11 +1189,141 @@ fn checkers_lb_agent_lacks_or_has_once() {
     let reals = &doc["virtual_servers"][0]["real_servers"];
     assert!(reals[0].get("tcp_check").is_some() && reals[0].get("http_get").is_none());
     assert!(reals[1].get("tcp_check").is_none());
-    assert_eq!(reals[2]["tcp_check"]["connect_port"].as_u64(), Some(443));
-    assert_eq!(
-        reals[2]["tcp_check"]["delay_before_retry"].as_u64(),
-        Some(3)
+    // SSL_GET is ssl_get, with HTTP_GET's default delay_before_retry.
+    assert_eq!(reals[2]["ssl_get"]["connect_port"].as_u64(), Some(443));
+    assert_eq!(reals[2]["ssl_get"]["url"][0]["path"].as_str(), Some("/"));
+    assert_eq!(reals[2]["ssl_get"]["delay_before_retry"].as_u64(), Some(3));
+    assert!(
+        !im.warnings.iter().any(|w| w.message.contains("SSL_GET")),
+        "{}",
+        shown(&im)
     );
+}
+
+#[test]
+fn ssl_get_converts_with_sni_and_the_global_ssl_client_certificate() {
+    let text = "SSL {\n    password s3cret\n    ca /etc/keepalived/ca.pem\n    certificate \
+                /etc/keepalived/client.pem\n    key /etc/keepalived/client.key\n}\n"
+        .to_owned()
+        + &service(
+            "    real_server 10.0.0.2 80 {\n        SSL_GET {\n            url {\n                \
+             path /health\n                digest 9b3a0c85a887a256d6939da88aabd8cd\n                \
+             status_code 200\n            }\n            virtualhost www.example.org\n            \
+             enable_sni\n            tls_compliant\n            connect_timeout 2\n        }\n    \
+             }\n    real_server 10.0.0.3 80 {\n        SSL_GET {\n            url {\n                \
+             path /\n            }\n            sni_name api.example.org\n        }\n    }\n    \
+             real_server 10.0.0.4 80 {\n        HTTP_GET {\n            url {\n                \
+             path /\n            }\n            enable_sni\n        }\n    }",
+        );
+    let (im, config) = accepted(&text);
+    // Lines: SSL block 1-6, the service from 7 (its body from 10).
+    warned(
+        &im,
+        2,
+        &["SSL password is not carried", "unencrypted keys only"],
+    );
+    warned(
+        &im,
+        3,
+        &["ca /etc/keepalived/ca.pem is not carried", "never verifies"],
+    );
+    warned(&im, 19, &["tls_compliant is not carried", "close_notify"]);
+    warned(
+        &im,
+        36,
+        &["enable_sni is not carried", "HTTP_GET has no TLS"],
+    );
+    assert_eq!(im.warnings.len(), 4, "{}", shown(&im));
+    let reals = &config.virtual_servers[0].real_servers;
+    let Some(Checker::Http(first)) = &reals[0].check else {
+        panic!("ssl_get expected: {:?}", reals[0].check);
+    };
+    let tls = first.tls.as_ref().expect("an ssl_get");
+    assert!(tls.enable_sni && tls.sni_name.is_none() && !tls.verify && tls.ca_file.is_none());
+    let client = tls
+        .client
+        .as_ref()
+        .expect("the global SSL block's certificate");
+    assert_eq!(
+        client.certificate_file,
+        Path::new("/etc/keepalived/client.pem")
+    );
+    assert_eq!(client.key_file, Path::new("/etc/keepalived/client.key"));
+    assert_eq!(first.virtualhost.as_deref(), Some("www.example.org"));
+    assert_eq!(first.urls[0].status_code, StatusCodes::one(200));
+    assert!(first.urls[0].digest.is_some());
+    assert_eq!(first.timing.connect_timeout, secs(2.0));
+    let Some(Checker::Http(second)) = &reals[1].check else {
+        panic!("ssl_get expected");
+    };
+    let tls = second.tls.as_ref().expect("an ssl_get");
+    assert!(tls.enable_sni && tls.sni_name.as_deref() == Some("api.example.org"));
+    assert!(
+        tls.client.is_some(),
+        "every SSL_GET presents the global certificate"
+    );
+    let Some(Checker::Http(plain)) = &reals[2].check else {
+        panic!("http_get expected");
+    };
+    assert!(plain.tls.is_none());
+    // Keys in the order of configs/example.yaml's ssl_get (its HTTPS service).
+    let ours: Value = serde_yaml::from_str(&im.yaml).unwrap();
+    let example: Value =
+        serde_yaml::from_str(&fs::read_to_string(repo_file("configs/example.yaml")).unwrap())
+            .unwrap();
+    // (The example's ssl_get leaves out the keys it shares with http_get, such as the timing.)
+    let reference = "virtual_servers/2/real_servers/0/ssl_get";
+    for (path, what) in [("", "ssl_get"), ("/tls", "ssl_get.tls")] {
+        let theirs = keys_at(&example, &format!("{reference}{path}"));
+        let mut keys = keys_at(
+            &ours,
+            &format!("virtual_servers/0/real_servers/0/ssl_get{path}"),
+        );
+        keys.retain(|k| theirs.contains(k));
+        assert!(keys.len() >= 2, "{what}: {keys:?}");
+        in_order(&keys, &theirs, what);
+    }
+    // The YAML says where the client certificate comes from.
+    assert!(
+        im.yaml.contains(
+            "certificate_file: /etc/keepalived/client.pem   # keepalived's global SSL block"
+        ),
+        "{}",
+        im.yaml
+    );
+}
+
+#[test]
+fn a_global_ssl_block_lb_agent_cannot_use_is_pointed_out() {
+    let ssl_get = service(
+        "    real_server 10.0.0.2 80 {\n        SSL_GET {\n            url {\n                \
+         path /\n            }\n        }\n    }",
+    );
+    // A relative path, and a certificate without its key: nothing carried, each said.
+    for (block, line, fragments) in [
+        (
+            "SSL {\n    certificate client.pem\n    key /k.pem\n}\n",
+            2,
+            &["SSL certificate client.pem is not an absolute path"][..],
+        ),
+        (
+            "SSL {\n    certificate /c.pem\n}\n",
+            2,
+            &["SSL needs both certificate and key"][..],
+        ),
+        (
+            "SSL {\n    cafile /ca.pem\n}\n",
+            2,
+            &["unknown keyword \"cafile\"", "ca"][..],
+        ),
+    ] {
+        let (im, config) = accepted(&(block.to_owned() + &ssl_get));
+        warned(&im, line, fragments);
+        let Some(Checker::Http(h)) = &config.virtual_servers[0].real_servers[0].check else {
+            panic!("ssl_get expected");
+        };
+        assert_eq!(h.tls.as_ref().unwrap().client, None, "{block}");
+    }
 }
 
 #[test]

@@ -66,7 +66,9 @@ pub const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd
 ///   (`tests/tests/checker_peers.rs`);
 /// - prometheus (promtool): the shipped alert rules and their unit tests
 ///   (`lb-userspace/tests/monitoring.rs`);
-/// - haproxy: the proxy the end-to-end benchmark compares against.
+/// - haproxy: the proxy the end-to-end benchmark compares against;
+/// - openssl: certificates and the TLS server `ssl_get`'s probe tests talk to
+///   (`lb-userspace/src/health/tls/tests.rs`).
 pub const PROGRAMS: &[(&str, Source)] = &[
     ("ip", Debian("iproute2", Test)),
     ("bridge", Debian("iproute2", Test)),
@@ -89,6 +91,7 @@ pub const PROGRAMS: &[(&str, Source)] = &[
     ("promtool", Debian("prometheus", Test)),
     ("bird", Debian("bird2", Test)),
     ("haproxy", Debian("haproxy", Bench)),
+    ("/usr/bin/openssl", Debian("openssl", Test)),
     ("sh", Base("dash")),
     ("bash", Base("bash")),
     ("cat", Base("coreutils")),

@@ -12,8 +12,8 @@ use crate::{
     control::{Request, Response, Snapshot},
     dataplane::DataplaneError,
     health::{
-        CheckKey, CheckStatus, HealthEvent, PasswordFileError, Transition,
-        amqp::read_password_files, check_specs,
+        CheckFileError, CheckKey, CheckStatus, HealthEvent, Transition, amqp::read_password_files,
+        check_specs,
     },
     model::{Health, ServiceKey},
     netlink::{MacState, NeighEvent},
@@ -42,9 +42,9 @@ pub enum Rejected {
     /// The new `sync` section cannot be put into effect (key file, socket).
     #[error("{0:#}")]
     Sync(anyhow::Error),
-    /// A check's password file cannot be read.
+    /// A check's password file or TLS file cannot be used.
     #[error("{0}")]
-    Checks(PasswordFileError),
+    Checks(CheckFileError),
     /// An `amqp_check`'s `password_file` cannot be read.
     #[error("{0:#}")]
     Password(anyhow::Error),

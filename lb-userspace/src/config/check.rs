@@ -1,5 +1,5 @@
-//! Health checkers of a real server: `tcp_check`, `http_get`, `misc_check`, `udp_check`,
-//! `dns_check`, `ping_check`, `smtp_check`, `amqp_check`.
+//! Health checkers of a real server: `tcp_check`, `http_get`, `ssl_get`, `misc_check`,
+//! `udp_check`, `dns_check`, `ping_check`, `smtp_check`, `amqp_check`.
 
 use std::{
     net::IpAddr,
@@ -12,7 +12,7 @@ use serde_yaml::Value;
 use super::{
     AmqpCheck, AmqpLogin, AmqpPassword, CheckTiming, Checker, DnsCheck, DnsType, HttpAuth,
     HttpCheck, HttpProbe, MAX_UDP_PAYLOAD, MiscCheck, Password, PingCheck, Secret, SmtpCheck,
-    StatusCodes, TcpCheck, TcpProbe, UdpCheck, UrlCheck,
+    StatusCodes, TcpCheck, TcpProbe, TlsCheck, TlsClientFiles, UdpCheck, UrlCheck,
     address::{ipv4_mapped, not_a_host},
     parse::Service,
     reader::{Fields, Node, Reader, describe},
@@ -22,6 +22,7 @@ use super::{
 const CHECKERS: &[&str] = &[
     "tcp_check",
     "http_get",
+    "ssl_get",
     "misc_check",
     "udp_check",
     "dns_check",
@@ -42,7 +43,8 @@ const TCP_KEYS: &[&str] = &[
     "delay_before_retry",
     "warmup",
 ];
-/// Keys of `http_get` (aliases included).
+/// Keys of `http_get` and `ssl_get` (aliases included); [`TLS_CHECK_KEYS`] are `ssl_get`'s
+/// only.
 const HTTP_KEYS: &[&str] = &[
     "probe",
     "url",
@@ -57,7 +59,14 @@ const HTTP_KEYS: &[&str] = &[
     "nb_get_retry",
     "delay_before_retry",
     "warmup",
+    "enable_sni",
+    "sni_name",
+    "tls",
 ];
+/// The keys of [`HTTP_KEYS`] that only `ssl_get` takes.
+const TLS_CHECK_KEYS: &[&str] = &["enable_sni", "sni_name", "tls"];
+/// Keys of `ssl_get.tls`.
+const TLS_KEYS: &[&str] = &["verify", "ca_file", "certificate_file", "key_file"];
 /// Keys of one `url`.
 const URL_KEYS: &[&str] = &["path", "status_code", "digest", "virtualhost"];
 /// Keys of `auth`.
@@ -159,7 +168,8 @@ pub(super) fn checker(
         }
         let check = match key {
             "tcp_check" => tcp_check(rd, &node, addr),
-            "http_get" => http_get(rd, &node, addr),
+            "http_get" => http_get(rd, &node, addr, false),
+            "ssl_get" => http_get(rd, &node, addr, true),
             "amqp_check" => amqp_check(rd, &node, addr),
             "udp_check" => udp_check(rd, &node, addr),
             "dns_check" => dns_check(rd, &node, addr),
@@ -217,29 +227,139 @@ fn own_packets(rd: &mut Reader, n: &Node<'_>, word: &str, addr: Option<IpAddr>, 
     }
 }
 
-/// `http_get`.
-fn http_get(rd: &mut Reader, node: &Node<'_>, addr: Option<IpAddr>) -> Option<Checker> {
+/// `http_get`, or `ssl_get` with `tls`.
+fn http_get(rd: &mut Reader, node: &Node<'_>, addr: Option<IpAddr>, tls: bool) -> Option<Checker> {
     let f = rd.fields(node, HTTP_KEYS)?;
     let ep = endpoint(rd, &f, addr);
     let probe = f.get("probe").and_then(|n| {
-        let probe = rd.keyword(&n, "http_get probe", &HttpProbe::WORDS)?;
+        let probe = rd.keyword(
+            &n,
+            if tls {
+                "ssl_get probe"
+            } else {
+                "http_get probe"
+            },
+            &HttpProbe::WORDS,
+        )?;
         if probe == HttpProbe::Vip {
             own_packets(rd, &n, probe.word(), addr, &ep);
         }
         Some(probe)
     });
+    let tls = if tls {
+        Some(tls_check(rd, &f))
+    } else {
+        for (key, node) in f.present(TLS_CHECK_KEYS) {
+            let msg = format!("`{key}` is a TLS setting: use `ssl_get` (HTTPS) for it");
+            rd.error(&node.path, msg);
+        }
+        None
+    };
     Some(Checker::Http(HttpCheck {
         urls: urls(rd, &f),
         virtualhost: f.get("virtualhost").and_then(|n| virtualhost(rd, &n)),
         // `auth:` alone is the block without its required keys, not no authentication.
         auth: f.raw("auth").and_then(|n| auth(rd, &n)),
         probe,
+        tls,
         connect_ip: ep.connect_ip,
         connect_port: ep.connect_port,
         bindto: ep.bindto,
         bind_port: ep.bind_port,
         timing: timing(rd, &f),
     }))
+}
+
+/// The TLS of an `ssl_get`: `enable_sni`, `sni_name` and the `tls` block (`verify`,
+/// `ca_file`, `certificate_file` with `key_file`). Each mistake names its field.
+fn tls_check(rd: &mut Reader, f: &Fields<'_>) -> TlsCheck {
+    let enable_sni = f.flag(rd, "enable_sni");
+    let sni_name = f.get("sni_name").and_then(|n| {
+        let name = sni_name(rd, &n)?;
+        if enable_sni == Some(false) {
+            let msg = "`sni_name` is the name SNI sends: it needs `enable_sni: true` (or no \
+                       `enable_sni`, which it turns on, as in keepalived)";
+            rd.error(&n.path, msg);
+        }
+        Some(name)
+    });
+    let mut check = TlsCheck {
+        enable_sni: enable_sni.unwrap_or(false) || sni_name.is_some(),
+        sni_name,
+        ..TlsCheck::default()
+    };
+    // `tls:` alone is the block with its defaults.
+    let Some(t) = f.get("tls").and_then(|n| rd.fields(&n, TLS_KEYS)) else {
+        return check;
+    };
+    check.verify = t.flag(rd, "verify").unwrap_or(false);
+    let file = |rd: &mut Reader, key| t.get(key).and_then(|n| tls_file(rd, &n));
+    check.ca_file = file(rd, "ca_file");
+    match (check.verify, &check.ca_file) {
+        (true, None) => {
+            let msg = "`verify: true` needs `ca_file`, the PEM certificates of the authorities \
+                       that signed the reals' certificates";
+            rd.error(&t.path_of("ca_file"), msg);
+        }
+        (false, Some(_)) => {
+            let msg = "`ca_file` is only used with `verify: true` (without it any certificate \
+                       is accepted, as keepalived's SSL_GET does): add `verify: true` or remove \
+                       `ca_file`";
+            rd.error(&t.path_of("ca_file"), msg);
+        }
+        _ => {}
+    }
+    let certificate = file(rd, "certificate_file");
+    let key = file(rd, "key_file");
+    let (has_cert, has_key) = (t.raw("certificate_file"), t.raw("key_file"));
+    match (&has_cert, &has_key) {
+        (Some(_), None) => rd.error(
+            &t.path_of("key_file"),
+            "`certificate_file` needs `key_file`, the client certificate's private key",
+        ),
+        (None, Some(_)) => rd.error(
+            &t.path_of("certificate_file"),
+            "`key_file` needs `certificate_file`, the client certificate it is the key of",
+        ),
+        _ => {}
+    }
+    if let (Some(certificate_file), Some(key_file)) = (certificate, key) {
+        check.client = Some(TlsClientFiles {
+            certificate_file,
+            key_file,
+        });
+    }
+    check
+}
+
+/// `sni_name`: a DNS name (not an address, no port), as the TLS server_name extension carries.
+fn sni_name(rd: &mut Reader, node: &Node<'_>) -> Option<String> {
+    let name = rd.text(node)?;
+    let problem = if name.parse::<IpAddr>().is_ok() {
+        "is an address: SNI carries a host name only (an address is never sent)"
+    } else if rustls::pki_types::DnsName::try_from(name.as_str()).is_err() {
+        "is not a host name (like www.example.org: letters, digits, `-` and dots; no port)"
+    } else {
+        return Some(name);
+    };
+    rd.error(&node.path, format!("`{name}` {problem}"));
+    None
+}
+
+/// A PEM file of `ssl_get.tls`: an absolute path of a file (the agent reads it, not
+/// validation).
+fn tls_file(rd: &mut Reader, node: &Node<'_>) -> Option<PathBuf> {
+    let path = rd.text(node)?;
+    let problem = if !path.starts_with('/') {
+        "must be an absolute path (starting with `/`): the agent reads the file when it starts \
+         and at each reload, whatever its working directory"
+    } else if path.ends_with('/') {
+        "must name a file, not a directory"
+    } else {
+        return Some(PathBuf::from(path));
+    };
+    rd.error(&node.path, format!("`{path}` {problem}"));
+    None
 }
 
 /// `udp_check`.

@@ -6,7 +6,7 @@ use serde_yaml::{Mapping, Value};
 
 use super::{
     AmqpCheck, AmqpPassword, CheckTiming, Checker, Config, HttpAuth, Password, RealServer,
-    StatusCodes, SyncConfig, VirtualServer,
+    StatusCodes, SyncConfig, TlsCheck, VirtualServer,
 };
 use crate::model::{AttachMode, RealKey};
 
@@ -133,6 +133,23 @@ fn virtual_server(vs: &VirtualServer) -> Value {
     m.into()
 }
 
+/// An `ssl_get`'s `enable_sni`, `sni_name` and `tls` block.
+fn tls(h: &mut Block, t: &TlsCheck) {
+    h.put("enable_sni", t.enable_sni);
+    h.put_opt("sni_name", t.sni_name.as_deref());
+    let mut b = Block::default();
+    b.put("verify", t.verify);
+    b.put_opt(
+        "ca_file",
+        t.ca_file.as_ref().map(|p| p.display().to_string()),
+    );
+    if let Some(c) = &t.client {
+        b.put("certificate_file", c.certificate_file.display().to_string());
+        b.put("key_file", c.key_file.display().to_string());
+    }
+    h.put("tls", b);
+}
+
 fn real_key(k: RealKey) -> Value {
     let mut m = Block::default();
     m.put("ip", ip(k.addr));
@@ -175,9 +192,12 @@ fn real_server(r: &RealServer) -> Value {
             h.put("url", urls);
             h.put_opt("virtualhost", c.virtualhost.as_deref());
             h.put_opt("auth", c.auth.as_ref().map(auth));
+            if let Some(t) = &c.tls {
+                tls(&mut h, t);
+            }
             endpoint(&mut h, c.connect_ip, c.connect_port, c.bindto, c.bind_port);
             timing(&mut h, &c.timing);
-            m.put("http_get", h);
+            m.put(c.key(), h);
         }
         Some(Checker::Misc(c)) => {
             let mut b = Block::default();

@@ -97,6 +97,7 @@ const REAL_KEYS: &[&str] = &[
     "notify_down",
     "tcp_check",
     "http_get",
+    "ssl_get",
     "misc_check",
     "amqp_check",
     "udp_check",

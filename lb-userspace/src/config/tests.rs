@@ -199,6 +199,7 @@ fn the_example_of_the_brief_parses() {
             virtualhost: None,
             auth: None,
             probe: None,
+            tls: None,
             connect_ip: None,
             connect_port: Some(15672),
             bindto: None,
@@ -1603,6 +1604,7 @@ fn every_key_is_read() {
             user: "lbcheck".into(),
             password: Password::File("/etc/edge/check.password".into()),
         }),
+        tls: None,
         connect_ip: None,
         connect_port: Some(8443),
         bindto: None,
@@ -1665,6 +1667,7 @@ fn every_key_is_read() {
             password: Password::Inline(Secret::new("0123")),
         }),
         probe: None,
+        tls: None,
         connect_ip: Some(v4("2001:db8:1::2")),
         connect_port: None,
         bindto: Some(v4("2001:db8:1::1")),
@@ -2565,4 +2568,164 @@ fn smtp_check_keys_mistakes_and_round_trip() {
             fragment,
         );
     }
+}
+
+#[test]
+fn ssl_get_keys_defaults_and_round_trip() {
+    // Without TLS keys: http_get's checker over TLS, keepalived's defaults (no SNI, any
+    // certificate).
+    let Some(Checker::Http(plain)) = the_check("ssl_get: { url: { path: / } }") else {
+        panic!("not an ssl_get")
+    };
+    assert_eq!(plain.tls, Some(TlsCheck::default()));
+    assert_eq!(plain.key(), "ssl_get");
+    assert_eq!(http_get("{ url: { path: / } }").key(), "http_get");
+    let real = "ssl_get:\n  url: { path: /healthz, status_code: 200, digest: \
+                9b3a0c85a887a256d6939da88aabd8cd }\n  virtualhost: www.example.org\n  \
+                enable_sni: true\n  auth: { user: lbcheck, password_file: /etc/lb/p }\n  \
+                tls:\n    verify: true\n    ca_file: /etc/lb/ca.pem\n    \
+                certificate_file: /etc/lb/client.pem\n    key_file: /etc/lb/client.key\n  \
+                connect_port: 8443\n  retry: 2";
+    let Some(Checker::Http(h)) = the_check(real) else {
+        panic!("not an ssl_get")
+    };
+    assert_eq!(
+        h.tls,
+        Some(TlsCheck {
+            enable_sni: true,
+            sni_name: None,
+            verify: true,
+            ca_file: Some("/etc/lb/ca.pem".into()),
+            client: Some(TlsClientFiles {
+                certificate_file: "/etc/lb/client.pem".into(),
+                key_file: "/etc/lb/client.key".into(),
+            }),
+        })
+    );
+    assert_eq!(h.virtualhost.as_deref(), Some("www.example.org"));
+    assert_eq!(h.urls[0].status_code, StatusCodes::one(200));
+    assert!(h.urls[0].digest.is_some() && h.auth.is_some());
+    assert_eq!((h.connect_port, h.timing.retry), (Some(8443), 2));
+    // keepalived's sni_name turns SNI on.
+    let Some(Checker::Http(named)) =
+        the_check("ssl_get: { url: { path: / }, sni_name: api.example.org }")
+    else {
+        panic!("not an ssl_get")
+    };
+    let tls = named.tls.unwrap();
+    assert!(tls.enable_sni && tls.sni_name.as_deref() == Some("api.example.org"));
+    for real in [
+        real,
+        "ssl_get: { url: { path: / } }",
+        "ssl_get: { url: { path: / }, sni_name: api.example.org }",
+        "ssl_get: { url: { path: / }, tls: }",
+    ] {
+        let c = ok(&service("", real));
+        let yaml = c.to_yaml();
+        assert!(
+            yaml.contains("ssl_get:") && !yaml.contains("http_get:"),
+            "{yaml}"
+        );
+        assert_eq!(ok(&yaml), c, "canonical form:\n{yaml}");
+    }
+}
+
+#[test]
+fn ssl_get_mistakes_name_their_field() {
+    let at = "virtual_servers[0].real_servers[0].ssl_get";
+    for (real, key, fragment) in [
+        (
+            "ssl_get: { url: { path: / }, enable_sni: yes please }",
+            "enable_sni",
+            "true or false",
+        ),
+        (
+            "ssl_get: { url: { path: / }, enable_sni: false, sni_name: a.example }",
+            "sni_name",
+            "needs `enable_sni: true`",
+        ),
+        (
+            "ssl_get: { url: { path: / }, sni_name: 192.0.2.1 }",
+            "sni_name",
+            "is an address",
+        ),
+        (
+            "ssl_get: { url: { path: / }, sni_name: 'a b' }",
+            "sni_name",
+            "is not a host name",
+        ),
+        (
+            "ssl_get: { url: { path: / }, tls: { verify: 1 } }",
+            "tls.verify",
+            "true or false",
+        ),
+        (
+            "ssl_get: { url: { path: / }, tls: { verify: true } }",
+            "tls.ca_file",
+            "needs `ca_file`",
+        ),
+        (
+            "ssl_get: { url: { path: / }, tls: { ca_file: /etc/ca.pem } }",
+            "tls.ca_file",
+            "only used with `verify: true`",
+        ),
+        (
+            "ssl_get: { url: { path: / }, tls: { verify: true, ca_file: ca.pem } }",
+            "tls.ca_file",
+            "must be an absolute path",
+        ),
+        (
+            "ssl_get: { url: { path: / }, tls: { certificate_file: /etc/c.pem } }",
+            "tls.key_file",
+            "needs `key_file`",
+        ),
+        (
+            "ssl_get: { url: { path: / }, tls: { key_file: /etc/k.pem } }",
+            "tls.certificate_file",
+            "needs `certificate_file`",
+        ),
+        (
+            "ssl_get: { url: { path: / }, tls: { certificate_file: /etc/, key_file: /k } }",
+            "tls.certificate_file",
+            "not a directory",
+        ),
+        (
+            "ssl_get: { url: { path: / }, tls: { cafile: /ca } }",
+            "tls.cafile",
+            "ca_file",
+        ),
+        ("ssl_get: { url: { path: / }, tls: yes }", "tls", "mapping"),
+        (
+            "ssl_get: { connect_port: 443 }",
+            "url",
+            "missing required key `url`",
+        ),
+        (
+            "ssl_get: { url: { path: health } }",
+            "url.path",
+            "must start with `/`",
+        ),
+    ] {
+        assert_error(&service("", real), &format!("{at}.{key}"), fragment);
+    }
+    // http_get has no TLS: its TLS keys point to ssl_get.
+    let at = "virtual_servers[0].real_servers[0].http_get";
+    for key in ["enable_sni: true", "sni_name: a.example", "tls: {}"] {
+        let real = format!("http_get: {{ url: {{ path: / }}, {key} }}");
+        let field = key.split(':').next().unwrap();
+        assert_error(
+            &service("", &real),
+            &format!("{at}.{field}"),
+            "use `ssl_get`",
+        );
+    }
+    // One checker per real.
+    assert_error(
+        &service(
+            "",
+            "http_get: { url: { path: / } }\nssl_get: { url: { path: / } }",
+        ),
+        "virtual_servers[0].real_servers[0].ssl_get",
+        "one checker",
+    );
 }

@@ -19,6 +19,7 @@ pub mod smtp;
 pub mod spec;
 pub mod syn;
 pub mod tcp_session;
+pub mod tls;
 pub mod udp;
 pub mod vip_stream;
 
@@ -40,7 +41,7 @@ use tokio::{
 pub use self::{
     machine::{Machine, Outcome, Timing, Transition},
     probe::Probe,
-    spec::{PasswordFileError, check_specs},
+    spec::{CheckFileError, check_specs},
 };
 use crate::model::{RealKey, ServiceKey};
 
@@ -483,6 +484,7 @@ mod tests {
             }],
             auth: None,
             vip: None,
+            tls: None,
         };
         let serve = |listener: TcpListener| {
             tokio::spawn(async move {

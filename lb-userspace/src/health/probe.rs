@@ -1,10 +1,12 @@
-//! The probes: a TCP connect, an HTTP GET, a script, an AMQP handshake ([`super::amqp`]). Each
-//! returns an [`Outcome`] within its timeout and never leaves anything behind.
+//! The probes: a TCP connect, an HTTP GET (over TLS for `ssl_get`, see [`super::tls`]), a
+//! script, an AMQP handshake ([`super::amqp`]). Each returns an [`Outcome`] within its timeout
+//! and never leaves anything behind.
 //!
-//! TCP, HTTP and AMQP probes close with FIN, never RST: they shut down their side, then read
-//! until the server closes (a socket closed with unread data would send RST, which RabbitMQ's
-//! management listener logs as an error). An HTTP probe with a `digest` reads the whole
-//! response first (its body up to [`MAX_BODY`]), then closes the same way.
+//! TCP, HTTP and AMQP probes close with FIN, never RST: they shut down their side (after TLS's
+//! close_notify), then read until the server closes (a socket closed with unread data would
+//! send RST, which RabbitMQ's management listener logs as an error). An HTTP probe with a
+//! `digest` reads the whole response first (its body up to [`MAX_BODY`]), then closes the same
+//! way.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
@@ -24,6 +26,7 @@ use super::{
     ProbeContext, amqp,
     machine::Outcome,
     syn::{Interface, SynTarget},
+    tls::TlsClient,
     vip_stream::VipStream,
 };
 use crate::config::{DnsType, Secret, StatusCodes};
@@ -51,6 +54,8 @@ pub enum Probe {
         /// When set, the requests go to this VIP:port through the MAC of the real at
         /// `target`'s address, as a client's do ([`super::vip_stream`]).
         vip: Option<SocketAddrV4>,
+        /// `ssl_get`: each GET over a TLS connection made by this client.
+        tls: Option<TlsClient>,
     },
     /// A half-open SYN (see [`super::syn`]) to `target`, the VIP (the data path) or the real's
     /// own address, through the MAC of `real`.
@@ -152,7 +157,8 @@ impl Probe {
     pub fn kind(&self) -> &'static str {
         match self {
             Probe::Tcp { .. } | Probe::Syn { .. } => "tcp_check",
-            Probe::Http { .. } => "http_get",
+            Probe::Http { tls: None, .. } => "http_get",
+            Probe::Http { tls: Some(_), .. } => "ssl_get",
             Probe::Misc { .. } => "misc_check",
             Probe::Amqp { .. } => "amqp_check",
             Probe::Udp { .. } => "udp_check",
@@ -185,6 +191,7 @@ impl Probe {
                 urls,
                 auth,
                 vip,
+                tls,
             } => {
                 let route = match (vip, target.ip()) {
                     (Some(vip), IpAddr::V4(real)) if ctx.syn.is_some() => {
@@ -201,7 +208,8 @@ impl Probe {
                 };
                 let mut first = None;
                 for url in urls {
-                    let mut outcome = http_on(&route, url, auth.as_ref(), connect_timeout).await;
+                    let (auth, tls) = (auth.as_ref(), tls.as_ref());
+                    let mut outcome = http_on(&route, url, auth, tls, connect_timeout).await;
                     if !outcome.ok {
                         if urls.len() > 1 {
                             // Say which URL failed.
@@ -369,8 +377,8 @@ pub(super) async fn connect(
     }
 }
 
-/// Sends FIN, then reads until the peer closes (or a short grace period ends), so the socket is
-/// closed without RST.
+/// Sends FIN (after TLS's close_notify on a TLS stream), then reads until the peer closes (or
+/// a short grace period ends), so the socket is closed without RST.
 pub(super) async fn close_politely<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
     let _ = stream.shutdown().await;
     let mut sink = [0u8; 4096];
@@ -411,22 +419,43 @@ pub async fn http(
     auth: Option<&Credentials>,
     limit: Duration,
 ) -> Outcome {
-    http_on(&Route::Connect { target, bind }, url, auth, limit).await
+    http_on(&Route::Connect { target, bind }, url, auth, None, limit).await
 }
 
-/// `http_get` of one URL: up if `GET path` answers with one of the URL's statuses and, with a
-/// digest, a body of that MD5. The whole exchange, connect included, is bounded by `limit`.
+/// `ssl_get` of one URL: [`http`] over a TLS connection made by `tls`.
+pub async fn https(
+    target: SocketAddr,
+    bind: Option<SocketAddr>,
+    url: &HttpUrl,
+    auth: Option<&Credentials>,
+    tls: &TlsClient,
+    limit: Duration,
+) -> Outcome {
+    http_on(
+        &Route::Connect { target, bind },
+        url,
+        auth,
+        Some(tls),
+        limit,
+    )
+    .await
+}
+
+/// `http_get` (or, with `tls`, `ssl_get`) of one URL along `route`: up if `GET path` answers
+/// with one of the URL's statuses and, with a digest, a body of that MD5. The whole exchange,
+/// connect and TLS handshake included, is bounded by `limit`.
 pub async fn http_on(
     route: &Route,
     url: &HttpUrl,
     auth: Option<&Credentials>,
+    tls: Option<&TlsClient>,
     limit: Duration,
 ) -> Outcome {
     let run = async {
         match route {
             Route::Connect { target, bind } => {
                 let stream = connect(*target, *bind, limit).await?;
-                exchange(stream, url, auth).await
+                over_tls(stream, *target, url, auth, tls).await
             }
             Route::Vip {
                 iface,
@@ -437,7 +466,7 @@ pub async fn http_on(
                 let stream = VipStream::connect(*iface, *target, *source, *isn)
                     .await
                     .map_err(|e| io_reason(&e))?;
-                exchange(stream, url, auth).await
+                over_tls(stream, SocketAddr::V4(target.to), url, auth, tls).await
             }
         }
     };
@@ -445,6 +474,23 @@ pub async fn http_on(
         Ok(Ok(outcome)) => outcome,
         Ok(Err(reason)) => failed(reason),
         Err(_) => failed("timeout"),
+    }
+}
+
+/// The exchange on `stream` (connected to `to`), inside a TLS session when `tls` is given.
+async fn over_tls<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    to: SocketAddr,
+    url: &HttpUrl,
+    auth: Option<&Credentials>,
+    tls: Option<&TlsClient>,
+) -> Result<Outcome, String> {
+    match tls {
+        None => exchange(stream, url, auth).await,
+        Some(tls) => {
+            let name = tls.server_name(&url.host, to);
+            exchange(tls.connect(stream, name).await?, url, auth).await
+        }
     }
 }
 
@@ -466,7 +512,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     stream
         .write_all(request.as_bytes())
         .await
-        .map_err(|e| io_reason(&e))?;
+        .map_err(|e| stream_reason(&e))?;
     let mut response = Vec::new();
     let line_end = read_until(&mut stream, &mut response, b"\r\n", "status line").await?;
     let line = String::from_utf8_lossy(&response[..line_end]);
@@ -512,6 +558,29 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// Reads into `buf`; 0 at the end of the stream. A TLS peer that closes without close_notify
+/// ends the stream too (many servers do, and keepalived does not mind): a `Content-Length`
+/// still tells a cut body.
+async fn read_some<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut [u8]) -> Result<usize, String> {
+    match stream.read(buf).await {
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
+        Err(e) => Err(stream_reason(&e)),
+    }
+}
+
+/// Why reading or writing a stream failed: [`io_reason`], or what TLS said (an alert of the
+/// server after the handshake, such as a client certificate it wanted).
+fn stream_reason(e: &std::io::Error) -> String {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => format!("TLS: {tls}"),
+        None => io_reason(e),
+    }
+}
+
 /// Reads into `buf` until it holds `end`; the offset of `end` in `buf`. `what` names what
 /// `end` ends, for errors.
 async fn read_until<S: AsyncRead + Unpin>(
@@ -528,7 +597,7 @@ async fn read_until<S: AsyncRead + Unpin>(
         if buf.len() > MAX_HEAD {
             return Err(format!("{what} longer than {} KiB", MAX_HEAD / 1024));
         }
-        let n = stream.read(&mut chunk).await.map_err(|e| io_reason(&e))?;
+        let n = read_some(stream, &mut chunk).await?;
         if n == 0 {
             return Err(format!("connection closed before the end of the {what}"));
         }
@@ -562,7 +631,7 @@ async fn read_body<S: AsyncRead + Unpin>(
         if body.len() > MAX_BODY {
             return Err(too_long);
         }
-        let n = stream.read(&mut chunk).await.map_err(|e| io_reason(&e))?;
+        let n = read_some(stream, &mut chunk).await?;
         if n == 0 {
             return match length {
                 Some(len) => Err(format!(
@@ -829,6 +898,7 @@ mod tests {
             ],
             auth: None,
             vip: None,
+            tls: None,
         };
         assert_eq!(
             probe.run(LIMIT, &ProbeContext::default()).await,
@@ -843,6 +913,7 @@ mod tests {
             urls: vec![urls[0].clone(), url("/301", list)],
             auth: None,
             vip: None,
+            tls: None,
         };
         assert_eq!(
             passing.run(LIMIT, &ProbeContext::default()).await,

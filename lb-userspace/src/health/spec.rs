@@ -5,8 +5,9 @@
 //! to the unspecified address of the target's family; a url's `virtualhost` over its
 //! `http_get`'s, over the address connected to).
 //!
-//! Building them reads every `http_get.auth.password_file`, so it happens when the agent
-//! starts and on every reload (validation never reads files).
+//! Building them reads every `http_get.auth.password_file` (and `ssl_get`'s) and every file of
+//! `ssl_get.tls`, so it happens when the agent starts and on every reload (validation never
+//! reads files).
 //! An `amqp_check`'s `password_file` is named, not read: [`amqp::read_password_files`]
 //! reads it.
 
@@ -21,6 +22,7 @@ use std::{
 use super::{
     CheckSpec, Probe, Timing, amqp,
     probe::{Credentials, HttpUrl, host_header},
+    tls::TlsClients,
 };
 use crate::{
     config::{
@@ -44,10 +46,12 @@ fn host_name() -> String {
 /// The largest password file read, in bytes: it holds one password.
 pub const MAX_PASSWORD_FILE: u64 = 4096;
 
-/// A password file that cannot be used; names the field, the file and why.
+/// A file of a check (a password file, a certificate, a key, authorities) that cannot be used;
+/// names the field, the file and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PasswordFileError {
-    /// The field (`virtual_servers[0].real_servers[1].http_get.auth.password_file`).
+pub struct CheckFileError {
+    /// The field (`virtual_servers[0].real_servers[1].http_get.auth.password_file`,
+    /// `...ssl_get.tls.ca_file`).
     pub field: String,
     /// The file.
     pub path: PathBuf,
@@ -55,18 +59,20 @@ pub struct PasswordFileError {
     pub reason: String,
 }
 
-impl fmt::Display for PasswordFileError {
+impl fmt::Display for CheckFileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}: {}", self.field, self.path.display(), self.reason)
     }
 }
 
-impl std::error::Error for PasswordFileError {}
+impl std::error::Error for CheckFileError {}
 
 /// The checkers the configuration asks for, one per real with a check. Reads the password
-/// files of `http_get.auth`; the first that cannot be read is the error.
-pub fn check_specs(config: &Config) -> Result<Vec<CheckSpec>, PasswordFileError> {
+/// files of `http_get.auth` and `ssl_get.auth`, and the files of `ssl_get.tls`; the first that
+/// cannot be used is the error.
+pub fn check_specs(config: &Config) -> Result<Vec<CheckSpec>, CheckFileError> {
     let mut specs = Vec::new();
+    let mut tls_clients = TlsClients::default();
     for (v, vs) in config.virtual_servers.iter().enumerate() {
         for (r, rs) in vs.real_servers.iter().enumerate() {
             let Some(check) = &rs.check else { continue };
@@ -104,7 +110,11 @@ pub fn check_specs(config: &Config) -> Result<Vec<CheckSpec>, PasswordFileError>
                 Checker::Http(c) => {
                     let (target, bind) =
                         endpoint(c.connect_ip, c.connect_port, c.bindto, c.bind_port);
-                    let field = format!("virtual_servers[{v}].real_servers[{r}].http_get");
+                    let field = format!("virtual_servers[{v}].real_servers[{r}].{}", c.key());
+                    let tls = match &c.tls {
+                        Some(t) => Some(tls_clients.get(t, &format!("{field}.tls"))?),
+                        None => None,
+                    };
                     let vip = match (http_probe(c, rs.key), vs.key.vip) {
                         (HttpProbe::Vip, IpAddr::V4(vip)) => {
                             Some(SocketAddrV4::new(vip, target.port()))
@@ -120,6 +130,7 @@ pub fn check_specs(config: &Config) -> Result<Vec<CheckSpec>, PasswordFileError>
                             urls: http_urls(c, host),
                             auth: credentials(c, &field)?,
                             vip,
+                            tls,
                         },
                         timing(&c.timing),
                         c.timing.warmup,
@@ -223,13 +234,13 @@ fn http_urls(check: &HttpCheck, target: SocketAddr) -> Vec<HttpUrl> {
 }
 
 /// The credentials of `check`'s `auth`, its password file read; `field` is the check's path.
-fn credentials(check: &HttpCheck, field: &str) -> Result<Option<Credentials>, PasswordFileError> {
+fn credentials(check: &HttpCheck, field: &str) -> Result<Option<Credentials>, CheckFileError> {
     let Some(auth) = &check.auth else {
         return Ok(None);
     };
     let password = match &auth.password {
         Password::Inline(secret) => secret.clone(),
-        Password::File(path) => read_password(path).map_err(|reason| PasswordFileError {
+        Password::File(path) => read_password(path).map_err(|reason| CheckFileError {
             field: format!("{field}.auth.password_file"),
             path: path.clone(),
             reason,
@@ -391,6 +402,7 @@ virtual_servers:
                     }],
                     auth: None,
                     vip: None,
+                    tls: None,
                 },
                 Probe::Misc {
                     command: "curl -6 -sf http://[2001:db8::4]/".into(),
@@ -410,7 +422,7 @@ virtual_servers:
         Config::from_yaml(&text, Path::new("http.yaml")).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn http_probe(config: &Config) -> Result<Probe, PasswordFileError> {
+    fn http_probe(config: &Config) -> Result<Probe, CheckFileError> {
         Ok(check_specs(config)?.remove(0).probe)
     }
 

@@ -8,14 +8,14 @@ use super::{
     ImportError, Warning,
     keywords::{
         CHECK_KEYWORDS, DNS_KEYWORDS, HTTP_KEYWORDS, KEEPALIVED_ONLY, KEEPALIVED_SCHEDULERS,
-        MISC_KEYWORDS, ROOT_KEYWORDS, RS_KEYWORDS, SMTP_KEYWORDS, SYNC_DAEMON_OPTIONS,
-        UDP_KEYWORDS, URL_KEYWORDS, VS_KEYWORDS,
+        MISC_KEYWORDS, ROOT_KEYWORDS, RS_KEYWORDS, SMTP_KEYWORDS, SSL_KEYWORDS,
+        SYNC_DAEMON_OPTIONS, UDP_KEYWORDS, URL_KEYWORDS, VS_KEYWORDS,
     },
     lexer::{Node, script_words, shell_join},
     parsed::{
-        At, Check, CheckKind, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PERSISTENCE_TIMEOUT, File,
-        IPVS_SYNC_GROUP, IPVS_SYNC_PORT, IPVS_SYNC_TTL, Real, SYNC_KEY_FILE, Service, SyncDaemon,
-        Timing, Url, Vrrp, number,
+        At, Check, CheckKind, ClientCert, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PERSISTENCE_TIMEOUT,
+        File, IPVS_SYNC_GROUP, IPVS_SYNC_PORT, IPVS_SYNC_TTL, Real, SYNC_KEY_FILE, Service,
+        SyncDaemon, Timing, Url, Vrrp, number,
     },
 };
 use crate::config::{MAX_UDP_PAYLOAD, SyncConfig};
@@ -54,6 +54,8 @@ impl Importer {
         let mut unknown = Vec::new();
         // The first lvs_sync_daemon or old lvs_sync_daemon_interface: keepalived's sync daemon.
         let mut daemon = None;
+        // The global SSL block's client certificate, for every SSL_GET.
+        let mut ssl = None;
         for n in nodes {
             match n.keyword() {
                 "virtual_server" => {
@@ -70,6 +72,7 @@ impl Importer {
                     ),
                 ),
                 "vrrp_instance" => file.vrrp.push(self.vrrp(n, &scripts, &mut daemon)),
+                "SSL" => ssl = self.global_ssl(n),
                 "include" => self.warn(
                     n.line,
                     format!(
@@ -103,6 +106,15 @@ impl Importer {
             }
         }
         self.report_unknown(unknown, |_| None);
+        let ssl_gets = file
+            .services
+            .iter_mut()
+            .flat_map(|s| &mut s.reals)
+            .filter_map(|r| r.check.as_mut())
+            .filter(|c| c.keyword == "SSL_GET");
+        for check in ssl_gets {
+            check.client_cert = ssl.clone();
+        }
         file.sync = self.sync(&file.vrrp, daemon);
         if nodes.is_empty() || file.services.is_empty() {
             let line = nodes.first().map_or(1, |n| n.line);
@@ -113,6 +125,68 @@ impl Importer {
         }
         self.check_vips(&file);
         file
+    }
+
+    /// keepalived's global `SSL` block: the client certificate and key every SSL_GET presents
+    /// become each ssl_get's `tls.certificate_file` and `tls.key_file`; its `ca` is not carried
+    /// (keepalived never verifies with it), and a `password` means a key lb-agent cannot read.
+    fn global_ssl(&mut self, n: &Node) -> Option<ClientCert> {
+        self.extra_words(n, 1);
+        let (mut certificate, mut key) = (None, None);
+        let mut unknown = Vec::new();
+        for c in n.children() {
+            match c.keyword() {
+                kw @ ("certificate" | "key") => {
+                    let Some(path) = self.value(c, "the SSL_GETs present no client certificate")
+                    else {
+                        continue;
+                    };
+                    if !path.starts_with('/') {
+                        self.warn(
+                            c.line,
+                            format!(
+                                "SSL {kw} {path} is not an absolute path, which lb-agent needs \
+                                 (it reads the file at start and reload whatever its working \
+                                 directory): not converted; write tls.certificate_file and \
+                                 tls.key_file in the ssl_gets"
+                            ),
+                        );
+                        continue;
+                    }
+                    let at = Some((path.to_owned(), c.line));
+                    if kw == "key" {
+                        key = at
+                    } else {
+                        certificate = at
+                    }
+                }
+                "ca" => self.not_carried(
+                    c,
+                    "keepalived loads it, but its SSL_GET never verifies a real's certificate, \
+                     and neither does lb-agent's ssl_get by default: to verify, write tls: { \
+                     verify: true, ca_file: ... } in the ssl_gets",
+                ),
+                "password" => self.warn(
+                    c.line,
+                    "SSL password is not carried: lb-agent reads unencrypted keys only; decrypt \
+                     the key (openssl pkey -in KEY -out PLAIN, readable by root only) and point \
+                     the ssl_gets' tls.key_file at it",
+                ),
+                _ => unknown.push(self.unknown(c, SSL_KEYWORDS)),
+            }
+        }
+        self.report_unknown(unknown, |_| None);
+        match (certificate, key) {
+            (Some(certificate), Some(key)) => Some(ClientCert { certificate, key }),
+            (Some((_, line)), None) | (None, Some((_, line))) => {
+                self.warn(
+                    line,
+                    "SSL needs both certificate and key for a client certificate: not converted",
+                );
+                None
+            }
+            (None, None) => None,
+        }
     }
 
     /// A `vrrp_instance`: not converted, but its interface and VIPs matter, and so does its old
@@ -1184,7 +1258,7 @@ impl Importer {
             kw @ ("FILE_CHECK" | "BFD_CHECK") => self.warn(
                 l,
                 format!(
-                    "{kw} is not supported by lb-agent (it has tcp_check, http_get, \
+                    "{kw} is not supported by lb-agent (it has tcp_check, http_get, ssl_get, \
                          misc_check, udp_check, dns_check, ping_check and smtp_check): not \
                          converted; without another checker the \
                          real is always up"
@@ -1251,18 +1325,11 @@ impl Importer {
                 "HTTP_GET",
                 [CHECK_KEYWORDS, HTTP_KEYWORDS].concat(),
             ),
-            "SSL_GET" => {
-                self.warn(
-                    n.line,
-                    "SSL_GET is not supported by lb-agent (no TLS checks): converted to a \
-                     tcp_check of the same address and port, which only opens a connection",
-                );
-                (
-                    CheckKind::Tcp,
-                    "SSL_GET",
-                    [CHECK_KEYWORDS, HTTP_KEYWORDS].concat(),
-                )
-            }
+            "SSL_GET" => (
+                CheckKind::Http,
+                "SSL_GET",
+                [CHECK_KEYWORDS, HTTP_KEYWORDS].concat(),
+            ),
             "UDP_CHECK" => (
                 CheckKind::Udp,
                 "UDP_CHECK",
@@ -1301,6 +1368,9 @@ impl Importer {
             dns_type: None,
             dns_name: None,
             helo_name: None,
+            enable_sni: None,
+            sni_name: None,
+            client_cert: None,
             tcp_nb_get_retry: None,
         };
         let mut unknown = Vec::new();
@@ -1313,8 +1383,10 @@ impl Importer {
             CheckKind::Http if ck.urls.is_empty() => {
                 self.warn(
                     n.line,
-                    "HTTP_GET has no url with a path, so keepalived drops this checker: not \
-                     converted",
+                    format!(
+                        "{keyword} has no url with a path, so keepalived drops this checker: \
+                         not converted"
+                    ),
                 );
                 None
             }
@@ -1385,8 +1457,6 @@ impl Importer {
                     ck.delay_loop = Some((v, l));
                 }
             }
-            // SSL_GET becomes a tcp_check (see `check`): its urls cannot be checked.
-            "url" if ck.keyword == "SSL_GET" => {}
             "url" => {
                 if let Some(u) = self.url(c) {
                     ck.urls.push(u);
@@ -1464,11 +1534,29 @@ impl Importer {
             "bind_if" => self.not_carried(c, "the route to the real picks the interface"),
             "fwmark" => self.not_carried(c, "lb-agent does not mark check packets"),
             "log_all_failures" => self.not_carried(c, "lb-agent logs every state change"),
-            "virtualhost" if ck.keyword == "SSL_GET" => self.not_carried(
-                c,
-                "the SSL_GET is converted to a tcp_check, which sends no request",
-            ),
             "virtualhost" => self.virtualhost(&mut ck.virtualhost, c),
+            "enable_sni" | "sni_name" | "tls_compliant" if ck.keyword != "SSL_GET" => {
+                self.not_carried(c, "HTTP_GET has no TLS; keepalived ignores it there too")
+            }
+            "enable_sni" => {
+                if let Some(b) = self.flag(c, "SNI stays off") {
+                    ck.enable_sni = Some((b, l));
+                }
+            }
+            // keepalived's sni_name turns SNI on; without a name, SNI sends the virtualhost.
+            "sni_name" => {
+                self.no_block(c);
+                self.extra_words(c, 2);
+                match c.word(1) {
+                    Some(name) => ck.sni_name = Some((name.to_owned(), l)),
+                    None => ck.enable_sni = Some((true, l)),
+                }
+            }
+            "tls_compliant" => self.not_carried(
+                c,
+                "lb-agent's ssl_get always ends its connections with close_notify, as \
+                 tls_compliant does",
+            ),
             _ => self.not_carried(c, "lb-agent's HTTP check sends a plain HTTP/1.0 GET"),
         }
     }

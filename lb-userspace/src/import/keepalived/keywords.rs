@@ -24,7 +24,6 @@ pub(super) const KEEPALIVED_ONLY: &[(&str, &str)] = &[
     ("vrrp_track_file", "keep running keepalived for VRRP"),
     ("garp_group", "keep running keepalived for VRRP"),
     ("bfd_instance", "lb-agent has no BFD checker"),
-    ("SSL", "lb-agent has no SSL_GET checker"),
     (
         "net_namespace",
         "not converted (lb-agent runs where it is started)",
@@ -165,8 +164,13 @@ pub(super) const HTTP_KEYWORDS: &[&str] = &[
     "virtualhost",
     "http_protocol",
     "enable_sni",
+    "sni_name",
+    "tls_compliant",
     "fast_recovery",
 ];
+
+/// Keywords of the global `SSL` block.
+pub(super) const SSL_KEYWORDS: &[&str] = &["password", "ca", "certificate", "key"];
 
 /// Keywords of a `url` block.
 pub(super) const URL_KEYWORDS: &[&str] = &[

@@ -14,8 +14,9 @@
 //!   the user and group keepalived runs it as.
 //!
 //! Everything that is not a service (`global_defs`, `vrrp_instance`, ...) stays keepalived's job
-//! and is reported, as is every keyword whose meaning the YAML cannot carry. One exception:
-//! IPVS's connection sync (`lvs_sync_daemon` in `global_defs`, or the old
+//! and is reported, as is every keyword whose meaning the YAML cannot carry. Two exceptions:
+//! the global `SSL` block's client `certificate` and `key`, which every `SSL_GET` (an
+//! `ssl_get`) presents; and IPVS's connection sync (`lvs_sync_daemon` in `global_defs`, or the old
 //! `lvs_sync_daemon_interface` of a `vrrp_instance`) becomes the `sync:` section, with IPVS's
 //! defaults where keepalived has them, lb-agent's own port, and a key file the operator must
 //! create (keepalived's sync is not authenticated, lb-agent's is). What lb-agent

@@ -30,6 +30,15 @@ pub(super) struct File {
     pub(super) sync: Option<SyncDaemon>,
 }
 
+/// The client certificate of keepalived's global `SSL` block, which every SSL_GET presents.
+#[derive(Clone)]
+pub(super) struct ClientCert {
+    /// `certificate`: an absolute path.
+    pub(super) certificate: (String, usize),
+    /// `key`: an absolute path.
+    pub(super) key: (String, usize),
+}
+
 /// A `vrrp_instance`.
 pub(super) struct Vrrp {
     pub(super) name: String,
@@ -125,19 +134,19 @@ pub(super) enum CheckKind {
     Smtp,
 }
 
-/// A `TCP_CHECK`, `HTTP_GET` (or `SSL_GET` as a TCP check), `MISC_CHECK`, `UDP_CHECK`,
-/// `DNS_CHECK`, `PING_CHECK` or `SMTP_CHECK`.
+/// A `TCP_CHECK`, `HTTP_GET` or `SSL_GET`, `MISC_CHECK`, `UDP_CHECK`, `DNS_CHECK`,
+/// `PING_CHECK` or `SMTP_CHECK`.
 pub(super) struct Check {
     pub(super) kind: CheckKind,
     pub(super) line: usize,
-    /// The keepalived keyword (`SSL_GET` differs from `kind`).
+    /// The keepalived keyword (`SSL_GET` is of kind `Http`).
     pub(super) keyword: &'static str,
     pub(super) connect_ip: At<IpAddr>,
     pub(super) connect_port: At<u16>,
     pub(super) bindto: At<IpAddr>,
     pub(super) bind_port: At<u16>,
     pub(super) timing: Timing,
-    /// The `Host` of its urls that set none (HTTP_GET).
+    /// The `Host` of its urls that set none (HTTP_GET and SSL_GET).
     pub(super) virtualhost: At<String>,
     pub(super) urls: Vec<Url>,
     pub(super) misc_path: At<String>,
@@ -154,6 +163,12 @@ pub(super) struct Check {
     pub(super) dns_name: At<String>,
     /// SMTP_CHECK's `helo_name`.
     pub(super) helo_name: At<String>,
+    /// SSL_GET's `enable_sni` (set by a `sni_name` too).
+    pub(super) enable_sni: At<bool>,
+    /// SSL_GET's `sni_name`.
+    pub(super) sni_name: At<String>,
+    /// SSL_GET's client certificate: the global `SSL` block's.
+    pub(super) client_cert: Option<ClientCert>,
     /// Value and line of an `nb_get_retry` in a TCP_CHECK, which keepalived does not know (so
     /// it is not applied).
     pub(super) tcp_nb_get_retry: Option<(u64, usize)>,

@@ -411,6 +411,7 @@ fn real(m: &mut Map<'_>, s: &Service, r: &Real) {
             let key = match ck.kind {
                 CheckKind::Smtp => "smtp_check",
                 CheckKind::Ping => "ping_check",
+                CheckKind::Http if ck.keyword == "SSL_GET" => "ssl_get",
                 CheckKind::Http => "http_get",
                 CheckKind::Udp => "udp_check",
                 CheckKind::Dns => "dns_check",
@@ -441,6 +442,20 @@ fn real(m: &mut Map<'_>, s: &Service, r: &Real) {
                 );
                 if let Some((h, l, from)) = host {
                     c.kv("virtualhost", &yaml_str(&h), l, from);
+                }
+                if let Some((b, l)) = ck.enable_sni {
+                    c.kv("enable_sni", &b.to_string(), l, None);
+                }
+                if let Some((n, l)) = &ck.sni_name {
+                    c.kv("sni_name", &yaml_str(n), *l, None);
+                }
+                if let Some(cert) = &ck.client_cert {
+                    let from = Some("keepalived's global SSL block");
+                    let mut t = c.map("tls", cert.certificate.1);
+                    let (path, l) = &cert.certificate;
+                    t.kv("certificate_file", &yaml_str(path), *l, from);
+                    let (path, l) = &cert.key;
+                    t.kv("key_file", &yaml_str(path), *l, from);
                 }
             }
             if let Some((h, l)) = &ck.helo_name {
@@ -491,7 +506,7 @@ fn real(m: &mut Map<'_>, s: &Service, r: &Real) {
             );
             match delay {
                 Some((d, l, from)) => c.kv("delay_before_retry", &number(d), l, from),
-                None if ck.kind == CheckKind::Http || ck.keyword == "SSL_GET" => c.kv(
+                None if ck.kind == CheckKind::Http => c.kv(
                     "delay_before_retry",
                     &number(HTTP_DEFAULT_DELAY_BEFORE_RETRY),
                     ck.line,
