@@ -115,18 +115,18 @@ fn the_guides_file_converts_as_it_is() {
         .expect("configs/rabbitmq.yaml is valid");
     for vs in &mut expected.virtual_servers {
         for rs in &mut vs.real_servers {
-            if let Some(Checker::Amqp(a)) = &rs.check {
+            if let Some(Checker::Amqp(a)) = rs.checks.first() {
                 assert_eq!(vs.key.port, 5672);
-                rs.check = Some(Checker::Tcp(TcpCheck {
+                rs.checks = vec![Checker::Tcp(TcpCheck {
                     connect_ip: a.connect_ip,
                     connect_port: a.connect_port,
                     bindto: a.bindto,
                     bind_port: a.bind_port,
                     probe: None,
                     timing: a.timing,
-                }));
+                })];
             }
-            let Some(Checker::Tcp(c)) = &mut rs.check else {
+            let Some(Checker::Tcp(c)) = rs.checks.first_mut() else {
                 panic!("the guide's reals have TCP_CHECKs");
             };
             assert_eq!(c.timing.retry, 3);
@@ -413,7 +413,7 @@ fn every_virtual_server_keyword() {
         })
     );
     assert_eq!(vs.real_servers[0].weight, 2);
-    assert_eq!(vs.real_servers[0].check, None);
+    assert_eq!(vs.real_servers[0].checks.first().cloned(), None);
 }
 
 #[test]
@@ -461,7 +461,7 @@ fn keywords_lb_agent_does_not_carry_are_ignored_with_a_warning() {
         &["http_protocol 1.1 is not carried", "HTTP/1.0 GET"],
     );
     assert_eq!(im.warnings.len(), 7, "{}", shown(&im));
-    let Some(Checker::Http(h)) = &c.virtual_servers[0].real_servers[0].check else {
+    let Some(Checker::Http(h)) = c.virtual_servers[0].real_servers[0].checks.first() else {
         panic!("http_get expected");
     };
     assert_eq!(h.urls, vec![url("/", StatusCodes::one(200))]);
@@ -522,7 +522,7 @@ fn http_get_digest_virtualhost_and_status_codes_convert() {
     );
     let (im, c) = accepted(&text);
     let reals = &c.virtual_servers[0].real_servers;
-    let http = |i: usize| match &reals[i].check {
+    let http = |i: usize| match reals[i].checks.first() {
         Some(Checker::Http(h)) => h,
         other => panic!("real {i}: http_get expected, got {other:?}"),
     };
@@ -662,7 +662,7 @@ fn tcp_check_keywords() {
     let (im, c) = accepted(&text);
     assert!(im.warnings.is_empty(), "{}", shown(&im));
     assert_eq!(
-        c.virtual_servers[0].real_servers[0].check,
+        c.virtual_servers[0].real_servers[0].checks.first().cloned(),
         Some(Checker::Tcp(TcpCheck {
             connect_ip: Some(ip("10.0.0.20")),
             connect_port: Some(8080),
@@ -703,7 +703,7 @@ fn http_get_with_nested_url_blocks() {
     );
     let (im, c) = accepted(&text);
     let Some(Checker::Http(HttpCheck { urls, timing, .. })) =
-        &c.virtual_servers[0].real_servers[0].check
+        c.virtual_servers[0].real_servers[0].checks.first()
     else {
         panic!("http_get expected");
     };
@@ -758,18 +758,20 @@ fn misc_check_keywords() {
     let (im, c) = accepted(&text);
     let reals = &c.virtual_servers[0].real_servers;
     assert_eq!(
-        reals[0].check,
+        reals[0].checks.first().cloned(),
         Some(Checker::Misc(MiscCheck {
             misc_path: "/usr/local/bin/check-web 10.0.0.2".into(),
+            dynamic: false,
             misc_timeout: secs(5.0),
             warmup: Some(secs(3.0)),
         }))
     );
     // misc_timeout defaults to the delay_loop, as in keepalived.
     assert_eq!(
-        reals[1].check,
+        reals[1].checks.first().cloned(),
         Some(Checker::Misc(MiscCheck {
             misc_path: "/usr/local/bin/check".into(),
+            dynamic: false,
             misc_timeout: secs(60.0),
             warmup: None,
         }))
@@ -787,7 +789,7 @@ fn checkers_inherit_timing_from_their_real_and_virtual_server() {
     );
     let (im, c) = accepted(&text);
     assert!(im.warnings.is_empty(), "{}", shown(&im));
-    let Some(Checker::Tcp(t)) = &c.virtual_servers[0].real_servers[0].check else {
+    let Some(Checker::Tcp(t)) = c.virtual_servers[0].real_servers[0].checks.first() else {
         panic!("tcp_check expected");
     };
     assert_eq!(t.timing.retry, 4);
@@ -973,7 +975,7 @@ fn ipv6_addresses() {
     );
     assert_eq!(vs.sorry_server.unwrap().addr, ip("2001:db8::99"));
     assert_eq!(vs.real_servers.len(), 1);
-    let Some(Checker::Tcp(check)) = &vs.real_servers[0].check else {
+    let Some(Checker::Tcp(check)) = vs.real_servers[0].checks.first() else {
         panic!("no tcp_check");
     };
     assert_eq!(check.connect_ip, Some(ip("2001:db8::2")));
@@ -1115,7 +1117,7 @@ fn comments_in_any_language_and_braces_anywhere() {
         Some("/bin/notify '#1' '!important'")
     );
     assert_eq!(vs.real_servers[0].weight, 2);
-    let Some(Checker::Tcp(t)) = &vs.real_servers[1].check else {
+    let Some(Checker::Tcp(t)) = vs.real_servers[1].checks.first() else {
         panic!("tcp_check expected");
     };
     assert_eq!(t.timing.connect_timeout, secs(3.0));
@@ -1298,7 +1300,7 @@ fn udp_check_converts() {
     let checks: Vec<_> = config.virtual_servers[0]
         .real_servers
         .iter()
-        .map(|r| match &r.check {
+        .map(|r| match r.checks.first() {
             Some(Checker::Udp(u)) => u.clone(),
             other => panic!("not a udp_check: {other:?}"),
         })
@@ -1332,7 +1334,7 @@ fn dns_check_converts() {
     let checks: Vec<_> = config.virtual_servers[0]
         .real_servers
         .iter()
-        .map(|r| match &r.check {
+        .map(|r| match r.checks.first() {
             Some(Checker::Dns(d)) => d.clone(),
             other => panic!("not a dns_check: {other:?}"),
         })
@@ -1360,7 +1362,7 @@ fn ping_check_converts() {
          connect_port 80\n            connect_timeout 1\n            retry 3\n        }\n    }",
     );
     let (im, config) = accepted(&text);
-    let Some(Checker::Ping(p)) = &config.virtual_servers[0].real_servers[0].check else {
+    let Some(Checker::Ping(p)) = config.virtual_servers[0].real_servers[0].checks.first() else {
         panic!("not a ping_check:\n{}", im.yaml)
     };
     assert_eq!(p.connect_ip, Some(ip("10.0.1.2")));
@@ -1383,7 +1385,7 @@ fn smtp_check_converts() {
     let checks: Vec<_> = config.virtual_servers[0]
         .real_servers
         .iter()
-        .map(|r| match &r.check {
+        .map(|r| match r.checks.first() {
             Some(Checker::Smtp(c)) => c.clone(),
             other => panic!("not an smtp_check: {other:?}"),
         })

@@ -111,7 +111,27 @@ pub fn snapshot(v: &View, with_conns: bool) -> Snapshot {
                 continue;
             };
             let key = (vs.key, *rk);
-            let status = v.health.get(&key);
+            // Every checker of the real, in order; the listing shows the first that failed,
+            // else the first, under the names of all of them.
+            let statuses: Vec<&CheckStatus> = v
+                .health
+                .range((vs.key, *rk, 0)..=(vs.key, *rk, usize::MAX))
+                .map(|(_, s)| s)
+                .collect();
+            let status = statuses
+                .iter()
+                .find(|s| !s.up)
+                .or(statuses.first())
+                .copied();
+            let checker = if statuses.is_empty() {
+                "none".to_owned()
+            } else {
+                statuses
+                    .iter()
+                    .map(|s| s.checker)
+                    .collect::<Vec<_>>()
+                    .join("+")
+            };
             let counts = active.get(&installed.index).copied().unwrap_or_default();
             let (act, inact) = (counts.active, counts.inactive);
             let sorry =
@@ -133,7 +153,7 @@ pub fn snapshot(v: &View, with_conns: bool) -> Snapshot {
                 stats: counters(v.dp, None, Some(installed.index)),
                 rate: v.rates.real(&key),
                 health: HealthInfo {
-                    checker: status.map_or("none", |s| s.checker).into(),
+                    checker,
                     state: state.into(),
                     last_result,
                     reason,

@@ -18,6 +18,7 @@ fn checked(up: bool, ok: bool, detail: &str) -> CheckStatus {
         since: Duration::ZERO,
         checks: 1,
         failures: u64::from(!ok),
+        weight: None,
     }
 }
 
