@@ -14,7 +14,8 @@ use std::{
 
 use lb_userspace::{
     config::{
-        Checker, Config, ConfigError, HttpCheck, LbAlgo, MiscCheck, StatusCodes, TcpCheck, UrlCheck,
+        Checker, Config, ConfigError, FileCheck, FileInit, HttpCheck, LbAlgo, MiscCheck,
+        StatusCodes, TcpCheck, UrlCheck,
     },
     import::keepalived::{Import, ImportError, Warning, import, import_named},
     model::{Persistence, Protocol, RealKey},
@@ -761,7 +762,7 @@ fn misc_check_keywords() {
         reals[0].checks.first().cloned(),
         Some(Checker::Misc(MiscCheck {
             misc_path: "/usr/local/bin/check-web 10.0.0.2".into(),
-            dynamic: false,
+            dynamic: true,
             misc_timeout: secs(5.0),
             warmup: Some(secs(3.0)),
         }))
@@ -776,9 +777,8 @@ fn misc_check_keywords() {
             warmup: None,
         }))
     );
-    warned(&im, 9, &["misc_dynamic is not carried"]);
     warned(&im, 10, &["user nobody is not carried"]);
-    assert_eq!(im.warnings.len(), 2, "{}", shown(&im));
+    assert_eq!(im.warnings.len(), 1, "{}", shown(&im));
 }
 
 #[test]
@@ -1162,7 +1162,7 @@ fn vips_not_held_by_a_vrrp_instance_are_pointed_out() {
 }
 
 #[test]
-fn checkers_lb_agent_lacks_or_has_once() {
+fn checkers_lb_agent_lacks_and_several_checkers() {
     let text = service(
         "    real_server 10.0.0.2 80 {\n        TCP_CHECK {\n        }\n        HTTP_GET {\n            \
          url {\n                path /\n                status_code 200\n            }\n        }\n    }\n    \
@@ -1171,14 +1171,6 @@ fn checkers_lb_agent_lacks_or_has_once() {
          }\n            connect_port 443\n        }\n    }",
     );
     let (im, err) = refused(&text);
-    warned(
-        &im,
-        7,
-        &[
-            "HTTP_GET is a second checker",
-            "only the TCP_CHECK of line 5",
-        ],
-    );
     warned(&im, 15, &["BFD_CHECK is not supported", "always up"]);
     warned(&im, 19, &["SSL_GET is not supported", "tcp_check"]);
     // The 443 real of a port-80 service is refused (direct routing keeps the port).
@@ -1188,9 +1180,11 @@ fn checkers_lb_agent_lacks_or_has_once() {
         &["real_servers[2].port: must equal the virtual server's port (80)"],
     );
     assert_eq!(err.errors.len(), 1);
+    assert_eq!(im.warnings.len(), 3, "{}", shown(&im));
     let doc: Value = serde_yaml::from_str(&im.yaml).unwrap();
     let reals = &doc["virtual_servers"][0]["real_servers"];
-    assert!(reals[0].get("tcp_check").is_some() && reals[0].get("http_get").is_none());
+    // Both checkers of the first real are converted: it is up while both pass.
+    assert!(reals[0].get("tcp_check").is_some() && reals[0].get("http_get").is_some());
     assert!(reals[1].get("tcp_check").is_none());
     assert_eq!(reals[2]["tcp_check"]["connect_port"].as_u64(), Some(443));
     assert_eq!(
@@ -1396,4 +1390,67 @@ fn smtp_check_converts() {
     assert_eq!(checks[1].helo_name, None);
     warned(&im, 9, &["host", "is not carried", "one address"]);
     assert_eq!(im.warnings.len(), 1, "{}", shown(&im));
+}
+
+#[test]
+fn two_checkers_of_a_kind_go_in_a_checks_list() {
+    let text = service(
+        "    real_server 10.0.0.2 80 {\n        TCP_CHECK {\n        }\n        TCP_CHECK {\n            \
+         connect_port 8080\n        }\n        MISC_CHECK {\n            misc_path /bin/true\n        }\n    }",
+    );
+    let (im, c) = accepted(&text);
+    assert_eq!(im.warnings.len(), 0, "{}", shown(&im));
+    assert!(im.yaml.contains("checks:"), "{}", im.yaml);
+    let checks = &c.virtual_servers[0].real_servers[0].checks;
+    assert_eq!(checks.len(), 3, "{checks:?}");
+    let Checker::Tcp(t) = &checks[1] else {
+        panic!("{checks:?}")
+    };
+    assert_eq!(t.connect_port, Some(8080));
+    assert!(matches!(checks[2], Checker::Misc(_)));
+}
+
+#[test]
+fn file_check_converts_with_its_track_file() {
+    let text = "track_file maint {\n    file /run/lb/maint\n    weight 5 reverse\n    \
+                init_file 2 overwrite\n}\ntrack_file vrrp_only {\n    file /run/x\n}\n"
+        .to_owned()
+        + &service(
+            "    real_server 10.0.0.2 80 {\n        FILE_CHECK {\n            track_file maint\n        \
+             }\n        TCP_CHECK {\n        }\n    }\n    real_server 10.0.0.3 80 {\n        \
+             FILE_CHECK {\n            track_file maint\n            weight 0\n        }\n    }\n    \
+             real_server 10.0.0.4 80 {\n        FILE_CHECK {\n            track_file missing\n        \
+             }\n    }",
+        );
+    let (im, c) = accepted(&text);
+    let reals = &c.virtual_servers[0].real_servers;
+    // The track_file's weight, reverse and init_file.
+    assert_eq!(
+        reals[0].checks[0],
+        Checker::File(FileCheck {
+            path: "/run/lb/maint".into(),
+            weight: 5,
+            reverse: true,
+            init_file: Some(FileInit {
+                value: 2,
+                overwrite: true,
+            }),
+        })
+    );
+    assert!(matches!(reals[0].checks[1], Checker::Tcp(_)));
+    // The FILE_CHECK's own weight replaces the track_file's, reverse included.
+    let Checker::File(f) = &reals[1].checks[0] else {
+        panic!("{:?}", reals[1].checks)
+    };
+    assert_eq!((f.weight, f.reverse), (0, false));
+    // An undefined track_file: keepalived drops the checker.
+    assert!(reals[2].checks.is_empty());
+    warned(
+        &im,
+        27,
+        &["track_file missing is not defined", "not converted"],
+    );
+    // A track_file no FILE_CHECK names stays keepalived's.
+    warned(&im, 6, &["track_file vrrp_only is handled by keepalived"]);
+    assert_eq!(im.warnings.len(), 2, "{}", shown(&im));
 }
