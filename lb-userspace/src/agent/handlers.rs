@@ -65,52 +65,44 @@ impl Agent {
     pub(super) fn on_health(&mut self, event: HealthEvent) {
         let (service, real, index) = event.key;
         let checker = index + 1;
-        let was_failed = self.observed.real_failed(service, real);
-        let old_weight = match event.weight {
-            Some(w) => self.observed.weights.insert(event.key, w),
-            None => self.observed.weights.remove(&event.key),
-        };
+        let detail = &event.outcome.detail;
         match event.transition {
             Some(Transition::Down) => {
-                warn!(
-                    "real {real} of {service} failed its check #{checker}: {}",
-                    event.outcome.detail
-                );
-                self.observed.health.insert(event.key, Health::Down);
+                warn!("real {real} of {service} failed its check #{checker}: {detail}");
             }
             Some(Transition::Up) => {
-                info!(
-                    "real {real} of {service} passed its check #{checker}: {}",
-                    event.outcome.detail
-                );
-                self.observed.health.remove(&event.key);
+                info!("real {real} of {service} passed its check #{checker}: {detail}");
             }
             None => {}
         }
+        let old_weight = self.observed.weights.get(&event.key).copied();
         if old_weight != event.weight {
             info!(
                 ?old_weight,
                 weight = ?event.weight,
-                "real {real} of {service}: check #{checker} changes its weight: {}",
-                event.outcome.detail
+                "real {real} of {service}: check #{checker} changes its weight: {detail}"
             );
         }
+        let health = event.transition.map(|t| match t {
+            Transition::Up => Health::Up,
+            Transition::Down => Health::Down,
+        });
         // The real's own state: down while any checker is (keepalived); its scripts run when
         // that changes, not with every checker.
-        let failed = self.observed.real_failed(service, real);
-        if failed == was_failed {
+        let Some(now) = self.observed.record_check(event.key, health, event.weight) else {
             return;
-        }
+        };
         let rs = self
             .config
             .virtual_server(&service)
             .and_then(|vs| vs.real_servers.iter().find(|r| r.key == real));
-        let script = if failed {
-            rs.and_then(|r| r.notify_down.clone())
-                .map(|cmd| (cmd, format!("notify_down of {real}")))
-        } else {
-            rs.and_then(|r| r.notify_up.clone())
-                .map(|cmd| (cmd, format!("notify_up of {real}")))
+        let script = match now {
+            Health::Down => rs
+                .and_then(|r| r.notify_down.clone())
+                .map(|cmd| (cmd, format!("notify_down of {real}"))),
+            Health::Up => rs
+                .and_then(|r| r.notify_up.clone())
+                .map(|cmd| (cmd, format!("notify_up of {real}"))),
         };
         self.scripts.extend(script);
     }

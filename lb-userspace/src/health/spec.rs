@@ -342,6 +342,49 @@ virtual_servers:
     }
 
     #[test]
+    fn every_checker_of_a_real_gets_its_own_spec() {
+        let yaml = "
+interface: eth0
+virtual_servers:
+  - vip: 192.168.0.10
+    port: 80
+    lb_kind: dr
+    delay_loop: 7
+    real_servers:
+      - ip: 192.168.0.2
+        tcp_check: { probe: connect }
+        checks:
+          - misc_check: { misc_path: /bin/check, misc_dynamic: true }
+          - file_check: { path: /run/w, weight: 0, reverse: true }
+      - ip: 192.168.0.3
+";
+        let config = Config::from_yaml(yaml, Path::new("multi.yaml")).unwrap();
+        let specs = check_specs(&config).unwrap();
+        let indices: Vec<usize> = specs.iter().map(|s| s.key.2).collect();
+        assert_eq!(indices, [0, 1, 2], "the real without checkers has none");
+        assert!(matches!(specs[0].probe, Probe::Tcp { .. }));
+        assert_eq!(
+            specs[1].probe,
+            Probe::Misc {
+                command: "/bin/check".into(),
+                timeout: Duration::from_secs(7),
+                dynamic: true,
+            }
+        );
+        assert_eq!(
+            specs[2].probe,
+            Probe::File {
+                path: "/run/w".into(),
+                weight: 0,
+                reverse: true,
+            }
+        );
+        // The file decides at once, every delay_loop.
+        assert_eq!(specs[2].timing.retry, 0);
+        assert_eq!(specs[2].timing.delay_loop, Duration::from_secs(7));
+    }
+
+    #[test]
     fn ipv6_reals_get_ipv6_probes() {
         let config = Config::from_yaml(DUAL, Path::new("dual.yaml")).unwrap();
         let probes: Vec<Probe> = check_specs(&config)

@@ -48,6 +48,34 @@ impl Observed {
             .any(|(_, h)| *h == Health::Down)
     }
 
+    /// Records what checker `key` reports: its state when it changed (`None`: unchanged) and
+    /// what it now does to the weight. Returns the real's new health when that changed (it is
+    /// down while any of its checkers is), for its `notify_up`/`notify_down`.
+    pub fn record_check(
+        &mut self,
+        key: CheckId,
+        health: Option<Health>,
+        weight: Option<WeightEffect>,
+    ) -> Option<Health> {
+        let (service, real, _) = key;
+        let was_failed = self.real_failed(service, real);
+        match weight {
+            Some(w) => self.weights.insert(key, w),
+            None => self.weights.remove(&key),
+        };
+        match health {
+            Some(Health::Down) => {
+                self.health.insert(key, Health::Down);
+            }
+            Some(Health::Up) => {
+                self.health.remove(&key);
+            }
+            None => {}
+        }
+        let failed = self.real_failed(service, real);
+        (failed != was_failed).then_some(if failed { Health::Down } else { Health::Up })
+    }
+
     /// The live weight of `rs` in `service`: its configured weight plus what its checkers
     /// contribute (keepalived's effective weight), clamped to what the data plane takes.
     pub fn live_weight(&self, service: ServiceKey, rs: &RealServer) -> u32 {
@@ -322,6 +350,33 @@ virtual_servers:
         // Both up again: up.
         o.health.insert((s, r, 1), Health::Up);
         assert!(desired_state(&config(), &o).services[&s].reals[&r].is_up());
+    }
+
+    #[test]
+    fn the_real_changes_when_its_first_checker_fails_and_its_last_recovers() {
+        let mut o = Observed::default();
+        let (s, r) = (skey(80), rkey(11, 80));
+        assert_eq!(
+            o.record_check((s, r, 0), Some(Health::Down), None),
+            Some(Health::Down)
+        );
+        // A second checker failing changes nothing for the real.
+        assert_eq!(o.record_check((s, r, 1), Some(Health::Down), None), None);
+        assert_eq!(o.record_check((s, r, 0), Some(Health::Up), None), None);
+        // A weight alone changes nothing for the real's state.
+        assert_eq!(
+            o.record_check((s, r, 2), None, Some(WeightEffect::Set(4))),
+            None
+        );
+        assert_eq!(o.weights[&(s, r, 2)], WeightEffect::Set(4));
+        // The last failed checker recovers: the real is up.
+        assert_eq!(
+            o.record_check((s, r, 1), Some(Health::Up), None),
+            Some(Health::Up)
+        );
+        // Weight back to none: the entry goes.
+        o.record_check((s, r, 2), None, None);
+        assert!(o.weights.is_empty() && o.health.is_empty());
     }
 
     #[test]
