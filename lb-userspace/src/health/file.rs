@@ -219,4 +219,34 @@ mod tests {
         assert_eq!(check(&path, 10, false, limit).await, None, "ignored");
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn init_file_creates_or_overwrites_at_start() {
+        let dir = std::env::temp_dir().join(format!("lb-file-init-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (missing, kept, replaced) = (dir.join("a"), dir.join("b"), dir.join("c"));
+        std::fs::write(&kept, "9\n").unwrap();
+        std::fs::write(&replaced, "9\n").unwrap();
+        let check = |path: &Path, value, overwrite| {
+            format!(
+                "      - ip: 192.168.0.2\n        checks:\n          - file_check: {{ path: {}, \
+                 init_file: {{ value: {value}, overwrite: {overwrite} }} }}\n",
+                path.display()
+            )
+        };
+        let yaml = format!(
+            "interface: eth0\nvirtual_servers:\n  - vip: 192.168.0.10\n    port: 80\n    \
+             lb_kind: dr\n    real_servers:\n{}{}{}",
+            check(&missing, 3, false),
+            check(&kept, 4, false).replace("192.168.0.2", "192.168.0.3"),
+            check(&replaced, -5, true).replace("192.168.0.2", "192.168.0.4"),
+        );
+        let config = Config::from_yaml(&yaml, Path::new("init.yaml")).unwrap();
+        init_files(&config);
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        assert_eq!(read(&missing), "3\n", "created");
+        assert_eq!(read(&kept), "9\n", "left alone");
+        assert_eq!(read(&replaced), "-5\n", "overwritten");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

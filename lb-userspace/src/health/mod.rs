@@ -648,6 +648,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_file_check_follows_its_file() {
+        let dir = std::env::temp_dir().join(format!("lb-file-sched-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("weight");
+        std::fs::write(&path, "2\n").unwrap();
+        let mut file = spec(SocketAddr::from((Ipv4Addr::LOCALHOST, 9)), false);
+        file.probe = Probe::File {
+            path: path.clone(),
+            weight: 10,
+            reverse: false,
+        };
+        file.timing.retry = 0;
+        let (tx, mut rx) = unbounded_channel();
+        let checker = HealthChecker::start(
+            vec![file.clone()],
+            BTreeMap::new(),
+            tx,
+            8,
+            ProbeContext::default(),
+        );
+        let event = next_event(&mut rx).await;
+        assert_eq!(
+            (event.transition, event.weight),
+            (None, Some(WeightEffect::Add(20)))
+        );
+        // A number keepalived ignores: nothing changes.
+        std::fs::write(&path, "99999999999\n").unwrap();
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(rx.try_recv().is_err(), "an ignored number changes nothing");
+        assert_eq!(
+            checker.status()[&file.key].weight,
+            Some(WeightEffect::Add(20))
+        );
+        // At the fault value: down at once, its weight gone.
+        std::fs::write(&path, "-2147483648\n").unwrap();
+        let event = next_event(&mut rx).await;
+        assert_eq!(
+            (event.transition, event.weight),
+            (Some(Transition::Down), None)
+        );
+        // Back to 1: up with 10.
+        std::fs::write(&path, "1\n").unwrap();
+        let event = next_event(&mut rx).await;
+        assert_eq!(
+            (event.transition, event.weight),
+            (Some(Transition::Up), Some(WeightEffect::Add(10)))
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
     async fn known_state_is_resumed_after_a_restart() {
         let closed = {
             let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
