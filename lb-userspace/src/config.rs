@@ -330,7 +330,8 @@ pub struct RealServer {
 }
 
 /// A health checker (keepalived `TCP_CHECK`, `HTTP_GET`, `MISC_CHECK`, `UDP_CHECK`,
-/// `DNS_CHECK`, `PING_CHECK`, `SMTP_CHECK`, and `amqp_check`, which keepalived does not have).
+/// `DNS_CHECK`, `PING_CHECK`, `SMTP_CHECK`, `FILE_CHECK`, and `amqp_check`, which keepalived
+/// does not have).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Checker {
     /// TCP connect.

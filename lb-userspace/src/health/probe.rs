@@ -1,5 +1,7 @@
-//! The probes: a TCP connect, an HTTP GET, a script, an AMQP handshake ([`super::amqp`]). Each
-//! returns an [`Outcome`] within its timeout and never leaves anything behind.
+//! The probes: a TCP connect, an HTTP GET, a script, an AMQP handshake ([`super::amqp`]), a file
+//! read ([`super::file`]). Each returns an [`Outcome`] within its timeout and never leaves
+//! anything behind; a `misc_dynamic` script and a file also say what they do to the real's
+//! weight ([`Probe::run_weighted`]).
 //!
 //! TCP, HTTP and AMQP probes close with FIN, never RST: they shut down their side, then read
 //! until the server closes (a socket closed with unread data would send RST, which RabbitMQ's
