@@ -173,4 +173,29 @@ virtual_servers:
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].script.as_deref(), Some("/bin/up"));
     }
+
+    #[test]
+    fn quorum_counts_the_weights_checkers_set() {
+        let config = Config::from_yaml(CONFIG, Path::new("q.yaml")).unwrap();
+        let amqp = config.virtual_servers[0].key;
+        let r1 = config.virtual_servers[0].real_servers[0].key;
+        let mut observed = Observed::default();
+        for rs in config.virtual_servers.iter().flat_map(|v| &v.real_servers) {
+            observed.macs.insert(rs.key.addr, [2, 0, 0, 0, 0, 1]);
+        }
+        // misc_dynamic sets the weight-3 real to 0: live weight 2 < 4 - 1, lost.
+        observed
+            .weights
+            .insert((amqp, r1, 0), crate::model::WeightEffect::Set(0));
+        let (held, changes) = evaluate(&config, &observed, &BTreeMap::new());
+        assert!(!held[&amqp]);
+        assert_eq!(changes[0].live_weight, 2);
+        // A file_check adds 10 to it: 12, regained.
+        observed
+            .weights
+            .insert((amqp, r1, 1), crate::model::WeightEffect::Add(10));
+        let (held, changes) = evaluate(&config, &observed, &held);
+        assert!(held[&amqp]);
+        assert_eq!(changes[0].live_weight, 12);
+    }
 }
