@@ -323,13 +323,15 @@ pub struct RealServer {
     pub notify_up: Option<String>,
     /// Command run when the real goes down.
     pub notify_down: Option<String>,
-    /// Health checker; without one the real is always up.
-    pub check: Option<Checker>,
+    /// Health checkers, in file order (the checker keys, then the `checks` list); without any
+    /// the real is always up, with several it is up only while every one of them is
+    /// (keepalived).
+    pub checks: Vec<Checker>,
 }
 
 /// A health checker (keepalived `TCP_CHECK`, `HTTP_GET` and `SSL_GET`, `MISC_CHECK`,
-/// `UDP_CHECK`, `DNS_CHECK`, `PING_CHECK`, `SMTP_CHECK`, and `amqp_check`, which keepalived does
-/// not have).
+/// `UDP_CHECK`, `DNS_CHECK`, `PING_CHECK`, `SMTP_CHECK`, `FILE_CHECK`, and `amqp_check`, which
+/// keepalived does not have).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Checker {
     /// TCP connect.
@@ -348,6 +350,51 @@ pub enum Checker {
     Ping(PingCheck),
     /// An SMTP greeting and HELO answered.
     Smtp(SmtpCheck),
+    /// A number read from a file (keepalived `FILE_CHECK` with its `track_file`).
+    File(FileCheck),
+}
+
+impl Checker {
+    /// The checker's configuration key.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::Tcp(_) => "tcp_check",
+            Self::Http(c) => c.key(),
+            Self::Misc(_) => "misc_check",
+            Self::Amqp(_) => "amqp_check",
+            Self::Udp(_) => "udp_check",
+            Self::Dns(_) => "dns_check",
+            Self::Ping(_) => "ping_check",
+            Self::Smtp(_) => "smtp_check",
+            Self::File(_) => "file_check",
+        }
+    }
+}
+
+/// `file_check` (keepalived `FILE_CHECK` and its `track_file`): the file holds a number, read
+/// every `delay_loop`. With a `weight` of 0 the real is up while the number is 0 (`reverse`: while
+/// it is not). Otherwise the number times `weight` (negated with `reverse`) is added to the
+/// real's weight, and the real is down only when that product is at or below -2^31 (keepalived's
+/// fault value). A missing or empty file reads as 0; an unreadable number keeps the last one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileCheck {
+    /// The file (absolute).
+    pub path: PathBuf,
+    /// Multiplier of the number read; 0 makes the check up/down only.
+    pub weight: i32,
+    /// Negate the product (with weight 0: up while the number is not 0).
+    pub reverse: bool,
+    /// Write this value to the file when the agent starts (keepalived `init_file`).
+    pub init_file: Option<FileInit>,
+}
+
+/// `file_check.init_file`: the value written when the agent starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileInit {
+    /// The value written.
+    pub value: i64,
+    /// Also replace an existing file (otherwise only a missing file is created).
+    pub overwrite: bool,
 }
 
 /// Timing shared by the network checkers.
@@ -649,11 +696,15 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// `misc_check`: the real is up while a command exits with status 0.
+/// `misc_check`: the real is up while a command exits with status 0 (with `misc_dynamic`, also
+/// 2 to 255, which set the real's weight to the status minus 2).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MiscCheck {
     /// Command line to run.
     pub misc_path: String,
+    /// keepalived `misc_dynamic`: exit status 2-255 is a success that sets the weight to the
+    /// status minus 2; 0 is a success that restores the configured weight; 1 is a failure.
+    pub dynamic: bool,
     /// The command is killed (and the check fails) after this long.
     pub misc_timeout: Duration,
     /// Random start delay of up to this much.

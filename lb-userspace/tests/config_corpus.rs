@@ -146,7 +146,7 @@ fn rabbitmq_config_follows_the_production_guide() {
         for r in &vs.real_servers {
             assert_eq!((r.key.port, r.weight), (port, 1));
             // The guide's TCP_CHECK, and on 5672 an amqp_check that logs in, with its timing.
-            let (connect_port, timing) = match &r.check {
+            let (connect_port, timing) = match r.checks.first() {
                 Some(Checker::Tcp(check)) if port == 15672 => (check.connect_port, check.timing),
                 Some(Checker::Amqp(check)) if port == 5672 => {
                     assert_eq!(
@@ -219,7 +219,7 @@ fn rabbitmq_http_get_alternative_is_valid() {
         assert_eq!(vs.persistence.map(|p| p.timeout), Some(50));
         assert_eq!(vs.real_servers.len(), 3);
         for r in &vs.real_servers {
-            let Some(Checker::Http(check)) = &r.check else {
+            let Some(Checker::Http(check)) = r.checks.first() else {
                 panic!("real {} of {key} has no http_get", r.key);
             };
             assert_eq!(check.urls, urls);

@@ -14,7 +14,8 @@ use std::{
 
 use lb_userspace::{
     config::{
-        Checker, Config, ConfigError, HttpCheck, LbAlgo, MiscCheck, StatusCodes, TcpCheck, UrlCheck,
+        Checker, Config, ConfigError, FileCheck, FileInit, HttpCheck, LbAlgo, MiscCheck,
+        StatusCodes, TcpCheck, UrlCheck,
     },
     import::keepalived::{Import, ImportError, Warning, import, import_named},
     model::{Persistence, Protocol, RealKey},
@@ -115,18 +116,18 @@ fn the_guides_file_converts_as_it_is() {
         .expect("configs/rabbitmq.yaml is valid");
     for vs in &mut expected.virtual_servers {
         for rs in &mut vs.real_servers {
-            if let Some(Checker::Amqp(a)) = &rs.check {
+            if let Some(Checker::Amqp(a)) = rs.checks.first() {
                 assert_eq!(vs.key.port, 5672);
-                rs.check = Some(Checker::Tcp(TcpCheck {
+                rs.checks = vec![Checker::Tcp(TcpCheck {
                     connect_ip: a.connect_ip,
                     connect_port: a.connect_port,
                     bindto: a.bindto,
                     bind_port: a.bind_port,
                     probe: None,
                     timing: a.timing,
-                }));
+                })];
             }
-            let Some(Checker::Tcp(c)) = &mut rs.check else {
+            let Some(Checker::Tcp(c)) = rs.checks.first_mut() else {
                 panic!("the guide's reals have TCP_CHECKs");
             };
             assert_eq!(c.timing.retry, 3);
@@ -413,7 +414,7 @@ fn every_virtual_server_keyword() {
         })
     );
     assert_eq!(vs.real_servers[0].weight, 2);
-    assert_eq!(vs.real_servers[0].check, None);
+    assert_eq!(vs.real_servers[0].checks.first().cloned(), None);
 }
 
 #[test]
@@ -461,7 +462,7 @@ fn keywords_lb_agent_does_not_carry_are_ignored_with_a_warning() {
         &["http_protocol 1.1 is not carried", "HTTP/1.0 GET"],
     );
     assert_eq!(im.warnings.len(), 7, "{}", shown(&im));
-    let Some(Checker::Http(h)) = &c.virtual_servers[0].real_servers[0].check else {
+    let Some(Checker::Http(h)) = c.virtual_servers[0].real_servers[0].checks.first() else {
         panic!("http_get expected");
     };
     assert_eq!(h.urls, vec![url("/", StatusCodes::one(200))]);
@@ -522,7 +523,7 @@ fn http_get_digest_virtualhost_and_status_codes_convert() {
     );
     let (im, c) = accepted(&text);
     let reals = &c.virtual_servers[0].real_servers;
-    let http = |i: usize| match &reals[i].check {
+    let http = |i: usize| match reals[i].checks.first() {
         Some(Checker::Http(h)) => h,
         other => panic!("real {i}: http_get expected, got {other:?}"),
     };
@@ -662,7 +663,7 @@ fn tcp_check_keywords() {
     let (im, c) = accepted(&text);
     assert!(im.warnings.is_empty(), "{}", shown(&im));
     assert_eq!(
-        c.virtual_servers[0].real_servers[0].check,
+        c.virtual_servers[0].real_servers[0].checks.first().cloned(),
         Some(Checker::Tcp(TcpCheck {
             connect_ip: Some(ip("10.0.0.20")),
             connect_port: Some(8080),
@@ -703,7 +704,7 @@ fn http_get_with_nested_url_blocks() {
     );
     let (im, c) = accepted(&text);
     let Some(Checker::Http(HttpCheck { urls, timing, .. })) =
-        &c.virtual_servers[0].real_servers[0].check
+        c.virtual_servers[0].real_servers[0].checks.first()
     else {
         panic!("http_get expected");
     };
@@ -758,25 +759,26 @@ fn misc_check_keywords() {
     let (im, c) = accepted(&text);
     let reals = &c.virtual_servers[0].real_servers;
     assert_eq!(
-        reals[0].check,
+        reals[0].checks.first().cloned(),
         Some(Checker::Misc(MiscCheck {
             misc_path: "/usr/local/bin/check-web 10.0.0.2".into(),
+            dynamic: true,
             misc_timeout: secs(5.0),
             warmup: Some(secs(3.0)),
         }))
     );
     // misc_timeout defaults to the delay_loop, as in keepalived.
     assert_eq!(
-        reals[1].check,
+        reals[1].checks.first().cloned(),
         Some(Checker::Misc(MiscCheck {
             misc_path: "/usr/local/bin/check".into(),
+            dynamic: false,
             misc_timeout: secs(60.0),
             warmup: None,
         }))
     );
-    warned(&im, 9, &["misc_dynamic is not carried"]);
     warned(&im, 10, &["user nobody is not carried"]);
-    assert_eq!(im.warnings.len(), 2, "{}", shown(&im));
+    assert_eq!(im.warnings.len(), 1, "{}", shown(&im));
 }
 
 #[test]
@@ -787,7 +789,7 @@ fn checkers_inherit_timing_from_their_real_and_virtual_server() {
     );
     let (im, c) = accepted(&text);
     assert!(im.warnings.is_empty(), "{}", shown(&im));
-    let Some(Checker::Tcp(t)) = &c.virtual_servers[0].real_servers[0].check else {
+    let Some(Checker::Tcp(t)) = c.virtual_servers[0].real_servers[0].checks.first() else {
         panic!("tcp_check expected");
     };
     assert_eq!(t.timing.retry, 4);
@@ -973,7 +975,7 @@ fn ipv6_addresses() {
     );
     assert_eq!(vs.sorry_server.unwrap().addr, ip("2001:db8::99"));
     assert_eq!(vs.real_servers.len(), 1);
-    let Some(Checker::Tcp(check)) = &vs.real_servers[0].check else {
+    let Some(Checker::Tcp(check)) = vs.real_servers[0].checks.first() else {
         panic!("no tcp_check");
     };
     assert_eq!(check.connect_ip, Some(ip("2001:db8::2")));
@@ -1115,7 +1117,7 @@ fn comments_in_any_language_and_braces_anywhere() {
         Some("/bin/notify '#1' '!important'")
     );
     assert_eq!(vs.real_servers[0].weight, 2);
-    let Some(Checker::Tcp(t)) = &vs.real_servers[1].check else {
+    let Some(Checker::Tcp(t)) = vs.real_servers[1].checks.first() else {
         panic!("tcp_check expected");
     };
     assert_eq!(t.timing.connect_timeout, secs(3.0));
@@ -1160,7 +1162,7 @@ fn vips_not_held_by_a_vrrp_instance_are_pointed_out() {
 }
 
 #[test]
-fn checkers_lb_agent_lacks_or_has_once() {
+fn checkers_lb_agent_lacks_and_several_checkers() {
     let text = service(
         "    real_server 10.0.0.2 80 {\n        TCP_CHECK {\n        }\n        HTTP_GET {\n            \
          url {\n                path /\n                status_code 200\n            }\n        }\n    }\n    \
@@ -1169,14 +1171,6 @@ fn checkers_lb_agent_lacks_or_has_once() {
          }\n            connect_port 443\n        }\n    }",
     );
     let (im, err) = refused(&text);
-    warned(
-        &im,
-        7,
-        &[
-            "HTTP_GET is a second checker",
-            "only the TCP_CHECK of line 5",
-        ],
-    );
     warned(&im, 15, &["BFD_CHECK is not supported", "always up"]);
     // The 443 real of a port-80 service is refused (direct routing keeps the port).
     warned(
@@ -1185,9 +1179,11 @@ fn checkers_lb_agent_lacks_or_has_once() {
         &["real_servers[2].port: must equal the virtual server's port (80)"],
     );
     assert_eq!(err.errors.len(), 1);
+    assert_eq!(im.warnings.len(), 2, "{}", shown(&im));
     let doc: Value = serde_yaml::from_str(&im.yaml).unwrap();
     let reals = &doc["virtual_servers"][0]["real_servers"];
-    assert!(reals[0].get("tcp_check").is_some() && reals[0].get("http_get").is_none());
+    // Both checkers of the first real are converted: it is up while both pass.
+    assert!(reals[0].get("tcp_check").is_some() && reals[0].get("http_get").is_some());
     assert!(reals[1].get("tcp_check").is_none());
     // SSL_GET is ssl_get, with HTTP_GET's default delay_before_retry.
     assert_eq!(reals[2]["ssl_get"]["connect_port"].as_u64(), Some(443));
@@ -1235,8 +1231,8 @@ fn ssl_get_converts_with_sni_and_the_global_ssl_client_certificate() {
     );
     assert_eq!(im.warnings.len(), 4, "{}", shown(&im));
     let reals = &config.virtual_servers[0].real_servers;
-    let Some(Checker::Http(first)) = &reals[0].check else {
-        panic!("ssl_get expected: {:?}", reals[0].check);
+    let Some(Checker::Http(first)) = reals[0].checks.first() else {
+        panic!("ssl_get expected: {:?}", reals[0].checks);
     };
     let tls = first.tls.as_ref().expect("an ssl_get");
     assert!(tls.enable_sni && tls.sni_name.is_none() && !tls.verify && tls.ca_file.is_none());
@@ -1253,7 +1249,7 @@ fn ssl_get_converts_with_sni_and_the_global_ssl_client_certificate() {
     assert_eq!(first.urls[0].status_code, StatusCodes::one(200));
     assert!(first.urls[0].digest.is_some());
     assert_eq!(first.timing.connect_timeout, secs(2.0));
-    let Some(Checker::Http(second)) = &reals[1].check else {
+    let Some(Checker::Http(second)) = reals[1].checks.first() else {
         panic!("ssl_get expected");
     };
     let tls = second.tls.as_ref().expect("an ssl_get");
@@ -1262,7 +1258,7 @@ fn ssl_get_converts_with_sni_and_the_global_ssl_client_certificate() {
         tls.client.is_some(),
         "every SSL_GET presents the global certificate"
     );
-    let Some(Checker::Http(plain)) = &reals[2].check else {
+    let Some(Checker::Http(plain)) = reals[2].checks.first() else {
         panic!("http_get expected");
     };
     assert!(plain.tls.is_none());
@@ -1319,7 +1315,8 @@ fn a_global_ssl_block_lb_agent_cannot_use_is_pointed_out() {
     ] {
         let (im, config) = accepted(&(block.to_owned() + &ssl_get));
         warned(&im, line, fragments);
-        let Some(Checker::Http(h)) = &config.virtual_servers[0].real_servers[0].check else {
+        let Some(Checker::Http(h)) = config.virtual_servers[0].real_servers[0].checks.first()
+        else {
             panic!("ssl_get expected");
         };
         assert_eq!(h.tls.as_ref().unwrap().client, None, "{block}");
@@ -1427,7 +1424,7 @@ fn udp_check_converts() {
     let checks: Vec<_> = config.virtual_servers[0]
         .real_servers
         .iter()
-        .map(|r| match &r.check {
+        .map(|r| match r.checks.first() {
             Some(Checker::Udp(u)) => u.clone(),
             other => panic!("not a udp_check: {other:?}"),
         })
@@ -1461,7 +1458,7 @@ fn dns_check_converts() {
     let checks: Vec<_> = config.virtual_servers[0]
         .real_servers
         .iter()
-        .map(|r| match &r.check {
+        .map(|r| match r.checks.first() {
             Some(Checker::Dns(d)) => d.clone(),
             other => panic!("not a dns_check: {other:?}"),
         })
@@ -1489,7 +1486,7 @@ fn ping_check_converts() {
          connect_port 80\n            connect_timeout 1\n            retry 3\n        }\n    }",
     );
     let (im, config) = accepted(&text);
-    let Some(Checker::Ping(p)) = &config.virtual_servers[0].real_servers[0].check else {
+    let Some(Checker::Ping(p)) = config.virtual_servers[0].real_servers[0].checks.first() else {
         panic!("not a ping_check:\n{}", im.yaml)
     };
     assert_eq!(p.connect_ip, Some(ip("10.0.1.2")));
@@ -1512,7 +1509,7 @@ fn smtp_check_converts() {
     let checks: Vec<_> = config.virtual_servers[0]
         .real_servers
         .iter()
-        .map(|r| match &r.check {
+        .map(|r| match r.checks.first() {
             Some(Checker::Smtp(c)) => c.clone(),
             other => panic!("not an smtp_check: {other:?}"),
         })
@@ -1523,4 +1520,67 @@ fn smtp_check_converts() {
     assert_eq!(checks[1].helo_name, None);
     warned(&im, 9, &["host", "is not carried", "one address"]);
     assert_eq!(im.warnings.len(), 1, "{}", shown(&im));
+}
+
+#[test]
+fn two_checkers_of_a_kind_go_in_a_checks_list() {
+    let text = service(
+        "    real_server 10.0.0.2 80 {\n        TCP_CHECK {\n        }\n        TCP_CHECK {\n            \
+         connect_port 8080\n        }\n        MISC_CHECK {\n            misc_path /bin/true\n        }\n    }",
+    );
+    let (im, c) = accepted(&text);
+    assert_eq!(im.warnings.len(), 0, "{}", shown(&im));
+    assert!(im.yaml.contains("checks:"), "{}", im.yaml);
+    let checks = &c.virtual_servers[0].real_servers[0].checks;
+    assert_eq!(checks.len(), 3, "{checks:?}");
+    let Checker::Tcp(t) = &checks[1] else {
+        panic!("{checks:?}")
+    };
+    assert_eq!(t.connect_port, Some(8080));
+    assert!(matches!(checks[2], Checker::Misc(_)));
+}
+
+#[test]
+fn file_check_converts_with_its_track_file() {
+    let text = "track_file maint {\n    file /run/lb/maint\n    weight 5 reverse\n    \
+                init_file 2 overwrite\n}\ntrack_file vrrp_only {\n    file /run/x\n}\n"
+        .to_owned()
+        + &service(
+            "    real_server 10.0.0.2 80 {\n        FILE_CHECK {\n            track_file maint\n        \
+             }\n        TCP_CHECK {\n        }\n    }\n    real_server 10.0.0.3 80 {\n        \
+             FILE_CHECK {\n            track_file maint\n            weight 0\n        }\n    }\n    \
+             real_server 10.0.0.4 80 {\n        FILE_CHECK {\n            track_file missing\n        \
+             }\n    }",
+        );
+    let (im, c) = accepted(&text);
+    let reals = &c.virtual_servers[0].real_servers;
+    // The track_file's weight, reverse and init_file.
+    assert_eq!(
+        reals[0].checks[0],
+        Checker::File(FileCheck {
+            path: "/run/lb/maint".into(),
+            weight: 5,
+            reverse: true,
+            init_file: Some(FileInit {
+                value: 2,
+                overwrite: true,
+            }),
+        })
+    );
+    assert!(matches!(reals[0].checks[1], Checker::Tcp(_)));
+    // The FILE_CHECK's own weight replaces the track_file's, reverse included.
+    let Checker::File(f) = &reals[1].checks[0] else {
+        panic!("{:?}", reals[1].checks)
+    };
+    assert_eq!((f.weight, f.reverse), (0, false));
+    // An undefined track_file: keepalived drops the checker.
+    assert!(reals[2].checks.is_empty());
+    warned(
+        &im,
+        27,
+        &["track_file missing is not defined", "not converted"],
+    );
+    // A track_file no FILE_CHECK names stays keepalived's.
+    warned(&im, 6, &["track_file vrrp_only is handled by keepalived"]);
+    assert_eq!(im.warnings.len(), 2, "{}", shown(&im));
 }

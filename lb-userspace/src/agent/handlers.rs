@@ -1,7 +1,7 @@
 //! What the agent does with each event: a health transition, a neighbour change, a reload, an
 //! lbadm request.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use tokio::task::{JoinError, JoinHandle};
 use tracing::{error, info, warn};
@@ -63,33 +63,48 @@ pub enum ZeroError {
 
 impl Agent {
     pub(super) fn on_health(&mut self, event: HealthEvent) {
-        let (service, real) = event.key;
+        let (service, real, index) = event.key;
+        let checker = index + 1;
+        let detail = &event.outcome.detail;
+        match event.transition {
+            Some(Transition::Down) => {
+                warn!("real {real} of {service} failed its check #{checker}: {detail}");
+            }
+            Some(Transition::Up) => {
+                info!("real {real} of {service} passed its check #{checker}: {detail}");
+            }
+            None => {}
+        }
+        let old_weight = self.observed.weights.get(&event.key).copied();
+        if old_weight != event.weight {
+            info!(
+                ?old_weight,
+                weight = ?event.weight,
+                "real {real} of {service}: check #{checker} changes its weight: {detail}"
+            );
+        }
+        let health = event.transition.map(|t| match t {
+            Transition::Up => Health::Up,
+            Transition::Down => Health::Down,
+        });
+        // The real's own state: down while any checker is (keepalived); its scripts run when
+        // that changes, not with every checker.
+        let Some(now) = self.observed.record_check(event.key, health, event.weight) else {
+            return;
+        };
         let rs = self
             .config
             .virtual_server(&service)
             .and_then(|vs| vs.real_servers.iter().find(|r| r.key == real));
-        match event.transition {
-            Transition::Down => {
-                warn!(
-                    "real {real} of {service} failed its check: {}",
-                    event.outcome.detail
-                );
-                self.observed.health.insert(event.key, Health::Down);
-                if let Some(cmd) = rs.and_then(|r| r.notify_down.clone()) {
-                    self.scripts.push((cmd, format!("notify_down of {real}")));
-                }
-            }
-            Transition::Up => {
-                info!(
-                    "real {real} of {service} passed its check: {}",
-                    event.outcome.detail
-                );
-                self.observed.health.remove(&event.key);
-                if let Some(cmd) = rs.and_then(|r| r.notify_up.clone()) {
-                    self.scripts.push((cmd, format!("notify_up of {real}")));
-                }
-            }
-        }
+        let script = match now {
+            Health::Down => rs
+                .and_then(|r| r.notify_down.clone())
+                .map(|cmd| (cmd, format!("notify_down of {real}"))),
+            Health::Up => rs
+                .and_then(|r| r.notify_up.clone())
+                .map(|cmd| (cmd, format!("notify_up of {real}"))),
+        };
+        self.scripts.extend(script);
     }
 
     pub(super) fn observe(&mut self, event: NeighEvent) {
@@ -222,14 +237,11 @@ impl Agent {
         }
         self.dp.set_timeouts(timeouts(&self.config));
         self.tracker.track(real_addresses(&self.config));
+        // Checkers that left the configuration no longer count.
+        let keys: BTreeSet<CheckKey> = specs.iter().map(|s| s.key).collect();
         self.health.update(specs);
-        // Checks of reals that left the configuration no longer count.
-        let config = &self.config;
-        self.observed.health.retain(|(s, r), _| {
-            config
-                .virtual_server(s)
-                .is_some_and(|vs| vs.real_servers.iter().any(|rs| rs.key == *r))
-        });
+        self.observed.health.retain(|k, _| keys.contains(k));
+        self.observed.weights.retain(|k, _| keys.contains(k));
         self.update_quorum();
         if let Err(e) = self.sync(cause) {
             error!("applying the quorum after the change failed: {e:#}");

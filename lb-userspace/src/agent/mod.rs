@@ -130,6 +130,8 @@ impl Agent {
         // stops the start before anything is touched.
         let mut specs = check_specs(&config)?;
         read_password_files(&mut specs)?;
+        // keepalived's init_file: at start only, never on a reload.
+        crate::health::file::init_files(&config);
         if ensure_bpffs().context("mounting bpffs on /sys/fs/bpf")? {
             info!("mounted bpffs on /sys/fs/bpf");
         }
@@ -191,13 +193,20 @@ impl Agent {
             wait_for_neighbours(&mut neigh_events, &mut observed, &ips).await;
         }
 
+        // After a restart the maps say which reals were down, not which of their checkers
+        // failed: every checker of a down real resumes down, and passes to bring it up.
         let known: BTreeMap<CheckKey, bool> = specs
             .iter()
             .map(|spec| {
-                let down = observed.health.get(&spec.key) == Some(&Health::Down);
-                (spec.key, !down)
+                let (service, real, _) = spec.key;
+                (spec.key, !observed.real_failed(service, real))
             })
             .filter(|_| origin != Origin::Created)
+            .collect();
+        observed.health = known
+            .iter()
+            .filter(|(_, up)| !**up)
+            .map(|(key, _)| (*key, Health::Down))
             .collect();
         let (health_tx, health_events) = tokio::sync::mpsc::unbounded_channel();
         let probe_macs = Macs::default();
@@ -417,9 +426,10 @@ fn observed_from(installed: &Installed) -> Observed {
                 observed.macs.insert(rk.addr, real.value.mac);
             } else {
                 // Down with a MAC: its health failed. (Without one, it is simply unresolved.)
+                // Which checker failed is not in the maps: the first stands for them.
                 if real.value.mac != [0; 6] {
                     observed.macs.insert(rk.addr, real.value.mac);
-                    observed.health.insert((*key, *rk), Health::Down);
+                    observed.health.insert((*key, *rk, 0), Health::Down);
                 }
             }
         }

@@ -1,5 +1,7 @@
 //! Health checkers of a real server: `tcp_check`, `http_get`, `ssl_get`, `misc_check`,
-//! `udp_check`, `dns_check`, `ping_check`, `smtp_check`, `amqp_check`.
+//! `udp_check`, `dns_check`, `ping_check`, `smtp_check`, `amqp_check`, `file_check`. A real
+//! takes several: one of each kind as keys of the real, and any number as items of its
+//! `checks` list.
 
 use std::{
     net::IpAddr,
@@ -10,15 +12,16 @@ use std::{
 use serde_yaml::Value;
 
 use super::{
-    AmqpCheck, AmqpLogin, AmqpPassword, CheckTiming, Checker, DnsCheck, DnsType, HttpAuth,
-    HttpCheck, HttpProbe, MAX_UDP_PAYLOAD, MiscCheck, Password, PingCheck, Secret, SmtpCheck,
-    StatusCodes, TcpCheck, TcpProbe, TlsCheck, TlsClientFiles, UdpCheck, UrlCheck,
+    AmqpCheck, AmqpLogin, AmqpPassword, CheckTiming, Checker, DnsCheck, DnsType, FileCheck,
+    FileInit, HttpAuth, HttpCheck, HttpProbe, MAX_UDP_PAYLOAD, MiscCheck, Password, PingCheck,
+    Secret, SmtpCheck, StatusCodes, TcpCheck, TcpProbe, TlsCheck, TlsClientFiles, UdpCheck,
+    UrlCheck,
     address::{ipv4_mapped, not_a_host},
     parse::Service,
-    reader::{Fields, Node, Reader, describe},
+    reader::{Fields, Node, Reader, describe, or_list},
 };
 
-/// The checker keys of a real server; at most one may be given.
+/// The checker keys, of a real server and of an item of its `checks` list.
 const CHECKERS: &[&str] = &[
     "tcp_check",
     "http_get",
@@ -29,7 +32,14 @@ const CHECKERS: &[&str] = &[
     "ping_check",
     "smtp_check",
     "amqp_check",
+    "file_check",
 ];
+/// Keys of `file_check`.
+const FILE_KEYS: &[&str] = &["path", "weight", "reverse", "init_file"];
+/// Keys of `file_check.init_file`.
+const FILE_INIT_KEYS: &[&str] = &["value", "overwrite"];
+/// Bound of a `file_check`'s `weight` (keepalived's: a 32-bit weight without its fault value).
+const MAX_FILE_WEIGHT: i32 = i32::MAX;
 /// Keys of `tcp_check` (aliases included).
 const TCP_KEYS: &[&str] = &[
     "probe",
@@ -123,7 +133,7 @@ const SMTP_KEYS: &[&str] = &[
     "warmup",
 ];
 /// Keys of `misc_check`.
-const MISC_KEYS: &[&str] = &["misc_path", "misc_timeout", "warmup"];
+const MISC_KEYS: &[&str] = &["misc_path", "misc_timeout", "misc_dynamic", "warmup"];
 /// Keys of `amqp_check` (aliases included).
 const AMQP_KEYS: &[&str] = &[
     "connect_ip",
@@ -152,34 +162,121 @@ const MAX_CHECK_WAIT: Duration = Duration::from_secs(3600);
 /// Largest `retry`.
 const MAX_RETRY: u32 = 100;
 
-/// The checker of a real at `addr` in `svc`. Several checkers are an error; each is still read
-/// so that its own mistakes are reported too.
-pub(super) fn checker(
+/// The checkers of a real at `addr` in `svc`: its checker keys in document order, then the
+/// items of its `checks` list (each a mapping with exactly one checker key). A checker with
+/// errors is left out after they are reported.
+pub(super) fn checkers(
     rd: &mut Reader,
     f: &Fields<'_>,
     addr: Option<IpAddr>,
     svc: &Service,
-) -> Option<Checker> {
-    let mut first: Option<(&str, Option<Checker>)> = None;
-    for (key, node) in f.present(CHECKERS) {
-        if let Some((k, _)) = &first {
-            let msg = format!("a real server takes one checker, and `{k}` is already set");
-            rd.error(&node.path, msg);
-        }
-        let check = match key {
-            "tcp_check" => tcp_check(rd, &node, addr),
-            "http_get" => http_get(rd, &node, addr, false),
-            "ssl_get" => http_get(rd, &node, addr, true),
-            "amqp_check" => amqp_check(rd, &node, addr),
-            "udp_check" => udp_check(rd, &node, addr),
-            "dns_check" => dns_check(rd, &node, addr),
-            "ping_check" => ping_check(rd, &node, addr),
-            "smtp_check" => smtp_check(rd, &node, addr),
-            _ => misc_check(rd, &node, svc),
+) -> Vec<Checker> {
+    let mut out: Vec<Checker> = f
+        .present(CHECKERS)
+        .into_iter()
+        .filter_map(|(key, node)| one_checker(rd, key, &node, addr, svc))
+        .collect();
+    let Some(list) = f.get("checks") else {
+        return out;
+    };
+    for item in rd.list(&list) {
+        let Some(g) = rd.fields(&item, CHECKERS) else {
+            continue;
         };
-        first.get_or_insert((key, check));
+        match g.present(CHECKERS).as_slice() {
+            [(key, node)] => out.extend(one_checker(rd, key, node, addr, svc)),
+            [] => {
+                let msg = format!("an item of `checks` is one checker: {}", or_list(CHECKERS));
+                rd.error(&item.path, msg);
+            }
+            [(first, _), (key, node), ..] => {
+                let msg = format!(
+                    "an item of `checks` is one checker, and this one is already a `{first}`; \
+                     put `{key}` in an item of its own"
+                );
+                rd.error(&node.path, msg);
+            }
+        }
     }
-    first.and_then(|(_, c)| c)
+    out
+}
+
+/// One checker, `key` naming its kind.
+fn one_checker(
+    rd: &mut Reader,
+    key: &str,
+    node: &Node<'_>,
+    addr: Option<IpAddr>,
+    svc: &Service,
+) -> Option<Checker> {
+    match key {
+        "tcp_check" => tcp_check(rd, node, addr),
+        "http_get" => http_get(rd, node, addr, false),
+        "ssl_get" => http_get(rd, node, addr, true),
+        "amqp_check" => amqp_check(rd, node, addr),
+        "udp_check" => udp_check(rd, node, addr),
+        "dns_check" => dns_check(rd, node, addr),
+        "ping_check" => ping_check(rd, node, addr),
+        "smtp_check" => smtp_check(rd, node, addr),
+        "file_check" => file_check(rd, node),
+        _ => misc_check(rd, node, svc),
+    }
+}
+
+/// `file_check`.
+fn file_check(rd: &mut Reader, node: &Node<'_>) -> Option<Checker> {
+    let f = rd.fields(node, FILE_KEYS)?;
+    let path = f.required(rd, "path").and_then(|n| absolute_path(rd, &n));
+    // Each optional key: `None` = given but wrong (reported), `Some(None)` = absent.
+    let weight = optional(f.get("weight"), |n| {
+        let bound = i128::from(MAX_FILE_WEIGHT);
+        let w = rd.integer(n)?;
+        let w = i32::try_from(w)
+            .ok()
+            .filter(|w| w.unsigned_abs() <= MAX_FILE_WEIGHT as u32);
+        if w.is_none() {
+            rd.error(&n.path, format!("out of range: -{bound} to {bound}"));
+        }
+        w
+    });
+    let reverse = f.flag(rd, "reverse");
+    let init_file = optional(f.get("init_file"), |n| file_init(rd, n));
+    Some(Checker::File(FileCheck {
+        path: path?,
+        weight: weight?.unwrap_or(1),
+        reverse: reverse.unwrap_or(false),
+        init_file: init_file?,
+    }))
+}
+
+/// Reads an optional value: `Some(None)` when absent, `None` when given but unusable.
+fn optional<'a, T>(
+    node: Option<Node<'a>>,
+    read: impl FnOnce(&Node<'a>) -> Option<T>,
+) -> Option<Option<T>> {
+    match node {
+        None => Some(None),
+        Some(n) => read(&n).map(Some),
+    }
+}
+
+/// `file_check.init_file`.
+fn file_init(rd: &mut Reader, node: &Node<'_>) -> Option<FileInit> {
+    let f = rd.fields(node, FILE_INIT_KEYS)?;
+    let value = optional(f.get("value"), |n| {
+        let v = rd.integer(n)?;
+        let v = i32::try_from(v).ok().map(i64::from);
+        if v.is_none() {
+            let msg = format!("out of range: {} to {}", i32::MIN, i32::MAX);
+            rd.error(&n.path, msg);
+        }
+        v
+    });
+    let overwrite = f.flag(rd, "overwrite");
+    Some(FileInit {
+        value: value?.unwrap_or(0),
+        overwrite: overwrite.unwrap_or(false),
+    })
 }
 
 /// `tcp_check`.
@@ -512,8 +609,10 @@ fn misc_check(rd: &mut Reader, node: &Node<'_>, svc: &Service) -> Option<Checker
         .get("misc_timeout")
         .and_then(|n| rd.seconds(&n, 1..=86_400));
     let warmup = f.get("warmup").and_then(|n| rd.seconds(&n, 0..=MAX_WARMUP));
+    let dynamic = f.flag(rd, "misc_dynamic").unwrap_or(false);
     Some(Checker::Misc(MiscCheck {
         misc_path: misc_path?,
+        dynamic,
         misc_timeout: timeout.unwrap_or(svc.delay_loop),
         warmup,
     }))

@@ -165,16 +165,40 @@ fn real_server(r: &RealServer) -> Value {
     m.put_opt("inhibit_on_failure", r.inhibit_on_failure);
     m.put_opt("notify_up", r.notify_up.as_deref());
     m.put_opt("notify_down", r.notify_down.as_deref());
-    match &r.check {
-        None => {}
-        Some(Checker::Tcp(c)) => {
+    // One checker of each kind: as keys of the real; otherwise a `checks` list.
+    let kinds: std::collections::BTreeSet<&str> = r.checks.iter().map(Checker::key).collect();
+    if kinds.len() == r.checks.len() {
+        for c in &r.checks {
+            let (key, value) = checker(c);
+            m.put(key, value);
+        }
+    } else {
+        let items: Vec<Value> = r
+            .checks
+            .iter()
+            .map(|c| {
+                let (key, value) = checker(c);
+                let mut item = Block::default();
+                item.put(key, value);
+                item.into()
+            })
+            .collect();
+        m.put("checks", items);
+    }
+    m.into()
+}
+
+/// A checker's key and value.
+fn checker(c: &Checker) -> (&'static str, Value) {
+    match c {
+        Checker::Tcp(c) => {
             let mut t = Block::default();
             t.put_opt("probe", c.probe.map(|p| p.word()));
             endpoint(&mut t, c.connect_ip, c.connect_port, c.bindto, c.bind_port);
             timing(&mut t, &c.timing);
-            m.put("tcp_check", t);
+            ("tcp_check", t.into())
         }
-        Some(Checker::Http(c)) => {
+        Checker::Http(c) => {
             let mut h = Block::default();
             let urls: Vec<Value> = c
                 .urls
@@ -197,17 +221,20 @@ fn real_server(r: &RealServer) -> Value {
             }
             endpoint(&mut h, c.connect_ip, c.connect_port, c.bindto, c.bind_port);
             timing(&mut h, &c.timing);
-            m.put(c.key(), h);
+            (c.key(), h.into())
         }
-        Some(Checker::Misc(c)) => {
+        Checker::Misc(c) => {
             let mut b = Block::default();
             b.put("misc_path", c.misc_path.as_str());
             b.put("misc_timeout", seconds(c.misc_timeout));
+            if c.dynamic {
+                b.put("misc_dynamic", true);
+            }
             b.put_opt("warmup", c.warmup.map(seconds));
-            m.put("misc_check", b);
+            ("misc_check", b.into())
         }
-        Some(Checker::Amqp(c)) => m.put("amqp_check", amqp_check(c)),
-        Some(Checker::Udp(c)) => {
+        Checker::Amqp(c) => ("amqp_check", amqp_check(c)),
+        Checker::Udp(c) => {
             let mut u = Block::default();
             if !c.payload.is_empty() {
                 u.put("payload", hex(&c.payload));
@@ -224,31 +251,46 @@ fn real_server(r: &RealServer) -> Value {
             );
             endpoint(&mut u, c.connect_ip, c.connect_port, c.bindto, c.bind_port);
             timing(&mut u, &c.timing);
-            m.put("udp_check", u);
+            ("udp_check", u.into())
         }
-        Some(Checker::Dns(c)) => {
+        Checker::Dns(c) => {
             let mut d = Block::default();
             d.put("type", c.query_type.word());
             d.put("name", c.name.as_str());
             endpoint(&mut d, c.connect_ip, c.connect_port, c.bindto, c.bind_port);
             timing(&mut d, &c.timing);
-            m.put("dns_check", d);
+            ("dns_check", d.into())
         }
-        Some(Checker::Ping(c)) => {
+        Checker::Ping(c) => {
             let mut p = Block::default();
             endpoint(&mut p, c.connect_ip, None, c.bindto, None);
             timing(&mut p, &c.timing);
-            m.put("ping_check", p);
+            ("ping_check", p.into())
         }
-        Some(Checker::Smtp(c)) => {
+        Checker::Smtp(c) => {
             let mut s = Block::default();
             s.put_opt("helo_name", c.helo_name.as_deref());
             endpoint(&mut s, c.connect_ip, c.connect_port, c.bindto, c.bind_port);
             timing(&mut s, &c.timing);
-            m.put("smtp_check", s);
+            ("smtp_check", s.into())
+        }
+        Checker::File(c) => {
+            let mut b = Block::default();
+            b.put("path", c.path.display().to_string());
+            b.put("weight", i64::from(c.weight));
+            b.put("reverse", c.reverse);
+            b.put_opt(
+                "init_file",
+                c.init_file.map(|i| {
+                    let mut f = Block::default();
+                    f.put("value", i.value);
+                    f.put("overwrite", i.overwrite);
+                    Value::from(f)
+                }),
+            );
+            ("file_check", b.into())
         }
     }
-    m.into()
 }
 
 /// A code as a number, a range as `200-299`, several as a list of those.

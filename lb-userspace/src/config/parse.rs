@@ -104,6 +104,8 @@ const REAL_KEYS: &[&str] = &[
     "dns_check",
     "ping_check",
     "smtp_check",
+    "file_check",
+    "checks",
 ];
 
 /// `xdp_mode` values.
@@ -930,7 +932,7 @@ fn real_server(rd: &mut Reader, node: &Node<'_>, svc: &Service) -> Option<RealSe
     let inhibit_on_failure = f.flag(rd, "inhibit_on_failure");
     let notify_up = f.get("notify_up").and_then(|n| rd.text(&n));
     let notify_down = f.get("notify_down").and_then(|n| rd.text(&n));
-    let check = check::checker(rd, &f, addr, svc);
+    let checks = check::checkers(rd, &f, addr, svc);
     // Everything is read (and every error reported) before giving up on a missing address.
     let key = RealKey {
         addr: addr?,
@@ -942,6 +944,6 @@ fn real_server(rd: &mut Reader, node: &Node<'_>, svc: &Service) -> Option<RealSe
         inhibit_on_failure,
         notify_up,
         notify_down,
-        check,
+        checks,
     })
 }

@@ -173,7 +173,7 @@ fn the_example_of_the_brief_parses() {
             inhibit_on_failure: Some(true),
             notify_up: Some("/usr/local/bin/notify up".into()),
             notify_down: Some("/usr/local/bin/notify down".into()),
-            check: Some(Checker::Tcp(TcpCheck {
+            checks: vec!(Checker::Tcp(TcpCheck {
                 connect_ip: None,
                 connect_port: None,
                 bindto: None,
@@ -193,7 +193,7 @@ fn the_example_of_the_brief_parses() {
         "a real's port defaults to the service's"
     );
     assert_eq!(
-        r[1].check,
+        r[1].checks.first().cloned(),
         Some(Checker::Http(HttpCheck {
             urls: vec![url("/api/health", StatusCodes::one(200))],
             virtualhost: None,
@@ -208,9 +208,10 @@ fn the_example_of_the_brief_parses() {
         }))
     );
     assert_eq!(
-        r[2].check,
+        r[2].checks.first().cloned(),
         Some(Checker::Misc(MiscCheck {
             misc_path: "/usr/local/bin/check.sh arg".into(),
+            dynamic: false,
             misc_timeout: secs(5),
             warmup: Some(secs(2)),
         }))
@@ -254,8 +255,8 @@ fn defaults() {
     assert_eq!(r.inhibit_on_failure, None);
     assert_eq!((r.notify_up.clone(), r.notify_down.clone()), (None, None));
     // A checker given without a value is that checker with its defaults.
-    let Some(Checker::Tcp(t)) = &r.check else {
-        panic!("expected a tcp_check, got {:?}", r.check);
+    let Some(Checker::Tcp(t)) = r.checks.first() else {
+        panic!("expected a tcp_check, got {:?}", r.checks.first().cloned());
     };
     assert_eq!(
         t.timing,
@@ -273,7 +274,10 @@ fn defaults() {
 
     // No checker: none.
     let c = ok(&service("", ""));
-    assert_eq!(c.virtual_servers[0].real_servers[0].check, None);
+    assert_eq!(
+        c.virtual_servers[0].real_servers[0].checks.first().cloned(),
+        None
+    );
 }
 
 #[test]
@@ -282,7 +286,7 @@ fn misc_timeout_defaults_to_delay_loop() {
         "delay_loop: 7",
         "misc_check: { misc_path: /bin/true }",
     ));
-    let Some(Checker::Misc(m)) = &c.virtual_servers[0].real_servers[0].check else {
+    let Some(Checker::Misc(m)) = c.virtual_servers[0].real_servers[0].checks.first() else {
         panic!("expected a misc_check");
     };
     assert_eq!(m.misc_timeout, secs(7));
@@ -305,7 +309,7 @@ fn http_status_code_defaults_to_any_2xx_and_url_may_be_a_list() {
         "",
         "http_get:\n  url:\n    - path: /a\n    - { path: /b, status_code: 204 }",
     ));
-    let Some(Checker::Http(h)) = &c.virtual_servers[0].real_servers[0].check else {
+    let Some(Checker::Http(h)) = c.virtual_servers[0].real_servers[0].checks.first() else {
         panic!("expected an http_get");
     };
     assert_eq!(
@@ -327,7 +331,9 @@ fn http_get(http_get: &str) -> HttpCheck {
         .remove(0)
         .real_servers
         .remove(0)
-        .check
+        .checks
+        .first()
+        .cloned()
     {
         Some(Checker::Http(h)) => h,
         other => panic!("expected an http_get, got {other:?}"),
@@ -576,7 +582,7 @@ fn every_key_of_a_checker() {
                 delay_before_retry: 1.25\n  warmup: 9";
     let c = ok(&service("", real));
     assert_eq!(
-        c.virtual_servers[0].real_servers[0].check,
+        c.virtual_servers[0].real_servers[0].checks.first().cloned(),
         Some(Checker::Tcp(TcpCheck {
             connect_ip: Some(v4("10.0.0.9")),
             connect_port: Some(8080),
@@ -601,7 +607,7 @@ fn aliases() {
     let c = ok(text);
     let vs = &c.virtual_servers[0];
     assert_eq!(vs.lb_algo, LbAlgo::Sh);
-    let Some(Checker::Http(h)) = &vs.real_servers[0].check else {
+    let Some(Checker::Http(h)) = vs.real_servers[0].checks.first() else {
         panic!("expected an http_get");
     };
     assert_eq!(h.timing.retry, 7);
@@ -783,7 +789,7 @@ fn ipv6_services_and_dual_stack() {
     assert_eq!(vs.real_servers[0].key.port, 443);
     assert_eq!(vs.sorry_server.unwrap().addr, v4("2001:db8::99"));
     assert_eq!(vs.persistence.unwrap().prefix6, 56);
-    let Some(Checker::Tcp(t)) = &vs.real_servers[0].check else {
+    let Some(Checker::Tcp(t)) = vs.real_servers[0].checks.first() else {
         panic!("a tcp_check");
     };
     assert_eq!(t.connect_ip, Some(v4("2001:db8:1::2")));
@@ -1091,11 +1097,18 @@ fn real_servers() {
         ok(&service("", "weight: 0")).virtual_servers[0].real_servers[0].weight,
         0
     );
-    assert_error(
-        &service("", "tcp_check: {}\nhttp_get: { url: { path: / } }"),
-        &format!("{path}.http_get"),
-        "a real server takes one checker, and `tcp_check` is already set",
-    );
+    // Several checkers on one real, as keepalived allows.
+    let kinds: Vec<&str> = ok(&service(
+        "",
+        "tcp_check: {}\nhttp_get: { url: { path: / } }",
+    ))
+    .virtual_servers[0]
+        .real_servers[0]
+        .checks
+        .iter()
+        .map(Checker::key)
+        .collect();
+    assert_eq!(kinds, ["tcp_check", "http_get"]);
     assert_error(
         &service("", "http_get: { url: { path: health } }"),
         &format!("{path}.http_get.url.path"),
@@ -1548,7 +1561,7 @@ fn every_key_is_read() {
         inhibit_on_failure: None,
         notify_up: None,
         notify_down: None,
-        check: Some(check),
+        checks: vec![check],
     };
     let plain = |key, lb_algo, table_size, real_servers| VirtualServer {
         key,
@@ -1569,6 +1582,7 @@ fn every_key_is_read() {
     };
     let misc = Checker::Misc(MiscCheck {
         misc_path: "/bin/check 53".into(),
+        dynamic: false,
         misc_timeout: secs(5),
         warmup: Some(secs(1)),
     });
@@ -2001,7 +2015,7 @@ fn with_check(real: &str, check: &str) -> String {
 
 #[test]
 fn tcp_check_probe_modes() {
-    let probe = |c: &Config| match &c.virtual_servers[0].real_servers[0].check {
+    let probe = |c: &Config| match c.virtual_servers[0].real_servers[0].checks.first() {
         Some(Checker::Tcp(t)) => t.probe,
         other => panic!("{other:?}"),
     };
@@ -2054,7 +2068,7 @@ fn http_get_probe_modes() {
              lb_kind: dr\n    real_servers:\n      - ip: 192.168.0.2\n        http_get: {check}\n"
         )
     };
-    let probe = |c: &Config| match &c.virtual_servers[0].real_servers[0].check {
+    let probe = |c: &Config| match c.virtual_servers[0].real_servers[0].checks.first() {
         Some(Checker::Http(h)) => h.probe,
         other => panic!("{other:?}"),
     };
@@ -2087,8 +2101,8 @@ fn amqp(keys: &str) -> String {
 /// The checker of the first real.
 fn first_check(c: &Config) -> &Checker {
     c.virtual_servers[0].real_servers[0]
-        .check
-        .as_ref()
+        .checks
+        .first()
         .expect("a checker")
 }
 
@@ -2265,17 +2279,20 @@ fn amqp_check_mistakes() {
         &format!("{at}.connect_ip"),
         "different address families",
     );
-    assert_error(
-        &service("", "tcp_check:\namqp_check:"),
-        "virtual_servers[0].real_servers[0].amqp_check",
-        "a real server takes one checker, and `tcp_check` is already set",
+    assert_eq!(
+        ok(&service("", "tcp_check:\namqp_check:")).virtual_servers[0].real_servers[0]
+            .checks
+            .len(),
+        2
     );
 }
 
 /// The check of the one real of `service("", real)`.
 fn the_check(real: &str) -> Option<Checker> {
     ok(&service("", real)).virtual_servers[0].real_servers[0]
-        .check
+        .checks
+        .first()
+        .cloned()
         .clone()
 }
 
@@ -2373,10 +2390,11 @@ fn udp_check_mistakes() {
         &format!("{at}.payload"),
         "1401 bytes: at most 1400 (one datagram)",
     );
-    assert_error(
-        &service("", "udp_check: {}\ntcp_check: {}"),
-        "virtual_servers[0].real_servers[0].tcp_check",
-        "a real server takes one checker, and `udp_check` is already set",
+    assert_eq!(
+        ok(&service("", "udp_check: {}\ntcp_check: {}")).virtual_servers[0].real_servers[0]
+            .checks
+            .len(),
+        2
     );
 }
 
@@ -2719,13 +2737,142 @@ fn ssl_get_mistakes_name_their_field() {
             "use `ssl_get`",
         );
     }
-    // One checker per real.
+    // http_get and ssl_get on one real are two checkers (keepalived's HTTP_GET and SSL_GET).
+    let both = ok(&service(
+        "",
+        "http_get: { url: { path: / } }\nssl_get: { url: { path: / } }",
+    ));
+    let keys: Vec<&str> = both.virtual_servers[0].real_servers[0]
+        .checks
+        .iter()
+        .map(Checker::key)
+        .collect();
+    assert_eq!(keys, ["http_get", "ssl_get"]);
+    assert_eq!(
+        Config::from_yaml(&both.to_yaml(), std::path::Path::new("x.yaml"))
+            .unwrap()
+            .virtual_servers,
+        both.virtual_servers
+    );
+}
+
+#[test]
+fn several_checkers_in_a_checks_list() {
+    let real = "tcp_check: {}
+checks:
+  - tcp_check: { connect_port: 8080 }
+  - misc_check: { misc_path: /bin/check, misc_dynamic: true }
+  - file_check: { path: /run/weight, weight: -2, reverse: true, init_file: { value: 5 } }";
+    let c = ok(&service("", real));
+    let checks = &c.virtual_servers[0].real_servers[0].checks;
+    let kinds: Vec<&str> = checks.iter().map(Checker::key).collect();
+    assert_eq!(
+        kinds,
+        ["tcp_check", "tcp_check", "misc_check", "file_check"]
+    );
+    let Checker::Misc(m) = &checks[2] else {
+        panic!("{checks:?}")
+    };
+    assert!(m.dynamic);
+    assert_eq!(
+        checks[3],
+        Checker::File(FileCheck {
+            path: "/run/weight".into(),
+            weight: -2,
+            reverse: true,
+            init_file: Some(FileInit {
+                value: 5,
+                overwrite: false,
+            }),
+        })
+    );
+    // The emitted YAML reads back the same: a `checks` list, since two are `tcp_check`s.
+    let yaml = c.to_yaml();
+    assert!(yaml.contains("checks:"), "{yaml}");
+    assert_eq!(ok(&yaml), c);
+    // One of each kind is emitted as keys of the real.
+    let c = ok(&service(
+        "",
+        "misc_check: { misc_path: x, misc_dynamic: true }\nping_check: {}",
+    ));
+    let yaml = c.to_yaml();
+    assert!(
+        !yaml.contains("checks:") && yaml.contains("misc_dynamic: true"),
+        "{yaml}"
+    );
+    assert_eq!(ok(&yaml), c);
+    // file_check defaults: weight 1, not reversed, no init.
+    let c = ok(&service("", "file_check: { path: /run/w }"));
+    assert_eq!(
+        c.virtual_servers[0].real_servers[0].checks,
+        [Checker::File(FileCheck {
+            path: "/run/w".into(),
+            weight: 1,
+            reverse: false,
+            init_file: None,
+        })]
+    );
+}
+
+#[test]
+fn checker_list_and_file_check_mistakes() {
+    let at = "virtual_servers[0].real_servers[0]";
+    assert_error(
+        &service("", "checks: [ { tcp_check: {}, ping_check: {} } ]"),
+        &format!("{at}.checks[0].ping_check"),
+        "an item of `checks` is one checker, and this one is already a `tcp_check`",
+    );
+    assert_error(
+        &service("", "checks: [ {} ]"),
+        &format!("{at}.checks[0]"),
+        "an item of `checks` is one checker",
+    );
+    assert_error(
+        &service("", "checks: [ { tcp_chek: {} } ]"),
+        &format!("{at}.checks[0].tcp_chek"),
+        "did you mean `tcp_check`?",
+    );
+    assert_error(
+        &service("", "checks: { tcp_check: {} }"),
+        &format!("{at}.checks"),
+        "expected a list",
+    );
+    assert_error(
+        &service("", "file_check: { weight: 2 }"),
+        &format!("{at}.file_check.path"),
+        "missing required key `path`",
+    );
+    assert_error(
+        &service("", "file_check: { path: run/w }"),
+        &format!("{at}.file_check.path"),
+        "must be an absolute path",
+    );
+    assert_error(
+        &service("", "file_check: { path: /run/w, weight: 2147483648 }"),
+        &format!("{at}.file_check.weight"),
+        "out of range",
+    );
+    assert_error(
+        &service("", "file_check: { path: /run/w, reverse: yes }"),
+        &format!("{at}.file_check.reverse"),
+        "true or false",
+    );
+    assert_error(
+        &service("", "file_check: { path: /run/w, init_file: { value: x } }"),
+        &format!("{at}.file_check.init_file.value"),
+        "a whole number",
+    );
     assert_error(
         &service(
             "",
-            "http_get: { url: { path: / } }\nssl_get: { url: { path: / } }",
+            "file_check: { path: /run/w, init_file: { overwite: true } }",
         ),
-        "virtual_servers[0].real_servers[0].ssl_get",
-        "one checker",
+        &format!("{at}.file_check.init_file.overwite"),
+        "did you mean `overwrite`?",
+    );
+    assert_error(
+        &service("", "misc_check: { misc_path: x, misc_dynamic: 1 }"),
+        &format!("{at}.misc_check.misc_dynamic"),
+        "true or false",
     );
 }

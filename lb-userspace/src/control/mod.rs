@@ -154,7 +154,9 @@ impl std::fmt::Display for Forward {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HealthInfo {
     /// The checker's keepalived name (`"tcp_check"`, `"http_get"`, `"misc_check"`,
-    /// `"udp_check"`, ...), `"amqp_check"`, or `"none"`.
+    /// `"udp_check"`, `"file_check"`, ...), `"amqp_check"`, or `"none"`; several joined with
+    /// `+` (`"tcp_check+misc_check"`), the other fields then being those of the first that
+    /// failed, else of the first.
     pub checker: String,
     /// `"up"`, `"down"` or `"draining"`.
     pub state: String,

@@ -234,7 +234,7 @@ impl fmt::Debug for Password {
 pub fn read_password_files(specs: &mut [CheckSpec]) -> anyhow::Result<()> {
     let mut read: BTreeMap<PathBuf, String> = BTreeMap::new();
     for spec in specs {
-        let (service, real) = spec.key;
+        let (service, real, _) = spec.key;
         let Probe::Amqp {
             login: Some(login), ..
         } = &mut spec.probe

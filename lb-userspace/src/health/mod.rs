@@ -4,13 +4,17 @@
 //! runs the probes concurrently, at most `concurrency` at once. The first checks are spread
 //! over the first second by a per-real phase, or over `warmup` at random when it is set, so
 //! thousands of reals are not probed in the same instant; later checks keep their own rhythm.
-//! State changes are sent to the agent, which feeds them into the same desired state ->
-//! plan -> maps path as a reload. A reload replaces the set of checkers; a (service, real)
-//! that stays keeps its state and counters. What to check comes from the configuration
-//! ([`spec`]).
+//! A real may have several checkers, each scheduled on its own and keyed by its index in the
+//! real's `checks`; the agent counts a real down while any of them is (keepalived).
+//! State changes, and changes of what a checker does to its real's weight (`misc_dynamic`,
+//! `file_check`), are sent to the agent, which feeds them into the same desired state ->
+//! plan -> maps path as a reload. A reload replaces the set of checkers; a (service, real,
+//! index) that stays with the same kind of check keeps its state, weight and counters. What to
+//! check comes from the configuration ([`spec`]).
 
 pub mod amqp;
 pub mod dns;
+pub mod file;
 pub mod frame;
 pub mod machine;
 pub mod ping;
@@ -43,7 +47,7 @@ pub use self::{
     probe::Probe,
     spec::{CheckFileError, check_specs},
 };
-use crate::model::{RealKey, ServiceKey};
+use crate::model::WeightEffect;
 
 /// The reals' MAC addresses as the neighbour table has them (kept by the agent), for the
 /// half-open probes that address frames themselves.
@@ -59,10 +63,11 @@ pub struct ProbeContext {
     pub macs: Macs,
 }
 
-/// A checker's identity: the real inside its service.
-pub type CheckKey = (ServiceKey, RealKey);
+/// A checker's identity: the real inside its service, and the checker's index in the real's
+/// `checks`.
+pub type CheckKey = crate::reconcile::desired::CheckId;
 
-/// What to check for one real, and how often.
+/// What one checker of a real checks, and how often.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckSpec {
     /// Service and real.
@@ -96,15 +101,19 @@ pub struct CheckStatus {
     pub checks: u64,
     /// Probes failed.
     pub failures: u64,
+    /// What the checker does to the real's weight now.
+    pub weight: Option<WeightEffect>,
 }
 
-/// A state change.
+/// A checker's state or weight changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealthEvent {
-    /// Which real.
+    /// Which checker of which real.
     pub key: CheckKey,
-    /// Up or down.
-    pub transition: Transition,
+    /// Up or down; `None` when only the weight changed.
+    pub transition: Option<Transition>,
+    /// What the checker now does to the real's weight (`misc_dynamic`, `file_check`).
+    pub weight: Option<WeightEffect>,
     /// The probe that caused it.
     pub outcome: Outcome,
 }
@@ -121,6 +130,8 @@ struct Entry {
     in_flight: bool,
     latency: Option<Duration>,
     latency_total: Duration,
+    /// What the checker does to the real's weight (keepalived's `cur_weight`).
+    weight: Option<WeightEffect>,
 }
 
 /// The running health checker.
@@ -192,7 +203,14 @@ struct Scheduler {
     ctx: Arc<ProbeContext>,
 }
 
-type ProbeResult = (CheckKey, u64, Outcome, Duration);
+/// A finished probe: its checker and generation, what it found (`None`: nothing to go by, the
+/// last result stands) and when it started.
+type ProbeResult = (
+    CheckKey,
+    u64,
+    Option<(Outcome, Option<WeightEffect>)>,
+    Duration,
+);
 
 impl Scheduler {
     fn now(&self) -> Duration {
@@ -227,7 +245,7 @@ impl Scheduler {
                 let ctx = self.ctx.clone();
                 running.push(Box::pin(async move {
                     let started = epoch.elapsed();
-                    let outcome = probe.run(limit, &ctx).await;
+                    let outcome = probe.run_weighted(limit, &ctx).await;
                     (key, generation, outcome, started)
                 }));
             }
@@ -247,8 +265,8 @@ impl Scheduler {
                     Some(Command::Update(specs, known)) => self.update(specs, known),
                     None => return,
                 },
-                Some((key, generation, outcome, started)) = running.next(), if !running.is_empty() => {
-                    self.finished(key, generation, outcome, started);
+                Some((key, generation, found, started)) = running.next(), if !running.is_empty() => {
+                    self.finished(key, generation, found, started);
                 }
                 () = sleep => {}
             }
@@ -269,8 +287,19 @@ impl Scheduler {
                     kept
                 }
                 previous => {
-                    // A new checker (or a different kind of check for the same real): resume
-                    // from what is known, else start fresh.
+                    // A new checker (or a different kind of check at the same index): resume
+                    // from what is known, else start fresh. A weight the old one set goes.
+                    if let Some(p) = previous.as_ref().filter(|p| p.weight.is_some()) {
+                        let _ = self.events.send(HealthEvent {
+                            key,
+                            transition: None,
+                            weight: None,
+                            outcome: Outcome {
+                                ok: p.machine.is_up(),
+                                detail: "checker replaced".into(),
+                            },
+                        });
+                    }
                     let first = self.first_delay(&spec);
                     let machine = match known.get(&key) {
                         Some(&up) => Machine::resume(spec.timing, up, now, first),
@@ -287,6 +316,7 @@ impl Scheduler {
                         in_flight: false,
                         latency: None,
                         latency_total: Duration::ZERO,
+                        weight: None,
                     };
                     self.heap
                         .push(Reverse((entry.machine.next_check(), key, entry.generation)));
@@ -299,7 +329,13 @@ impl Scheduler {
         self.publish_all();
     }
 
-    fn finished(&mut self, key: CheckKey, generation: u64, outcome: Outcome, started: Duration) {
+    fn finished(
+        &mut self,
+        key: CheckKey,
+        generation: u64,
+        found: Option<(Outcome, Option<WeightEffect>)>,
+        started: Duration,
+    ) {
         let now = self.now();
         let Some(entry) = self.entries.get_mut(&key) else {
             return;
@@ -311,10 +347,29 @@ impl Scheduler {
         let took = now.saturating_sub(started);
         entry.latency = Some(took);
         entry.latency_total += took;
-        if let Some(transition) = entry.machine.record(now, outcome.clone()) {
+        // Nothing to go by: the last outcome (or, before any, a pass) is recorded again.
+        let (outcome, weight) = found.unwrap_or_else(|| {
+            let last = entry.machine.last().cloned().unwrap_or(Outcome {
+                ok: true,
+                detail: "no result yet".into(),
+            });
+            (last, entry.weight)
+        });
+        let transition = entry.machine.record(now, outcome.clone());
+        // keepalived: a passing check sets the weight it brings; a checker that goes down
+        // drops its weight; failures before that keep it.
+        let new_weight = match (outcome.ok, transition) {
+            (true, _) => weight,
+            (false, Some(Transition::Down)) => None,
+            (false, _) => entry.weight,
+        };
+        let weight_changed = new_weight != entry.weight;
+        entry.weight = new_weight;
+        if transition.is_some() || weight_changed {
             let _ = self.events.send(HealthEvent {
                 key,
                 transition,
+                weight: new_weight,
                 outcome,
             });
         }
@@ -349,6 +404,7 @@ impl Scheduler {
             since: entry.machine.since(),
             checks,
             failures,
+            weight: entry.weight,
         }
     }
 
@@ -376,7 +432,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::model::Protocol;
+    use crate::model::{Protocol, RealKey, ServiceKey};
 
     fn key(port: u16) -> CheckKey {
         (
@@ -389,6 +445,7 @@ mod tests {
                 addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 port,
             },
+            0,
         )
     }
 
@@ -433,13 +490,13 @@ mod tests {
         );
         // alpha: starts down, the first passing check brings it up.
         let up = next_event(&mut rx).await;
-        assert_eq!(up.transition, Transition::Up);
+        assert_eq!(up.transition, Some(Transition::Up));
         assert_eq!(up.outcome.detail, "connected");
         // Stop listening: down after 1 + retry failures.
         accept.abort();
         let _ = accept.await;
         let down = next_event(&mut rx).await;
-        assert_eq!(down.transition, Transition::Down);
+        assert_eq!(down.transition, Some(Transition::Down));
         assert_eq!(down.outcome.detail, "connect refused");
         let status = checker.status()[&key(addr.port())].clone();
         assert!(
@@ -453,7 +510,7 @@ mod tests {
                 let _ = listener.accept().await;
             }
         });
-        assert_eq!(next_event(&mut rx).await.transition, Transition::Up);
+        assert_eq!(next_event(&mut rx).await.transition, Some(Transition::Up));
     }
 
     #[tokio::test]
@@ -470,6 +527,7 @@ mod tests {
                 addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
                 port: addr.port(),
             },
+            0,
         );
         let mut http = spec(addr, true);
         http.key = key6;
@@ -501,16 +559,16 @@ mod tests {
         let checker =
             HealthChecker::start(vec![http], BTreeMap::new(), tx, 8, ProbeContext::default());
         let up = next_event(&mut rx).await;
-        assert_eq!((up.key, up.transition), (key6, Transition::Up));
+        assert_eq!((up.key, up.transition), (key6, Some(Transition::Up)));
         assert_eq!(up.outcome.detail, "HTTP 200");
         server.abort();
         let _ = server.await;
         let down = next_event(&mut rx).await;
-        assert_eq!(down.transition, Transition::Down);
+        assert_eq!(down.transition, Some(Transition::Down));
         assert_eq!(down.outcome.detail, "connect refused");
         assert!(!checker.status()[&key6].up);
         let _server = serve(TcpListener::bind(addr).await.unwrap());
-        assert_eq!(next_event(&mut rx).await.transition, Transition::Up);
+        assert_eq!(next_event(&mut rx).await.transition, Some(Transition::Up));
     }
 
     #[tokio::test]
@@ -527,7 +585,7 @@ mod tests {
             8,
             ProbeContext::default(),
         );
-        assert_eq!(next_event(&mut rx).await.transition, Transition::Down);
+        assert_eq!(next_event(&mut rx).await.transition, Some(Transition::Down));
         let before = checker.status()[&key(closed.port())].clone();
         // Same real, new timing: still down, counters continue, no new transition.
         let mut respec = spec(closed, false);
@@ -542,6 +600,108 @@ mod tests {
         checker.update(vec![]);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(checker.status().is_empty());
+    }
+
+    #[tokio::test]
+    async fn checkers_of_one_real_report_apart_with_their_weights() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _accept = tokio::spawn(async move {
+            loop {
+                let _ = listener.accept().await;
+            }
+        });
+        let tcp = spec(addr, false);
+        let mut misc = spec(addr, false);
+        misc.key.2 = 1;
+        misc.probe = Probe::Misc {
+            command: "exit 5".into(),
+            timeout: Duration::from_secs(2),
+            dynamic: true,
+        };
+        let (tx, mut rx) = unbounded_channel();
+        let checker = HealthChecker::start(
+            vec![tcp, misc.clone()],
+            BTreeMap::new(),
+            tx,
+            8,
+            ProbeContext::default(),
+        );
+        // The TCP checker stays up (no event); the script, up too, sets the weight to 3.
+        let event = next_event(&mut rx).await;
+        assert_eq!(event.key, misc.key);
+        assert_eq!(
+            (event.transition, event.weight),
+            (None, Some(WeightEffect::Set(3)))
+        );
+        let status = checker.status();
+        assert_eq!(status.len(), 2);
+        assert_eq!(status[&misc.key].weight, Some(WeightEffect::Set(3)));
+        // The script now fails: that checker goes down and drops its weight; the other one
+        // is untouched.
+        misc.probe = Probe::Misc {
+            command: "exit 1".into(),
+            timeout: Duration::from_secs(2),
+            dynamic: true,
+        };
+        checker.update(vec![spec(addr, false), misc.clone()]);
+        let event = next_event(&mut rx).await;
+        assert_eq!(
+            (event.key, event.transition, event.weight),
+            (misc.key, Some(Transition::Down), None)
+        );
+        assert!(checker.status()[&key(addr.port())].up);
+    }
+
+    #[tokio::test]
+    async fn a_file_check_follows_its_file() {
+        let dir = std::env::temp_dir().join(format!("lb-file-sched-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("weight");
+        std::fs::write(&path, "2\n").unwrap();
+        let mut file = spec(SocketAddr::from((Ipv4Addr::LOCALHOST, 9)), false);
+        file.probe = Probe::File {
+            path: path.clone(),
+            weight: 10,
+            reverse: false,
+        };
+        file.timing.retry = 0;
+        let (tx, mut rx) = unbounded_channel();
+        let checker = HealthChecker::start(
+            vec![file.clone()],
+            BTreeMap::new(),
+            tx,
+            8,
+            ProbeContext::default(),
+        );
+        let event = next_event(&mut rx).await;
+        assert_eq!(
+            (event.transition, event.weight),
+            (None, Some(WeightEffect::Add(20)))
+        );
+        // A number keepalived ignores: nothing changes.
+        std::fs::write(&path, "99999999999\n").unwrap();
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(rx.try_recv().is_err(), "an ignored number changes nothing");
+        assert_eq!(
+            checker.status()[&file.key].weight,
+            Some(WeightEffect::Add(20))
+        );
+        // At the fault value: down at once, its weight gone.
+        std::fs::write(&path, "-2147483648\n").unwrap();
+        let event = next_event(&mut rx).await;
+        assert_eq!(
+            (event.transition, event.weight),
+            (Some(Transition::Down), None)
+        );
+        // Back to 1: up with 10.
+        std::fs::write(&path, "1\n").unwrap();
+        let event = next_event(&mut rx).await;
+        assert_eq!(
+            (event.transition, event.weight),
+            (Some(Transition::Up), Some(WeightEffect::Add(10)))
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
@@ -576,6 +736,7 @@ mod tests {
                 s.probe = Probe::Misc {
                     command: "sleep 5".into(),
                     timeout: Duration::from_millis(200),
+                    dynamic: false,
                 };
                 s
             })

@@ -1,6 +1,7 @@
 //! The probes: a TCP connect, an HTTP GET (over TLS for `ssl_get`, see [`super::tls`]), a
-//! script, an AMQP handshake ([`super::amqp`]). Each returns an [`Outcome`] within its timeout
-//! and never leaves anything behind.
+//! script, an AMQP handshake ([`super::amqp`]), a file read ([`super::file`]). Each returns an
+//! [`Outcome`] within its timeout and never leaves anything behind; a `misc_dynamic` script and
+//! a file also say what they do to the real's weight ([`Probe::run_weighted`]).
 //!
 //! TCP, HTTP and AMQP probes close with FIN, never RST: they shut down their side (after TLS's
 //! close_notify), then read until the server closes (a socket closed with unread data would
@@ -10,6 +11,7 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
+    path::PathBuf,
     process::Stdio,
     time::Duration,
 };
@@ -29,7 +31,10 @@ use super::{
     tls::TlsClient,
     vip_stream::VipStream,
 };
-use crate::config::{DnsType, Secret, StatusCodes};
+use crate::{
+    config::{DnsType, Secret, StatusCodes},
+    model::WeightEffect,
+};
 
 /// What to probe.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,12 +70,24 @@ pub enum Probe {
         /// The real, whose MAC the frame goes to.
         real: Ipv4Addr,
     },
-    /// Run `command` with `sh -c`; exit status 0 is up.
+    /// Run `command` with `sh -c`; exit status 0 is up (with `dynamic`, 2-255 too, setting the
+    /// real's weight to the status minus 2).
     Misc {
         /// The command line.
         command: String,
         /// How long it may run.
         timeout: Duration,
+        /// keepalived `misc_dynamic`.
+        dynamic: bool,
+    },
+    /// Read a number from `path` (see [`super::file`]).
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Multiplier of the number; 0: up while it is 0.
+        weight: i32,
+        /// Negate (with weight 0: up while the number is not 0).
+        reverse: bool,
     },
     /// Speak AMQP 0-9-1 to `target`: connection.start, and with `login` a login, the vhost
     /// and (`alarm`) a publish.
@@ -165,6 +182,30 @@ impl Probe {
             Probe::Dns { .. } => "dns_check",
             Probe::Ping { .. } => "ping_check",
             Probe::Smtp { .. } => "smtp_check",
+            Probe::File { .. } => "file_check",
+        }
+    }
+
+    /// Runs the probe as [`Probe::run`] does, with what it does to the real's weight
+    /// (`misc_dynamic`, `file_check`). `None`: the probe found nothing to go by (a number a
+    /// `file_check` ignores), the last result stands.
+    pub async fn run_weighted(
+        &self,
+        connect_timeout: Duration,
+        ctx: &ProbeContext,
+    ) -> Option<(Outcome, Option<WeightEffect>)> {
+        match self {
+            Probe::Misc {
+                command,
+                timeout,
+                dynamic,
+            } => Some(misc_weighted(command, *timeout, *dynamic).await),
+            Probe::File {
+                path,
+                weight,
+                reverse,
+            } => super::file::check(path, *weight, *reverse, connect_timeout).await,
+            _ => Some((self.run(connect_timeout, ctx).await, None)),
         }
     }
 
@@ -221,7 +262,18 @@ impl Probe {
                 }
                 first.unwrap_or_else(|| failed("no url to check"))
             }
-            Probe::Misc { command, timeout } => misc(command, *timeout).await,
+            Probe::Misc {
+                command,
+                timeout,
+                dynamic,
+            } => misc_weighted(command, *timeout, *dynamic).await.0,
+            Probe::File {
+                path,
+                weight,
+                reverse,
+            } => super::file::check(path, *weight, *reverse, connect_timeout)
+                .await
+                .map_or_else(|| failed("no usable number in the file"), |(o, _)| o),
             Probe::Amqp {
                 target,
                 bind,
@@ -668,6 +720,40 @@ fn hex(bytes: &[u8]) -> String {
 /// `misc_check`: runs `command` with `sh -c` in its own process group; exit status 0 is up.
 /// On timeout the whole group is killed.
 pub async fn misc(command: &str, limit: Duration) -> Outcome {
+    misc_weighted(command, limit, false).await.0
+}
+
+/// Runs a `misc_check` script: exit 0 passes; with `dynamic` (keepalived's `misc_dynamic`), 2 to
+/// 255 pass too and set the real's weight to the status minus 2, while 0 restores the configured
+/// weight; anything else fails.
+pub async fn misc_weighted(
+    command: &str,
+    limit: Duration,
+    dynamic: bool,
+) -> (Outcome, Option<WeightEffect>) {
+    match script(command, limit).await {
+        Ok(0) => (
+            Outcome {
+                ok: true,
+                detail: "exit 0".into(),
+            },
+            None,
+        ),
+        Ok(code) if dynamic && (2..=255).contains(&code) => {
+            let weight = (code - 2) as u32;
+            let outcome = Outcome {
+                ok: true,
+                detail: format!("exit {code}: weight {weight}"),
+            };
+            (outcome, Some(WeightEffect::Set(weight)))
+        }
+        Ok(code) => (failed(format!("exit status {code}")), None),
+        Err(outcome) => (outcome, None),
+    }
+}
+
+/// Runs `command` with `sh -c` within `limit`: its exit status, or why there is none.
+async fn script(command: &str, limit: Duration) -> Result<i32, Outcome> {
     let child = Command::new("sh")
         .arg("-c")
         .arg(command)
@@ -679,25 +765,18 @@ pub async fn misc(command: &str, limit: Duration) -> Outcome {
         .spawn();
     let mut child = match child {
         Ok(c) => c,
-        Err(e) => return failed(format!("cannot run the script: {e}")),
+        Err(e) => return Err(failed(format!("cannot run the script: {e}"))),
     };
     match timeout(limit, child.wait()).await {
-        Ok(Ok(status)) if status.success() => Outcome {
-            ok: true,
-            detail: "exit 0".into(),
-        },
-        Ok(Ok(status)) => failed(match status.code() {
-            Some(code) => format!("exit status {code}"),
-            None => "killed by a signal".into(),
-        }),
-        Ok(Err(e)) => failed(format!("waiting for the script: {e}")),
+        Ok(Ok(status)) => status.code().ok_or_else(|| failed("killed by a signal")),
+        Ok(Err(e)) => Err(failed(format!("waiting for the script: {e}"))),
         Err(_) => {
             if let Some(pid) = child.id() {
                 // SAFETY: signalling the process group we created.
                 unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
             }
             let _ = child.wait().await;
-            failed(format!("timeout after {}s", limit.as_secs_f64()))
+            Err(failed(format!("timeout after {}s", limit.as_secs_f64())))
         }
     }
 }
@@ -1159,5 +1238,38 @@ mod tests {
             t.elapsed() < Duration::from_secs(2),
             "the script was killed"
         );
+    }
+
+    #[tokio::test]
+    async fn misc_dynamic_sets_the_weight_from_the_exit_status() {
+        let dir = std::env::temp_dir().join(format!("lb-misc-dynamic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = |code: u8| {
+            let path = dir.join(format!("exit{code}.sh"));
+            std::fs::write(&path, format!("#!/bin/sh\nexit {code}\n")).unwrap();
+            format!("sh {}", path.display())
+        };
+        // 0: up, the configured weight.
+        let (o, w) = misc_weighted(&script(0), LIMIT, true).await;
+        assert!(o.ok && w.is_none(), "{o:?} {w:?}");
+        // 1: down.
+        let (o, w) = misc_weighted(&script(1), LIMIT, true).await;
+        assert!(!o.ok && w.is_none(), "{o:?} {w:?}");
+        // 5: up with weight 3; 2: up with weight 0; 255: weight 253.
+        let (o, w) = misc_weighted(&script(5), LIMIT, true).await;
+        assert!(o.ok, "{o:?}");
+        assert_eq!(w, Some(WeightEffect::Set(3)));
+        assert_eq!(
+            misc_weighted(&script(2), LIMIT, true).await.1,
+            Some(WeightEffect::Set(0))
+        );
+        assert_eq!(
+            misc_weighted(&script(255), LIMIT, true).await.1,
+            Some(WeightEffect::Set(253))
+        );
+        // Without misc_dynamic, 5 is a failure.
+        let (o, w) = misc_weighted(&script(5), LIMIT, false).await;
+        assert!(!o.ok && w.is_none(), "{o:?} {w:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

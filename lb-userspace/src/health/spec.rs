@@ -1,4 +1,4 @@
-//! The checkers a configuration asks for: one [`CheckSpec`] per real with a check (a
+//! The checkers a configuration asks for: one [`CheckSpec`] per checker of a real (a
 //! `tcp_check` half-open through the VIP unless told or unable, see
 //! [`crate::config::TcpProbe`]), with keepalived's defaults and inheritance (the virtual server's `delay_loop`, `alpha` and
 //! `warmup`; `connect_ip`/`connect_port` over the real's address; a source port alone binding
@@ -30,6 +30,9 @@ use crate::{
     },
     model::RealKey,
 };
+
+/// How long a `file_check` may take to read its file.
+const FILE_READ_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The port a `dns_check` queries without `connect_port` (keepalived's).
 pub const DNS_PORT: u16 = 53;
@@ -67,149 +70,167 @@ impl fmt::Display for CheckFileError {
 
 impl std::error::Error for CheckFileError {}
 
-/// The checkers the configuration asks for, one per real with a check. Reads the password
-/// files of `http_get.auth` and `ssl_get.auth`, and the files of `ssl_get.tls`; the first that
-/// cannot be used is the error.
+/// The checkers the configuration asks for, one per checker of each real, keyed by its index.
+/// Reads the password files of `http_get.auth` and `ssl_get.auth`, and the files of
+/// `ssl_get.tls`; the first that cannot be used is the error.
 pub fn check_specs(config: &Config) -> Result<Vec<CheckSpec>, CheckFileError> {
     let mut specs = Vec::new();
     let mut tls_clients = TlsClients::default();
     for (v, vs) in config.virtual_servers.iter().enumerate() {
         for (r, rs) in vs.real_servers.iter().enumerate() {
-            let Some(check) = &rs.check else { continue };
-            // Where a TCP or HTTP check connects (connect_ip/connect_port over the real's
-            // address) and from where.
-            let endpoint = |ip: Option<IpAddr>, port: Option<u16>, from, from_port| {
-                let target =
-                    SocketAddr::new(ip.unwrap_or(rs.key.addr), port.unwrap_or(rs.key.port));
-                (target, bind(target.ip(), from, from_port))
-            };
-            let timing = |t: &CheckTiming| Timing {
-                delay_loop: vs.delay_loop,
-                retry: t.retry,
-                delay_before_retry: t.delay_before_retry,
-                connect_timeout: t.connect_timeout,
-            };
-            let (probe, timing, warmup) = match check {
-                Checker::Tcp(c) => {
-                    let (target, bind) =
-                        endpoint(c.connect_ip, c.connect_port, c.bindto, c.bind_port);
-                    let port = target.port();
-                    let probe = match (tcp_probe(c, rs.key), rs.key.addr, vs.key.vip) {
-                        (TcpProbe::Vip, IpAddr::V4(real), IpAddr::V4(vip)) => Probe::Syn {
-                            target: SocketAddrV4::new(vip, port),
-                            real,
-                        },
-                        (TcpProbe::Syn, IpAddr::V4(real), _) => Probe::Syn {
-                            target: SocketAddrV4::new(real, port),
-                            real,
-                        },
-                        _ => Probe::Tcp { target, bind },
-                    };
-                    (probe, timing(&c.timing), c.timing.warmup)
-                }
-                Checker::Http(c) => {
-                    let (target, bind) =
-                        endpoint(c.connect_ip, c.connect_port, c.bindto, c.bind_port);
-                    let field = format!("virtual_servers[{v}].real_servers[{r}].{}", c.key());
-                    let tls = match &c.tls {
-                        Some(t) => Some(tls_clients.get(t, &format!("{field}.tls"))?),
-                        None => None,
-                    };
-                    let vip = match (http_probe(c, rs.key), vs.key.vip) {
-                        (HttpProbe::Vip, IpAddr::V4(vip)) => {
-                            Some(SocketAddrV4::new(vip, target.port()))
-                        }
-                        _ => None,
-                    };
-                    // A client names the VIP.
-                    let host = vip.map_or(target, SocketAddr::V4);
-                    (
-                        Probe::Http {
+            for (i, check) in rs.checks.iter().enumerate() {
+                // Where a TCP or HTTP check connects (connect_ip/connect_port over the real's
+                // address) and from where.
+                let endpoint = |ip: Option<IpAddr>, port: Option<u16>, from, from_port| {
+                    let target =
+                        SocketAddr::new(ip.unwrap_or(rs.key.addr), port.unwrap_or(rs.key.port));
+                    (target, bind(target.ip(), from, from_port))
+                };
+                let timing = |t: &CheckTiming| Timing {
+                    delay_loop: vs.delay_loop,
+                    retry: t.retry,
+                    delay_before_retry: t.delay_before_retry,
+                    connect_timeout: t.connect_timeout,
+                };
+                let (probe, timing, warmup) = match check {
+                    Checker::Tcp(c) => {
+                        let (target, bind) =
+                            endpoint(c.connect_ip, c.connect_port, c.bindto, c.bind_port);
+                        let port = target.port();
+                        let probe = match (tcp_probe(c, rs.key), rs.key.addr, vs.key.vip) {
+                            (TcpProbe::Vip, IpAddr::V4(real), IpAddr::V4(vip)) => Probe::Syn {
+                                target: SocketAddrV4::new(vip, port),
+                                real,
+                            },
+                            (TcpProbe::Syn, IpAddr::V4(real), _) => Probe::Syn {
+                                target: SocketAddrV4::new(real, port),
+                                real,
+                            },
+                            _ => Probe::Tcp { target, bind },
+                        };
+                        (probe, timing(&c.timing), c.timing.warmup)
+                    }
+                    Checker::Http(c) => {
+                        let (target, bind) =
+                            endpoint(c.connect_ip, c.connect_port, c.bindto, c.bind_port);
+                        let field = format!("virtual_servers[{v}].real_servers[{r}].{}", c.key());
+                        let tls = match &c.tls {
+                            Some(t) => Some(tls_clients.get(t, &format!("{field}.tls"))?),
+                            None => None,
+                        };
+                        let vip = match (http_probe(c, rs.key), vs.key.vip) {
+                            (HttpProbe::Vip, IpAddr::V4(vip)) => {
+                                Some(SocketAddrV4::new(vip, target.port()))
+                            }
+                            _ => None,
+                        };
+                        // A client names the VIP.
+                        let host = vip.map_or(target, SocketAddr::V4);
+                        (
+                            Probe::Http {
+                                target,
+                                bind,
+                                urls: http_urls(c, host),
+                                auth: credentials(c, &field)?,
+                                vip,
+                                tls,
+                            },
+                            timing(&c.timing),
+                            c.timing.warmup,
+                        )
+                    }
+                    Checker::Amqp(c) => {
+                        let (target, bind) =
+                            endpoint(c.connect_ip, c.connect_port, c.bindto, c.bind_port);
+                        let login = c.login.as_ref().map(amqp::Login::from);
+                        (
+                            Probe::Amqp {
+                                target,
+                                bind,
+                                login,
+                            },
+                            timing(&c.timing),
+                            c.timing.warmup,
+                        )
+                    }
+                    Checker::Udp(c) => {
+                        let (target, bind) =
+                            endpoint(c.connect_ip, c.connect_port, c.bindto, c.bind_port);
+                        let probe = Probe::Udp {
                             target,
                             bind,
-                            urls: http_urls(c, host),
-                            auth: credentials(c, &field)?,
-                            vip,
-                            tls,
+                            payload: c.payload.clone(),
+                            require_reply: c.require_reply.clone(),
+                        };
+                        (probe, timing(&c.timing), c.timing.warmup)
+                    }
+                    Checker::Dns(c) => {
+                        // keepalived's DNS_CHECK queries port 53, not the real's port.
+                        let port = Some(c.connect_port.unwrap_or(DNS_PORT));
+                        let (target, bind) = endpoint(c.connect_ip, port, c.bindto, c.bind_port);
+                        let probe = Probe::Dns {
+                            target,
+                            bind,
+                            name: c.name.clone(),
+                            qtype: c.query_type,
+                        };
+                        (probe, timing(&c.timing), c.timing.warmup)
+                    }
+                    Checker::Ping(c) => (
+                        Probe::Ping {
+                            target: c.connect_ip.unwrap_or(rs.key.addr),
+                            bind: c.bindto,
                         },
                         timing(&c.timing),
                         c.timing.warmup,
-                    )
-                }
-                Checker::Amqp(c) => {
-                    let (target, bind) =
-                        endpoint(c.connect_ip, c.connect_port, c.bindto, c.bind_port);
-                    let login = c.login.as_ref().map(amqp::Login::from);
-                    (
-                        Probe::Amqp {
-                            target,
-                            bind,
-                            login,
+                    ),
+                    Checker::Smtp(c) => {
+                        let (target, bind) =
+                            endpoint(c.connect_ip, c.connect_port, c.bindto, c.bind_port);
+                        let helo = c.helo_name.clone().unwrap_or_else(host_name);
+                        let probe = Probe::Smtp { target, bind, helo };
+                        (probe, timing(&c.timing), c.timing.warmup)
+                    }
+                    // MISC_CHECK has no retries: the script decides at once.
+                    Checker::Misc(c) => (
+                        Probe::Misc {
+                            command: c.misc_path.clone(),
+                            timeout: c.misc_timeout,
+                            dynamic: c.dynamic,
                         },
-                        timing(&c.timing),
-                        c.timing.warmup,
-                    )
-                }
-                Checker::Udp(c) => {
-                    let (target, bind) =
-                        endpoint(c.connect_ip, c.connect_port, c.bindto, c.bind_port);
-                    let probe = Probe::Udp {
-                        target,
-                        bind,
-                        payload: c.payload.clone(),
-                        require_reply: c.require_reply.clone(),
-                    };
-                    (probe, timing(&c.timing), c.timing.warmup)
-                }
-                Checker::Dns(c) => {
-                    // keepalived's DNS_CHECK queries port 53, not the real's port.
-                    let port = Some(c.connect_port.unwrap_or(DNS_PORT));
-                    let (target, bind) = endpoint(c.connect_ip, port, c.bindto, c.bind_port);
-                    let probe = Probe::Dns {
-                        target,
-                        bind,
-                        name: c.name.clone(),
-                        qtype: c.query_type,
-                    };
-                    (probe, timing(&c.timing), c.timing.warmup)
-                }
-                Checker::Ping(c) => (
-                    Probe::Ping {
-                        target: c.connect_ip.unwrap_or(rs.key.addr),
-                        bind: c.bindto,
-                    },
-                    timing(&c.timing),
-                    c.timing.warmup,
-                ),
-                Checker::Smtp(c) => {
-                    let (target, bind) =
-                        endpoint(c.connect_ip, c.connect_port, c.bindto, c.bind_port);
-                    let helo = c.helo_name.clone().unwrap_or_else(host_name);
-                    let probe = Probe::Smtp { target, bind, helo };
-                    (probe, timing(&c.timing), c.timing.warmup)
-                }
-                // MISC_CHECK has no retries: the script decides at once.
-                Checker::Misc(c) => (
-                    Probe::Misc {
-                        command: c.misc_path.clone(),
-                        timeout: c.misc_timeout,
-                    },
-                    Timing {
-                        delay_loop: vs.delay_loop,
-                        retry: 0,
-                        delay_before_retry: Duration::from_secs(1),
-                        connect_timeout: c.misc_timeout,
-                    },
-                    c.warmup,
-                ),
-            };
-            specs.push(CheckSpec {
-                key: (vs.key, rs.key),
-                probe,
-                timing,
-                alpha: vs.alpha,
-                warmup: warmup.or(vs.warmup),
-            });
+                        Timing {
+                            delay_loop: vs.delay_loop,
+                            retry: 0,
+                            delay_before_retry: Duration::from_secs(1),
+                            connect_timeout: c.misc_timeout,
+                        },
+                        c.warmup,
+                    ),
+                    // FILE_CHECK has no retries either: the file says at once. A read is bounded
+                    // by a second.
+                    Checker::File(c) => (
+                        Probe::File {
+                            path: c.path.clone(),
+                            weight: c.weight,
+                            reverse: c.reverse,
+                        },
+                        Timing {
+                            delay_loop: vs.delay_loop,
+                            retry: 0,
+                            delay_before_retry: Duration::from_secs(1),
+                            connect_timeout: FILE_READ_TIMEOUT,
+                        },
+                        None,
+                    ),
+                };
+                specs.push(CheckSpec {
+                    key: (vs.key, rs.key, i),
+                    probe,
+                    timing,
+                    alpha: vs.alpha,
+                    warmup: warmup.or(vs.warmup),
+                });
+            }
         }
     }
     Ok(specs)
@@ -373,6 +394,49 @@ virtual_servers:
     }
 
     #[test]
+    fn every_checker_of_a_real_gets_its_own_spec() {
+        let yaml = "
+interface: eth0
+virtual_servers:
+  - vip: 192.168.0.10
+    port: 80
+    lb_kind: dr
+    delay_loop: 7
+    real_servers:
+      - ip: 192.168.0.2
+        tcp_check: { probe: connect }
+        checks:
+          - misc_check: { misc_path: /bin/check, misc_dynamic: true }
+          - file_check: { path: /run/w, weight: 0, reverse: true }
+      - ip: 192.168.0.3
+";
+        let config = Config::from_yaml(yaml, Path::new("multi.yaml")).unwrap();
+        let specs = check_specs(&config).unwrap();
+        let indices: Vec<usize> = specs.iter().map(|s| s.key.2).collect();
+        assert_eq!(indices, [0, 1, 2], "the real without checkers has none");
+        assert!(matches!(specs[0].probe, Probe::Tcp { .. }));
+        assert_eq!(
+            specs[1].probe,
+            Probe::Misc {
+                command: "/bin/check".into(),
+                timeout: Duration::from_secs(7),
+                dynamic: true,
+            }
+        );
+        assert_eq!(
+            specs[2].probe,
+            Probe::File {
+                path: "/run/w".into(),
+                weight: 0,
+                reverse: true,
+            }
+        );
+        // The file decides at once, every delay_loop.
+        assert_eq!(specs[2].timing.retry, 0);
+        assert_eq!(specs[2].timing.delay_loop, Duration::from_secs(7));
+    }
+
+    #[test]
     fn ipv6_reals_get_ipv6_probes() {
         let config = Config::from_yaml(DUAL, Path::new("dual.yaml")).unwrap();
         let probes: Vec<Probe> = check_specs(&config)
@@ -406,6 +470,7 @@ virtual_servers:
                 },
                 Probe::Misc {
                     command: "curl -6 -sf http://[2001:db8::4]/".into(),
+                    dynamic: false,
                     timeout: Duration::from_secs(60),
                 },
             ]

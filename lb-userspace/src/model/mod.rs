@@ -171,6 +171,38 @@ pub enum Health {
     Down,
 }
 
+/// How one checker changes its real's weight (keepalived's per-checker `cur_weight`). A real's
+/// live weight is its configured weight plus every checker's contribution, clamped to
+/// `0..=MAX_WEIGHT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WeightEffect {
+    /// `misc_dynamic`: the script asked for this weight (its exit status minus 2); it
+    /// contributes the difference from the configured weight.
+    Set(u32),
+    /// `file_check`: the file's value times the check's weight, added to the weight.
+    Add(i64),
+}
+
+impl WeightEffect {
+    /// What this effect adds to a real whose configured weight is `configured`.
+    pub fn delta(self, configured: u32) -> i64 {
+        match self {
+            Self::Set(w) => i64::from(w) - i64::from(configured),
+            Self::Add(n) => n,
+        }
+    }
+}
+
+/// The live weight of a real configured with `configured` under `effects`: keepalived adds every
+/// checker's contribution to the configured weight and clamps the sum to what IPVS takes (here
+/// `0..=MAX_WEIGHT`).
+pub fn effective_weight(configured: u32, effects: impl IntoIterator<Item = WeightEffect>) -> u32 {
+    let sum = effects.into_iter().fold(i64::from(configured), |acc, e| {
+        acc.saturating_add(e.delta(configured))
+    });
+    sum.clamp(0, i64::from(lb_common::MAX_WEIGHT)) as u32
+}
+
 /// What the data plane should do with one real.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RealSpec {

@@ -13,24 +13,84 @@ use std::{
 };
 
 use crate::{
-    config::Config,
-    model::{DesiredState, Health, RealKey, RealSpec, Scheduler, ServiceKey, ServiceSpec},
+    config::{Config, RealServer},
+    model::{
+        DesiredState, Health, RealKey, RealSpec, Scheduler, ServiceKey, ServiceSpec, WeightEffect,
+        effective_weight,
+    },
 };
+
+/// One checker of a real: its service, the real, and the checker's index in the real's
+/// `checks`.
+pub type CheckId = (ServiceKey, RealKey, usize);
 
 /// What the agent has learned at run time.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Observed {
     /// Resolved MAC address per real address (absent = not resolved).
     pub macs: BTreeMap<IpAddr, [u8; 6]>,
-    /// Health per (service, real); absent = up.
-    pub health: BTreeMap<(ServiceKey, RealKey), Health>,
+    /// Health per checker; absent = up. A real is down while any of its checkers is
+    /// (keepalived).
+    pub health: BTreeMap<CheckId, Health>,
+    /// What a checker does to its real's weight (`misc_dynamic`, `file_check`); absent =
+    /// nothing.
+    pub weights: BTreeMap<CheckId, WeightEffect>,
     /// Services that lost quorum (keepalived's `quorum`): their sorry server takes the new
     /// connections.
     pub quorum_lost: BTreeSet<ServiceKey>,
 }
 
+impl Observed {
+    /// Whether a checker of `real` in `service` has failed.
+    pub fn real_failed(&self, service: ServiceKey, real: RealKey) -> bool {
+        self.health
+            .range((service, real, 0)..=(service, real, usize::MAX))
+            .any(|(_, h)| *h == Health::Down)
+    }
+
+    /// Records what checker `key` reports: its state when it changed (`None`: unchanged) and
+    /// what it now does to the weight. Returns the real's new health when that changed (it is
+    /// down while any of its checkers is), for its `notify_up`/`notify_down`.
+    pub fn record_check(
+        &mut self,
+        key: CheckId,
+        health: Option<Health>,
+        weight: Option<WeightEffect>,
+    ) -> Option<Health> {
+        let (service, real, _) = key;
+        let was_failed = self.real_failed(service, real);
+        match weight {
+            Some(w) => self.weights.insert(key, w),
+            None => self.weights.remove(&key),
+        };
+        match health {
+            Some(Health::Down) => {
+                self.health.insert(key, Health::Down);
+            }
+            Some(Health::Up) => {
+                self.health.remove(&key);
+            }
+            None => {}
+        }
+        let failed = self.real_failed(service, real);
+        (failed != was_failed).then_some(if failed { Health::Down } else { Health::Up })
+    }
+
+    /// The live weight of `rs` in `service`: its configured weight plus what its checkers
+    /// contribute (keepalived's effective weight), clamped to what the data plane takes.
+    pub fn live_weight(&self, service: ServiceKey, rs: &RealServer) -> u32 {
+        let effects = self
+            .weights
+            .range((service, rs.key, 0)..=(service, rs.key, usize::MAX))
+            .map(|(_, e)| *e);
+        effective_weight(rs.weight, effects)
+    }
+}
+
 /// The desired data-plane state for `config` given what has been observed, with keepalived's
-/// rules for failures:
+/// rules for failures and weights:
+/// - a real's weight is its configured one changed by its checkers (`misc_dynamic`,
+///   `file_check`), see [`Observed::live_weight`];
 /// - a real whose check fails is down (its flows are rescheduled at once), or, with
 ///   `inhibit_on_failure`, stays up with weight 0 (it drains: no new flows, existing ones stay);
 /// - while a service has lost quorum, its reals get no new flows (weight 0, their existing flows
@@ -43,12 +103,13 @@ pub fn desired_state(config: &Config, observed: &Observed) -> DesiredState {
             .real_servers
             .iter()
             .map(|rs| {
-                let failed = observed.health.get(&(vs.key, rs.key)) == Some(&Health::Down);
+                let failed = observed.real_failed(vs.key, rs.key);
                 let inhibit = rs.inhibit_on_failure.unwrap_or(vs.inhibit_on_failure);
+                let live = observed.live_weight(vs.key, rs);
                 let (weight, health) = match (failed, inhibit) {
-                    (false, _) => (rs.weight, Health::Up),
+                    (false, _) => (live, Health::Up),
                     (true, true) => (0, Health::Up),
-                    (true, false) => (rs.weight, Health::Down),
+                    (true, false) => (live, Health::Down),
                 };
                 let spec = RealSpec {
                     weight: if quorum_lost { 0 } else { weight },
@@ -259,13 +320,97 @@ virtual_servers:
     fn unresolved_and_unhealthy_reals_are_down() {
         let mut o = all_resolved();
         o.macs.remove(&rkey(12, 0).addr);
-        o.health.insert((skey(443), rkey(11, 443)), Health::Down);
+        o.health.insert((skey(443), rkey(11, 443), 0), Health::Down);
         let d = desired_state(&config(), &o);
         assert!(!d.services[&skey(80)].reals[&rkey(12, 80)].is_up());
         assert!(d.services[&skey(80)].reals[&rkey(11, 80)].is_up());
         assert_eq!(
             d.services[&skey(443)].reals[&rkey(11, 443)].health,
             Health::Down
+        );
+    }
+
+    #[test]
+    fn one_failed_checker_of_several_takes_the_real_down() {
+        let mut o = all_resolved();
+        let (s, r) = (skey(80), rkey(11, 80));
+        // Two checkers up (one recorded, one absent): up.
+        o.health.insert((s, r, 0), Health::Up);
+        assert!(desired_state(&config(), &o).services[&s].reals[&r].is_up());
+        // The second one fails: down, whatever the first says.
+        o.health.insert((s, r, 1), Health::Down);
+        assert_eq!(
+            desired_state(&config(), &o).services[&s].reals[&r].health,
+            Health::Down
+        );
+        assert!(o.real_failed(s, r));
+        // Another real of the service and the same real elsewhere are not affected.
+        assert!(!o.real_failed(s, rkey(12, 80)));
+        assert!(!o.real_failed(skey(443), rkey(11, 443)));
+        // Both up again: up.
+        o.health.insert((s, r, 1), Health::Up);
+        assert!(desired_state(&config(), &o).services[&s].reals[&r].is_up());
+    }
+
+    #[test]
+    fn the_real_changes_when_its_first_checker_fails_and_its_last_recovers() {
+        let mut o = Observed::default();
+        let (s, r) = (skey(80), rkey(11, 80));
+        assert_eq!(
+            o.record_check((s, r, 0), Some(Health::Down), None),
+            Some(Health::Down)
+        );
+        // A second checker failing changes nothing for the real.
+        assert_eq!(o.record_check((s, r, 1), Some(Health::Down), None), None);
+        assert_eq!(o.record_check((s, r, 0), Some(Health::Up), None), None);
+        // A weight alone changes nothing for the real's state.
+        assert_eq!(
+            o.record_check((s, r, 2), None, Some(WeightEffect::Set(4))),
+            None
+        );
+        assert_eq!(o.weights[&(s, r, 2)], WeightEffect::Set(4));
+        // The last failed checker recovers: the real is up.
+        assert_eq!(
+            o.record_check((s, r, 1), Some(Health::Up), None),
+            Some(Health::Up)
+        );
+        // Weight back to none: the entry goes.
+        o.record_check((s, r, 2), None, None);
+        assert!(o.weights.is_empty() && o.health.is_empty());
+    }
+
+    #[test]
+    fn checkers_change_the_weight_as_keepalived_does() {
+        let mut o = all_resolved();
+        let (s, r) = (skey(80), rkey(11, 80));
+        let weight = |o: &Observed| desired_state(&config(), o).services[&s].reals[&r].weight;
+        // Configured weight 2.
+        assert_eq!(weight(&o), 2);
+        // misc_dynamic exit 5: weight 3.
+        o.weights.insert((s, r, 0), WeightEffect::Set(3));
+        assert_eq!(weight(&o), 3);
+        // And a file_check adding 10: 13 (keepalived sums the checkers' contributions).
+        o.weights.insert((s, r, 1), WeightEffect::Add(10));
+        assert_eq!(weight(&o), 13);
+        // A file_check taking more than there is: 0, never negative.
+        o.weights.insert((s, r, 1), WeightEffect::Add(-100));
+        assert_eq!(weight(&o), 0);
+        // Nor above the data plane's maximum.
+        o.weights.insert((s, r, 1), WeightEffect::Add(i64::MAX));
+        assert_eq!(weight(&o), lb_common::MAX_WEIGHT);
+        // Exit 0 again (no effect recorded): the configured weight.
+        o.weights.clear();
+        assert_eq!(weight(&o), 2);
+        // A failed real with inhibit_on_failure still drains at 0; without, it keeps the live
+        // weight for when it comes back.
+        o.weights.insert((s, r, 0), WeightEffect::Set(7));
+        o.health.insert((s, r, 1), Health::Down);
+        let down = desired_state(&config(), &o).services[&s].reals[&r];
+        assert_eq!((down.weight, down.health), (7, Health::Down));
+        // The weight of the real elsewhere is its own.
+        assert_eq!(
+            desired_state(&config(), &o).services[&skey(443)].reals[&rkey(11, 443)].weight,
+            1
         );
     }
 
@@ -277,8 +422,8 @@ virtual_servers:
         );
         let config = Config::from_yaml(&yaml, Path::new("t.yaml")).unwrap();
         let mut o = all_resolved();
-        o.health.insert((skey(80), rkey(12, 80)), Health::Down);
-        o.health.insert((skey(80), rkey(11, 80)), Health::Down);
+        o.health.insert((skey(80), rkey(12, 80), 0), Health::Down);
+        o.health.insert((skey(80), rkey(11, 80), 0), Health::Down);
         let d = desired_state(&config, &o);
         let inhibited = d.services[&skey(80)].reals[&rkey(12, 80)];
         assert_eq!(

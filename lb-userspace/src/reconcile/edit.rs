@@ -273,7 +273,7 @@ virtual_servers:
         let vs = c.virtual_server(&svc(80)).unwrap();
         assert_eq!(vs.real_servers[1].weight, 1);
         assert!(
-            vs.real_servers[0].check.is_some(),
+            !vs.real_servers[0].checks.is_empty(),
             "the other real keeps its check"
         );
         let c = apply(

@@ -1,16 +1,12 @@
-//! keepalived's quorum: a service holds quorum while the total weight of its live reals (up by
-//! their checks, and with a resolved MAC) is at least `quorum`, with `hysteresis` on both
+//! keepalived's quorum: a service holds quorum while the total live weight of its live reals (up
+//! by their checks, and with a resolved MAC) is at least `quorum`, with `hysteresis` on both
 //! edges. While it is lost, the service's sorry server takes the new connections and the
 //! `quorum_down` script has run; `quorum_up` runs when it comes back. Pure: the agent passes
 //! the configuration, what it observed and the previous state, and acts on the changes.
 
 use std::collections::BTreeMap;
 
-use crate::{
-    config::Config,
-    model::{Health, ServiceKey},
-    reconcile::desired::Observed,
-};
+use crate::{config::Config, model::ServiceKey, reconcile::desired::Observed};
 
 /// A service whose quorum changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,10 +52,9 @@ pub fn evaluate(
             .real_servers
             .iter()
             .filter(|rs| {
-                observed.health.get(&(vs.key, rs.key)) != Some(&Health::Down)
-                    && observed.macs.contains_key(&rs.key.addr)
+                !observed.real_failed(vs.key, rs.key) && observed.macs.contains_key(&rs.key.addr)
             })
-            .map(|rs| u64::from(rs.weight))
+            .map(|rs| u64::from(observed.live_weight(vs.key, rs)))
             .sum();
         let was = before.get(&vs.key).copied().unwrap_or(true);
         let held = next_quorum(Some(was), live_weight, vs.quorum, vs.hysteresis);
@@ -87,6 +82,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::model::Health;
 
     #[test]
     fn quorum_with_hysteresis() {
@@ -149,7 +145,7 @@ virtual_servers:
         assert!(changes.is_empty());
 
         // The heavier one fails its check: weight 2 < 4 - 1, lost; quorum_down runs.
-        observed.health.insert((amqp, r1), Health::Down);
+        observed.health.insert((amqp, r1, 0), Health::Down);
         let (held, changes) = evaluate(&config, &observed, &held);
         assert!(!held[&amqp] && held[&ui]);
         assert_eq!(
@@ -176,5 +172,30 @@ virtual_servers:
         assert!(held[&amqp]);
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].script.as_deref(), Some("/bin/up"));
+    }
+
+    #[test]
+    fn quorum_counts_the_weights_checkers_set() {
+        let config = Config::from_yaml(CONFIG, Path::new("q.yaml")).unwrap();
+        let amqp = config.virtual_servers[0].key;
+        let r1 = config.virtual_servers[0].real_servers[0].key;
+        let mut observed = Observed::default();
+        for rs in config.virtual_servers.iter().flat_map(|v| &v.real_servers) {
+            observed.macs.insert(rs.key.addr, [2, 0, 0, 0, 0, 1]);
+        }
+        // misc_dynamic sets the weight-3 real to 0: live weight 2 < 4 - 1, lost.
+        observed
+            .weights
+            .insert((amqp, r1, 0), crate::model::WeightEffect::Set(0));
+        let (held, changes) = evaluate(&config, &observed, &BTreeMap::new());
+        assert!(!held[&amqp]);
+        assert_eq!(changes[0].live_weight, 2);
+        // A file_check adds 10 to it: 12, regained.
+        observed
+            .weights
+            .insert((amqp, r1, 1), crate::model::WeightEffect::Add(10));
+        let (held, changes) = evaluate(&config, &observed, &held);
+        assert!(held[&amqp]);
+        assert_eq!(changes[0].live_weight, 12);
     }
 }

@@ -465,6 +465,7 @@ fn health_in_namespace(params: &Params) -> Result<HealthReport> {
                         addr: target.ip(),
                         port: target.port(),
                     },
+                    0,
                 ),
                 // The default tcp_check of an IPv4 real: half-open (here to the real's own
                 // address: the listener is on loopback, there is no VIP to go through).

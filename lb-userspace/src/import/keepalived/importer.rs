@@ -2,20 +2,25 @@
 //! everything read differently from how it looks (unknown keywords with suggestions, invalid
 //! values, what lb-agent does not carry).
 
-use std::{collections::BTreeSet, net::IpAddr, ops::RangeInclusive};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    ops::RangeInclusive,
+};
 
 use super::{
     ImportError, Warning,
     keywords::{
-        CHECK_KEYWORDS, DNS_KEYWORDS, HTTP_KEYWORDS, KEEPALIVED_ONLY, KEEPALIVED_SCHEDULERS,
-        MISC_KEYWORDS, ROOT_KEYWORDS, RS_KEYWORDS, SMTP_KEYWORDS, SSL_KEYWORDS,
-        SYNC_DAEMON_OPTIONS, UDP_KEYWORDS, URL_KEYWORDS, VS_KEYWORDS,
+        CHECK_KEYWORDS, DNS_KEYWORDS, FILE_CHECK_KEYWORDS, HTTP_KEYWORDS, KEEPALIVED_ONLY,
+        KEEPALIVED_SCHEDULERS, MISC_KEYWORDS, ROOT_KEYWORDS, RS_KEYWORDS, SMTP_KEYWORDS,
+        SSL_KEYWORDS, SYNC_DAEMON_OPTIONS, TRACK_FILE_KEYWORDS, UDP_KEYWORDS, URL_KEYWORDS,
+        VS_KEYWORDS,
     },
     lexer::{Node, script_words, shell_join},
     parsed::{
         At, Check, CheckKind, ClientCert, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PERSISTENCE_TIMEOUT,
-        File, IPVS_SYNC_GROUP, IPVS_SYNC_PORT, IPVS_SYNC_TTL, Real, SYNC_KEY_FILE, Service,
-        SyncDaemon, Timing, Url, Vrrp, number,
+        File, FileSpec, IPVS_SYNC_GROUP, IPVS_SYNC_PORT, IPVS_SYNC_TTL, Real, SYNC_KEY_FILE,
+        Service, SyncDaemon, Timing, TrackFile, Url, Vrrp, number,
     },
 };
 use crate::config::{MAX_UDP_PAYLOAD, SyncConfig};
@@ -33,6 +38,10 @@ struct Unknown {
 #[derive(Default)]
 pub(super) struct Importer {
     pub(super) warnings: Vec<Warning>,
+    /// The `track_file` blocks by name, for FILE_CHECK.
+    pub(super) track_files: BTreeMap<String, TrackFile>,
+    /// The track_files a converted FILE_CHECK names.
+    pub(super) used_track_files: BTreeSet<String>,
 }
 
 impl Importer {
@@ -50,8 +59,19 @@ impl Importer {
             .filter(|n| n.keyword() == "vrrp_script")
             .filter_map(|n| n.word(1))
             .collect();
+        // keepalived reads a track_file when it is defined; the first of a name counts.
+        for n in nodes {
+            if matches!(n.keyword(), "track_file" | "vrrp_track_file")
+                && let Some(name) = n.word(1)
+                && !self.track_files.contains_key(name)
+            {
+                let tf = self.track_file(n);
+                self.track_files.insert(name.to_owned(), tf);
+            }
+        }
         let mut file = File::default();
         let mut unknown = Vec::new();
+        let mut track_files = Vec::new();
         // The first lvs_sync_daemon or old lvs_sync_daemon_interface: keepalived's sync daemon.
         let mut daemon = None;
         // The global SSL block's client certificate, for every SSL_GET.
@@ -81,6 +101,8 @@ impl Importer {
                         n.words[1..].join(" ")
                     ),
                 ),
+                // Judged once every FILE_CHECK is read.
+                "track_file" | "vrrp_track_file" => track_files.push(n),
                 kw => match KEEPALIVED_ONLY.iter().find(|(k, _)| *k == kw) {
                     Some((_, advice)) => {
                         let name = if n.block.is_some() {
@@ -110,10 +132,24 @@ impl Importer {
             .services
             .iter_mut()
             .flat_map(|s| &mut s.reals)
-            .filter_map(|r| r.check.as_mut())
+            .flat_map(|r| &mut r.checks)
             .filter(|c| c.keyword == "SSL_GET");
         for check in ssl_gets {
             check.client_cert = ssl.clone();
+        }
+        // A track_file a converted FILE_CHECK names is in that file_check; others are VRRP's.
+        for n in track_files {
+            let name = n.word(1).unwrap_or("");
+            if !self.used_track_files.contains(name) {
+                self.warn(
+                    n.line,
+                    format!(
+                        "{} {name} is handled by keepalived, not by lb-agent (no FILE_CHECK \
+                         names it): keep running keepalived for VRRP",
+                        n.keyword()
+                    ),
+                );
+            }
         }
         file.sync = self.sync(&file.vrrp, daemon);
         if nodes.is_empty() || file.services.is_empty() {
@@ -1178,7 +1214,7 @@ impl Importer {
             virtualhost: None,
             timing: Timing::default(),
             delay_loop: None,
-            check: None,
+            checks: Vec::new(),
         };
         let mut unknown = Vec::new();
         for c in n.children() {
@@ -1238,30 +1274,17 @@ impl Importer {
             "smtp_alert" => self.not_carried(c, "lb-agent has no e-mail alerts; see its logs"),
             "virtualhost" => self.virtualhost(&mut r.virtualhost, c),
             "snmp_name" => self.not_carried(c, "lb-agent has no SNMP; see its metrics"),
-            kw @ ("TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" | "UDP_CHECK"
-            | "DNS_CHECK" | "PING_CHECK" | "SMTP_CHECK") => {
-                let check = self.check(c);
-                match (&r.check, check) {
-                    (None, check) => r.check = check,
-                    (Some(first), Some(_)) => self.warn(
-                        l,
-                        format!(
-                            "{kw} is a second checker of this real server, and lb-agent takes \
-                             one: only the {} of line {} is converted (keepalived needs every \
-                             checker to pass)",
-                            first.keyword, first.line
-                        ),
-                    ),
-                    (Some(_), None) => {}
-                }
+            "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" | "UDP_CHECK" | "DNS_CHECK"
+            | "PING_CHECK" | "SMTP_CHECK" => {
+                // keepalived runs every checker of a real; it is up while all of them pass.
+                r.checks.extend(self.check(c));
             }
-            kw @ ("FILE_CHECK" | "BFD_CHECK") => self.warn(
+            "FILE_CHECK" => r.checks.extend(self.file_check(c)),
+            kw @ "BFD_CHECK" => self.warn(
                 l,
                 format!(
-                    "{kw} is not supported by lb-agent (it has tcp_check, http_get, ssl_get, \
-                         misc_check, udp_check, dns_check, ping_check and smtp_check): not \
-                         converted; without another checker the \
-                         real is always up"
+                    "{kw} is not supported by lb-agent (it has no BFD): not converted; the \
+                     real's other checkers decide, and without one the real is always up"
                 ),
             ),
             _ => unknown.push(self.unknown(c, RS_KEYWORDS)),
@@ -1274,11 +1297,8 @@ impl Importer {
     fn after_service(&mut self, s: &Service) {
         let service = s.delay_loop.map_or(60.0, |(d, _)| d);
         for r in &s.reals {
-            let ck = r.check.as_ref();
-            let own = [
-                (r.delay_loop, "its real_server"),
-                (ck.and_then(|c| c.delay_loop), ck.map_or("", |c| c.keyword)),
-            ];
+            let own = std::iter::once((r.delay_loop, "its real_server"))
+                .chain(r.checks.iter().map(|c| (c.delay_loop, c.keyword)));
             for (v, of) in own {
                 if let Some((v, l)) = v.filter(|(v, _)| *v != service) {
                     self.warn(
@@ -1292,17 +1312,15 @@ impl Importer {
                     );
                 }
             }
-            let Some(ck) = ck else {
-                continue;
-            };
-            if let Some((v, l)) = ck.tcp_nb_get_retry {
-                let ran = ck
-                    .timing
-                    .retry
-                    .or(r.timing.retry)
-                    .or(s.timing.retry)
-                    .map_or(1, |(r, _)| r);
-                self.warn(
+            for ck in &r.checks {
+                if let Some((v, l)) = ck.tcp_nb_get_retry {
+                    let ran = ck
+                        .timing
+                        .retry
+                        .or(r.timing.retry)
+                        .or(s.timing.retry)
+                        .map_or(1, |(r, _)| r);
+                    self.warn(
                     l,
                     format!(
                         "unknown keyword \"nb_get_retry\" in TCP_CHECK (only HTTP_GET and SSL_GET \
@@ -1311,8 +1329,197 @@ impl Importer {
                          tcp_check if {v} retries were meant"
                     ),
                 );
+                }
             }
         }
+    }
+
+    /// A `track_file NAME { file PATH; weight W [reverse]; init_file [VALUE] [overwrite] }`
+    /// block: what a FILE_CHECK naming it reads.
+    fn track_file(&mut self, n: &Node) -> TrackFile {
+        let mut tf = TrackFile {
+            line: n.line,
+            path: None,
+            weight: None,
+            init_file: None,
+        };
+        let mut unknown = Vec::new();
+        for c in n.children() {
+            let l = c.line;
+            match c.keyword() {
+                "file" => {
+                    let stays = "the track_file has no file, and FILE_CHECKs naming it are not \
+                                 converted";
+                    if let Some(v) = self.value(c, stays) {
+                        tf.path = tf.path.take().or(Some((v.to_owned(), l)));
+                    }
+                }
+                "weight" => {
+                    if let Some(w) = self.file_weight(c, -254..=254, "the weight stays 1") {
+                        tf.weight = Some((w, l));
+                    }
+                }
+                "init_file" => {
+                    if let Some(i) = self.init_file(c) {
+                        tf.init_file = Some((i, l));
+                    }
+                }
+                _ => unknown.push(self.unknown(c, TRACK_FILE_KEYWORDS)),
+            }
+        }
+        self.report_unknown(unknown, |_| None);
+        tf
+    }
+
+    /// `weight W [reverse|noreverse]` of a track_file or FILE_CHECK.
+    fn file_weight(
+        &mut self,
+        n: &Node,
+        range: RangeInclusive<i64>,
+        stays: &str,
+    ) -> Option<(i64, bool)> {
+        self.no_block(n);
+        self.extra_words(n, 3);
+        let Some(v) = n.word(1) else {
+            self.warn(n.line, format!("weight has no value: ignored; {stays}"));
+            return None;
+        };
+        let w = match v.parse::<i64>() {
+            Ok(w) if range.contains(&w) => w,
+            _ => {
+                let expected = format!("a whole number from {} to {}", range.start(), range.end());
+                self.invalid(n, v, &expected, stays);
+                return None;
+            }
+        };
+        match n.word(2) {
+            None | Some("noreverse") => Some((w, false)),
+            Some("reverse") => Some((w, true)),
+            Some(o) => {
+                self.invalid(n, o, "reverse or noreverse", stays);
+                None
+            }
+        }
+    }
+
+    /// `init_file [VALUE] [overwrite]`: the value (default 0) and whether to overwrite.
+    fn init_file(&mut self, n: &Node) -> Option<(i64, bool)> {
+        self.no_block(n);
+        let (mut value, mut overwrite) = (0, false);
+        for w in &n.words[1..] {
+            match w.as_str() {
+                "overwrite" => overwrite = true,
+                v => match v.parse::<i32>() {
+                    Ok(x) => value = i64::from(x),
+                    Err(_) => {
+                        self.invalid(n, v, "a whole number or overwrite", "the value stays 0");
+                    }
+                },
+            }
+        }
+        Some((value, overwrite))
+    }
+
+    /// A `FILE_CHECK { track_file NAME; weight W [reverse] }` block, resolved against the
+    /// track_file it names (which keepalived needs defined before).
+    fn file_check(&mut self, n: &Node) -> Option<Check> {
+        self.extra_words(n, 1);
+        let mut name: Option<(String, usize)> = None;
+        let mut weight: At<(i64, bool)> = None;
+        let mut unknown = Vec::new();
+        for c in n.children() {
+            match c.keyword() {
+                "track_file" => {
+                    let stays = "the FILE_CHECK names no track_file";
+                    if let Some(v) = self.value(c, stays) {
+                        name = Some((v.to_owned(), c.line));
+                    }
+                }
+                "weight" => {
+                    let max = i64::from(i32::MAX);
+                    let stays = "the track_file's weight applies";
+                    if let Some(w) = self.file_weight(c, -max..=max, stays) {
+                        weight = Some((w, c.line));
+                    }
+                }
+                _ => unknown.push(self.unknown(c, FILE_CHECK_KEYWORDS)),
+            }
+        }
+        self.report_unknown(unknown, |_| None);
+        let Some((name, name_line)) = name else {
+            self.warn(
+                n.line,
+                "FILE_CHECK has no track_file, so keepalived drops this checker: not converted",
+            );
+            return None;
+        };
+        let tf = match self.track_files.get(&name) {
+            Some(tf) if tf.line < n.line => tf.clone(),
+            found => {
+                let why = if found.is_some() {
+                    "is defined after it"
+                } else {
+                    "is not defined"
+                };
+                self.warn(
+                    name_line,
+                    format!(
+                        "track_file {name} {why}, so keepalived drops this FILE_CHECK: not \
+                         converted"
+                    ),
+                );
+                return None;
+            }
+        };
+        let Some((path, path_line)) = tf.path.clone() else {
+            self.warn(
+                tf.line,
+                format!("track_file {name} has no file: its FILE_CHECK is not converted"),
+            );
+            return None;
+        };
+        if !path.starts_with('/') {
+            self.warn(
+                path_line,
+                format!(
+                    "track_file {name}'s file {path} is not an absolute path, which lb-agent \
+                     needs: its FILE_CHECK is not converted"
+                ),
+            );
+            return None;
+        }
+        self.used_track_files.insert(name);
+        let ((w, reverse), weight_line) = weight.or(tf.weight).unwrap_or(((1, false), n.line));
+        Some(Check {
+            kind: CheckKind::File,
+            line: n.line,
+            keyword: "FILE_CHECK",
+            connect_ip: None,
+            connect_port: None,
+            bindto: None,
+            bind_port: None,
+            timing: Timing::default(),
+            virtualhost: None,
+            urls: Vec::new(),
+            misc_path: None,
+            misc_timeout: None,
+            misc_dynamic: None,
+            file: Some(FileSpec {
+                path: (path, path_line),
+                weight: (w, reverse, weight_line),
+                init_file: tf.init_file,
+            }),
+            delay_loop: None,
+            payload: None,
+            require_reply: None,
+            dns_type: None,
+            dns_name: None,
+            helo_name: None,
+            enable_sni: None,
+            sni_name: None,
+            client_cert: None,
+            tcp_nb_get_retry: None,
+        })
     }
 
     /// A checker block.
@@ -1362,6 +1569,8 @@ impl Importer {
             urls: Vec::new(),
             misc_path: None,
             misc_timeout: None,
+            misc_dynamic: None,
+            file: None,
             delay_loop: None,
             payload: None,
             require_reply: None,
@@ -1522,10 +1731,11 @@ impl Importer {
                 c,
                 "lb-agent's udp_check checks the start of the reply (require_reply), not its length",
             ),
-            "misc_dynamic" => self.not_carried(
-                c,
-                "lb-agent does not set weights from the script's exit status; only 0 = up",
-            ),
+            "misc_dynamic" => {
+                if self.bare_flag(c) {
+                    ck.misc_dynamic = Some((true, l));
+                }
+            }
             "user" => self.not_carried(c, "lb-agent runs scripts as its own user"),
             "alpha" => self.not_carried(
                 c,

@@ -214,6 +214,12 @@ pub(super) const MISC_KEYWORDS: &[&str] = &[
     "log_all_failures",
 ];
 
+/// Keywords of a FILE_CHECK.
+pub(super) const FILE_CHECK_KEYWORDS: &[&str] = &["track_file", "weight"];
+
+/// Keywords of a `track_file` block.
+pub(super) const TRACK_FILE_KEYWORDS: &[&str] = &["file", "weight", "init_file"];
+
 /// The options of `lvs_sync_daemon` after its interface (keepalived 2.x).
 pub(super) const SYNC_DAEMON_OPTIONS: &[&str] = &["inst", "id", "maxlen", "port", "ttl", "group"];
 

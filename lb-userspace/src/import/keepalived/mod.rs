@@ -182,7 +182,10 @@ pub fn import(text: &str, interface: &str) -> Result<Import, ImportError> {
 /// FILE` passes its FILE).
 pub fn import_named(text: &str, interface: &str, source: &str) -> Result<Import, ImportError> {
     let (nodes, warnings) = parse(text)?;
-    let mut im = Importer { warnings };
+    let mut im = Importer {
+        warnings,
+        ..Importer::default()
+    };
     let file = im.file(&nodes);
     let interface = match interface.trim() {
         "" => im.interface_from_vrrp(&file)?,

@@ -119,7 +119,7 @@ pub(super) struct Real {
     pub(super) timing: Timing,
     /// keepalived's per-real `delay_loop` (lb-agent has one per service).
     pub(super) delay_loop: At<f64>,
-    pub(super) check: Option<Check>,
+    pub(super) checks: Vec<Check>,
 }
 
 /// The checker kinds lb-agent has.
@@ -132,6 +132,24 @@ pub(super) enum CheckKind {
     Dns,
     Ping,
     Smtp,
+    File,
+}
+
+/// A `track_file` block (or its old name `vrrp_track_file`), for the FILE_CHECKs that name it.
+#[derive(Clone)]
+pub(super) struct TrackFile {
+    pub(super) line: usize,
+    pub(super) path: At<String>,
+    pub(super) weight: At<(i64, bool)>,
+    pub(super) init_file: At<(i64, bool)>,
+}
+
+/// A FILE_CHECK as keepalived runs it: its track_file's file, and the weight (the check's own,
+/// else the track_file's, else 1).
+pub(super) struct FileSpec {
+    pub(super) path: (String, usize),
+    pub(super) weight: (i64, bool, usize),
+    pub(super) init_file: At<(i64, bool)>,
 }
 
 /// A `TCP_CHECK`, `HTTP_GET` or `SSL_GET`, `MISC_CHECK`, `UDP_CHECK`, `DNS_CHECK`,
@@ -151,6 +169,8 @@ pub(super) struct Check {
     pub(super) urls: Vec<Url>,
     pub(super) misc_path: At<String>,
     pub(super) misc_timeout: At<u64>,
+    pub(super) misc_dynamic: At<bool>,
+    pub(super) file: Option<FileSpec>,
     /// keepalived's per-checker `delay_loop` (lb-agent has one per service).
     pub(super) delay_loop: At<f64>,
     /// UDP_CHECK's `payload`, lowercase hexadecimal.

@@ -2,13 +2,13 @@
 //! the keepalived line it comes from; the comment header; and the check that lb-agent reads
 //! it back, its refusals becoming warnings on those lines.
 
-use std::{net::IpAddr, path::Path};
+use std::{collections::BTreeSet, net::IpAddr, path::Path};
 
 use super::{
     ImportError, Warning,
     importer::Importer,
     parsed::{
-        At, CheckKind, DEFAULT_PERSISTENCE_TIMEOUT, File, HTTP_DEFAULT_DELAY_BEFORE_RETRY,
+        At, Check, CheckKind, DEFAULT_PERSISTENCE_TIMEOUT, File, HTTP_DEFAULT_DELAY_BEFORE_RETRY,
         IPVS_SYNC_GROUP, IPVS_SYNC_PORT, IPVS_SYNC_TTL, Real, SYNC_KEY_FILE, Service, SyncDaemon,
         number,
     },
@@ -386,10 +386,42 @@ fn real(m: &mut Map<'_>, s: &Service, r: &Real) {
     if let Some((c, l)) = &r.notify_down {
         m.kv("notify_down", &yaml_quoted(c), *l, None);
     }
-    let Some(ck) = &r.check else {
-        return;
-    };
+    // keepalived runs every checker of a real: one of each kind becomes a key of the real,
+    // otherwise they go in its `checks` list, in file order.
+    let kinds: BTreeSet<&str> = r.checks.iter().map(|c| c.keyword).collect();
+    if kinds.len() == r.checks.len() {
+        for ck in &r.checks {
+            check(m, s, r, ck);
+        }
+    } else if let Some(first) = r.checks.first() {
+        let list = m.list("checks", first.line);
+        for (i, ck) in r.checks.iter().enumerate() {
+            let mut item = m.item(&list, i, ck.line);
+            check(&mut item, s, r, ck);
+        }
+    }
+}
+
+/// One checker of `r`, as a key of `m`.
+fn check(m: &mut Map<'_>, s: &Service, r: &Real, ck: &Check) {
     match ck.kind {
+        CheckKind::File => {
+            let Some(f) = &ck.file else { return };
+            let mut c = m.map("file_check", ck.line);
+            c.kv("path", &yaml_quoted(&f.path.0), f.path.1, None);
+            let (w, reverse, l) = f.weight;
+            c.kv("weight", &w.to_string(), l, None);
+            if reverse {
+                c.kv("reverse", "true", l, None);
+            }
+            if let Some(((value, overwrite), l)) = f.init_file {
+                let mut i = c.map("init_file", l);
+                i.kv("value", &value.to_string(), l, None);
+                if overwrite {
+                    i.kv("overwrite", "true", l, None);
+                }
+            }
+        }
         CheckKind::Misc => {
             let mut c = m.map("misc_check", ck.line);
             if let Some((p, l)) = &ck.misc_path {
@@ -397,6 +429,9 @@ fn real(m: &mut Map<'_>, s: &Service, r: &Real) {
             }
             if let Some((t, l)) = ck.misc_timeout {
                 c.kv("misc_timeout", &t.to_string(), l, None);
+            }
+            if let Some((d, l)) = ck.misc_dynamic {
+                c.kv("misc_dynamic", &d.to_string(), l, None);
             }
             if let Some((w, l)) = ck.timing.warmup.or(r.timing.warmup) {
                 c.kv("warmup", &number(w), l, None);

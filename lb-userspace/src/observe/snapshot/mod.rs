@@ -113,7 +113,7 @@ pub fn snapshot(v: &View, with_conns: bool) -> Snapshot {
                 continue;
             };
             let key = (vs.key, *rk);
-            let status = v.health.get(&key);
+            let (checker, status) = real_checks(v.health, vs.key, *rk);
             let counts = active.get(&installed.index).copied().unwrap_or_default();
             let (act, inact) = (counts.active, counts.inactive);
             let sorry =
@@ -135,7 +135,7 @@ pub fn snapshot(v: &View, with_conns: bool) -> Snapshot {
                 stats: counters(v.dp, None, Some(installed.index)),
                 rate: v.rates.real(&key),
                 health: HealthInfo {
-                    checker: status.map_or("none", |s| s.checker).into(),
+                    checker,
                     state: state.into(),
                     last_result,
                     reason,
@@ -259,6 +259,31 @@ fn listed_templates<K: PersistKey>(
 /// passed (`connected`, `HTTP 200`), else `failed`; and why the real is or may go down: no
 /// neighbour entry for it, or what the failed check saw (`connect refused`). The detail of a
 /// failure is in one column only.
+/// The checkers of `real` in `service` as the listing shows them: their names joined with `+`
+/// (`"none"` without any), and the status shown, the first that is down, else the first.
+fn real_checks(
+    health: &BTreeMap<CheckKey, CheckStatus>,
+    service: ServiceKey,
+    real: RealKey,
+) -> (String, Option<&CheckStatus>) {
+    let statuses: Vec<&CheckStatus> = health
+        .range((service, real, 0)..=(service, real, usize::MAX))
+        .map(|(_, s)| s)
+        .collect();
+    let shown = statuses
+        .iter()
+        .find(|s| !s.up)
+        .or(statuses.first())
+        .copied();
+    let names = if statuses.is_empty() {
+        "none".to_owned()
+    } else {
+        let names: Vec<&str> = statuses.iter().map(|s| s.checker).collect();
+        names.join("+")
+    };
+    (names, shown)
+}
+
 fn result_and_reason(
     status: Option<&CheckStatus>,
     has_neighbour: bool,

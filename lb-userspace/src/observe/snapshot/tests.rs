@@ -18,6 +18,7 @@ fn checked(up: bool, ok: bool, detail: &str) -> CheckStatus {
         since: Duration::ZERO,
         checks: 1,
         failures: u64::from(!ok),
+        weight: None,
     }
 }
 
@@ -42,6 +43,29 @@ fn a_failed_check_says_failed_once_and_why_once() {
         (some("HTTP 200"), some("no neighbour"))
     );
     assert_eq!(result_and_reason(None, true), (None, None));
+}
+
+#[test]
+fn a_real_with_several_checkers_shows_all_names_and_the_failing_one() {
+    let (s, r) = (svc6(443), real6(1));
+    let mut health = BTreeMap::new();
+    assert_eq!(real_checks(&health, s, r), ("none".to_owned(), None));
+    health.insert((s, r, 0), checked(true, true, "connected"));
+    let mut file = checked(false, false, "file value 1");
+    file.checker = "file_check";
+    health.insert((s, r, 1), file.clone());
+    // Another real's checker is not this real's.
+    health.insert((s, real6(2), 0), checked(false, false, "timeout"));
+    let (names, shown) = real_checks(&health, s, r);
+    assert_eq!(names, "tcp_check+file_check");
+    assert_eq!(shown, Some(&file));
+    // All up: the first is shown.
+    health.insert((s, r, 1), checked(true, true, "file value 0"));
+    let (_, shown) = real_checks(&health, s, r);
+    assert_eq!(
+        shown.and_then(|s| s.last.clone()).unwrap().detail,
+        "connected"
+    );
 }
 
 /// The clock of the snapshot and `which` tests.
