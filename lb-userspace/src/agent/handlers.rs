@@ -64,14 +64,27 @@ pub enum ZeroError {
 impl Agent {
     pub(super) fn on_health(&mut self, event: HealthEvent) {
         let (service, real, index) = event.key;
-        let checker = index + 1;
+        let rs = self
+            .config
+            .virtual_server(&service)
+            .and_then(|vs| vs.real_servers.iter().find(|r| r.key == real));
+        // "its check" when the real has one; with several, which one (keepalived's order).
+        let checker = match rs.map(|r| r.checks.as_slice()) {
+            Some([_]) | None => "check".to_owned(),
+            Some(checks) => format!(
+                "{} check ({} of {})",
+                checks.get(index).map_or("?", |c| c.key()),
+                index + 1,
+                checks.len()
+            ),
+        };
         let detail = &event.outcome.detail;
         match event.transition {
             Some(Transition::Down) => {
-                warn!("real {real} of {service} failed its check #{checker}: {detail}");
+                warn!("real {real} of {service} failed its {checker}: {detail}");
             }
             Some(Transition::Up) => {
-                info!("real {real} of {service} passed its check #{checker}: {detail}");
+                info!("real {real} of {service} passed its {checker}: {detail}");
             }
             None => {}
         }
@@ -80,7 +93,7 @@ impl Agent {
             info!(
                 ?old_weight,
                 weight = ?event.weight,
-                "real {real} of {service}: check #{checker} changes its weight: {detail}"
+                "real {real} of {service}: its {checker} changes its weight: {detail}"
             );
         }
         let health = event.transition.map(|t| match t {
@@ -92,10 +105,6 @@ impl Agent {
         let Some(now) = self.observed.record_check(event.key, health, event.weight) else {
             return;
         };
-        let rs = self
-            .config
-            .virtual_server(&service)
-            .and_then(|vs| vs.real_servers.iter().find(|r| r.key == real));
         let script = match now {
             Health::Down => rs
                 .and_then(|r| r.notify_down.clone())
