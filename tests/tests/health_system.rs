@@ -532,3 +532,107 @@ fn notify_down_runs_exactly_once() {
     assert_eq!(events(), "down\nup\n");
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The weight column of `real`'s line in `lbadm -L -n`, if it is listed.
+fn listed_weight(listing: &str, real: &str) -> Option<u32> {
+    listing
+        .lines()
+        .find(|l| l.contains(&format!("-> {real}")))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|w| w.parse().ok())
+}
+
+#[test]
+fn several_checkers_a_dynamic_script_and_a_tracked_file_set_up_down_and_weight() {
+    let topo = DrTopology::new(78, 2).expect("topology");
+    let _servers = echo_all(&topo);
+    let dir = scratch("checkers");
+    let (file, code) = (dir.join("real1-file"), dir.join("real2-code"));
+    fs::write(&file, "0\n").unwrap();
+    fs::write(&code, "0").unwrap();
+    // real1: the default tcp_check and a tracked file adding its value to the weight; real2: a
+    // script whose exit status sets the weight (keepalived's misc_dynamic).
+    let reals = vec![
+        (
+            11,
+            format!(
+                "{}, file_check: {{ path: {} }}",
+                tcp_check(),
+                file.display()
+            ),
+        ),
+        (
+            12,
+            format!(
+                "misc_check: {{ misc_path: \"sh -c 'exit $(cat {})'\", misc_timeout: 1, \
+                 misc_dynamic: true }}",
+                code.display()
+            ),
+        ),
+    ];
+    let agent = Agent::start(&topo.director.ns, &config(78, "", &reals)).unwrap();
+    let weights = || {
+        let l = agent.lbadm_ok(&["-L", "-n"]);
+        (
+            listed_weight(&l, "10.78.0.11:8080"),
+            listed_weight(&l, "10.78.0.12:8080"),
+        )
+    };
+    wait_until(Duration::from_secs(4), "both reals up at weight 1", || {
+        weights() == (Some(1), Some(1))
+    });
+
+    // The file says 4 (weight 1 + 4), the script exits 7 (weight 7 - 2).
+    fs::write(&file, "4\n").unwrap();
+    fs::write(&code, "7").unwrap();
+    wait_until(Duration::from_secs(4), "weights 5 and 5", || {
+        weights() == (Some(5), Some(5))
+    });
+    let to: SocketAddr = (topo.vip, PORT).into();
+    let new = NewConns::start(&topo.client.ns, to, Duration::from_millis(5)).unwrap();
+
+    // The file's fault value takes real1 down though its tcp_check passes: a real is up only
+    // while every checker is.
+    fs::write(&file, "-2147483648\n").unwrap();
+    agent
+        .wait_for_log(
+            "real 10.78.0.11:8080 of TCP 10.78.0.100:8080 failed its file_check check (2 of 2)",
+            Duration::from_secs(4),
+        )
+        .unwrap();
+    wait_until(Duration::from_secs(2), "real1 out of the listing", || {
+        weights().0.is_none()
+    });
+    let before = new.report();
+    thread::sleep(Duration::from_secs(1));
+    let during = new.report();
+    let got = |r: &lb_tests::traffic::NewConnReport, name: &str| {
+        r.per_real.get(name).copied().unwrap_or(0)
+    };
+    assert_eq!(got(&during, "real1"), got(&before, "real1"), "{during:?}");
+    assert!(
+        got(&during, "real2") > got(&before, "real2") + 20,
+        "{during:?}"
+    );
+    assert!(
+        agent
+            .lbadm_ok(&["-L", "-n", "--health"])
+            .contains("tcp_check+file_check"),
+        "the listing names both checkers"
+    );
+
+    // Exit status 1: real2 is down; 0 brings it back at its configured weight. The file back
+    // at 0 brings real1 back at weight 1.
+    fs::write(&code, "1").unwrap();
+    fs::write(&file, "0\n").unwrap();
+    wait_until(Duration::from_secs(4), "real1 back, real2 down", || {
+        weights() == (Some(1), None)
+    });
+    fs::write(&code, "0").unwrap();
+    wait_until(Duration::from_secs(4), "both at weight 1", || {
+        weights() == (Some(1), Some(1))
+    });
+    let report = new.finish();
+    assert!(report.failures.is_empty(), "{:#?}", report.failures);
+    fs::remove_dir_all(&dir).unwrap();
+}
