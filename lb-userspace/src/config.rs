@@ -28,6 +28,7 @@ mod address;
 mod check;
 mod emit;
 mod file;
+mod group;
 mod message;
 mod nesting;
 mod parse;
@@ -40,6 +41,7 @@ use std::{
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     str::FromStr,
+    sync::Arc,
     time::Duration,
 };
 
@@ -308,6 +310,22 @@ pub struct VirtualServer {
     pub sorry_server: Option<RealKey>,
     /// The reals, in file order.
     pub real_servers: Vec<RealServer>,
+    /// The group this service is a member of (keepalived's `virtual_server_group`), if any.
+    pub group: Option<Arc<Group>>,
+}
+
+/// A `virtual_server_group`: one item of `virtual_servers` with `group` and `vips`, which
+/// becomes one service per address and port, as keepalived makes one IPVS service per entry.
+/// The members share their settings, reals and checkers: each real is checked once, through the
+/// first member (the leader), and its state and weight apply to every member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    /// The group's name.
+    pub name: String,
+    /// The entries as written (`10.0.0.1-9:80`, `[2001:db8::1]:443`, `10.0.0.0/30:80`).
+    pub vips: Vec<String>,
+    /// The first member: its checkers check the reals of every member.
+    pub leader: ServiceKey,
 }
 
 /// A real server of a service (keepalived `real_server <ip> <port>`).
@@ -1016,6 +1034,17 @@ impl Config {
     /// The service with this key.
     pub fn virtual_server(&self, key: &ServiceKey) -> Option<&VirtualServer> {
         self.virtual_servers.iter().find(|vs| vs.key == *key)
+    }
+
+    /// The services whose reals `key`'s checkers check: the members of the group `key` leads,
+    /// or `key` alone.
+    pub fn checked_through(&self, key: &ServiceKey) -> impl Iterator<Item = &VirtualServer> {
+        self.virtual_servers
+            .iter()
+            .filter(move |vs| match &vs.group {
+                Some(g) => g.leader == *key,
+                None => vs.key == *key,
+            })
     }
 }
 

@@ -636,3 +636,83 @@ fn several_checkers_a_dynamic_script_and_a_tracked_file_set_up_down_and_weight()
     assert!(report.failures.is_empty(), "{:#?}", report.failures);
     fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_group_shares_its_checks_across_its_members() {
+    const OTHER: u16 = 8082;
+    let topo = DrTopology::new(79, 2).expect("topology");
+    let mut servers: Vec<Option<(TcpEchoServer, TcpEchoServer)>> = topo
+        .reals
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let tag = format!("real{}", i + 1);
+            let other =
+                TcpEchoServer::start(&r.ns, (std::net::Ipv4Addr::UNSPECIFIED, OTHER).into(), &tag)
+                    .unwrap();
+            Some((echo(&r.ns, &tag), other))
+        })
+        .collect();
+    // One group, two members (the VIP on two ports), two reals checked once each, through
+    // the leader (8080).
+    let yaml = format!(
+        "interface: eth0\nxdp_mode: driver\nvirtual_servers:\n  - group: web\n    vips: \
+         [\"10.79.0.100:{PORT}\", \"10.79.0.100:{OTHER}\"]\n    lb_algo: rr\n    lb_kind: dr\n    \
+         delay_loop: 1\n    real_servers:\n      - {{ ip: 10.79.0.11, {c} }}\n      - {{ ip: \
+         10.79.0.12, {c} }}\n",
+        c = tcp_check()
+    );
+    let agent = Agent::start(&topo.director.ns, &yaml).unwrap();
+    let listed = |real: &str| {
+        agent
+            .lbadm_ok(&["-L", "-n"])
+            .lines()
+            .filter(|l| l.contains(&format!("-> {real}:")))
+            .count()
+    };
+    wait_until(Duration::from_secs(3), "both reals in both members", || {
+        listed("10.79.0.11") == 2 && listed("10.79.0.12") == 2
+    });
+    // Every member shows the state of the leader's checkers (one per real, not per member:
+    // `health::spec`'s tests).
+    wait_until(Duration::from_secs(3), "both checks answered", || {
+        agent
+            .lbadm_ok(&["-L", "-n", "--health"])
+            .matches("SYN-ACK")
+            .count()
+            == 4
+    });
+
+    let to: SocketAddr = (topo.vip, OTHER).into();
+    let new = NewConns::start(&topo.client.ns, to, Duration::from_millis(10)).unwrap();
+
+    // real2's services stop: its check on the leader's port fails, and it leaves both
+    // members, the 8082 one included, which nothing checks on its own.
+    servers[1] = None;
+    agent
+        .wait_for_log(
+            "real 10.79.0.12:8080 of TCP 10.79.0.100:8080 failed its check",
+            BOUND + Duration::from_secs(1),
+        )
+        .unwrap();
+    wait_until(Duration::from_secs(2), "real2 out of both members", || {
+        listed("10.79.0.12") == 0 && listed("10.79.0.11") == 2
+    });
+    let failures = new.report().failures.len();
+    thread::sleep(Duration::from_secs(1));
+    let after = new.finish();
+    assert_eq!(after.failures.len(), failures, "{:#?}", after.failures);
+    assert!(after.per_real.contains_key("real1"), "{after:?}");
+    // Edits of a member are refused: the group is one item of the file.
+    let (code, _, err) = agent.lbadm(&[
+        "-e",
+        "-t",
+        "10.79.0.100:8082",
+        "-r",
+        "10.79.0.11:8082",
+        "-w",
+        "3",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("member of group web"), "{err}");
+}

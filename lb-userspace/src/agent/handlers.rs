@@ -15,7 +15,7 @@ use crate::{
         CheckFileError, CheckKey, CheckStatus, HealthEvent, Transition, amqp::read_password_files,
         check_specs,
     },
-    model::{Health, ServiceKey},
+    model::{Health, RealKey, ServiceKey},
     netlink::{MacState, NeighEvent},
     observe::snapshot::{self, View},
     reconcile::{desired::desired_state, edit, plan::Op, quorum},
@@ -102,6 +102,21 @@ impl Agent {
         });
         // The real's own state: down while any checker is (keepalived); its scripts run when
         // that changes, not with every checker.
+        // The other members of a group share the leader's checkers: the same real (by
+        // address, on each member's port) gets the same result.
+        let members: Vec<(ServiceKey, RealKey)> = self
+            .config
+            .checked_through(&service)
+            .filter(|vs| vs.key != service)
+            .filter_map(|vs| {
+                let r = vs.real_servers.iter().find(|r| r.key.addr == real.addr)?;
+                Some((vs.key, r.key))
+            })
+            .collect();
+        for (member, member_real) in members {
+            self.observed
+                .record_check((member, member_real, index), health, event.weight);
+        }
         let Some(now) = self.observed.record_check(event.key, health, event.weight) else {
             return;
         };

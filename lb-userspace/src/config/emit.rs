@@ -38,7 +38,13 @@ pub(super) fn config(c: &Config) -> String {
     timeouts.put("udp", c.timeouts.udp);
     m.put("timeouts", timeouts);
     m.put_opt("sync", c.sync.as_ref().map(sync));
-    let services: Vec<Value> = c.virtual_servers.iter().map(virtual_server).collect();
+    // A group is written once, as its leader: the other members come from its `vips`.
+    let services: Vec<Value> = c
+        .virtual_servers
+        .iter()
+        .filter(|vs| vs.group.as_ref().is_none_or(|g| g.leader == vs.key))
+        .map(|vs| virtual_server(c, vs))
+        .collect();
     m.put("virtual_servers", services);
     // Serializing a tree of plain values cannot fail.
     serde_yaml::to_string(&Value::from(m)).unwrap_or_default()
@@ -102,10 +108,19 @@ fn sync(s: &SyncConfig) -> Value {
     m.into()
 }
 
-fn virtual_server(vs: &VirtualServer) -> Value {
+fn virtual_server(c: &Config, vs: &VirtualServer) -> Value {
     let mut m = Block::default();
-    m.put("vip", ip(vs.key.vip));
-    m.put("port", vs.key.port);
+    match &vs.group {
+        None => {
+            m.put("vip", ip(vs.key.vip));
+            m.put("port", vs.key.port);
+        }
+        Some(g) => {
+            m.put("group", g.name.as_str());
+            let vips: Vec<Value> = g.vips.iter().map(|v| v.as_str().into()).collect();
+            m.put("vips", vips);
+        }
+    }
     m.put("protocol", vs.key.proto.name().to_ascii_lowercase());
     m.put("lb_algo", vs.lb_algo.name());
     m.put("lb_kind", "dr");
@@ -127,8 +142,34 @@ fn virtual_server(vs: &VirtualServer) -> Value {
     m.put("hysteresis", vs.hysteresis);
     m.put_opt("quorum_up", vs.quorum_up.as_deref());
     m.put_opt("quorum_down", vs.quorum_down.as_deref());
-    m.put_opt("sorry_server", vs.sorry_server.map(real_key));
-    let reals: Vec<Value> = vs.real_servers.iter().map(real_server).collect();
+    if vs.group.is_none() {
+        m.put_opt("sorry_server", vs.sorry_server.map(real_key));
+        let reals: Vec<Value> = vs.real_servers.iter().map(real_server).collect();
+        m.put("real_servers", reals);
+        return m.into();
+    }
+    // A group's reals and sorry server take each member's port: written without one. The
+    // members of each address family hold its reals; all of them, once each, in order.
+    let portless = |v: Value| match v {
+        Value::Mapping(mut map) => {
+            map.remove("port");
+            Value::Mapping(map)
+        }
+        other => other,
+    };
+    m.put_opt(
+        "sorry_server",
+        vs.sorry_server.map(|k| portless(real_key(k))),
+    );
+    let mut seen = std::collections::HashSet::new();
+    let reals: Vec<Value> = c
+        .virtual_servers
+        .iter()
+        .filter(|m| m.group == vs.group)
+        .flat_map(|m| &m.real_servers)
+        .filter(|r| seen.insert(r.key.addr))
+        .map(|r| portless(real_server(r)))
+        .collect();
     m.put("real_servers", reals);
     m.into()
 }

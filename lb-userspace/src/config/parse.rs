@@ -8,13 +8,14 @@ use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
+    sync::Arc,
     time::Duration,
 };
 
 use serde_yaml::Value;
 
 use super::{
-    Config, LbAlgo, RealServer, SyncConfig, Timeouts, VirtualServer,
+    Config, Group, LbAlgo, RealServer, SyncConfig, Timeouts, VirtualServer,
     address::{ipv4_mapped, not_a_host},
     check,
     reader::{Fields, Node, Reader, describe},
@@ -67,6 +68,8 @@ const SYNC_KEYS: &[&str] = &[
 const VS_KEYS: &[&str] = &[
     "vip",
     "port",
+    "group",
+    "vips",
     "protocol",
     "lb_algo",
     "lvs_sched",
@@ -488,44 +491,58 @@ fn virtual_servers(rd: &mut Reader, node: Option<Node<'_>>, limits: &Limits) -> 
     let items = rd.list(&node);
     let mut out: Vec<VirtualServer> = Vec::new();
     let mut seen: HashMap<ServiceKey, usize> = HashMap::new();
+    let mut groups: HashMap<String, usize> = HashMap::new();
     for (i, item) in items.iter().enumerate() {
-        let Some(vs) = virtual_server(rd, item, limits) else {
-            continue;
+        let members = if item.value.get("group").is_some() {
+            group(rd, item, limits)
+        } else {
+            virtual_server(rd, item, limits).into_iter().collect()
         };
-        match seen.get(&vs.key) {
-            Some(first) => {
-                let msg = format!(
-                    "duplicate virtual server {}: virtual_servers[{first}] has the same vip, \
-                     port and protocol",
-                    vs.key
-                );
-                rd.error(&item.path, msg);
-            }
-            None => {
-                seen.insert(vs.key, i);
-            }
+        if let Some(g) = members.first().and_then(|vs| vs.group.as_ref())
+            && let Some(first) = groups.insert(g.name.clone(), i)
+        {
+            let msg = format!("group {} is virtual_servers[{first}] already", g.name);
+            rd.error(&format!("{}.group", item.path), msg);
         }
-        out.push(vs);
+        for vs in members {
+            match seen.get(&vs.key) {
+                Some(first) => {
+                    let msg = format!(
+                        "duplicate virtual server {}: virtual_servers[{first}] has the same vip, \
+                         port and protocol",
+                        vs.key
+                    );
+                    rd.error(&item.path, msg);
+                }
+                None => {
+                    seen.insert(vs.key, i);
+                }
+            }
+            out.push(vs);
+        }
+        if out.len() > MAX_EXPANDED_SERVICES {
+            break;
+        }
     }
-    check_capacity(rd, &node, &items, limits);
+    check_capacity(rd, &node, &out, limits);
     out
 }
 
-/// Services and reals against `limits.max_services` and `limits.max_reals`.
-fn check_capacity(rd: &mut Reader, node: &Node<'_>, items: &[Node<'_>], limits: &Limits) {
-    if items.len() > limits.max_services as usize {
+/// Past this many services (groups expanded) the reading stops: far beyond any
+/// `limits.max_services`, which reports the excess.
+const MAX_EXPANDED_SERVICES: usize = 1 << 20;
+
+/// Services and reals (groups expanded) against `limits.max_services` and `limits.max_reals`.
+fn check_capacity(rd: &mut Reader, node: &Node<'_>, services: &[VirtualServer], limits: &Limits) {
+    if services.len() > limits.max_services as usize {
         let msg = format!(
-            "{} virtual servers, but limits.max_services is {}",
-            items.len(),
+            "{} virtual servers, but limits.max_services is {} (a group counts each member)",
+            services.len(),
             limits.max_services
         );
         rd.error(&node.path, msg);
     }
-    let reals: usize = items
-        .iter()
-        .filter_map(|vs| vs.value.get("real_servers")?.as_sequence())
-        .map(Vec::len)
-        .sum();
+    let reals: usize = services.iter().map(|vs| vs.real_servers.len()).sum();
     let max = limits.max_reals.saturating_sub(1) as usize;
     if reals > max {
         let msg = format!(
@@ -541,8 +558,11 @@ fn check_capacity(rd: &mut Reader, node: &Node<'_>, items: &[Node<'_>], limits: 
 pub(super) struct Service {
     /// The VIP, if valid.
     pub vip: Option<IpAddr>,
-    /// The port, if valid.
+    /// The port the reals must have, if there is one (in a group whose entries differ in
+    /// port, each real takes its member's).
     pub port: Option<u16>,
+    /// A group's body: the reals' address family and port are checked per member.
+    pub group: bool,
     /// `delay_loop`.
     pub delay_loop: Duration,
 }
@@ -550,24 +570,156 @@ pub(super) struct Service {
 /// One virtual server; `None` when its vip or port is unusable.
 fn virtual_server(rd: &mut Reader, node: &Node<'_>, limits: &Limits) -> Option<VirtualServer> {
     let f = rd.fields(node, VS_KEYS)?;
+    if let Some(n) = f.get("vips") {
+        let msg = "`vips` lists the addresses of a group: give the group its `group` name, or \
+                   use `vip` and `port`";
+        rd.error(&n.path, msg);
+    }
     let vip = f.required(rd, "vip").and_then(|n| vip_address(rd, &n));
     let port = f.required(rd, "port").and_then(|n| rd.port(&n));
+    service_body(rd, &f, (vip, port), port, false, limits)
+}
+
+/// A group: one service per address and port of `vips`, sharing everything else. The reals
+/// take each member's port (a real's `port`, if given, must be every member's); a member gets
+/// the reals of its address family.
+fn group(rd: &mut Reader, node: &Node<'_>, limits: &Limits) -> Vec<VirtualServer> {
+    let Some(f) = rd.fields(node, VS_KEYS) else {
+        return Vec::new();
+    };
+    for key in ["vip", "port"] {
+        if let Some(n) = f.get(key) {
+            let msg = format!("a group's addresses and ports are its `vips`; remove `{key}`");
+            rd.error(&n.path, msg);
+        }
+    }
+    let name = f.required(rd, "group").and_then(|n| rd.text(&n));
+    let mut entries: Vec<(String, Vec<IpAddr>, u16)> = Vec::new();
+    if let Some(list) = f.required(rd, "vips") {
+        let items = rd.list(&list);
+        if items.is_empty() {
+            rd.error(&list.path, "a group needs at least one entry");
+        }
+        for item in items {
+            let Some(text) = rd.text(&item) else { continue };
+            match super::group::entry(&text) {
+                Ok((addrs, port)) => {
+                    for a in &addrs {
+                        check_address(rd, &item.path, *a, None);
+                    }
+                    entries.push((text, addrs, port));
+                }
+                Err(why) => rd.error(&item.path, why),
+            }
+        }
+    }
+    // The reals are read once, against the first entry (address family and port checks are
+    // per member below).
+    let first = entries.first().map(|(_, a, p)| (a[0], *p));
+    let ports_agree = entries
+        .iter()
+        .all(|(_, _, p)| Some(*p) == first.map(|f| f.1));
+    let Some(body) = service_body(
+        rd,
+        &f,
+        (first.map(|f| f.0), first.map(|f| f.1)),
+        first.map(|f| f.1).filter(|_| ports_agree),
+        true,
+        limits,
+    ) else {
+        return Vec::new();
+    };
+    let reals = &body.real_servers;
+    let Some(name) = name else {
+        return Vec::new();
+    };
+    let proto = body.key.proto;
+    let leader = body.key;
+    let group = Arc::new(Group {
+        name,
+        vips: entries.iter().map(|(t, _, _)| t.clone()).collect(),
+        leader,
+    });
+    let family = |a: &IpAddr| a.is_ipv4();
+    if let Some(n) = f.get("real_servers") {
+        for (i, r) in reals.iter().enumerate() {
+            let fits = entries
+                .iter()
+                .any(|(_, addrs, _)| family(&addrs[0]) == family(&r.key.addr));
+            if !fits {
+                let msg = format!(
+                    "{} is of another address family than every entry of the group",
+                    r.key.addr
+                );
+                rd.error(&format!("{}[{i}].ip", n.path), msg);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (_, addrs, port) in &entries {
+        for vip in addrs {
+            let real_servers = reals
+                .iter()
+                .filter(|r| family(&r.key.addr) == family(vip))
+                .map(|r| RealServer {
+                    key: RealKey {
+                        addr: r.key.addr,
+                        port: *port,
+                    },
+                    ..r.clone()
+                })
+                .collect();
+            out.push(VirtualServer {
+                key: ServiceKey {
+                    vip: *vip,
+                    port: *port,
+                    proto,
+                },
+                real_servers,
+                sorry_server: body.sorry_server.map(|s| RealKey {
+                    addr: s.addr,
+                    port: *port,
+                }),
+                group: Some(group.clone()),
+                ..body.clone()
+            });
+            if out.len() > MAX_EXPANDED_SERVICES {
+                return out;
+            }
+        }
+    }
+    out
+}
+
+/// Everything of a virtual server: the settings and the reals, keyed by `vip` and `port`.
+/// In a group (`group`), `vip` and `port` are the first entry's, `real_port` the port the
+/// reals must have if the entries agree on one, and the reals' address family is checked per
+/// member. `None` when the vip or port is unusable.
+fn service_body(
+    rd: &mut Reader,
+    f: &Fields<'_>,
+    (vip, port): (Option<IpAddr>, Option<u16>),
+    real_port: Option<u16>,
+    group: bool,
+    limits: &Limits,
+) -> Option<VirtualServer> {
     let proto = f
         .get("protocol")
         .and_then(|n| rd.keyword(&n, "protocol", PROTOCOLS));
-    let lb_algo = lb_algo(rd, &f);
-    lb_kind(rd, &f);
-    let persistence = persistence(rd, &f, vip);
-    let table_size = table_size(rd, &f, limits);
+    let lb_algo = lb_algo(rd, f);
+    lb_kind(rd, f);
+    let persistence = persistence(rd, f, vip);
+    let table_size = table_size(rd, f, limits);
     let delay_loop = f.get("delay_loop").and_then(|n| rd.seconds(&n, 1..=DAY));
     let svc = Service {
         vip,
-        port,
+        port: real_port,
+        group,
         delay_loop: delay_loop.unwrap_or(Duration::from_secs(DEFAULT_DELAY_LOOP)),
     };
     let quorum = f.get("quorum").and_then(|n| rd.u32(&n, 1..=u32::MAX));
     let quorum = quorum.unwrap_or(1);
-    let hysteresis = hysteresis(rd, &f, quorum);
+    let hysteresis = hysteresis(rd, f, quorum);
     let warmup = f.get("warmup").and_then(|n| rd.seconds(&n, 0..=DAY));
     let alpha = f.flag(rd, "alpha").unwrap_or(false);
     let omega = f.flag(rd, "omega").unwrap_or(false);
@@ -599,6 +751,7 @@ fn virtual_server(rd: &mut Reader, node: &Node<'_>, limits: &Limits) -> Option<V
         quorum_down,
         sorry_server,
         real_servers,
+        group: None,
     })
 }
 
@@ -796,16 +949,22 @@ fn vip_address(rd: &mut Reader, node: &Node<'_>) -> Option<IpAddr> {
 /// The address of a real or sorry server of `svc`.
 fn member_address(rd: &mut Reader, node: &Node<'_>, svc: &Service) -> Option<IpAddr> {
     let addr = rd.ip(node)?;
-    check_address(rd, &node.path, addr, svc.vip);
+    check_address(rd, &node.path, addr, svc.vip.filter(|_| !svc.group));
     Some(addr)
 }
 
 /// A port that, in direct routing, must be the service's; absent = the service's.
 fn service_port(rd: &mut Reader, node: Option<Node<'_>>, svc: &Service) -> Option<u16> {
     let Some(node) = node else {
-        return svc.port;
+        // In a group, each member gives the real its own port.
+        return svc.port.or(svc.group.then_some(0));
     };
     let port = rd.port(&node)?;
+    if svc.group && svc.port.is_none() {
+        let msg = "the group's entries differ in port: give its reals no port, each takes its \
+                   member's";
+        rd.error(&node.path, msg);
+    }
     if let Some(vport) = svc.port.filter(|p| *p != port) {
         let msg = format!(
             "must equal the virtual server's port ({vport}), found {port}: direct routing \
@@ -857,7 +1016,7 @@ fn sorry_server_words(rd: &mut Reader, node: &Node<'_>, s: &str, svc: &Service) 
     };
     check_address(rd, &node.path, addr, svc.vip);
     let port = match port.map(str::parse::<u16>) {
-        None => svc.port?,
+        None => svc.port.or(svc.group.then_some(0))?,
         Some(Ok(p)) if p != 0 => p,
         Some(_) => {
             rd.error(

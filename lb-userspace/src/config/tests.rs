@@ -1579,6 +1579,7 @@ fn every_key_is_read() {
         quorum_down: None,
         sorry_server: None,
         real_servers,
+        group: None,
     };
     let misc = Checker::Misc(MiscCheck {
         misc_path: "/bin/check 53".into(),
@@ -2874,5 +2875,139 @@ fn checker_list_and_file_check_mistakes() {
         &service("", "misc_check: { misc_path: x, misc_dynamic: 1 }"),
         &format!("{at}.misc_check.misc_dynamic"),
         "true or false",
+    );
+}
+
+const GROUP: &str = "interface: eth0
+limits: { max_services: 16 }
+virtual_servers:
+  - group: web
+    vips: [\"10.0.7.1:80\", \"10.0.7.10-11:80\", \"10.0.7.1:443\", \"[2001:db8:7::10-11]:80\"]
+    lb_algo: wrr
+    lb_kind: dr
+    persistence_timeout: 300
+    quorum_down: /bin/quorum-down
+    sorry_server: { ip: 10.0.7.99 }
+    real_servers:
+      - { ip: 10.0.7.21, weight: 2, tcp_check: {} }
+      - { ip: 2001:db8:7::21, tcp_check: {} }
+      - { ip: 10.0.7.22 }
+  - { vip: 10.0.8.1, port: 80, lb_kind: dr }
+";
+
+#[test]
+fn a_group_is_a_service_per_address_and_port_sharing_its_reals() {
+    let c = ok(GROUP);
+    let keys: Vec<String> = c
+        .virtual_servers
+        .iter()
+        .map(|vs| vs.key.to_string())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "TCP 10.0.7.1:80",
+            "TCP 10.0.7.10:80",
+            "TCP 10.0.7.11:80",
+            "TCP 10.0.7.1:443",
+            "TCP [2001:db8:7::10]:80",
+            "TCP [2001:db8:7::11]:80",
+            "TCP 10.0.8.1:80",
+        ]
+    );
+    let group = c.virtual_servers[0].group.clone().expect("a group");
+    assert_eq!(group.name, "web");
+    assert_eq!(group.leader, c.virtual_servers[0].key);
+    for vs in &c.virtual_servers[..6] {
+        assert_eq!(vs.group.as_ref(), Some(&group));
+        assert_eq!(vs.lb_algo, LbAlgo::Wrr);
+        assert_eq!(vs.persistence.map(|p| p.timeout), Some(300));
+        // Each member's reals: those of its address family, on its own port.
+        let reals: Vec<String> = vs.real_servers.iter().map(|r| r.key.to_string()).collect();
+        let want: Vec<String> = if vs.key.vip.is_ipv4() {
+            vec![
+                format!("10.0.7.21:{}", vs.key.port),
+                format!("10.0.7.22:{}", vs.key.port),
+            ]
+        } else {
+            vec![format!("[2001:db8:7::21]:{}", vs.key.port)]
+        };
+        assert_eq!(reals, want, "{}", vs.key);
+        assert_eq!(
+            vs.sorry_server.map(|s| s.port),
+            Some(vs.key.port),
+            "{}",
+            vs.key
+        );
+    }
+    assert_eq!(c.virtual_servers[6].group, None);
+    assert_eq!(c.checked_through(&group.leader).count(), 6);
+    // Written back as one item, read back the same.
+    let yaml = c.to_yaml();
+    assert_eq!(yaml.matches("group: web").count(), 1, "{yaml}");
+    assert_eq!(ok(&yaml).virtual_servers, c.virtual_servers);
+}
+
+#[test]
+fn group_mistakes_name_their_field() {
+    let base = "interface: eth0\nvirtual_servers:\n  - group: g\n    lb_kind: dr\n";
+    for (extra, path, message) in [
+        (
+            "    vips: [\"10.0.0.1\"]\n",
+            "virtual_servers[0].vips[0]",
+            "has no port",
+        ),
+        (
+            "    vips: [\"10.0.0.1:80\"]\n    vip: 10.0.0.1\n",
+            "virtual_servers[0].vip",
+            "remove `vip`",
+        ),
+        (
+            "    vips: []\n",
+            "virtual_servers[0].vips",
+            "at least one entry",
+        ),
+        ("", "virtual_servers[0].vips", ""),
+        (
+            "    vips: [\"10.0.0.1:80\", \"10.0.0.2:443\"]\n    real_servers: [{ ip: 10.0.0.9, port: 80 }]\n",
+            "virtual_servers[0].real_servers[0].port",
+            "give its reals no port",
+        ),
+        (
+            "    vips: [\"10.0.0.1:80\"]\n    real_servers: [{ ip: 2001:db8::9 }]\n",
+            "virtual_servers[0].real_servers[0].ip",
+            "another address family than every entry",
+        ),
+        (
+            "    vips: [\"10.0.0.1-9:80\"]\n    real_servers: [{ ip: 10.0.0.9, port: 81 }]\n",
+            "virtual_servers[0].real_servers[0].port",
+            "must equal the virtual server's port (80)",
+        ),
+    ] {
+        assert_error(&format!("{base}{extra}"), path, message);
+    }
+    // A member that is also a service of its own, and a group named twice.
+    let twice = "interface: eth0\nvirtual_servers:\n  - { group: g, vips: [\"10.0.0.1-2:80\"], lb_kind: dr }\n  - { vip: 10.0.0.2, port: 80, lb_kind: dr }\n  - { group: g, vips: [\"10.0.0.5:80\"], lb_kind: dr }\n";
+    assert_error(
+        twice,
+        "virtual_servers[1]",
+        "duplicate virtual server TCP 10.0.0.2:80",
+    );
+    assert_error(
+        twice,
+        "virtual_servers[2].group",
+        "group g is virtual_servers[0] already",
+    );
+    // `vips` without a group.
+    assert_error(
+        "interface: eth0\nvirtual_servers:\n  - { vip: 10.0.0.1, port: 80, vips: [\"10.0.0.2:80\"] }\n",
+        "virtual_servers[0].vips",
+        "give the group its `group` name",
+    );
+    // Members count against max_services.
+    assert_error(
+        "interface: eth0\nlimits: { max_services: 4 }\nvirtual_servers:\n  - { group: g, vips: [\"10.0.0.1-5:80\"], lb_kind: dr }\n",
+        "virtual_servers",
+        "5 virtual servers, but limits.max_services is 4",
     );
 }

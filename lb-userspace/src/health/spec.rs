@@ -76,7 +76,16 @@ impl std::error::Error for CheckFileError {}
 pub fn check_specs(config: &Config) -> Result<Vec<CheckSpec>, CheckFileError> {
     let mut specs = Vec::new();
     let mut tls_clients = TlsClients::default();
-    for (v, vs) in config.virtual_servers.iter().enumerate() {
+    // `v` counts the items of `virtual_servers` as written: a group is one, its leader.
+    let mut v = 0;
+    for vs in &config.virtual_servers {
+        // A group's reals are checked once, through its leader (keepalived checks a real of a
+        // group once too); the agent applies the result to every member.
+        match &vs.group {
+            Some(g) if g.leader != vs.key => continue,
+            _ => v += 1,
+        }
+        let v = v - 1;
         for (r, rs) in vs.real_servers.iter().enumerate() {
             for (i, check) in rs.checks.iter().enumerate() {
                 // Where a TCP or HTTP check connects (connect_ip/connect_port over the real's
@@ -434,6 +443,39 @@ virtual_servers:
         // The file decides at once, every delay_loop.
         assert_eq!(specs[2].timing.retry, 0);
         assert_eq!(specs[2].timing.delay_loop, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn a_groups_reals_are_checked_once_through_its_leader() {
+        let yaml = "interface: eth0
+virtual_servers:
+  - group: web
+    vips: [\"192.168.0.10-12:80\", \"192.168.0.10:443\"]
+    lb_kind: dr
+    real_servers:
+      - { ip: 192.168.0.2, tcp_check: { connect_port: 8080 } }
+      - { ip: 192.168.0.3, tcp_check: { connect_port: 8080 }, misc_check: { misc_path: /bin/true } }
+  - vip: 192.168.0.20
+    port: 80
+    lb_kind: dr
+    real_servers:
+      - { ip: 192.168.0.2, tcp_check: { connect_port: 8080 } }
+";
+        let config = Config::from_yaml(yaml, Path::new("group.yaml")).unwrap();
+        let keys: Vec<String> = check_specs(&config)
+            .unwrap()
+            .iter()
+            .map(|s| format!("{} {} #{}", s.key.0, s.key.1, s.key.2))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "TCP 192.168.0.10:80 192.168.0.2:80 #0",
+                "TCP 192.168.0.10:80 192.168.0.3:80 #0",
+                "TCP 192.168.0.10:80 192.168.0.3:80 #1",
+                "TCP 192.168.0.20:80 192.168.0.2:80 #0",
+            ]
+        );
     }
 
     #[test]

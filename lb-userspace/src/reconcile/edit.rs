@@ -31,6 +31,9 @@ pub enum EditError {
     /// A real that is not in the service.
     #[error("{1} in {0}: no such real server")]
     NoReal(ServiceKey, RealKey),
+    /// A service of a group: its members are one item of the file.
+    #[error("{0} is a member of group {1}: edit the group in the configuration file")]
+    GroupMember(ServiceKey, String),
     /// The edited configuration does not validate.
     #[error("{0}")]
     Invalid(String),
@@ -38,6 +41,20 @@ pub enum EditError {
 
 /// The configuration after `edit`, validated.
 pub fn apply(config: &Config, edit: &Edit) -> Result<Config, EditError> {
+    let target = match edit {
+        Edit::AddService { key, .. }
+        | Edit::EditService { key, .. }
+        | Edit::DeleteService { key } => key,
+        Edit::AddReal { service, .. }
+        | Edit::EditReal { service, .. }
+        | Edit::DeleteReal { service, .. } => service,
+    };
+    if let Some(g) = config
+        .virtual_server(target)
+        .and_then(|vs| vs.group.as_ref())
+    {
+        return Err(EditError::GroupMember(*target, g.name.clone()));
+    }
     let mut doc: Value =
         serde_yaml::from_str(&config.to_yaml()).expect("the running configuration is valid YAML");
     let services = doc

@@ -64,7 +64,11 @@ pub fn evaluate(
                 held,
                 live_weight,
                 quorum: vs.quorum,
-                script: if held {
+                // A group runs its scripts once, for its leader (keepalived's one virtual
+                // server); its members share the leader's reals and state.
+                script: if vs.group.as_ref().is_some_and(|g| g.leader != vs.key) {
+                    None
+                } else if held {
                     vs.quorum_up.clone()
                 } else {
                     vs.quorum_down.clone()

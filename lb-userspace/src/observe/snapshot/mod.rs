@@ -113,7 +113,18 @@ pub fn snapshot(v: &View, with_conns: bool) -> Snapshot {
                 continue;
             };
             let key = (vs.key, *rk);
-            let (checker, status) = real_checks(v.health, vs.key, *rk);
+            // A group's members are checked through its leader, on the leader's port.
+            let checked = match &vs.group {
+                Some(g) => (
+                    g.leader,
+                    RealKey {
+                        addr: rk.addr,
+                        port: g.leader.port,
+                    },
+                ),
+                None => (vs.key, *rk),
+            };
+            let (checker, status) = real_checks(v.health, checked.0, checked.1);
             let counts = active.get(&installed.index).copied().unwrap_or_default();
             let (act, inact) = (counts.active, counts.inactive);
             let sorry =
