@@ -39,6 +39,7 @@ impl Importer {
     pub(super) fn warn(&mut self, line: usize, message: impl Into<String>) {
         self.warnings.push(Warning {
             line,
+            file: None,
             message: message.into(),
         });
     }
@@ -70,14 +71,6 @@ impl Importer {
                     ),
                 ),
                 "vrrp_instance" => file.vrrp.push(self.vrrp(n, &scripts, &mut daemon)),
-                "include" => self.warn(
-                    n.line,
-                    format!(
-                        "include {} is not followed: import that file too and merge its \
-                         virtual_servers",
-                        n.words[1..].join(" ")
-                    ),
-                ),
                 kw => match KEEPALIVED_ONLY.iter().find(|(k, _)| *k == kw) {
                     Some((_, advice)) => {
                         let name = if n.block.is_some() {
