@@ -122,6 +122,11 @@ fn a_self_referring_definition_is_refused() {
         read_as("$A=x$A\ny $A\n", "lb1").unwrap_err(),
         ImportError::LineTooLong { line: 2 }
     );
+    // A multi-line definition whose lines expand it again.
+    assert_eq!(
+        read_as("$M=a \\\n$M \\\nb\n$M\n", "lb1").unwrap_err(),
+        ImportError::ExpansionLoop { line: 4 }
+    );
     let long = format!("a {}\n", "b".repeat(MAX_LINE));
     assert_eq!(
         read_as(&long, "lb1").unwrap_err(),
@@ -212,8 +217,14 @@ fn invalid_seq_is_skipped_with_a_warning_and_big_ones_are_bounded() {
     assert_eq!(w.len(), 1);
     assert_eq!(w[0].line, 1);
     assert!(w[0].message.contains("invalid ~SEQ"), "{}", w[0]);
+    let long = format!("~SEQ(i, 1, 1000000000000) {} $i\n", "x".repeat(900));
     assert!(matches!(
-        read_as("~SEQ(i, 1, 1000000000000) some long text $i\n", "lb1"),
+        read_as(&long, "lb1"),
+        Err(ImportError::ExpansionTooLarge { line: 1 })
+    ));
+    // Generating nothing still ends.
+    assert!(matches!(
+        read_as("~SEQ(i, 1, 1000000000000)\n", "lb1"),
         Err(ImportError::ExpansionTooLarge { line: 1 })
     ));
 }

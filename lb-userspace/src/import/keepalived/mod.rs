@@ -4,9 +4,36 @@
 //! keepalived actually ran, not like the ones the file seems to describe:
 //!
 //! - words are separated by white space, a `"quoted string"` is one word, and `{` / `}` outside
-//!   quotes are block delimiters wherever they are on the line;
+//!   quotes are block delimiters wherever they are on the line (`real_server 1.2.3.4 80{`, a
+//!   `{` on its own line); indentation does not matter;
 //! - `#` and `!` outside double quotes start a comment that runs to the end of the line (`\#`
 //!   and `\!` are literal); comments may be in any language;
+//! - `include PATTERN` (and `includer`, `includem`, `includew`, `includeb`, `includea`) reads the
+//!   files the glob matches (with `{a,b}` braces, each alternative sorted), a relative pattern
+//!   under the including file's directory, as keepalived does after its `chdir`. What keepalived
+//!   only logs (no match, a directory, an executable) is a warning; what its include checks
+//!   (the variant, or `include_check` in `global_defs`) make an error is an error. Includes
+//!   need [`import_file`]; in text ([`import`]) they are an error naming the line. A cycle, or
+//!   nesting past [`MAX_INCLUDE_DEPTH`], is refused;
+//! - `$NAME=value` at the start of a line (no blank before `=`) defines a parameter; a value
+//!   ending in `\` continues on the next lines (until one without `\`, or an empty line). `$NAME`
+//!   (followed by a blank, `,`, `)` or the end of the line) and `${NAME}` are replaced where they
+//!   are used, again over the replacement; a multi-line parameter only alone at the end of a
+//!   line, its lines read as lines of the file. keepalived's own: `${_INSTANCE}` (the config id),
+//!   `${_PWD}` (the file's directory), `${_ENV VAR}` (from this environment, with a warning),
+//!   `${_HASH}` and `${_BANG}`; `${_RANDOM}` is refused (keepalived draws it at each start);
+//! - `~SEQ(var, start, step, end)`, `~SEQx(...)` (hex) and `~LST(var, v1, v2...)` /
+//!   `~LST({a, b}, {1, 2}, ...)` at the start of a line repeat the rest of the line for each
+//!   value, nested ones inside; an invalid one is skipped with a warning, as keepalived does;
+//! - `@ID line` is read only where the config id is ID, `@^ID line` only where it is not: the
+//!   config id is [`Options::config_id`] (`lbadm import-keepalived --config-id`), by default
+//!   keepalived's (this host's name up to its first dot); each such line gets a warning saying
+//!   whether it was imported;
+//! - a line longer than keepalived reads ([`MAX_LINE`], before or after substitution) is
+//!   refused, as is a definition that refers to itself; everything read and generated is
+//!   bounded by [`MAX_EXPANDED_BYTES`], and `~SEQ` / `~LST` by about a million lines;
+//! - warnings and errors name the line, and the included file it is in (`line 12 of
+//!   conf.d/web.conf`);
 //! - keywords are case-sensitive; an unknown keyword is ignored, so its value keeps its
 //!   default (a misspelled `protocal UDP` leaves the protocol TCP);
 //! - a script (`notify_up`, `quorum_down`, `misc_path`, ...) is the first word after the

@@ -21,6 +21,10 @@ use super::{
 
 /// Substitutions in one line before it is taken for a definition that refers to itself.
 const MAX_SUBSTITUTIONS: usize = 10_000;
+/// Lines `~SEQ` and `~LST` may generate in all (keepalived's own example makes 65024 blocks).
+const MAX_GENERATED: usize = 1 << 20;
+/// Multi-line expansions inside one another before it is taken for one that refers to itself.
+const MAX_NESTED_EXPANSIONS: usize = 1000;
 /// keepalived's `~SEQ` parameters (three numbers) fit in this many bytes.
 const SEQ_PARAMS: usize = 3 * 20 + 3;
 
@@ -114,6 +118,7 @@ pub(super) struct Reader {
     defining: Option<usize>,
     include_check: u8,
     budget: usize,
+    generated: usize,
     /// Block keywords open, to see `include_check` in `global_defs`.
     blocks: Vec<String>,
     last_words: Option<String>,
@@ -144,6 +149,7 @@ impl Reader {
             defining: None,
             include_check: 0,
             budget: MAX_EXPANDED_BYTES,
+            generated: 0,
             blocks: Vec::new(),
             last_words: None,
         };
@@ -334,7 +340,7 @@ impl Reader {
                 }
                 continue;
             }
-            self.take_budget(raw.len(), line)?;
+            // (The file's bytes were counted when it was opened.)
             let text = decomment(raw, line)?;
             if !text.is_empty() {
                 return Ok(Some(text));
@@ -670,6 +676,9 @@ impl Reader {
             let replacing = if self.defs[i].multiline {
                 let first = value.find('\n').unwrap_or(value.len());
                 if let Some(p) = self.pending.take() {
+                    if self.pending_stack.len() >= MAX_NESTED_EXPANSIONS {
+                        return Err(ImportError::ExpansionLoop { line });
+                    }
                     self.pending_stack.push(p);
                 }
                 self.pending = Some(Pending {
@@ -866,7 +875,13 @@ impl Reader {
         for (name, value) in sets {
             self.set_keep_multiline(&name, value);
         }
-        self.take_budget(text.len(), line)?;
+        // A generated line costs its text and its end, and there are at most MAX_GENERATED: a
+        // generator of nothing still ends.
+        self.generated += 1;
+        if self.generated > MAX_GENERATED {
+            return Err(ImportError::ExpansionTooLarge { line });
+        }
+        self.take_budget(text.len() + 1, line)?;
         Ok(text)
     }
 
