@@ -113,6 +113,18 @@ fn substitution_may_start_a_comment_and_builtins_are_honored() {
 }
 
 #[test]
+fn a_substituted_line_is_not_read_again_for_config_ids() {
+    // keepalived's manual shows `$IF_MAIN=@main` working, but its parser reads a substituted
+    // line only once: the `@main` stays a word, as here.
+    assert_eq!(
+        lines("$IF_MAIN=@main\n$IF_MAIN priority 240\n"),
+        ["2: @main priority 240"]
+    );
+    // A substituted value that starts with `~` stops the substitution of the line.
+    assert_eq!(lines("$T=~x $B\n$B=b\n$T $B\n"), ["3: ~x $B $B"]);
+}
+
+#[test]
 fn a_self_referring_definition_is_refused() {
     assert_eq!(
         read_as("$A=$A\nx $A\n", "lb1").unwrap_err(),
@@ -207,6 +219,28 @@ fn seq_generates_lines() {
         lines("~SEQ(i, 2) real_server 10.0.0.$i 80 {\n}\n}\n").len(),
         2,
         "the braces of the generated lines pair with the following ones"
+    );
+}
+
+#[test]
+fn generators_inside_multi_line_definitions_run_before_its_next_lines() {
+    let text = "$VS=virtual_server 10.0.0.${V} 80 { \\\n  \
+                ~SEQ(R, 1, 2) real_server 10.0.${V}.${R} 80 { weight $R } \\\n}\n\
+                ~SEQ(V, 1, 2) $VS\n";
+    assert_eq!(
+        lines(text),
+        [
+            "4: virtual_server 10.0.0.1 80",
+            "  4: real_server 10.0.1.1 80",
+            "    4: weight 1",
+            "  4: real_server 10.0.1.2 80",
+            "    4: weight 2",
+            "4: virtual_server 10.0.0.2 80",
+            "  4: real_server 10.0.2.1 80",
+            "    4: weight 1",
+            "  4: real_server 10.0.2.2 80",
+            "    4: weight 2",
+        ]
     );
 }
 

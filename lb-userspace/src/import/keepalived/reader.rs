@@ -95,7 +95,6 @@ struct Included {
 struct Pending {
     value: Rc<str>,
     at: usize,
-    seq_depth: usize,
 }
 
 /// The reader's state: keepalived's globals, per import.
@@ -112,8 +111,11 @@ pub(super) struct Reader {
     defs: Vec<Def>,
     gens: Vec<Gen>,
     seq_depth: usize,
+    /// The multi-line expansion being read.
     pending: Option<Pending>,
-    pending_stack: Vec<Pending>,
+    /// The expansions it is inside, each with the generators that were running then (only
+    /// generators started inside an expansion run before its lines are read).
+    pending_stack: Vec<(Pending, usize)>,
     residue: Option<String>,
     defining: Option<usize>,
     include_check: u8,
@@ -280,8 +282,8 @@ impl Reader {
                         let line = rest.to_owned();
                         self.take_budget(line.len(), self.cur())?;
                         match self.pending_stack.pop() {
-                            Some(outer) => {
-                                self.seq_depth = outer.seq_depth;
+                            Some((outer, seq_depth)) => {
+                                self.seq_depth = seq_depth;
                                 self.pending = Some(outer);
                             }
                             None => self.seq_depth = 0,
@@ -679,12 +681,11 @@ impl Reader {
                     if self.pending_stack.len() >= MAX_NESTED_EXPANSIONS {
                         return Err(ImportError::ExpansionLoop { line });
                     }
-                    self.pending_stack.push(p);
+                    self.pending_stack.push((p, self.seq_depth));
                 }
                 self.pending = Some(Pending {
                     value: value.clone(),
                     at: first + 1,
-                    seq_depth: self.seq_depth,
                 });
                 self.seq_depth = self.gens.len();
                 &value[..first]
