@@ -554,3 +554,12 @@ fn warnings_and_errors_name_the_included_file_and_line() {
     }
     fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn only_yaml_comments_get_their_line_references_mapped() {
+    assert_eq!(comment_start("# line 3: x"), Some(0));
+    assert_eq!(comment_start("  vip: 10.0.0.1  # line 3"), Some(17));
+    assert_eq!(comment_start("  cmd: 'echo # line 3'  # line 4"), Some(24));
+    assert_eq!(comment_start("  cmd: \"a \\\" # b\""), None);
+    assert_eq!(comment_start("  cmd: a#b"), None);
+}

@@ -363,7 +363,7 @@ fn convert(main: Main<'_>, source: &str, options: &Options) -> Result<Import, Im
     let warnings: Vec<Warning> = im.warnings.into_iter().map(|w| at.warning(w)).collect();
     let header = header(source, &file, &warnings);
     header_is_only_comments(&header)?;
-    let yaml = format!("{header}{}", at.text(&body.out));
+    let yaml = format!("{header}{}", at.yaml_comments(&body.out));
     Ok(Import { yaml, warnings })
 }
 
@@ -418,6 +418,20 @@ impl Locator {
         }
     }
 
+    /// The YAML with the line references of its comments mapped (values are left alone).
+    fn yaml_comments(&self, yaml: &str) -> String {
+        if !self.included() {
+            return yaml.to_owned();
+        }
+        let mut out = String::with_capacity(yaml.len());
+        for line in yaml.split_inclusive('\n') {
+            let at = comment_start(line).unwrap_or(line.len());
+            out.push_str(&line[..at]);
+            out.push_str(&self.text(&line[at..]));
+        }
+        out
+    }
+
     /// `text` with each `line N` (a reading-order line) written as `line N of FILE`, or as the
     /// main file's `line N`.
     fn text(&self, text: &str) -> String {
@@ -449,4 +463,21 @@ impl Locator {
         out.push_str(rest);
         out
     }
+}
+
+/// Where a YAML line's comment starts: a `#` at the start or after a blank, outside quotes.
+fn comment_start(line: &str) -> Option<usize> {
+    let mut quote = None;
+    let mut previous = ' ';
+    for (i, c) in line.char_indices() {
+        match (quote, c) {
+            (None, '#') if previous == ' ' || previous == '\t' => return Some(i),
+            (None, '"' | '\'') => quote = Some(c),
+            (Some('"'), '\\') => {}
+            (Some(q), c) if c == q && !(q == '"' && previous == '\\') => quote = None,
+            _ => {}
+        }
+        previous = c;
+    }
+    None
 }

@@ -571,7 +571,8 @@ impl Reader {
         if buf.starts_with('~') || !buf.contains('$') {
             return Ok(buf);
         }
-        if !self.substitute(&mut buf, MAX_LINE)? {
+        // keepalived's buffer holds one character more than the longest line it reads.
+        if !self.substitute(&mut buf, MAX_LINE + 1)? {
             return Ok(buf);
         }
         let line = self.cur();
