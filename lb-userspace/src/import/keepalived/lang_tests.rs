@@ -256,6 +256,18 @@ fn invalid_seq_is_skipped_with_a_warning_and_big_ones_are_bounded() {
         read_as(&long, "lb1"),
         Err(ImportError::ExpansionTooLarge { line: 1 })
     ));
+    // Parameters too long, or a multi-line one, or a multibyte character after the name: invalid.
+    for bad in [
+        "$N=1\\\n2\n\n~SEQ(i, $N) a\nb\n",
+        "$N=11111111111111111111111111111111111111111111111111111111111111111111\n\
+         ~SEQ(i, $N) a\nb\n",
+        "~SEQ(i é1, 2) a\nb\n",
+    ] {
+        let (l, w) = read_as(bad, "lb1").unwrap();
+        assert_eq!(l.len(), 1, "{bad:?}: {l:?}");
+        assert!(l[0].ends_with(": b"), "{bad:?}: {l:?}");
+        assert!(w[0].message.contains("invalid ~SEQ"), "{}", w[0]);
+    }
     // Generating nothing still ends.
     assert!(matches!(
         read_as("~SEQ(i, 1, 1000000000000)\n", "lb1"),
@@ -562,4 +574,57 @@ fn only_yaml_comments_get_their_line_references_mapped() {
     assert_eq!(comment_start("  cmd: 'echo # line 3'  # line 4"), Some(24));
     assert_eq!(comment_start("  cmd: \"a \\\" # b\""), None);
     assert_eq!(comment_start("  cmd: a#b"), None);
+}
+
+#[test]
+fn odd_mixtures_of_the_language_do_not_panic() {
+    const PIECES: &[&str] = &[
+        "$A=",
+        "$B=x \\",
+        "$A",
+        "${A}",
+        "${_HASH}",
+        "${_ENV HOME}",
+        "${_RANDOM 1 x}",
+        "~SEQ(",
+        "~SEQx(",
+        "~LST(",
+        "{",
+        "}",
+        "(",
+        ")",
+        ",",
+        " ",
+        "\t",
+        "\n",
+        "\\",
+        "\"",
+        "#",
+        "!",
+        "@lb1 ",
+        "@^lb1 ",
+        "@",
+        "é",
+        "1",
+        "-1",
+        "0x10",
+        "i",
+        "virtual_server 10.0.0.1 80",
+        "include x",
+        "includea ",
+        "$",
+        "~",
+    ];
+    // A fixed xorshift: the same inputs on every run.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..3000 {
+        let mut text = String::new();
+        for _ in 0..24 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            text.push_str(PIECES[(state % PIECES.len() as u64) as usize]);
+        }
+        let _ = read_as(&text, "lb1");
+    }
 }

@@ -927,8 +927,11 @@ impl Reader {
         if at(p) == 0 || at(p) == b')' || var.is_empty() || var.starts_with('{') {
             return Ok(false);
         }
-        // keepalived steps over the character after the name, whatever it is.
+        // keepalived steps over the byte after the name, whatever it is.
         p = blanks(p + 1);
+        if !buf.is_char_boundary(p) {
+            return Ok(false);
+        }
         let Some(close) = buf[p..].find(')').map(|i| i + p) else {
             return Ok(false);
         };
@@ -936,13 +939,22 @@ impl Reader {
             return Ok(false);
         }
         let mut params = buf[p..=close].to_owned();
-        let before = self.pending.as_ref().map(|p| p.at);
-        let had_pending = self.pending.is_some();
-        if self.substitute(&mut params, SEQ_PARAMS)?
-            && (self.pending.is_some() != had_pending
-                || self.pending.as_ref().map(|p| p.at) != before)
-        {
-            return Ok(false);
+        // The parameters may be $NAMEs, not multi-line ones; the expansion being read is kept.
+        let (pending, stacked, seq_depth) = (
+            self.pending.take(),
+            self.pending_stack.len(),
+            self.seq_depth,
+        );
+        let substituted = self.substitute(&mut params, SEQ_PARAMS);
+        let multiline = self.pending.is_some();
+        self.pending = pending;
+        self.pending_stack.truncate(stacked);
+        self.seq_depth = seq_depth;
+        match substituted {
+            Err(ImportError::LineTooLong { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+            Ok(_) if multiline => return Ok(false),
+            Ok(_) => {}
         }
         let nums = params.as_bytes();
         let mut q = 0;
