@@ -1319,6 +1319,7 @@ fn an_include_chain_imports_like_one_file() {
         let options = Options {
             interface: "eth0".into(),
             config_id: Some(id.into()),
+            ..Options::default()
         };
         let im = import_file(&dir.join("keepalived.conf"), &options).unwrap();
         let c = Config::from_yaml(&im.yaml, Path::new("x.yaml")).unwrap();

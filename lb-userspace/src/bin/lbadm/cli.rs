@@ -208,6 +208,10 @@ pub(super) enum Sub {
         /// keepalived's, this host's name up to its first dot).
         #[arg(long, value_name = "ID")]
         config_id: Option<String>,
+        /// keepalived's --all-config: a missing or unreadable include is an error (by default,
+        /// as keepalived, a warning unless includer/includem/... or include_check asks).
+        #[arg(long)]
+        all_config: bool,
     },
 }
 

@@ -40,7 +40,7 @@ pub(super) enum Action {
         client: SocketAddr,
         json: bool,
     },
-    /// `import-keepalived FILE [--interface IFACE] [--config-id ID]`.
+    /// `import-keepalived FILE [--interface IFACE] [--config-id ID] [--all-config]`.
     ImportKeepalived(PathBuf, Options),
 }
 
@@ -115,11 +115,13 @@ fn plan_action(
         file,
         interface,
         config_id,
+        all_config,
     }) = &cli.subcommand
     {
         let options = Options {
             interface: interface.clone(),
             config_id: config_id.clone(),
+            all_config: *all_config,
         };
         return Ok(Action::ImportKeepalived(file.clone(), options));
     }

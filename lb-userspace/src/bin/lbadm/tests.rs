@@ -669,6 +669,7 @@ fn import_keepalived_converts_a_file() {
     let options = |interface: &str, config_id: Option<&str>| Options {
         interface: interface.to_owned(),
         config_id: config_id.map(str::to_owned),
+        all_config: false,
     };
     let a = action("import-keepalived /etc/keepalived/keepalived.conf --interface eth1");
     assert_eq!(
@@ -682,6 +683,16 @@ fn import_keepalived_converts_a_file() {
     assert_eq!(
         action("import-keepalived k.conf --config-id lb2"),
         Action::ImportKeepalived("k.conf".into(), options("", Some("lb2")))
+    );
+    assert_eq!(
+        action("import-keepalived k.conf --all-config"),
+        Action::ImportKeepalived(
+            "k.conf".into(),
+            Options {
+                all_config: true,
+                ..options("", None)
+            }
+        )
     );
     let f = run(
         &Action::ImportKeepalived("/nonexistent/keepalived.conf".into(), options("", None)),
@@ -719,6 +730,7 @@ fn import_keepalived_follows_includes_and_names_their_lines() {
             Options {
                 interface: "eth0".into(),
                 config_id: Some("lb2".into()),
+                all_config: false,
             },
         ),
         Path::new("/nonexistent"),

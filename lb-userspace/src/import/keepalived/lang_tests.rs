@@ -469,6 +469,16 @@ fn include_problems_are_warnings_unless_keepalived_checks() {
         read_file(&d.join("k.conf")).map(|_| ()),
         Err(ImportError::Include { line: 1, .. })
     ));
+    write(&d, "k.conf", "include missing.conf\n");
+    let all = Options {
+        interface: "eth0".into(),
+        all_config: true,
+        ..Options::default()
+    };
+    assert!(matches!(
+        import_file(&d.join("k.conf"), &all),
+        Err(ImportError::Include { line: 1, .. })
+    ));
     write(
         &d,
         "k.conf",
@@ -525,6 +535,7 @@ fn warnings_and_errors_name_the_included_file_and_line() {
     let options = Options {
         interface: "eth0".into(),
         config_id: Some("lb1".into()),
+        ..Options::default()
     };
     let im = import_file(&d.join("keepalived.conf"), &options).unwrap();
     let bogus = im

@@ -12,7 +12,8 @@
 //!   files the glob matches (with `{a,b}` braces, each alternative sorted), a relative pattern
 //!   under the including file's directory, as keepalived does after its `chdir`. What keepalived
 //!   only logs (no match, a directory, an executable) is a warning; what its include checks
-//!   (the variant, or `include_check` in `global_defs`) make an error is an error. Includes
+//!   (the variant, `include_check` in `global_defs`, or [`Options::all_config`]) make an error
+//!   is an error. Includes
 //!   need [`import_file`]; in text ([`import`]) they are an error naming the line. A cycle, or
 //!   nesting past [`MAX_INCLUDE_DEPTH`], is refused;
 //! - `$NAME=value` at the start of a line (no blank before `=`) defines a parameter; a value
@@ -116,6 +117,9 @@ pub struct Options {
     /// keepalived's `--config-id`, which `@id` lines are compared with; `None`: keepalived's
     /// default, the first label of this host's name.
     pub config_id: Option<String>,
+    /// keepalived's `--all-config`: every include check on from the start, as `include_check`
+    /// without options (a missing or unreadable include is an error, not a warning).
+    pub all_config: bool,
 }
 
 /// A keepalived.conf that cannot be converted at all.
@@ -311,7 +315,7 @@ pub fn import(text: &str, interface: &str) -> Result<Import, ImportError> {
 pub fn import_named(text: &str, interface: &str, source: &str) -> Result<Import, ImportError> {
     let options = Options {
         interface: interface.to_owned(),
-        config_id: None,
+        ..Options::default()
     };
     import_text(text, source, &options)
 }
@@ -342,6 +346,9 @@ fn convert(main: Main<'_>, source: &str, options: &Options) -> Result<Import, Im
         None => (host_config_id(), true),
     };
     let mut reader = Reader::new(main, source, config_id, id_is_default)?;
+    if options.all_config {
+        reader.check_all_includes();
+    }
     let result = lexer::read(&mut reader);
     let at = Locator {
         names: std::mem::take(&mut reader.names),

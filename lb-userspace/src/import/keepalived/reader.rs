@@ -200,6 +200,11 @@ impl Reader {
         Ok(r)
     }
 
+    /// keepalived's `--all-config`: every include check, from the start.
+    pub(super) fn check_all_includes(&mut self) {
+        self.include_check = include::ALL;
+    }
+
     fn take_budget(&mut self, n: usize, line: usize) -> Result<(), ImportError> {
         self.budget = self
             .budget
