@@ -13,9 +13,8 @@
 //!   under the including file's directory, as keepalived does after its `chdir`. What keepalived
 //!   only logs (no match, a directory, an executable) is a warning; what its include checks
 //!   (the variant, `include_check` in `global_defs`, or [`Options::all_config`]) make an error
-//!   is an error. Includes
-//!   need [`import_file`]; in text ([`import`]) they are an error naming the line. A cycle, or
-//!   nesting past [`MAX_INCLUDE_DEPTH`], is refused;
+//!   is an error. Includes need [`import_file`]; in text ([`import`]) they are an error naming
+//!   the line. A cycle, or nesting past [`MAX_INCLUDE_DEPTH`], is refused;
 //! - `$NAME=value` at the start of a line (no blank before `=`) defines a parameter; a value
 //!   ending in `\` continues on the next lines (until one without `\`, or an empty line). `$NAME`
 //!   (followed by a blank, `,`, `)` or the end of the line) and `${NAME}` are replaced where they
