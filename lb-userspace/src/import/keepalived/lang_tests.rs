@@ -346,6 +346,14 @@ fn config_id_lines_are_kept_or_skipped_with_a_warning() {
 }
 
 #[test]
+fn a_generated_line_is_reported_once() {
+    let (l, w) = read_as("~SEQ(i, 3) @lb2 a $i\n", "lb1").unwrap();
+    assert!(l.is_empty());
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].message.contains("skipped"), "{}", w[0]);
+}
+
+#[test]
 fn include_needs_a_file() {
     assert_eq!(
         read_as("a\ninclude /etc/keepalived/x.conf\n", "lb1")

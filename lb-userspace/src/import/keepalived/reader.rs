@@ -9,6 +9,7 @@
 //! their own numbers until the first include; [`Reader::origins`] maps them back.
 
 use std::{
+    collections::HashSet,
     path::{Path, PathBuf},
     rc::Rc,
 };
@@ -106,6 +107,7 @@ pub(super) struct Reader {
     /// Virtual line `n` is `origins[n - 1]`: file index and line in it.
     pub(super) origins: Vec<(usize, usize)>,
     pub(super) warnings: Vec<Warning>,
+    warned: HashSet<(usize, String)>,
     main: Option<Open>,
     stack: Vec<Included>,
     defs: Vec<Def>,
@@ -140,6 +142,7 @@ impl Reader {
             names: vec![name.to_owned()],
             origins: Vec::new(),
             warnings: Vec::new(),
+            warned: HashSet::new(),
             main: None,
             stack: Vec::new(),
             defs: Vec::new(),
@@ -217,12 +220,16 @@ impl Reader {
         self.origins.len().max(1)
     }
 
+    /// A warning on the current line; once only, however many lines it generates.
     fn warn(&mut self, message: String) {
-        self.warnings.push(Warning {
-            line: self.cur(),
-            file: None,
-            message,
-        });
+        let line = self.cur();
+        if self.warned.insert((line, message.clone())) {
+            self.warnings.push(Warning {
+                line,
+                file: None,
+                message,
+            });
+        }
     }
 
     /// Reads everything into tokens.
