@@ -563,7 +563,8 @@ fn warnings_and_errors_name_the_included_file_and_line() {
     // The YAML's comments name lines as the warnings do.
     assert!(im.yaml.contains("line 3 of "), "{}", im.yaml);
     assert!(
-        im.yaml.contains("services.conf: virtual_server 10.0.0.1"),
+        im.yaml.contains("# line 3 of ")
+            && im.yaml.contains("services.conf: virtual_server 10.0.0.1"),
         "{}",
         im.yaml
     );

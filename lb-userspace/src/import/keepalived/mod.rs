@@ -459,6 +459,11 @@ impl Locator {
             }
             let n: usize = rest[..digits].parse().unwrap_or(0);
             let (file, line) = self.place(n);
+            // The YAML's "keepalived.conf line N" is in another file now.
+            if file.is_some() && out.ends_with("keepalived.conf line ") {
+                out.truncate(out.len() - "keepalived.conf line ".len());
+                out.push_str("line ");
+            }
             out.push_str(&line.to_string());
             if let Some(file) = file {
                 out.push_str(" of ");
