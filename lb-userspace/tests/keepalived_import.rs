@@ -17,7 +17,9 @@ use lb_userspace::{
         Checker, Config, ConfigError, FileCheck, FileInit, HttpCheck, LbAlgo, MiscCheck,
         StatusCodes, TcpCheck, UrlCheck,
     },
-    import::keepalived::{Import, ImportError, Warning, import, import_named},
+    import::keepalived::{
+        Import, ImportError, Options, Warning, import, import_file, import_named,
+    },
     model::{Persistence, Protocol, RealKey},
 };
 use serde_yaml::{Mapping, Value};
@@ -1375,7 +1377,7 @@ fn keepalived_only_blocks_get_one_warning_each() {
     let text =
         "global_defs {\n    router_id lb1\n}\nvrrp_script chk {\n    script \"/bin/true\"\n}\n\
                 vrrp_sync_group G {\n    group {\n        VI_1\n    }\n}\nstatic_ipaddress {\n    \
-                10.0.0.5/24 dev eth0\n}\ninclude /etc/keepalived/conf.d/*.conf\n"
+                10.0.0.5/24 dev eth0\n}\n"
             .to_owned()
             + &service("");
     let (im, _) = accepted(&text);
@@ -1394,21 +1396,87 @@ fn keepalived_only_blocks_get_one_warning_each() {
     );
     warned(&im, 7, &["vrrp_sync_group G is handled by keepalived"]);
     warned(&im, 12, &["static_ipaddress is handled by keepalived"]);
-    warned(
-        &im,
-        15,
-        &["include /etc/keepalived/conf.d/*.conf is not followed"],
-    );
-    assert_eq!(im.warnings.len(), 5, "{}", shown(&im));
+    assert_eq!(im.warnings.len(), 4, "{}", shown(&im));
 }
 
 #[test]
 fn warnings_display_with_their_line() {
     let w = Warning {
         line: 42,
+        file: None,
         message: "something".into(),
     };
     assert_eq!(w.to_string(), "line 42: something");
+    let w = Warning {
+        file: Some("conf.d/web.conf".into()),
+        ..w
+    };
+    assert_eq!(w.to_string(), "line 42 of conf.d/web.conf: something");
+}
+
+#[test]
+fn include_without_a_file_is_an_error_naming_its_line() {
+    let text = format!("{}include conf.d/*.conf\n", service(""));
+    let e = import(&text, "eth0").unwrap_err();
+    assert!(matches!(e, ImportError::Unsupported { .. }), "{e}");
+    assert_eq!(e.line(), Some(text.lines().count()));
+    assert!(e.to_string().contains("include conf.d/*.conf"), "{e}");
+}
+
+#[test]
+fn an_include_chain_imports_like_one_file() {
+    let dir = std::env::temp_dir().join(format!("keepalived-import-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(dir.join("conf.d")).unwrap();
+    fs::write(
+        dir.join("keepalived.conf"),
+        "$VIP=10.0.0.1\ninclude conf.d/*.conf\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.join("conf.d/web.conf"),
+        "$VS=virtual_server $VIP $PORT { \\\n  lb_kind DR \\\n\
+         @lb1 real_server 10.0.0.2 $PORT { weight 1 } \\\n\
+         @lb2 real_server 10.0.0.3 $PORT { weight 1 } \\\n}\n\
+         ~SEQ(PORT, 80, 1, 81) $VS\n",
+    )
+    .unwrap();
+    let import_as = |id: &str| {
+        let options = Options {
+            interface: "eth0".into(),
+            config_id: Some(id.into()),
+            ..Options::default()
+        };
+        let im = import_file(&dir.join("keepalived.conf"), &options).unwrap();
+        let c = Config::from_yaml(&im.yaml, Path::new("x.yaml")).unwrap();
+        (im, c)
+    };
+    let (im, c) = import_as("lb1");
+    let ports: Vec<(u16, String)> = c
+        .virtual_servers
+        .iter()
+        .map(|v| (v.key.port, v.real_servers[0].key.addr.to_string()))
+        .collect();
+    assert_eq!(
+        ports,
+        [(80, "10.0.0.2".to_owned()), (81, "10.0.0.2".to_owned())],
+        "{}",
+        im.yaml
+    );
+    let skipped = im
+        .warnings
+        .iter()
+        .find(|w| w.message.contains("@lb2"))
+        .unwrap();
+    // The line that generated it.
+    assert_eq!(skipped.line, 6);
+    assert!(skipped.file.as_deref().unwrap().ends_with("web.conf"));
+    let (_, c) = import_as("lb2");
+    assert_eq!(
+        c.virtual_servers[0].real_servers[0].key.addr.to_string(),
+        "10.0.0.3"
+    );
+    fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -204,6 +204,14 @@ pub(super) enum Sub {
         /// The director's interface (default: the interface of the file's vrrp_instance).
         #[arg(long, value_name = "IFACE", default_value = "")]
         interface: String,
+        /// keepalived's --config-id: the director whose `@ID` lines are imported (default:
+        /// keepalived's, this host's name up to its first dot).
+        #[arg(long, value_name = "ID")]
+        config_id: Option<String>,
+        /// keepalived's --all-config: a missing or unreadable include is an error (by default,
+        /// as keepalived, a warning unless includer/includem/... or include_check asks).
+        #[arg(long)]
+        all_config: bool,
     },
 }
 

@@ -30,6 +30,7 @@ use std::{
 use clap::Parser;
 use lb_userspace::{
     control::{self, Response},
+    import::keepalived::{ImportError, Options},
     observe::ipvsadm::Services,
 };
 
@@ -39,14 +40,17 @@ use plan::Action;
 pub(crate) use plan::{Failure, plan};
 use render::render;
 
-/// `import-keepalived`: the YAML on stdout, each warning on stderr as `FILE: line N: ...`.
-fn import_keepalived(file: &Path, interface: &str) -> Result<(), Failure> {
-    // Bounded as the agent's own configuration: a regular file of at most 8 MiB.
-    let text = lb_userspace::config::read_text(file)
-        .map_err(|m| Failure::agent(format!("{}: {m}", file.display())))?;
+/// `import-keepalived`: the YAML on stdout, each warning on stderr as `FILE: line N: ...` (or
+/// `FILE: line N of INCLUDED: ...`).
+fn import_keepalived(file: &Path, options: &Options) -> Result<(), Failure> {
+    // Each file is bounded as the agent's own configuration: a regular file of at most 8 MiB.
     let name = file.display().to_string();
-    let import = lb_userspace::import::keepalived::import_named(&text, interface, &name)
-        .map_err(|e| Failure::agent(format!("{name}: {e}")))?;
+    let import = match lb_userspace::import::keepalived::import_file(file, options) {
+        Ok(import) => import,
+        // It names the file already.
+        Err(e @ ImportError::Read { .. }) => return Err(Failure::agent(e.to_string())),
+        Err(e) => return Err(Failure::agent(format!("{name}: {e}"))),
+    };
     for w in &import.warnings {
         eprintln!("{name}: {w}");
     }
@@ -56,8 +60,8 @@ fn import_keepalived(file: &Path, interface: &str) -> Result<(), Failure> {
 
 /// Sends the action's request and prints the answer.
 fn run(action: &Action, socket: &Path) -> Result<(), Failure> {
-    if let Action::ImportKeepalived(file, interface) = action {
-        return import_keepalived(file, interface);
+    if let Action::ImportKeepalived(file, options) = action {
+        return import_keepalived(file, options);
     }
     let Some(req) = action.request() else {
         return Ok(());

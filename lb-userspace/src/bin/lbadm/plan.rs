@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use lb_userspace::{
     control::{Edit, Request},
+    import::keepalived::Options,
     model::{Protocol, RealKey, ServiceKey},
     observe::ipvsadm::{Format, Services},
 };
@@ -39,8 +40,8 @@ pub(super) enum Action {
         client: SocketAddr,
         json: bool,
     },
-    /// `import-keepalived FILE [--interface IFACE]`.
-    ImportKeepalived(PathBuf, String),
+    /// `import-keepalived FILE [--interface IFACE] [--config-id ID] [--all-config]`.
+    ImportKeepalived(PathBuf, Options),
 }
 
 impl Action {
@@ -110,8 +111,19 @@ fn plan_action(
     services: &Services,
     warnings: &mut Vec<String>,
 ) -> Result<Action, Failure> {
-    if let Some(Sub::ImportKeepalived { file, interface }) = &cli.subcommand {
-        return Ok(Action::ImportKeepalived(file.clone(), interface.clone()));
+    if let Some(Sub::ImportKeepalived {
+        file,
+        interface,
+        config_id,
+        all_config,
+    }) = &cli.subcommand
+    {
+        let options = Options {
+            interface: interface.clone(),
+            config_id: config_id.clone(),
+            all_config: *all_config,
+        };
+        return Ok(Action::ImportKeepalived(file.clone(), options));
     }
     if cli.ipip {
         return Err(Failure::usage(

@@ -666,14 +666,36 @@ fn socket_option() {
 
 #[test]
 fn import_keepalived_converts_a_file() {
+    let options = |interface: &str, config_id: Option<&str>| Options {
+        interface: interface.to_owned(),
+        config_id: config_id.map(str::to_owned),
+        all_config: false,
+    };
     let a = action("import-keepalived /etc/keepalived/keepalived.conf --interface eth1");
     assert_eq!(
         a,
-        Action::ImportKeepalived("/etc/keepalived/keepalived.conf".into(), "eth1".into())
+        Action::ImportKeepalived(
+            "/etc/keepalived/keepalived.conf".into(),
+            options("eth1", None)
+        )
     );
     assert_eq!(a.request(), None, "it never talks to the agent");
+    assert_eq!(
+        action("import-keepalived k.conf --config-id lb2"),
+        Action::ImportKeepalived("k.conf".into(), options("", Some("lb2")))
+    );
+    assert_eq!(
+        action("import-keepalived k.conf --all-config"),
+        Action::ImportKeepalived(
+            "k.conf".into(),
+            Options {
+                all_config: true,
+                ..options("", None)
+            }
+        )
+    );
     let f = run(
-        &Action::ImportKeepalived("/nonexistent/keepalived.conf".into(), String::new()),
+        &Action::ImportKeepalived("/nonexistent/keepalived.conf".into(), options("", None)),
         Path::new("/nonexistent"),
     )
     .unwrap_err();
@@ -684,11 +706,43 @@ fn import_keepalived_converts_a_file() {
         "/tests/data/rabbitmq-lvs-keepalived.conf"
     );
     run(
-        &Action::ImportKeepalived(guide.into(), "eth0".into()),
+        &Action::ImportKeepalived(guide.into(), options("eth0", None)),
         Path::new("/nonexistent"),
     )
     .expect("the guide's file converts");
     usage_error("-L import-keepalived x", "cannot be used with");
+}
+
+#[test]
+fn import_keepalived_follows_includes_and_names_their_lines() {
+    let dir = std::env::temp_dir().join(format!("lbadm-include-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("conf.d")).unwrap();
+    std::fs::write(dir.join("keepalived.conf"), "include conf.d/*.conf\n").unwrap();
+    std::fs::write(
+        dir.join("conf.d/web.conf"),
+        "@lb2 virtual_server 10.0.0.1 80 {\n  real_server 10.0.0.2 80 {\n  }\n}\n}\n",
+    )
+    .unwrap();
+    let main = dir.join("keepalived.conf");
+    let f = run(
+        &Action::ImportKeepalived(
+            main.clone(),
+            Options {
+                interface: "eth0".into(),
+                config_id: Some("lb2".into()),
+                all_config: false,
+            },
+        ),
+        Path::new("/nonexistent"),
+    )
+    .unwrap_err();
+    // The extra `}` of line 5 of the included file.
+    assert!(
+        f.message.contains("conf.d/web.conf: line 5:"),
+        "{}",
+        f.message
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -48,6 +48,7 @@ impl Importer {
     pub(super) fn warn(&mut self, line: usize, message: impl Into<String>) {
         self.warnings.push(Warning {
             line,
+            file: None,
             message: message.into(),
         });
     }
@@ -93,14 +94,6 @@ impl Importer {
                 ),
                 "vrrp_instance" => file.vrrp.push(self.vrrp(n, &scripts, &mut daemon)),
                 "SSL" => ssl = self.global_ssl(n),
-                "include" => self.warn(
-                    n.line,
-                    format!(
-                        "include {} is not followed: import that file too and merge its \
-                         virtual_servers",
-                        n.words[1..].join(" ")
-                    ),
-                ),
                 // Judged once every FILE_CHECK is read.
                 "track_file" | "vrrp_track_file" => track_files.push(n),
                 kw => match KEEPALIVED_ONLY.iter().find(|(k, _)| *k == kw) {

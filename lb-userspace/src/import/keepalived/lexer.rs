@@ -1,7 +1,9 @@
-//! Reading: lines → statements → blocks. keepalived's words, quotes and comments, `@` lines
-//! and `$NAME` definitions, braces into a [`Node`] tree, and its script word splitting.
+//! Reading: statements → blocks. keepalived's comments and words, the [`Node`] tree the
+//! [`Reader`]'s lines and braces make, and keepalived's script word splitting.
 
-use super::{ImportError, MAX_BLOCK_DEPTH, MAX_EXPANDED_BYTES, Warning};
+use super::{ImportError, MAX_BLOCK_DEPTH, reader::Reader};
+#[cfg(test)]
+use super::{Warning, reader::Main};
 
 /// One statement: a line (or the part of one between braces) of words.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,84 +37,47 @@ impl Node {
 
 /// A piece of a line: words, or a brace.
 #[derive(Debug)]
-enum Token {
-    Words { line: usize, text: String },
+pub(super) enum Token {
+    /// A statement's text (comments removed, substitutions made).
+    Words {
+        /// Its (virtual) line.
+        line: usize,
+        /// The text.
+        text: String,
+    },
+    /// `{`, on its line.
     Open(usize),
+    /// `}`, on its line.
     Close(usize),
 }
 
 /// keepalived's white space.
-fn is_space(c: char) -> bool {
+pub(super) fn is_space(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c')
 }
 
-/// Reads the whole file into top-level statements with their blocks, and warnings about lines
-/// read differently from keepalived.
-pub(super) fn parse(text: &str) -> Result<(Vec<Node>, Vec<Warning>), ImportError> {
-    let mut tokens = Vec::new();
-    let mut warnings = Vec::new();
-    let mut defs: Vec<(String, String)> = Vec::new();
-    let mut budget = MAX_EXPANDED_BYTES;
-    for (i, raw_line) in text.lines().enumerate() {
-        let line = i + 1;
-        let mut text = decomment(raw_line, line)?;
-        if text.is_empty() {
-            continue;
-        }
-        if let Some(rest) = text.strip_prefix('@') {
-            // `@id ...` applies only where keepalived runs with that config id (`@^id`: only
-            // where it does not). The importer cannot know the target director, so it reads the
-            // line (dropping it could unbalance the braces) and says so.
-            let (id, rest) = rest.split_once(is_space).unwrap_or((rest, ""));
-            warnings.push(Warning {
-                line,
-                message: format!(
-                    "this line applies only where keepalived's config id {} {}: imported as if \
-                     it applied to this director",
-                    if id.starts_with('^') { "is not" } else { "is" },
-                    id.trim_start_matches('^')
-                ),
-            });
-            text = rest.trim_matches(is_space).to_owned();
-            if text.is_empty() {
-                continue;
-            }
-        }
-        if text.starts_with("~SEQ") {
-            return Err(ImportError::Unsupported {
-                line,
-                what: "~SEQ (a generated sequence of lines)".to_owned(),
-            });
-        }
-        if let Some(def) = definition(&text) {
-            if def.1.ends_with('\\') {
-                return Err(ImportError::Unsupported {
-                    line,
-                    what: format!("the multi-line definition ${}", def.0),
-                });
-            }
-            defs.retain(|(n, _)| *n != def.0);
-            defs.push(def);
-            continue;
-        }
-        if !defs.is_empty() && text.contains('$') {
-            text =
-                substitute(&text, &defs, budget).ok_or(ImportError::ExpansionTooLarge { line })?;
-        }
-        budget = budget
-            .checked_sub(text.len())
-            .ok_or(ImportError::ExpansionTooLarge { line })?;
-        split_braces(&text, line, &mut tokens);
-    }
-    Ok((build(tokens)?, warnings))
+/// Reads everything `reader` reads into top-level statements with their blocks.
+pub(super) fn read(reader: &mut Reader) -> Result<Vec<Node>, ImportError> {
+    build(reader.tokens()?)
 }
 
-/// Removes a comment: from the first `#` or `!` outside double quotes to the end of the line.
-/// `\#` and `\!` outside quotes stand for the character itself. Also trims the line.
+/// Reads `text` (no file, no config id) into statements, with the reader's warnings.
+#[cfg(test)]
+pub(super) fn parse(text: &str) -> Result<(Vec<Node>, Vec<Warning>), ImportError> {
+    let mut reader = Reader::new(Main::Text(text), "keepalived.conf", None, false)?;
+    let nodes = read(&mut reader)?;
+    Ok((nodes, reader.warnings))
+}
+
+/// keepalived's `decomment`: removes a comment (from the first `#` or `!` outside double
+/// quotes to the end of the line; `\#` and `\!` outside quotes stand for the character
+/// itself), and the blanks around the line and before a final `\` (which marks a line of a
+/// multi-line definition).
 pub(super) fn decomment(line: &str, no: usize) -> Result<String, ImportError> {
     let mut out = String::with_capacity(line.len());
     let mut quote = false;
-    let mut chars = line.chars();
+    let mut chars = line.trim_start_matches([' ', '\t']).chars();
+    let mut continued = false;
     while let Some(c) = chars.next() {
         match c {
             '"' => {
@@ -125,7 +90,7 @@ pub(super) fn decomment(line: &str, no: usize) -> Result<String, ImportError> {
                     out.push('\\');
                     out.push(n);
                 }
-                None => out.push('\\'),
+                None => continued = true,
             },
             '#' | '!' if !quote => break,
             _ => out.push(c),
@@ -134,89 +99,12 @@ pub(super) fn decomment(line: &str, no: usize) -> Result<String, ImportError> {
     if quote {
         return Err(ImportError::UnterminatedQuote { line: no });
     }
-    Ok(out.trim_matches(is_space).to_owned())
-}
-
-/// `$NAME=value`: a keepalived parameter definition.
-fn definition(text: &str) -> Option<(String, String)> {
-    let rest = text.strip_prefix('$')?;
-    let (name, value) = rest.split_once('=')?;
-    let name = name.trim_end_matches([' ', '\t']);
-    let mut chars = name.chars();
-    let first = chars.next()?;
-    let ok = (first.is_ascii_alphabetic() || first == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    ok.then(|| (name.to_owned(), value.trim_matches(is_space).to_owned()))
-}
-
-/// Replaces `$NAME` and `${NAME}` by the values of the definitions made so far; `None` when
-/// the result would be longer than `max` bytes.
-fn substitute(text: &str, defs: &[(String, String)], max: usize) -> Option<String> {
-    let mut out = String::with_capacity(text.len().min(max));
-    let mut rest = text;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 1..];
-        let (name, used) = match after.strip_prefix('{') {
-            Some(inner) => match inner.find('}') {
-                Some(end) => (&inner[..end], end + 2),
-                None => ("", 0),
-            },
-            None => {
-                let end = after
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(after.len());
-                (&after[..end], end)
-            }
-        };
-        match defs.iter().find(|(n, _)| n == name) {
-            Some((_, value)) if !name.is_empty() => {
-                if out.len() + value.len() > max {
-                    return None;
-                }
-                out.push_str(value);
-                rest = &after[used..];
-            }
-            _ => {
-                out.push('$');
-                rest = after;
-            }
-        }
+    let kept = out.trim_end_matches([' ', '\t']).len();
+    out.truncate(kept);
+    if continued {
+        out.push('\\');
     }
-    out.push_str(rest);
-    (out.len() <= max).then_some(out)
-}
-
-/// Splits a comment-free line at every `{` and `}` outside double quotes.
-fn split_braces(text: &str, line: usize, tokens: &mut Vec<Token>) {
-    let mut start = 0;
-    let mut quote = false;
-    for (i, c) in text.char_indices() {
-        match c {
-            '"' => quote = !quote,
-            '{' | '}' if !quote => {
-                push_words(&text[start..i], line, tokens);
-                tokens.push(if c == '{' {
-                    Token::Open(line)
-                } else {
-                    Token::Close(line)
-                });
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    push_words(&text[start..], line, tokens);
-}
-
-fn push_words(text: &str, line: usize, tokens: &mut Vec<Token>) {
-    let text = text.trim_matches(is_space);
-    if !text.is_empty() {
-        tokens.push(Token::Words {
-            line,
-            text: text.to_owned(),
-        });
-    }
+    Ok(out)
 }
 
 /// keepalived's keyword tokenizer: white-space separated words; a word starting with `"` runs
