@@ -805,24 +805,62 @@ fn checkers_inherit_timing_from_their_real_and_virtual_server() {
 }
 
 #[test]
-fn fwmark_and_group_services_are_skipped_with_a_warning() {
-    let text = "virtual_server_group web {\n    10.0.0.1 80\n}\nvirtual_server fwmark 7 {\n    \
-                lb_kind DR\n}\nvirtual_server group web {\n    lb_kind DR\n}\n";
-    let im = imported(text);
-    warned(&im, 1, &["virtual_server_group web is not supported"]);
+fn groups_convert_and_fwmark_services_are_skipped_with_a_warning() {
+    let text = "virtual_server_group web {\n    10.0.0.1 80\n    10.0.0.10-12 80\n    \
+                2001:db8::1 443\n    10.0.0.9\n    fwmark 3\n}\nvirtual_server fwmark 7 {\n    \
+                lb_kind DR\n}\nvirtual_server group web {\n    lb_kind DR\n    real_server \
+                10.0.0.21 0 {\n        TCP_CHECK {\n        }\n    }\n    real_server 2001:db8::21 \
+                443 {\n    }\n}\nvirtual_server group nowhere {\n    lb_kind DR\n}\n";
+    let (im, c) = accepted(text);
+    // The entries lb-agent cannot serve are named; the others make the group.
+    warned(&im, 5, &["10.0.0.9", "every port of the address"]);
     warned(
         &im,
-        4,
+        6,
+        &["fwmark 3", "no firewall marks", "entry not converted"],
+    );
+    warned(
+        &im,
+        8,
         &["virtual_server fwmark 7 is not supported", "block skipped"],
     );
     warned(
         &im,
-        7,
-        &["virtual_server group web is not supported", "block skipped"],
+        20,
+        &["no virtual_server_group nowhere", "not converted"],
     );
-    warned(&im, 1, &["no virtual_server to convert"]);
-    let c = Config::from_yaml(&im.yaml, Path::new("x.yaml")).unwrap();
-    assert!(c.virtual_servers.is_empty());
+    assert_eq!(im.warnings.len(), 4, "{}", shown(&im));
+    let keys: Vec<String> = c
+        .virtual_servers
+        .iter()
+        .map(|vs| vs.key.to_string())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "TCP 10.0.0.1:80",
+            "TCP 10.0.0.10:80",
+            "TCP 10.0.0.11:80",
+            "TCP 10.0.0.12:80",
+            "TCP [2001:db8::1]:443"
+        ]
+    );
+    let g = c.virtual_servers[0].group.as_ref().expect("a group");
+    assert_eq!(g.name, "web");
+    assert_eq!(
+        g.vips,
+        ["10.0.0.1:80", "10.0.0.10-12:80", "[2001:db8::1]:443"]
+    );
+    // real_server 10.0.0.21 0: each member's port; the IPv6 real only in the IPv6 member.
+    assert_eq!(
+        c.virtual_servers[3].real_servers[0].key.to_string(),
+        "10.0.0.21:80"
+    );
+    assert_eq!(
+        c.virtual_servers[4].real_servers[0].key.to_string(),
+        "[2001:db8::21]:443"
+    );
+    assert_eq!(c.virtual_servers[4].real_servers.len(), 1);
 }
 
 #[test]

@@ -42,6 +42,8 @@ pub(super) struct Importer {
     pub(super) track_files: BTreeMap<String, TrackFile>,
     /// The track_files a converted FILE_CHECK names.
     pub(super) used_track_files: BTreeSet<String>,
+    /// The `virtual_server_group` blocks by name (the first of a name counts).
+    pub(super) groups: BTreeMap<String, usize>,
 }
 
 impl Importer {
@@ -70,6 +72,20 @@ impl Importer {
                 self.track_files.insert(name.to_owned(), tf);
             }
         }
+        for n in nodes
+            .iter()
+            .filter(|n| n.keyword() == "virtual_server_group")
+        {
+            if let Some(name) = n.word(1) {
+                self.groups.entry(name.to_owned()).or_insert(n.line);
+            }
+        }
+        let group_nodes: BTreeMap<&str, &Node> = nodes
+            .iter()
+            .rev()
+            .filter(|n| n.keyword() == "virtual_server_group")
+            .filter_map(|n| Some((n.word(1)?, n)))
+            .collect();
         let mut file = File::default();
         let mut unknown = Vec::new();
         let mut track_files = Vec::new();
@@ -80,18 +96,12 @@ impl Importer {
         for n in nodes {
             match n.keyword() {
                 "virtual_server" => {
-                    if let Some(s) = self.service(n) {
+                    if let Some(s) = self.service(n, &group_nodes) {
                         file.services.push(s);
                     }
                 }
-                "virtual_server_group" => self.warn(
-                    n.line,
-                    format!(
-                        "virtual_server_group {} is not supported by lb-agent: not converted \
-                         (write one virtual_server per address and port)",
-                        n.word(1).unwrap_or("")
-                    ),
-                ),
+                // Converted with the virtual_server that uses it.
+                "virtual_server_group" => {}
                 "vrrp_instance" => file.vrrp.push(self.vrrp(n, &scripts, &mut daemon)),
                 "SSL" => ssl = self.global_ssl(n),
                 // Judged once every FILE_CHECK is read.
@@ -837,19 +847,104 @@ impl Importer {
         Some(shell_join(&argv))
     }
 
+    /// The entries of `virtual_server_group` `n` as the YAML's `vips` writes them, with the
+    /// first address and port; entries lb-agent cannot serve are reported and left out.
+    fn group_entries(&mut self, n: &Node) -> Vec<(String, IpAddr, u16)> {
+        let mut out = Vec::new();
+        for e in n.children() {
+            let what = e.words.join(" ");
+            if e.keyword() == "fwmark" {
+                self.warn(
+                    e.line,
+                    format!(
+                        "{what}: lb-agent sees no firewall marks; entry not converted (give the \
+                         addresses and ports the mark stands for as entries)"
+                    ),
+                );
+                continue;
+            }
+            let addr = e.keyword();
+            let port = e.word(1).map(str::parse::<u16>);
+            let port = match port {
+                Some(Ok(p)) if p != 0 => p,
+                None | Some(Ok(_)) => {
+                    self.warn(
+                        e.line,
+                        format!(
+                            "{what}: an entry without a port is every port of the address, \
+                             which lb-agent does not serve; entry not converted"
+                        ),
+                    );
+                    continue;
+                }
+                Some(Err(_)) => {
+                    self.warn(
+                        e.line,
+                        format!("{what}: not a port, so keepalived skips the entry; not converted"),
+                    );
+                    continue;
+                }
+            };
+            self.extra_words(e, 2);
+            // The first address, for what depends on the family (the rest is lb-agent's to
+            // check, with keepalived's range rules).
+            let first = addr.split(['-', '/']).next().unwrap_or(addr);
+            let Ok(first) = first.parse::<IpAddr>() else {
+                self.warn(
+                    e.line,
+                    format!("{what}: not an address, so keepalived skips the entry; not converted"),
+                );
+                continue;
+            };
+            let text = if first.is_ipv6() {
+                format!("[{addr}]:{port}")
+            } else {
+                format!("{addr}:{port}")
+            };
+            out.push((text, first, port));
+        }
+        out
+    }
+
     /// A `virtual_server` block; `None` when keepalived would not create it.
-    fn service(&mut self, n: &Node) -> Option<Service> {
+    fn service(&mut self, n: &Node, groups: &BTreeMap<&str, &Node>) -> Option<Service> {
         let what = n.words[1..].join(" ");
+        let mut group = None;
         match n.word(1) {
-            Some("fwmark") | Some("group") => {
+            Some("fwmark") => {
                 self.warn(
                     n.line,
                     format!(
-                        "virtual_server {what} is not supported by lb-agent (it serves one \
-                         address and port per service): block skipped"
+                        "virtual_server {what} is not supported by lb-agent (XDP sees no \
+                         firewall marks): block skipped"
                     ),
                 );
                 return None;
+            }
+            Some("group") => {
+                let name = n.word(2).unwrap_or("");
+                let Some(g) = groups.get(name) else {
+                    self.warn(
+                        n.line,
+                        format!(
+                            "virtual_server group {name}: no virtual_server_group {name}, so \
+                             keepalived skips the block; not converted"
+                        ),
+                    );
+                    return None;
+                };
+                let entries = self.group_entries(g);
+                if entries.is_empty() {
+                    self.warn(
+                        n.line,
+                        format!(
+                            "virtual_server group {name}: no entry of the group can be served: \
+                             block skipped"
+                        ),
+                    );
+                    return None;
+                }
+                group = Some((name.to_owned(), entries));
             }
             None => {
                 self.warn(
@@ -860,10 +955,14 @@ impl Importer {
             }
             Some(_) => {}
         }
-        let vip = n.word(1).and_then(|v| v.parse::<IpAddr>().ok());
-        let port = match n.word(2) {
-            None => Some(None),
-            Some(p) => p.parse::<u16>().ok().map(Some),
+        let vip = match &group {
+            Some((_, entries)) => Some(entries[0].1),
+            None => n.word(1).and_then(|v| v.parse::<IpAddr>().ok()),
+        };
+        let port = match (&group, n.word(2)) {
+            (Some((_, entries)), _) => Some(Some(entries[0].2)),
+            (None, None) => Some(None),
+            (None, Some(p)) => p.parse::<u16>().ok().map(Some),
         };
         let (Some(vip), Some(port)) = (vip, port) else {
             self.warn(
@@ -884,6 +983,10 @@ impl Importer {
         }
         let mut s = Service {
             line: n.line,
+            group: group.map(|(name, entries)| {
+                let vips = entries.into_iter().map(|(text, _, _)| text).collect();
+                (name, vips)
+            }),
             vip,
             port,
             protocol: None,

@@ -70,6 +70,9 @@ pub(super) struct SyncDaemon {
 /// A `virtual_server`.
 pub(super) struct Service {
     pub(super) line: usize,
+    /// `virtual_server group NAME`: the group's name and its entries as `vips` writes them
+    /// (`vip` and `port` are then the first entry's).
+    pub(super) group: Option<(String, Vec<String>)>,
     pub(super) vip: IpAddr,
     pub(super) port: Option<u16>,
     pub(super) protocol: At<String>,

@@ -276,11 +276,17 @@ fn default_note(s: &Service, keys: &[&str], default: &str) -> String {
 }
 
 fn service(m: &mut Map<'_>, s: &Service) {
-    m.kv("vip", &yaml_ip(s.vip), s.line, None);
-    if let Some(p) = s.port {
-        m.kv("port", &p.to_string(), s.line, None);
+    if let Some((name, vips)) = &s.group {
+        m.kv("group", name, s.line, None);
+        let vips: Vec<String> = vips.iter().map(|v| format!("\"{v}\"")).collect();
+        m.kv("vips", &format!("[{}]", vips.join(", ")), s.line, None);
     } else {
-        m.comment("port: not set in keepalived.conf (an all-ports service)");
+        m.kv("vip", &yaml_ip(s.vip), s.line, None);
+        if let Some(p) = s.port {
+            m.kv("port", &p.to_string(), s.line, None);
+        } else {
+            m.comment("port: not set in keepalived.conf (an all-ports service)");
+        }
     }
     match &s.protocol {
         Some((p, l)) => m.kv("protocol", p, *l, None),
@@ -371,7 +377,16 @@ fn service(m: &mut Map<'_>, s: &Service) {
 
 fn real(m: &mut Map<'_>, s: &Service, r: &Real) {
     m.kv("ip", &yaml_ip(r.ip), r.line, None);
-    if let Some(p) = r.port {
+    // Port 0 is the service's port (a group member's own). In a group, a port of one of its
+    // entries is dropped too: direct routing keeps the client's port, so keepalived's real on
+    // port 443 of a group with 80 and 443 gets port 80's packets on port 80.
+    let group_port = |p: u16| {
+        s.group.as_ref().is_some_and(|(_, vips)| {
+            vips.iter()
+                .any(|v| v.rsplit_once(':').is_some_and(|(_, q)| q == p.to_string()))
+        })
+    };
+    if let Some(p) = r.port.filter(|p| *p != 0 && !group_port(*p)) {
         m.kv("port", &p.to_string(), r.line, None);
     }
     if let Some((w, l)) = r.weight {
