@@ -372,7 +372,51 @@ pub enum Checker {
     File(FileCheck),
 }
 
+/// The port a `dns_check` queries without `connect_port` (keepalived's).
+pub const DNS_PORT: u16 = 53;
+
+/// Where a checker connects and from where, as configured (`None`: the real's address and
+/// port, a source chosen by the kernel).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckEndpoint {
+    /// `connect_ip`.
+    pub connect_ip: Option<IpAddr>,
+    /// `connect_port` (a `dns_check`'s defaults to 53, as keepalived's).
+    pub connect_port: Option<u16>,
+    /// `bindto`.
+    pub bindto: Option<IpAddr>,
+    /// `bind_port`.
+    pub bind_port: Option<u16>,
+}
+
 impl Checker {
+    /// Where the checker connects; `None` for those that connect nowhere (`misc_check`,
+    /// `file_check`).
+    pub fn endpoint(&self) -> Option<CheckEndpoint> {
+        let ep = |connect_ip, connect_port, bindto, bind_port| CheckEndpoint {
+            connect_ip,
+            connect_port,
+            bindto,
+            bind_port,
+        };
+        Some(match self {
+            Self::Tcp(c) => ep(c.connect_ip, c.connect_port, c.bindto, c.bind_port),
+            Self::Http(c) => ep(c.connect_ip, c.connect_port, c.bindto, c.bind_port),
+            Self::Amqp(c) => ep(c.connect_ip, c.connect_port, c.bindto, c.bind_port),
+            Self::Udp(c) => ep(c.connect_ip, c.connect_port, c.bindto, c.bind_port),
+            Self::Smtp(c) => ep(c.connect_ip, c.connect_port, c.bindto, c.bind_port),
+            // keepalived's DNS_CHECK queries port 53, not the real's port.
+            Self::Dns(c) => ep(
+                c.connect_ip,
+                Some(c.connect_port.unwrap_or(DNS_PORT)),
+                c.bindto,
+                c.bind_port,
+            ),
+            Self::Ping(c) => ep(c.connect_ip, None, c.bindto, None),
+            Self::Misc(_) | Self::File(_) => return None,
+        })
+    }
+
     /// The checker's configuration key.
     pub fn key(&self) -> &'static str {
         match self {

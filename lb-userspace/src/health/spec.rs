@@ -34,9 +34,6 @@ use crate::{
 /// How long a `file_check` may take to read its file.
 const FILE_READ_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The port a `dns_check` queries without `connect_port` (keepalived's).
-pub const DNS_PORT: u16 = 53;
-
 /// This director's host name, keepalived's default `helo_name`; `localhost` if it has none.
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -88,13 +85,14 @@ pub fn check_specs(config: &Config) -> Result<Vec<CheckSpec>, CheckFileError> {
         let v = v - 1;
         for (r, rs) in vs.real_servers.iter().enumerate() {
             for (i, check) in rs.checks.iter().enumerate() {
-                // Where a TCP or HTTP check connects (connect_ip/connect_port over the real's
-                // address) and from where.
-                let endpoint = |ip: Option<IpAddr>, port: Option<u16>, from, from_port| {
-                    let target =
-                        SocketAddr::new(ip.unwrap_or(rs.key.addr), port.unwrap_or(rs.key.port));
-                    (target, bind(target.ip(), from, from_port))
-                };
+                // Where the check connects (connect_ip/connect_port over the real's address and
+                // port) and from where.
+                let ep = check.endpoint().unwrap_or_default();
+                let target = SocketAddr::new(
+                    ep.connect_ip.unwrap_or(rs.key.addr),
+                    ep.connect_port.unwrap_or(rs.key.port),
+                );
+                let bind = bind(target.ip(), ep.bindto, ep.bind_port);
                 let timing = |t: &CheckTiming| Timing {
                     delay_loop: vs.delay_loop,
                     retry: t.retry,
@@ -103,8 +101,6 @@ pub fn check_specs(config: &Config) -> Result<Vec<CheckSpec>, CheckFileError> {
                 };
                 let (probe, timing, warmup) = match check {
                     Checker::Tcp(c) => {
-                        let (target, bind) =
-                            endpoint(c.connect_ip, c.connect_port, c.bindto, c.bind_port);
                         let port = target.port();
                         let probe = match (tcp_probe(c, rs.key), rs.key.addr, vs.key.vip) {
                             (TcpProbe::Vip, IpAddr::V4(real), IpAddr::V4(vip)) => Probe::Syn {
@@ -120,8 +116,6 @@ pub fn check_specs(config: &Config) -> Result<Vec<CheckSpec>, CheckFileError> {
                         (probe, timing(&c.timing), c.timing.warmup)
                     }
                     Checker::Http(c) => {
-                        let (target, bind) =
-                            endpoint(c.connect_ip, c.connect_port, c.bindto, c.bind_port);
                         let field = format!("virtual_servers[{v}].real_servers[{r}].{}", c.key());
                         let tls = match &c.tls {
                             Some(t) => Some(tls_clients.get(t, &format!("{field}.tls"))?),
@@ -149,8 +143,6 @@ pub fn check_specs(config: &Config) -> Result<Vec<CheckSpec>, CheckFileError> {
                         )
                     }
                     Checker::Amqp(c) => {
-                        let (target, bind) =
-                            endpoint(c.connect_ip, c.connect_port, c.bindto, c.bind_port);
                         let login = c.login.as_ref().map(amqp::Login::from);
                         (
                             Probe::Amqp {
@@ -163,8 +155,6 @@ pub fn check_specs(config: &Config) -> Result<Vec<CheckSpec>, CheckFileError> {
                         )
                     }
                     Checker::Udp(c) => {
-                        let (target, bind) =
-                            endpoint(c.connect_ip, c.connect_port, c.bindto, c.bind_port);
                         let probe = Probe::Udp {
                             target,
                             bind,
@@ -174,9 +164,6 @@ pub fn check_specs(config: &Config) -> Result<Vec<CheckSpec>, CheckFileError> {
                         (probe, timing(&c.timing), c.timing.warmup)
                     }
                     Checker::Dns(c) => {
-                        // keepalived's DNS_CHECK queries port 53, not the real's port.
-                        let port = Some(c.connect_port.unwrap_or(DNS_PORT));
-                        let (target, bind) = endpoint(c.connect_ip, port, c.bindto, c.bind_port);
                         let probe = Probe::Dns {
                             target,
                             bind,
@@ -194,8 +181,6 @@ pub fn check_specs(config: &Config) -> Result<Vec<CheckSpec>, CheckFileError> {
                         c.timing.warmup,
                     ),
                     Checker::Smtp(c) => {
-                        let (target, bind) =
-                            endpoint(c.connect_ip, c.connect_port, c.bindto, c.bind_port);
                         let helo = c.helo_name.clone().unwrap_or_else(host_name);
                         let probe = Probe::Smtp { target, bind, helo };
                         (probe, timing(&c.timing), c.timing.warmup)

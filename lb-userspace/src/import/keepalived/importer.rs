@@ -1587,34 +1587,12 @@ impl Importer {
         self.used_track_files.insert(name);
         let ((w, reverse), weight_line) = weight.or(tf.weight).unwrap_or(((1, false), n.line));
         Some(Check {
-            kind: CheckKind::File,
-            line: n.line,
-            keyword: "FILE_CHECK",
-            connect_ip: None,
-            connect_port: None,
-            bindto: None,
-            bind_port: None,
-            timing: Timing::default(),
-            virtualhost: None,
-            urls: Vec::new(),
-            misc_path: None,
-            misc_timeout: None,
-            misc_dynamic: None,
             file: Some(FileSpec {
                 path: (path, path_line),
                 weight: (w, reverse, weight_line),
                 init_file: tf.init_file,
             }),
-            delay_loop: None,
-            payload: None,
-            require_reply: None,
-            dns_type: None,
-            dns_name: None,
-            helo_name: None,
-            enable_sni: None,
-            sni_name: None,
-            client_cert: None,
-            tcp_nb_get_retry: None,
+            ..Check::new(CheckKind::File, n.line, "FILE_CHECK")
         })
     }
 
@@ -1652,32 +1630,7 @@ impl Importer {
             _ => (CheckKind::Misc, "MISC_CHECK", MISC_KEYWORDS.to_vec()),
         };
         self.extra_words(n, 1);
-        let mut ck = Check {
-            kind,
-            line: n.line,
-            keyword,
-            connect_ip: None,
-            connect_port: None,
-            bindto: None,
-            bind_port: None,
-            timing: Timing::default(),
-            virtualhost: None,
-            urls: Vec::new(),
-            misc_path: None,
-            misc_timeout: None,
-            misc_dynamic: None,
-            file: None,
-            delay_loop: None,
-            payload: None,
-            require_reply: None,
-            dns_type: None,
-            dns_name: None,
-            helo_name: None,
-            enable_sni: None,
-            sni_name: None,
-            client_cert: None,
-            tcp_nb_get_retry: None,
-        };
+        let mut ck = Check::new(kind, n.line, keyword);
         let mut unknown = Vec::new();
         for c in n.children() {
             self.check_keyword(&mut ck, c, &known, &mut unknown);

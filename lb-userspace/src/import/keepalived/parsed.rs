@@ -197,6 +197,38 @@ pub(super) struct Check {
     pub(super) tcp_nb_get_retry: Option<(u64, usize)>,
 }
 
+impl Check {
+    /// A `keyword` block of `kind` at `line`, with nothing set yet.
+    pub(super) fn new(kind: CheckKind, line: usize, keyword: &'static str) -> Self {
+        Self {
+            kind,
+            line,
+            keyword,
+            connect_ip: None,
+            connect_port: None,
+            bindto: None,
+            bind_port: None,
+            timing: Timing::default(),
+            virtualhost: None,
+            urls: Vec::new(),
+            misc_path: None,
+            misc_timeout: None,
+            misc_dynamic: None,
+            file: None,
+            delay_loop: None,
+            payload: None,
+            require_reply: None,
+            dns_type: None,
+            dns_name: None,
+            helo_name: None,
+            enable_sni: None,
+            sni_name: None,
+            client_cert: None,
+            tcp_nb_get_retry: None,
+        }
+    }
+}
+
 /// One `url` of an HTTP_GET.
 pub(super) struct Url {
     pub(super) line: usize,
