@@ -538,32 +538,33 @@ impl TcpProbe {
     }
 }
 
-/// Which way an `http_get`'s requests go (`probe:`).
+/// Which way a check that talks over a connection (`http_get`, `ssl_get`, `amqp_check`) goes
+/// (`probe:`).
 ///
-/// The default, where it can be done, is [`HttpProbe::Vip`], as for a `tcp_check` (see
-/// [`TcpProbe`]): the requests go to VIP:port through the real's MAC, as a client's do, over a
-/// connection the agent carries itself. It needs an IPv4 real on the director's LAN, the
+/// The default, where it can be done, is [`StreamProbe::Vip`], as for a `tcp_check` (see
+/// [`TcpProbe`]): the connection goes to VIP:port through the real's MAC, as a client's does,
+/// carried by the agent itself. It needs an IPv4 real on the director's LAN, the
 /// director's own source address and the service's port: a `connect_ip`, `connect_port` (another
 /// than the real's port), `bindto` or `bind_port`, or an IPv6 real, make the default
-/// [`HttpProbe::Connect`].
+/// [`StreamProbe::Connect`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HttpProbe {
+pub enum StreamProbe {
     /// To VIP:port through the real's MAC: the client's data path.
     Vip,
-    /// A TCP connection to the real's own address (keepalived's HTTP_GET).
+    /// A TCP connection to the real's own address (keepalived's HTTP_GET and SSL_GET).
     Connect,
 }
 
-impl HttpProbe {
+impl StreamProbe {
     /// The YAML words.
-    pub const WORDS: [(&'static str, HttpProbe); 2] =
-        [("vip", HttpProbe::Vip), ("connect", HttpProbe::Connect)];
+    pub const WORDS: [(&'static str, StreamProbe); 2] =
+        [("vip", StreamProbe::Vip), ("connect", StreamProbe::Connect)];
 
     /// The YAML word.
     pub fn word(self) -> &'static str {
         match self {
-            HttpProbe::Vip => "vip",
-            HttpProbe::Connect => "connect",
+            StreamProbe::Vip => "vip",
+            StreamProbe::Connect => "connect",
         }
     }
 }
@@ -581,8 +582,8 @@ pub struct HttpCheck {
     /// HTTP Basic authentication sent with every URL (`auth`; lb-agent's, keepalived has none).
     pub auth: Option<HttpAuth>,
     /// Which way the requests go (`probe`); `None` = the default for the real (see
-    /// [`HttpProbe`]).
-    pub probe: Option<HttpProbe>,
+    /// [`StreamProbe`]).
+    pub probe: Option<StreamProbe>,
     /// `None` for `http_get`; an `ssl_get`'s TLS settings.
     pub tls: Option<TlsCheck>,
     /// Address to connect to; `None` = the real's.
@@ -788,6 +789,9 @@ pub struct AmqpCheck {
     pub bind_port: Option<u16>,
     /// Log in (`login: true`); `None` (`login: false`, the default) = stop at connection.start.
     pub login: Option<AmqpLogin>,
+    /// Which way the connection goes (`probe`); `None` = the default for the real (see
+    /// [`StreamProbe`]).
+    pub probe: Option<StreamProbe>,
     /// Timing; the whole exchange is bounded by `connect_timeout`.
     pub timing: CheckTiming,
 }

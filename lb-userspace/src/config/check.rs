@@ -13,8 +13,8 @@ use serde_yaml::Value;
 
 use super::{
     AmqpCheck, AmqpLogin, AmqpPassword, CheckTiming, Checker, DnsCheck, DnsType, FileCheck,
-    FileInit, HttpAuth, HttpCheck, HttpProbe, MAX_UDP_PAYLOAD, MiscCheck, Password, PingCheck,
-    Secret, SmtpCheck, StatusCodes, TcpCheck, TcpProbe, TlsCheck, TlsClientFiles, UdpCheck,
+    FileInit, HttpAuth, HttpCheck, MAX_UDP_PAYLOAD, MiscCheck, Password, PingCheck, Secret,
+    SmtpCheck, StatusCodes, StreamProbe, TcpCheck, TcpProbe, TlsCheck, TlsClientFiles, UdpCheck,
     UrlCheck,
     address::{ipv4_mapped, not_a_host},
     parse::Service,
@@ -136,6 +136,7 @@ const SMTP_KEYS: &[&str] = &[
 const MISC_KEYS: &[&str] = &["misc_path", "misc_timeout", "misc_dynamic", "warmup"];
 /// Keys of `amqp_check` (aliases included).
 const AMQP_KEYS: &[&str] = &[
+    "probe",
     "connect_ip",
     "connect_port",
     "bindto",
@@ -324,25 +325,27 @@ fn own_packets(rd: &mut Reader, n: &Node<'_>, word: &str, addr: Option<IpAddr>, 
     }
 }
 
+/// The `probe` of a checker that talks over a connection (`checker` names it).
+fn stream_probe(
+    rd: &mut Reader,
+    f: &Fields<'_>,
+    checker: &str,
+    addr: Option<IpAddr>,
+    ep: &Endpoint,
+) -> Option<StreamProbe> {
+    let n = f.get("probe")?;
+    let probe = rd.keyword(&n, &format!("{checker} probe"), &StreamProbe::WORDS)?;
+    if probe == StreamProbe::Vip {
+        own_packets(rd, &n, probe.word(), addr, ep);
+    }
+    Some(probe)
+}
+
 /// `http_get`, or `ssl_get` with `tls`.
 fn http_get(rd: &mut Reader, node: &Node<'_>, addr: Option<IpAddr>, tls: bool) -> Option<Checker> {
     let f = rd.fields(node, HTTP_KEYS)?;
     let ep = endpoint(rd, &f, addr);
-    let probe = f.get("probe").and_then(|n| {
-        let probe = rd.keyword(
-            &n,
-            if tls {
-                "ssl_get probe"
-            } else {
-                "http_get probe"
-            },
-            &HttpProbe::WORDS,
-        )?;
-        if probe == HttpProbe::Vip {
-            own_packets(rd, &n, probe.word(), addr, &ep);
-        }
-        Some(probe)
-    });
+    let probe = stream_probe(rd, &f, if tls { "ssl_get" } else { "http_get" }, addr, &ep);
     let tls = if tls {
         Some(tls_check(rd, &f))
     } else {
@@ -622,6 +625,7 @@ fn misc_check(rd: &mut Reader, node: &Node<'_>, svc: &Service) -> Option<Checker
 fn amqp_check(rd: &mut Reader, node: &Node<'_>, addr: Option<IpAddr>) -> Option<Checker> {
     let f = rd.fields(node, AMQP_KEYS)?;
     let ep = endpoint(rd, &f, addr);
+    let probe = stream_probe(rd, &f, "amqp_check", addr, &ep);
     let timing = timing(rd, &f);
     Some(Checker::Amqp(AmqpCheck {
         connect_ip: ep.connect_ip,
@@ -629,6 +633,7 @@ fn amqp_check(rd: &mut Reader, node: &Node<'_>, addr: Option<IpAddr>) -> Option<
         bindto: ep.bindto,
         bind_port: ep.bind_port,
         login: amqp_login(rd, &f),
+        probe,
         timing,
     }))
 }

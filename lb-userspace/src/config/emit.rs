@@ -368,6 +368,7 @@ fn auth(a: &HttpAuth) -> Value {
 
 fn amqp_check(c: &AmqpCheck) -> Value {
     let mut b = Block::default();
+    b.put_opt("probe", c.probe.map(|p| p.word()));
     endpoint(&mut b, c.connect_ip, c.connect_port, c.bindto, c.bind_port);
     timing(&mut b, &c.timing);
     b.put("login", c.login.is_some());

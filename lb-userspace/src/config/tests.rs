@@ -2074,7 +2074,7 @@ fn http_get_probe_modes() {
         other => panic!("{other:?}"),
     };
     assert_eq!(probe(&ok(&http("{ url: { path: / } }"))), None);
-    for (word, want) in [("vip", HttpProbe::Vip), ("Connect", HttpProbe::Connect)] {
+    for (word, want) in [("vip", StreamProbe::Vip), ("Connect", StreamProbe::Connect)] {
         let c = ok(&http(&format!("{{ url: {{ path: / }}, probe: {word} }}")));
         assert_eq!(probe(&c), Some(want));
         assert_eq!(probe(&ok(&c.to_yaml())), Some(want));
@@ -2118,6 +2118,7 @@ fn amqp_check_defaults() {
             bindto: None,
             bind_port: None,
             login: None,
+            probe: None,
             timing: CheckTiming::default(),
         })
     );
@@ -2158,6 +2159,7 @@ fn amqp_check_every_key() {
                 vhost: "/shop".into(),
                 alarm: true,
             }),
+            probe: None,
             timing: CheckTiming {
                 connect_timeout: Duration::from_millis(1500),
                 retry: 2,

@@ -76,14 +76,14 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpStream,
     time::{Instant, timeout_at},
 };
 
 use super::{
     CheckSpec, Probe,
     machine::Outcome,
-    probe::{close_politely, connect, failed, io_reason},
+    probe::{close_politely, failed, io_reason},
+    stream::{self, Route, Stream},
 };
 use crate::config::{AmqpLogin, AmqpPassword};
 
@@ -310,10 +310,16 @@ pub async fn check(
     login: Option<&Login>,
     limit: Duration,
 ) -> Outcome {
+    check_on(&Route::Connect { target, bind }, login, limit).await
+}
+
+/// [`check`] along `route`: a kernel connection, or the agent's own through the VIP.
+pub async fn check_on(route: &Route, login: Option<&Login>, limit: Duration) -> Outcome {
     let deadline = Instant::now() + limit;
-    let mut stream = match connect(target, bind, limit).await {
-        Ok(s) => s,
-        Err(reason) => return failed(reason),
+    let mut stream = match timeout_at(deadline, stream::open(route, limit)).await {
+        Ok(Ok((s, _))) => s,
+        Ok(Err(reason)) => return failed(reason),
+        Err(_) => return failed("timeout"),
     };
     let mut progress = Progress {
         waiting: method_name(START),
@@ -350,7 +356,7 @@ struct Progress {
 
 /// One check's connection.
 struct Session<'a> {
-    stream: &'a mut TcpStream,
+    stream: &'a mut Stream,
     progress: &'a mut Progress,
     /// The largest frame accepted.
     frame_max: u32,
@@ -586,7 +592,7 @@ impl Session<'_> {
 }
 
 /// Reads into `buf` until it is full or the peer closes; how many bytes came.
-async fn read_up_to(stream: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+async fn read_up_to(stream: &mut Stream, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         let n = stream.read(&mut buf[got..]).await?;

@@ -21,6 +21,7 @@ pub mod ping;
 pub mod probe;
 pub mod smtp;
 pub mod spec;
+pub mod stream;
 pub mod syn;
 pub mod tcp_session;
 pub mod tls;

@@ -24,13 +24,8 @@ use tokio::{
     time::timeout,
 };
 
-use super::{
-    ProbeContext, amqp,
-    machine::Outcome,
-    syn::{Interface, SynTarget},
-    tls::TlsClient,
-    vip_stream::VipStream,
-};
+pub use super::stream::Route;
+use super::{ProbeContext, amqp, machine::Outcome, stream::open, syn::SynTarget, tls::TlsClient};
 use crate::{
     config::{DnsType, Secret, StatusCodes},
     model::WeightEffect,
@@ -98,6 +93,9 @@ pub enum Probe {
         bind: Option<SocketAddr>,
         /// `None`: connection.start is enough.
         login: Option<amqp::Login>,
+        /// When set, the connection goes to this VIP:port through the MAC of the real at
+        /// `target`'s address, as a client's does ([`super::vip_stream`]).
+        vip: Option<SocketAddrV4>,
     },
     /// Send `payload` to `target` (see [`super::udp`]).
     Udp {
@@ -234,18 +232,9 @@ impl Probe {
                 vip,
                 tls,
             } => {
-                let route = match (vip, target.ip()) {
-                    (Some(vip), IpAddr::V4(real)) if ctx.syn.is_some() => {
-                        match vip_route(*vip, real, ctx) {
-                            Ok(route) => route,
-                            Err(outcome) => return outcome,
-                        }
-                    }
-                    // No packet socket (no CAP_NET_RAW): the real's own address.
-                    _ => Route::Connect {
-                        target: *target,
-                        bind: *bind,
-                    },
+                let route = match route(*target, *bind, *vip, ctx) {
+                    Ok(route) => route,
+                    Err(outcome) => return outcome,
                 };
                 let mut first = None;
                 for url in urls {
@@ -278,7 +267,11 @@ impl Probe {
                 target,
                 bind,
                 login,
-            } => amqp::check(*target, *bind, login.as_ref(), connect_timeout).await,
+                vip,
+            } => match route(*target, *bind, *vip, ctx) {
+                Ok(route) => amqp::check_on(&route, login.as_ref(), connect_timeout).await,
+                Err(outcome) => outcome,
+            },
             Probe::Udp {
                 target,
                 bind,
@@ -316,6 +309,22 @@ fn syn_target(to: SocketAddrV4, real: Ipv4Addr, ctx: &ProbeContext) -> Result<Sy
     Ok(SynTarget { to, real, mac })
 }
 
+/// How a check that talks over a connection reaches the real: through `vip` (VIP:port) when
+/// set and the packet socket is there, else a kernel connection to `target` (from `bind`).
+/// Down if the real's MAC is not known yet.
+fn route(
+    target: SocketAddr,
+    bind: Option<SocketAddr>,
+    vip: Option<SocketAddrV4>,
+    ctx: &ProbeContext,
+) -> Result<Route, Outcome> {
+    match (vip, target.ip()) {
+        (Some(vip), IpAddr::V4(real)) if ctx.syn.is_some() => vip_route(vip, real, ctx),
+        // No packet socket (no CAP_NET_RAW): the real's own address.
+        _ => Ok(Route::Connect { target, bind }),
+    }
+}
+
 /// The way to VIP:port through the MAC of `real`, from the address the kernel would use to
 /// reach it.
 fn vip_route(vip: SocketAddrV4, real: Ipv4Addr, ctx: &ProbeContext) -> Result<Route, Outcome> {
@@ -330,29 +339,6 @@ fn vip_route(vip: SocketAddrV4, real: Ipv4Addr, ctx: &ProbeContext) -> Result<Ro
         source,
         isn: prober.next_isn(),
     })
-}
-
-/// How an exchange reaches the real.
-pub enum Route {
-    /// A kernel TCP connection to `target`, from `bind` if given.
-    Connect {
-        /// Address and port.
-        target: SocketAddr,
-        /// Source address and port.
-        bind: Option<SocketAddr>,
-    },
-    /// VIP:port through the real's MAC, over a connection the agent carries
-    /// ([`VipStream`]).
-    Vip {
-        /// The director's interface.
-        iface: Interface,
-        /// VIP:port and the real's MAC.
-        target: SynTarget,
-        /// The director's address toward the real.
-        source: Ipv4Addr,
-        /// The SYN's sequence number.
-        isn: u32,
-    },
 }
 
 /// The `Host` header that names `target`: `192.0.2.1:80`, `[2001:db8::1]:80`.
@@ -504,23 +490,8 @@ pub async fn http_on(
     limit: Duration,
 ) -> Outcome {
     let run = async {
-        match route {
-            Route::Connect { target, bind } => {
-                let stream = connect(*target, *bind, limit).await?;
-                over_tls(stream, *target, url, auth, tls).await
-            }
-            Route::Vip {
-                iface,
-                target,
-                source,
-                isn,
-            } => {
-                let stream = VipStream::connect(*iface, *target, *source, *isn)
-                    .await
-                    .map_err(|e| io_reason(&e))?;
-                over_tls(stream, SocketAddr::V4(target.to), url, auth, tls).await
-            }
-        }
+        let (stream, to) = open(route, limit).await?;
+        over_tls(stream, to, url, auth, tls).await
     };
     match timeout(limit, run).await {
         Ok(Ok(outcome)) => outcome,

@@ -26,7 +26,8 @@ use super::{
 };
 use crate::{
     config::{
-        CheckTiming, Checker, Config, HttpCheck, HttpProbe, Password, Secret, TcpCheck, TcpProbe,
+        CheckEndpoint, CheckTiming, Checker, Config, HttpCheck, Password, Secret, StreamProbe,
+        TcpProbe,
     },
     model::RealKey,
 };
@@ -102,7 +103,13 @@ pub fn check_specs(config: &Config) -> Result<Vec<CheckSpec>, CheckFileError> {
                 let (probe, timing, warmup) = match check {
                     Checker::Tcp(c) => {
                         let port = target.port();
-                        let probe = match (tcp_probe(c, rs.key), rs.key.addr, vs.key.vip) {
+                        // Half-open through the VIP unless told or unable (see [`TcpProbe`]).
+                        let default = if follows_data_path(ep, rs.key) {
+                            TcpProbe::Vip
+                        } else {
+                            TcpProbe::Connect
+                        };
+                        let probe = match (c.probe.unwrap_or(default), rs.key.addr, vs.key.vip) {
                             (TcpProbe::Vip, IpAddr::V4(real), IpAddr::V4(vip)) => Probe::Syn {
                                 target: SocketAddrV4::new(vip, port),
                                 real,
@@ -121,12 +128,7 @@ pub fn check_specs(config: &Config) -> Result<Vec<CheckSpec>, CheckFileError> {
                             Some(t) => Some(tls_clients.get(t, &format!("{field}.tls"))?),
                             None => None,
                         };
-                        let vip = match (http_probe(c, rs.key), vs.key.vip) {
-                            (HttpProbe::Vip, IpAddr::V4(vip)) => {
-                                Some(SocketAddrV4::new(vip, target.port()))
-                            }
-                            _ => None,
-                        };
+                        let vip = stream_vip(c.probe, ep, rs.key, vs.key.vip, target.port());
                         // A client names the VIP.
                         let host = vip.map_or(target, SocketAddr::V4);
                         (
@@ -144,11 +146,13 @@ pub fn check_specs(config: &Config) -> Result<Vec<CheckSpec>, CheckFileError> {
                     }
                     Checker::Amqp(c) => {
                         let login = c.login.as_ref().map(amqp::Login::from);
+                        let vip = stream_vip(c.probe, ep, rs.key, vs.key.vip, target.port());
                         (
                             Probe::Amqp {
                                 target,
                                 bind,
                                 login,
+                                vip,
                             },
                             timing(&c.timing),
                             c.timing.warmup,
@@ -295,44 +299,36 @@ pub fn read_password(path: &Path) -> Result<Secret, String> {
     Ok(Secret::new(password))
 }
 
-/// How a `tcp_check` probes: as configured, else half-open through the VIP where that can be
-/// done (see [`TcpProbe`]), else a connect.
-fn tcp_probe(c: &TcpCheck, real: RealKey) -> TcpProbe {
-    let own = [
-        c.connect_ip.is_some(),
-        c.connect_port.is_some_and(|p| p != real.port),
-        c.bindto.is_some(),
-        c.bind_port.is_some(),
-    ];
-    c.probe.unwrap_or(if data_path_by_default(real.addr, own) {
-        TcpProbe::Vip
-    } else {
-        TcpProbe::Connect
-    })
+/// Whether a check follows the data path unless told: when it tests what a client uses, from
+/// where the director sends: an IPv4 real, and none of `connect_ip`, `connect_port` (unless it
+/// is the real's own port), `bindto`, `bind_port`. A check of another port may test a listener
+/// bound to the real's own address only.
+fn follows_data_path(ep: CheckEndpoint, real: RealKey) -> bool {
+    real.addr.is_ipv4()
+        && ep.connect_ip.is_none()
+        && ep.connect_port.is_none_or(|p| p == real.port)
+        && ep.bindto.is_none()
+        && ep.bind_port.is_none()
 }
 
-/// How an `http_get` goes: as asked, else through the VIP where that is done (see
-/// [`HttpProbe`]), else a connect.
-fn http_probe(c: &HttpCheck, real: RealKey) -> HttpProbe {
-    let own = [
-        c.connect_ip.is_some(),
-        c.connect_port.is_some_and(|p| p != real.port),
-        c.bindto.is_some(),
-        c.bind_port.is_some(),
-    ];
-    c.probe.unwrap_or(if data_path_by_default(real.addr, own) {
-        HttpProbe::Vip
+/// How a checker that talks over a connection goes: as `asked`, else through the VIP where
+/// that is done (see [`StreamProbe`]); the VIP:port it goes to then.
+fn stream_vip(
+    asked: Option<StreamProbe>,
+    ep: CheckEndpoint,
+    real: RealKey,
+    vip: IpAddr,
+    port: u16,
+) -> Option<SocketAddrV4> {
+    let default = if follows_data_path(ep, real) {
+        StreamProbe::Vip
     } else {
-        HttpProbe::Connect
-    })
-}
-
-/// A check follows the data path by default when it tests what a client uses, from where the
-/// director sends: an IPv4 real, none of `connect_ip`, `connect_port` (unless it is the real's
-/// own port), `bindto`, `bind_port` (`own`). A check of another port may test a listener bound
-/// to the real's own address only.
-fn data_path_by_default(real: IpAddr, own: [bool; 4]) -> bool {
-    real.is_ipv4() && !own.contains(&true)
+        StreamProbe::Connect
+    };
+    match (asked.unwrap_or(default), vip) {
+        (StreamProbe::Vip, IpAddr::V4(vip)) => Some(SocketAddrV4::new(vip, port)),
+        _ => None,
+    }
 }
 
 /// The source address of a probe to `target`: `bindto` and/or `bind_port`; a source port
@@ -711,6 +707,7 @@ virtual_servers:
                     target: socket("192.168.0.2:5672"),
                     bind: Some(socket("0.0.0.0:1056")),
                     login: None,
+                    vip: None,
                 },
                 &Probe::Amqp {
                     target: socket("192.168.0.3:5673"),
@@ -721,6 +718,7 @@ virtual_servers:
                         vhost: "/shop".into(),
                         alarm: true,
                     }),
+                    vip: None,
                 },
             ]
         );
