@@ -7,6 +7,10 @@ use std::{path::Path, sync::OnceLock};
 use lb_userspace::{
     config::{Config, MAX_CONFIG_BYTES},
     control::{self, Request},
+    health::{
+        frame::{self, Path as FramePath},
+        tcp_session::{ACK, FIN, RST, SYN, Segment, Session, State},
+    },
     import::keepalived,
     reconcile::edit,
     sync::wire,
@@ -80,6 +84,68 @@ pub fn sync_datagram(data: &[u8]) {
     }
     // Unsigned, the same bytes are only ever refused.
     let _ = wire::decode(data, &key, INSTANCE);
+}
+
+/// What a real sends back to a check that goes through the VIP, as the agent reads it: any
+/// frame parses to a TCP segment or to nothing, never a panic, and a parsed segment rebuilt
+/// along its path parses back to itself. The bytes also drive the check's connection as a
+/// sequence of segments (10 bytes each: sequence, acknowledgement, flags, data length, then
+/// the data), interleaved with the check's own writes, reads and close: never a panic, and it
+/// never reads more than the server sent.
+pub fn tcp_segments(data: &[u8]) {
+    if let Some((from, to, seg)) = frame::parse_tcp(data) {
+        let path = FramePath {
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            src: from,
+            dst: to,
+        };
+        let again = frame::tcp_frame(&path, &seg);
+        assert_eq!(frame::parse_tcp(&again), Some((from, to, seg)));
+    }
+    let mut session = Session::new(1000);
+    // The server's answer to the SYN, so that the rest reaches the established state.
+    let _ = session.receive(&Segment {
+        seq: 5000,
+        ack: 1001,
+        flags: SYN | ACK,
+        payload: Vec::new(),
+    });
+    let mut rest = data;
+    let (mut read, mut sent) = (0usize, 0usize);
+    while rest.len() >= 10 {
+        let seq = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+        let ack = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
+        let flags = rest[8];
+        let len = usize::from(rest[9]).min(rest.len() - 10);
+        let seg = Segment {
+            seq: 5001u32.wrapping_add(seq % 4096),
+            ack,
+            flags: flags & (FIN | SYN | RST | ACK),
+            payload: rest[10..10 + len].to_vec(),
+        };
+        rest = &rest[10 + len..];
+        sent += len;
+        let _ = session.receive(&seg);
+        // The high bits of the flags byte stand for what the check does next.
+        if flags & 0x20 != 0 {
+            let _ = session.send(&seg.payload);
+        }
+        if flags & 0x40 != 0 {
+            let mut buf = [0u8; 64];
+            read += session.read(&mut buf);
+        }
+        if flags & 0x80 != 0 {
+            let _ = session.close();
+        }
+        let _ = session.resend();
+    }
+    let mut buf = vec![0u8; 1 << 16];
+    read += session.read(&mut buf);
+    assert!(read <= sent, "read {read} bytes of the {sent} sent");
+    if session.state() != State::Established {
+        assert!(!session.outstanding());
+    }
 }
 
 /// The control-socket protocol as the agent reads it: any byte stream gives requests or

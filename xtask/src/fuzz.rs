@@ -19,6 +19,7 @@ pub const TARGETS: &[&str] = &[
     "control_protocol",
     "lbadm_args",
     "sync_datagram",
+    "tcp_segments",
 ];
 
 /// Seconds each target runs in the test command.

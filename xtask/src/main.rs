@@ -46,7 +46,7 @@ enum Cmd {
         #[arg(long, default_value_t = 300)]
         seconds: u32,
         /// Targets: config_yaml, keepalived_import, control_protocol, lbadm_args,
-        /// sync_datagram.
+        /// sync_datagram, tcp_segments.
         targets: Vec<String>,
     },
     /// Make a minimal Debian 12 root (debootstrap), install into it what the dependency steps
