@@ -7,6 +7,7 @@
 //! response first (its body up to [`MAX_BODY`]), then closes the same way.
 
 use std::{
+    collections::HashMap,
     net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
     process::Stdio,
     time::Duration,
@@ -164,21 +165,11 @@ impl Probe {
                     let real = SocketAddr::from((*real, target.port()));
                     return tcp(real, None, connect_timeout).await;
                 };
-                let mac = ctx
-                    .macs
-                    .read()
-                    .expect("macs lock")
-                    .get(&(*real).into())
-                    .copied();
-                let Some(mac) = mac else {
-                    return failed(format!("no MAC address for {real} yet"));
-                };
-                let target = SynTarget {
-                    to: *target,
-                    real: *real,
-                    mac,
-                };
-                prober.probe(target, connect_timeout).await
+                let target = syn_target(*target, *real, &ctx.macs.read().expect("macs lock"));
+                match target {
+                    Ok(target) => prober.probe(target, connect_timeout).await,
+                    Err(outcome) => outcome,
+                }
             }
             Probe::Tcp { target, bind } => tcp(*target, *bind, connect_timeout).await,
             Probe::Http {
@@ -261,6 +252,19 @@ fn base64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Where the half-open probe of `real` sends its SYN (`to`, through the real's MAC), or the
+/// outcome of a probe that cannot be sent yet (the real's MAC is not known).
+pub(super) fn syn_target(
+    to: SocketAddrV4,
+    real: Ipv4Addr,
+    macs: &HashMap<IpAddr, [u8; 6]>,
+) -> Result<SynTarget, Outcome> {
+    match macs.get(&real.into()) {
+        Some(&mac) => Ok(SynTarget { to, real, mac }),
+        None => Err(failed(format!("no MAC address for {real} yet"))),
+    }
 }
 
 pub(super) fn failed(detail: impl Into<String>) -> Outcome {
