@@ -460,6 +460,11 @@ async fn serve(shared: &Shared) -> io::Result<()> {
                     };
                     answer(shared, &bufs[..n], &lens[..n], &mut rsts);
                     if n < BATCH {
+                        // A short batch drained the queue: clearing now saves the call that
+                        // would return EAGAIN. A frame queued after the read raises a readiness
+                        // event newer than this guard's, which `clear_ready` leaves set (tokio's
+                        // own streams clear after a short read the same way).
+                        guard.clear_ready();
                         break;
                     }
                 }
