@@ -1,7 +1,9 @@
 //! Health checking with keepalived's semantics.
 //!
-//! One task on the agent's tokio runtime schedules every checker from a heap of due times and
-//! runs the probes concurrently, at most `concurrency` at once. The first checks are spread
+//! One task on the agent's tokio runtime schedules every checker from a queue of due times (in
+//! millisecond buckets) and runs the probes concurrently, at most `concurrency` at once.
+//! Half-open probes ([`syn`]) due together leave in one batch, and their outcomes come back
+//! together; the other probes are futures of their own. The first checks are spread
 //! over the first second by a per-real phase, or over `warmup` at random when it is set, so
 //! thousands of reals are not probed in the same instant; later checks keep their own rhythm.
 //! A real may have several checkers, each scheduled on its own and keyed by its index in the
@@ -29,8 +31,7 @@ pub mod udp;
 pub mod vip_stream;
 
 use std::{
-    cmp::Reverse,
-    collections::{BTreeMap, BinaryHeap, HashMap},
+    collections::{BTreeMap, HashMap},
     hash::{DefaultHasher, Hash as _, Hasher as _},
     net::IpAddr,
     sync::{Arc, Mutex, RwLock},
@@ -126,19 +127,39 @@ enum Command {
 struct Entry {
     spec: CheckSpec,
     machine: Machine,
-    /// Bumped when the entry is replaced, so stale heap items and results are ignored.
+    /// Bumped when the entry is replaced, so stale due items are ignored.
     generation: u64,
     in_flight: bool,
+    /// When the probe in flight started.
+    started: Duration,
     latency: Option<Duration>,
     latency_total: Duration,
     /// What the checker does to the real's weight (keepalived's `cur_weight`).
     weight: Option<WeightEffect>,
 }
 
+/// A place in the scheduler's table of checkers. A checker removed while its probe is in
+/// flight leaves its slot draining until the probe's result comes back, so a result always
+/// belongs to the slot's current checker.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every slot holds a checker: a box would add an allocation and an \
+              indirection per checker to save nothing"
+)]
+enum Slot {
+    Free,
+    Live(Entry),
+    Draining,
+}
+
+/// Every slot's published status (`None` when the slot holds no checker), shared by the
+/// scheduler and [`HealthChecker::status`].
+type Published = Arc<Mutex<Vec<Option<(CheckKey, CheckStatus)>>>>;
+
 /// The running health checker.
 pub struct HealthChecker {
     commands: UnboundedSender<Command>,
-    status: Arc<Mutex<BTreeMap<CheckKey, CheckStatus>>>,
+    status: Published,
     epoch: Instant,
 }
 
@@ -154,11 +175,15 @@ impl HealthChecker {
         ctx: ProbeContext,
     ) -> Self {
         let (commands, rx) = unbounded_channel();
-        let status = Arc::new(Mutex::new(BTreeMap::new()));
+        let status = Arc::new(Mutex::new(Vec::new()));
         let epoch = Instant::now();
         let scheduler = Scheduler {
-            entries: BTreeMap::new(),
-            heap: BinaryHeap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            index: HashMap::new(),
+            due: DueQueue::default(),
+            dirty: Vec::new(),
+            in_flight: 0,
             next_generation: 0,
             epoch,
             events,
@@ -183,7 +208,13 @@ impl HealthChecker {
 
     /// Every checker's state.
     pub fn status(&self) -> BTreeMap<CheckKey, CheckStatus> {
-        self.status.lock().expect("status lock").clone()
+        self.status
+            .lock()
+            .expect("status lock")
+            .iter()
+            .flatten()
+            .cloned()
+            .collect()
     }
 
     /// Time since the checker started (the clock of `CheckStatus::since`).
@@ -192,26 +223,80 @@ impl HealthChecker {
     }
 }
 
+/// Due checks in buckets of one millisecond, the resolution of tokio's timer that wakes the
+/// scheduler: a check due at `t` starts at the first wake-up at or after `t` rounded up to the
+/// millisecond, with the others of its bucket, in one batch. Cheaper than a heap of single
+/// due times: a push and a pop are a few comparisons of the buckets' keys and no sifting.
+#[derive(Default)]
+struct DueQueue {
+    /// (slot, generation) by due millisecond (since the scheduler's epoch).
+    buckets: BTreeMap<u64, Vec<(u32, u64)>>,
+    /// Emptied buckets, kept for their allocation.
+    spare: Vec<Vec<(u32, u64)>>,
+}
+
+impl DueQueue {
+    const SPARE: usize = 64;
+
+    fn push(&mut self, due: Duration, slot: u32, generation: u64) {
+        let ms = u64::try_from(due.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+        let spare = &mut self.spare;
+        self.buckets
+            .entry(ms)
+            .or_insert_with(|| spare.pop().unwrap_or_default())
+            .push((slot, generation));
+    }
+
+    /// When the earliest bucket is due.
+    fn next(&self) -> Option<Duration> {
+        self.buckets
+            .first_key_value()
+            .map(|(ms, _)| Duration::from_millis(*ms))
+    }
+
+    /// A check due by `now`.
+    fn pop(&mut self, now: Duration) -> Option<(u32, u64)> {
+        let mut first = self.buckets.first_entry()?;
+        if Duration::from_millis(*first.key()) > now {
+            return None;
+        }
+        let item = first.get_mut().pop();
+        if first.get().is_empty() {
+            let bucket = first.remove();
+            if self.spare.len() < Self::SPARE {
+                self.spare.push(bucket);
+            }
+        }
+        item
+    }
+}
+
 struct Scheduler {
-    entries: BTreeMap<CheckKey, Entry>,
-    heap: BinaryHeap<Reverse<(Duration, CheckKey, u64)>>,
+    /// The checkers, by slot.
+    slots: Vec<Slot>,
+    /// Free slots.
+    free: Vec<u32>,
+    /// Each checker's slot.
+    index: HashMap<CheckKey, u32>,
+    /// Due checks: (slot, generation).
+    due: DueQueue,
+    /// Slots whose status changed since it was last published.
+    dirty: Vec<u32>,
+    /// Probes started and not finished.
+    in_flight: usize,
     next_generation: u64,
     epoch: Instant,
     events: UnboundedSender<HealthEvent>,
-    status: Arc<Mutex<BTreeMap<CheckKey, CheckStatus>>>,
+    /// Every slot's status (`None` when free).
+    status: Published,
     concurrency: usize,
     rng: u64,
     ctx: Arc<ProbeContext>,
 }
 
-/// A finished probe: its checker and generation, what it found (`None`: nothing to go by, the
-/// last result stands) and when it started.
-type ProbeResult = (
-    CheckKey,
-    u64,
-    Option<(Outcome, Option<WeightEffect>)>,
-    Duration,
-);
+/// A finished probe: its checker's slot and what it found (`None`: nothing to go by, the last
+/// result stands), with what it does to the real's weight.
+type ProbeResult = (u32, Option<(Outcome, Option<WeightEffect>)>);
 
 impl Scheduler {
     fn now(&self) -> Duration {
@@ -222,39 +307,62 @@ impl Scheduler {
         let mut running: FuturesUnordered<
             std::pin::Pin<Box<dyn Future<Output = ProbeResult> + Send>>,
         > = FuturesUnordered::new();
+        // Half-open probes go to the prober in one batch per wake-up, and their outcomes come
+        // back on one channel, tagged with their slot: no future, timer or task per probe.
+        let (syn_tx, mut syn_rx) = unbounded_channel::<(u64, Outcome)>();
+        let mut batch: Vec<syn::SynRequest> = Vec::new();
+        let mut unsent: Vec<ProbeResult> = Vec::new();
+        let mut done: Vec<(u64, Outcome)> = Vec::new();
         loop {
             // Start every due probe that fits.
             let now = self.now();
-            while running.len() < self.concurrency {
-                let Some(Reverse((due, key, generation))) = self.heap.peek().cloned() else {
+            while self.in_flight < self.concurrency {
+                let Some((slot, generation)) = self.due.pop(now) else {
                     break;
                 };
-                if due > now {
-                    break;
-                }
-                self.heap.pop();
-                let Some(entry) = self.entries.get_mut(&key) else {
+                let Some(Slot::Live(entry)) = self.slots.get_mut(slot as usize) else {
                     continue;
                 };
                 if entry.generation != generation || entry.in_flight {
                     continue;
                 }
                 entry.in_flight = true;
-                let probe = entry.spec.probe.clone();
+                entry.started = now;
+                self.in_flight += 1;
                 let limit = entry.spec.timing.connect_timeout;
-                let epoch = self.epoch;
-                let ctx = self.ctx.clone();
-                running.push(Box::pin(async move {
-                    let started = epoch.elapsed();
-                    let outcome = probe.run_weighted(limit, &ctx).await;
-                    (key, generation, outcome, started)
-                }));
+                match (&entry.spec.probe, &self.ctx.syn) {
+                    (Probe::Syn { target, real }, Some(_)) => {
+                        let macs = self.ctx.macs.read().expect("macs lock");
+                        match probe::syn_target(*target, *real, &macs) {
+                            Ok(target) => batch.push(syn::SynRequest {
+                                target,
+                                limit,
+                                tag: u64::from(slot),
+                            }),
+                            Err(outcome) => unsent.push((slot, Some((outcome, None)))),
+                        }
+                    }
+                    (probe, _) => {
+                        let probe = probe.clone();
+                        let ctx = self.ctx.clone();
+                        running.push(Box::pin(async move {
+                            let found = probe.run_weighted(limit, &ctx).await;
+                            (slot, found)
+                        }));
+                    }
+                }
             }
-            let next_due = self
-                .heap
-                .peek()
-                .map(|Reverse((due, _, _))| self.epoch + *due);
-            let wake_at = next_due.filter(|_| running.len() < self.concurrency);
+            if let (false, Some(prober)) = (batch.is_empty(), &self.ctx.syn) {
+                tracing::trace!(probes = batch.len(), "half-open probes sent");
+                prober.submit(&batch, &syn_tx).await;
+                batch.clear();
+            }
+            for (slot, found) in unsent.drain(..) {
+                self.finished(slot, found);
+            }
+            self.publish_dirty();
+            let next_due = self.due.next().map(|due| self.epoch + due);
+            let wake_at = next_due.filter(|_| self.in_flight < self.concurrency);
             let sleep = async move {
                 match wake_at {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -266,88 +374,140 @@ impl Scheduler {
                     Some(Command::Update(specs, known)) => self.update(specs, known),
                     None => return,
                 },
-                Some((key, generation, found, started)) = running.next(), if !running.is_empty() => {
-                    self.finished(key, generation, found, started);
+                Some((slot, found)) = running.next(), if !running.is_empty() => {
+                    self.finished(slot, found);
+                }
+                n = syn_rx.recv_many(&mut done, 1024) => {
+                    if n > 0 {
+                        self.publish_batch(&mut done);
+                    }
                 }
                 () = sleep => {}
             }
         }
     }
 
+    /// Records a batch of half-open outcomes, tagged with their slots.
+    fn publish_batch(&mut self, done: &mut Vec<(u64, Outcome)>) {
+        for (tag, outcome) in done.drain(..) {
+            match u32::try_from(tag) {
+                Ok(slot) => self.finished(slot, Some((outcome, None))),
+                Err(_) => tracing::error!(tag, "a half-open result with no slot"),
+            }
+        }
+    }
+
     fn update(&mut self, specs: Vec<CheckSpec>, known: BTreeMap<CheckKey, bool>) {
         let now = self.now();
-        let mut next = BTreeMap::new();
+        let mut index = HashMap::with_capacity(specs.len());
         for spec in specs {
             let key = spec.key;
-            let entry = match self.entries.remove(&key) {
-                Some(mut kept)
-                    if kept.spec.probe.kind() == spec.probe.kind() || kept.spec == spec =>
-                {
-                    kept.machine.retime(spec.timing);
-                    kept.spec = spec;
-                    kept
-                }
-                previous => {
-                    // A new checker (or a different kind of check at the same index): resume
-                    // from what is known, else start fresh. A weight the old one set goes.
-                    if let Some(p) = previous.as_ref().filter(|p| p.weight.is_some()) {
-                        let _ = self.events.send(HealthEvent {
-                            key,
-                            transition: None,
-                            weight: None,
-                            outcome: Outcome {
-                                ok: p.machine.is_up(),
-                                detail: "checker replaced".into(),
-                            },
-                        });
-                    }
-                    let first = self.first_delay(&spec);
-                    let machine = match known.get(&key) {
-                        Some(&up) => Machine::resume(spec.timing, up, now, first),
-                        None => match previous {
-                            Some(p) => Machine::resume(spec.timing, p.machine.is_up(), now, first),
-                            None => Machine::new(spec.timing, spec.alpha, now, first),
-                        },
-                    };
-                    self.next_generation += 1;
-                    let entry = Entry {
-                        spec,
-                        machine,
-                        generation: self.next_generation,
-                        in_flight: false,
-                        latency: None,
-                        latency_total: Duration::ZERO,
-                        weight: None,
-                    };
-                    self.heap
-                        .push(Reverse((entry.machine.next_check(), key, entry.generation)));
-                    entry
-                }
+            let previous = self.index.remove(&key);
+            if let Some(slot) = previous
+                && let Slot::Live(kept) = &mut self.slots[slot as usize]
+                && (kept.spec.probe.kind() == spec.probe.kind() || kept.spec == spec)
+            {
+                kept.machine.retime(spec.timing);
+                kept.spec = spec;
+                index.insert(key, slot);
+                continue;
+            }
+            // A new checker (or a different kind of check at the same index): resume from
+            // what is known, else start fresh.
+            // A weight the old checker set goes with it.
+            let was = previous.and_then(|slot| self.release(slot));
+            if let Some((up, Some(_))) = was {
+                let _ = self.events.send(HealthEvent {
+                    key,
+                    transition: None,
+                    weight: None,
+                    outcome: Outcome {
+                        ok: up,
+                        detail: "checker replaced".into(),
+                    },
+                });
+            }
+            let was_up = was.map(|(up, _)| up);
+            let first = self.first_delay(&spec);
+            let machine = match (known.get(&key), was_up) {
+                (Some(&up), _) | (None, Some(up)) => Machine::resume(spec.timing, up, now, first),
+                (None, None) => Machine::new(spec.timing, spec.alpha, now, first),
             };
-            next.insert(key, entry);
+            self.next_generation += 1;
+            let generation = self.next_generation;
+            let due = machine.next_check();
+            let slot = self.allocate(Entry {
+                spec,
+                machine,
+                generation,
+                in_flight: false,
+                started: Duration::ZERO,
+                latency: None,
+                latency_total: Duration::ZERO,
+                weight: None,
+            });
+            self.due.push(due, slot, generation);
+            index.insert(key, slot);
         }
-        self.entries = next;
+        // Reals no longer configured.
+        let removed: Vec<u32> = self.index.drain().map(|(_, slot)| slot).collect();
+        for slot in removed {
+            self.release(slot);
+        }
+        self.index = index;
         self.publish_all();
     }
 
-    fn finished(
-        &mut self,
-        key: CheckKey,
-        generation: u64,
-        found: Option<(Outcome, Option<WeightEffect>)>,
-        started: Duration,
-    ) {
+    /// Puts `entry` in a free slot.
+    fn allocate(&mut self, entry: Entry) -> u32 {
+        match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Slot::Live(entry);
+                slot
+            }
+            None => {
+                self.slots.push(Slot::Live(entry));
+                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 checkers")
+            }
+        }
+    }
+
+    /// Removes the checker of `slot` (draining if its probe is in flight); returns whether its
+    /// real was up, and what it did to the real's weight.
+    fn release(&mut self, slot: u32) -> Option<(bool, Option<WeightEffect>)> {
+        let place = &mut self.slots[slot as usize];
+        let Slot::Live(entry) = std::mem::replace(place, Slot::Free) else {
+            return None;
+        };
+        if entry.in_flight {
+            *place = Slot::Draining;
+        } else {
+            self.free.push(slot);
+        }
+        Some((entry.machine.is_up(), entry.weight))
+    }
+
+    fn finished(&mut self, slot: u32, found: Option<(Outcome, Option<WeightEffect>)>) {
         let now = self.now();
-        let Some(entry) = self.entries.get_mut(&key) else {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let Some(place) = self.slots.get_mut(slot as usize) else {
             return;
         };
-        if entry.generation != generation {
-            return;
-        }
+        let entry = match place {
+            Slot::Live(entry) if entry.in_flight => entry,
+            Slot::Draining => {
+                // Its checker was removed while the probe ran.
+                *place = Slot::Free;
+                self.free.push(slot);
+                return;
+            }
+            _ => return,
+        };
         entry.in_flight = false;
-        let took = now.saturating_sub(started);
+        let took = now.saturating_sub(entry.started);
         entry.latency = Some(took);
         entry.latency_total += took;
+        let key = entry.spec.key;
         // Nothing to go by: the last outcome (or, before any, a pass) is recorded again.
         let (outcome, weight) = found.unwrap_or_else(|| {
             let last = entry.machine.last().cloned().unwrap_or(Outcome {
@@ -374,9 +534,9 @@ impl Scheduler {
                 outcome,
             });
         }
-        self.heap
-            .push(Reverse((entry.machine.next_check(), key, generation)));
-        self.publish(key);
+        self.due
+            .push(entry.machine.next_check(), slot, entry.generation);
+        self.dirty.push(slot);
     }
 
     /// When the first check of a new checker runs: at random within `warmup`, else at a
@@ -394,7 +554,7 @@ impl Scheduler {
         Duration::from_micros(h.finish() % (span.as_micros() as u64).max(1))
     }
 
-    fn status_of(&self, entry: &Entry) -> CheckStatus {
+    fn status_of(entry: &Entry) -> CheckStatus {
         let (checks, failures) = entry.machine.counters();
         CheckStatus {
             checker: entry.spec.probe.kind(),
@@ -409,18 +569,54 @@ impl Scheduler {
         }
     }
 
-    fn publish(&self, key: CheckKey) {
-        if let Some(entry) = self.entries.get(&key) {
-            let status = self.status_of(entry);
-            self.status.lock().expect("status lock").insert(key, status);
+    /// Publishes the status of every slot that changed, under one lock, in place (reusing
+    /// each outcome's allocation).
+    fn publish_dirty(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let mut all = self.status.lock().expect("status lock");
+        for slot in self.dirty.drain(..) {
+            if let Some(Slot::Live(entry)) = self.slots.get(slot as usize) {
+                Self::publish(&mut all, slot, entry);
+            }
         }
     }
 
-    fn publish_all(&self) {
+    fn publish(all: &mut Vec<Option<(CheckKey, CheckStatus)>>, slot: u32, entry: &Entry) {
+        match all.get_mut(slot as usize) {
+            Some(Some((key, s))) if *key == entry.spec.key => {
+                let (checks, failures) = entry.machine.counters();
+                s.checker = entry.spec.probe.kind();
+                s.up = entry.machine.is_up();
+                match (&mut s.last, entry.machine.last()) {
+                    (Some(mine), Some(last)) => mine.clone_from(last),
+                    (mine, last) => *mine = last.cloned(),
+                }
+                s.latency = entry.latency;
+                s.latency_total = entry.latency_total;
+                s.since = entry.machine.since();
+                s.checks = checks;
+                s.failures = failures;
+                s.weight = entry.weight;
+            }
+            Some(place) => *place = Some((entry.spec.key, Self::status_of(entry))),
+            None => {
+                all.resize(slot as usize + 1, None);
+                all[slot as usize] = Some((entry.spec.key, Self::status_of(entry)));
+            }
+        }
+    }
+
+    fn publish_all(&mut self) {
+        self.dirty.clear();
         let all = self
-            .entries
+            .slots
             .iter()
-            .map(|(k, e)| (*k, self.status_of(e)))
+            .map(|place| match place {
+                Slot::Live(e) => Some((e.spec.key, Self::status_of(e))),
+                Slot::Free | Slot::Draining => None,
+            })
             .collect();
         *self.status.lock().expect("status lock") = all;
     }
@@ -723,6 +919,28 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(!checker.status()[&key(closed.port())].up);
         assert!(rx.try_recv().is_err(), "already down: no Down event");
+    }
+
+    #[test]
+    fn due_checks_start_once_their_millisecond_has_begun() {
+        let ms = Duration::from_millis;
+        let mut q = DueQueue::default();
+        q.push(ms(5) + Duration::from_micros(300), 1, 10);
+        q.push(ms(2), 2, 20);
+        q.push(ms(5) + Duration::from_micros(900), 3, 30);
+        // Rounded up to the millisecond: 2 ms, then 6 ms for both others.
+        assert_eq!(q.next(), Some(ms(2)));
+        assert_eq!(q.pop(ms(1)), None);
+        assert_eq!(q.pop(ms(2)), Some((2, 20)));
+        assert_eq!(q.pop(ms(5) + Duration::from_micros(950)), None);
+        assert_eq!(q.next(), Some(ms(6)));
+        let mut both = vec![q.pop(ms(6)).unwrap(), q.pop(ms(7)).unwrap()];
+        both.sort_unstable();
+        assert_eq!(both, [(1, 10), (3, 30)]);
+        assert_eq!((q.pop(ms(100)), q.next()), (None, None));
+        // An emptied bucket's allocation is kept for the next one.
+        q.push(ms(9), 4, 40);
+        assert_eq!(q.pop(ms(9)), Some((4, 40)));
     }
 
     #[tokio::test]

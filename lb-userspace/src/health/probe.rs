@@ -10,6 +10,7 @@
 //! way.
 
 use std::{
+    collections::HashMap,
     net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
     path::PathBuf,
     process::Stdio,
@@ -217,11 +218,11 @@ impl Probe {
                     let real = SocketAddr::from((*real, target.port()));
                     return tcp(real, None, connect_timeout).await;
                 };
-                let target = match syn_target(*target, *real, ctx) {
-                    Ok(target) => target,
-                    Err(outcome) => return outcome,
-                };
-                prober.probe(target, connect_timeout).await
+                let target = syn_target(*target, *real, &ctx.macs.read().expect("macs lock"));
+                match target {
+                    Ok(target) => prober.probe(target, connect_timeout).await,
+                    Err(outcome) => outcome,
+                }
             }
             Probe::Tcp { target, bind } => tcp(*target, *bind, connect_timeout).await,
             Probe::Http {
@@ -297,18 +298,6 @@ impl Probe {
     }
 }
 
-/// Where a probe to `to` through the MAC of `real` goes; down if the MAC is not known yet.
-fn syn_target(to: SocketAddrV4, real: Ipv4Addr, ctx: &ProbeContext) -> Result<SynTarget, Outcome> {
-    let mac = ctx
-        .macs
-        .read()
-        .expect("macs lock")
-        .get(&real.into())
-        .copied();
-    let mac = mac.ok_or_else(|| failed(format!("no MAC address for {real} yet")))?;
-    Ok(SynTarget { to, real, mac })
-}
-
 /// How a check that talks over a connection reaches the real: through `vip` (VIP:port) when
 /// set and the packet socket is there, else a kernel connection to `target` (from `bind`).
 /// Down if the real's MAC is not known yet.
@@ -329,7 +318,7 @@ fn route(
 /// reach it.
 fn vip_route(vip: SocketAddrV4, real: Ipv4Addr, ctx: &ProbeContext) -> Result<Route, Outcome> {
     let prober = ctx.syn.as_ref().expect("a vip route needs the prober");
-    let target = syn_target(vip, real, ctx)?;
+    let target = syn_target(vip, real, &ctx.macs.read().expect("macs lock"))?;
     let source = prober
         .source_for(real)
         .map_err(|e| failed(format!("no route to {real}: {e}")))?;
@@ -369,6 +358,19 @@ fn base64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Where the half-open probe of `real` sends its SYN (`to`, through the real's MAC), or the
+/// outcome of a probe that cannot be sent yet (the real's MAC is not known).
+pub(super) fn syn_target(
+    to: SocketAddrV4,
+    real: Ipv4Addr,
+    macs: &HashMap<IpAddr, [u8; 6]>,
+) -> Result<SynTarget, Outcome> {
+    match macs.get(&real.into()) {
+        Some(&mac) => Ok(SynTarget { to, real, mac }),
+        None => Err(failed(format!("no MAC address for {real} yet"))),
+    }
 }
 
 pub(super) fn failed(detail: impl Into<String>) -> Outcome {

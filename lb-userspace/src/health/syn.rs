@@ -10,30 +10,48 @@
 //! - **What it costs.** One frame out, one frame in, one RST out: no socket, no connection
 //!   state in either kernel past the SYN-ACK, nothing for the server to accept or log. The
 //!   replies reach one `AF_PACKET` socket through a classic BPF filter that passes only TCP to
-//!   this prober's port, so the rest of the traffic costs nothing.
-//! - **How replies are matched.** Every probe leaves from one local port, reserved by a bound
-//!   TCP socket that never listens (so the kernel neither hands it out nor accepts on it), with
-//!   a random initial sequence number; a reply belongs to the probe whose (address, port,
-//!   sequence + 1) it acknowledges. The real forgets the half-open connection at once: the
-//!   director's kernel resets a SYN-ACK from the real's own address (the port does not
-//!   listen), and the prober resets one from the VIP itself.
+//!   this prober's port, so the rest of the traffic costs nothing. Probes submitted together
+//!   ([`SynProber::submit`]: the health checker's probes due in the same millisecond) leave in
+//!   one `sendmmsg` call; replies are read up to 64 per `recvmmsg` call.
+//! - **How a probe ends.** One task per prober reads the replies, sends the RSTs, and times
+//!   probes out: every probe in flight has its deadline in one ordered table, under one
+//!   timer, so a probe costs no timer, channel or task of its own. Each outcome goes to the
+//!   submitter's channel with the submitter's tag.
+//! - **How replies are matched.** Every probe leaves from one local port, reserved by a
+//!   listening socket whose filter drops every segment ([`frame::reserve_port`]: the kernel
+//!   hands the port to no one, accepts nothing on it and answers nothing), with a random
+//!   initial sequence number; a reply belongs to the probe whose (address, port, sequence + 1)
+//!   it acknowledges. The real forgets the half-open connection at once: the prober resets
+//!   every SYN-ACK itself, in the batch of its replies. The director's kernel never does: on a
+//!   director that does not hold the VIP, its RST toward the VIP would reach the active
+//!   director, which would forward it to a real and record a CLOSE entry.
 //!
 //! IPv4 only; other probes connect.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
+    hash::{BuildHasherDefault, Hasher},
     io,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-    sync::{Arc, Mutex},
+    os::fd::{AsRawFd as _, OwnedFd, RawFd},
+    sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
-use tokio::{io::unix::AsyncFd, sync::oneshot, time::timeout};
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{
+        Notify,
+        mpsc::{UnboundedSender, unbounded_channel},
+    },
+    time::Instant,
+};
 
-use super::machine::Outcome;
+use super::{
+    frame::{self, ETH_P_IP, checksum},
+    machine::Outcome,
+};
 
-const ETH_P_IP: u16 = 0x0800;
 const ETH_HLEN: usize = 14;
 const IP_HLEN: usize = 20;
 const TCP_HLEN: usize = 20;
@@ -41,6 +59,10 @@ const FRAME_LEN: usize = ETH_HLEN + IP_HLEN + TCP_HLEN;
 const SYN: u8 = 0x02;
 const RST: u8 = 0x04;
 const ACK: u8 = 0x10;
+/// Frames per `sendmmsg` or `recvmmsg` call.
+const BATCH: usize = 64;
+/// Bytes kept of each received frame: every header the reply's parsing reads.
+const RECV_LEN: usize = 128;
 
 /// The director's side of the probes: its interface and that interface's MAC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +85,21 @@ pub struct SynTarget {
     pub mac: [u8; 6],
 }
 
+/// One probe of a batch: where the SYN goes, how long to wait for the answer, and the
+/// caller's tag, handed back with the outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SynRequest {
+    /// Where the SYN goes.
+    pub target: SynTarget,
+    /// How long to wait for the answer (the probe's `connect_timeout`).
+    pub limit: Duration,
+    /// The caller's name for this probe.
+    pub tag: u64,
+}
+
+/// Where the outcomes of submitted probes go: `(tag, outcome)`, one per probe.
+pub type SynSink = UnboundedSender<(u64, Outcome)>;
+
 /// What came back for a probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Reply {
@@ -70,114 +107,88 @@ enum Reply {
     Reset,
 }
 
-/// Pending probes by (replying address, replying port, the acknowledgement number expected).
-type Pending = HashMap<(Ipv4Addr, u16, u32), oneshot::Sender<Reply>>;
+/// A probe's key: (replying address, replying port, the acknowledgement number expected).
+type ReplyKey = (Ipv4Addr, u16, u32);
 
-/// The prober of one interface.
-pub struct SynProber {
-    socket: Arc<AsyncFd<OwnedFd>>,
-    iface: Interface,
-    /// The reserved local port every probe leaves from.
-    port: u16,
-    _reservation: socket2::Socket,
-    pending: Arc<Mutex<Pending>>,
-    /// Source address by real address (what the kernel's routing picks).
-    sources: Mutex<HashMap<Ipv4Addr, Ipv4Addr>>,
-    rng: Mutex<u64>,
+/// A multiply-and-rotate hasher for the prober's own tables, looked up for every probe and
+/// reply. Their keys are a random sequence number with a configured address, or a configured
+/// address: nothing a peer picks, so SipHash's resistance to chosen keys buys nothing there.
+#[derive(Clone, Copy, Default)]
+struct FastHasher(u64);
+
+impl FastHasher {
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0 ^ word).wrapping_mul(Self::K).rotate_left(26);
+    }
 }
 
-impl SynProber {
-    /// Opens the packet socket on `iface` and starts reading replies (on the current tokio
-    /// runtime). Needs `CAP_NET_RAW`.
-    pub fn start(iface: Interface) -> io::Result<Arc<Self>> {
-        let reservation = socket2::Socket::new(
-            socket2::Domain::IPV4,
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
-        reservation.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)).into())?;
-        let port = reservation
-            .local_addr()?
-            .as_socket()
-            .map(|a| a.port())
-            .ok_or_else(|| io::Error::other("the reserved port has no address"))?;
-        let fd = packet_socket(iface.ifindex, port)?;
-        // SAFETY: the AsyncFd owns the fd for its whole life and always reports the same one.
-        let socket = Arc::new(unsafe { AsyncFd::register(fd) }?);
-        let pending = Arc::new(Mutex::new(Pending::new()));
-        tokio::spawn(read_replies(socket.clone(), pending.clone(), port));
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-            ^ u64::from(std::process::id());
-        Ok(Arc::new(Self {
-            socket,
-            iface,
-            port,
-            _reservation: reservation,
-            pending,
-            sources: Mutex::new(HashMap::new()),
-            rng: Mutex::new(seed | 1),
-        }))
-    }
-
-    /// The local port the probes leave from.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Sends a SYN to `target` and waits up to `limit` for the answer: a SYN-ACK is up
-    /// (answered with a RST), a RST is down ("connect refused"), silence is down ("timeout").
-    pub async fn probe(&self, target: SynTarget, limit: Duration) -> Outcome {
-        let source = match self.source_for(target.real) {
-            Ok(s) => s,
-            Err(e) => return down(format!("no route to {}: {e}", target.real)),
-        };
-        let isn = self.next_isn();
-        let (tx, rx) = oneshot::channel();
-        let key = (*target.to.ip(), target.to.port(), isn.wrapping_add(1));
-        self.pending.lock().expect("pending lock").insert(key, tx);
-        let syn = frame(&self.iface, &target, source, self.port, isn, 0, SYN);
-        if let Err(e) = self.send(&syn).await {
-            self.pending.lock().expect("pending lock").remove(&key);
-            return down(format!("sending the SYN: {e}"));
-        }
-        let reply = timeout(limit, rx).await;
-        self.pending.lock().expect("pending lock").remove(&key);
-        match reply {
-            Ok(Ok(Reply::SynAck)) => {
-                // Through the VIP the real forgets the half-open connection only by this RST:
-                // the director's kernel drops a SYN-ACK from a VIP it holds (a martian) or
-                // sends its RST the VIP's way. To the real's own address the kernel's RST (the
-                // reserved port does not listen) already does it.
-                if target.to.ip() == &target.real {
-                    return up();
-                }
-                let rst = frame(
-                    &self.iface,
-                    &target,
-                    source,
-                    self.port,
-                    isn.wrapping_add(1),
-                    0,
-                    RST,
-                );
-                let _ = self.send(&rst).await;
-                up()
-            }
-            Ok(Ok(Reply::Reset)) => down("connect refused".into()),
-            Ok(Err(_)) | Err(_) => down("timeout".into()),
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
         }
     }
 
-    /// The interface the probes leave from.
-    pub(super) fn interface(&self) -> Interface {
-        self.iface
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
     }
 
-    /// A random initial sequence number.
-    pub(super) fn next_isn(&self) -> u32 {
-        let mut s = self.rng.lock().expect("rng lock");
+    fn write_u16(&mut self, n: u16) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+/// A probe waiting for its answer.
+struct Waiter {
+    tag: u64,
+    sink: SynSink,
+    /// Its entry in [`InFlight::deadlines`].
+    deadline: (Instant, u64),
+    /// What the RST after a SYN-ACK from a VIP is built from.
+    target: SynTarget,
+    source: Ipv4Addr,
+    isn: u32,
+}
+
+/// The probes in flight and what sending one needs, behind one lock.
+struct InFlight {
+    pending: FastMap<ReplyKey, Waiter>,
+    /// Deadlines in order (with a sequence number for equal instants), resolved in bulk by the
+    /// prober's task: one timer for all the probes.
+    deadlines: BTreeMap<(Instant, u64), ReplyKey>,
+    seq: u64,
+    rng: u64,
+    /// Source address by real address (what the kernel's routing picks).
+    sources: FastMap<Ipv4Addr, Ipv4Addr>,
+    /// Set with the reason when the task stopped: later probes fail at once.
+    closed: Option<String>,
+}
+
+impl InFlight {
+    fn next_isn(&mut self) -> u32 {
+        let s = &mut self.rng;
         *s ^= *s << 13;
         *s ^= *s >> 7;
         *s ^= *s << 17;
@@ -185,8 +196,8 @@ impl SynProber {
     }
 
     /// The address the kernel would send from to reach `real` (cached).
-    pub(super) fn source_for(&self, real: Ipv4Addr) -> io::Result<Ipv4Addr> {
-        if let Some(s) = self.sources.lock().expect("sources lock").get(&real) {
+    fn source_for(&mut self, real: Ipv4Addr) -> io::Result<Ipv4Addr> {
+        if let Some(s) = self.sources.get(&real) {
             return Ok(*s);
         }
         let probe = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
@@ -194,28 +205,194 @@ impl SynProber {
         let SocketAddr::V4(local) = probe.local_addr()? else {
             return Err(io::Error::other("not an IPv4 route"));
         };
-        self.sources
-            .lock()
-            .expect("sources lock")
-            .insert(real, *local.ip());
+        self.sources.insert(real, *local.ip());
         Ok(*local.ip())
     }
 
-    async fn send(&self, frame: &[u8]) -> io::Result<()> {
-        loop {
+    /// Removes the probe `key` answers, if it is still waiting.
+    fn take(&mut self, key: &ReplyKey) -> Option<Waiter> {
+        let w = self.pending.remove(key)?;
+        self.deadlines.remove(&w.deadline);
+        Some(w)
+    }
+}
+
+/// What the prober's handle and its task share.
+struct Shared {
+    socket: AsyncFd<OwnedFd>,
+    iface: Interface,
+    /// The reserved local port every probe leaves from.
+    port: u16,
+    state: Mutex<InFlight>,
+    /// Wakes the task when a probe's deadline comes before every other one.
+    earlier_deadline: Notify,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, InFlight> {
+        self.state.lock().expect("syn prober lock")
+    }
+
+    /// Sends every frame, in `sendmmsg` batches, waiting while the socket's buffer is full.
+    async fn send_frames(&self, frames: &[[u8; FRAME_LEN]]) -> io::Result<()> {
+        let mut rest = frames;
+        while !rest.is_empty() {
             let mut guard = self.socket.writable().await?;
-            let fd = guard.get_inner().as_raw_fd();
-            // SAFETY: `frame` is valid for its length; the fd is the open packet socket.
-            let rc = unsafe { libc::send(fd, frame.as_ptr().cast(), frame.len(), 0) };
-            if rc >= 0 {
-                return Ok(());
+            match send_batch(guard.get_inner().as_raw_fd(), rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
+                Err(e) => return Err(e),
             }
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::WouldBlock {
-                guard.clear_ready();
-                continue;
+        }
+        Ok(())
+    }
+}
+
+/// The prober of one interface.
+pub struct SynProber {
+    shared: Arc<Shared>,
+    _reservation: socket2::Socket,
+}
+
+impl SynProber {
+    /// Opens the packet socket on `iface` and starts the task that reads replies and times
+    /// probes out (on the current tokio runtime). Needs `CAP_NET_RAW`.
+    pub fn start(iface: Interface) -> io::Result<Arc<Self>> {
+        let (reservation, port) = frame::reserve_port()?;
+        let fd = frame::packet_socket(iface.ifindex, port)?;
+        // SAFETY: the AsyncFd owns the fd for its whole life and always reports the same one.
+        let socket = unsafe { AsyncFd::register(fd) }?;
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id());
+        let shared = Arc::new(Shared {
+            socket,
+            iface,
+            port,
+            state: Mutex::new(InFlight {
+                pending: FastMap::default(),
+                deadlines: BTreeMap::new(),
+                seq: 0,
+                rng: seed | 1,
+                sources: FastMap::default(),
+                closed: None,
+            }),
+            earlier_deadline: Notify::new(),
+        });
+        tokio::spawn(run(shared.clone()));
+        tracing::debug!(ifindex = iface.ifindex, port, "half-open prober started");
+        Ok(Arc::new(Self {
+            shared,
+            _reservation: reservation,
+        }))
+    }
+
+    /// The local port the probes leave from.
+    pub fn port(&self) -> u16 {
+        self.shared.port
+    }
+
+    /// The interface the probes leave from.
+    pub(super) fn interface(&self) -> Interface {
+        self.shared.iface
+    }
+
+    /// A random initial sequence number (for a connection through the VIP).
+    pub(super) fn next_isn(&self) -> u32 {
+        self.shared.state().next_isn()
+    }
+
+    /// The address the kernel would send from to reach `real` (cached).
+    pub(super) fn source_for(&self, real: Ipv4Addr) -> io::Result<Ipv4Addr> {
+        self.shared.state().source_for(real)
+    }
+
+    /// Sends a SYN to `target` and waits up to `limit` for the answer: a SYN-ACK is up
+    /// (answered with a RST), a RST is down ("connect refused"), silence is down ("timeout").
+    pub async fn probe(&self, target: SynTarget, limit: Duration) -> Outcome {
+        let (tx, mut rx) = unbounded_channel();
+        let request = SynRequest {
+            target,
+            limit,
+            tag: 0,
+        };
+        self.submit(&[request], &tx).await;
+        match rx.recv().await {
+            Some((_, outcome)) => outcome,
+            None => down("the half-open prober stopped".into()),
+        }
+    }
+
+    /// Sends the SYNs of `requests` in as few system calls as the socket allows and returns;
+    /// each probe's outcome, as [`SynProber::probe`] describes it, goes to `sink` with its tag
+    /// when its answer arrives or its time is up (at once if it could not be sent).
+    pub async fn submit(&self, requests: &[SynRequest], sink: &SynSink) {
+        let shared = &*self.shared;
+        let now = Instant::now();
+        let mut frames = Vec::with_capacity(requests.len());
+        let mut sent = Vec::with_capacity(requests.len());
+        {
+            let mut state = shared.state();
+            if let Some(why) = &state.closed {
+                for r in requests {
+                    let _ = sink.send((r.tag, down(why.clone())));
+                }
+                return;
             }
-            return Err(e);
+            let first = state.deadlines.first_key_value().map(|(d, _)| *d);
+            for r in requests {
+                let source = match state.source_for(r.target.real) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ =
+                            sink.send((r.tag, down(format!("no route to {}: {e}", r.target.real))));
+                        continue;
+                    }
+                };
+                let isn = state.next_isn();
+                let key = (*r.target.to.ip(), r.target.to.port(), isn.wrapping_add(1));
+                state.seq += 1;
+                let deadline = (now + r.limit, state.seq);
+                let waiter = Waiter {
+                    tag: r.tag,
+                    sink: sink.clone(),
+                    deadline,
+                    target: r.target,
+                    source,
+                    isn,
+                };
+                if let Some(old) = state.pending.insert(key, waiter) {
+                    // The same (target, sequence) twice in flight: the older probe is
+                    // answered as timed out rather than left waiting forever.
+                    state.deadlines.remove(&old.deadline);
+                    let _ = old.sink.send((old.tag, down("timeout".into())));
+                }
+                state.deadlines.insert(deadline, key);
+                frames.push(frame(
+                    &shared.iface,
+                    &r.target,
+                    source,
+                    shared.port,
+                    isn,
+                    0,
+                    SYN,
+                ));
+                sent.push(key);
+            }
+            if state.deadlines.first_key_value().map(|(d, _)| *d) != first {
+                shared.earlier_deadline.notify_one();
+            }
+        }
+        if let Err(e) = shared.send_frames(&frames).await {
+            // Which frames left is unknown: every probe of the batch still waiting fails.
+            tracing::warn!(error = %e, probes = frames.len(), "sending half-open probes");
+            let mut state = shared.state();
+            for key in &sent {
+                if let Some(w) = state.take(key) {
+                    let _ = w.sink.send((w.tag, down(format!("sending the SYN: {e}"))));
+                }
+            }
         }
     }
 }
@@ -231,29 +408,194 @@ fn down(detail: String) -> Outcome {
     Outcome { ok: false, detail }
 }
 
-/// Reads replies until the socket fails, handing each to its probe.
-async fn read_replies(socket: Arc<AsyncFd<OwnedFd>>, pending: Arc<Mutex<Pending>>, port: u16) {
-    let mut buf = [0u8; 128];
+/// The prober's task: reads replies in batches and hands each to its probe, sends the RSTs
+/// that answer SYN-ACKs from VIPs, and times out probes whose deadline passed, until the
+/// socket fails; then fails every probe still waiting, and every later one.
+async fn run(shared: Arc<Shared>) {
+    let why = match serve(&shared).await {
+        Ok(()) => "the half-open prober stopped".to_string(),
+        Err(e) => {
+            tracing::error!(error = %e, "half-open prober: reading replies failed");
+            format!("reading replies: {e}")
+        }
+    };
+    let mut state = shared.state();
+    state.closed = Some(why.clone());
+    state.deadlines.clear();
+    for (_, w) in state.pending.drain() {
+        let _ = w.sink.send((w.tag, down(why.clone())));
+    }
+}
+
+async fn serve(shared: &Shared) -> io::Result<()> {
+    let mut bufs = [[0u8; RECV_LEN]; BATCH];
+    let mut lens = [0usize; BATCH];
+    let mut rsts: Vec<[u8; FRAME_LEN]> = Vec::new();
+    let timer = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(timer);
     loop {
-        let Ok(mut guard) = socket.readable().await else {
-            return;
+        // Time out every probe whose deadline passed, and arm the timer for the next one.
+        let next = {
+            let now = Instant::now();
+            let mut state = shared.state();
+            while let Some(entry) = state.deadlines.first_entry() {
+                if entry.key().0 > now {
+                    break;
+                }
+                let key = entry.remove();
+                if let Some(w) = state.pending.remove(&key) {
+                    let _ = w.sink.send((w.tag, down("timeout".into())));
+                }
+            }
+            state.deadlines.first_key_value().map(|(d, _)| d.0)
         };
-        loop {
-            let fd = guard.get_inner().as_raw_fd();
-            // SAFETY: `buf` is valid for its length; the fd is the open packet socket. A frame
-            // longer than the buffer is truncated, which keeps every header read needs.
-            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                guard.clear_ready();
-                break;
+        if let Some(at) = next
+            && at != timer.deadline()
+        {
+            timer.as_mut().reset(at);
+        }
+        let notified = shared.earlier_deadline.notified();
+        tokio::select! {
+            ready = shared.socket.readable() => {
+                let mut guard = ready?;
+                loop {
+                    let n = match recv_batch(guard.get_inner().as_raw_fd(), &mut bufs, &mut lens) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            guard.clear_ready();
+                            break;
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    answer(shared, &bufs[..n], &lens[..n], &mut rsts);
+                    if n < BATCH {
+                        // A short batch drained the queue: clearing now saves the call that
+                        // would return EAGAIN. A frame queued after the read raises a readiness
+                        // event newer than this guard's, which `clear_ready` leaves set (tokio's
+                        // own streams clear after a short read the same way).
+                        guard.clear_ready();
+                        break;
+                    }
+                }
+                if !rsts.is_empty() {
+                    // Best effort, like the kernel's own RST: the real times the half-open
+                    // connection out without it.
+                    if let Err(e) = shared.send_frames(&rsts).await {
+                        tracing::debug!(error = %e, "sending RSTs after SYN-ACKs");
+                    }
+                    rsts.clear();
+                }
             }
-            if let Some((key, reply)) = parse_reply(&buf[..n as usize], port)
-                && let Some(tx) = pending.lock().expect("pending lock").remove(&key)
-            {
-                let _ = tx.send(reply);
-            }
+            () = &mut timer, if next.is_some() => {}
+            () = notified => {}
         }
     }
+}
+
+/// Hands each reply among `frames` to its probe; queues the RST of each SYN-ACK from a VIP.
+fn answer(
+    shared: &Shared,
+    frames: &[[u8; RECV_LEN]],
+    lens: &[usize],
+    rsts: &mut Vec<[u8; FRAME_LEN]>,
+) {
+    let mut state = shared.state();
+    for (f, &len) in frames.iter().zip(lens) {
+        let Some((key, reply)) = parse_reply(&f[..len.min(RECV_LEN)], shared.port) else {
+            continue;
+        };
+        let Some(w) = state.take(&key) else {
+            continue;
+        };
+        let outcome = match reply {
+            Reply::SynAck => {
+                // The real forgets the half-open connection by this RST: the director's kernel
+                // sends none (the reserved port's socket drops every segment, see
+                // `frame::reserve_port`), so a director without the VIP never resets a flow the
+                // active director then forwards to a real.
+                rsts.push(frame(
+                    &shared.iface,
+                    &w.target,
+                    w.source,
+                    shared.port,
+                    w.isn.wrapping_add(1),
+                    0,
+                    RST,
+                ));
+                up()
+            }
+            Reply::Reset => down("connect refused".into()),
+        };
+        let _ = w.sink.send((w.tag, outcome));
+    }
+}
+
+/// Sends a prefix of `frames` with one `sendmmsg` call; returns how many left.
+fn send_batch(fd: RawFd, frames: &[[u8; FRAME_LEN]]) -> io::Result<usize> {
+    let n = frames.len().min(BATCH);
+    let mut iovs: [libc::iovec; BATCH] = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; BATCH];
+    // SAFETY: an all-zero mmsghdr is valid (no address, no control data); the iovecs are set
+    // below.
+    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for ((iov, msg), f) in iovs.iter_mut().zip(msgs.iter_mut()).zip(&frames[..n]) {
+        iov.iov_base = f.as_ptr().cast_mut().cast();
+        iov.iov_len = f.len();
+        msg.msg_hdr.msg_iov = iov;
+        msg.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: the first `n` headers point at one iovec each, which points at a frame of
+    // `frames`; all of them outlive the call, which only reads them. The fd is the open packet
+    // socket (bound: no address needed).
+    let rc = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as u32, 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as usize)
+}
+
+/// Receives up to [`BATCH`] frames with one `recvmmsg` call, each truncated to [`RECV_LEN`]
+/// bytes (which keeps every header a reply's parsing reads); returns how many came.
+fn recv_batch(
+    fd: RawFd,
+    bufs: &mut [[u8; RECV_LEN]; BATCH],
+    lens: &mut [usize; BATCH],
+) -> io::Result<usize> {
+    let mut iovs: [libc::iovec; BATCH] = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; BATCH];
+    // SAFETY: an all-zero mmsghdr is valid (no address, no control data); the iovecs are set
+    // below.
+    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for ((iov, msg), buf) in iovs.iter_mut().zip(msgs.iter_mut()).zip(bufs.iter_mut()) {
+        iov.iov_base = buf.as_mut_ptr().cast();
+        iov.iov_len = buf.len();
+        msg.msg_hdr.msg_iov = iov;
+        msg.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: every header points at one iovec, which points at a buffer of `bufs` valid for
+    // its length; all of them outlive the call. The fd is the open, non-blocking packet
+    // socket; no timeout.
+    let rc = unsafe {
+        libc::recvmmsg(
+            fd,
+            msgs.as_mut_ptr(),
+            BATCH as u32,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = rc as usize;
+    for (len, msg) in lens.iter_mut().zip(&msgs[..n]) {
+        *len = (msg.msg_len as usize).min(RECV_LEN);
+    }
+    Ok(n)
 }
 
 /// A SYN-ACK or RST to `port`: the pending key it answers, and what it is.
@@ -330,100 +672,6 @@ fn frame(
         tcp[16..18].copy_from_slice(&sum.to_be_bytes());
     }
     f
-}
-
-/// The Internet checksum of the concatenated parts (each of even length).
-fn checksum(parts: &[&[u8]]) -> u16 {
-    let mut sum: u32 = 0;
-    for part in parts {
-        for pair in part.chunks(2) {
-            let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
-            sum += u32::from(word);
-        }
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// A packet socket on `ifindex` that receives only IPv4 TCP segments to `port` (unfragmented),
-/// non-blocking.
-fn packet_socket(ifindex: u32, port: u16) -> io::Result<OwnedFd> {
-    // Protocol 0: nothing is received until the filter is in place and the socket bound.
-    // SAFETY: plain socket(2) call.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a fresh fd we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let mut filter = tcp_port_filter(port);
-    let prog = libc::sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_mut_ptr(),
-    };
-    // SAFETY: `prog` points at `filter`, valid for the call; the fd is open.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            (&raw const prog).cast(),
-            size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: an all-zero sockaddr_ll is valid; the fields that matter are set below.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_protocol = ETH_P_IP.to_be();
-    addr.sll_ifindex = ifindex as i32;
-    // SAFETY: `addr` is a valid sockaddr_ll for the length passed; the fd is open.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&raw const addr).cast(),
-            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(fd)
-}
-
-/// Classic BPF: accept IPv4, TCP, not a fragment, destination port `port`; drop the rest.
-fn tcp_port_filter(port: u16) -> [libc::sock_filter; 11] {
-    let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
-    const LDH_ABS: u16 = 0x28;
-    const LDB_ABS: u16 = 0x30;
-    const LDH_IND: u16 = 0x48;
-    const LDXB_MSH: u16 = 0xb1;
-    const JEQ: u16 = 0x15;
-    const JSET: u16 = 0x45;
-    const RET: u16 = 0x06;
-    [
-        op(LDH_ABS, 0, 0, 12),                  // 0: ether type
-        op(JEQ, 0, 8, u32::from(ETH_P_IP)),     // 1: IPv4, else 10
-        op(LDB_ABS, 0, 0, 23),                  // 2: IP protocol
-        op(JEQ, 0, 6, 6),                       // 3: TCP, else 10
-        op(LDH_ABS, 0, 0, 20),                  // 4: flags and fragment offset
-        op(JSET, 4, 0, 0x1fff),                 // 5: a later fragment: 10
-        op(LDXB_MSH, 0, 0, ETH_HLEN as u32),    // 6: X = IP header length
-        op(LDH_IND, 0, 0, ETH_HLEN as u32 + 2), // 7: TCP destination port
-        op(JEQ, 0, 1, u32::from(port)),         // 8: ours, else 10
-        op(RET, 0, 0, 0x0004_0000),             // 9: accept
-        op(RET, 0, 0, 0),                       // 10: drop
-    ]
 }
 
 #[cfg(test)]

@@ -983,8 +983,9 @@ fn health_miss(h: &HealthReport) -> String {
     };
     format!(
         "The checker spends {} us of CPU per probe, {}% of it in the kernel. A probe is a \
-         half-open SYN on the packet socket and the SYN-ACK read back (the kernel resets it), plus the \
-         runtime's timer and wake-ups. A full TCP connection (socket, connect, handshake, FIN, \
+         half-open SYN on the packet socket and the SYN-ACK read back (the kernel resets it); \
+         probes due in the same millisecond share one `sendmmsg`, one `recvmmsg` and the \
+         prober's one timer, so wake-ups and system calls are shared too. A full TCP connection (socket, connect, handshake, FIN, \
          close) in a minimal blocking loop, the previous probe, costs {} us \
          per probe here ({}% in the kernel); at {} probes/s that alone is {}% of one core. \
          {own} The target allows at most {} us per probe at this rate, less than the kernel's \
@@ -1679,8 +1680,11 @@ fn control_md(o: &mut String, c: &ControlReport, src: &str) {
          runtime like the agent's, against one listener on 0.0.0.0 in a network namespace of \
          its own (each real is a distinct address of 127.0.0.0/8). Each probe is the default \
          `tcp_check` of an IPv4 real: half-open, a SYN written onto `lo` by the agent's packet \
-         socket, the listener's SYN-ACK read back through the socket's filter. The \
-         floor is the previous probe's cost, a full TCP connect and close, in a plain blocking \
+         socket, the listener's SYN-ACK read back through the socket's filter (the checker hands \
+         the probes due in the same millisecond to the prober as one batch: one `sendmmsg` for \
+         their SYNs, replies read with `recvmmsg`, timeouts under one timer of the prober's; \
+         the director's kernel resets each SYN-ACK, as for any probe to a real's own \
+         address). The floor is the previous probe's cost, a full TCP connect and close, in a plain blocking \
          loop. Measured over {:.1} s after \
          the first round of checks: CPU time of the checker's runtime threads (scheduler \
          accounting, so kernel work done on their behalf, loopback softirq included, counts), \
