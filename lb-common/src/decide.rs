@@ -10,7 +10,8 @@
 //! - the VIP probe: how a `(VIP, port, protocol)` is found in a VIP table half
 //!   ([`find_service`]);
 //! - the schedule hash and the persistence key of a flow ([`FlowKey`]);
-//! - the least-connection cost and choice ([`LcCost`], [`least_conn_choice`]).
+//! - the least-connection cost and choice ([`LcCost`], [`least_conn_choice`]);
+//! - a real's overload under its connection thresholds ([`overloaded`]).
 //!
 //! Everything is `#[inline(always)]` and free of calls, loops without a constant bound and
 //! memory comparisons, so that the program's copy is as cheap as hand-written code.
@@ -335,6 +336,39 @@ impl FlowKey for Flow6Key {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Connection thresholds
+
+/// Whether a real with `conns` connections (active + inactive, IPVS's
+/// `ip_vs_dest_totalconns`), upper threshold `upper` and lower threshold `lower` is overloaded,
+/// given whether it was (`was`): IPVS's `IP_VS_DEST_F_OVERLOAD` with its hysteresis.
+///
+/// - `upper == 0`: no threshold, never overloaded;
+/// - it becomes overloaded at `conns >= upper`;
+/// - once overloaded it stays so until `conns < lower`, or, with `lower == 0`, until
+///   `conns < 3/4 x upper`.
+///
+/// IPVS re-evaluates the flag when a connection is bound (set) or unbound (cleared); the data
+/// plane evaluates it when it schedules a new flow, which is the only time the flag is read, so
+/// the choices are the same.
+#[inline(always)]
+pub const fn overloaded(was: bool, conns: u64, upper: u32, lower: u32) -> bool {
+    if upper == 0 {
+        return false;
+    }
+    if conns >= upper as u64 {
+        return true;
+    }
+    if !was {
+        return false;
+    }
+    if lower != 0 {
+        conns >= lower as u64
+    } else {
+        conns * 4 >= upper as u64 * 3
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Least connection
 
 /// The largest weight a real may have (ipvsadm's limit); configuration refuses more.
@@ -433,6 +467,25 @@ pub fn least_conn_choice<T>(
 mod tests {
     use super::*;
     use crate::{SCHED_SED, proto};
+
+    #[test]
+    fn overload_has_ipvs_hysteresis() {
+        // No upper threshold: never, whatever the lower one says.
+        assert!(!overloaded(true, 1_000_000, 0, 5));
+        // Set at the upper threshold.
+        assert!(!overloaded(false, 9, 10, 4));
+        assert!(overloaded(false, 10, 10, 4));
+        // Kept until below the lower threshold.
+        assert!(overloaded(true, 9, 10, 4));
+        assert!(overloaded(true, 4, 10, 4));
+        assert!(!overloaded(true, 3, 10, 4));
+        // Without a lower threshold, until below 3/4 of the upper one.
+        assert!(overloaded(true, 75, 100, 0));
+        assert!(!overloaded(true, 74, 100, 0));
+        assert!(!overloaded(false, 80, 100, 0));
+        // The largest inputs do not overflow.
+        assert!(overloaded(true, u64::from(u32::MAX), u32::MAX, 0));
+    }
 
     #[test]
     fn lc_costs_follow_ipvs() {

@@ -36,7 +36,7 @@ pub mod tcp;
 
 pub use decide::{
     FlowKey, LcCost, MAX_WEIGHT, VipKey, conn_eviction, find_service, idle_first,
-    least_conn_choice, masked6, same6,
+    least_conn_choice, masked6, overloaded, same6,
 };
 
 pub use hash::{
@@ -154,7 +154,7 @@ pub const NO_REAL: u32 = 0;
 
 /// Version of the map layout. A restarted agent adopts pinned maps only if they were created
 /// with the same version; bump it whenever a map's key, value or meaning changes.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// Default Maglev lookup table size (a prime, as in the Maglev paper).
 pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
@@ -471,6 +471,13 @@ pub struct Real {
     pub weight: u32,
     /// The real's address (IPv4 in the first 4 bytes), for diagnostics and listings.
     pub addr: [u8; 16],
+    /// IPVS's upper connection threshold (`uthreshold`, ipvsadm `-x`): at `active + inactive`
+    /// connections at least this the real is overloaded and gets no new flows; 0 = none.
+    pub u_threshold: u32,
+    /// IPVS's lower connection threshold (`lthreshold`, ipvsadm `-y`): an overloaded real takes
+    /// new flows again below it (below 3/4 of `u_threshold` when 0). See
+    /// [`decide::overloaded`].
+    pub l_threshold: u32,
 }
 
 impl Real {
@@ -482,6 +489,8 @@ impl Real {
         service_id: u32::MAX,
         weight: 0,
         addr: [0; 16],
+        u_threshold: 0,
+        l_threshold: 0,
     };
 
     /// The first 8 bytes (MAC, state, family) as one word, for the atomic store.
@@ -707,8 +716,10 @@ pub struct RealLoad {
     /// Clock second at which the real last became usable (its index allocated, or up after
     /// down), written by the control plane. The data plane does not read it.
     pub up_since: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// IPVS's `IP_VS_DEST_F_OVERLOAD`: 1 while the real is overloaded (see
+    /// [`decide::overloaded`]). The data plane keeps it as it schedules; the control plane
+    /// clears it when the index gets a new user or the real's thresholds change.
+    pub overloaded: u32,
 }
 
 impl RealLoad {
@@ -944,7 +955,7 @@ mod tests {
         assert_eq!(size_of::<Persist6Key>(), 24);
         assert_eq!(size_of::<ConnSet6>(), 8 + 4 * 56);
         assert_eq!(size_of::<PersistSet6>(), 8 + 4 * 40);
-        assert_eq!(size_of::<Real>(), 32);
+        assert_eq!(size_of::<Real>(), 40);
         assert_eq!(size_of::<Flow4Key>(), 16);
         assert_eq!(size_of::<Conn>(), 8);
         assert_eq!(size_of::<Persist4Key>(), 8);

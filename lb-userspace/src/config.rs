@@ -49,7 +49,7 @@ pub use self::{
 };
 use crate::{
     model::{AttachMode, Limits},
-    model::{Persistence, RealKey, Scheduler, ServiceKey},
+    model::{Persistence, RealKey, Scheduler, ServiceKey, Thresholds},
 };
 
 /// A validated `lb-agent` configuration.
@@ -317,6 +317,8 @@ pub struct RealServer {
     pub key: RealKey,
     /// Weight; 0 drains the real.
     pub weight: u32,
+    /// Connection thresholds (keepalived `uthreshold`/`lthreshold`; none by default).
+    pub thresholds: Thresholds,
     /// Overrides the service's `inhibit_on_failure` for this real.
     pub inhibit_on_failure: Option<bool>,
     /// Command run when the real comes up.

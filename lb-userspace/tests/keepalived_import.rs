@@ -17,7 +17,7 @@ use lb_userspace::{
         Checker, Config, ConfigError, HttpCheck, LbAlgo, MiscCheck, StatusCodes, TcpCheck, UrlCheck,
     },
     import::keepalived::{Import, ImportError, Warning, import, import_named},
-    model::{Persistence, Protocol, RealKey},
+    model::{Persistence, Protocol, RealKey, Thresholds},
 };
 use serde_yaml::{Mapping, Value};
 
@@ -439,7 +439,7 @@ fn persistence_defaults_follow_keepalived() {
 fn keywords_lb_agent_does_not_carry_are_ignored_with_a_warning() {
     let text = service(
         "    ha_suspend\n    virtualhost www.example.org\n    smtp_alert\n    ops\n    \
-         sorry_server_inhibit\n    real_server 10.0.0.2 80 {\n        uthreshold 100\n        \
+         sorry_server_inhibit\n    real_server 10.0.0.2 80 {\n        smtp_alert\n        \
          HTTP_GET {\n            url {\n                path /\n                regex \
          \"^OK\"\n                status_code 200\n            }\n            http_protocol \
          1.1\n        }\n    }",
@@ -449,7 +449,7 @@ fn keywords_lb_agent_does_not_carry_are_ignored_with_a_warning() {
     warned(&im, 6, &["smtp_alert is not carried"]);
     warned(&im, 7, &["ops is not carried"]);
     warned(&im, 8, &["sorry_server_inhibit is not carried"]);
-    warned(&im, 10, &["uthreshold 100 is not carried"]);
+    warned(&im, 10, &["smtp_alert is not carried"]);
     warned(
         &im,
         14,
@@ -1394,4 +1394,49 @@ fn smtp_check_converts() {
     assert_eq!(checks[1].helo_name, None);
     warned(&im, 9, &["host", "is not carried", "one address"]);
     assert_eq!(im.warnings.len(), 1, "{}", shown(&im));
+}
+
+#[test]
+fn real_thresholds_are_carried() {
+    let real = |body: &str| {
+        service(&format!(
+            "    real_server 10.0.0.2 80 {{\n{body}    }}\n    real_server 10.0.0.3 80 {{\n    }}"
+        ))
+    };
+    let (_, c) = accepted(&real("        uthreshold 100\n        lthreshold 40\n"));
+    let rs = &c.virtual_servers[0].real_servers;
+    assert_eq!(
+        rs[0].thresholds,
+        Thresholds {
+            upper: 100,
+            lower: 40
+        }
+    );
+    assert_eq!(rs[1].thresholds, Thresholds::default());
+    // A lower threshold IPVS would ignore is left out, with a warning.
+    let (im, c) = accepted(&real("        lthreshold 40\n"));
+    assert_eq!(
+        c.virtual_servers[0].real_servers[0].thresholds,
+        Thresholds::default()
+    );
+    assert!(
+        im.warnings
+            .iter()
+            .any(|w| w.message.contains("lthreshold 40 without an uthreshold"))
+    );
+    let (im, c) = accepted(&real("        uthreshold 10\n        lthreshold 40\n"));
+    assert_eq!(
+        c.virtual_servers[0].real_servers[0].thresholds,
+        Thresholds {
+            upper: 10,
+            lower: 0
+        }
+    );
+    assert!(
+        im.warnings
+            .iter()
+            .any(|w| w.message.contains("above uthreshold 10"))
+    );
+    let (im, _) = accepted(&real("        uthreshold -5\n"));
+    assert!(im.warnings.iter().any(|w| w.message.contains("uthreshold")));
 }

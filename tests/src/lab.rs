@@ -8,7 +8,7 @@ use lb_userspace::{
     model::Limits,
     model::{
         DesiredState, Health, Persistence, Protocol, RealKey, RealSpec, Scheduler, ServiceKey,
-        ServiceSpec,
+        ServiceSpec, Thresholds,
     },
     reconcile::plan::{Installed, Op},
 };
@@ -181,6 +181,7 @@ pub fn spec_any(port: u16, m: u32, reals: &[(IpAddr, u32)]) -> ServiceSpec {
                     RealKey { addr: a, port },
                     RealSpec {
                         weight: w,
+                        thresholds: Thresholds::default(),
                         mac: Some(mac_of_any(a)),
                         health: Health::Up,
                     },

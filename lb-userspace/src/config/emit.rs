@@ -145,6 +145,12 @@ fn real_server(r: &RealServer) -> Value {
     m.put("ip", ip(r.key.addr));
     m.put("port", r.key.port);
     m.put("weight", r.weight);
+    if r.thresholds.upper != 0 {
+        m.put("uthreshold", r.thresholds.upper);
+    }
+    if r.thresholds.lower != 0 {
+        m.put("lthreshold", r.thresholds.lower);
+    }
     m.put_opt("inhibit_on_failure", r.inhibit_on_failure);
     m.put_opt("notify_up", r.notify_up.as_deref());
     m.put_opt("notify_down", r.notify_down.as_deref());

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     model::{AttachMode, Limits},
-    model::{Persistence, Protocol, RealKey, ServiceKey},
+    model::{Persistence, Protocol, RealKey, ServiceKey, Thresholds},
     schedule::maglev::is_prime,
 };
 
@@ -92,6 +92,8 @@ const REAL_KEYS: &[&str] = &[
     "ip",
     "port",
     "weight",
+    "uthreshold",
+    "lthreshold",
     "inhibit_on_failure",
     "notify_up",
     "notify_down",
@@ -926,6 +928,7 @@ fn real_server(rd: &mut Reader, node: &Node<'_>, svc: &Service) -> Option<RealSe
     let weight = f
         .get("weight")
         .and_then(|n| rd.u32(&n, 0..=lb_common::MAX_WEIGHT));
+    let thresholds = thresholds(rd, &f);
     let inhibit_on_failure = f.flag(rd, "inhibit_on_failure");
     let notify_up = f.get("notify_up").and_then(|n| rd.text(&n));
     let notify_down = f.get("notify_down").and_then(|n| rd.text(&n));
@@ -938,9 +941,41 @@ fn real_server(rd: &mut Reader, node: &Node<'_>, svc: &Service) -> Option<RealSe
     Some(RealServer {
         key,
         weight: weight.unwrap_or(1),
+        thresholds,
         inhibit_on_failure,
         notify_up,
         notify_down,
         check,
     })
+}
+
+/// A real's `uthreshold` and `lthreshold` (0 to ipvsadm's limit; 0 = none). A lower threshold
+/// needs an upper one at least as large: IPVS never sets the overload without an upper one.
+fn thresholds(rd: &mut Reader, f: &Fields<'_>) -> Thresholds {
+    let read = |rd: &mut Reader, key| {
+        f.get(key)
+            .and_then(|n| rd.u32(&n, 0..=Thresholds::MAX).map(|v| (n, v)))
+    };
+    let upper = read(rd, "uthreshold");
+    let lower = read(rd, "lthreshold");
+    let upper_value = upper.as_ref().map_or(0, |(_, v)| *v);
+    if let Some((node, lower)) = &lower
+        && *lower > 0
+    {
+        if upper_value == 0 {
+            rd.error(
+                &node.path,
+                format!("lthreshold {lower} needs an uthreshold (a real without one is never overloaded)"),
+            );
+        } else if *lower > upper_value {
+            rd.error(
+                &node.path,
+                format!("lthreshold {lower} is above uthreshold {upper_value}"),
+            );
+        }
+    }
+    Thresholds {
+        upper: upper_value,
+        lower: lower.map_or(0, |(_, v)| v),
+    }
 }

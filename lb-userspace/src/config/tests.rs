@@ -170,6 +170,7 @@ fn the_example_of_the_brief_parses() {
                 port: 5672
             },
             weight: 1,
+            thresholds: Thresholds::default(),
             inhibit_on_failure: Some(true),
             notify_up: Some("/usr/local/bin/notify up".into()),
             notify_down: Some("/usr/local/bin/notify down".into()),
@@ -1486,6 +1487,8 @@ virtual_servers:
         misc_check: { misc_path: "/bin/check 53", warmup: 1 }
       - ip: 10.1.0.3
         weight: 100
+        uthreshold: 5000
+        lthreshold: 4000
         tcp_check:
           connect_ip: 10.9.0.3
           connect_port: 5353
@@ -1544,6 +1547,7 @@ fn every_key_is_read() {
             port,
         },
         weight,
+        thresholds: Thresholds::default(),
         inhibit_on_failure: None,
         notify_up: None,
         notify_down: None,
@@ -1639,7 +1643,13 @@ fn every_key_is_read() {
                 notify_down: Some("/bin/rs-down".into()),
                 ..real("10.1.0.2", 53, 0, misc)
             },
-            real("10.1.0.3", 53, 100, tcp_check),
+            RealServer {
+                thresholds: Thresholds {
+                    upper: 5000,
+                    lower: 4000,
+                },
+                ..real("10.1.0.3", 53, 100, tcp_check)
+            },
         ],
         ..plain(
             ServiceKey {
@@ -2565,4 +2575,46 @@ fn smtp_check_keys_mistakes_and_round_trip() {
             fragment,
         );
     }
+}
+
+#[test]
+fn real_thresholds() {
+    let t = |real: &str| ok(&service("", real)).virtual_servers[0].real_servers[0].thresholds;
+    assert_eq!(t(""), Thresholds::default(), "none by default");
+    assert_eq!(
+        t("uthreshold: 100\nlthreshold: 40"),
+        Thresholds {
+            upper: 100,
+            lower: 40
+        }
+    );
+    assert_eq!(
+        t("uthreshold: 100"),
+        Thresholds {
+            upper: 100,
+            lower: 0
+        }
+    );
+    assert_eq!(t("uthreshold: 2147483647").upper, Thresholds::MAX);
+    let path = |key: &str| format!("virtual_servers[0].real_servers[0].{key}");
+    assert_error(
+        &service("", "uthreshold: 2147483648"),
+        &path("uthreshold"),
+        "2147483647",
+    );
+    assert_error(&service("", "uthreshold: -1"), &path("uthreshold"), "");
+    assert_error(
+        &service("", "lthreshold: 5"),
+        &path("lthreshold"),
+        "lthreshold 5 needs an uthreshold",
+    );
+    assert_error(
+        &service("", "uthreshold: 10\nlthreshold: 11"),
+        &path("lthreshold"),
+        "lthreshold 11 is above uthreshold 10",
+    );
+    // Written back as read.
+    let c = ok(&service("", "uthreshold: 100\nlthreshold: 40"));
+    let back = ok(&c.to_yaml());
+    assert_eq!(back, c);
 }

@@ -30,7 +30,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWr
 
 use crate::{
     config::Timeouts,
-    model::{Protocol, RealKey, ServiceKey},
+    model::{Protocol, RealKey, ServiceKey, Thresholds},
 };
 
 /// Longest message (one JSON line, without its newline) either side accepts.
@@ -374,6 +374,9 @@ pub enum Edit {
         real: RealKey,
         /// Weight; `None` = the agent's default (1).
         weight: Option<u32>,
+        /// Connection thresholds (ipvsadm `-x`/`-y`); `None` = none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thresholds: Option<Thresholds>,
     },
     /// Change a real.
     EditReal {
@@ -383,6 +386,9 @@ pub enum Edit {
         real: RealKey,
         /// New weight; `None` = unchanged.
         weight: Option<u32>,
+        /// New connection thresholds (ipvsadm `-x`/`-y`); `None` = unchanged.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thresholds: Option<Thresholds>,
     },
     /// Remove a real from a service.
     DeleteReal {

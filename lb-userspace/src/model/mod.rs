@@ -171,11 +171,31 @@ pub enum Health {
     Down,
 }
 
+/// A real's connection thresholds (IPVS's `u_threshold` and `l_threshold`; keepalived's
+/// `uthreshold` and `lthreshold`; ipvsadm's `-x` and `-y`): a real with `upper` connections or
+/// more (active + inactive) is overloaded and gets no new flows until it is below `lower` (below
+/// 3/4 of `upper` when `lower` is 0). `upper` 0 means no threshold. The data plane decides it
+/// (`lb_common::overloaded`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Thresholds {
+    /// Upper threshold (0 = none).
+    pub upper: u32,
+    /// Lower threshold (0 = 3/4 of the upper one).
+    pub lower: u32,
+}
+
+impl Thresholds {
+    /// The largest threshold ipvsadm accepts (`INT_MAX`).
+    pub const MAX: u32 = i32::MAX as u32;
+}
+
 /// What the data plane should do with one real.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RealSpec {
     /// Weight; 0 drains (existing flows stay, no new ones).
     pub weight: u32,
+    /// Connection thresholds: no new flows while overloaded.
+    pub thresholds: Thresholds,
     /// Resolved MAC address; `None` (not resolved) makes the real down.
     pub mac: Option<[u8; 6]>,
     /// Health.

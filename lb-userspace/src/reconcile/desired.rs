@@ -14,7 +14,9 @@ use std::{
 
 use crate::{
     config::Config,
-    model::{DesiredState, Health, RealKey, RealSpec, Scheduler, ServiceKey, ServiceSpec},
+    model::{
+        DesiredState, Health, RealKey, RealSpec, Scheduler, ServiceKey, ServiceSpec, Thresholds,
+    },
 };
 
 /// What the agent has learned at run time.
@@ -52,6 +54,7 @@ pub fn desired_state(config: &Config, observed: &Observed) -> DesiredState {
                 };
                 let spec = RealSpec {
                     weight: if quorum_lost { 0 } else { weight },
+                    thresholds: rs.thresholds,
                     mac: observed.macs.get(&rs.key.addr).copied(),
                     health,
                 };
@@ -63,6 +66,7 @@ pub fn desired_state(config: &Config, observed: &Observed) -> DesiredState {
                 sorry,
                 RealSpec {
                     weight: 1,
+                    thresholds: Thresholds::default(),
                     mac: observed.macs.get(&sorry.addr).copied(),
                     health: Health::Up,
                 },

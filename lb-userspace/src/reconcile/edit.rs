@@ -13,7 +13,7 @@ use thiserror::Error;
 use crate::{
     config::Config,
     control::Edit,
-    model::{RealKey, ServiceKey},
+    model::{RealKey, ServiceKey, Thresholds},
 };
 
 /// Why an edit was refused; nothing changed.
@@ -105,6 +105,7 @@ pub fn apply(config: &Config, edit: &Edit) -> Result<Config, EditError> {
             service,
             real,
             weight,
+            thresholds,
         } => {
             let reals = reals_of(services, service)?;
             if reals.iter().any(|r| real_key(r) == Some(*real)) {
@@ -114,22 +115,28 @@ pub fn apply(config: &Config, edit: &Edit) -> Result<Config, EditError> {
             m.insert("ip".into(), real.addr.to_string().into());
             m.insert("port".into(), real.port.into());
             m.insert("weight".into(), weight.unwrap_or(1).into());
+            if let Some(t) = thresholds {
+                set_thresholds(&mut m, t);
+            }
             reals.push(Value::Mapping(m));
         }
         Edit::EditReal {
             service,
             real,
             weight,
+            thresholds,
         } => {
             let reals = reals_of(services, service)?;
             let r = reals
                 .iter_mut()
                 .find(|r| real_key(r) == Some(*real))
                 .ok_or(EditError::NoReal(*service, *real))?;
+            let m = r.as_mapping_mut().expect("a real is a mapping");
             if let Some(w) = weight {
-                r.as_mapping_mut()
-                    .expect("a real is a mapping")
-                    .insert("weight".into(), (*w).into());
+                m.insert("weight".into(), (*w).into());
+            }
+            if let Some(t) = thresholds {
+                set_thresholds(m, t);
             }
         }
         Edit::DeleteReal { service, real } => {
@@ -181,6 +188,17 @@ fn real_key(v: &Value) -> Option<RealKey> {
     let addr: IpAddr = v.get("ip")?.as_str()?.parse().ok()?;
     let port = u16::try_from(v.get("port")?.as_u64()?).ok()?;
     Some(RealKey { addr, port })
+}
+
+/// Writes a real's connection thresholds into its mapping; a 0 (none) removes the key.
+fn set_thresholds(m: &mut Mapping, t: &Thresholds) {
+    for (key, value) in [("uthreshold", t.upper), ("lthreshold", t.lower)] {
+        if value == 0 {
+            m.remove(key);
+        } else {
+            m.insert(key.into(), value.into());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -260,6 +278,39 @@ virtual_servers:
     }
 
     #[test]
+    fn real_thresholds_are_set_changed_and_removed() {
+        let t = |upper, lower| Thresholds { upper, lower };
+        let c = apply(
+            &config(),
+            &Edit::AddReal {
+                service: svc(80),
+                real: real(12, 80),
+                weight: None,
+                thresholds: Some(t(100, 40)),
+            },
+        )
+        .unwrap();
+        let of = |c: &Config| c.virtual_server(&svc(80)).unwrap().real_servers[1].thresholds;
+        assert_eq!(of(&c), t(100, 40));
+        let edit = |thresholds| Edit::EditReal {
+            service: svc(80),
+            real: real(12, 80),
+            weight: None,
+            thresholds,
+        };
+        let c = apply(&c, &edit(None)).unwrap();
+        assert_eq!(of(&c), t(100, 40), "unchanged");
+        let c = apply(&c, &edit(Some(t(10, 0)))).unwrap();
+        assert_eq!(of(&c), t(10, 0));
+        let c = apply(&c, &edit(Some(Thresholds::default()))).unwrap();
+        assert_eq!(of(&c), Thresholds::default());
+        let EditError::Invalid(msg) = apply(&c, &edit(Some(t(5, 6)))).unwrap_err() else {
+            panic!("expected a validation error");
+        };
+        assert!(msg.contains("lthreshold 6 is above uthreshold 5"), "{msg}");
+    }
+
+    #[test]
     fn add_edit_delete_real_keep_the_rest() {
         let c = apply(
             &config(),
@@ -267,6 +318,7 @@ virtual_servers:
                 service: svc(80),
                 real: real(12, 80),
                 weight: None,
+                thresholds: None,
             },
         )
         .unwrap();
@@ -282,6 +334,7 @@ virtual_servers:
                 service: svc(80),
                 real: real(12, 80),
                 weight: Some(0),
+                thresholds: None,
             },
         )
         .unwrap();
@@ -329,6 +382,7 @@ virtual_servers:
                 service: svc6(443),
                 real: real6("12", 443),
                 weight: Some(3),
+                thresholds: None,
             },
         )
         .unwrap();
@@ -338,6 +392,7 @@ virtual_servers:
                 service: svc6(443),
                 real: real6("11", 443),
                 weight: Some(0),
+                thresholds: None,
             },
         )
         .unwrap();
@@ -375,6 +430,7 @@ virtual_servers:
             service: svc6(443),
             real: real(12, 443),
             weight: None,
+            thresholds: None,
         };
         let EditError::Invalid(msg) = apply(&c, &mixed).unwrap_err() else {
             panic!("expected a validation error");
@@ -409,6 +465,7 @@ virtual_servers:
             service: svc(80),
             real: real(11, 80),
             weight: None,
+            thresholds: None,
         };
         assert_eq!(
             apply(&c, &dup).unwrap_err(),
@@ -418,6 +475,7 @@ virtual_servers:
             service: svc(80),
             real: real(99, 80),
             weight: Some(1),
+            thresholds: None,
         };
         assert_eq!(
             apply(&c, &missing).unwrap_err(),
@@ -428,6 +486,7 @@ virtual_servers:
             service: svc(80),
             real: real(12, 8080),
             weight: None,
+            thresholds: None,
         };
         let EditError::Invalid(msg) = apply(&c, &wrong_port).unwrap_err() else {
             panic!("expected a validation error");
@@ -453,6 +512,7 @@ virtual_servers:
             service: svc(80),
             real: real(11, 80),
             weight: Some(70_000),
+            thresholds: None,
         };
         assert!(matches!(
             apply(&c, &weight).unwrap_err(),

@@ -568,6 +568,8 @@ impl Installed {
                 service_id: id,
                 weight: if rs.takes_new_flows() { rs.weight } else { 0 },
                 addr: addr_bytes(rk.addr),
+                u_threshold: rs.thresholds.upper,
+                l_threshold: rs.thresholds.lower,
             };
             match svc.reals.get_mut(rk) {
                 Some(cur) if cur.value == value => {}

@@ -11,7 +11,8 @@
 //! - [`random_frames`]: random and mutated frames against an independent oracle;
 //! - [`decisions`]: the program and the control plane's copy of its decisions agree;
 //! - [`flood`]: a spoofed SYN flood breaks no established connection, under every scheduler;
-//! - [`sync`]: director sync's announcements and the flows peers announce.
+//! - [`sync`]: director sync's announcements and the flows peers announce;
+//! - [`thresholds`]: the reals' connection thresholds (overload) under every scheduler.
 
 mod common;
 mod decisions;
@@ -21,3 +22,4 @@ mod ipv6;
 mod least_conn;
 mod random_frames;
 mod sync;
+mod thresholds;

@@ -154,6 +154,14 @@ pub(crate) struct Cli {
     /// Weight of the real server, 0 to 65535 (0 = quiesce).
     #[arg(short = 'w', long, value_name = "WEIGHT")]
     pub(super) weight: Option<String>,
+    /// Upper connection threshold of the real server, 0 to 2147483647 (0 = none): with that
+    /// many connections it gets no new ones.
+    #[arg(short = 'x', long = "u-threshold", value_name = "UTHRESHOLD")]
+    pub(super) u_threshold: Option<String>,
+    /// Lower connection threshold, 0 to 2147483647: an overloaded real takes new connections
+    /// again below it (below 3/4 of the upper one when 0).
+    #[arg(short = 'y', long = "l-threshold", value_name = "LTHRESHOLD")]
+    pub(super) l_threshold: Option<String>,
     /// Numeric addresses and ports.
     #[arg(short = 'n', long)]
     pub(super) numeric: bool,
@@ -250,6 +258,8 @@ pub(super) enum Opt {
     Real,
     Forward,
     Weight,
+    UThreshold,
+    LThreshold,
     Timeout,
     ConnTable,
     Daemon,
@@ -272,6 +282,8 @@ impl Opt {
             Opt::Real => "-r/--real-server",
             Opt::Forward => "-g/--gatewaying",
             Opt::Weight => "-w/--weight",
+            Opt::UThreshold => "-x/--u-threshold",
+            Opt::LThreshold => "-y/--l-threshold",
             Opt::Timeout => "--timeout",
             Opt::ConnTable => "--conn-table",
             Opt::Daemon => "--daemon",
@@ -292,7 +304,9 @@ pub(super) fn rules(cmd: Command) -> (&'static [Opt], &'static [Opt]) {
     match cmd {
         Command::AddService | Command::EditService => (&[Service], &[Scheduler, Persistent]),
         Command::DeleteService => (&[Service], &[]),
-        Command::AddServer | Command::EditServer => (&[Service, Real], &[Forward, Weight]),
+        Command::AddServer | Command::EditServer => {
+            (&[Service, Real], &[Forward, Weight, UThreshold, LThreshold])
+        }
         Command::DeleteServer => (&[Service, Real], &[]),
         Command::List => (
             &[],
@@ -338,6 +352,8 @@ impl Cli {
             (self.real_server.is_some(), Opt::Real),
             (self.gatewaying, Opt::Forward),
             (self.weight.is_some(), Opt::Weight),
+            (self.u_threshold.is_some(), Opt::UThreshold),
+            (self.l_threshold.is_some(), Opt::LThreshold),
             (self.timeout, Opt::Timeout),
             (self.conn_table, Opt::ConnTable),
             (self.daemon, Opt::Daemon),

@@ -12,7 +12,7 @@ use lb_userspace::{
         Counters, Edit, Forward, GlobalInfo, HealthInfo, PeerInfo, Rates, RealInfo, Request,
         ServiceInfo, Snapshot, SyncInfo, WhichAnswer,
     },
-    model::{Protocol, RealKey, ServiceKey},
+    model::{Protocol, RealKey, ServiceKey, Thresholds},
     observe::ipvsadm::Format,
 };
 
@@ -332,7 +332,8 @@ fn real_edits() {
         Request::Edit(Edit::AddReal {
             service: svc,
             real: r,
-            weight: None
+            weight: None,
+            thresholds: None,
         })
     );
     assert_eq!(
@@ -340,7 +341,8 @@ fn real_edits() {
         Request::Edit(Edit::AddReal {
             service: svc,
             real: r,
-            weight: Some(0)
+            weight: Some(0),
+            thresholds: None,
         })
     );
     assert_eq!(
@@ -350,7 +352,8 @@ fn real_edits() {
         Request::Edit(Edit::AddReal {
             service: svc,
             real: r,
-            weight: Some(65535)
+            weight: Some(65535),
+            thresholds: None,
         })
     );
     // -e without -w sets weight 1, as ipvsadm.
@@ -359,7 +362,8 @@ fn real_edits() {
         Request::Edit(Edit::EditReal {
             service: svc,
             real: r,
-            weight: Some(1)
+            weight: Some(1),
+            thresholds: Some(Thresholds::default()),
         })
     );
     assert_eq!(
@@ -367,7 +371,8 @@ fn real_edits() {
         Request::Edit(Edit::EditReal {
             service: svc,
             real: r,
-            weight: Some(0)
+            weight: Some(0),
+            thresholds: Some(Thresholds::default()),
         })
     );
     assert_eq!(
@@ -382,7 +387,8 @@ fn real_edits() {
         Request::Edit(Edit::AddReal {
             service: tcp("[2001:db8::100]:443"),
             real: real("2001:db8::11", 443),
-            weight: None
+            weight: None,
+            thresholds: None,
         })
     );
     assert_eq!(
@@ -403,7 +409,8 @@ fn real_edits() {
         Request::Edit(Edit::EditReal {
             service: dns6,
             real: real("2001:db8::11", 53),
-            weight: Some(0)
+            weight: Some(0),
+            thresholds: Some(Thresholds::default()),
         })
     );
     assert_eq!(
@@ -411,7 +418,8 @@ fn real_edits() {
         Request::Edit(Edit::AddReal {
             service: dns6,
             real: real("2001:db8::12", 53),
-            weight: Some(2)
+            weight: Some(2),
+            thresholds: None,
         })
     );
 
@@ -422,12 +430,67 @@ fn real_edits() {
         Some(Request::Edit(Edit::AddReal {
             service: svc,
             real: r,
-            weight: None
+            weight: None,
+            thresholds: None,
         }))
     );
     assert_eq!(
         p.warnings,
         ["real server port 8080 ignored: direct routing uses the service port 5672"]
+    );
+}
+
+#[test]
+fn real_thresholds() {
+    let svc = tcp("10.0.0.100:5672");
+    let r = real("10.0.0.11", 5672);
+    let t = |upper, lower| Thresholds { upper, lower };
+    assert_eq!(
+        request("-a -t 10.0.0.100:5672 -r 10.0.0.11 -x 100 -y 40"),
+        Request::Edit(Edit::AddReal {
+            service: svc,
+            real: r,
+            weight: None,
+            thresholds: Some(t(100, 40)),
+        })
+    );
+    assert_eq!(
+        request("-a -t 10.0.0.100:5672 -r 10.0.0.11 --u-threshold 100"),
+        Request::Edit(Edit::AddReal {
+            service: svc,
+            real: r,
+            weight: None,
+            thresholds: Some(t(100, 0)),
+        })
+    );
+    assert_eq!(
+        request("-e -t 10.0.0.100:5672 -r 10.0.0.11 -w 2 -x 10 --l-threshold 5"),
+        Request::Edit(Edit::EditReal {
+            service: svc,
+            real: r,
+            weight: Some(2),
+            thresholds: Some(t(10, 5)),
+        })
+    );
+    usage_error(
+        "-a -t 10.0.0.100:5672 -r 10.0.0.11 -x 2147483648",
+        "illegal upper threshold `2147483648` for -x: must be an integer from 0 to 2147483647",
+    );
+    usage_error(
+        "-a -t 10.0.0.100:5672 -r 10.0.0.11 -x 1 -y 1.5",
+        "illegal lower threshold `1.5` for -y",
+    );
+    usage_error(
+        "-a -t 10.0.0.100:5672 -r 10.0.0.11 -y 5",
+        "lower threshold 5 (-y) needs an upper threshold (-x)",
+    );
+    usage_error(
+        "-a -t 10.0.0.100:5672 -r 10.0.0.11 -x 5 -y 6",
+        "lower threshold 6 (-y) is above the upper threshold 5 (-x)",
+    );
+    usage_error(
+        "-A -t 10.0.0.100:5672 -x 5",
+        "-x/--u-threshold cannot be used with -A/--add-service",
     );
 }
 

@@ -1097,6 +1097,8 @@ impl Importer {
             ip,
             port,
             weight: None,
+            uthreshold: None,
+            lthreshold: None,
             inhibit_on_failure: None,
             notify_up: None,
             notify_down: None,
@@ -1110,8 +1112,37 @@ impl Importer {
         for c in n.children() {
             self.real_keyword(&mut r, c, &mut unknown);
         }
+        self.check_thresholds(&mut r);
         self.report_unknown(unknown, |k| real_stays(&r, k));
         Some(r)
+    }
+
+    /// A lower threshold without an upper one (or above it) does nothing in IPVS; the
+    /// configuration refuses it, so it is left out with a warning.
+    fn check_thresholds(&mut self, r: &mut Real) {
+        let Some((lower, line)) = r.lthreshold else {
+            return;
+        };
+        let upper = r.uthreshold.map_or(0, |(u, _)| u);
+        if lower == 0 {
+            return;
+        }
+        if upper == 0 {
+            self.warn(
+                line,
+                format!(
+                    "lthreshold {lower} without an uthreshold never takes effect in IPVS; not \
+                     converted"
+                ),
+            );
+            r.lthreshold = None;
+        } else if lower > upper {
+            self.warn(
+                line,
+                format!("lthreshold {lower} is above uthreshold {upper}; not converted"),
+            );
+            r.lthreshold = None;
+        }
     }
 
     fn real_keyword(&mut self, r: &mut Real, c: &Node, unknown: &mut Vec<Unknown>) {
@@ -1158,8 +1189,17 @@ impl Importer {
                 c,
                 "lb-agent's alpha is per virtual server: set alpha there to start every real down",
             ),
-            "uthreshold" | "lthreshold" => {
-                self.not_carried(c, "lb-agent has no connection thresholds")
+            "uthreshold" => {
+                let max = u64::from(i32::MAX.unsigned_abs());
+                if let Some(v) = self.uint(c, 0..=max, "the real has no upper threshold") {
+                    r.uthreshold = Some((v, l));
+                }
+            }
+            "lthreshold" => {
+                let max = u64::from(i32::MAX.unsigned_abs());
+                if let Some(v) = self.uint(c, 0..=max, "the real has no lower threshold") {
+                    r.lthreshold = Some((v, l));
+                }
             }
             "smtp_alert" => self.not_carried(c, "lb-agent has no e-mail alerts; see its logs"),
             "virtualhost" => self.virtualhost(&mut r.virtualhost, c),

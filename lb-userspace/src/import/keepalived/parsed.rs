@@ -101,6 +101,8 @@ pub(super) struct Real {
     pub(super) ip: IpAddr,
     pub(super) port: Option<u16>,
     pub(super) weight: At<u64>,
+    pub(super) uthreshold: At<u64>,
+    pub(super) lthreshold: At<u64>,
     pub(super) inhibit_on_failure: At<bool>,
     pub(super) notify_up: At<String>,
     pub(super) notify_down: At<String>,

@@ -377,6 +377,12 @@ fn real(m: &mut Map<'_>, s: &Service, r: &Real) {
     if let Some((w, l)) = r.weight {
         m.kv("weight", &w.to_string(), l, None);
     }
+    if let Some((u, l)) = r.uthreshold {
+        m.kv("uthreshold", &u.to_string(), l, None);
+    }
+    if let Some((u, l)) = r.lthreshold {
+        m.kv("lthreshold", &u.to_string(), l, None);
+    }
     if let Some((b, l)) = r.inhibit_on_failure {
         m.kv("inhibit_on_failure", &b.to_string(), l, None);
     }

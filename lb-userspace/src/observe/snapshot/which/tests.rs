@@ -6,7 +6,7 @@ use super::*;
 use crate::observe::snapshot::tests::{NOW, conn, real6, svc6, v6};
 use crate::{
     model::Limits,
-    model::{DesiredState, Health, Persistence, RealSpec, Scheduler, ServiceSpec},
+    model::{DesiredState, Health, Persistence, RealSpec, Scheduler, ServiceSpec, Thresholds},
     reconcile::plan::{Installed, Op, fake_maps::FakeMaps},
 };
 
@@ -107,6 +107,7 @@ fn spec(scheduler: Scheduler, reals: &[u16]) -> ServiceSpec {
             .map(|&r| {
                 let spec = RealSpec {
                     weight: 1,
+                    thresholds: Thresholds::default(),
                     mac: Some([2, 0, 0, 0, 0, r as u8]),
                     health: Health::Up,
                 };
