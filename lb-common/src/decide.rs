@@ -10,7 +10,8 @@
 //! - the VIP probe: how a `(VIP, port, protocol)` is found in a VIP table half
 //!   ([`find_service`]);
 //! - the schedule hash and the persistence key of a flow ([`FlowKey`]);
-//! - the least-connection cost and choice ([`LcCost`], [`least_conn_choice`]);
+//! - the least-connection cost and choice ([`LcCost`], [`least_conn_choice`]), and the
+//!   weight-ordered choice of `fo` and `ovf` ([`weight_choice`]);
 //! - a real's overload under its connection thresholds ([`overloaded`]).
 //!
 //! Everything is `#[inline(always)]` and free of calls, loops without a constant bound and
@@ -20,9 +21,9 @@ use core::cmp::Ordering;
 
 use crate::{
     Addr6, Candidates, Conn, ConnState, Evict, Flow4Key, Flow6Key, LC_CANDIDATES, NO_REAL,
-    Persist4Key, Persist6Key, SCHED_LC, SCHED_NQ, SCHED_WLC, SVC_F_HASH_SRC, SVC_F_PERSIST,
-    Service, Settings, SlotData, SyncEvent, VIP_PROBES, Vip4Key, Vip6Key, VipBucket4, VipBucket6,
-    source_hash4, source_hash6, vip_hash4, vip_hash6,
+    Persist4Key, Persist6Key, SCHED_LC, SCHED_NQ, SCHED_OVF, SCHED_WLC, SVC_F_HASH_SRC,
+    SVC_F_PERSIST, Service, Settings, SlotData, SyncEvent, VIP_PROBES, Vip4Key, Vip6Key,
+    VipBucket4, VipBucket6, source_hash4, source_hash6, vip_hash4, vip_hash6,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -463,10 +464,74 @@ pub fn least_conn_choice<T>(
     best.map(|(value, _)| value)
 }
 
+// ---------------------------------------------------------------------------------------------
+// Highest weight first: fo and ovf
+
+/// Whether `sched` picks by weight ([`weight_choice`]) rather than by connection cost.
+#[inline(always)]
+pub const fn by_weight(sched: u32) -> bool {
+    sched == crate::SCHED_FO || sched == SCHED_OVF
+}
+
+/// The `fo` or `ovf` choice among a service's `candidates`: the candidate with the highest
+/// weight, the first of them in candidate order on a tie (IPVS takes the first in its list).
+/// `real(index)` gives a candidate that may take flows as in [`least_conn_choice`]; weight 0
+/// is skipped, and under `ovf` so is a real whose active connections exceed its weight.
+#[inline(always)]
+pub fn weight_choice<T>(
+    sched: u32,
+    candidates: &Candidates,
+    real: impl Fn(u32) -> Option<(T, u32, (u64, u64))>,
+) -> Option<T> {
+    let mut best: Option<(T, u32)> = None;
+    let mut i = 0;
+    while i < LC_CANDIDATES {
+        let index = candidates[i];
+        i += 1;
+        if index == NO_REAL {
+            continue;
+        }
+        let Some((value, weight, (active, _))) = real(index) else {
+            continue;
+        };
+        if weight == 0 || (sched == SCHED_OVF && active > u64::from(weight)) {
+            continue;
+        }
+        let better = match &best {
+            None => true,
+            Some((_, w)) => weight > *w,
+        };
+        if better {
+            best = Some((value, weight));
+        }
+    }
+    best.map(|(value, _)| value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{SCHED_SED, proto};
+
+    #[test]
+    fn fo_takes_the_heaviest_real_and_ovf_the_heaviest_not_overflowing() {
+        let candidates = [3, NO_REAL, 5, 7, 9, 0, 0, 0];
+        // (weight, active): 3 (2, 0), 5 (4, 5), 7 (4, 1), 9 (0, 0); 11 is not usable.
+        let look = |i: u32| match i {
+            3 => Some((i, 2, (0, 0))),
+            5 => Some((i, 4, (5, 0))),
+            7 => Some((i, 4, (1, 0))),
+            9 => Some((i, 0, (0, 0))),
+            _ => None,
+        };
+        assert_eq!(weight_choice(crate::SCHED_FO, &candidates, look), Some(5));
+        // ovf: 5 overflows (5 > 4); 7 holds as many as its weight at most.
+        assert_eq!(weight_choice(SCHED_OVF, &candidates, look), Some(7));
+        let full = |i: u32| look(i).map(|(v, w, _)| (v, w, (u64::from(w) + 1, 0)));
+        assert_eq!(weight_choice(SCHED_OVF, &candidates, full), None);
+        assert_eq!(weight_choice(crate::SCHED_FO, &candidates, full), Some(5));
+        assert!(by_weight(SCHED_OVF) && by_weight(crate::SCHED_FO) && !by_weight(SCHED_NQ));
+    }
 
     #[test]
     fn overload_has_ipvs_hysteresis() {

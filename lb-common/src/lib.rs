@@ -35,8 +35,8 @@ pub mod sync;
 pub mod tcp;
 
 pub use decide::{
-    FlowKey, LcCost, MAX_WEIGHT, VipKey, conn_eviction, find_service, idle_first,
-    least_conn_choice, masked6, overloaded, same6,
+    FlowKey, LcCost, MAX_WEIGHT, VipKey, by_weight, conn_eviction, find_service, idle_first,
+    least_conn_choice, masked6, overloaded, same6, weight_choice,
 };
 
 pub use hash::{
@@ -402,6 +402,11 @@ pub const SCHED_WLC: u32 = 2;
 pub const SCHED_SED: u32 = 3;
 /// `Service::sched`: never queue: an idle real first, else `sed` (IPVS `nq`).
 pub const SCHED_NQ: u32 = 4;
+/// `Service::sched`: weighted failover: the available real with the highest weight (IPVS `fo`).
+pub const SCHED_FO: u32 = 5;
+/// `Service::sched`: overflow: the available real with the highest weight whose active
+/// connections do not exceed its weight (IPVS `ovf`).
+pub const SCHED_OVF: u32 = 6;
 
 /// A virtual service as the data plane sees it, indexed by service id. Written by the control
 /// plane: parameters before the service is published in `VIPS4`, the table with one 8-byte

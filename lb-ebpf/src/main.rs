@@ -27,8 +27,9 @@ use lb_common::{
     GlobalStats, Inserted, LOOKUP_ROW, LookupRow, MAX_EXT_HDRS, NO_REAL, PERSIST_WAYS, Persist4Key,
     Persist6Key, PersistSet4, PersistSet6, REAL_UP, Real, RealLoad, SCHED_MAGLEV, SVC_F_HASH_SRC,
     SVC_F_PERSIST, SYNC_SLOTS, Service, Set, Settings, SlotData, SyncSlot, TcpFlags, Template,
-    TrafficStats, Vip4Key, Vip6Key, VipBucket4, VipBucket6, VipKey, addr6, conn_eviction,
-    find_service, fragment_hash4, fragment_hash6, least_conn_choice, proto, same6, table_slot,
+    TrafficStats, Vip4Key, Vip6Key, VipBucket4, VipBucket6, VipKey, addr6, by_weight,
+    conn_eviction, find_service, fragment_hash4, fragment_hash6, least_conn_choice, proto, same6,
+    table_slot, weight_choice,
 };
 use network_types::{
     eth::EthHdr,
@@ -961,29 +962,37 @@ fn bind_overload(t: &Target) {
     }
 }
 
-/// IPVS's least-connection family over the service's candidates (see `lb_common::Candidates`):
-/// `lc`, `wlc`, `sed` and `nq`, with the costs of `lb_common::LcCost` and the scan of
-/// `lb_common::least_conn_choice`. Candidates that are down or of another service are skipped.
+/// IPVS's schedulers that look at every real, over the service's candidates (see
+/// `lb_common::Candidates`): the least-connection family `lc`, `wlc`, `sed` and `nq`, with the
+/// costs of `lb_common::LcCost` and the scan of `lb_common::least_conn_choice`, and `fo` and
+/// `ovf`, highest weight first (`lb_common::weight_choice`). Candidates that are down,
+/// overloaded or of another service are skipped.
 ///
 /// A real's load is its connection-table entries by class, which this program keeps exact, less
 /// the stale ones the agent recounts every second (see `lb_common::RealLoad`): connections that
 /// expired since the last recount still weigh on their real until the next one.
 ///
 /// Error bound: with at most `LC_CANDIDATES` (8) eligible reals the candidates are all of them
-/// and the choice is IPVS's exactly. With more, the candidates are the 8 least loaded at the
-/// agent's last refresh (every 100 ms); a real outside them can only be less loaded than the
-/// choice by the number of its connections that closed since that refresh.
+/// and the choice is IPVS's exactly. With more, the candidates are the 8 least loaded (for
+/// `fo` and `ovf`: the 8 heaviest, not overflowing first) at the agent's last refresh (every
+/// 100 ms); a real outside them can only be less loaded than the choice by the number of its
+/// connections that closed since that refresh.
 #[inline(always)]
 fn least_conn_pick(svc: &Svc, hash: u32) -> Option<Target> {
     let candidates = CANDIDATES.get(svc.id)?;
-    least_conn_choice(svc.info.sched, candidates, hash, |idx| {
+    let real = |idx| {
         let target = usable_real(idx, svc.id)?;
         let load = REAL_LOAD.get(idx)?;
         if load.overloaded != 0 {
             return None;
         }
         Some((target, target.real.weight, load.live()))
-    })
+    };
+    if by_weight(svc.info.sched) {
+        weight_choice(svc.info.sched, candidates, real)
+    } else {
+        least_conn_choice(svc.info.sched, candidates, hash, real)
+    }
 }
 
 /// Adds `delta` to the active or inactive count (by `state`) of real `idx`.

@@ -167,11 +167,15 @@ pub enum LbAlgo {
     Sh,
     /// Maglev hashing.
     Mh,
+    /// Weighted failover.
+    Fo,
+    /// Overflow.
+    Ovf,
 }
 
 impl LbAlgo {
     /// Every scheduler this type names (hash-based first, as error messages list them).
-    pub const ALL: [LbAlgo; 8] = [
+    pub const ALL: [LbAlgo; 10] = [
         LbAlgo::Rr,
         LbAlgo::Wrr,
         LbAlgo::Mh,
@@ -180,6 +184,8 @@ impl LbAlgo {
         LbAlgo::Wlc,
         LbAlgo::Sed,
         LbAlgo::Nq,
+        LbAlgo::Fo,
+        LbAlgo::Ovf,
     ];
 
     /// keepalived's default when `lb_algo` is not set.
@@ -196,6 +202,8 @@ impl LbAlgo {
             LbAlgo::Nq => "nq",
             LbAlgo::Sh => "sh",
             LbAlgo::Mh => "mh",
+            LbAlgo::Fo => "fo",
+            LbAlgo::Ovf => "ovf",
         }
     }
 
@@ -213,6 +221,8 @@ impl LbAlgo {
             LbAlgo::Wlc => Scheduler::WeightedLeastConn,
             LbAlgo::Sed => Scheduler::ShortestExpectedDelay,
             LbAlgo::Nq => Scheduler::NeverQueue,
+            LbAlgo::Fo => Scheduler::Failover,
+            LbAlgo::Ovf => Scheduler::Overflow,
         })
     }
 }
@@ -224,7 +234,7 @@ impl fmt::Display for LbAlgo {
 }
 
 /// IPVS schedulers that exist but that this balancer does not offer.
-const FOREIGN_SCHEDULERS: [&str; 6] = ["lblc", "lblcr", "dh", "fo", "ovf", "twos"];
+const FOREIGN_SCHEDULERS: [&str; 4] = ["lblc", "lblcr", "dh", "twos"];
 
 /// Why a scheduler name did not parse.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1440,3 +1440,17 @@ fn real_thresholds_are_carried() {
     let (im, _) = accepted(&real("        uthreshold -5\n"));
     assert!(im.warnings.iter().any(|w| w.message.contains("uthreshold")));
 }
+
+#[test]
+fn fo_and_ovf_are_carried() {
+    for (line, algo) in [
+        ("lb_algo fo", LbAlgo::Fo),
+        ("lvs_sched fo", LbAlgo::Fo),
+        ("lb_algo ovf", LbAlgo::Ovf),
+        ("lvs_sched ovf", LbAlgo::Ovf),
+    ] {
+        let text = service("").replace("lb_algo rr", line);
+        let (_, c) = accepted(&text);
+        assert_eq!(c.virtual_servers[0].lb_algo, algo, "{line}");
+    }
+}

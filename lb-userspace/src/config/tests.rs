@@ -855,7 +855,7 @@ fn lb_algo() {
         "keepalived's default"
     );
     let with = |algo: &str| service("", "").replace("lb_algo: rr", &format!("lb_algo: {algo}"));
-    for algo in ["lblc", "lblcr", "dh", "fo", "ovf", "twos"] {
+    for algo in ["lblc", "lblcr", "dh", "twos"] {
         assert_error(
             &with(algo),
             path,
@@ -872,6 +872,8 @@ fn lb_algo() {
         ("wlc", LbAlgo::Wlc),
         ("sed", LbAlgo::Sed),
         ("nq", LbAlgo::Nq),
+        ("fo", LbAlgo::Fo),
+        ("OVF", LbAlgo::Ovf),
     ] {
         assert_eq!(ok(&with(name)).virtual_servers[0].lb_algo, algo);
     }
@@ -892,7 +894,10 @@ fn lb_algo_names() {
         Err(LbAlgoError::NotSupported("dh".into()))
     );
     assert_eq!("x".parse::<LbAlgo>(), Err(LbAlgoError::Unknown("x".into())));
-    assert_eq!(served_schedulers(), "rr, wrr, mh, sh, lc, wlc, sed or nq");
+    assert_eq!(
+        served_schedulers(),
+        "rr, wrr, mh, sh, lc, wlc, sed, nq, fo or ovf"
+    );
 }
 
 #[test]

@@ -106,6 +106,11 @@ pub enum Scheduler {
     ShortestExpectedDelay,
     /// Never queue: an idle real first, else sed (nq).
     NeverQueue,
+    /// Weighted failover: the available real with the highest weight (fo).
+    Failover,
+    /// Overflow: the highest-weight available real until its active connections exceed its
+    /// weight (ovf).
+    Overflow,
 }
 
 impl Scheduler {
@@ -117,10 +122,13 @@ impl Scheduler {
             Scheduler::WeightedLeastConn => lb_common::SCHED_WLC,
             Scheduler::ShortestExpectedDelay => lb_common::SCHED_SED,
             Scheduler::NeverQueue => lb_common::SCHED_NQ,
+            Scheduler::Failover => lb_common::SCHED_FO,
+            Scheduler::Overflow => lb_common::SCHED_OVF,
         }
     }
 
-    /// Whether new flows are placed by connection counts.
+    /// Whether new flows are placed over the service's candidates (connection counts, or
+    /// weights for fo and ovf) rather than by the Maglev table.
     pub const fn is_least_conn(self) -> bool {
         self.code() != lb_common::SCHED_MAGLEV
     }

@@ -21,8 +21,8 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use lb_common::{
-    Candidates, ConnState, LC_CANDIDATES, LcCost, NO_REAL, RealLoad, Settings, idle_first,
-    least_conn_choice,
+    Candidates, ConnState, LC_CANDIDATES, LcCost, NO_REAL, RealLoad, SCHED_OVF, Settings,
+    by_weight, idle_first, least_conn_choice, weight_choice,
 };
 
 use crate::model::ConnEntry;
@@ -132,6 +132,9 @@ pub fn least_loaded(
     eligible: &[(u32, u32)],
     load: impl Fn(u32) -> Counts,
 ) -> Candidates {
+    if by_weight(sched) {
+        return heaviest(sched, eligible, load);
+    }
     let mut ranked: Vec<(bool, LcCost, u32)> = eligible
         .iter()
         .filter(|&&(_, w)| w > 0)
@@ -153,6 +156,26 @@ pub fn least_loaded(
     out
 }
 
+/// The `LC_CANDIDATES` candidates of an `fo` or `ovf` service ([`weight_choice`]): the heaviest
+/// reals, for `ovf` those whose active connections do not exceed their weight first. Ties go to
+/// the lower index.
+fn heaviest(sched: u32, eligible: &[(u32, u32)], load: impl Fn(u32) -> Counts) -> Candidates {
+    let mut ranked: Vec<(bool, std::cmp::Reverse<u32>, u32)> = eligible
+        .iter()
+        .filter(|&&(_, w)| w > 0)
+        .map(|&(index, weight)| {
+            let full = sched == SCHED_OVF && load(index).active > u64::from(weight);
+            (full, std::cmp::Reverse(weight), index)
+        })
+        .collect();
+    ranked.sort();
+    let mut out = [NO_REAL; LC_CANDIDATES];
+    for (slot, r) in out.iter_mut().zip(&ranked) {
+        *slot = r.2;
+    }
+    out
+}
+
 /// The real the data plane picks for a new flow with schedule hash `hash` among `candidates`
 /// ([`least_conn_choice`], the program's own scan): `usable(index)` gives the weight of a
 /// candidate that is up and belongs to the service, `load(index)` its counts.
@@ -163,11 +186,16 @@ pub fn pick(
     usable: impl Fn(u32) -> Option<u32>,
     load: impl Fn(u32) -> Counts,
 ) -> Option<u32> {
-    least_conn_choice(sched, candidates, hash, |index| {
+    let real = |index| {
         let weight = usable(index)?;
         let c = load(index);
         Some((index, weight, (c.active, c.inactive)))
-    })
+    };
+    if by_weight(sched) {
+        weight_choice(sched, candidates, real)
+    } else {
+        least_conn_choice(sched, candidates, hash, real)
+    }
 }
 
 #[cfg(test)]

@@ -441,6 +441,20 @@ fn real_edits() {
 }
 
 #[test]
+fn fo_and_ovf_are_schedulers() {
+    for name in ["fo", "ovf"] {
+        assert_eq!(
+            request(&format!("-A -t 10.0.0.100:5672 -s {name}")),
+            Request::Edit(Edit::AddService {
+                key: tcp("10.0.0.100:5672"),
+                scheduler: Some(name.into()),
+                persistence: None,
+            })
+        );
+    }
+}
+
+#[test]
 fn real_thresholds() {
     let svc = tcp("10.0.0.100:5672");
     let r = real("10.0.0.11", 5672);
@@ -799,7 +813,7 @@ fn the_scheduler_help_names_every_scheduler_that_s_accepts() {
         let cli = Cli::try_parse_from(["lbadm", "-A", "-t", "10.0.0.1:80", "-s", name]);
         assert!(cli.is_ok(), "-s {name} refused");
     }
-    assert!(line.contains("lc, wlc, sed or nq"), "{line}");
+    assert!(line.contains("lc, wlc, sed, nq, fo or ovf"), "{line}");
 }
 
 fn snapshot() -> Snapshot {
