@@ -21,9 +21,10 @@ use core::cmp::Ordering;
 
 use crate::{
     Addr6, Candidates, Conn, ConnState, Evict, Flow4Key, Flow6Key, LC_CANDIDATES, NO_REAL,
-    Persist4Key, Persist6Key, SCHED_LC, SCHED_NQ, SCHED_OVF, SCHED_WLC, SVC_F_HASH_SRC,
-    SVC_F_PERSIST, Service, Settings, SlotData, SyncEvent, VIP_PROBES, Vip4Key, Vip6Key,
-    VipBucket4, VipBucket6, source_hash4, source_hash6, vip_hash4, vip_hash6,
+    Persist4Key, Persist6Key, SCHED_LC, SCHED_NQ, SCHED_OVF, SCHED_WLC, SVC_F_HASH_DST,
+    SVC_F_HASH_PORT, SVC_F_HASH_SRC, SVC_F_PERSIST, Service, Settings, SlotData, SyncEvent,
+    VIP_PROBES, Vip4Key, Vip6Key, VipBucket4, VipBucket6, source_hash4, source_hash6, vip_hash4,
+    vip_hash6, with_port,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -232,13 +233,26 @@ pub trait FlowKey: SlotData {
     /// The director-sync announcement of this flow on real `real` in `state`.
     fn sync_event(&self, real: u32, state: u8) -> SyncEvent;
 
+    /// Hash of the destination address (`dh`).
+    fn dest_hash(&self) -> u32;
+    /// The client's port (wire order).
+    fn sport(&self) -> u16;
+
     /// The hash that places a new flow in the service's lookup table (or breaks
-    /// least-connection ties): by the masked source for `sh` and persistent services, else the
+    /// least-connection ties): by the destination for `dh`; by the masked source for `sh`,
+    /// `mh` and persistent services, with the source port under `sh-port`/`mh-port`; else the
     /// flow hash (`flow_hash`, passed in because the caller has it already).
     #[inline(always)]
     fn schedule_hash(&self, svc: &Service, flow_hash: u32) -> u32 {
-        if svc.flags & (SVC_F_HASH_SRC | SVC_F_PERSIST) != 0 {
-            self.source_hash(svc)
+        if svc.flags & SVC_F_HASH_DST != 0 {
+            self.dest_hash()
+        } else if svc.flags & (SVC_F_HASH_SRC | SVC_F_PERSIST) != 0 {
+            let h = self.source_hash(svc);
+            if svc.flags & SVC_F_HASH_PORT != 0 {
+                with_port(h, self.sport())
+            } else {
+                h
+            }
         } else {
             flow_hash
         }
@@ -288,6 +302,16 @@ impl FlowKey for Flow4Key {
     fn sync_event(&self, real: u32, state: u8) -> SyncEvent {
         SyncEvent::of4(self, real, state)
     }
+
+    #[inline(always)]
+    fn dest_hash(&self) -> u32 {
+        source_hash4(self.dst)
+    }
+
+    #[inline(always)]
+    fn sport(&self) -> u16 {
+        self.sport
+    }
 }
 
 impl FlowKey for Flow6Key {
@@ -333,6 +357,16 @@ impl FlowKey for Flow6Key {
     #[inline(always)]
     fn sync_event(&self, real: u32, state: u8) -> SyncEvent {
         SyncEvent::of6(self, real, state)
+    }
+
+    #[inline(always)]
+    fn dest_hash(&self) -> u32 {
+        source_hash6(&self.dst)
+    }
+
+    #[inline(always)]
+    fn sport(&self) -> u16 {
+        self.sport
     }
 }
 
@@ -483,7 +517,10 @@ pub fn weight_choice<T>(
     candidates: &Candidates,
     real: impl Fn(u32) -> Option<(T, u32, (u64, u64))>,
 ) -> Option<T> {
-    let mut best: Option<(T, u32)> = None;
+    // The best weight so far starts at 0, so that the first usable real wins (IPVS's
+    // `hweight`); kept apart from `best` so that no comparison reads an unset value.
+    let mut best: Option<T> = None;
+    let mut best_weight = 0u32;
     let mut i = 0;
     while i < LC_CANDIDATES {
         let index = candidates[i];
@@ -494,18 +531,15 @@ pub fn weight_choice<T>(
         let Some((value, weight, (active, _))) = real(index) else {
             continue;
         };
-        if weight == 0 || (sched == SCHED_OVF && active > u64::from(weight)) {
+        if sched == SCHED_OVF && active > u64::from(weight) {
             continue;
         }
-        let better = match &best {
-            None => true,
-            Some((_, w)) => weight > *w,
-        };
-        if better {
-            best = Some((value, weight));
+        if weight > best_weight {
+            best = Some(value);
+            best_weight = weight;
         }
     }
-    best.map(|(value, _)| value)
+    best
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ pub use decide::{
 
 pub use hash::{
     Addr6, flow_hash4, flow_hash6, fragment_hash4, fragment_hash6, persist_hash4, persist_hash6,
-    source_hash4, source_hash6, table_slot, vip_hash4, vip_hash6,
+    source_hash4, source_hash6, table_slot, vip_hash4, vip_hash6, with_port,
 };
 pub use set::{Evict, Inserted, Set, Slot, SlotData};
 pub use sync::{SYNC_SLOTS, SyncEvent, SyncSlot, SyncedFlow};
@@ -391,6 +391,17 @@ impl VipBucket6 {
 pub const SVC_F_HASH_SRC: u32 = 1;
 /// `Service::flags`: persistence is on (templates in `PERSIST4`); implies hashing by source.
 pub const SVC_F_PERSIST: u32 = 2;
+/// `Service::flags`: schedule new flows by the destination address (`dh`).
+pub const SVC_F_HASH_DST: u32 = 4;
+/// `Service::flags`: the source hash takes in the source port (IPVS `sh-port`, `mh-port`).
+pub const SVC_F_HASH_PORT: u32 = 8;
+/// `Service::flags`: a new flow whose hashed real is overloaded or down goes to the next
+/// usable real of the table (IPVS `sh-fallback`, `mh-fallback`); without it, a hashing
+/// scheduler (`sh`, `mh`, `dh`) drops it.
+pub const SVC_F_FALLBACK: u32 = 16;
+/// `Service::flags`: one-packet scheduling (IPVS `ops`): every UDP datagram is scheduled on its
+/// own and leaves no connection entry. Ignored for TCP, as IPVS ignores it.
+pub const SVC_F_ONE_PACKET: u32 = 32;
 
 /// `Service::sched`: new flows placed by the Maglev table.
 pub const SCHED_MAGLEV: u32 = 0;

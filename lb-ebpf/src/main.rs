@@ -25,11 +25,11 @@ use aya_log_ebpf::debug;
 use lb_common::{
     Addr6, CONN_WAYS, Candidates, Conn, ConnSet4, ConnSet6, ConnState, Flow4Key, Flow6Key, FlowKey,
     GlobalStats, Inserted, LOOKUP_ROW, LookupRow, MAX_EXT_HDRS, NO_REAL, PERSIST_WAYS, Persist4Key,
-    Persist6Key, PersistSet4, PersistSet6, REAL_UP, Real, RealLoad, SCHED_MAGLEV, SVC_F_HASH_SRC,
-    SVC_F_PERSIST, SYNC_SLOTS, Service, Set, Settings, SlotData, SyncSlot, TcpFlags, Template,
-    TrafficStats, Vip4Key, Vip6Key, VipBucket4, VipBucket6, VipKey, addr6, by_weight,
-    conn_eviction, find_service, fragment_hash4, fragment_hash6, least_conn_choice, proto, same6,
-    table_slot, weight_choice,
+    Persist6Key, PersistSet4, PersistSet6, REAL_UP, Real, RealLoad, SCHED_MAGLEV, SVC_F_FALLBACK,
+    SVC_F_HASH_DST, SVC_F_HASH_SRC, SVC_F_ONE_PACKET, SVC_F_PERSIST, SYNC_SLOTS, Service, Set,
+    Settings, SlotData, SyncSlot, TcpFlags, Template, TrafficStats, Vip4Key, Vip6Key, VipBucket4,
+    VipBucket6, VipKey, addr6, by_weight, conn_eviction, find_service, fragment_hash4,
+    fragment_hash6, least_conn_choice, proto, same6, table_slot, weight_choice,
 };
 use network_types::{
     eth::EthHdr,
@@ -542,9 +542,14 @@ fn forward_flow<F: Family>(
     let now = settings.clock;
     let tcp = pkt.proto == proto::TCP;
 
+    // One-packet scheduling (IPVS `ops`, UDP only): every datagram is scheduled on its own and
+    // leaves no connection entry.
+    let one_packet = !tcp && svc.info.flags & SVC_F_ONE_PACKET != 0;
+
     // A new SYN is always scheduled afresh (the client may reuse a port); everything else
     // looks for its connection first.
-    if !(tcp && flags.is_new_syn())
+    if !one_packet
+        && !(tcp && flags.is_new_syn())
         && let Some(target) =
             established_real::<F>(&svc, set, &flow, hash | 1, flags, tcp, settings, g)
     {
@@ -556,6 +561,9 @@ fn forward_flow<F: Family>(
         debug!(ctx, "service {} has no usable real", svc.id);
         return Verdict::DropNoReal;
     };
+    if one_packet {
+        return transmit(ctx, pkt.ip_len, &svc, target, settings, true);
+    }
     let state = if tcp {
         ConnState::first_tcp(flags)
     } else {
@@ -862,20 +870,24 @@ fn pick_new(svc: &Svc, hash: u32) -> Option<Target> {
 const FALLBACK_PROBES: u32 = 64;
 
 /// The Maglev table's real for a new flow: the real at the slot for `hash`, unless it is
-/// overloaded. Then an `sh` service has none (IPVS's `sh` without `sh-fallback`); the others
-/// take the first real neither down nor overloaded in the next [`FALLBACK_PROBES`] slots, which
-/// the table fills in proportion to the weights, as IPVS's `rr`/`wrr` skip overloaded reals.
-/// The walk runs in `bpf_loop`, so that the verifier checks its step once.
+/// overloaded or down. Then the hashing schedulers (`sh`, `mh`, `dh`) have none unless the
+/// service has IPVS's fallback flag (`sh-fallback`, `mh-fallback`), as IPVS; with it, and for
+/// `rr`/`wrr` past an overloaded real (IPVS's skip the overloaded), the flow takes the first
+/// real neither down nor overloaded in the next [`FALLBACK_PROBES`] slots, which the table fills
+/// in proportion to the weights. The walk runs in `bpf_loop`, so that the verifier checks its
+/// step once.
 #[inline(always)]
 fn table_pick_new(svc: &Svc, hash: u32) -> Option<Target> {
     let (base, size) = active_table(svc)?;
     let home = table_slot(hash, size);
-    let first = slot_real(svc.id, base.wrapping_add(home))?;
-    if !overloaded(&first) {
-        return Some(first);
-    }
-    if svc.info.flags & SVC_F_HASH_SRC != 0 {
-        return None;
+    let flags = svc.info.flags;
+    let fallback = flags & SVC_F_FALLBACK != 0;
+    let hashing = flags & (SVC_F_HASH_SRC | SVC_F_HASH_DST) != 0;
+    match slot_real(svc.id, base.wrapping_add(home)) {
+        Some(first) if !overloaded(&first) => return Some(first),
+        Some(_) if fallback || !hashing => {}
+        None if fallback => {}
+        _ => return None,
     }
     let mut walk = Walk {
         service_id: svc.id,

@@ -49,7 +49,7 @@ pub use self::{
 };
 use crate::{
     model::{AttachMode, Limits},
-    model::{Persistence, RealKey, Scheduler, ServiceKey, Thresholds},
+    model::{Persistence, RealKey, SchedFlags, Scheduler, ServiceKey, Thresholds},
 };
 
 /// A validated `lb-agent` configuration.
@@ -167,6 +167,8 @@ pub enum LbAlgo {
     Sh,
     /// Maglev hashing.
     Mh,
+    /// Destination hashing.
+    Dh,
     /// Weighted failover.
     Fo,
     /// Overflow.
@@ -175,11 +177,12 @@ pub enum LbAlgo {
 
 impl LbAlgo {
     /// Every scheduler this type names (hash-based first, as error messages list them).
-    pub const ALL: [LbAlgo; 10] = [
+    pub const ALL: [LbAlgo; 11] = [
         LbAlgo::Rr,
         LbAlgo::Wrr,
         LbAlgo::Mh,
         LbAlgo::Sh,
+        LbAlgo::Dh,
         LbAlgo::Lc,
         LbAlgo::Wlc,
         LbAlgo::Sed,
@@ -202,6 +205,7 @@ impl LbAlgo {
             LbAlgo::Nq => "nq",
             LbAlgo::Sh => "sh",
             LbAlgo::Mh => "mh",
+            LbAlgo::Dh => "dh",
             LbAlgo::Fo => "fo",
             LbAlgo::Ovf => "ovf",
         }
@@ -215,8 +219,9 @@ impl LbAlgo {
     /// How the data plane places new flows for this scheduler.
     pub const fn scheduler(self) -> Option<Scheduler> {
         Some(match self {
-            LbAlgo::Rr | LbAlgo::Wrr | LbAlgo::Mh => Scheduler::Maglev,
-            LbAlgo::Sh => Scheduler::SourceHash,
+            LbAlgo::Rr | LbAlgo::Wrr => Scheduler::Maglev,
+            LbAlgo::Sh | LbAlgo::Mh => Scheduler::SourceHash,
+            LbAlgo::Dh => Scheduler::DestinationHash,
             LbAlgo::Lc => Scheduler::LeastConn,
             LbAlgo::Wlc => Scheduler::WeightedLeastConn,
             LbAlgo::Sed => Scheduler::ShortestExpectedDelay,
@@ -234,7 +239,7 @@ impl fmt::Display for LbAlgo {
 }
 
 /// IPVS schedulers that exist but that this balancer does not offer.
-const FOREIGN_SCHEDULERS: [&str; 4] = ["lblc", "lblcr", "dh", "twos"];
+const FOREIGN_SCHEDULERS: [&str; 3] = ["lblc", "lblcr", "twos"];
 
 /// Why a scheduler name did not parse.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -292,6 +297,8 @@ pub struct VirtualServer {
     pub key: ServiceKey,
     /// Scheduler.
     pub lb_algo: LbAlgo,
+    /// Scheduling flags (`lb_flags`).
+    pub lb_flags: SchedFlags,
     /// Persistence, if `persistence_timeout` is set.
     pub persistence: Option<Persistence>,
     /// Maglev lookup-table size (prime).

@@ -17,7 +17,7 @@ use lb_userspace::{
         Checker, Config, ConfigError, HttpCheck, LbAlgo, MiscCheck, StatusCodes, TcpCheck, UrlCheck,
     },
     import::keepalived::{Import, ImportError, Warning, import, import_named},
-    model::{Persistence, Protocol, RealKey, Thresholds},
+    model::{Persistence, Protocol, RealKey, SchedFlags, Thresholds},
 };
 use serde_yaml::{Mapping, Value};
 
@@ -438,7 +438,7 @@ fn persistence_defaults_follow_keepalived() {
 #[test]
 fn keywords_lb_agent_does_not_carry_are_ignored_with_a_warning() {
     let text = service(
-        "    ha_suspend\n    virtualhost www.example.org\n    smtp_alert\n    ops\n    \
+        "    ha_suspend\n    virtualhost www.example.org\n    smtp_alert\n    hashed\n    \
          sorry_server_inhibit\n    real_server 10.0.0.2 80 {\n        smtp_alert\n        \
          HTTP_GET {\n            url {\n                path /\n                regex \
          \"^OK\"\n                status_code 200\n            }\n            http_protocol \
@@ -447,7 +447,7 @@ fn keywords_lb_agent_does_not_carry_are_ignored_with_a_warning() {
     let (im, c) = accepted(&text);
     warned(&im, 4, &["ha_suspend is not carried by lb-agent: ignored"]);
     warned(&im, 6, &["smtp_alert is not carried"]);
-    warned(&im, 7, &["ops is not carried"]);
+    warned(&im, 7, &["hashed is not carried"]);
     warned(&im, 8, &["sorry_server_inhibit is not carried"]);
     warned(&im, 10, &["smtp_alert is not carried"]);
     warned(
@@ -1453,4 +1453,37 @@ fn fo_and_ovf_are_carried() {
         let (_, c) = accepted(&text);
         assert_eq!(c.virtual_servers[0].lb_algo, algo, "{line}");
     }
+}
+
+#[test]
+fn scheduler_flags_are_carried_for_their_scheduler() {
+    let text = "virtual_server 10.0.0.1 53 {\n    lb_algo sh\n    lb_kind DR\n    protocol UDP\n    \
+                sh-port\n    sh-fallback\n    ops\n    mh-port\n    real_server 10.0.0.2 53 {\n    \
+                }\n}\n";
+    let (im, c) = accepted(text);
+    assert_eq!(
+        c.virtual_servers[0].lb_flags,
+        SchedFlags {
+            port: true,
+            fallback: true,
+            one_packet: true
+        }
+    );
+    warned(
+        &im,
+        8,
+        &["mh-port only applies to the mh scheduler", "not converted"],
+    );
+    // Before lb_algo, keepalived checks the flag against its default, wlc: ignored.
+    let text = "virtual_server 10.0.0.1 80 {\n    mh-fallback\n    lb_algo mh\n    lb_kind DR\n    \
+                real_server 10.0.0.2 80 {\n    }\n}\n";
+    let (im, c) = accepted(text);
+    assert_eq!(c.virtual_servers[0].lb_flags, SchedFlags::default());
+    warned(
+        &im,
+        2,
+        &["mh-fallback only applies to the mh scheduler", "wlc"],
+    );
+    let (_, c) = accepted(&service("").replace("lb_algo rr", "lb_algo dh"));
+    assert_eq!(c.virtual_servers[0].lb_algo, LbAlgo::Dh);
 }

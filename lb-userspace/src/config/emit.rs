@@ -108,6 +108,11 @@ fn virtual_server(vs: &VirtualServer) -> Value {
     m.put("port", vs.key.port);
     m.put("protocol", vs.key.proto.name().to_ascii_lowercase());
     m.put("lb_algo", vs.lb_algo.name());
+    let flags = vs.lb_flags.names(vs.lb_algo.name());
+    if !flags.is_empty() {
+        let flags: Vec<Value> = flags.into_iter().map(Value::from).collect();
+        m.put("lb_flags", Value::Sequence(flags));
+    }
     m.put("lb_kind", "dr");
     if let Some(p) = vs.persistence {
         m.put("persistence_timeout", p.timeout);

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     model::{AttachMode, Limits},
-    model::{Persistence, Protocol, RealKey, ServiceKey, Thresholds},
+    model::{Persistence, Protocol, RealKey, SchedFlags, ServiceKey, Thresholds},
     schedule::maglev::is_prime,
 };
 
@@ -70,6 +70,7 @@ const VS_KEYS: &[&str] = &[
     "protocol",
     "lb_algo",
     "lvs_sched",
+    "lb_flags",
     "lb_kind",
     "lvs_method",
     "persistence_timeout",
@@ -555,6 +556,7 @@ fn virtual_server(rd: &mut Reader, node: &Node<'_>, limits: &Limits) -> Option<V
         .get("protocol")
         .and_then(|n| rd.keyword(&n, "protocol", PROTOCOLS));
     let lb_algo = lb_algo(rd, &f);
+    let lb_flags = lb_flags(rd, &f, lb_algo);
     lb_kind(rd, &f);
     let persistence = persistence(rd, &f, vip);
     let table_size = table_size(rd, &f, limits);
@@ -585,6 +587,7 @@ fn virtual_server(rd: &mut Reader, node: &Node<'_>, limits: &Limits) -> Option<V
     Some(VirtualServer {
         key,
         lb_algo,
+        lb_flags,
         persistence,
         table_size,
         delay_loop: svc.delay_loop,
@@ -618,6 +621,49 @@ fn lb_algo(rd: &mut Reader, f: &Fields<'_>) -> LbAlgo {
             LbAlgo::Rr
         }
     }
+}
+
+/// `lb_flags`: IPVS's scheduling flags as keepalived names them: `sh-port` and `sh-fallback`
+/// (with `sh`), `mh-port` and `mh-fallback` (with `mh`), `ops` (one-packet scheduling, with any
+/// scheduler; UDP only, ignored for TCP as IPVS ignores it).
+fn lb_flags(rd: &mut Reader, f: &Fields<'_>, algo: LbAlgo) -> SchedFlags {
+    let mut flags = SchedFlags::default();
+    let Some(node) = f.get("lb_flags") else {
+        return flags;
+    };
+    for item in rd.list(&node) {
+        let Value::String(word) = item.value else {
+            let msg = format!("expected a scheduler flag, found {}", describe(item.value));
+            rd.error(&item.path, msg);
+            continue;
+        };
+        let (prefix, flag) = match word.split_once('-') {
+            _ if word == "ops" => {
+                flags.one_packet = true;
+                continue;
+            }
+            Some((p @ ("sh" | "mh"), flag @ ("port" | "fallback"))) => (p, flag),
+            _ => {
+                let msg = format!(
+                    "unknown scheduler flag `{word}`; use sh-port, sh-fallback, mh-port, \
+                     mh-fallback or ops"
+                );
+                rd.error(&item.path, msg);
+                continue;
+            }
+        };
+        if prefix != algo.name() {
+            let msg = format!("{word} applies to the {prefix} scheduler only, not {algo}");
+            rd.error(&item.path, msg);
+            continue;
+        }
+        if flag == "port" {
+            flags.port = true;
+        } else {
+            flags.fallback = true;
+        }
+    }
+    flags
 }
 
 /// `lb_kind` / `lvs_method`: only `dr`; keepalived's default is NAT.

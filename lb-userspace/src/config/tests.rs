@@ -855,7 +855,7 @@ fn lb_algo() {
         "keepalived's default"
     );
     let with = |algo: &str| service("", "").replace("lb_algo: rr", &format!("lb_algo: {algo}"));
-    for algo in ["lblc", "lblcr", "dh", "twos"] {
+    for algo in ["lblc", "lblcr", "twos"] {
         assert_error(
             &with(algo),
             path,
@@ -890,13 +890,13 @@ fn lb_algo_names() {
     assert_eq!(LbAlgo::Sh.scheduler(), Some(Scheduler::SourceHash));
     assert_eq!(LbAlgo::Wrr.scheduler(), Some(Scheduler::Maglev));
     assert_eq!(
-        "dh".parse::<LbAlgo>(),
-        Err(LbAlgoError::NotSupported("dh".into()))
+        "lblc".parse::<LbAlgo>(),
+        Err(LbAlgoError::NotSupported("lblc".into()))
     );
     assert_eq!("x".parse::<LbAlgo>(), Err(LbAlgoError::Unknown("x".into())));
     assert_eq!(
         served_schedulers(),
-        "rr, wrr, mh, sh, lc, wlc, sed, nq, fo or ovf"
+        "rr, wrr, mh, sh, dh, lc, wlc, sed, nq, fo or ovf"
     );
 }
 
@@ -1561,6 +1561,7 @@ fn every_key_is_read() {
     let plain = |key, lb_algo, table_size, real_servers| VirtualServer {
         key,
         lb_algo,
+        lb_flags: SchedFlags::default(),
         persistence: None,
         table_size,
         delay_loop: secs(60),
@@ -2622,4 +2623,68 @@ fn real_thresholds() {
     let c = ok(&service("", "uthreshold: 100\nlthreshold: 40"));
     let back = ok(&c.to_yaml());
     assert_eq!(back, c);
+}
+
+#[test]
+fn lb_flags() {
+    let path = "virtual_servers[0].lb_flags";
+    let flags = |algo: &str, flags: &str| {
+        let text = service(&format!("lb_flags: {flags}"), "").replace("lb_algo: rr", algo);
+        ok(&text).virtual_servers[0].lb_flags
+    };
+    assert_eq!(
+        ok(&service("", "")).virtual_servers[0].lb_flags,
+        SchedFlags::default()
+    );
+    assert_eq!(
+        flags("lb_algo: sh", "[sh-port, sh-fallback]"),
+        SchedFlags {
+            port: true,
+            fallback: true,
+            one_packet: false
+        }
+    );
+    assert_eq!(
+        flags("lb_algo: mh", "[mh-fallback, ops]"),
+        SchedFlags {
+            port: false,
+            fallback: true,
+            one_packet: true
+        }
+    );
+    assert!(flags("lb_algo: wlc", "[ops]").one_packet);
+    let err = |algo: &str, flags: &str, at: &str, fragment: &str| {
+        let text = service(&format!("lb_flags: {flags}"), "").replace("lb_algo: rr", algo);
+        assert_error(&text, &format!("{path}{at}"), fragment);
+    };
+    err(
+        "lb_algo: sh",
+        "[mh-port]",
+        "[0]",
+        "mh-port applies to the mh scheduler only, not sh",
+    );
+    err(
+        "lb_algo: rr",
+        "[ops, sh-fallback]",
+        "[1]",
+        "sh-fallback applies to the sh scheduler only, not rr",
+    );
+    err(
+        "lb_algo: sh",
+        "[flag-1]",
+        "[0]",
+        "unknown scheduler flag `flag-1`",
+    );
+    err("lb_algo: sh", "[1]", "[0]", "expected a scheduler flag");
+    // Written back as read.
+    let text = service("lb_flags: [sh-port, ops]", "").replace("lb_algo: rr", "lb_algo: sh");
+    let c = ok(&text);
+    assert_eq!(ok(&c.to_yaml()), c);
+    // dh is a scheduler now, and mh hashes by source as sh does.
+    let algo = |name: &str| {
+        ok(&service("", "").replace("lb_algo: rr", &format!("lb_algo: {name}"))).virtual_servers[0]
+            .lb_algo
+    };
+    assert_eq!(algo("dh").scheduler(), Some(Scheduler::DestinationHash));
+    assert_eq!(algo("mh").scheduler(), Some(Scheduler::SourceHash));
 }

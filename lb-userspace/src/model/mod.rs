@@ -94,10 +94,12 @@ impl fmt::Display for RealKey {
 /// How new flows pick a real.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Scheduler {
-    /// Weighted Maglev over the 5-tuple (serves rr, wrr and mh).
+    /// Weighted Maglev over the 5-tuple (serves rr and wrr).
     Maglev,
-    /// Weighted Maglev over the source address (sh).
+    /// Weighted Maglev over the source address (sh, mh).
     SourceHash,
+    /// Weighted Maglev over the destination address (dh).
+    DestinationHash,
     /// Least connections: `active x 256 + inactive` (lc).
     LeastConn,
     /// Weighted least connections: that load divided by the weight (wlc).
@@ -117,7 +119,9 @@ impl Scheduler {
     /// The data plane's `SCHED_*` value.
     pub const fn code(self) -> u32 {
         match self {
-            Scheduler::Maglev | Scheduler::SourceHash => lb_common::SCHED_MAGLEV,
+            Scheduler::Maglev | Scheduler::SourceHash | Scheduler::DestinationHash => {
+                lb_common::SCHED_MAGLEV
+            }
             Scheduler::LeastConn => lb_common::SCHED_LC,
             Scheduler::WeightedLeastConn => lb_common::SCHED_WLC,
             Scheduler::ShortestExpectedDelay => lb_common::SCHED_SED,
@@ -131,6 +135,37 @@ impl Scheduler {
     /// weights for fo and ovf) rather than by the Maglev table.
     pub const fn is_least_conn(self) -> bool {
         self.code() != lb_common::SCHED_MAGLEV
+    }
+}
+
+/// A service's scheduling flags (IPVS's; keepalived's `sh-port`, `sh-fallback`, `mh-port`,
+/// `mh-fallback` and `ops`; ipvsadm's `-b` and `-o`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedFlags {
+    /// `sh-port`/`mh-port`: the source hash takes in the source port.
+    pub port: bool,
+    /// `sh-fallback`/`mh-fallback`: a new flow whose hashed real is overloaded or down goes to
+    /// another real instead of being dropped.
+    pub fallback: bool,
+    /// `ops`: one-packet scheduling, each UDP datagram on its own, no connection entry.
+    pub one_packet: bool,
+}
+
+impl SchedFlags {
+    /// The flags' names as keepalived and ipvsadm write them for scheduler `sched` (`sh`,
+    /// `mh`): `sh-fallback`, `sh-port`, then `ops`.
+    pub fn names(&self, sched: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.fallback {
+            out.push(format!("{sched}-fallback"));
+        }
+        if self.port {
+            out.push(format!("{sched}-port"));
+        }
+        if self.one_packet {
+            out.push("ops".to_owned());
+        }
+        out
     }
 }
 
@@ -227,6 +262,8 @@ impl RealSpec {
 pub struct ServiceSpec {
     /// Scheduler.
     pub scheduler: Scheduler,
+    /// Scheduling flags.
+    pub flags: SchedFlags,
     /// Persistence, if on.
     pub persistence: Option<Persistence>,
     /// Maglev table size M (prime).

@@ -77,6 +77,7 @@ pub fn desired_state(config: &Config, observed: &Observed) -> DesiredState {
             ServiceSpec {
                 // Validation admits only schedulers the data plane serves.
                 scheduler: vs.lb_algo.scheduler().unwrap_or(Scheduler::Maglev),
+                flags: vs.lb_flags,
                 persistence: vs.persistence,
                 table_size: vs.table_size,
                 reals,

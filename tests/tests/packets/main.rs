@@ -9,6 +9,7 @@
 //!   IPv6 extension headers and neighbour discovery, ICMP errors, dual stack);
 //! - [`least_conn`]: the least-connection schedulers with known connection counts;
 //! - [`by_weight`]: the weight-ordered schedulers `fo` and `ovf`;
+//! - [`hashing`]: `dh`, `sh`/`mh` with their port and fallback flags, and `ops`;
 //! - [`random_frames`]: random and mutated frames against an independent oracle;
 //! - [`decisions`]: the program and the control plane's copy of its decisions agree;
 //! - [`flood`]: a spoofed SYN flood breaks no established connection, under every scheduler;
@@ -19,6 +20,7 @@ mod by_weight;
 mod common;
 mod decisions;
 mod flood;
+mod hashing;
 mod ipv4;
 mod ipv6;
 mod least_conn;

@@ -785,6 +785,7 @@ impl Importer {
             port,
             protocol: None,
             lb_algo: None,
+            lb_flags: Vec::new(),
             lb_kind: None,
             persistence_timeout: None,
             persistence_granularity: None,
@@ -969,11 +970,29 @@ impl Importer {
             "virtualhost" => self.virtualhost(&mut s.virtualhost, c),
             "smtp_alert" => self.not_carried(c, "lb-agent has no e-mail alerts; see its logs"),
             "snmp_name" => self.not_carried(c, "lb-agent has no SNMP; see its metrics"),
-            "hashed" | "ops" | "flag-1" | "flag-2" | "flag-3" | "sh-port" | "sh-fallback"
-            | "mh-port" | "mh-fallback" => self.not_carried(
+            "hashed" | "flag-1" | "flag-2" | "flag-3" => self.not_carried(
                 c,
                 "an IPVS scheduler flag; lb-agent's schedulers are described in its README",
             ),
+            kw @ ("ops" | "sh-port" | "sh-fallback" | "mh-port" | "mh-fallback") => {
+                // keepalived applies sh-* and mh-* only when the scheduler read so far is sh
+                // (mh), and reports the others.
+                let algo = current(&s.lb_algo, "wlc");
+                match kw.split_once('-') {
+                    Some((sched, _)) if sched != algo => self.warn(
+                        l,
+                        format!(
+                            "{kw} only applies to the {sched} scheduler, and the scheduler is \
+                             {algo} here: keepalived ignores it; not converted"
+                        ),
+                    ),
+                    _ => {
+                        if !s.lb_flags.iter().any(|(f, _)| f == kw) {
+                            s.lb_flags.push((kw.to_owned(), l));
+                        }
+                    }
+                }
+            }
             "persistence_engine" => {
                 self.not_carried(c, "lb-agent's persistence is by client address only")
             }

@@ -296,6 +296,10 @@ fn service(m: &mut Map<'_>, s: &Service) {
             default_note(s, &["lb_algo", "lvs_sched"], "keepalived's default is wlc")
         )),
     }
+    if let Some((_, line)) = s.lb_flags.first() {
+        let names: Vec<&str> = s.lb_flags.iter().map(|(f, _)| f.as_str()).collect();
+        m.kv("lb_flags", &format!("[{}]", names.join(", ")), *line, None);
+    }
     match &s.lb_kind {
         Some((k, l)) => m.kv("lb_kind", &k.to_ascii_lowercase(), *l, None),
         None => m.comment(&format!(

@@ -6,7 +6,9 @@ use super::*;
 use crate::observe::snapshot::tests::{NOW, conn, real6, svc6, v6};
 use crate::{
     model::Limits,
-    model::{DesiredState, Health, Persistence, RealSpec, Scheduler, ServiceSpec, Thresholds},
+    model::{
+        DesiredState, Health, Persistence, RealSpec, SchedFlags, Scheduler, ServiceSpec, Thresholds,
+    },
     reconcile::plan::{Installed, Op, fake_maps::FakeMaps},
 };
 
@@ -100,6 +102,7 @@ fn install(key: ServiceKey, spec: ServiceSpec) -> (FakeTables, InstalledService)
 fn spec(scheduler: Scheduler, reals: &[u16]) -> ServiceSpec {
     ServiceSpec {
         scheduler,
+        flags: SchedFlags::default(),
         persistence: None,
         table_size: M,
         reals: reals
