@@ -75,6 +75,9 @@ pub struct ServiceInfo {
     pub key: ServiceKey,
     /// IPVS scheduler name (`"wrr"`, `"mh"`, ...).
     pub scheduler: String,
+    /// IPVS scheduling flags as ipvsadm names them (`"sh-fallback"`, `"sh-port"`, `"ops"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
     /// Persistence, if on.
     pub persistence: Option<PersistInfo>,
     /// Counters since the service was added or last zeroed.
@@ -345,6 +348,9 @@ pub enum Edit {
         scheduler: Option<String>,
         /// Persistence timeout in seconds; `None` = no persistence.
         persistence: Option<u32>,
+        /// Scheduling flags (`lb_flags`: ipvsadm `-b` names and `-o` as `ops`); `None` = none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        flags: Option<Vec<String>>,
     },
     /// Change a service.
     EditService {
@@ -360,6 +366,9 @@ pub enum Edit {
             deserialize_with = "de_change"
         )]
         persistence: Option<Option<u32>>,
+        /// New scheduling flags (the whole list); `None` = unchanged.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        flags: Option<Vec<String>>,
     },
     /// Delete a service.
     DeleteService {

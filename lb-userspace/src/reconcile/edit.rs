@@ -52,6 +52,7 @@ pub fn apply(config: &Config, edit: &Edit) -> Result<Config, EditError> {
             key,
             scheduler,
             persistence,
+            flags,
         } => {
             if position(services, key).is_some() {
                 return Err(EditError::ServiceExists(*key));
@@ -71,6 +72,9 @@ pub fn apply(config: &Config, edit: &Edit) -> Result<Config, EditError> {
             if let Some(t) = persistence {
                 m.insert("persistence_timeout".into(), (*t).into());
             }
+            if let Some(f) = flags {
+                set_flags(&mut m, f);
+            }
             m.insert("real_servers".into(), Value::Sequence(Vec::new()));
             services.push(Value::Mapping(m));
         }
@@ -78,6 +82,7 @@ pub fn apply(config: &Config, edit: &Edit) -> Result<Config, EditError> {
             key,
             scheduler,
             persistence,
+            flags,
         } => {
             let i = position(services, key).ok_or(EditError::NoService(*key))?;
             let m = services[i]
@@ -95,6 +100,9 @@ pub fn apply(config: &Config, edit: &Edit) -> Result<Config, EditError> {
                     m.remove("persistence_granularity");
                 }
                 None => {}
+            }
+            if let Some(f) = flags {
+                set_flags(m, f);
             }
         }
         Edit::DeleteService { key } => {
@@ -190,6 +198,16 @@ fn real_key(v: &Value) -> Option<RealKey> {
     Some(RealKey { addr, port })
 }
 
+/// Writes a service's scheduling flags (`lb_flags`); none removes the key.
+fn set_flags(m: &mut Mapping, flags: &[String]) {
+    if flags.is_empty() {
+        m.remove("lb_flags");
+    } else {
+        let list = flags.iter().map(|f| Value::from(f.as_str())).collect();
+        m.insert("lb_flags".into(), Value::Sequence(list));
+    }
+}
+
 /// Writes a real's connection thresholds into its mapping; a 0 (none) removes the key.
 fn set_thresholds(m: &mut Mapping, t: &Thresholds) {
     for (key, value) in [("uthreshold", t.upper), ("lthreshold", t.lower)] {
@@ -247,6 +265,7 @@ virtual_servers:
                 key: svc(443),
                 scheduler: Some("sh".into()),
                 persistence: Some(300),
+                flags: None,
             },
         )
         .unwrap();
@@ -266,6 +285,7 @@ virtual_servers:
                 key: svc(443),
                 scheduler: Some("rr".into()),
                 persistence: Some(None),
+                flags: None,
             },
         )
         .unwrap();
@@ -275,6 +295,40 @@ virtual_servers:
         let c = apply(&c, &Edit::DeleteService { key: svc(443) }).unwrap();
         assert!(c.virtual_server(&svc(443)).is_none());
         assert_eq!(c, config(), "back to the start, nothing else touched");
+    }
+
+    #[test]
+    fn service_flags_are_set_and_removed() {
+        let c = apply(
+            &config(),
+            &Edit::AddService {
+                key: svc(443),
+                scheduler: Some("sh".into()),
+                persistence: None,
+                flags: Some(vec!["sh-port".into(), "ops".into()]),
+            },
+        )
+        .unwrap();
+        let flags = |c: &Config| c.virtual_server(&svc(443)).unwrap().lb_flags;
+        assert!(flags(&c).port && flags(&c).one_packet && !flags(&c).fallback);
+        let edit = |flags| Edit::EditService {
+            key: svc(443),
+            scheduler: None,
+            persistence: None,
+            flags,
+        };
+        let c = apply(&c, &edit(None)).unwrap();
+        assert!(flags(&c).port, "unchanged");
+        let c = apply(&c, &edit(Some(Vec::new()))).unwrap();
+        assert_eq!(flags(&c), crate::model::SchedFlags::default());
+        let EditError::Invalid(msg) = apply(&c, &edit(Some(vec!["mh-port".into()]))).unwrap_err()
+        else {
+            panic!("expected a validation error");
+        };
+        assert!(
+            msg.contains("mh-port applies to the mh scheduler only"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -407,6 +461,7 @@ virtual_servers:
                 key: svc6(443),
                 scheduler: Some("sh".into()),
                 persistence: Some(Some(600)),
+                flags: None,
             },
         )
         .unwrap();
@@ -419,6 +474,7 @@ virtual_servers:
                 key: svc6(80),
                 scheduler: Some("wrr".into()),
                 persistence: Some(30),
+                flags: None,
             },
         )
         .unwrap();
@@ -452,6 +508,7 @@ virtual_servers:
             key,
             scheduler: Some("rr".into()),
             persistence: None,
+            flags: None,
         };
         assert_eq!(
             apply(&c, &add(svc(80))).unwrap_err(),
@@ -500,6 +557,7 @@ virtual_servers:
             key: svc(443),
             scheduler: None,
             persistence: None,
+            flags: None,
         };
         let edited = apply(&c, &default_sched).expect("wlc is served");
         let added = edited

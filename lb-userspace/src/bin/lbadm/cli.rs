@@ -151,6 +151,13 @@ pub(crate) struct Cli {
     /// Masquerading (NAT): not supported.
     #[arg(short = 'm', long)]
     pub(super) masquerading: bool,
+    /// Scheduler flags, comma-separated: sh-fallback, sh-port (with -s sh), mh-fallback,
+    /// mh-port (with -s mh).
+    #[arg(short = 'b', long = "sched-flags", value_name = "SCHED-FLAGS")]
+    pub(super) sched_flags: Option<String>,
+    /// One-packet scheduling (UDP services): every datagram scheduled on its own.
+    #[arg(short = 'o', long)]
+    pub(super) ops: bool,
     /// Weight of the real server, 0 to 65535 (0 = quiesce).
     #[arg(short = 'w', long, value_name = "WEIGHT")]
     pub(super) weight: Option<String>,
@@ -257,6 +264,8 @@ pub(super) enum Opt {
     Persistent,
     Real,
     Forward,
+    SchedFlags,
+    Ops,
     Weight,
     UThreshold,
     LThreshold,
@@ -281,6 +290,8 @@ impl Opt {
             Opt::Persistent => "-p/--persistent",
             Opt::Real => "-r/--real-server",
             Opt::Forward => "-g/--gatewaying",
+            Opt::SchedFlags => "-b/--sched-flags",
+            Opt::Ops => "-o/--ops",
             Opt::Weight => "-w/--weight",
             Opt::UThreshold => "-x/--u-threshold",
             Opt::LThreshold => "-y/--l-threshold",
@@ -302,7 +313,9 @@ impl Opt {
 pub(super) fn rules(cmd: Command) -> (&'static [Opt], &'static [Opt]) {
     use Opt::*;
     match cmd {
-        Command::AddService | Command::EditService => (&[Service], &[Scheduler, Persistent]),
+        Command::AddService | Command::EditService => {
+            (&[Service], &[Scheduler, Persistent, SchedFlags, Ops])
+        }
         Command::DeleteService => (&[Service], &[]),
         Command::AddServer | Command::EditServer => {
             (&[Service, Real], &[Forward, Weight, UThreshold, LThreshold])
@@ -351,6 +364,8 @@ impl Cli {
             (self.persistent.is_some(), Opt::Persistent),
             (self.real_server.is_some(), Opt::Real),
             (self.gatewaying, Opt::Forward),
+            (self.sched_flags.is_some(), Opt::SchedFlags),
+            (self.ops, Opt::Ops),
             (self.weight.is_some(), Opt::Weight),
             (self.u_threshold.is_some(), Opt::UThreshold),
             (self.l_threshold.is_some(), Opt::LThreshold),

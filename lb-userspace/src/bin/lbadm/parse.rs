@@ -186,6 +186,32 @@ pub(super) fn parse_persistence(text: &str) -> Result<u32, Failure> {
         })
 }
 
+/// `-b SCHED-FLAGS` (comma-separated, as ipvsadm takes them) and `-o`: the service's
+/// `lb_flags`. Whether a flag fits the scheduler is the agent's check (the configuration's).
+pub(super) fn parse_sched_flags(text: Option<&str>, ops: bool) -> Result<Vec<String>, Failure> {
+    const KNOWN: [&str; 4] = ["sh-fallback", "sh-port", "mh-fallback", "mh-port"];
+    let mut flags = Vec::new();
+    for word in text
+        .unwrap_or_default()
+        .split(',')
+        .filter(|w| !w.is_empty())
+    {
+        if !KNOWN.contains(&word) {
+            return Err(Failure::usage(format!(
+                "unknown scheduler flag `{word}` for -b: use sh-fallback, sh-port, \
+                 mh-fallback or mh-port"
+            )));
+        }
+        if !flags.iter().any(|f| f == word) {
+            flags.push(word.to_owned());
+        }
+    }
+    if ops {
+        flags.push("ops".to_owned());
+    }
+    Ok(flags)
+}
+
 /// `-x UTHRESHOLD` and `-y LTHRESHOLD` (either may be absent, as 0 = none), as ipvsadm takes
 /// them: 0 to 2147483647; the lower one needs an upper one at least as large.
 pub(super) fn parse_thresholds(

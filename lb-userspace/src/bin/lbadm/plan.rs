@@ -12,8 +12,8 @@ use lb_userspace::{
 use super::{
     cli::{Cli, Command, Opt, Sub, rules},
     parse::{
-        parse_client, parse_persistence, parse_real, parse_scheduler, parse_service,
-        parse_thresholds, parse_weight,
+        parse_client, parse_persistence, parse_real, parse_sched_flags, parse_scheduler,
+        parse_service, parse_thresholds, parse_weight,
     },
 };
 
@@ -173,6 +173,9 @@ fn plan_action(
     let (upper, lower) = (cli.u_threshold.as_deref(), cli.l_threshold.as_deref());
     let thresholds = parse_thresholds(upper, lower)?;
     let thresholds_given = upper.is_some() || lower.is_some();
+    let flags = (cli.sched_flags.is_some() || cli.ops)
+        .then(|| parse_sched_flags(cli.sched_flags.as_deref(), cli.ops))
+        .transpose()?;
     // Required options were checked above; these are present whenever the command needs them.
     let svc = || service.ok_or_else(|| Failure::usage("missing service"));
     let mut real = || -> Result<RealKey, Failure> {
@@ -193,11 +196,13 @@ fn plan_action(
             key: svc()?,
             scheduler,
             persistence,
+            flags,
         })),
         Command::EditService => Action::Change(Request::Edit(Edit::EditService {
             key: svc()?,
             scheduler,
             persistence: Some(persistence),
+            flags,
         })),
         Command::DeleteService => {
             Action::Change(Request::Edit(Edit::DeleteService { key: svc()? }))

@@ -235,7 +235,8 @@ fn service_edits() {
         Request::Edit(Edit::AddService {
             key: svc,
             scheduler: None,
-            persistence: None
+            persistence: None,
+            flags: None,
         })
     );
     assert_eq!(
@@ -243,7 +244,8 @@ fn service_edits() {
         Request::Edit(Edit::AddService {
             key: svc,
             scheduler: Some("wrr".into()),
-            persistence: Some(300)
+            persistence: Some(300),
+            flags: None,
         })
     );
     assert_eq!(
@@ -251,7 +253,8 @@ fn service_edits() {
         Request::Edit(Edit::AddService {
             key: svc,
             scheduler: Some("wrr".into()),
-            persistence: Some(60)
+            persistence: Some(60),
+            flags: None,
         })
     );
     assert_eq!(
@@ -259,7 +262,8 @@ fn service_edits() {
         Request::Edit(Edit::AddService {
             key: svc,
             scheduler: Some("sh".into()),
-            persistence: Some(300)
+            persistence: Some(300),
+            flags: None,
         })
     );
     assert_eq!(
@@ -267,7 +271,8 @@ fn service_edits() {
         Request::Edit(Edit::AddService {
             key: svc,
             scheduler: None,
-            persistence: Some(600)
+            persistence: Some(600),
+            flags: None,
         })
     );
     assert_eq!(
@@ -275,7 +280,8 @@ fn service_edits() {
         Request::Edit(Edit::AddService {
             key: key("10.0.0.53:53", Protocol::Udp),
             scheduler: Some("rr".into()),
-            persistence: None
+            persistence: None,
+            flags: None,
         })
     );
     // -E replaces the persistence like ipvsadm (off without -p), keeps the scheduler.
@@ -284,7 +290,8 @@ fn service_edits() {
         Request::Edit(Edit::EditService {
             key: svc,
             scheduler: Some("mh".into()),
-            persistence: Some(None)
+            persistence: Some(None),
+            flags: None,
         })
     );
     assert_eq!(
@@ -292,7 +299,8 @@ fn service_edits() {
         Request::Edit(Edit::EditService {
             key: svc,
             scheduler: None,
-            persistence: Some(Some(120))
+            persistence: Some(Some(120)),
+            flags: None,
         })
     );
     assert_eq!(
@@ -304,7 +312,8 @@ fn service_edits() {
         Request::Edit(Edit::AddService {
             key: tcp("[2001:db8::100]:443"),
             scheduler: Some("sh".into()),
-            persistence: Some(300)
+            persistence: Some(300),
+            flags: None,
         })
     );
     assert_eq!(
@@ -312,7 +321,8 @@ fn service_edits() {
         Request::Edit(Edit::EditService {
             key: tcp("[2001:db8::100]:80"),
             scheduler: Some("wlc".into()),
-            persistence: Some(None)
+            persistence: Some(None),
+            flags: None,
         })
     );
     assert_eq!(
@@ -449,9 +459,41 @@ fn fo_and_ovf_are_schedulers() {
                 key: tcp("10.0.0.100:5672"),
                 scheduler: Some(name.into()),
                 persistence: None,
+                flags: None,
             })
         );
     }
+}
+
+#[test]
+fn sched_flags_and_ops() {
+    let key = tcp("10.0.0.100:5672");
+    assert_eq!(
+        request("-A -t 10.0.0.100:5672 -s sh -b sh-fallback,sh-port"),
+        Request::Edit(Edit::AddService {
+            key,
+            scheduler: Some("sh".into()),
+            persistence: None,
+            flags: Some(vec!["sh-fallback".into(), "sh-port".into()]),
+        })
+    );
+    assert_eq!(
+        request("-E -t 10.0.0.100:5672 -s mh --sched-flags mh-port -o"),
+        Request::Edit(Edit::EditService {
+            key,
+            scheduler: Some("mh".into()),
+            persistence: Some(None),
+            flags: Some(vec!["mh-port".into(), "ops".into()]),
+        })
+    );
+    usage_error(
+        "-A -t 10.0.0.100:5672 -s sh -b sh-port,flag-1",
+        "unknown scheduler flag `flag-1` for -b",
+    );
+    usage_error(
+        "-a -t 10.0.0.100:5672 -r 10.0.0.11 -o",
+        "-o/--ops cannot be used with -a/--add-server",
+    );
 }
 
 #[test]
@@ -831,6 +873,7 @@ fn snapshot() -> Snapshot {
         services: vec![ServiceInfo {
             key: tcp("10.0.0.100:5672"),
             scheduler: "wrr".into(),
+            flags: Vec::new(),
             persistence: None,
             stats: Counters::default(),
             rate: Rates::default(),
