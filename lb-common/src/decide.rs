@@ -371,6 +371,78 @@ impl FlowKey for Flow6Key {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Two random choices: twos
+
+/// IPVS's `twos` choice, one candidate at a time: two independent draws among the usable
+/// candidates, each real drawn with a probability in proportion to its weight (a weighted
+/// reservoir of one, per draw), then the less loaded of the two by `wlc`'s cost (the first
+/// draw on a tie). The caller feeds every candidate to [`Twos::step`] with two fresh random
+/// numbers, then takes [`Twos::choice`].
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct Twos {
+    total: u64,
+    first: u32,
+    second: u32,
+    first_cost: LcCost,
+    second_cost: LcCost,
+}
+
+impl Default for Twos {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Twos {
+    /// No candidate seen yet.
+    #[inline(always)]
+    pub const fn new() -> Self {
+        let none = LcCost { cost: 0, per: 1 };
+        Self {
+            total: 0,
+            first: NO_REAL,
+            second: NO_REAL,
+            first_cost: none,
+            second_cost: none,
+        }
+    }
+
+    /// Takes in usable candidate `index` of weight `weight` with `(active, inactive)`
+    /// connections; `r1` and `r2` are fresh random numbers, one per draw. Weight 0 is skipped.
+    #[inline(always)]
+    pub fn step(&mut self, index: u32, weight: u32, load: (u64, u64), r1: u32, r2: u32) {
+        if weight == 0 {
+            return;
+        }
+        let weight = weight.min(MAX_WEIGHT);
+        // At most 8 weights of at most MAX_WEIGHT: never 0 after this, and `max` says so to
+        // the compiler (no division-by-zero panic in the program).
+        self.total = self.total.saturating_add(u64::from(weight)).max(1);
+        let total = self.total;
+        let cost = LcCost::of(SCHED_WLC, load.0, load.1, weight);
+        if u64::from(r1) % total < u64::from(weight) {
+            self.first = index;
+            self.first_cost = cost;
+        }
+        if u64::from(r2) % total < u64::from(weight) {
+            self.second = index;
+            self.second_cost = cost;
+        }
+    }
+
+    /// The chosen candidate ([`NO_REAL`]: none was usable).
+    #[inline(always)]
+    pub fn choice(&self) -> u32 {
+        if self.second_cost.below(&self.first_cost) {
+            self.second
+        } else {
+            self.first
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Connection thresholds
 
 /// Whether a real with `conns` connections (active + inactive, IPVS's
@@ -565,6 +637,36 @@ mod tests {
         assert_eq!(weight_choice(SCHED_OVF, &candidates, full), None);
         assert_eq!(weight_choice(crate::SCHED_FO, &candidates, full), Some(5));
         assert!(by_weight(SCHED_OVF) && by_weight(crate::SCHED_FO) && !by_weight(SCHED_NQ));
+    }
+
+    #[test]
+    fn twos_draws_by_weight_and_takes_the_less_loaded_of_two() {
+        // One real: always it.
+        let mut t = Twos::new();
+        t.step(4, 3, (100, 0), 12345, 999);
+        assert_eq!(t.choice(), 4);
+        assert_eq!(Twos::new().choice(), NO_REAL);
+        // Weight 0 is never drawn.
+        let mut t = Twos::new();
+        t.step(4, 0, (0, 0), 0, 0);
+        t.step(5, 1, (9, 0), 0, 0);
+        assert_eq!(t.choice(), 5);
+        // Two reals, both drawn: the less loaded wins, whichever draw it came from.
+        for (r1, r2) in [(0, 1), (1, 0)] {
+            let mut t = Twos::new();
+            t.step(4, 1, (10, 0), 0, 0); // both draws take 4 first (0 % 1 < 1)
+            t.step(5, 1, (1, 0), r1, r2); // 0 % 2 < 1 takes 5, 1 % 2 does not
+            assert_eq!(t.choice(), 5, "{r1} {r2}");
+        }
+        // The draws follow the weights: over every r, real 5 (weight 3) takes 3 of 4.
+        let mut fives = 0;
+        for r in 0..400u32 {
+            let mut t = Twos::new();
+            t.step(4, 1, (0, 0), 0, 0);
+            t.step(5, 3, (0, 0), r, r);
+            fives += u32::from(t.choice() == 5);
+        }
+        assert_eq!(fives, 300);
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub mod sync;
 pub mod tcp;
 
 pub use decide::{
-    FlowKey, LcCost, MAX_WEIGHT, VipKey, by_weight, conn_eviction, find_service, idle_first,
+    FlowKey, LcCost, MAX_WEIGHT, Twos, VipKey, by_weight, conn_eviction, find_service, idle_first,
     least_conn_choice, masked6, overloaded, same6, weight_choice,
 };
 
@@ -418,6 +418,9 @@ pub const SCHED_FO: u32 = 5;
 /// `Service::sched`: overflow: the available real with the highest weight whose active
 /// connections do not exceed its weight (IPVS `ovf`).
 pub const SCHED_OVF: u32 = 6;
+/// `Service::sched`: weighted random of two choices: two reals drawn at random in proportion
+/// to their weights, the less loaded (by `wlc`'s cost) of the two (IPVS `twos`).
+pub const SCHED_TWOS: u32 = 7;
 
 /// A virtual service as the data plane sees it, indexed by service id. Written by the control
 /// plane: parameters before the service is published in `VIPS4`, the table with one 8-byte

@@ -16,7 +16,7 @@ use core::{ffi::c_void, mem::size_of};
 
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, xdp_action},
-    helpers::{bpf_get_smp_processor_id, bpf_loop},
+    helpers::{bpf_get_prandom_u32, bpf_get_smp_processor_id, bpf_loop},
     macros::{map, xdp},
     maps::{Array, PerCpuArray},
     programs::XdpContext,
@@ -24,12 +24,13 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use lb_common::{
     Addr6, CONN_WAYS, Candidates, Conn, ConnSet4, ConnSet6, ConnState, Flow4Key, Flow6Key, FlowKey,
-    GlobalStats, Inserted, LOOKUP_ROW, LookupRow, MAX_EXT_HDRS, NO_REAL, PERSIST_WAYS, Persist4Key,
-    Persist6Key, PersistSet4, PersistSet6, REAL_UP, Real, RealLoad, SCHED_MAGLEV, SVC_F_FALLBACK,
-    SVC_F_HASH_DST, SVC_F_HASH_SRC, SVC_F_ONE_PACKET, SVC_F_PERSIST, SYNC_SLOTS, Service, Set,
-    Settings, SlotData, SyncSlot, TcpFlags, Template, TrafficStats, Vip4Key, Vip6Key, VipBucket4,
-    VipBucket6, VipKey, addr6, by_weight, conn_eviction, find_service, fragment_hash4,
-    fragment_hash6, least_conn_choice, proto, same6, table_slot, weight_choice,
+    GlobalStats, Inserted, LC_CANDIDATES, LOOKUP_ROW, LookupRow, MAX_EXT_HDRS, NO_REAL,
+    PERSIST_WAYS, Persist4Key, Persist6Key, PersistSet4, PersistSet6, REAL_UP, Real, RealLoad,
+    SCHED_MAGLEV, SCHED_TWOS, SVC_F_FALLBACK, SVC_F_HASH_DST, SVC_F_HASH_SRC, SVC_F_ONE_PACKET,
+    SVC_F_PERSIST, SYNC_SLOTS, Service, Set, Settings, SlotData, SyncSlot, TcpFlags, Template,
+    TrafficStats, Twos, Vip4Key, Vip6Key, VipBucket4, VipBucket6, VipKey, addr6, by_weight,
+    conn_eviction, find_service, fragment_hash4, fragment_hash6, least_conn_choice, proto, same6,
+    table_slot, weight_choice,
 };
 use network_types::{
     eth::EthHdr,
@@ -1000,11 +1001,71 @@ fn least_conn_pick(svc: &Svc, hash: u32) -> Option<Target> {
         }
         Some((target, target.real.weight, load.live()))
     };
-    if by_weight(svc.info.sched) {
+    if svc.info.sched == SCHED_TWOS {
+        twos_pick(svc)
+    } else if by_weight(svc.info.sched) {
         weight_choice(svc.info.sched, candidates, real)
     } else {
         least_conn_choice(svc.info.sched, candidates, hash, real)
     }
+}
+
+/// IPVS's `twos` over the service's candidates (`lb_common::Twos`): two draws by weight among
+/// the usable ones, the less loaded of the two. The scan runs in `bpf_loop`, so that the
+/// verifier checks its step once.
+#[inline(always)]
+fn twos_pick(svc: &Svc) -> Option<Target> {
+    let mut scan = TwosScan {
+        service_id: svc.id,
+        _pad: 0,
+        twos: Twos::new(),
+    };
+    // SAFETY: `twos_step` is a bpf_loop callback and `scan` outlives the call.
+    unsafe {
+        bpf_loop(
+            LC_CANDIDATES as u32,
+            twos_step as *mut c_void,
+            (&raw mut scan).cast::<c_void>(),
+            0,
+        );
+    }
+    usable_real(scan.twos.choice(), svc.id)
+}
+
+/// The state of a `twos` scan (`bpf_loop`'s context).
+#[repr(C)]
+struct TwosScan {
+    service_id: u32,
+    _pad: u32,
+    twos: Twos,
+}
+
+/// Step `k` of a `twos` scan: candidate `k`, if it is usable and not overloaded, with two
+/// fresh random numbers.
+#[inline(never)]
+extern "C" fn twos_step(k: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `TwosScan` `twos_pick` passes to bpf_loop.
+    let scan = unsafe { &mut *ctx.cast::<TwosScan>() };
+    let Some(candidates) = CANDIDATES.get(scan.service_id) else {
+        return 1;
+    };
+    let Some(&index) = candidates.get(k as usize) else {
+        return 1;
+    };
+    let Some(target) = usable_real(index, scan.service_id) else {
+        return 0;
+    };
+    let Some(load) = REAL_LOAD.get(index) else {
+        return 0;
+    };
+    if load.overloaded != 0 {
+        return 0;
+    }
+    // SAFETY: helpers without arguments.
+    let (r1, r2) = unsafe { (bpf_get_prandom_u32(), bpf_get_prandom_u32()) };
+    scan.twos
+        .step(index, target.real.weight, load.live(), r1, r2);
+    0
 }
 
 /// Adds `delta` to the active or inactive count (by `state`) of real `idx`.

@@ -173,11 +173,13 @@ pub enum LbAlgo {
     Fo,
     /// Overflow.
     Ovf,
+    /// Weighted random of two choices.
+    Twos,
 }
 
 impl LbAlgo {
     /// Every scheduler this type names (hash-based first, as error messages list them).
-    pub const ALL: [LbAlgo; 11] = [
+    pub const ALL: [LbAlgo; 12] = [
         LbAlgo::Rr,
         LbAlgo::Wrr,
         LbAlgo::Mh,
@@ -189,6 +191,7 @@ impl LbAlgo {
         LbAlgo::Nq,
         LbAlgo::Fo,
         LbAlgo::Ovf,
+        LbAlgo::Twos,
     ];
 
     /// keepalived's default when `lb_algo` is not set.
@@ -208,6 +211,7 @@ impl LbAlgo {
             LbAlgo::Dh => "dh",
             LbAlgo::Fo => "fo",
             LbAlgo::Ovf => "ovf",
+            LbAlgo::Twos => "twos",
         }
     }
 
@@ -228,6 +232,7 @@ impl LbAlgo {
             LbAlgo::Nq => Scheduler::NeverQueue,
             LbAlgo::Fo => Scheduler::Failover,
             LbAlgo::Ovf => Scheduler::Overflow,
+            LbAlgo::Twos => Scheduler::TwoChoices,
         })
     }
 }
@@ -239,7 +244,7 @@ impl fmt::Display for LbAlgo {
 }
 
 /// IPVS schedulers that exist but that this balancer does not offer.
-const FOREIGN_SCHEDULERS: [&str; 3] = ["lblc", "lblcr", "twos"];
+const FOREIGN_SCHEDULERS: [&str; 2] = ["lblc", "lblcr"];
 
 /// Why a scheduler name did not parse.
 #[derive(Clone, Debug, PartialEq, Eq)]

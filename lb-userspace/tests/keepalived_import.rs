@@ -1448,6 +1448,7 @@ fn fo_and_ovf_are_carried() {
         ("lvs_sched fo", LbAlgo::Fo),
         ("lb_algo ovf", LbAlgo::Ovf),
         ("lvs_sched ovf", LbAlgo::Ovf),
+        ("lb_algo twos", LbAlgo::Twos),
     ] {
         let text = service("").replace("lb_algo rr", line);
         let (_, c) = accepted(&text);

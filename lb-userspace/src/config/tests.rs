@@ -855,7 +855,7 @@ fn lb_algo() {
         "keepalived's default"
     );
     let with = |algo: &str| service("", "").replace("lb_algo: rr", &format!("lb_algo: {algo}"));
-    for algo in ["lblc", "lblcr", "twos"] {
+    for algo in ["lblc", "lblcr"] {
         assert_error(
             &with(algo),
             path,
@@ -874,6 +874,7 @@ fn lb_algo() {
         ("nq", LbAlgo::Nq),
         ("fo", LbAlgo::Fo),
         ("OVF", LbAlgo::Ovf),
+        ("twos", LbAlgo::Twos),
     ] {
         assert_eq!(ok(&with(name)).virtual_servers[0].lb_algo, algo);
     }
@@ -896,7 +897,7 @@ fn lb_algo_names() {
     assert_eq!("x".parse::<LbAlgo>(), Err(LbAlgoError::Unknown("x".into())));
     assert_eq!(
         served_schedulers(),
-        "rr, wrr, mh, sh, dh, lc, wlc, sed, nq, fo or ovf"
+        "rr, wrr, mh, sh, dh, lc, wlc, sed, nq, fo, ovf or twos"
     );
 }
 

@@ -113,6 +113,8 @@ pub enum Scheduler {
     /// Overflow: the highest-weight available real until its active connections exceed its
     /// weight (ovf).
     Overflow,
+    /// Weighted random of two choices: the less loaded of two reals drawn by weight (twos).
+    TwoChoices,
 }
 
 impl Scheduler {
@@ -128,6 +130,7 @@ impl Scheduler {
             Scheduler::NeverQueue => lb_common::SCHED_NQ,
             Scheduler::Failover => lb_common::SCHED_FO,
             Scheduler::Overflow => lb_common::SCHED_OVF,
+            Scheduler::TwoChoices => lb_common::SCHED_TWOS,
         }
     }
 

@@ -21,8 +21,8 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use lb_common::{
-    Candidates, ConnState, LC_CANDIDATES, LcCost, NO_REAL, RealLoad, SCHED_OVF, Settings,
-    by_weight, idle_first, least_conn_choice, weight_choice,
+    Candidates, ConnState, LC_CANDIDATES, LcCost, NO_REAL, RealLoad, SCHED_OVF, SCHED_TWOS,
+    Settings, Twos, by_weight, idle_first, least_conn_choice, weight_choice,
 };
 
 use crate::model::ConnEntry;
@@ -191,7 +191,19 @@ pub fn pick(
         let c = load(index);
         Some((index, weight, (c.active, c.inactive)))
     };
-    if by_weight(sched) {
+    if sched == SCHED_TWOS {
+        // The program draws two random numbers per candidate; the same draws taken from the
+        // flow's hash give one choice it could make.
+        let mut twos = Twos::new();
+        for (k, &index) in candidates.iter().enumerate() {
+            if let Some((_, weight, load)) = real(index) {
+                let r = hash.rotate_left(k as u32 * 4);
+                twos.step(index, weight, load, r, r.rotate_left(16));
+            }
+        }
+        let choice = twos.choice();
+        (choice != NO_REAL).then_some(choice)
+    } else if by_weight(sched) {
         weight_choice(sched, candidates, real)
     } else {
         least_conn_choice(sched, candidates, hash, real)

@@ -14,7 +14,8 @@
 //! - [`decisions`]: the program and the control plane's copy of its decisions agree;
 //! - [`flood`]: a spoofed SYN flood breaks no established connection, under every scheduler;
 //! - [`sync`]: director sync's announcements and the flows peers announce;
-//! - [`thresholds`]: the reals' connection thresholds (overload) under every scheduler.
+//! - [`thresholds`]: the reals' connection thresholds (overload) under every scheduler;
+//! - [`twos`]: `twos`, the less loaded of two reals drawn by weight.
 
 mod by_weight;
 mod common;
@@ -27,3 +28,4 @@ mod least_conn;
 mod random_frames;
 mod sync;
 mod thresholds;
+mod twos;

@@ -855,7 +855,7 @@ fn the_scheduler_help_names_every_scheduler_that_s_accepts() {
         let cli = Cli::try_parse_from(["lbadm", "-A", "-t", "10.0.0.1:80", "-s", name]);
         assert!(cli.is_ok(), "-s {name} refused");
     }
-    assert!(line.contains("lc, wlc, sed, nq, fo or ovf"), "{line}");
+    assert!(line.contains("lc, wlc, sed, nq, fo, ovf or twos"), "{line}");
 }
 
 fn snapshot() -> Snapshot {
