@@ -791,6 +791,10 @@ pub unsafe fn atomic_add(p: *mut i64, delta: i64) {
     }
 }
 
+/// Slots of a Maglev table walked past an overloaded (or, with `SVC_F_FALLBACK`, down) real
+/// before a new flow is dropped.
+pub const FALLBACK_PROBES: u32 = 64;
+
 /// Reals a least-connection service compares per new flow.
 pub const LC_CANDIDATES: usize = 8;
 

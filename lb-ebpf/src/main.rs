@@ -23,14 +23,14 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use lb_common::{
-    Addr6, CONN_WAYS, Candidates, Conn, ConnSet4, ConnSet6, ConnState, Flow4Key, Flow6Key, FlowKey,
-    GlobalStats, Inserted, LC_CANDIDATES, LOOKUP_ROW, LookupRow, MAX_EXT_HDRS, NO_REAL,
-    PERSIST_WAYS, Persist4Key, Persist6Key, PersistSet4, PersistSet6, REAL_UP, Real, RealLoad,
-    SCHED_MAGLEV, SCHED_TWOS, SVC_F_FALLBACK, SVC_F_HASH_DST, SVC_F_HASH_SRC, SVC_F_ONE_PACKET,
-    SVC_F_PERSIST, SYNC_SLOTS, Service, Set, Settings, SlotData, SyncSlot, TcpFlags, Template,
-    TrafficStats, Twos, Vip4Key, Vip6Key, VipBucket4, VipBucket6, VipKey, addr6, by_weight,
-    conn_eviction, find_service, fragment_hash4, fragment_hash6, least_conn_choice, proto, same6,
-    table_slot, weight_choice,
+    Addr6, CONN_WAYS, Candidates, Conn, ConnSet4, ConnSet6, ConnState, FALLBACK_PROBES, Flow4Key,
+    Flow6Key, FlowKey, GlobalStats, Inserted, LC_CANDIDATES, LOOKUP_ROW, LookupRow, MAX_EXT_HDRS,
+    NO_REAL, PERSIST_WAYS, Persist4Key, Persist6Key, PersistSet4, PersistSet6, REAL_UP, Real,
+    RealLoad, SCHED_MAGLEV, SCHED_TWOS, SVC_F_FALLBACK, SVC_F_HASH_DST, SVC_F_HASH_SRC,
+    SVC_F_ONE_PACKET, SVC_F_PERSIST, SYNC_SLOTS, Service, Set, Settings, SlotData, SyncSlot,
+    TcpFlags, Template, TrafficStats, Twos, Vip4Key, Vip6Key, VipBucket4, VipBucket6, VipKey,
+    addr6, by_weight, conn_eviction, find_service, fragment_hash4, fragment_hash6,
+    least_conn_choice, proto, same6, table_slot, weight_choice,
 };
 use network_types::{
     eth::EthHdr,
@@ -867,14 +867,11 @@ fn pick_new(svc: &Svc, hash: u32) -> Option<Target> {
     }
 }
 
-/// Slots the Maglev table is walked past an overloaded real before the flow is dropped.
-const FALLBACK_PROBES: u32 = 64;
-
 /// The Maglev table's real for a new flow: the real at the slot for `hash`, unless it is
 /// overloaded or down. Then the hashing schedulers (`sh`, `mh`, `dh`) have none unless the
 /// service has IPVS's fallback flag (`sh-fallback`, `mh-fallback`), as IPVS; with it, and for
 /// `rr`/`wrr` past an overloaded real (IPVS's skip the overloaded), the flow takes the first
-/// real neither down nor overloaded in the next [`FALLBACK_PROBES`] slots, which the table fills
+/// real neither down nor overloaded in the next `lb_common::FALLBACK_PROBES` slots, which the table fills
 /// in proportion to the weights. The walk runs in `bpf_loop`, so that the verifier checks its
 /// step once.
 #[inline(always)]

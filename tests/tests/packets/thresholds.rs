@@ -253,3 +253,50 @@ fn an_sh_client_of_an_overloaded_real_is_dropped_and_comes_back() {
     set_load(&mut lab, R1, 0, 0);
     assert_eq!(sent_to(&lab, &syn(c)), R1);
 }
+
+#[test]
+fn which_follows_the_program_past_an_overloaded_real() {
+    use std::net::SocketAddr;
+
+    use lb_userspace::{model::SchedFlags, observe::snapshot::which_installed};
+
+    for (sched, fallback) in [
+        (Scheduler::Maglev, false),
+        (Scheduler::SourceHash, false),
+        (Scheduler::SourceHash, true),
+        (Scheduler::WeightedLeastConn, false),
+        (Scheduler::Failover, false),
+    ] {
+        let mut s = with(sched, upper(5, 0));
+        s.flags = SchedFlags {
+            fallback,
+            ..SchedFlags::default()
+        };
+        let mut lab = Lab::new();
+        lab.apply(&desired(vec![(svc(), s)]));
+        set_load(&mut lab, R1, 0, 5);
+        for c in 1..100 {
+            let inst = &lab.installed.services[&svc()];
+            let flow = SocketAddr::new(client(c).into(), 40000);
+            let predicted = which_installed(&lab.dp, inst, &svc(), flow).unwrap();
+            let out = lab.run(&syn(c));
+            let sent = (out.action == XDP_TX).then(|| {
+                let mac = dst_mac(&out.frame);
+                [R1, R2, R3]
+                    .into_iter()
+                    .find(|r| mac_of(*r) == mac)
+                    .unwrap()
+            });
+            let predicted_addr = predicted.real.map(|k| match k.addr {
+                std::net::IpAddr::V4(a) => a,
+                std::net::IpAddr::V6(_) => unreachable!(),
+            });
+            assert_eq!(
+                sent, predicted_addr,
+                "{sched:?} fallback {fallback} client {c}: which said {} ({})",
+                predicted.source, predicted.detail
+            );
+            assert_ne!(sent, Some(R1), "{sched:?}");
+        }
+    }
+}

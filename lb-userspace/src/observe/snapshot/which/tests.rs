@@ -64,6 +64,10 @@ impl Tables for FakeTables {
         self.loads.get(&index).copied().unwrap_or_default()
     }
 
+    fn overloaded(&self, _index: u32) -> bool {
+        false
+    }
+
     fn candidates(&self, id: u32) -> Result<Candidates, WhichError> {
         Ok(self.maps.candidates.get(&id).copied().unwrap_or_default())
     }
