@@ -10,7 +10,9 @@
 //! - the VIP probe: how a `(VIP, port, protocol)` is found in a VIP table half
 //!   ([`find_service`]);
 //! - the schedule hash and the persistence key of a flow ([`FlowKey`]);
-//! - the least-connection cost and choice ([`LcCost`], [`least_conn_choice`]).
+//! - the least-connection cost and choice ([`LcCost`], [`least_conn_choice`]), and the
+//!   weight-ordered choice of `fo` and `ovf` ([`weight_choice`]);
+//! - a real's overload under its connection thresholds ([`overloaded`]).
 //!
 //! Everything is `#[inline(always)]` and free of calls, loops without a constant bound and
 //! memory comparisons, so that the program's copy is as cheap as hand-written code.
@@ -19,9 +21,10 @@ use core::cmp::Ordering;
 
 use crate::{
     Addr6, Candidates, Conn, ConnState, Evict, Flow4Key, Flow6Key, LC_CANDIDATES, NO_REAL,
-    Persist4Key, Persist6Key, SCHED_LC, SCHED_NQ, SCHED_WLC, SVC_F_HASH_SRC, SVC_F_PERSIST,
-    Service, Settings, SlotData, SyncEvent, VIP_PROBES, Vip4Key, Vip6Key, VipBucket4, VipBucket6,
-    source_hash4, source_hash6, vip_hash4, vip_hash6,
+    Persist4Key, Persist6Key, SCHED_LC, SCHED_NQ, SCHED_OVF, SCHED_WLC, SVC_F_HASH_DST,
+    SVC_F_HASH_PORT, SVC_F_HASH_SRC, SVC_F_PERSIST, Service, Settings, SlotData, SyncEvent,
+    VIP_PROBES, Vip4Key, Vip6Key, VipBucket4, VipBucket6, source_hash4, source_hash6, vip_hash4,
+    vip_hash6, with_port,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -230,13 +233,26 @@ pub trait FlowKey: SlotData {
     /// The director-sync announcement of this flow on real `real` in `state`.
     fn sync_event(&self, real: u32, state: u8) -> SyncEvent;
 
+    /// Hash of the destination address (`dh`).
+    fn dest_hash(&self) -> u32;
+    /// The client's port (wire order).
+    fn sport(&self) -> u16;
+
     /// The hash that places a new flow in the service's lookup table (or breaks
-    /// least-connection ties): by the masked source for `sh` and persistent services, else the
+    /// least-connection ties): by the destination for `dh`; by the masked source for `sh`,
+    /// `mh` and persistent services, with the source port under `sh-port`/`mh-port`; else the
     /// flow hash (`flow_hash`, passed in because the caller has it already).
     #[inline(always)]
     fn schedule_hash(&self, svc: &Service, flow_hash: u32) -> u32 {
-        if svc.flags & (SVC_F_HASH_SRC | SVC_F_PERSIST) != 0 {
-            self.source_hash(svc)
+        if svc.flags & SVC_F_HASH_DST != 0 {
+            self.dest_hash()
+        } else if svc.flags & (SVC_F_HASH_SRC | SVC_F_PERSIST) != 0 {
+            let h = self.source_hash(svc);
+            if svc.flags & SVC_F_HASH_PORT != 0 {
+                with_port(h, self.sport())
+            } else {
+                h
+            }
         } else {
             flow_hash
         }
@@ -286,6 +302,16 @@ impl FlowKey for Flow4Key {
     fn sync_event(&self, real: u32, state: u8) -> SyncEvent {
         SyncEvent::of4(self, real, state)
     }
+
+    #[inline(always)]
+    fn dest_hash(&self) -> u32 {
+        source_hash4(self.dst)
+    }
+
+    #[inline(always)]
+    fn sport(&self) -> u16 {
+        self.sport
+    }
 }
 
 impl FlowKey for Flow6Key {
@@ -331,6 +357,121 @@ impl FlowKey for Flow6Key {
     #[inline(always)]
     fn sync_event(&self, real: u32, state: u8) -> SyncEvent {
         SyncEvent::of6(self, real, state)
+    }
+
+    #[inline(always)]
+    fn dest_hash(&self) -> u32 {
+        source_hash6(&self.dst)
+    }
+
+    #[inline(always)]
+    fn sport(&self) -> u16 {
+        self.sport
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two random choices: twos
+
+/// IPVS's `twos` choice, one candidate at a time: two independent draws among the usable
+/// candidates, each real drawn with a probability in proportion to its weight (a weighted
+/// reservoir of one, per draw), then the less loaded of the two by `wlc`'s cost (the first
+/// draw on a tie). The caller feeds every candidate to [`Twos::step`] with two fresh random
+/// numbers, then takes [`Twos::choice`].
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct Twos {
+    total: u64,
+    first: u32,
+    second: u32,
+    first_cost: LcCost,
+    second_cost: LcCost,
+}
+
+impl Default for Twos {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Twos {
+    /// No candidate seen yet.
+    #[inline(always)]
+    pub const fn new() -> Self {
+        let none = LcCost { cost: 0, per: 1 };
+        Self {
+            total: 0,
+            first: NO_REAL,
+            second: NO_REAL,
+            first_cost: none,
+            second_cost: none,
+        }
+    }
+
+    /// Takes in usable candidate `index` of weight `weight` with `(active, inactive)`
+    /// connections; `r1` and `r2` are fresh random numbers, one per draw. Weight 0 is skipped.
+    #[inline(always)]
+    pub fn step(&mut self, index: u32, weight: u32, load: (u64, u64), r1: u32, r2: u32) {
+        if weight == 0 {
+            return;
+        }
+        let weight = weight.min(MAX_WEIGHT);
+        // At most 8 weights of at most MAX_WEIGHT: never 0 after this, and `max` says so to
+        // the compiler (no division-by-zero panic in the program).
+        self.total = self.total.saturating_add(u64::from(weight)).max(1);
+        let total = self.total;
+        let cost = LcCost::of(SCHED_WLC, load.0, load.1, weight);
+        if u64::from(r1) % total < u64::from(weight) {
+            self.first = index;
+            self.first_cost = cost;
+        }
+        if u64::from(r2) % total < u64::from(weight) {
+            self.second = index;
+            self.second_cost = cost;
+        }
+    }
+
+    /// The chosen candidate ([`NO_REAL`]: none was usable).
+    #[inline(always)]
+    pub fn choice(&self) -> u32 {
+        if self.second_cost.below(&self.first_cost) {
+            self.second
+        } else {
+            self.first
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection thresholds
+
+/// Whether a real with `conns` connections (active + inactive, IPVS's
+/// `ip_vs_dest_totalconns`), upper threshold `upper` and lower threshold `lower` is overloaded,
+/// given whether it was (`was`): IPVS's `IP_VS_DEST_F_OVERLOAD` with its hysteresis.
+///
+/// - `upper == 0`: no threshold, never overloaded;
+/// - it becomes overloaded at `conns >= upper`;
+/// - once overloaded it stays so until `conns < lower`, or, with `lower == 0`, until
+///   `conns < 3/4 x upper`.
+///
+/// IPVS re-evaluates the flag when a connection is bound (set) or unbound (cleared); the data
+/// plane evaluates it when it schedules a new flow, which is the only time the flag is read, so
+/// the choices are the same.
+#[inline(always)]
+pub const fn overloaded(was: bool, conns: u64, upper: u32, lower: u32) -> bool {
+    if upper == 0 {
+        return false;
+    }
+    if conns >= upper as u64 {
+        return true;
+    }
+    if !was {
+        return false;
+    }
+    if lower != 0 {
+        conns >= lower as u64
+    } else {
+        conns * 4 >= upper as u64 * 3
     }
 }
 
@@ -429,10 +570,123 @@ pub fn least_conn_choice<T>(
     best.map(|(value, _)| value)
 }
 
+// ---------------------------------------------------------------------------------------------
+// Highest weight first: fo and ovf
+
+/// Whether `sched` picks by weight ([`weight_choice`]) rather than by connection cost.
+#[inline(always)]
+pub const fn by_weight(sched: u32) -> bool {
+    sched == crate::SCHED_FO || sched == SCHED_OVF
+}
+
+/// The `fo` or `ovf` choice among a service's `candidates`: the candidate with the highest
+/// weight, the first of them in candidate order on a tie (IPVS takes the first in its list).
+/// `real(index)` gives a candidate that may take flows as in [`least_conn_choice`]; weight 0
+/// is skipped, and under `ovf` so is a real whose active connections exceed its weight.
+#[inline(always)]
+pub fn weight_choice<T>(
+    sched: u32,
+    candidates: &Candidates,
+    real: impl Fn(u32) -> Option<(T, u32, (u64, u64))>,
+) -> Option<T> {
+    // The best weight so far starts at 0, so that the first usable real wins (IPVS's
+    // `hweight`); kept apart from `best` so that no comparison reads an unset value.
+    let mut best: Option<T> = None;
+    let mut best_weight = 0u32;
+    let mut i = 0;
+    while i < LC_CANDIDATES {
+        let index = candidates[i];
+        i += 1;
+        if index == NO_REAL {
+            continue;
+        }
+        let Some((value, weight, (active, _))) = real(index) else {
+            continue;
+        };
+        if sched == SCHED_OVF && active > u64::from(weight) {
+            continue;
+        }
+        if weight > best_weight {
+            best = Some(value);
+            best_weight = weight;
+        }
+    }
+    best
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{SCHED_SED, proto};
+
+    #[test]
+    fn fo_takes_the_heaviest_real_and_ovf_the_heaviest_not_overflowing() {
+        let candidates = [3, NO_REAL, 5, 7, 9, 0, 0, 0];
+        // (weight, active): 3 (2, 0), 5 (4, 5), 7 (4, 1), 9 (0, 0); 11 is not usable.
+        let look = |i: u32| match i {
+            3 => Some((i, 2, (0, 0))),
+            5 => Some((i, 4, (5, 0))),
+            7 => Some((i, 4, (1, 0))),
+            9 => Some((i, 0, (0, 0))),
+            _ => None,
+        };
+        assert_eq!(weight_choice(crate::SCHED_FO, &candidates, look), Some(5));
+        // ovf: 5 overflows (5 > 4); 7 holds as many as its weight at most.
+        assert_eq!(weight_choice(SCHED_OVF, &candidates, look), Some(7));
+        let full = |i: u32| look(i).map(|(v, w, _)| (v, w, (u64::from(w) + 1, 0)));
+        assert_eq!(weight_choice(SCHED_OVF, &candidates, full), None);
+        assert_eq!(weight_choice(crate::SCHED_FO, &candidates, full), Some(5));
+        assert!(by_weight(SCHED_OVF) && by_weight(crate::SCHED_FO) && !by_weight(SCHED_NQ));
+    }
+
+    #[test]
+    fn twos_draws_by_weight_and_takes_the_less_loaded_of_two() {
+        // One real: always it.
+        let mut t = Twos::new();
+        t.step(4, 3, (100, 0), 12345, 999);
+        assert_eq!(t.choice(), 4);
+        assert_eq!(Twos::new().choice(), NO_REAL);
+        // Weight 0 is never drawn.
+        let mut t = Twos::new();
+        t.step(4, 0, (0, 0), 0, 0);
+        t.step(5, 1, (9, 0), 0, 0);
+        assert_eq!(t.choice(), 5);
+        // Two reals, both drawn: the less loaded wins, whichever draw it came from.
+        for (r1, r2) in [(0, 1), (1, 0)] {
+            let mut t = Twos::new();
+            t.step(4, 1, (10, 0), 0, 0); // both draws take 4 first (0 % 1 < 1)
+            t.step(5, 1, (1, 0), r1, r2); // 0 % 2 < 1 takes 5, 1 % 2 does not
+            assert_eq!(t.choice(), 5, "{r1} {r2}");
+        }
+        // The draws follow the weights: over every r, real 5 (weight 3) takes 3 of 4.
+        let mut fives = 0;
+        for r in 0..400u32 {
+            let mut t = Twos::new();
+            t.step(4, 1, (0, 0), 0, 0);
+            t.step(5, 3, (0, 0), r, r);
+            fives += u32::from(t.choice() == 5);
+        }
+        assert_eq!(fives, 300);
+    }
+
+    #[test]
+    fn overload_has_ipvs_hysteresis() {
+        // No upper threshold: never, whatever the lower one says.
+        assert!(!overloaded(true, 1_000_000, 0, 5));
+        // Set at the upper threshold.
+        assert!(!overloaded(false, 9, 10, 4));
+        assert!(overloaded(false, 10, 10, 4));
+        // Kept until below the lower threshold.
+        assert!(overloaded(true, 9, 10, 4));
+        assert!(overloaded(true, 4, 10, 4));
+        assert!(!overloaded(true, 3, 10, 4));
+        // Without a lower threshold, until below 3/4 of the upper one.
+        assert!(overloaded(true, 75, 100, 0));
+        assert!(!overloaded(true, 74, 100, 0));
+        assert!(!overloaded(false, 80, 100, 0));
+        // The largest inputs do not overflow.
+        assert!(overloaded(true, u64::from(u32::MAX), u32::MAX, 0));
+    }
 
     #[test]
     fn lc_costs_follow_ipvs() {

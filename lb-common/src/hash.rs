@@ -46,6 +46,12 @@ pub const fn source_hash4(src: u32) -> u32 {
     fold(mix64(src as u64 ^ SEED_SOURCE))
 }
 
+/// A source hash with the source port mixed in (`sh-port`, `mh-port`).
+#[inline(always)]
+pub const fn with_port(hash: u32, port: u16) -> u32 {
+    fold(mix64(((hash as u64) << 16) ^ port as u64 ^ SEED_SOURCE))
+}
+
 /// Hash of an IPv4 fragment's (source, destination, protocol), so that every fragment of a
 /// datagram reaches the same real.
 #[inline(always)]

@@ -35,13 +35,13 @@ pub mod sync;
 pub mod tcp;
 
 pub use decide::{
-    FlowKey, LcCost, MAX_WEIGHT, VipKey, conn_eviction, find_service, idle_first,
-    least_conn_choice, masked6, same6,
+    FlowKey, LcCost, MAX_WEIGHT, Twos, VipKey, by_weight, conn_eviction, find_service, idle_first,
+    least_conn_choice, masked6, overloaded, same6, weight_choice,
 };
 
 pub use hash::{
     Addr6, flow_hash4, flow_hash6, fragment_hash4, fragment_hash6, persist_hash4, persist_hash6,
-    source_hash4, source_hash6, table_slot, vip_hash4, vip_hash6,
+    source_hash4, source_hash6, table_slot, vip_hash4, vip_hash6, with_port,
 };
 pub use set::{Evict, Inserted, Set, Slot, SlotData};
 pub use sync::{SYNC_SLOTS, SyncEvent, SyncSlot, SyncedFlow};
@@ -154,7 +154,7 @@ pub const NO_REAL: u32 = 0;
 
 /// Version of the map layout. A restarted agent adopts pinned maps only if they were created
 /// with the same version; bump it whenever a map's key, value or meaning changes.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// Default Maglev lookup table size (a prime, as in the Maglev paper).
 pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
@@ -391,6 +391,17 @@ impl VipBucket6 {
 pub const SVC_F_HASH_SRC: u32 = 1;
 /// `Service::flags`: persistence is on (templates in `PERSIST4`); implies hashing by source.
 pub const SVC_F_PERSIST: u32 = 2;
+/// `Service::flags`: schedule new flows by the destination address (`dh`).
+pub const SVC_F_HASH_DST: u32 = 4;
+/// `Service::flags`: the source hash takes in the source port (IPVS `sh-port`, `mh-port`).
+pub const SVC_F_HASH_PORT: u32 = 8;
+/// `Service::flags`: a new flow whose hashed real is overloaded or down goes to the next
+/// usable real of the table (IPVS `sh-fallback`, `mh-fallback`); without it, a hashing
+/// scheduler (`sh`, `mh`, `dh`) drops it.
+pub const SVC_F_FALLBACK: u32 = 16;
+/// `Service::flags`: one-packet scheduling (IPVS `ops`): every UDP datagram is scheduled on its
+/// own and leaves no connection entry. Ignored for TCP, as IPVS ignores it.
+pub const SVC_F_ONE_PACKET: u32 = 32;
 
 /// `Service::sched`: new flows placed by the Maglev table.
 pub const SCHED_MAGLEV: u32 = 0;
@@ -402,6 +413,14 @@ pub const SCHED_WLC: u32 = 2;
 pub const SCHED_SED: u32 = 3;
 /// `Service::sched`: never queue: an idle real first, else `sed` (IPVS `nq`).
 pub const SCHED_NQ: u32 = 4;
+/// `Service::sched`: weighted failover: the available real with the highest weight (IPVS `fo`).
+pub const SCHED_FO: u32 = 5;
+/// `Service::sched`: overflow: the available real with the highest weight whose active
+/// connections do not exceed its weight (IPVS `ovf`).
+pub const SCHED_OVF: u32 = 6;
+/// `Service::sched`: weighted random of two choices: two reals drawn at random in proportion
+/// to their weights, the less loaded (by `wlc`'s cost) of the two (IPVS `twos`).
+pub const SCHED_TWOS: u32 = 7;
 
 /// A virtual service as the data plane sees it, indexed by service id. Written by the control
 /// plane: parameters before the service is published in `VIPS4`, the table with one 8-byte
@@ -471,6 +490,13 @@ pub struct Real {
     pub weight: u32,
     /// The real's address (IPv4 in the first 4 bytes), for diagnostics and listings.
     pub addr: [u8; 16],
+    /// IPVS's upper connection threshold (`uthreshold`, ipvsadm `-x`): at `active + inactive`
+    /// connections at least this the real is overloaded and gets no new flows; 0 = none.
+    pub u_threshold: u32,
+    /// IPVS's lower connection threshold (`lthreshold`, ipvsadm `-y`): an overloaded real takes
+    /// new flows again below it (below 3/4 of `u_threshold` when 0). See
+    /// [`decide::overloaded`].
+    pub l_threshold: u32,
 }
 
 impl Real {
@@ -482,6 +508,8 @@ impl Real {
         service_id: u32::MAX,
         weight: 0,
         addr: [0; 16],
+        u_threshold: 0,
+        l_threshold: 0,
     };
 
     /// The first 8 bytes (MAC, state, family) as one word, for the atomic store.
@@ -707,8 +735,10 @@ pub struct RealLoad {
     /// Clock second at which the real last became usable (its index allocated, or up after
     /// down), written by the control plane. The data plane does not read it.
     pub up_since: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// IPVS's `IP_VS_DEST_F_OVERLOAD`: 1 while the real is overloaded (see
+    /// [`decide::overloaded`]). The data plane keeps it as it schedules; the control plane
+    /// clears it when the index gets a new user or the real's thresholds change.
+    pub overloaded: u32,
 }
 
 impl RealLoad {
@@ -760,6 +790,10 @@ pub unsafe fn atomic_add(p: *mut i64, delta: i64) {
             .fetch_add(delta, core::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// Slots of a Maglev table walked past an overloaded (or, with `SVC_F_FALLBACK`, down) real
+/// before a new flow is dropped.
+pub const FALLBACK_PROBES: u32 = 64;
 
 /// Reals a least-connection service compares per new flow.
 pub const LC_CANDIDATES: usize = 8;
@@ -944,7 +978,7 @@ mod tests {
         assert_eq!(size_of::<Persist6Key>(), 24);
         assert_eq!(size_of::<ConnSet6>(), 8 + 4 * 56);
         assert_eq!(size_of::<PersistSet6>(), 8 + 4 * 40);
-        assert_eq!(size_of::<Real>(), 32);
+        assert_eq!(size_of::<Real>(), 40);
         assert_eq!(size_of::<Flow4Key>(), 16);
         assert_eq!(size_of::<Conn>(), 8);
         assert_eq!(size_of::<Persist4Key>(), 8);

@@ -12,23 +12,25 @@
 #![no_std]
 #![no_main]
 
-use core::mem::size_of;
+use core::{ffi::c_void, mem::size_of};
 
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, xdp_action},
-    helpers::bpf_get_smp_processor_id,
+    helpers::{bpf_get_prandom_u32, bpf_get_smp_processor_id, bpf_loop},
     macros::{map, xdp},
     maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
 use lb_common::{
-    Addr6, CONN_WAYS, Candidates, Conn, ConnSet4, ConnSet6, ConnState, Flow4Key, Flow6Key, FlowKey,
-    GlobalStats, Inserted, LOOKUP_ROW, LookupRow, MAX_EXT_HDRS, NO_REAL, PERSIST_WAYS, Persist4Key,
-    Persist6Key, PersistSet4, PersistSet6, REAL_UP, Real, RealLoad, SCHED_MAGLEV, SVC_F_PERSIST,
-    SYNC_SLOTS, Service, Set, Settings, SlotData, SyncSlot, TcpFlags, Template, TrafficStats,
-    Vip4Key, Vip6Key, VipBucket4, VipBucket6, VipKey, addr6, conn_eviction, find_service,
-    fragment_hash4, fragment_hash6, least_conn_choice, proto, same6, table_slot,
+    Addr6, CONN_WAYS, Candidates, Conn, ConnSet4, ConnSet6, ConnState, FALLBACK_PROBES, Flow4Key,
+    Flow6Key, FlowKey, GlobalStats, Inserted, LC_CANDIDATES, LOOKUP_ROW, LookupRow, MAX_EXT_HDRS,
+    NO_REAL, PERSIST_WAYS, Persist4Key, Persist6Key, PersistSet4, PersistSet6, REAL_UP, Real,
+    RealLoad, SCHED_MAGLEV, SCHED_TWOS, SVC_F_FALLBACK, SVC_F_HASH_DST, SVC_F_HASH_SRC,
+    SVC_F_ONE_PACKET, SVC_F_PERSIST, SYNC_SLOTS, Service, Set, Settings, SlotData, SyncSlot,
+    TcpFlags, Template, TrafficStats, Twos, Vip4Key, Vip6Key, VipBucket4, VipBucket6, VipKey,
+    addr6, by_weight, conn_eviction, find_service, fragment_hash4, fragment_hash6,
+    least_conn_choice, proto, same6, table_slot, weight_choice,
 };
 use network_types::{
     eth::EthHdr,
@@ -541,9 +543,14 @@ fn forward_flow<F: Family>(
     let now = settings.clock;
     let tcp = pkt.proto == proto::TCP;
 
+    // One-packet scheduling (IPVS `ops`, UDP only): every datagram is scheduled on its own and
+    // leaves no connection entry.
+    let one_packet = !tcp && svc.info.flags & SVC_F_ONE_PACKET != 0;
+
     // A new SYN is always scheduled afresh (the client may reuse a port); everything else
     // looks for its connection first.
-    if !(tcp && flags.is_new_syn())
+    if !one_packet
+        && !(tcp && flags.is_new_syn())
         && let Some(target) =
             established_real::<F>(&svc, set, &flow, hash | 1, flags, tcp, settings, g)
     {
@@ -555,6 +562,9 @@ fn forward_flow<F: Family>(
         debug!(ctx, "service {} has no usable real", svc.id);
         return Verdict::DropNoReal;
     };
+    if one_packet {
+        return transmit(ctx, pkt.ip_len, &svc, target, settings, true);
+    }
     let state = if tcp {
         ConnState::first_tcp(flags)
     } else {
@@ -578,6 +588,7 @@ fn forward_flow<F: Family>(
             }
             // The counts follow the table: the new entry in, whatever it overwrote out.
             account(target.idx, entry.state, 1);
+            bind_overload(&target);
             if let Some(old) = replaced {
                 account(old.real, old.state, -1);
                 if evicted && old.state == ConnState::Established as u8 {
@@ -845,36 +856,213 @@ fn schedule<F: Family>(
 }
 
 /// The real for a flow no entry or template decides: the Maglev table at the slot for `hash`,
-/// or, for a least-connection service, the least loaded candidate (ties broken by `hash`).
+/// or, for a least-connection service, the least loaded candidate (ties broken by `hash`). An
+/// overloaded real (see [`overloaded`]) gets no new flow under any scheduler.
 #[inline(always)]
 fn pick_new(svc: &Svc, hash: u32) -> Option<Target> {
     if svc.info.sched == SCHED_MAGLEV {
-        table_pick(svc, hash)
+        table_pick_new(svc, hash)
     } else {
         least_conn_pick(svc, hash)
     }
 }
 
-/// IPVS's least-connection family over the service's candidates (see `lb_common::Candidates`):
-/// `lc`, `wlc`, `sed` and `nq`, with the costs of `lb_common::LcCost` and the scan of
-/// `lb_common::least_conn_choice`. Candidates that are down or of another service are skipped.
+/// The Maglev table's real for a new flow: the real at the slot for `hash`, unless it is
+/// overloaded or down. Then the hashing schedulers (`sh`, `mh`, `dh`) have none unless the
+/// service has IPVS's fallback flag (`sh-fallback`, `mh-fallback`), as IPVS; with it, and for
+/// `rr`/`wrr` past an overloaded real (IPVS's skip the overloaded), the flow takes the first
+/// real neither down nor overloaded in the next `lb_common::FALLBACK_PROBES` slots, which the table fills
+/// in proportion to the weights. The walk runs in `bpf_loop`, so that the verifier checks its
+/// step once.
+#[inline(always)]
+fn table_pick_new(svc: &Svc, hash: u32) -> Option<Target> {
+    let (base, size) = active_table(svc)?;
+    let home = table_slot(hash, size);
+    let flags = svc.info.flags;
+    let fallback = flags & SVC_F_FALLBACK != 0;
+    let hashing = flags & (SVC_F_HASH_SRC | SVC_F_HASH_DST) != 0;
+    match slot_real(svc.id, base.wrapping_add(home)) {
+        Some(first) if !overloaded(&first) => return Some(first),
+        Some(_) if fallback || !hashing => {}
+        None if fallback => {}
+        _ => return None,
+    }
+    let mut walk = Walk {
+        service_id: svc.id,
+        base,
+        size,
+        home,
+        found: NO_REAL,
+    };
+    // SAFETY: `walk_step` is a bpf_loop callback and `walk` outlives the call.
+    unsafe {
+        bpf_loop(
+            FALLBACK_PROBES,
+            walk_step as *mut c_void,
+            (&raw mut walk).cast::<c_void>(),
+            0,
+        );
+    }
+    usable_real(walk.found, svc.id)
+}
+
+/// The state of a Maglev fallback walk (`bpf_loop`'s context).
+#[repr(C)]
+struct Walk {
+    service_id: u32,
+    base: u32,
+    size: u32,
+    home: u32,
+    /// The real found ([`NO_REAL`]: none yet).
+    found: u32,
+}
+
+/// Step `k` of a Maglev fallback walk: the slot `k + 1` after the home slot. Returns 1 (stop)
+/// when its real is neither down nor overloaded.
+#[inline(never)]
+extern "C" fn walk_step(k: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Walk` `table_pick_new` passes to bpf_loop.
+    let walk = unsafe { &mut *ctx.cast::<Walk>() };
+    if walk.size == 0 {
+        return 1;
+    }
+    let offset = walk.home.wrapping_add(k as u32 + 1) % walk.size;
+    match slot_real(walk.service_id, walk.base.wrapping_add(offset)) {
+        Some(t) if !overloaded(&t) => {
+            walk.found = t.idx;
+            1
+        }
+        _ => 0,
+    }
+}
+
+/// Whether a real is overloaded: IPVS's `IP_VS_DEST_F_OVERLOAD`, kept in its `RealLoad` (see
+/// [`bind_overload`]). One read: the schedulers' loops stay cheap for the verifier.
+#[inline(always)]
+fn overloaded(t: &Target) -> bool {
+    REAL_LOAD
+        .get_ptr(t.idx)
+        // SAFETY: the pointer is into the REAL_LOAD map value; an aligned u32.
+        .is_some_and(|load| unsafe { core::ptr::read_volatile(&raw const (*load).overloaded) } != 0)
+}
+
+/// Re-evaluates real `t`'s overload after a new connection was bound to it, as IPVS does when
+/// it binds one: its live counts against the thresholds in its `Real`, with the hysteresis of
+/// `lb_common::overloaded`. The agent re-evaluates it with every recount of the stale entries
+/// (every second), which is when connections that ended leave the counts: an overload ends up
+/// to a second after IPVS would end it.
+#[inline(always)]
+fn bind_overload(t: &Target) {
+    let (upper, lower) = (t.real.u_threshold, t.real.l_threshold);
+    if upper == 0 {
+        return;
+    }
+    let Some(load) = REAL_LOAD.get_ptr_mut(t.idx) else {
+        return;
+    };
+    // SAFETY: `load` points into the REAL_LOAD map value; `overloaded` is an aligned u32 that
+    // racing CPUs may both write, each with a decision from the counts it read.
+    unsafe {
+        let (active, inactive) = (*load).live();
+        let was = core::ptr::read_volatile(&raw const (*load).overloaded) != 0;
+        let now = lb_common::overloaded(was, active.saturating_add(inactive), upper, lower);
+        if now != was {
+            core::ptr::write_volatile(&raw mut (*load).overloaded, u32::from(now));
+        }
+    }
+}
+
+/// IPVS's schedulers that look at every real, over the service's candidates (see
+/// `lb_common::Candidates`): the least-connection family `lc`, `wlc`, `sed` and `nq`, with the
+/// costs of `lb_common::LcCost` and the scan of `lb_common::least_conn_choice`, and `fo` and
+/// `ovf`, highest weight first (`lb_common::weight_choice`). Candidates that are down,
+/// overloaded or of another service are skipped.
 ///
 /// A real's load is its connection-table entries by class, which this program keeps exact, less
 /// the stale ones the agent recounts every second (see `lb_common::RealLoad`): connections that
 /// expired since the last recount still weigh on their real until the next one.
 ///
 /// Error bound: with at most `LC_CANDIDATES` (8) eligible reals the candidates are all of them
-/// and the choice is IPVS's exactly. With more, the candidates are the 8 least loaded at the
-/// agent's last refresh (every 100 ms); a real outside them can only be less loaded than the
-/// choice by the number of its connections that closed since that refresh.
+/// and the choice is IPVS's exactly. With more, the candidates are the 8 least loaded (for
+/// `fo` and `ovf`: the 8 heaviest, not overflowing first) at the agent's last refresh (every
+/// 100 ms); a real outside them can only be less loaded than the choice by the number of its
+/// connections that closed since that refresh.
 #[inline(always)]
 fn least_conn_pick(svc: &Svc, hash: u32) -> Option<Target> {
     let candidates = CANDIDATES.get(svc.id)?;
-    least_conn_choice(svc.info.sched, candidates, hash, |idx| {
+    let real = |idx| {
         let target = usable_real(idx, svc.id)?;
         let load = REAL_LOAD.get(idx)?;
+        if load.overloaded != 0 {
+            return None;
+        }
         Some((target, target.real.weight, load.live()))
-    })
+    };
+    if svc.info.sched == SCHED_TWOS {
+        twos_pick(svc)
+    } else if by_weight(svc.info.sched) {
+        weight_choice(svc.info.sched, candidates, real)
+    } else {
+        least_conn_choice(svc.info.sched, candidates, hash, real)
+    }
+}
+
+/// IPVS's `twos` over the service's candidates (`lb_common::Twos`): two draws by weight among
+/// the usable ones, the less loaded of the two. The scan runs in `bpf_loop`, so that the
+/// verifier checks its step once.
+#[inline(always)]
+fn twos_pick(svc: &Svc) -> Option<Target> {
+    let mut scan = TwosScan {
+        service_id: svc.id,
+        _pad: 0,
+        twos: Twos::new(),
+    };
+    // SAFETY: `twos_step` is a bpf_loop callback and `scan` outlives the call.
+    unsafe {
+        bpf_loop(
+            LC_CANDIDATES as u32,
+            twos_step as *mut c_void,
+            (&raw mut scan).cast::<c_void>(),
+            0,
+        );
+    }
+    usable_real(scan.twos.choice(), svc.id)
+}
+
+/// The state of a `twos` scan (`bpf_loop`'s context).
+#[repr(C)]
+struct TwosScan {
+    service_id: u32,
+    _pad: u32,
+    twos: Twos,
+}
+
+/// Step `k` of a `twos` scan: candidate `k`, if it is usable and not overloaded, with two
+/// fresh random numbers.
+#[inline(never)]
+extern "C" fn twos_step(k: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `TwosScan` `twos_pick` passes to bpf_loop.
+    let scan = unsafe { &mut *ctx.cast::<TwosScan>() };
+    let Some(candidates) = CANDIDATES.get(scan.service_id) else {
+        return 1;
+    };
+    let Some(&index) = candidates.get(k as usize) else {
+        return 1;
+    };
+    let Some(target) = usable_real(index, scan.service_id) else {
+        return 0;
+    };
+    let Some(load) = REAL_LOAD.get(index) else {
+        return 0;
+    };
+    if load.overloaded != 0 {
+        return 0;
+    }
+    // SAFETY: helpers without arguments.
+    let (r1, r2) = unsafe { (bpf_get_prandom_u32(), bpf_get_prandom_u32()) };
+    scan.twos
+        .step(index, target.real.weight, load.live(), r1, r2);
+    0
 }
 
 /// Adds `delta` to the active or inactive count (by `state`) of real `idx`.
@@ -942,20 +1130,30 @@ fn touch_template<F: Family>(svc: &Svc, flow: &F::Flow, real: u32, settings: &Se
 /// The real in the service's active lookup table at the slot for `hash`, if it is usable.
 #[inline(always)]
 fn table_pick(svc: &Svc, hash: u32) -> Option<Target> {
+    let (base, size) = active_table(svc)?;
+    slot_real(svc.id, base.wrapping_add(table_slot(hash, size)))
+}
+
+/// The service's active lookup table: flat index of its slot 0 and its size (`None`: no
+/// usable real).
+#[inline(always)]
+fn active_table(svc: &Svc) -> Option<(u32, u32)> {
     // One 8-byte read: base and size of the same table, even while a new one is published.
     // SAFETY: `svc.info` is a reference into the SERVICES map value.
     let table = unsafe { core::ptr::read_volatile(&svc.info.table) };
     let (base, size) = ((table >> 32) as u32, table as u32);
-    if size == 0 {
-        return None;
-    }
-    let slot = base.wrapping_add(table_slot(hash, size));
+    if size == 0 { None } else { Some((base, size)) }
+}
+
+/// The real at flat lookup slot `slot`, if it is usable by service `service_id`.
+#[inline(always)]
+fn slot_real(service_id: u32, slot: u32) -> Option<Target> {
     let row = LOOKUP.get(slot / LOOKUP_ROW)?;
     let real = row[(slot % LOOKUP_ROW) as usize];
     if real == NO_REAL {
         return None;
     }
-    usable_real(real, svc.id)
+    usable_real(real, service_id)
 }
 
 /// The real at `idx` if it is up and belongs to service `service_id`.

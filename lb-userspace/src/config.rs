@@ -51,7 +51,7 @@ pub use self::{
 };
 use crate::{
     model::{AttachMode, Limits},
-    model::{Persistence, RealKey, Scheduler, ServiceKey},
+    model::{Persistence, RealKey, SchedFlags, Scheduler, ServiceKey, Thresholds},
 };
 
 /// A validated `lb-agent` configuration.
@@ -169,19 +169,31 @@ pub enum LbAlgo {
     Sh,
     /// Maglev hashing.
     Mh,
+    /// Destination hashing.
+    Dh,
+    /// Weighted failover.
+    Fo,
+    /// Overflow.
+    Ovf,
+    /// Weighted random of two choices.
+    Twos,
 }
 
 impl LbAlgo {
     /// Every scheduler this type names (hash-based first, as error messages list them).
-    pub const ALL: [LbAlgo; 8] = [
+    pub const ALL: [LbAlgo; 12] = [
         LbAlgo::Rr,
         LbAlgo::Wrr,
         LbAlgo::Mh,
         LbAlgo::Sh,
+        LbAlgo::Dh,
         LbAlgo::Lc,
         LbAlgo::Wlc,
         LbAlgo::Sed,
         LbAlgo::Nq,
+        LbAlgo::Fo,
+        LbAlgo::Ovf,
+        LbAlgo::Twos,
     ];
 
     /// keepalived's default when `lb_algo` is not set.
@@ -198,6 +210,10 @@ impl LbAlgo {
             LbAlgo::Nq => "nq",
             LbAlgo::Sh => "sh",
             LbAlgo::Mh => "mh",
+            LbAlgo::Dh => "dh",
+            LbAlgo::Fo => "fo",
+            LbAlgo::Ovf => "ovf",
+            LbAlgo::Twos => "twos",
         }
     }
 
@@ -209,12 +225,16 @@ impl LbAlgo {
     /// How the data plane places new flows for this scheduler.
     pub const fn scheduler(self) -> Option<Scheduler> {
         Some(match self {
-            LbAlgo::Rr | LbAlgo::Wrr | LbAlgo::Mh => Scheduler::Maglev,
-            LbAlgo::Sh => Scheduler::SourceHash,
+            LbAlgo::Rr | LbAlgo::Wrr => Scheduler::Maglev,
+            LbAlgo::Sh | LbAlgo::Mh => Scheduler::SourceHash,
+            LbAlgo::Dh => Scheduler::DestinationHash,
             LbAlgo::Lc => Scheduler::LeastConn,
             LbAlgo::Wlc => Scheduler::WeightedLeastConn,
             LbAlgo::Sed => Scheduler::ShortestExpectedDelay,
             LbAlgo::Nq => Scheduler::NeverQueue,
+            LbAlgo::Fo => Scheduler::Failover,
+            LbAlgo::Ovf => Scheduler::Overflow,
+            LbAlgo::Twos => Scheduler::TwoChoices,
         })
     }
 }
@@ -226,7 +246,7 @@ impl fmt::Display for LbAlgo {
 }
 
 /// IPVS schedulers that exist but that this balancer does not offer.
-const FOREIGN_SCHEDULERS: [&str; 6] = ["lblc", "lblcr", "dh", "fo", "ovf", "twos"];
+const FOREIGN_SCHEDULERS: [&str; 2] = ["lblc", "lblcr"];
 
 /// Why a scheduler name did not parse.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -284,6 +304,8 @@ pub struct VirtualServer {
     pub key: ServiceKey,
     /// Scheduler.
     pub lb_algo: LbAlgo,
+    /// Scheduling flags (`lb_flags`).
+    pub lb_flags: SchedFlags,
     /// Persistence, if `persistence_timeout` is set.
     pub persistence: Option<Persistence>,
     /// Maglev lookup-table size (prime).
@@ -335,6 +357,8 @@ pub struct RealServer {
     pub key: RealKey,
     /// Weight; 0 drains the real.
     pub weight: u32,
+    /// Connection thresholds (keepalived `uthreshold`/`lthreshold`; none by default).
+    pub thresholds: Thresholds,
     /// Overrides the service's `inhibit_on_failure` for this real.
     pub inhibit_on_failure: Option<bool>,
     /// Command run when the real comes up.

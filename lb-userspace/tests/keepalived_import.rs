@@ -20,7 +20,7 @@ use lb_userspace::{
     import::keepalived::{
         Import, ImportError, Options, Warning, import, import_file, import_named,
     },
-    model::{Persistence, Protocol, RealKey},
+    model::{Persistence, Protocol, RealKey, SchedFlags, Thresholds},
 };
 use serde_yaml::{Mapping, Value};
 
@@ -441,8 +441,8 @@ fn persistence_defaults_follow_keepalived() {
 #[test]
 fn keywords_lb_agent_does_not_carry_are_ignored_with_a_warning() {
     let text = service(
-        "    ha_suspend\n    virtualhost www.example.org\n    smtp_alert\n    ops\n    \
-         sorry_server_inhibit\n    real_server 10.0.0.2 80 {\n        uthreshold 100\n        \
+        "    ha_suspend\n    virtualhost www.example.org\n    smtp_alert\n    hashed\n    \
+         sorry_server_inhibit\n    real_server 10.0.0.2 80 {\n        smtp_alert\n        \
          HTTP_GET {\n            url {\n                path /\n                regex \
          \"^OK\"\n                status_code 200\n            }\n            http_protocol \
          1.1\n        }\n    }",
@@ -450,9 +450,9 @@ fn keywords_lb_agent_does_not_carry_are_ignored_with_a_warning() {
     let (im, c) = accepted(&text);
     warned(&im, 4, &["ha_suspend is not carried by lb-agent: ignored"]);
     warned(&im, 6, &["smtp_alert is not carried"]);
-    warned(&im, 7, &["ops is not carried"]);
+    warned(&im, 7, &["hashed is not carried"]);
     warned(&im, 8, &["sorry_server_inhibit is not carried"]);
-    warned(&im, 10, &["uthreshold 100 is not carried"]);
+    warned(&im, 10, &["smtp_alert is not carried"]);
     warned(
         &im,
         14,
@@ -1689,4 +1689,97 @@ fn file_check_converts_with_its_track_file() {
     // A track_file no FILE_CHECK names stays keepalived's.
     warned(&im, 6, &["track_file vrrp_only is handled by keepalived"]);
     assert_eq!(im.warnings.len(), 2, "{}", shown(&im));
+}
+
+#[test]
+fn real_thresholds_are_carried() {
+    let real = |body: &str| {
+        service(&format!(
+            "    real_server 10.0.0.2 80 {{\n{body}    }}\n    real_server 10.0.0.3 80 {{\n    }}"
+        ))
+    };
+    let (_, c) = accepted(&real("        uthreshold 100\n        lthreshold 40\n"));
+    let rs = &c.virtual_servers[0].real_servers;
+    assert_eq!(
+        rs[0].thresholds,
+        Thresholds {
+            upper: 100,
+            lower: 40
+        }
+    );
+    assert_eq!(rs[1].thresholds, Thresholds::default());
+    // A lower threshold IPVS would ignore is left out, with a warning.
+    let (im, c) = accepted(&real("        lthreshold 40\n"));
+    assert_eq!(
+        c.virtual_servers[0].real_servers[0].thresholds,
+        Thresholds::default()
+    );
+    assert!(
+        im.warnings
+            .iter()
+            .any(|w| w.message.contains("lthreshold 40 without an uthreshold"))
+    );
+    let (im, c) = accepted(&real("        uthreshold 10\n        lthreshold 40\n"));
+    assert_eq!(
+        c.virtual_servers[0].real_servers[0].thresholds,
+        Thresholds {
+            upper: 10,
+            lower: 0
+        }
+    );
+    assert!(
+        im.warnings
+            .iter()
+            .any(|w| w.message.contains("above uthreshold 10"))
+    );
+    let (im, _) = accepted(&real("        uthreshold -5\n"));
+    assert!(im.warnings.iter().any(|w| w.message.contains("uthreshold")));
+}
+
+#[test]
+fn fo_and_ovf_are_carried() {
+    for (line, algo) in [
+        ("lb_algo fo", LbAlgo::Fo),
+        ("lvs_sched fo", LbAlgo::Fo),
+        ("lb_algo ovf", LbAlgo::Ovf),
+        ("lvs_sched ovf", LbAlgo::Ovf),
+        ("lb_algo twos", LbAlgo::Twos),
+    ] {
+        let text = service("").replace("lb_algo rr", line);
+        let (_, c) = accepted(&text);
+        assert_eq!(c.virtual_servers[0].lb_algo, algo, "{line}");
+    }
+}
+
+#[test]
+fn scheduler_flags_are_carried_for_their_scheduler() {
+    let text = "virtual_server 10.0.0.1 53 {\n    lb_algo sh\n    lb_kind DR\n    protocol UDP\n    \
+                sh-port\n    sh-fallback\n    ops\n    mh-port\n    real_server 10.0.0.2 53 {\n    \
+                }\n}\n";
+    let (im, c) = accepted(text);
+    assert_eq!(
+        c.virtual_servers[0].lb_flags,
+        SchedFlags {
+            port: true,
+            fallback: true,
+            one_packet: true
+        }
+    );
+    warned(
+        &im,
+        8,
+        &["mh-port only applies to the mh scheduler", "not converted"],
+    );
+    // Before lb_algo, keepalived checks the flag against its default, wlc: ignored.
+    let text = "virtual_server 10.0.0.1 80 {\n    mh-fallback\n    lb_algo mh\n    lb_kind DR\n    \
+                real_server 10.0.0.2 80 {\n    }\n}\n";
+    let (im, c) = accepted(text);
+    assert_eq!(c.virtual_servers[0].lb_flags, SchedFlags::default());
+    warned(
+        &im,
+        2,
+        &["mh-fallback only applies to the mh scheduler", "wlc"],
+    );
+    let (_, c) = accepted(&service("").replace("lb_algo rr", "lb_algo dh"));
+    assert_eq!(c.virtual_servers[0].lb_algo, LbAlgo::Dh);
 }

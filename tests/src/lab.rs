@@ -7,8 +7,8 @@ use lb_userspace::{
     dataplane::{Dataplane, LoadOptions, TestRunOutcome},
     model::Limits,
     model::{
-        DesiredState, Health, Persistence, Protocol, RealKey, RealSpec, Scheduler, ServiceKey,
-        ServiceSpec,
+        DesiredState, Health, Persistence, Protocol, RealKey, RealSpec, SchedFlags, Scheduler,
+        ServiceKey, ServiceSpec, Thresholds,
     },
     reconcile::plan::{Installed, Op},
 };
@@ -172,6 +172,7 @@ pub fn spec(port: u16, m: u32, reals: &[(Ipv4Addr, u32)]) -> ServiceSpec {
 pub fn spec_any(port: u16, m: u32, reals: &[(IpAddr, u32)]) -> ServiceSpec {
     ServiceSpec {
         scheduler: Scheduler::Maglev,
+        flags: SchedFlags::default(),
         persistence: None,
         table_size: m,
         reals: reals
@@ -181,6 +182,7 @@ pub fn spec_any(port: u16, m: u32, reals: &[(IpAddr, u32)]) -> ServiceSpec {
                     RealKey { addr: a, port },
                     RealSpec {
                         weight: w,
+                        thresholds: Thresholds::default(),
                         mac: Some(mac_of_any(a)),
                         health: Health::Up,
                     },

@@ -48,14 +48,20 @@ impl Agent {
         Ok(())
     }
 
-    /// Counts the least-connection services' stale connection entries (see [`load`]).
+    /// Counts the stale connection entries (see [`load`]) of the least-connection services'
+    /// reals and of the reals with connection thresholds, whose overload it re-evaluates.
     pub(super) fn reconcile_loads(&mut self) {
         let reals: Vec<u32> = self
             .installed
             .services
             .values()
-            .filter(|s| s.params.sched != lb_common::SCHED_MAGLEV)
-            .flat_map(|s| s.reals.values().chain(s.retiring.values()))
+            .flat_map(|s| {
+                let all = s.params.sched != lb_common::SCHED_MAGLEV;
+                s.reals
+                    .values()
+                    .chain(s.retiring.values())
+                    .filter(move |r| all || r.value.u_threshold != 0)
+            })
             .map(|r| r.index)
             .collect();
         if reals.is_empty() {

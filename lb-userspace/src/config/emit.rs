@@ -123,6 +123,11 @@ fn virtual_server(c: &Config, vs: &VirtualServer) -> Value {
     }
     m.put("protocol", vs.key.proto.name().to_ascii_lowercase());
     m.put("lb_algo", vs.lb_algo.name());
+    let flags = vs.lb_flags.names(vs.lb_algo.name());
+    if !flags.is_empty() {
+        let flags: Vec<Value> = flags.into_iter().map(Value::from).collect();
+        m.put("lb_flags", Value::Sequence(flags));
+    }
     m.put("lb_kind", "dr");
     if let Some(p) = vs.persistence {
         m.put("persistence_timeout", p.timeout);
@@ -203,6 +208,12 @@ fn real_server(r: &RealServer) -> Value {
     m.put("ip", ip(r.key.addr));
     m.put("port", r.key.port);
     m.put("weight", r.weight);
+    if r.thresholds.upper != 0 {
+        m.put("uthreshold", r.thresholds.upper);
+    }
+    if r.thresholds.lower != 0 {
+        m.put("lthreshold", r.thresholds.lower);
+    }
     m.put_opt("inhibit_on_failure", r.inhibit_on_failure);
     m.put_opt("notify_up", r.notify_up.as_deref());
     m.put_opt("notify_down", r.notify_down.as_deref());

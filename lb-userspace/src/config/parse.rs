@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     model::{AttachMode, Limits},
-    model::{Persistence, Protocol, RealKey, ServiceKey},
+    model::{Persistence, Protocol, RealKey, SchedFlags, ServiceKey, Thresholds},
     schedule::maglev::is_prime,
 };
 
@@ -73,6 +73,7 @@ const VS_KEYS: &[&str] = &[
     "protocol",
     "lb_algo",
     "lvs_sched",
+    "lb_flags",
     "lb_kind",
     "lvs_method",
     "persistence_timeout",
@@ -95,6 +96,8 @@ const REAL_KEYS: &[&str] = &[
     "ip",
     "port",
     "weight",
+    "uthreshold",
+    "lthreshold",
     "inhibit_on_failure",
     "notify_up",
     "notify_down",
@@ -707,6 +710,7 @@ fn service_body(
         .get("protocol")
         .and_then(|n| rd.keyword(&n, "protocol", PROTOCOLS));
     let lb_algo = lb_algo(rd, f);
+    let lb_flags = lb_flags(rd, f, lb_algo);
     lb_kind(rd, f);
     let persistence = persistence(rd, f, vip);
     let table_size = table_size(rd, f, limits);
@@ -738,6 +742,7 @@ fn service_body(
     Some(VirtualServer {
         key,
         lb_algo,
+        lb_flags,
         persistence,
         table_size,
         delay_loop: svc.delay_loop,
@@ -772,6 +777,49 @@ fn lb_algo(rd: &mut Reader, f: &Fields<'_>) -> LbAlgo {
             LbAlgo::Rr
         }
     }
+}
+
+/// `lb_flags`: IPVS's scheduling flags as keepalived names them: `sh-port` and `sh-fallback`
+/// (with `sh`), `mh-port` and `mh-fallback` (with `mh`), `ops` (one-packet scheduling, with any
+/// scheduler; UDP only, ignored for TCP as IPVS ignores it).
+fn lb_flags(rd: &mut Reader, f: &Fields<'_>, algo: LbAlgo) -> SchedFlags {
+    let mut flags = SchedFlags::default();
+    let Some(node) = f.get("lb_flags") else {
+        return flags;
+    };
+    for item in rd.list(&node) {
+        let Value::String(word) = item.value else {
+            let msg = format!("expected a scheduler flag, found {}", describe(item.value));
+            rd.error(&item.path, msg);
+            continue;
+        };
+        let (prefix, flag) = match word.split_once('-') {
+            _ if word == "ops" => {
+                flags.one_packet = true;
+                continue;
+            }
+            Some((p @ ("sh" | "mh"), flag @ ("port" | "fallback"))) => (p, flag),
+            _ => {
+                let msg = format!(
+                    "unknown scheduler flag `{word}`; use sh-port, sh-fallback, mh-port, \
+                     mh-fallback or ops"
+                );
+                rd.error(&item.path, msg);
+                continue;
+            }
+        };
+        if prefix != algo.name() {
+            let msg = format!("{word} applies to the {prefix} scheduler only, not {algo}");
+            rd.error(&item.path, msg);
+            continue;
+        }
+        if flag == "port" {
+            flags.port = true;
+        } else {
+            flags.fallback = true;
+        }
+    }
+    flags
 }
 
 /// `lb_kind` / `lvs_method`: only `dr`; keepalived's default is NAT.
@@ -1088,6 +1136,7 @@ fn real_server(rd: &mut Reader, node: &Node<'_>, svc: &Service) -> Option<RealSe
     let weight = f
         .get("weight")
         .and_then(|n| rd.u32(&n, 0..=lb_common::MAX_WEIGHT));
+    let thresholds = thresholds(rd, &f);
     let inhibit_on_failure = f.flag(rd, "inhibit_on_failure");
     let notify_up = f.get("notify_up").and_then(|n| rd.text(&n));
     let notify_down = f.get("notify_down").and_then(|n| rd.text(&n));
@@ -1100,9 +1149,41 @@ fn real_server(rd: &mut Reader, node: &Node<'_>, svc: &Service) -> Option<RealSe
     Some(RealServer {
         key,
         weight: weight.unwrap_or(1),
+        thresholds,
         inhibit_on_failure,
         notify_up,
         notify_down,
         checks,
     })
+}
+
+/// A real's `uthreshold` and `lthreshold` (0 to ipvsadm's limit; 0 = none). A lower threshold
+/// needs an upper one at least as large: IPVS never sets the overload without an upper one.
+fn thresholds(rd: &mut Reader, f: &Fields<'_>) -> Thresholds {
+    let read = |rd: &mut Reader, key| {
+        f.get(key)
+            .and_then(|n| rd.u32(&n, 0..=Thresholds::MAX).map(|v| (n, v)))
+    };
+    let upper = read(rd, "uthreshold");
+    let lower = read(rd, "lthreshold");
+    let upper_value = upper.as_ref().map_or(0, |(_, v)| *v);
+    if let Some((node, lower)) = &lower
+        && *lower > 0
+    {
+        if upper_value == 0 {
+            rd.error(
+                &node.path,
+                format!("lthreshold {lower} needs an uthreshold (a real without one is never overloaded)"),
+            );
+        } else if *lower > upper_value {
+            rd.error(
+                &node.path,
+                format!("lthreshold {lower} is above uthreshold {upper_value}"),
+            );
+        }
+    }
+    Thresholds {
+        upper: upper_value,
+        lower: lower.map_or(0, |(_, v)| v),
+    }
 }

@@ -170,6 +170,7 @@ fn the_example_of_the_brief_parses() {
                 port: 5672
             },
             weight: 1,
+            thresholds: Thresholds::default(),
             inhibit_on_failure: Some(true),
             notify_up: Some("/usr/local/bin/notify up".into()),
             notify_down: Some("/usr/local/bin/notify down".into()),
@@ -861,7 +862,7 @@ fn lb_algo() {
         "keepalived's default"
     );
     let with = |algo: &str| service("", "").replace("lb_algo: rr", &format!("lb_algo: {algo}"));
-    for algo in ["lblc", "lblcr", "dh", "fo", "ovf", "twos"] {
+    for algo in ["lblc", "lblcr"] {
         assert_error(
             &with(algo),
             path,
@@ -878,6 +879,9 @@ fn lb_algo() {
         ("wlc", LbAlgo::Wlc),
         ("sed", LbAlgo::Sed),
         ("nq", LbAlgo::Nq),
+        ("fo", LbAlgo::Fo),
+        ("OVF", LbAlgo::Ovf),
+        ("twos", LbAlgo::Twos),
     ] {
         assert_eq!(ok(&with(name)).virtual_servers[0].lb_algo, algo);
     }
@@ -894,11 +898,14 @@ fn lb_algo_names() {
     assert_eq!(LbAlgo::Sh.scheduler(), Some(Scheduler::SourceHash));
     assert_eq!(LbAlgo::Wrr.scheduler(), Some(Scheduler::Maglev));
     assert_eq!(
-        "dh".parse::<LbAlgo>(),
-        Err(LbAlgoError::NotSupported("dh".into()))
+        "lblc".parse::<LbAlgo>(),
+        Err(LbAlgoError::NotSupported("lblc".into()))
     );
     assert_eq!("x".parse::<LbAlgo>(), Err(LbAlgoError::Unknown("x".into())));
-    assert_eq!(served_schedulers(), "rr, wrr, mh, sh, lc, wlc, sed or nq");
+    assert_eq!(
+        served_schedulers(),
+        "rr, wrr, mh, sh, dh, lc, wlc, sed, nq, fo, ovf or twos"
+    );
 }
 
 #[test]
@@ -1500,6 +1507,8 @@ virtual_servers:
         misc_check: { misc_path: "/bin/check 53", warmup: 1 }
       - ip: 10.1.0.3
         weight: 100
+        uthreshold: 5000
+        lthreshold: 4000
         tcp_check:
           connect_ip: 10.9.0.3
           connect_port: 5353
@@ -1558,6 +1567,7 @@ fn every_key_is_read() {
             port,
         },
         weight,
+        thresholds: Thresholds::default(),
         inhibit_on_failure: None,
         notify_up: None,
         notify_down: None,
@@ -1566,6 +1576,7 @@ fn every_key_is_read() {
     let plain = |key, lb_algo, table_size, real_servers| VirtualServer {
         key,
         lb_algo,
+        lb_flags: SchedFlags::default(),
         persistence: None,
         table_size,
         delay_loop: secs(60),
@@ -1656,7 +1667,13 @@ fn every_key_is_read() {
                 notify_down: Some("/bin/rs-down".into()),
                 ..real("10.1.0.2", 53, 0, misc)
             },
-            real("10.1.0.3", 53, 100, tcp_check),
+            RealServer {
+                thresholds: Thresholds {
+                    upper: 5000,
+                    lower: 4000,
+                },
+                ..real("10.1.0.3", 53, 100, tcp_check)
+            },
         ],
         ..plain(
             ServiceKey {
@@ -3012,4 +3029,110 @@ fn group_mistakes_name_their_field() {
         "virtual_servers",
         "5 virtual servers, but limits.max_services is 4",
     );
+}
+
+#[test]
+fn real_thresholds() {
+    let t = |real: &str| ok(&service("", real)).virtual_servers[0].real_servers[0].thresholds;
+    assert_eq!(t(""), Thresholds::default(), "none by default");
+    assert_eq!(
+        t("uthreshold: 100\nlthreshold: 40"),
+        Thresholds {
+            upper: 100,
+            lower: 40
+        }
+    );
+    assert_eq!(
+        t("uthreshold: 100"),
+        Thresholds {
+            upper: 100,
+            lower: 0
+        }
+    );
+    assert_eq!(t("uthreshold: 2147483647").upper, Thresholds::MAX);
+    let path = |key: &str| format!("virtual_servers[0].real_servers[0].{key}");
+    assert_error(
+        &service("", "uthreshold: 2147483648"),
+        &path("uthreshold"),
+        "2147483647",
+    );
+    assert_error(&service("", "uthreshold: -1"), &path("uthreshold"), "");
+    assert_error(
+        &service("", "lthreshold: 5"),
+        &path("lthreshold"),
+        "lthreshold 5 needs an uthreshold",
+    );
+    assert_error(
+        &service("", "uthreshold: 10\nlthreshold: 11"),
+        &path("lthreshold"),
+        "lthreshold 11 is above uthreshold 10",
+    );
+    // Written back as read.
+    let c = ok(&service("", "uthreshold: 100\nlthreshold: 40"));
+    let back = ok(&c.to_yaml());
+    assert_eq!(back, c);
+}
+
+#[test]
+fn lb_flags() {
+    let path = "virtual_servers[0].lb_flags";
+    let flags = |algo: &str, flags: &str| {
+        let text = service(&format!("lb_flags: {flags}"), "").replace("lb_algo: rr", algo);
+        ok(&text).virtual_servers[0].lb_flags
+    };
+    assert_eq!(
+        ok(&service("", "")).virtual_servers[0].lb_flags,
+        SchedFlags::default()
+    );
+    assert_eq!(
+        flags("lb_algo: sh", "[sh-port, sh-fallback]"),
+        SchedFlags {
+            port: true,
+            fallback: true,
+            one_packet: false
+        }
+    );
+    assert_eq!(
+        flags("lb_algo: mh", "[mh-fallback, ops]"),
+        SchedFlags {
+            port: false,
+            fallback: true,
+            one_packet: true
+        }
+    );
+    assert!(flags("lb_algo: wlc", "[ops]").one_packet);
+    let err = |algo: &str, flags: &str, at: &str, fragment: &str| {
+        let text = service(&format!("lb_flags: {flags}"), "").replace("lb_algo: rr", algo);
+        assert_error(&text, &format!("{path}{at}"), fragment);
+    };
+    err(
+        "lb_algo: sh",
+        "[mh-port]",
+        "[0]",
+        "mh-port applies to the mh scheduler only, not sh",
+    );
+    err(
+        "lb_algo: rr",
+        "[ops, sh-fallback]",
+        "[1]",
+        "sh-fallback applies to the sh scheduler only, not rr",
+    );
+    err(
+        "lb_algo: sh",
+        "[flag-1]",
+        "[0]",
+        "unknown scheduler flag `flag-1`",
+    );
+    err("lb_algo: sh", "[1]", "[0]", "expected a scheduler flag");
+    // Written back as read.
+    let text = service("lb_flags: [sh-port, ops]", "").replace("lb_algo: rr", "lb_algo: sh");
+    let c = ok(&text);
+    assert_eq!(ok(&c.to_yaml()), c);
+    // dh is a scheduler now, and mh hashes by source as sh does.
+    let algo = |name: &str| {
+        ok(&service("", "").replace("lb_algo: rr", &format!("lb_algo: {name}"))).virtual_servers[0]
+            .lb_algo
+    };
+    assert_eq!(algo("dh").scheduler(), Some(Scheduler::DestinationHash));
+    assert_eq!(algo("mh").scheduler(), Some(Scheduler::SourceHash));
 }

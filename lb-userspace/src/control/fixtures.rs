@@ -71,6 +71,7 @@ pub fn service(key: ServiceKey, scheduler: &str, reals: Vec<RealInfo>) -> Servic
     ServiceInfo {
         key,
         scheduler: scheduler.into(),
+        flags: Vec::new(),
         persistence: None,
         stats: Counters::default(),
         rate: Rates::default(),

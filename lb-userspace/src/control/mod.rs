@@ -30,7 +30,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWr
 
 use crate::{
     config::Timeouts,
-    model::{Protocol, RealKey, ServiceKey},
+    model::{Protocol, RealKey, ServiceKey, Thresholds},
 };
 
 /// Longest message (one JSON line, without its newline) either side accepts.
@@ -75,6 +75,9 @@ pub struct ServiceInfo {
     pub key: ServiceKey,
     /// IPVS scheduler name (`"wrr"`, `"mh"`, ...).
     pub scheduler: String,
+    /// IPVS scheduling flags as ipvsadm names them (`"sh-fallback"`, `"sh-port"`, `"ops"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
     /// Persistence, if on.
     pub persistence: Option<PersistInfo>,
     /// Counters since the service was added or last zeroed.
@@ -356,6 +359,9 @@ pub enum Edit {
         scheduler: Option<String>,
         /// Persistence timeout in seconds; `None` = no persistence.
         persistence: Option<u32>,
+        /// Scheduling flags (`lb_flags`: ipvsadm `-b` names and `-o` as `ops`); `None` = none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        flags: Option<Vec<String>>,
     },
     /// Change a service.
     EditService {
@@ -371,6 +377,9 @@ pub enum Edit {
             deserialize_with = "de_change"
         )]
         persistence: Option<Option<u32>>,
+        /// New scheduling flags (the whole list); `None` = unchanged.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        flags: Option<Vec<String>>,
     },
     /// Delete a service.
     DeleteService {
@@ -385,6 +394,9 @@ pub enum Edit {
         real: RealKey,
         /// Weight; `None` = the agent's default (1).
         weight: Option<u32>,
+        /// Connection thresholds (ipvsadm `-x`/`-y`); `None` = none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thresholds: Option<Thresholds>,
     },
     /// Change a real.
     EditReal {
@@ -394,6 +406,9 @@ pub enum Edit {
         real: RealKey,
         /// New weight; `None` = unchanged.
         weight: Option<u32>,
+        /// New connection thresholds (ipvsadm `-x`/`-y`); `None` = unchanged.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thresholds: Option<Thresholds>,
     },
     /// Remove a real from a service.
     DeleteReal {

@@ -112,14 +112,17 @@ impl Dataplane {
                 stale_active: std::ptr::read_volatile(&raw const (*p).stale_active),
                 stale_inactive: std::ptr::read_volatile(&raw const (*p).stale_inactive),
                 up_since: std::ptr::read_volatile(&raw const (*p).up_since),
-                _pad: 0,
+                overloaded: std::ptr::read_volatile(&raw const (*p).overloaded),
             })
         }
     }
 
     /// Counts the stale entries of `reals` (indices) in both connection tables and writes the
-    /// counts that changed beside the data plane's (see [`load`]). Returns the reals whose
-    /// stale counts changed, with the new counts, for logging and tests.
+    /// counts that changed beside the data plane's (see [`load`]), then re-evaluates the
+    /// overload of those with connection thresholds against their live counts
+    /// (`lb_common::overloaded`: the recount is when ended connections leave the counts, so it
+    /// is where an overload ends, as IPVS ends it when it unbinds a connection). Returns the
+    /// reals whose stale counts changed, with the new counts, for logging and tests.
     pub fn reconcile_loads(&mut self, reals: &[u32]) -> Result<Vec<(u32, Counts)>> {
         let loads = reals
             .iter()
@@ -139,6 +142,24 @@ impl Dataplane {
             if now != before {
                 self.set_stale(index, now.active, now.inactive)?;
                 changed.push((index, now));
+            }
+            let r = self.real(index)?;
+            if r.u_threshold != 0 || real.overloaded != 0 {
+                let live = RealLoad {
+                    stale_active: now.active as i64,
+                    stale_inactive: now.inactive as i64,
+                    ..*real
+                }
+                .live();
+                let over = lb_common::overloaded(
+                    real.overloaded != 0,
+                    live.0.saturating_add(live.1),
+                    r.u_threshold,
+                    r.l_threshold,
+                );
+                if over != (real.overloaded != 0) {
+                    self.set_overloaded(index, over)?;
+                }
             }
         }
         Ok(changed)

@@ -67,8 +67,11 @@ impl Dataplane {
                 // counted (the counts always match the table) but are stale from now on.
                 let load = self.real_load.ptr(*index)?;
                 // SAFETY: `load` points at a mapped element; only the control plane writes
-                // `up_since`.
-                unsafe { store_u32(&raw mut (*load).up_since, self.clock()) };
+                // `up_since`. A new user starts without the old one's overload.
+                unsafe {
+                    store_u32(&raw mut (*load).up_since, self.clock());
+                    store_u32(&raw mut (*load).overloaded, 0);
+                }
                 self.real_stats
                     .set(*index, zero_traffic_per_cpu(), 0)
                     .map_err(|source| DataplaneError::Map {
@@ -86,12 +89,29 @@ impl Dataplane {
                     // writes `up_since`.
                     unsafe { store_u32(&raw mut (*load).up_since, self.clock()) };
                 }
+                // SAFETY: `p` points at a mapped element.
+                let thresholds = unsafe {
+                    (
+                        std::ptr::read_volatile(&raw const (*p).u_threshold),
+                        std::ptr::read_volatile(&raw const (*p).l_threshold),
+                    )
+                };
+                if thresholds != (real.u_threshold, real.l_threshold) {
+                    // New thresholds start from "not overloaded" (IPVS clears the flag when
+                    // an edit raises or removes the upper threshold); the next new flow
+                    // re-evaluates it against the live counts.
+                    let load = self.real_load.ptr(*index)?;
+                    // SAFETY: `load` points at a mapped element.
+                    unsafe { store_u32(&raw mut (*load).overloaded, 0) };
+                }
                 // SAFETY: `p` points at a mapped element. Identity fields and weight first,
                 // then MAC, state and family together in one 8-byte store.
                 unsafe {
                     std::ptr::write_volatile(&raw mut (*p).service_id, real.service_id);
                     std::ptr::write_volatile(&raw mut (*p).weight, real.weight);
                     std::ptr::write_volatile(&raw mut (*p).addr, real.addr);
+                    std::ptr::write_volatile(&raw mut (*p).u_threshold, real.u_threshold);
+                    std::ptr::write_volatile(&raw mut (*p).l_threshold, real.l_threshold);
                     fence(Ordering::SeqCst);
                     store_u64(p.cast::<u64>(), real.head_word());
                 }
@@ -149,6 +169,14 @@ impl Dataplane {
                 Ok(())
             }
         }
+    }
+
+    /// Sets or clears a real's overload (see [`RealLoad::overloaded`]).
+    pub fn set_overloaded(&mut self, index: u32, overloaded: bool) -> Result<()> {
+        let load = self.real_load.ptr(index)?;
+        // SAFETY: `load` points at a mapped element; `overloaded` is an aligned u32.
+        unsafe { store_u32(&raw mut (*load).overloaded, u32::from(overloaded)) };
+        Ok(())
     }
 
     /// Writes a real's stale counts (see [`RealLoad`]), one aligned 8-byte store each.

@@ -94,10 +94,12 @@ impl fmt::Display for RealKey {
 /// How new flows pick a real.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Scheduler {
-    /// Weighted Maglev over the 5-tuple (serves rr, wrr and mh).
+    /// Weighted Maglev over the 5-tuple (serves rr and wrr).
     Maglev,
-    /// Weighted Maglev over the source address (sh).
+    /// Weighted Maglev over the source address (sh, mh).
     SourceHash,
+    /// Weighted Maglev over the destination address (dh).
+    DestinationHash,
     /// Least connections: `active x 256 + inactive` (lc).
     LeastConn,
     /// Weighted least connections: that load divided by the weight (wlc).
@@ -106,23 +108,67 @@ pub enum Scheduler {
     ShortestExpectedDelay,
     /// Never queue: an idle real first, else sed (nq).
     NeverQueue,
+    /// Weighted failover: the available real with the highest weight (fo).
+    Failover,
+    /// Overflow: the highest-weight available real until its active connections exceed its
+    /// weight (ovf).
+    Overflow,
+    /// Weighted random of two choices: the less loaded of two reals drawn by weight (twos).
+    TwoChoices,
 }
 
 impl Scheduler {
     /// The data plane's `SCHED_*` value.
     pub const fn code(self) -> u32 {
         match self {
-            Scheduler::Maglev | Scheduler::SourceHash => lb_common::SCHED_MAGLEV,
+            Scheduler::Maglev | Scheduler::SourceHash | Scheduler::DestinationHash => {
+                lb_common::SCHED_MAGLEV
+            }
             Scheduler::LeastConn => lb_common::SCHED_LC,
             Scheduler::WeightedLeastConn => lb_common::SCHED_WLC,
             Scheduler::ShortestExpectedDelay => lb_common::SCHED_SED,
             Scheduler::NeverQueue => lb_common::SCHED_NQ,
+            Scheduler::Failover => lb_common::SCHED_FO,
+            Scheduler::Overflow => lb_common::SCHED_OVF,
+            Scheduler::TwoChoices => lb_common::SCHED_TWOS,
         }
     }
 
-    /// Whether new flows are placed by connection counts.
+    /// Whether new flows are placed over the service's candidates (connection counts, or
+    /// weights for fo and ovf) rather than by the Maglev table.
     pub const fn is_least_conn(self) -> bool {
         self.code() != lb_common::SCHED_MAGLEV
+    }
+}
+
+/// A service's scheduling flags (IPVS's; keepalived's `sh-port`, `sh-fallback`, `mh-port`,
+/// `mh-fallback` and `ops`; ipvsadm's `-b` and `-o`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedFlags {
+    /// `sh-port`/`mh-port`: the source hash takes in the source port.
+    pub port: bool,
+    /// `sh-fallback`/`mh-fallback`: a new flow whose hashed real is overloaded or down goes to
+    /// another real instead of being dropped.
+    pub fallback: bool,
+    /// `ops`: one-packet scheduling, each UDP datagram on its own, no connection entry.
+    pub one_packet: bool,
+}
+
+impl SchedFlags {
+    /// The flags' names as keepalived and ipvsadm write them for scheduler `sched` (`sh`,
+    /// `mh`): `sh-fallback`, `sh-port`, then `ops`.
+    pub fn names(&self, sched: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.fallback {
+            out.push(format!("{sched}-fallback"));
+        }
+        if self.port {
+            out.push(format!("{sched}-port"));
+        }
+        if self.one_packet {
+            out.push("ops".to_owned());
+        }
+        out
     }
 }
 
@@ -203,11 +249,31 @@ pub fn effective_weight(configured: u32, effects: impl IntoIterator<Item = Weigh
     sum.clamp(0, i64::from(lb_common::MAX_WEIGHT)) as u32
 }
 
+/// A real's connection thresholds (IPVS's `u_threshold` and `l_threshold`; keepalived's
+/// `uthreshold` and `lthreshold`; ipvsadm's `-x` and `-y`): a real with `upper` connections or
+/// more (active + inactive) is overloaded and gets no new flows until it is below `lower` (below
+/// 3/4 of `upper` when `lower` is 0). `upper` 0 means no threshold. The data plane decides it
+/// (`lb_common::overloaded`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Thresholds {
+    /// Upper threshold (0 = none).
+    pub upper: u32,
+    /// Lower threshold (0 = 3/4 of the upper one).
+    pub lower: u32,
+}
+
+impl Thresholds {
+    /// The largest threshold ipvsadm accepts (`INT_MAX`).
+    pub const MAX: u32 = i32::MAX as u32;
+}
+
 /// What the data plane should do with one real.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RealSpec {
     /// Weight; 0 drains (existing flows stay, no new ones).
     pub weight: u32,
+    /// Connection thresholds: no new flows while overloaded.
+    pub thresholds: Thresholds,
     /// Resolved MAC address; `None` (not resolved) makes the real down.
     pub mac: Option<[u8; 6]>,
     /// Health.
@@ -231,6 +297,8 @@ impl RealSpec {
 pub struct ServiceSpec {
     /// Scheduler.
     pub scheduler: Scheduler,
+    /// Scheduling flags.
+    pub flags: SchedFlags,
     /// Persistence, if on.
     pub persistence: Option<Persistence>,
     /// Maglev table size M (prime).

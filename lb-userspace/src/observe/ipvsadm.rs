@@ -221,11 +221,24 @@ fn service_entry(
         }
         Layout::Default { .. } => {
             let _ = write!(out, "{name} {}", svc.scheduler);
+            // As ipvsadm: the scheduler's flags in parentheses, `ops` after persistence.
+            let sched_flags: Vec<&str> = svc
+                .flags
+                .iter()
+                .map(String::as_str)
+                .filter(|f| *f != "ops")
+                .collect();
+            if !sched_flags.is_empty() {
+                let _ = write!(out, " ({})", sched_flags.join(","));
+            }
             if let Some(p) = &svc.persistence {
                 let _ = write!(out, " persistent {}", p.timeout);
                 if !is_host_mask(&p.netmask) {
                     let _ = write!(out, " mask {}", p.netmask);
                 }
+            }
+            if svc.flags.iter().any(|f| f == "ops") {
+                out.push_str(" ops");
             }
         }
     }

@@ -15,8 +15,8 @@ use std::{
 use crate::{
     config::{Config, RealServer},
     model::{
-        DesiredState, Health, RealKey, RealSpec, Scheduler, ServiceKey, ServiceSpec, WeightEffect,
-        effective_weight,
+        DesiredState, Health, RealKey, RealSpec, Scheduler, ServiceKey, ServiceSpec, Thresholds,
+        WeightEffect, effective_weight,
     },
 };
 
@@ -113,6 +113,7 @@ pub fn desired_state(config: &Config, observed: &Observed) -> DesiredState {
                 };
                 let spec = RealSpec {
                     weight: if quorum_lost { 0 } else { weight },
+                    thresholds: rs.thresholds,
                     mac: observed.macs.get(&rs.key.addr).copied(),
                     health,
                 };
@@ -124,6 +125,7 @@ pub fn desired_state(config: &Config, observed: &Observed) -> DesiredState {
                 sorry,
                 RealSpec {
                     weight: 1,
+                    thresholds: Thresholds::default(),
                     mac: observed.macs.get(&sorry.addr).copied(),
                     health: Health::Up,
                 },
@@ -134,6 +136,7 @@ pub fn desired_state(config: &Config, observed: &Observed) -> DesiredState {
             ServiceSpec {
                 // Validation admits only schedulers the data plane serves.
                 scheduler: vs.lb_algo.scheduler().unwrap_or(Scheduler::Maglev),
+                flags: vs.lb_flags,
                 persistence: vs.persistence,
                 table_size: vs.table_size,
                 reals,

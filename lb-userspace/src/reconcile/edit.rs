@@ -13,7 +13,7 @@ use thiserror::Error;
 use crate::{
     config::Config,
     control::Edit,
-    model::{RealKey, ServiceKey},
+    model::{RealKey, ServiceKey, Thresholds},
 };
 
 /// Why an edit was refused; nothing changed.
@@ -69,6 +69,7 @@ pub fn apply(config: &Config, edit: &Edit) -> Result<Config, EditError> {
             key,
             scheduler,
             persistence,
+            flags,
         } => {
             if position(services, key).is_some() {
                 return Err(EditError::ServiceExists(*key));
@@ -88,6 +89,9 @@ pub fn apply(config: &Config, edit: &Edit) -> Result<Config, EditError> {
             if let Some(t) = persistence {
                 m.insert("persistence_timeout".into(), (*t).into());
             }
+            if let Some(f) = flags {
+                set_flags(&mut m, f);
+            }
             m.insert("real_servers".into(), Value::Sequence(Vec::new()));
             services.push(Value::Mapping(m));
         }
@@ -95,6 +99,7 @@ pub fn apply(config: &Config, edit: &Edit) -> Result<Config, EditError> {
             key,
             scheduler,
             persistence,
+            flags,
         } => {
             let i = position(services, key).ok_or(EditError::NoService(*key))?;
             let m = services[i]
@@ -113,6 +118,9 @@ pub fn apply(config: &Config, edit: &Edit) -> Result<Config, EditError> {
                 }
                 None => {}
             }
+            if let Some(f) = flags {
+                set_flags(m, f);
+            }
         }
         Edit::DeleteService { key } => {
             let i = position(services, key).ok_or(EditError::NoService(*key))?;
@@ -122,6 +130,7 @@ pub fn apply(config: &Config, edit: &Edit) -> Result<Config, EditError> {
             service,
             real,
             weight,
+            thresholds,
         } => {
             let reals = reals_of(services, service)?;
             if reals.iter().any(|r| real_key(r) == Some(*real)) {
@@ -131,22 +140,28 @@ pub fn apply(config: &Config, edit: &Edit) -> Result<Config, EditError> {
             m.insert("ip".into(), real.addr.to_string().into());
             m.insert("port".into(), real.port.into());
             m.insert("weight".into(), weight.unwrap_or(1).into());
+            if let Some(t) = thresholds {
+                set_thresholds(&mut m, t);
+            }
             reals.push(Value::Mapping(m));
         }
         Edit::EditReal {
             service,
             real,
             weight,
+            thresholds,
         } => {
             let reals = reals_of(services, service)?;
             let r = reals
                 .iter_mut()
                 .find(|r| real_key(r) == Some(*real))
                 .ok_or(EditError::NoReal(*service, *real))?;
+            let m = r.as_mapping_mut().expect("a real is a mapping");
             if let Some(w) = weight {
-                r.as_mapping_mut()
-                    .expect("a real is a mapping")
-                    .insert("weight".into(), (*w).into());
+                m.insert("weight".into(), (*w).into());
+            }
+            if let Some(t) = thresholds {
+                set_thresholds(m, t);
             }
         }
         Edit::DeleteReal { service, real } => {
@@ -200,6 +215,27 @@ fn real_key(v: &Value) -> Option<RealKey> {
     Some(RealKey { addr, port })
 }
 
+/// Writes a service's scheduling flags (`lb_flags`); none removes the key.
+fn set_flags(m: &mut Mapping, flags: &[String]) {
+    if flags.is_empty() {
+        m.remove("lb_flags");
+    } else {
+        let list = flags.iter().map(|f| Value::from(f.as_str())).collect();
+        m.insert("lb_flags".into(), Value::Sequence(list));
+    }
+}
+
+/// Writes a real's connection thresholds into its mapping; a 0 (none) removes the key.
+fn set_thresholds(m: &mut Mapping, t: &Thresholds) {
+    for (key, value) in [("uthreshold", t.upper), ("lthreshold", t.lower)] {
+        if value == 0 {
+            m.remove(key);
+        } else {
+            m.insert(key.into(), value.into());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
@@ -246,6 +282,7 @@ virtual_servers:
                 key: svc(443),
                 scheduler: Some("sh".into()),
                 persistence: Some(300),
+                flags: None,
             },
         )
         .unwrap();
@@ -265,6 +302,7 @@ virtual_servers:
                 key: svc(443),
                 scheduler: Some("rr".into()),
                 persistence: Some(None),
+                flags: None,
             },
         )
         .unwrap();
@@ -277,6 +315,73 @@ virtual_servers:
     }
 
     #[test]
+    fn service_flags_are_set_and_removed() {
+        let c = apply(
+            &config(),
+            &Edit::AddService {
+                key: svc(443),
+                scheduler: Some("sh".into()),
+                persistence: None,
+                flags: Some(vec!["sh-port".into(), "ops".into()]),
+            },
+        )
+        .unwrap();
+        let flags = |c: &Config| c.virtual_server(&svc(443)).unwrap().lb_flags;
+        assert!(flags(&c).port && flags(&c).one_packet && !flags(&c).fallback);
+        let edit = |flags| Edit::EditService {
+            key: svc(443),
+            scheduler: None,
+            persistence: None,
+            flags,
+        };
+        let c = apply(&c, &edit(None)).unwrap();
+        assert!(flags(&c).port, "unchanged");
+        let c = apply(&c, &edit(Some(Vec::new()))).unwrap();
+        assert_eq!(flags(&c), crate::model::SchedFlags::default());
+        let EditError::Invalid(msg) = apply(&c, &edit(Some(vec!["mh-port".into()]))).unwrap_err()
+        else {
+            panic!("expected a validation error");
+        };
+        assert!(
+            msg.contains("mh-port applies to the mh scheduler only"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn real_thresholds_are_set_changed_and_removed() {
+        let t = |upper, lower| Thresholds { upper, lower };
+        let c = apply(
+            &config(),
+            &Edit::AddReal {
+                service: svc(80),
+                real: real(12, 80),
+                weight: None,
+                thresholds: Some(t(100, 40)),
+            },
+        )
+        .unwrap();
+        let of = |c: &Config| c.virtual_server(&svc(80)).unwrap().real_servers[1].thresholds;
+        assert_eq!(of(&c), t(100, 40));
+        let edit = |thresholds| Edit::EditReal {
+            service: svc(80),
+            real: real(12, 80),
+            weight: None,
+            thresholds,
+        };
+        let c = apply(&c, &edit(None)).unwrap();
+        assert_eq!(of(&c), t(100, 40), "unchanged");
+        let c = apply(&c, &edit(Some(t(10, 0)))).unwrap();
+        assert_eq!(of(&c), t(10, 0));
+        let c = apply(&c, &edit(Some(Thresholds::default()))).unwrap();
+        assert_eq!(of(&c), Thresholds::default());
+        let EditError::Invalid(msg) = apply(&c, &edit(Some(t(5, 6)))).unwrap_err() else {
+            panic!("expected a validation error");
+        };
+        assert!(msg.contains("lthreshold 6 is above uthreshold 5"), "{msg}");
+    }
+
+    #[test]
     fn add_edit_delete_real_keep_the_rest() {
         let c = apply(
             &config(),
@@ -284,6 +389,7 @@ virtual_servers:
                 service: svc(80),
                 real: real(12, 80),
                 weight: None,
+                thresholds: None,
             },
         )
         .unwrap();
@@ -299,6 +405,7 @@ virtual_servers:
                 service: svc(80),
                 real: real(12, 80),
                 weight: Some(0),
+                thresholds: None,
             },
         )
         .unwrap();
@@ -346,6 +453,7 @@ virtual_servers:
                 service: svc6(443),
                 real: real6("12", 443),
                 weight: Some(3),
+                thresholds: None,
             },
         )
         .unwrap();
@@ -355,6 +463,7 @@ virtual_servers:
                 service: svc6(443),
                 real: real6("11", 443),
                 weight: Some(0),
+                thresholds: None,
             },
         )
         .unwrap();
@@ -369,6 +478,7 @@ virtual_servers:
                 key: svc6(443),
                 scheduler: Some("sh".into()),
                 persistence: Some(Some(600)),
+                flags: None,
             },
         )
         .unwrap();
@@ -381,6 +491,7 @@ virtual_servers:
                 key: svc6(80),
                 scheduler: Some("wrr".into()),
                 persistence: Some(30),
+                flags: None,
             },
         )
         .unwrap();
@@ -392,6 +503,7 @@ virtual_servers:
             service: svc6(443),
             real: real(12, 443),
             weight: None,
+            thresholds: None,
         };
         let EditError::Invalid(msg) = apply(&c, &mixed).unwrap_err() else {
             panic!("expected a validation error");
@@ -413,6 +525,7 @@ virtual_servers:
             key,
             scheduler: Some("rr".into()),
             persistence: None,
+            flags: None,
         };
         assert_eq!(
             apply(&c, &add(svc(80))).unwrap_err(),
@@ -426,6 +539,7 @@ virtual_servers:
             service: svc(80),
             real: real(11, 80),
             weight: None,
+            thresholds: None,
         };
         assert_eq!(
             apply(&c, &dup).unwrap_err(),
@@ -435,6 +549,7 @@ virtual_servers:
             service: svc(80),
             real: real(99, 80),
             weight: Some(1),
+            thresholds: None,
         };
         assert_eq!(
             apply(&c, &missing).unwrap_err(),
@@ -445,6 +560,7 @@ virtual_servers:
             service: svc(80),
             real: real(12, 8080),
             weight: None,
+            thresholds: None,
         };
         let EditError::Invalid(msg) = apply(&c, &wrong_port).unwrap_err() else {
             panic!("expected a validation error");
@@ -458,6 +574,7 @@ virtual_servers:
             key: svc(443),
             scheduler: None,
             persistence: None,
+            flags: None,
         };
         let edited = apply(&c, &default_sched).expect("wlc is served");
         let added = edited
@@ -470,6 +587,7 @@ virtual_servers:
             service: svc(80),
             real: real(11, 80),
             weight: Some(70_000),
+            thresholds: None,
         };
         assert!(matches!(
             apply(&c, &weight).unwrap_err(),

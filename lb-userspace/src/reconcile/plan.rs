@@ -24,8 +24,9 @@ use std::{
 };
 
 use lb_common::{
-    Addr6, Candidates, LC_CANDIDATES, NO_REAL, REAL_DOWN, REAL_UP, Real, SVC_F_HASH_SRC,
-    SVC_F_PERSIST, Service, Vip4Key, Vip6Key, VipBucket4, VipBucket6, addr6, addr6_bytes,
+    Addr6, Candidates, LC_CANDIDATES, NO_REAL, REAL_DOWN, REAL_UP, Real, SVC_F_FALLBACK,
+    SVC_F_HASH_DST, SVC_F_HASH_PORT, SVC_F_HASH_SRC, SVC_F_ONE_PACKET, SVC_F_PERSIST, Service,
+    Vip4Key, Vip6Key, VipBucket4, VipBucket6, addr6, addr6_bytes,
 };
 use thiserror::Error;
 
@@ -568,6 +569,8 @@ impl Installed {
                 service_id: id,
                 weight: if rs.takes_new_flows() { rs.weight } else { 0 },
                 addr: addr_bytes(rk.addr),
+                u_threshold: rs.thresholds.upper,
+                l_threshold: rs.thresholds.lower,
             };
             match svc.reals.get_mut(rk) {
                 Some(cur) if cur.value == value => {}
@@ -596,8 +599,19 @@ impl Installed {
             sched: spec.scheduler.code(),
             ..ServiceParams::default()
         };
-        if spec.scheduler == Scheduler::SourceHash {
-            params.flags |= SVC_F_HASH_SRC;
+        match spec.scheduler {
+            Scheduler::SourceHash => params.flags |= SVC_F_HASH_SRC,
+            Scheduler::DestinationHash => params.flags |= SVC_F_HASH_DST,
+            _ => {}
+        }
+        if spec.flags.port {
+            params.flags |= SVC_F_HASH_PORT;
+        }
+        if spec.flags.fallback {
+            params.flags |= SVC_F_FALLBACK;
+        }
+        if spec.flags.one_packet {
+            params.flags |= SVC_F_ONE_PACKET;
         }
         if let Some(p) = spec.persistence {
             params.flags |= SVC_F_PERSIST;

@@ -21,8 +21,8 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use lb_common::{
-    Candidates, ConnState, LC_CANDIDATES, LcCost, NO_REAL, RealLoad, Settings, idle_first,
-    least_conn_choice,
+    Candidates, ConnState, LC_CANDIDATES, LcCost, NO_REAL, RealLoad, SCHED_OVF, SCHED_TWOS,
+    Settings, Twos, by_weight, idle_first, least_conn_choice, weight_choice,
 };
 
 use crate::model::ConnEntry;
@@ -132,6 +132,9 @@ pub fn least_loaded(
     eligible: &[(u32, u32)],
     load: impl Fn(u32) -> Counts,
 ) -> Candidates {
+    if by_weight(sched) {
+        return heaviest(sched, eligible, load);
+    }
     let mut ranked: Vec<(bool, LcCost, u32)> = eligible
         .iter()
         .filter(|&&(_, w)| w > 0)
@@ -153,6 +156,26 @@ pub fn least_loaded(
     out
 }
 
+/// The `LC_CANDIDATES` candidates of an `fo` or `ovf` service ([`weight_choice`]): the heaviest
+/// reals, for `ovf` those whose active connections do not exceed their weight first. Ties go to
+/// the lower index.
+fn heaviest(sched: u32, eligible: &[(u32, u32)], load: impl Fn(u32) -> Counts) -> Candidates {
+    let mut ranked: Vec<(bool, std::cmp::Reverse<u32>, u32)> = eligible
+        .iter()
+        .filter(|&&(_, w)| w > 0)
+        .map(|&(index, weight)| {
+            let full = sched == SCHED_OVF && load(index).active > u64::from(weight);
+            (full, std::cmp::Reverse(weight), index)
+        })
+        .collect();
+    ranked.sort();
+    let mut out = [NO_REAL; LC_CANDIDATES];
+    for (slot, r) in out.iter_mut().zip(&ranked) {
+        *slot = r.2;
+    }
+    out
+}
+
 /// The real the data plane picks for a new flow with schedule hash `hash` among `candidates`
 /// ([`least_conn_choice`], the program's own scan): `usable(index)` gives the weight of a
 /// candidate that is up and belongs to the service, `load(index)` its counts.
@@ -163,11 +186,28 @@ pub fn pick(
     usable: impl Fn(u32) -> Option<u32>,
     load: impl Fn(u32) -> Counts,
 ) -> Option<u32> {
-    least_conn_choice(sched, candidates, hash, |index| {
+    let real = |index| {
         let weight = usable(index)?;
         let c = load(index);
         Some((index, weight, (c.active, c.inactive)))
-    })
+    };
+    if sched == SCHED_TWOS {
+        // The program draws two random numbers per candidate; the same draws taken from the
+        // flow's hash give one choice it could make.
+        let mut twos = Twos::new();
+        for (k, &index) in candidates.iter().enumerate() {
+            if let Some((_, weight, load)) = real(index) {
+                let r = hash.rotate_left(k as u32 * 4);
+                twos.step(index, weight, load, r, r.rotate_left(16));
+            }
+        }
+        let choice = twos.choice();
+        (choice != NO_REAL).then_some(choice)
+    } else if by_weight(sched) {
+        weight_choice(sched, candidates, real)
+    } else {
+        least_conn_choice(sched, candidates, hash, real)
+    }
 }
 
 #[cfg(test)]

@@ -151,9 +151,24 @@ pub(crate) struct Cli {
     /// Masquerading (NAT): not supported.
     #[arg(short = 'm', long)]
     pub(super) masquerading: bool,
+    /// Scheduler flags, comma-separated: sh-fallback, sh-port (with -s sh), mh-fallback,
+    /// mh-port (with -s mh).
+    #[arg(short = 'b', long = "sched-flags", value_name = "SCHED-FLAGS")]
+    pub(super) sched_flags: Option<String>,
+    /// One-packet scheduling (UDP services): every datagram scheduled on its own.
+    #[arg(short = 'o', long)]
+    pub(super) ops: bool,
     /// Weight of the real server, 0 to 65535 (0 = quiesce).
     #[arg(short = 'w', long, value_name = "WEIGHT")]
     pub(super) weight: Option<String>,
+    /// Upper connection threshold of the real server, 0 to 2147483647 (0 = none): with that
+    /// many connections it gets no new ones.
+    #[arg(short = 'x', long = "u-threshold", value_name = "UTHRESHOLD")]
+    pub(super) u_threshold: Option<String>,
+    /// Lower connection threshold, 0 to 2147483647: an overloaded real takes new connections
+    /// again below it (below 3/4 of the upper one when 0).
+    #[arg(short = 'y', long = "l-threshold", value_name = "LTHRESHOLD")]
+    pub(super) l_threshold: Option<String>,
     /// Numeric addresses and ports.
     #[arg(short = 'n', long)]
     pub(super) numeric: bool,
@@ -257,7 +272,11 @@ pub(super) enum Opt {
     Persistent,
     Real,
     Forward,
+    SchedFlags,
+    Ops,
     Weight,
+    UThreshold,
+    LThreshold,
     Timeout,
     ConnTable,
     Daemon,
@@ -279,7 +298,11 @@ impl Opt {
             Opt::Persistent => "-p/--persistent",
             Opt::Real => "-r/--real-server",
             Opt::Forward => "-g/--gatewaying",
+            Opt::SchedFlags => "-b/--sched-flags",
+            Opt::Ops => "-o/--ops",
             Opt::Weight => "-w/--weight",
+            Opt::UThreshold => "-x/--u-threshold",
+            Opt::LThreshold => "-y/--l-threshold",
             Opt::Timeout => "--timeout",
             Opt::ConnTable => "--conn-table",
             Opt::Daemon => "--daemon",
@@ -298,9 +321,13 @@ impl Opt {
 pub(super) fn rules(cmd: Command) -> (&'static [Opt], &'static [Opt]) {
     use Opt::*;
     match cmd {
-        Command::AddService | Command::EditService => (&[Service], &[Scheduler, Persistent]),
+        Command::AddService | Command::EditService => {
+            (&[Service], &[Scheduler, Persistent, SchedFlags, Ops])
+        }
         Command::DeleteService => (&[Service], &[]),
-        Command::AddServer | Command::EditServer => (&[Service, Real], &[Forward, Weight]),
+        Command::AddServer | Command::EditServer => {
+            (&[Service, Real], &[Forward, Weight, UThreshold, LThreshold])
+        }
         Command::DeleteServer => (&[Service, Real], &[]),
         Command::List => (
             &[],
@@ -345,7 +372,11 @@ impl Cli {
             (self.persistent.is_some(), Opt::Persistent),
             (self.real_server.is_some(), Opt::Real),
             (self.gatewaying, Opt::Forward),
+            (self.sched_flags.is_some(), Opt::SchedFlags),
+            (self.ops, Opt::Ops),
             (self.weight.is_some(), Opt::Weight),
+            (self.u_threshold.is_some(), Opt::UThreshold),
+            (self.l_threshold.is_some(), Opt::LThreshold),
             (self.timeout, Opt::Timeout),
             (self.conn_table, Opt::ConnTable),
             (self.daemon, Opt::Daemon),

@@ -8,7 +8,7 @@ use std::{
 
 use lb_userspace::{
     config::LbAlgo,
-    model::{Protocol, RealKey, ServiceKey},
+    model::{Protocol, RealKey, ServiceKey, Thresholds},
     observe::ipvsadm::Services,
 };
 
@@ -184,6 +184,65 @@ pub(super) fn parse_persistence(text: &str) -> Result<u32, Failure> {
                 "illegal persistence timeout `{text}` for -p: must be 1 to {MAX_PERSISTENCE} seconds"
             ))
         })
+}
+
+/// `-b SCHED-FLAGS` (comma-separated, as ipvsadm takes them) and `-o`: the service's
+/// `lb_flags`. Whether a flag fits the scheduler is the agent's check (the configuration's).
+pub(super) fn parse_sched_flags(text: Option<&str>, ops: bool) -> Result<Vec<String>, Failure> {
+    const KNOWN: [&str; 4] = ["sh-fallback", "sh-port", "mh-fallback", "mh-port"];
+    let mut flags = Vec::new();
+    for word in text
+        .unwrap_or_default()
+        .split(',')
+        .filter(|w| !w.is_empty())
+    {
+        if !KNOWN.contains(&word) {
+            return Err(Failure::usage(format!(
+                "unknown scheduler flag `{word}` for -b: use sh-fallback, sh-port, \
+                 mh-fallback or mh-port"
+            )));
+        }
+        if !flags.iter().any(|f| f == word) {
+            flags.push(word.to_owned());
+        }
+    }
+    if ops {
+        flags.push("ops".to_owned());
+    }
+    Ok(flags)
+}
+
+/// `-x UTHRESHOLD` and `-y LTHRESHOLD` (either may be absent, as 0 = none), as ipvsadm takes
+/// them: 0 to 2147483647; the lower one needs an upper one at least as large.
+pub(super) fn parse_thresholds(
+    upper: Option<&str>,
+    lower: Option<&str>,
+) -> Result<Thresholds, Failure> {
+    let one = |text: Option<&str>, flag: &str, name: &str| -> Result<u32, Failure> {
+        let Some(text) = text else { return Ok(0) };
+        text.parse::<u32>()
+            .ok()
+            .filter(|v| *v <= Thresholds::MAX)
+            .ok_or_else(|| {
+                Failure::usage(format!(
+                    "illegal {name} `{text}` for {flag}: must be an integer from 0 to {}",
+                    Thresholds::MAX
+                ))
+            })
+    };
+    let upper = one(upper, "-x", "upper threshold")?;
+    let lower = one(lower, "-y", "lower threshold")?;
+    if lower > 0 && upper == 0 {
+        return Err(Failure::usage(format!(
+            "lower threshold {lower} (-y) needs an upper threshold (-x)"
+        )));
+    }
+    if lower > upper {
+        return Err(Failure::usage(format!(
+            "lower threshold {lower} (-y) is above the upper threshold {upper} (-x)"
+        )));
+    }
+    Ok(Thresholds { upper, lower })
 }
 
 /// `-w WEIGHT`: 0 to 65535.

@@ -13,7 +13,8 @@ use lb_userspace::{
 use super::{
     cli::{Cli, Command, Opt, Sub, rules},
     parse::{
-        parse_client, parse_persistence, parse_real, parse_scheduler, parse_service, parse_weight,
+        parse_client, parse_persistence, parse_real, parse_sched_flags, parse_scheduler,
+        parse_service, parse_thresholds, parse_weight,
     },
 };
 
@@ -181,6 +182,12 @@ fn plan_action(
         .map(parse_persistence)
         .transpose()?;
     let weight = cli.weight.as_deref().map(parse_weight).transpose()?;
+    let (upper, lower) = (cli.u_threshold.as_deref(), cli.l_threshold.as_deref());
+    let thresholds = parse_thresholds(upper, lower)?;
+    let thresholds_given = upper.is_some() || lower.is_some();
+    let flags = (cli.sched_flags.is_some() || cli.ops)
+        .then(|| parse_sched_flags(cli.sched_flags.as_deref(), cli.ops))
+        .transpose()?;
     // Required options were checked above; these are present whenever the command needs them.
     let svc = || service.ok_or_else(|| Failure::usage("missing service"));
     let mut real = || -> Result<RealKey, Failure> {
@@ -201,11 +208,13 @@ fn plan_action(
             key: svc()?,
             scheduler,
             persistence,
+            flags,
         })),
         Command::EditService => Action::Change(Request::Edit(Edit::EditService {
             key: svc()?,
             scheduler,
             persistence: Some(persistence),
+            flags,
         })),
         Command::DeleteService => {
             Action::Change(Request::Edit(Edit::DeleteService { key: svc()? }))
@@ -214,11 +223,14 @@ fn plan_action(
             service: svc()?,
             real: real()?,
             weight,
+            thresholds: thresholds_given.then_some(thresholds),
         })),
         Command::EditServer => Action::Change(Request::Edit(Edit::EditReal {
             service: svc()?,
             real: real()?,
+            // ipvsadm -e sets every field of the real: without -x/-y the thresholds go.
             weight: Some(weight.unwrap_or(1)),
+            thresholds: Some(thresholds),
         })),
         Command::DeleteServer => Action::Change(Request::Edit(Edit::DeleteReal {
             service: svc()?,

@@ -12,7 +12,7 @@ use lb_userspace::{
         Counters, Edit, Forward, GlobalInfo, HealthInfo, PeerInfo, Rates, RealInfo, Request,
         ServiceInfo, Snapshot, SyncInfo, WhichAnswer,
     },
-    model::{Protocol, RealKey, ServiceKey},
+    model::{Protocol, RealKey, ServiceKey, Thresholds},
     observe::ipvsadm::Format,
 };
 
@@ -235,7 +235,8 @@ fn service_edits() {
         Request::Edit(Edit::AddService {
             key: svc,
             scheduler: None,
-            persistence: None
+            persistence: None,
+            flags: None,
         })
     );
     assert_eq!(
@@ -243,7 +244,8 @@ fn service_edits() {
         Request::Edit(Edit::AddService {
             key: svc,
             scheduler: Some("wrr".into()),
-            persistence: Some(300)
+            persistence: Some(300),
+            flags: None,
         })
     );
     assert_eq!(
@@ -251,7 +253,8 @@ fn service_edits() {
         Request::Edit(Edit::AddService {
             key: svc,
             scheduler: Some("wrr".into()),
-            persistence: Some(60)
+            persistence: Some(60),
+            flags: None,
         })
     );
     assert_eq!(
@@ -259,7 +262,8 @@ fn service_edits() {
         Request::Edit(Edit::AddService {
             key: svc,
             scheduler: Some("sh".into()),
-            persistence: Some(300)
+            persistence: Some(300),
+            flags: None,
         })
     );
     assert_eq!(
@@ -267,7 +271,8 @@ fn service_edits() {
         Request::Edit(Edit::AddService {
             key: svc,
             scheduler: None,
-            persistence: Some(600)
+            persistence: Some(600),
+            flags: None,
         })
     );
     assert_eq!(
@@ -275,7 +280,8 @@ fn service_edits() {
         Request::Edit(Edit::AddService {
             key: key("10.0.0.53:53", Protocol::Udp),
             scheduler: Some("rr".into()),
-            persistence: None
+            persistence: None,
+            flags: None,
         })
     );
     // -E replaces the persistence like ipvsadm (off without -p), keeps the scheduler.
@@ -284,7 +290,8 @@ fn service_edits() {
         Request::Edit(Edit::EditService {
             key: svc,
             scheduler: Some("mh".into()),
-            persistence: Some(None)
+            persistence: Some(None),
+            flags: None,
         })
     );
     assert_eq!(
@@ -292,7 +299,8 @@ fn service_edits() {
         Request::Edit(Edit::EditService {
             key: svc,
             scheduler: None,
-            persistence: Some(Some(120))
+            persistence: Some(Some(120)),
+            flags: None,
         })
     );
     assert_eq!(
@@ -304,7 +312,8 @@ fn service_edits() {
         Request::Edit(Edit::AddService {
             key: tcp("[2001:db8::100]:443"),
             scheduler: Some("sh".into()),
-            persistence: Some(300)
+            persistence: Some(300),
+            flags: None,
         })
     );
     assert_eq!(
@@ -312,7 +321,8 @@ fn service_edits() {
         Request::Edit(Edit::EditService {
             key: tcp("[2001:db8::100]:80"),
             scheduler: Some("wlc".into()),
-            persistence: Some(None)
+            persistence: Some(None),
+            flags: None,
         })
     );
     assert_eq!(
@@ -332,7 +342,8 @@ fn real_edits() {
         Request::Edit(Edit::AddReal {
             service: svc,
             real: r,
-            weight: None
+            weight: None,
+            thresholds: None,
         })
     );
     assert_eq!(
@@ -340,7 +351,8 @@ fn real_edits() {
         Request::Edit(Edit::AddReal {
             service: svc,
             real: r,
-            weight: Some(0)
+            weight: Some(0),
+            thresholds: None,
         })
     );
     assert_eq!(
@@ -350,7 +362,8 @@ fn real_edits() {
         Request::Edit(Edit::AddReal {
             service: svc,
             real: r,
-            weight: Some(65535)
+            weight: Some(65535),
+            thresholds: None,
         })
     );
     // -e without -w sets weight 1, as ipvsadm.
@@ -359,7 +372,8 @@ fn real_edits() {
         Request::Edit(Edit::EditReal {
             service: svc,
             real: r,
-            weight: Some(1)
+            weight: Some(1),
+            thresholds: Some(Thresholds::default()),
         })
     );
     assert_eq!(
@@ -367,7 +381,8 @@ fn real_edits() {
         Request::Edit(Edit::EditReal {
             service: svc,
             real: r,
-            weight: Some(0)
+            weight: Some(0),
+            thresholds: Some(Thresholds::default()),
         })
     );
     assert_eq!(
@@ -382,7 +397,8 @@ fn real_edits() {
         Request::Edit(Edit::AddReal {
             service: tcp("[2001:db8::100]:443"),
             real: real("2001:db8::11", 443),
-            weight: None
+            weight: None,
+            thresholds: None,
         })
     );
     assert_eq!(
@@ -403,7 +419,8 @@ fn real_edits() {
         Request::Edit(Edit::EditReal {
             service: dns6,
             real: real("2001:db8::11", 53),
-            weight: Some(0)
+            weight: Some(0),
+            thresholds: Some(Thresholds::default()),
         })
     );
     assert_eq!(
@@ -411,7 +428,8 @@ fn real_edits() {
         Request::Edit(Edit::AddReal {
             service: dns6,
             real: real("2001:db8::12", 53),
-            weight: Some(2)
+            weight: Some(2),
+            thresholds: None,
         })
     );
 
@@ -422,12 +440,113 @@ fn real_edits() {
         Some(Request::Edit(Edit::AddReal {
             service: svc,
             real: r,
-            weight: None
+            weight: None,
+            thresholds: None,
         }))
     );
     assert_eq!(
         p.warnings,
         ["real server port 8080 ignored: direct routing uses the service port 5672"]
+    );
+}
+
+#[test]
+fn fo_and_ovf_are_schedulers() {
+    for name in ["fo", "ovf"] {
+        assert_eq!(
+            request(&format!("-A -t 10.0.0.100:5672 -s {name}")),
+            Request::Edit(Edit::AddService {
+                key: tcp("10.0.0.100:5672"),
+                scheduler: Some(name.into()),
+                persistence: None,
+                flags: None,
+            })
+        );
+    }
+}
+
+#[test]
+fn sched_flags_and_ops() {
+    let key = tcp("10.0.0.100:5672");
+    assert_eq!(
+        request("-A -t 10.0.0.100:5672 -s sh -b sh-fallback,sh-port"),
+        Request::Edit(Edit::AddService {
+            key,
+            scheduler: Some("sh".into()),
+            persistence: None,
+            flags: Some(vec!["sh-fallback".into(), "sh-port".into()]),
+        })
+    );
+    assert_eq!(
+        request("-E -t 10.0.0.100:5672 -s mh --sched-flags mh-port -o"),
+        Request::Edit(Edit::EditService {
+            key,
+            scheduler: Some("mh".into()),
+            persistence: Some(None),
+            flags: Some(vec!["mh-port".into(), "ops".into()]),
+        })
+    );
+    usage_error(
+        "-A -t 10.0.0.100:5672 -s sh -b sh-port,flag-1",
+        "unknown scheduler flag `flag-1` for -b",
+    );
+    usage_error(
+        "-a -t 10.0.0.100:5672 -r 10.0.0.11 -o",
+        "-o/--ops cannot be used with -a/--add-server",
+    );
+}
+
+#[test]
+fn real_thresholds() {
+    let svc = tcp("10.0.0.100:5672");
+    let r = real("10.0.0.11", 5672);
+    let t = |upper, lower| Thresholds { upper, lower };
+    assert_eq!(
+        request("-a -t 10.0.0.100:5672 -r 10.0.0.11 -x 100 -y 40"),
+        Request::Edit(Edit::AddReal {
+            service: svc,
+            real: r,
+            weight: None,
+            thresholds: Some(t(100, 40)),
+        })
+    );
+    assert_eq!(
+        request("-a -t 10.0.0.100:5672 -r 10.0.0.11 --u-threshold 100"),
+        Request::Edit(Edit::AddReal {
+            service: svc,
+            real: r,
+            weight: None,
+            thresholds: Some(t(100, 0)),
+        })
+    );
+    assert_eq!(
+        request("-e -t 10.0.0.100:5672 -r 10.0.0.11 -w 2 -x 10 --l-threshold 5"),
+        Request::Edit(Edit::EditReal {
+            service: svc,
+            real: r,
+            weight: Some(2),
+            thresholds: Some(t(10, 5)),
+        })
+    );
+    usage_error(
+        "-a -t 10.0.0.100:5672 -r 10.0.0.11 -x 2147483648",
+        "illegal upper threshold `2147483648` for -x: must be an integer from 0 to 2147483647",
+    );
+    usage_error(
+        "-a -t 10.0.0.100:5672 -r 10.0.0.11 -x 1 -y 1.5",
+        "illegal lower threshold `1.5` for -y",
+    );
+    usage_error(
+        "-a -t 10.0.0.100:5672 -r 10.0.0.11 -y 5",
+        "lower threshold 5 (-y) needs an upper threshold (-x)",
+    );
+    usage_error(
+        "-a -t 10.0.0.100:5672 -r 10.0.0.11 -x 5 -y 6",
+        "lower threshold 6 (-y) is above the upper threshold 5 (-x)",
+    );
+    usage_error(
+        "-A -t 10.0.0.100:5672 -x 5",
+        "-x/--u-threshold cannot be used with -A/--add-service",
     );
 }
 
@@ -790,7 +909,7 @@ fn the_scheduler_help_names_every_scheduler_that_s_accepts() {
         let cli = Cli::try_parse_from(["lbadm", "-A", "-t", "10.0.0.1:80", "-s", name]);
         assert!(cli.is_ok(), "-s {name} refused");
     }
-    assert!(line.contains("lc, wlc, sed or nq"), "{line}");
+    assert!(line.contains("lc, wlc, sed, nq, fo, ovf or twos"), "{line}");
 }
 
 fn snapshot() -> Snapshot {
@@ -808,6 +927,7 @@ fn snapshot() -> Snapshot {
         services: vec![ServiceInfo {
             key: tcp("10.0.0.100:5672"),
             scheduler: "wrr".into(),
+            flags: Vec::new(),
             persistence: None,
             stats: Counters::default(),
             rate: Rates::default(),

@@ -991,6 +991,7 @@ impl Importer {
             port,
             protocol: None,
             lb_algo: None,
+            lb_flags: Vec::new(),
             lb_kind: None,
             persistence_timeout: None,
             persistence_granularity: None,
@@ -1175,11 +1176,29 @@ impl Importer {
             "virtualhost" => self.virtualhost(&mut s.virtualhost, c),
             "smtp_alert" => self.not_carried(c, "lb-agent has no e-mail alerts; see its logs"),
             "snmp_name" => self.not_carried(c, "lb-agent has no SNMP; see its metrics"),
-            "hashed" | "ops" | "flag-1" | "flag-2" | "flag-3" | "sh-port" | "sh-fallback"
-            | "mh-port" | "mh-fallback" => self.not_carried(
+            "hashed" | "flag-1" | "flag-2" | "flag-3" => self.not_carried(
                 c,
                 "an IPVS scheduler flag; lb-agent's schedulers are described in its README",
             ),
+            kw @ ("ops" | "sh-port" | "sh-fallback" | "mh-port" | "mh-fallback") => {
+                // keepalived applies sh-* and mh-* only when the scheduler read so far is sh
+                // (mh), and reports the others.
+                let algo = current(&s.lb_algo, "wlc");
+                match kw.split_once('-') {
+                    Some((sched, _)) if sched != algo => self.warn(
+                        l,
+                        format!(
+                            "{kw} only applies to the {sched} scheduler, and the scheduler is \
+                             {algo} here: keepalived ignores it; not converted"
+                        ),
+                    ),
+                    _ => {
+                        if !s.lb_flags.iter().any(|(f, _)| f == kw) {
+                            s.lb_flags.push((kw.to_owned(), l));
+                        }
+                    }
+                }
+            }
             "persistence_engine" => {
                 self.not_carried(c, "lb-agent's persistence is by client address only")
             }
@@ -1303,6 +1322,8 @@ impl Importer {
             ip,
             port,
             weight: None,
+            uthreshold: None,
+            lthreshold: None,
             inhibit_on_failure: None,
             notify_up: None,
             notify_down: None,
@@ -1316,8 +1337,37 @@ impl Importer {
         for c in n.children() {
             self.real_keyword(&mut r, c, &mut unknown);
         }
+        self.check_thresholds(&mut r);
         self.report_unknown(unknown, |k| real_stays(&r, k));
         Some(r)
+    }
+
+    /// A lower threshold without an upper one (or above it) does nothing in IPVS; the
+    /// configuration refuses it, so it is left out with a warning.
+    fn check_thresholds(&mut self, r: &mut Real) {
+        let Some((lower, line)) = r.lthreshold else {
+            return;
+        };
+        let upper = r.uthreshold.map_or(0, |(u, _)| u);
+        if lower == 0 {
+            return;
+        }
+        if upper == 0 {
+            self.warn(
+                line,
+                format!(
+                    "lthreshold {lower} without an uthreshold never takes effect in IPVS; not \
+                     converted"
+                ),
+            );
+            r.lthreshold = None;
+        } else if lower > upper {
+            self.warn(
+                line,
+                format!("lthreshold {lower} is above uthreshold {upper}; not converted"),
+            );
+            r.lthreshold = None;
+        }
     }
 
     fn real_keyword(&mut self, r: &mut Real, c: &Node, unknown: &mut Vec<Unknown>) {
@@ -1364,8 +1414,17 @@ impl Importer {
                 c,
                 "lb-agent's alpha is per virtual server: set alpha there to start every real down",
             ),
-            "uthreshold" | "lthreshold" => {
-                self.not_carried(c, "lb-agent has no connection thresholds")
+            "uthreshold" => {
+                let max = u64::from(i32::MAX.unsigned_abs());
+                if let Some(v) = self.uint(c, 0..=max, "the real has no upper threshold") {
+                    r.uthreshold = Some((v, l));
+                }
+            }
+            "lthreshold" => {
+                let max = u64::from(i32::MAX.unsigned_abs());
+                if let Some(v) = self.uint(c, 0..=max, "the real has no lower threshold") {
+                    r.lthreshold = Some((v, l));
+                }
             }
             "smtp_alert" => self.not_carried(c, "lb-agent has no e-mail alerts; see its logs"),
             "virtualhost" => self.virtualhost(&mut r.virtualhost, c),

@@ -77,6 +77,9 @@ pub(super) struct Service {
     pub(super) port: Option<u16>,
     pub(super) protocol: At<String>,
     pub(super) lb_algo: At<String>,
+    /// IPVS scheduling flags (`sh-port`, `sh-fallback`, `mh-port`, `mh-fallback`, `ops`), each
+    /// with its line.
+    pub(super) lb_flags: Vec<(String, usize)>,
     pub(super) lb_kind: At<String>,
     pub(super) persistence_timeout: At<u64>,
     pub(super) persistence_granularity: At<String>,
@@ -113,6 +116,8 @@ pub(super) struct Real {
     pub(super) ip: IpAddr,
     pub(super) port: Option<u16>,
     pub(super) weight: At<u64>,
+    pub(super) uthreshold: At<u64>,
+    pub(super) lthreshold: At<u64>,
     pub(super) inhibit_on_failure: At<bool>,
     pub(super) notify_up: At<String>,
     pub(super) notify_down: At<String>,

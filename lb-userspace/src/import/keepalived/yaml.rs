@@ -302,6 +302,10 @@ fn service(m: &mut Map<'_>, s: &Service) {
             default_note(s, &["lb_algo", "lvs_sched"], "keepalived's default is wlc")
         )),
     }
+    if let Some((_, line)) = s.lb_flags.first() {
+        let names: Vec<&str> = s.lb_flags.iter().map(|(f, _)| f.as_str()).collect();
+        m.kv("lb_flags", &format!("[{}]", names.join(", ")), *line, None);
+    }
     match &s.lb_kind {
         Some((k, l)) => m.kv("lb_kind", &k.to_ascii_lowercase(), *l, None),
         None => m.comment(&format!(
@@ -391,6 +395,12 @@ fn real(m: &mut Map<'_>, s: &Service, r: &Real) {
     }
     if let Some((w, l)) = r.weight {
         m.kv("weight", &w.to_string(), l, None);
+    }
+    if let Some((u, l)) = r.uthreshold {
+        m.kv("uthreshold", &u.to_string(), l, None);
+    }
+    if let Some((u, l)) = r.lthreshold {
+        m.kv("lthreshold", &u.to_string(), l, None);
     }
     if let Some((b, l)) = r.inhibit_on_failure {
         m.kv("inhibit_on_failure", &b.to_string(), l, None);

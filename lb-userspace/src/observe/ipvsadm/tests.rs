@@ -615,3 +615,11 @@ fn daemon_off_prints_nothing() {
     assert_eq!(daemons(&snap), "");
     assert_eq!(json(&snap, JsonView::Daemon), "null\n");
 }
+
+#[test]
+fn scheduler_flags_are_listed_as_ipvsadm_lists_them() {
+    let mut snap = fixtures::sample();
+    snap.services[0].scheduler = "sh".into();
+    snap.services[0].flags = vec!["sh-fallback".into(), "sh-port".into(), "ops".into()];
+    golden("sample-flags.txt", &list(&snap, &numeric()));
+}

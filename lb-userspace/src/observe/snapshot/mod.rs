@@ -161,6 +161,7 @@ pub fn snapshot(v: &View, with_conns: bool) -> Snapshot {
         services.push(ServiceInfo {
             key: vs.key,
             scheduler: vs.lb_algo.name().into(),
+            flags: vs.lb_flags.names(vs.lb_algo.name()),
             persistence: vs.persistence.map(|p| PersistInfo {
                 timeout: p.timeout,
                 netmask: p.granularity_text(vs.key.vip),

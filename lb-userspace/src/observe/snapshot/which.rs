@@ -4,8 +4,9 @@
 use std::net::{IpAddr, SocketAddr};
 
 use lb_common::{
-    Candidates, Conn, ConnState, Flow4Key, Flow6Key, FlowKey, Persist4Key, Persist6Key, REAL_UP,
-    Real, SVC_F_PERSIST, Settings, addr6_bytes, table_slot,
+    Candidates, Conn, ConnState, FALLBACK_PROBES, Flow4Key, Flow6Key, FlowKey, Persist4Key,
+    Persist6Key, REAL_UP, Real, SVC_F_FALLBACK, SVC_F_HASH_DST, SVC_F_HASH_SRC, SVC_F_PERSIST,
+    Settings, addr6_bytes, table_slot,
 };
 
 use super::View;
@@ -57,6 +58,8 @@ trait Tables {
     fn real(&self, index: u32) -> Option<Real>;
     /// A real's connection counts.
     fn load(&self, index: u32) -> Counts;
+    /// Whether a real is overloaded (its connection thresholds).
+    fn overloaded(&self, index: u32) -> bool;
     /// A least-connection service's candidates.
     fn candidates(&self, id: u32) -> Result<Candidates, WhichError>;
     /// Flat slot `index` of the lookup tables.
@@ -92,6 +95,10 @@ impl Tables for Dataplane {
         self.real_load(index)
             .map(|l| Counts::from_load(&l))
             .unwrap_or_default()
+    }
+
+    fn overloaded(&self, index: u32) -> bool {
+        self.real_load(index).is_ok_and(|l| l.overloaded != 0)
     }
 
     fn candidates(&self, id: u32) -> Result<Candidates, WhichError> {
@@ -251,7 +258,8 @@ fn which_in(
     if params.sched != lb_common::SCHED_MAGLEV {
         let candidates = t.candidates(inst.id)?;
         let counts = |index| t.load(index);
-        let Some(index) = load::pick(params.sched, &candidates, hash, weight, counts) else {
+        let usable = |i| weight(i).filter(|_| !t.overloaded(i));
+        let Some(index) = load::pick(params.sched, &candidates, hash, usable, counts) else {
             return Ok(WhichAnswer {
                 real: None,
                 source: "least connection".into(),
@@ -280,10 +288,50 @@ fn which_in(
     }
     let slot = table_slot(hash, size);
     let index = t.slot(base + slot)?;
-    Ok(WhichAnswer {
-        real: name(index),
-        source: "lookup table".into(),
-        detail: format!("slot {slot} of {size}"),
+    let usable = |i: u32| weight(i).is_some() && !t.overloaded(i);
+    if usable(index) {
+        return Ok(WhichAnswer {
+            real: name(index),
+            source: "lookup table".into(),
+            detail: format!("slot {slot} of {size}"),
+        });
+    }
+    // The program's rule (see its `table_pick_new`): past an overloaded real rr and wrr walk
+    // on; the hashing schedulers only with their fallback flag, which also walks past a down
+    // real.
+    let fallback = params.flags & SVC_F_FALLBACK != 0;
+    let hashing = params.flags & (SVC_F_HASH_SRC | SVC_F_HASH_DST) != 0;
+    let walks = fallback || (!hashing && weight(index).is_some());
+    let mut found = None;
+    if walks {
+        for k in 1..=FALLBACK_PROBES {
+            let at = (slot + k) % size;
+            let i = t.slot(base + at)?;
+            if usable(i) {
+                found = Some((at, i));
+                break;
+            }
+        }
+    }
+    let why = if weight(index).is_some() {
+        "overloaded"
+    } else {
+        "down"
+    };
+    Ok(match found {
+        Some((at, i)) => WhichAnswer {
+            real: name(i),
+            source: "lookup table".into(),
+            detail: format!("slot {at} of {size}: the real of slot {slot} is {why}"),
+        },
+        None => WhichAnswer {
+            real: None,
+            source: "lookup table".into(),
+            detail: format!(
+                "no usable real: the real of slot {slot} is {why}; a new connection would be \
+                 dropped"
+            ),
+        },
     })
 }
 

@@ -1,7 +1,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::{fake_maps::FakeMaps, *};
-use crate::model::{Health, Persistence, RealSpec};
+use crate::model::{Health, Persistence, RealSpec, SchedFlags, Thresholds};
 
 const M: u32 = 251;
 
@@ -35,6 +35,7 @@ fn rkey(last: u8, port: u16) -> RealKey {
 fn real(weight: u32, last: u8) -> RealSpec {
     RealSpec {
         weight,
+        thresholds: Thresholds::default(),
         mac: Some([2, 0, 0, 0, 0, last]),
         health: Health::Up,
     }
@@ -43,6 +44,7 @@ fn real(weight: u32, last: u8) -> RealSpec {
 fn service(port: u16, reals: &[(u8, u32)]) -> ServiceSpec {
     ServiceSpec {
         scheduler: Scheduler::Maglev,
+        flags: SchedFlags::default(),
         persistence: None,
         table_size: M,
         reals: reals

@@ -6,7 +6,9 @@ use super::*;
 use crate::observe::snapshot::tests::{NOW, conn, real6, svc6, v6};
 use crate::{
     model::Limits,
-    model::{DesiredState, Health, Persistence, RealSpec, Scheduler, ServiceSpec},
+    model::{
+        DesiredState, Health, Persistence, RealSpec, SchedFlags, Scheduler, ServiceSpec, Thresholds,
+    },
     reconcile::plan::{Installed, Op, fake_maps::FakeMaps},
 };
 
@@ -62,6 +64,10 @@ impl Tables for FakeTables {
         self.loads.get(&index).copied().unwrap_or_default()
     }
 
+    fn overloaded(&self, _index: u32) -> bool {
+        false
+    }
+
     fn candidates(&self, id: u32) -> Result<Candidates, WhichError> {
         Ok(self.maps.candidates.get(&id).copied().unwrap_or_default())
     }
@@ -100,6 +106,7 @@ fn install(key: ServiceKey, spec: ServiceSpec) -> (FakeTables, InstalledService)
 fn spec(scheduler: Scheduler, reals: &[u16]) -> ServiceSpec {
     ServiceSpec {
         scheduler,
+        flags: SchedFlags::default(),
         persistence: None,
         table_size: M,
         reals: reals
@@ -107,6 +114,7 @@ fn spec(scheduler: Scheduler, reals: &[u16]) -> ServiceSpec {
             .map(|&r| {
                 let spec = RealSpec {
                     weight: 1,
+                    thresholds: Thresholds::default(),
                     mac: Some([2, 0, 0, 0, 0, r as u8]),
                     health: Health::Up,
                 };
