@@ -82,6 +82,30 @@ impl Lab {
         ops
     }
 
+    /// Runs the program once on each frame: how many went to each of `reals` (by the MAC they
+    /// were sent to), dropped ones under `None`. Panics on another action or an unknown MAC.
+    pub fn destinations(
+        &self,
+        frames: impl IntoIterator<Item = Vec<u8>>,
+        reals: &[Ipv4Addr],
+    ) -> std::collections::BTreeMap<Option<Ipv4Addr>, u32> {
+        let mut seen = std::collections::BTreeMap::new();
+        for frame in frames {
+            let out = self.run(&frame);
+            let to = match out.action {
+                XDP_TX => {
+                    let mac = dst_mac(&out.frame);
+                    let real = reals.iter().copied().find(|r| mac_of(*r) == mac);
+                    Some(real.unwrap_or_else(|| panic!("sent to an unknown MAC {mac:02x?}")))
+                }
+                XDP_DROP => None,
+                other => panic!("unexpected action {other}"),
+            };
+            *seen.entry(to).or_default() += 1;
+        }
+        seen
+    }
+
     /// Runs the program on a frame.
     pub fn run(&self, frame: &[u8]) -> TestRunOutcome {
         self.dp

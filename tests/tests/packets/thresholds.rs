@@ -7,7 +7,7 @@
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use lb_tests::{
-    lab::{Lab, XDP_DROP, XDP_TX, desired, expect_drop, expect_tx, mac_of, rk, spec, tcp},
+    lab::{Lab, XDP_TX, desired, expect_drop, expect_tx, mac_of, rk, spec, tcp},
     packet::{Frame, dst_mac, flags},
 };
 use lb_userspace::model::{Scheduler, ServiceKey, ServiceSpec, Thresholds};
@@ -83,21 +83,7 @@ fn load_of(lab: &Lab, r: Ipv4Addr) -> (i64, i64) {
 /// SYNs from clients `first..first + n`: how many went to each real (dropped ones under
 /// `None`). Each frame runs once: a second run would be a new connection.
 fn spread(lab: &Lab, first: u32, n: u32) -> BTreeMap<Option<Ipv4Addr>, u32> {
-    let mut seen = BTreeMap::new();
-    for c in first..first + n {
-        let out = lab.run(&syn(c));
-        let to = match out.action {
-            XDP_TX => {
-                let mac = dst_mac(&out.frame);
-                let real = [R1, R2, R3].into_iter().find(|r| mac_of(*r) == mac);
-                Some(real.unwrap_or_else(|| panic!("sent to an unknown MAC {mac:02x?}")))
-            }
-            XDP_DROP => None,
-            other => panic!("unexpected action {other}"),
-        };
-        *seen.entry(to).or_default() += 1;
-    }
-    seen
+    lab.destinations((first..first + n).map(syn), &[R1, R2, R3])
 }
 
 #[test]

@@ -6,8 +6,8 @@
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use lb_tests::{
-    lab::{Lab, XDP_DROP, XDP_TX, desired, mac_of, rk, spec, tcp},
-    packet::{Frame, dst_mac, flags},
+    lab::{Lab, desired, rk, spec, tcp},
+    packet::{Frame, flags},
 };
 use lb_userspace::model::{Scheduler, ServiceKey, ServiceSpec, Thresholds};
 
@@ -40,22 +40,19 @@ fn index(lab: &Lab, r: Ipv4Addr) -> u32 {
 
 /// SYNs from `n` new clients, each run once: how many went to each real.
 fn spread(lab: &Lab, first: u32, n: u32) -> BTreeMap<Option<Ipv4Addr>, u32> {
-    let mut seen = BTreeMap::new();
-    for c in first..first + n {
-        let src = Ipv4Addr::from(u32::from(Ipv4Addr::new(192, 168, 0, 0)) + c);
-        let out = lab.run(&Frame::tcp(src, 40000, VIP, PORT, flags::SYN).build());
-        let to = match out.action {
-            XDP_TX => {
-                let mac = dst_mac(&out.frame);
-                let real = [R1, R2, R3].into_iter().find(|r| mac_of(*r) == mac);
-                Some(real.unwrap_or_else(|| panic!("sent to an unknown MAC {mac:02x?}")))
-            }
-            XDP_DROP => None,
-            other => panic!("unexpected action {other}"),
-        };
-        *seen.entry(to).or_default() += 1;
-    }
-    seen
+    lab.destinations(
+        (first..first + n).map(|c| {
+            Frame::tcp(
+                Ipv4Addr::from(u32::from(Ipv4Addr::new(192, 168, 0, 0)) + c),
+                40000,
+                VIP,
+                PORT,
+                flags::SYN,
+            )
+            .build()
+        }),
+        &[R1, R2, R3],
+    )
 }
 
 #[test]
