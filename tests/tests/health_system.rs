@@ -662,8 +662,8 @@ fn a_group_shares_its_checks_across_its_members() {
          10.79.0.12, {c} }}\n",
         c = tcp_check()
     );
-    let agent = Agent::start(&topo.director.ns, &yaml).unwrap();
-    let listed = |real: &str| {
+    let mut agent = Agent::start(&topo.director.ns, &yaml).unwrap();
+    let listed = |agent: &Agent, real: &str| {
         agent
             .lbadm_ok(&["-L", "-n"])
             .lines()
@@ -671,7 +671,7 @@ fn a_group_shares_its_checks_across_its_members() {
             .count()
     };
     wait_until(Duration::from_secs(3), "both reals in both members", || {
-        listed("10.79.0.11") == 2 && listed("10.79.0.12") == 2
+        listed(&agent, "10.79.0.11") == 2 && listed(&agent, "10.79.0.12") == 2
     });
     // Every member shows the state of the leader's checkers (one per real, not per member:
     // `health::spec`'s tests).
@@ -696,13 +696,27 @@ fn a_group_shares_its_checks_across_its_members() {
         )
         .unwrap();
     wait_until(Duration::from_secs(2), "real2 out of both members", || {
-        listed("10.79.0.12") == 0 && listed("10.79.0.11") == 2
+        listed(&agent, "10.79.0.12") == 0 && listed(&agent, "10.79.0.11") == 2
     });
     let failures = new.report().failures.len();
     thread::sleep(Duration::from_secs(1));
     let after = new.finish();
     assert_eq!(after.failures.len(), failures, "{:#?}", after.failures);
     assert!(after.per_real.contains_key("real1"), "{after:?}");
+    // kill -9 and a restart while real2 is down: its checker resumes down, and so does real2
+    // in the member nothing checks on its own.
+    agent.kill9().unwrap();
+    agent.spawn().unwrap();
+    agent
+        .wait_for_log_count("serving", 2, Duration::from_secs(20))
+        .unwrap();
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        (listed(&agent, "10.79.0.12"), listed(&agent, "10.79.0.11")),
+        (0, 2),
+        "{}",
+        agent.lbadm_ok(&["-L", "-n"])
+    );
     // Edits of a member are refused: the group is one item of the file.
     let (code, _, err) = agent.lbadm(&[
         "-e",

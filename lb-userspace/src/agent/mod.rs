@@ -203,10 +203,17 @@ impl Agent {
             })
             .filter(|_| origin != Origin::Created)
             .collect();
+        // A group's members share their leader's checkers: the same real of each member
+        // (by address, on the member's port) resumes down too.
         observed.health = known
             .iter()
             .filter(|(_, up)| !**up)
-            .map(|(key, _)| (*key, Health::Down))
+            .flat_map(|((service, real, index), _)| {
+                config.checked_through(service).filter_map(move |vs| {
+                    let r = vs.real_servers.iter().find(|r| r.key.addr == real.addr)?;
+                    Some(((vs.key, r.key, *index), Health::Down))
+                })
+            })
             .collect();
         let (health_tx, health_events) = tokio::sync::mpsc::unbounded_channel();
         let probe_macs = Macs::default();
